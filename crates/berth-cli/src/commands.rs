@@ -1,0 +1,144 @@
+//! What each client command does: ask the daemon, print the answer.
+
+use std::io::Write;
+
+use anyhow::Context;
+use berth_model::api::{EventList, ReleaseList, ScaleRequest, ServiceStatus, StackStatus};
+use http_body_util::BodyExt;
+
+use crate::client::ApiClient;
+use crate::render;
+
+/// `berth validate`: exit code 0 when the spec is valid, 1 otherwise.
+pub fn validate(file: &std::path::Path, env: Option<&str>) -> i32 {
+    match berth_spec::load(file, env) {
+        Ok(spec) => {
+            println!(
+                "{}: ok ({} services, {} accessories, {} volumes, {} routes; environment {})",
+                file.display(),
+                spec.services.len(),
+                spec.accessories.len(),
+                spec.volumes.len(),
+                spec.routes.len(),
+                spec.environment
+            );
+            0
+        }
+        Err(diagnostics) => {
+            eprint!("{diagnostics}");
+            eprintln!("{} problem(s) found", diagnostics.items.len());
+            1
+        }
+    }
+}
+
+pub async fn ps(client: &ApiClient, json: bool) -> anyhow::Result<()> {
+    let status: StackStatus = client.get("/v1/status").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status.replicas)?);
+    } else {
+        print!("{}", render::ps(&status, berth_model::now_unix()));
+    }
+    Ok(())
+}
+
+pub async fn logs(
+    client: &ApiClient,
+    service: &str,
+    follow: bool,
+    replica: Option<u32>,
+    since: Option<&str>,
+    tail: Option<usize>,
+) -> anyhow::Result<()> {
+    let mut path = format!("/v1/logs?service={}&follow={follow}", encode(service));
+    if let Some(r) = replica {
+        path.push_str(&format!("&replica={r}"));
+    }
+    if let Some(s) = since {
+        path.push_str(&format!("&since={}", encode(s)));
+    }
+    if let Some(t) = tail {
+        path.push_str(&format!("&tail={t}"));
+    }
+    let response = client.send("GET", &path, None).await?;
+    let mut body = response.into_body();
+    let mut stdout = std::io::stdout();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.context("reading logs")?;
+        if let Some(data) = frame.data_ref() {
+            if stdout.write_all(data).is_err() {
+                break; // e.g. piped into `head`
+            }
+            let _ = stdout.flush();
+        }
+    }
+    Ok(())
+}
+
+pub async fn scale(client: &ApiClient, service: &str, replicas: u32) -> anyhow::Result<()> {
+    let status: ServiceStatus = client
+        .post(
+            &format!("/v1/services/{}/scale", encode(service)),
+            &ScaleRequest { replicas },
+        )
+        .await?;
+    println!("{}: {} replicas wanted, {} healthy now", status.name, status.desired, status.healthy);
+    Ok(())
+}
+
+pub async fn restart(client: &ApiClient, service: &str) -> anyhow::Result<()> {
+    let status: ServiceStatus = client
+        .post(&format!("/v1/services/{}/restart", encode(service)), &())
+        .await?;
+    println!("{}: restarted, {} of {} healthy", status.name, status.healthy, status.desired);
+    Ok(())
+}
+
+pub async fn down(client: &ApiClient) -> anyhow::Result<()> {
+    let _: serde_json::Value = client.post("/v1/down", &()).await?;
+    // The daemon removes its socket once everything is stopped.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while client.socket().exists() {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("the daemon is still stopping after 120s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    println!("stack stopped; accessory data and volumes are kept");
+    Ok(())
+}
+
+pub async fn events(client: &ApiClient, limit: usize, json: bool) -> anyhow::Result<()> {
+    let list: EventList = client.get(&format!("/v1/events?limit={limit}")).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list.events)?);
+    } else {
+        print!("{}", render::events(&list.events));
+    }
+    Ok(())
+}
+
+pub async fn releases(client: &ApiClient, service: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let path = match service {
+        Some(s) => format!("/v1/releases?service={}", encode(s)),
+        None => "/v1/releases".to_string(),
+    };
+    let list: ReleaseList = client.get(&path).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list.releases)?);
+    } else {
+        print!("{}", render::releases(&list.releases, berth_model::now_unix()));
+    }
+    Ok(())
+}
+
+/// Percent-encodes a query or path value.
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,167 @@
+//! Plain-text rendering of what the daemon answers: tables for people, JSON for scripts.
+
+use berth_model::api::StackStatus;
+use berth_model::{Event, Release, ReplicaStatus};
+
+/// Left-aligned columns, two spaces apart.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let text: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        out.push_str(text.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(header.to_vec(), &mut out);
+    for row in rows {
+        line(row.iter().map(|s| s.as_str()).collect(), &mut out);
+    }
+    out
+}
+
+/// `1h2m`, `3m4s`, `12s`.
+pub fn short_duration(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+pub fn ps(status: &StackStatus, now: i64) -> String {
+    let mut out = format!(
+        "stack {} (environment {}), daemon pid {}, up {}\n\n",
+        status.stack,
+        status.environment,
+        status.daemon_pid,
+        short_duration(now - status.started_at)
+    );
+    let rows: Vec<Vec<String>> = status
+        .replicas
+        .iter()
+        .map(|r| replica_row(r, now))
+        .collect();
+    out.push_str(&table(
+        &["SERVICE", "REPLICA", "PID", "PORT", "HEALTH", "RELEASE", "UPTIME", "RESTARTS", "LIMITS"],
+        &rows,
+    ));
+    for r in status.replicas.iter().filter(|r| r.last_exit.is_some() && r.health.as_str() != "healthy") {
+        out.push_str(&format!(
+            "\n{} last exit: {}\n",
+            r.replica,
+            r.last_exit.as_deref().unwrap_or("")
+        ));
+        for line in &r.last_log {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    let services: Vec<Vec<String>> = status
+        .services
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                format!("{}/{}", s.healthy, s.desired),
+                s.release.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&table(&["SERVICE", "HEALTHY", "RELEASE"], &services));
+    if !status.accessories.is_empty() {
+        let rows: Vec<Vec<String>> = status
+            .accessories
+            .iter()
+            .map(|a| {
+                vec![
+                    a.name.clone(),
+                    a.engine.clone(),
+                    opt(a.pid),
+                    opt(a.port),
+                    a.state.clone(),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table(&["ACCESSORY", "ENGINE", "PID", "PORT", "STATE"], &rows));
+    }
+    out
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+fn replica_row(r: &ReplicaStatus, now: i64) -> Vec<String> {
+    vec![
+        r.service.clone(),
+        r.replica.clone(),
+        opt(r.pid),
+        opt(r.port),
+        r.health.to_string(),
+        r.release.clone(),
+        r.started_at.map_or("-".into(), |t| short_duration(now - t)),
+        r.restarts.to_string(),
+        r.limits.clone().unwrap_or_else(|| "-".into()),
+    ]
+}
+
+pub fn events(events: &[Event]) -> String {
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(e.at.max(0) as u64);
+            vec![
+                humantime::format_rfc3339_seconds(at).to_string(),
+                format!("{:?}", e.level).to_lowercase(),
+                e.subject.clone(),
+                e.message.clone(),
+            ]
+        })
+        .collect();
+    table(&["TIME", "LEVEL", "SUBJECT", "MESSAGE"], &rows)
+}
+
+pub fn releases(releases: &[Release], now: i64) -> String {
+    let rows: Vec<Vec<String>> = releases
+        .iter()
+        .map(|r| {
+            vec![
+                r.service.clone(),
+                r.id.to_string(),
+                format!("{} ago", short_duration(now - r.created_at)),
+                r.source_rev.clone().map(|s| s.chars().take(12).collect()).unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(&["SERVICE", "RELEASE", "CREATED", "SOURCE"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y\n");
+    }
+
+    #[test]
+    fn durations_are_short() {
+        assert_eq!(short_duration(5), "5s");
+        assert_eq!(short_duration(125), "2m5s");
+        assert_eq!(short_duration(7260), "2h1m");
+    }
+}

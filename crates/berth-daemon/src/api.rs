@@ -1,0 +1,292 @@
+//! The daemon's local API: HTTP over a unix socket in the state folder (mode 0600: only the
+//! owner of the stack can drive it). Every `berth` command but `validate` and `up` is a client.
+//!
+//! ```text
+//! GET  /v1/status                       the stack: services, accessories, replicas
+//! GET  /v1/events?limit=N               recent events
+//! GET  /v1/releases?service=NAME        releases, newest first
+//! POST /v1/services/NAME/scale          {"replicas": N}
+//! POST /v1/services/NAME/restart        rolling restart
+//! GET  /v1/logs?service=&replica=&since=&tail=&follow=
+//! POST /v1/down                         stop the stack and the daemon
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use berth_model::api::{
+    AccessoryStatus, ApiError, EventList, ReleaseList, ScaleRequest, ServiceStatus, StackStatus,
+};
+use berth_model::Health;
+use berth_supervisor::logs::{self, LogQuery};
+use serde::Deserialize;
+use tokio::sync::Notify;
+
+use crate::stack::Stack;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub stack: Arc<Stack>,
+    /// Notified when `POST /v1/down` asks the daemon to stop.
+    pub shutdown: Arc<Notify>,
+}
+
+/// An error answer: a status and a message for the user.
+pub struct ApiFailure(StatusCode, String);
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        (self.0, Json(ApiError { error: self.1 })).into_response()
+    }
+}
+
+impl From<anyhow::Error> for ApiFailure {
+    fn from(e: anyhow::Error) -> Self {
+        ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ApiFailure {
+    ApiFailure(StatusCode::BAD_REQUEST, message.into())
+}
+
+fn not_found(message: impl Into<String>) -> ApiFailure {
+    ApiFailure(StatusCode::NOT_FOUND, message.into())
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/events", get(events))
+        .route("/v1/releases", get(releases))
+        .route("/v1/services/{name}/scale", post(scale))
+        .route("/v1/services/{name}/restart", post(restart))
+        .route("/v1/logs", get(logs_handler))
+        .route("/v1/down", post(down))
+        .fallback(|| async { not_found("no such API endpoint") })
+        .with_state(state)
+}
+
+pub fn stack_status(stack: &Stack) -> StackStatus {
+    let replicas = stack.supervisor.board().snapshot();
+    let env = stack.env_name().to_string();
+    let services = stack
+        .spec
+        .services
+        .values()
+        .map(|s| ServiceStatus {
+            name: s.name.clone(),
+            desired: stack.desired(s),
+            release: stack
+                .with_store(|st| st.current_release(&env, &s.name))
+                .ok()
+                .flatten()
+                .map(|r| r.to_string()),
+            healthy: replicas
+                .iter()
+                .filter(|r| r.service == s.name && r.health == Health::Healthy)
+                .count() as u32,
+        })
+        .collect();
+    let accessories = stack
+        .accessories
+        .iter()
+        .map(|(name, accessory)| {
+            let running = accessory.adopt();
+            AccessoryStatus {
+                name: name.clone(),
+                engine: format!("{:?}", stack.spec.accessories[name].engine).to_lowercase(),
+                pid: running.as_ref().map(|r| r.pid),
+                port: running.as_ref().map(|r| r.port),
+                state: if running.is_some() { "running" } else { "stopped" }.to_string(),
+            }
+        })
+        .collect();
+    StackStatus {
+        stack: stack.spec.stack.name.clone(),
+        environment: env,
+        daemon_pid: std::process::id(),
+        started_at: stack.started_at,
+        services,
+        accessories,
+        replicas,
+    }
+}
+
+async fn status(State(state): State<ApiState>) -> Json<StackStatus> {
+    Json(stack_status(&state.stack))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    limit: Option<usize>,
+}
+
+async fn events(
+    State(state): State<ApiState>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<EventList>, ApiFailure> {
+    let env = state.stack.env_name().to_string();
+    let events = state
+        .stack
+        .with_store(|s| s.events(&env, q.limit.unwrap_or(100).min(10_000)))?;
+    Ok(Json(EventList { events }))
+}
+
+#[derive(Deserialize)]
+struct ReleasesQuery {
+    service: Option<String>,
+}
+
+async fn releases(
+    State(state): State<ApiState>,
+    Query(q): Query<ReleasesQuery>,
+) -> Result<Json<ReleaseList>, ApiFailure> {
+    if let Some(name) = &q.service {
+        known_service(&state, name)?;
+    }
+    let releases = state.stack.with_store(|s| s.releases(q.service.as_deref()))?;
+    Ok(Json(ReleaseList { releases }))
+}
+
+fn known_service<'a>(state: &'a ApiState, name: &str) -> Result<&'a berth_spec::ServiceSpec, ApiFailure> {
+    state.stack.spec.services.get(name).ok_or_else(|| {
+        let known: Vec<&str> = state.stack.spec.services.keys().map(|s| s.as_str()).collect();
+        not_found(format!(
+            "no service `{name}` in this stack (services: {})",
+            known.join(", ")
+        ))
+    })
+}
+
+async fn scale(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    body: Result<Json<ScaleRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<ServiceStatus>, ApiFailure> {
+    let Json(request) = body.map_err(|e| bad_request(format!("expected {{\"replicas\": N}}: {e}")))?;
+    let service = known_service(&state, &name)?.clone();
+    let (min, max) = (service.replicas.min, service.replicas.max);
+    if min != max && !(min..=max).contains(&request.replicas) {
+        return Err(bad_request(format!(
+            "`{name}` runs between {min} and {max} replicas (min/max in berth.toml); asked for {}",
+            request.replicas
+        )));
+    }
+    if request.replicas > 64 {
+        return Err(bad_request("at most 64 replicas per service on one machine"));
+    }
+    let stack = state.stack.clone();
+    let env = stack.env_name().to_string();
+    stack.with_store(|s| s.set_desired_replicas(&env, &name, request.replicas))?;
+    stack.record(
+        berth_model::EventLevel::Info,
+        &name,
+        format!("scaled to {}", request.replicas),
+    );
+    let plan = stack.current_plan(&name)?;
+    stack
+        .supervisor
+        .converge(&plan, request.replicas, false)
+        .await
+        .map_err(|e| ApiFailure(StatusCode::CONFLICT, format!("{e:#}")))?;
+    let status = stack_status(&stack);
+    let service = status.services.into_iter().find(|s| s.name == name);
+    service.map(Json).ok_or_else(|| not_found("service vanished"))
+}
+
+async fn restart(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceStatus>, ApiFailure> {
+    let service = known_service(&state, &name)?.clone();
+    let stack = state.stack.clone();
+    let plan = stack.current_plan(&name)?;
+    stack.record(berth_model::EventLevel::Info, &name, "rolling restart");
+    stack
+        .supervisor
+        .converge(&plan, stack.desired(&service), true)
+        .await
+        .map_err(|e| ApiFailure(StatusCode::CONFLICT, format!("{e:#}")))?;
+    let status = stack_status(&stack);
+    let service = status.services.into_iter().find(|s| s.name == name);
+    service.map(Json).ok_or_else(|| not_found("service vanished"))
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    service: String,
+    replica: Option<u32>,
+    /// A duration back from now: `5m`.
+    since: Option<String>,
+    tail: Option<usize>,
+    follow: Option<bool>,
+}
+
+async fn logs_handler(
+    State(state): State<ApiState>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ApiFailure> {
+    known_service(&state, &q.service)?;
+    let since = match &q.since {
+        Some(text) => {
+            let back = humantime::parse_duration(text)
+                .map_err(|e| bad_request(format!("--since {text}: {e} (try 30s, 5m, 2h)")))?;
+            Some(SystemTime::now() - back)
+        }
+        None => None,
+    };
+    let query = LogQuery {
+        service: q.service.clone(),
+        replica: q.replica,
+        since,
+        tail: q.tail,
+    };
+    let dir = state.stack.paths.replicas();
+    let keep = crate::LOG_KEEP;
+    let past = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        let query = query.clone();
+        move || logs::read(&dir, &query, keep)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(256);
+    let follow = q.follow.unwrap_or(false);
+    tokio::spawn(async move {
+        for line in past {
+            if tx.send(format!("{line}\n")).await.is_err() {
+                return;
+            }
+        }
+        if follow {
+            logs::follow(dir, query, tx).await;
+        }
+    });
+    let stream = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |line| {
+        Ok::<_, std::convert::Infallible>(line)
+    });
+    Ok(Response::builder()
+        .header("content-type", "text/plain; charset=utf-8")
+        .body(Body::from_stream(stream))
+        .map_err(|e| anyhow::anyhow!(e))?)
+}
+
+async fn down(State(state): State<ApiState>) -> (StatusCode, Json<serde_json::Value>) {
+    // Answer first; the daemon stops everything once the answer is out.
+    let shutdown = state.shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        shutdown.notify_one();
+    });
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "stopping": state.stack.spec.stack.name })),
+    )
+}

@@ -1,0 +1,169 @@
+//! The control plane: `berth up` in the foreground.
+//!
+//! It loads the spec, takes the environment's daemon lock, starts (or adopts) the accessories,
+//! makes a release per service when its source or config changed, adopts the replicas an earlier
+//! daemon left running, brings every service to its desired replica count, and serves the local
+//! API until Ctrl-C, SIGTERM or `berth down`; then it stops replicas gracefully and exits 0.
+
+pub mod api;
+pub mod stack;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use berth_model::{EventLevel, ReplicaBoard, StatePaths};
+use berth_store::Store;
+use berth_supervisor::local::LocalProcessDriver;
+use berth_supervisor::{ReplicaPaths, Supervisor};
+use nix::fcntl::{Flock, FlockArg};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, Notify};
+
+use stack::Stack;
+
+/// Size at which a replica's log file is rotated.
+pub const LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
+/// Rotated log files kept per replica.
+pub const LOG_KEEP: u32 = 3;
+
+pub struct UpOptions {
+    /// The spec, as given (relative or absolute).
+    pub spec_file: PathBuf,
+    pub environment: Option<String>,
+    /// The `berth` executable (it provides `berth shim`).
+    pub program: PathBuf,
+}
+
+/// Runs the stack in the foreground until asked to stop.
+pub async fn up(options: UpOptions) -> anyhow::Result<()> {
+    let spec = match berth_spec::load(&options.spec_file, options.environment.as_deref()) {
+        Ok(spec) => spec,
+        Err(diagnostics) => {
+            eprint!("{diagnostics}");
+            bail!("{} problem(s) in the spec; nothing was started", diagnostics.items.len());
+        }
+    };
+    let paths = StatePaths::new(&spec.path, &spec.environment);
+    for dir in [&paths.root, &paths.env_dir] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // Accessory servers run as their own users (postgres) and must traverse it.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    }
+
+    // One daemon per stack environment.
+    let lock_file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .read(true)
+        .open(paths.lock())?;
+    let lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((_, _)) => bail!(
+            "a berth daemon already runs for stack `{}` environment `{}` (lock {}); use `berth ps` or `berth down`",
+            spec.stack.name,
+            spec.environment,
+            paths.lock().display()
+        ),
+    };
+    std::fs::write(paths.lock(), std::process::id().to_string())?;
+
+    let store = Store::open(paths.db())?;
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let driver = LocalProcessDriver::new(options.program.clone());
+    let supervisor = Supervisor::new(
+        driver,
+        ReplicaBoard::new(),
+        ReplicaPaths {
+            replicas_dir: paths.replicas(),
+            cgroup_prefix: format!("berth/{}-{}", spec.stack.name, spec.environment),
+            log_max_bytes: LOG_MAX_BYTES,
+            log_keep: LOG_KEEP,
+        },
+        events_tx,
+    );
+    let stack = Arc::new(Stack::new(spec, paths.clone(), store, supervisor.clone()));
+    let recorder = stack::spawn_recorder(stack.store.clone(), stack.env_name().to_string(), events_rx);
+
+    // The API first, so `berth ps` answers while the stack comes up.
+    let socket = paths.socket();
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket)
+        .with_context(|| format!("binding the API socket {}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+    let shutdown = Arc::new(Notify::new());
+    let app = api::router(api::ApiState {
+        stack: stack.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let server = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("API server: {e}");
+        }
+    });
+
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let stop_requested = async {
+        tokio::select! {
+            _ = sigint.recv() => "interrupt",
+            _ = sigterm.recv() => "terminate signal",
+            _ = shutdown.notified() => "berth down",
+        }
+    };
+    tokio::pin!(stop_requested);
+
+    stack.record(EventLevel::Info, "stack", format!("daemon {} starting", std::process::id()));
+    let bring_up = bring_up(&stack);
+    let outcome = tokio::select! {
+        result = bring_up => match result {
+            Ok(()) => {
+                println!(
+                    "berth: stack `{}` ({}) is up; API at {}. Ctrl-C stops it.",
+                    stack.spec.stack.name,
+                    stack.env_name(),
+                    socket.display()
+                );
+                let reason = (&mut stop_requested).await;
+                Ok(reason)
+            }
+            Err(e) => Err(e),
+        },
+        reason = &mut stop_requested => Ok(reason),
+    };
+
+    let reason = match &outcome {
+        Ok(reason) => reason.to_string(),
+        Err(e) => format!("start-up failed: {e:#}"),
+    };
+    tracing::info!("stopping ({reason}): replicas first, then accessories");
+    stack.record(EventLevel::Info, "stack", format!("stopping: {reason}"));
+    supervisor.stop_all().await;
+    stack.stop_accessories().await;
+    server.abort();
+    let _ = std::fs::remove_file(&socket);
+    drop(supervisor);
+    drop(stack);
+    // The recorder ends once every sender (held by the supervisor's keepers) is gone.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), recorder).await;
+    drop(lock);
+    outcome.map(|_| ())
+}
+
+async fn bring_up(stack: &Arc<Stack>) -> anyhow::Result<()> {
+    stack.ensure_volumes()?;
+    stack.start_accessories().await?;
+    let env = stack.env_name().to_string();
+    for service in stack.spec.services.values() {
+        let release = stack.release_for(service).await?;
+        stack.with_store(|s| s.set_current_release(&env, &service.name, &release.id))?;
+    }
+    let adopted = stack.adopt_replicas().await?;
+    if adopted > 0 {
+        println!("berth: adopted {adopted} running replica(s)");
+    }
+    stack.converge_all().await
+}

@@ -1,0 +1,352 @@
+//! The running stack: the effective spec, its accessories, releases and service plans, and the
+//! supervisor that keeps the replicas. The daemon's API calls into this.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use berth_accessories::{Accessory, AccessoryConfig};
+use berth_model::{Event, EventLevel, Release, ReplicaKey, StatePaths};
+use berth_release::ReleaseBuilder;
+use berth_spec::{ServiceSpec, Spec};
+use berth_store::Store;
+use berth_supervisor::{ServicePlan, Supervisor, SupervisorEvent};
+use tokio::sync::mpsc;
+
+/// A stack brought up by this daemon.
+pub struct Stack {
+    pub spec: Spec,
+    pub paths: StatePaths,
+    pub store: Arc<Mutex<Store>>,
+    pub supervisor: Arc<Supervisor>,
+    pub accessories: BTreeMap<String, Accessory>,
+    /// Injected variables per accessory: (variable, URL).
+    accessory_env: Mutex<BTreeMap<String, (String, String)>>,
+    /// Secret values (accessory passwords, URLs) never to be printed.
+    redact: Mutex<Vec<String>>,
+    pub started_at: i64,
+}
+
+impl Stack {
+    pub fn new(
+        spec: Spec,
+        paths: StatePaths,
+        store: Store,
+        supervisor: Arc<Supervisor>,
+    ) -> Self {
+        let accessories = spec
+            .accessories
+            .values()
+            .map(|a| {
+                let config = AccessoryConfig {
+                    name: a.name.clone(),
+                    engine: a.engine,
+                    database: a.database.clone(),
+                    user: a.user.clone(),
+                    port: a.port,
+                    dir: paths.accessory(&a.name),
+                };
+                (a.name.clone(), Accessory::new(config))
+            })
+            .collect();
+        Self {
+            spec,
+            paths,
+            store: Arc::new(Mutex::new(store)),
+            supervisor,
+            accessories,
+            accessory_env: Mutex::default(),
+            redact: Mutex::default(),
+            started_at: berth_model::now_unix(),
+        }
+    }
+
+    pub fn env_name(&self) -> &str {
+        &self.spec.environment
+    }
+
+    /// Runs `f` with the store (briefly: it is a blocking call).
+    pub fn with_store<T>(&self, f: impl FnOnce(&Store) -> anyhow::Result<T>) -> anyhow::Result<T> {
+        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        f(&store)
+    }
+
+    pub fn record(&self, level: EventLevel, subject: &str, message: impl Into<String>) {
+        let event = Event::new(level, subject, message);
+        let env = self.env_name().to_string();
+        let _ = self.with_store(|s| s.push_event(&env, &event));
+    }
+
+    /// Starts (or adopts) every accessory and waits until each accepts connections.
+    pub async fn start_accessories(&self) -> anyhow::Result<()> {
+        for (name, accessory) in &self.accessories {
+            let spec = &self.spec.accessories[name];
+            let adopted = accessory.adopt().is_some();
+            let running = accessory
+                .ensure_running()
+                .await
+                .with_context(|| format!("accessory `{name}` ({:?})", spec.engine))?;
+            let verb = if adopted { "adopted" } else { "started" };
+            tracing::info!("accessory {name}: {verb}, pid {} port {}", running.pid, running.port);
+            self.record(
+                EventLevel::Info,
+                name,
+                format!("{verb} pid {} port {}", running.pid, running.port),
+            );
+            let mut redact = self.redact.lock().unwrap_or_else(|e| e.into_inner());
+            redact.push(running.url.clone());
+            if let Some(password) = url_password(&running.url) {
+                redact.push(password);
+            }
+            self.accessory_env
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(name.clone(), (spec.env.clone(), running.url.clone()));
+        }
+        Ok(())
+    }
+
+    pub async fn stop_accessories(&self) {
+        for (name, accessory) in &self.accessories {
+            if let Err(e) = accessory.stop(Duration::from_secs(30)).await {
+                tracing::warn!("accessory {name}: stopping failed: {e:#}");
+            }
+        }
+    }
+
+    /// Creates the shared volume folders.
+    pub fn ensure_volumes(&self) -> anyhow::Result<()> {
+        for name in self.spec.volumes.keys() {
+            let dir = self.paths.volume(name);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating volume folder {}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// The release for a service's current source and config: the existing one when nothing
+    /// changed, else a new one, snapshotted and built.
+    pub async fn release_for(&self, service: &ServiceSpec) -> anyhow::Result<Release> {
+        let fingerprint = berth_release::fingerprint(service)?;
+        let existing = self.with_store(|s| s.find_release_by_fingerprint(&service.name, &fingerprint))?;
+        if let Some(release) = existing.filter(|r| std::path::Path::new(&r.dir).is_dir()) {
+            return Ok(release);
+        }
+        let seq = self.with_store(|s| s.next_release_seq(&service.name))?;
+        let builder = ReleaseBuilder::new(self.paths.releases());
+        let name = service.name.clone();
+        tracing::info!("{name}: building release {seq}");
+        let release = builder
+            .create(service, seq, &self.spec.hash(), |line| {
+                tracing::info!("{name} build | {line}");
+            })
+            .await
+            .with_context(|| format!("building a release of `{}`", service.name))?;
+        self.with_store(|s| s.insert_release(&release))?;
+        self.record(
+            EventLevel::Info,
+            &service.name,
+            format!("release {} created", release.id),
+        );
+        self.prune_releases(&service.name)?;
+        Ok(release)
+    }
+
+    /// Keeps the newest `keep_releases` releases of a service and any that replicas run.
+    fn prune_releases(&self, service: &str) -> anyhow::Result<()> {
+        let keep = self.spec.stack.keep_releases.max(1) as usize;
+        let env = self.env_name().to_string();
+        let (releases, current, running) = self.with_store(|s| {
+            Ok((
+                s.releases(Some(service))?,
+                s.current_release(&env, service)?,
+                s.replicas(&env)?,
+            ))
+        })?;
+        let in_use: Vec<_> = running
+            .iter()
+            .filter(|r| r.key.service == service)
+            .map(|r| r.release.clone())
+            .chain(current)
+            .collect();
+        let mut kept = Vec::new();
+        for (i, release) in releases.iter().enumerate() {
+            if i < keep || in_use.contains(&release.id) {
+                kept.push(release.id.clone());
+            } else {
+                self.with_store(|s| s.delete_release(service, &release.id))?;
+            }
+        }
+        ReleaseBuilder::new(self.paths.releases()).prune(service, &kept);
+        Ok(())
+    }
+
+    /// What replicas of `service` running `release` get: the spec's env, accessory URLs,
+    /// volume paths and Berth's own variables.
+    pub fn plan(&self, service: &ServiceSpec, release: Release) -> anyhow::Result<ServicePlan> {
+        let mut env = BTreeMap::new();
+        for key in ["PATH", "LANG", "LC_ALL", "TZ", "HOME"] {
+            if let Ok(value) = std::env::var(key) {
+                env.insert(key.to_string(), value);
+            }
+        }
+        env.extend(service.env.clone());
+        let accessory_env = self.accessory_env.lock().unwrap_or_else(|e| e.into_inner());
+        for name in &service.uses {
+            let (var, url) = accessory_env
+                .get(name)
+                .ok_or_else(|| anyhow!("accessory `{name}` is not running"))?;
+            env.insert(var.clone(), url.clone());
+        }
+        for name in &service.volumes {
+            let volume = &self.spec.volumes[name];
+            env.insert(volume.env.clone(), self.paths.volume(name).display().to_string());
+        }
+        env.insert("BERTH_SERVICE".into(), service.name.clone());
+        env.insert("BERTH_RELEASE".into(), release.id.to_string());
+        env.insert("BERTH_ENV".into(), self.env_name().to_string());
+        env.insert("BERTH_STACK".into(), self.spec.stack.name.clone());
+        Ok(ServicePlan {
+            service: service.clone(),
+            release,
+            env,
+            redact: self.redact.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        })
+    }
+
+    /// The plan for a service's current release.
+    pub fn current_plan(&self, service: &str) -> anyhow::Result<ServicePlan> {
+        let spec = self
+            .spec
+            .services
+            .get(service)
+            .ok_or_else(|| anyhow!("no service `{service}` in {}", self.spec.path.display()))?;
+        let env = self.env_name().to_string();
+        let release = self.with_store(|s| {
+            let id = s
+                .current_release(&env, service)?
+                .ok_or_else(|| anyhow!("`{service}` has no release yet"))?;
+            s.release(service, &id)?
+                .ok_or_else(|| anyhow!("release {id} of `{service}` is missing"))
+        })?;
+        self.plan(spec, release)
+    }
+
+    /// Replicas wanted for a service: what `berth scale` set, else the spec's minimum.
+    pub fn desired(&self, service: &ServiceSpec) -> u32 {
+        let env = self.env_name().to_string();
+        self.with_store(|s| s.desired_replicas(&env, &service.name))
+            .ok()
+            .flatten()
+            .unwrap_or(service.replicas.min)
+    }
+
+    /// Takes over the replicas an earlier daemon left running; stops those that no longer
+    /// belong to the spec. Returns how many were adopted.
+    pub async fn adopt_replicas(&self) -> anyhow::Result<usize> {
+        let env = self.env_name().to_string();
+        let stored = self.with_store(|s| s.replicas(&env))?;
+        let mut adopted = 0;
+        for replica in stored {
+            let plan = self.spec.services.get(&replica.key.service).and_then(|service| {
+                let release = self
+                    .with_store(|s| s.release(&service.name, &replica.release))
+                    .ok()
+                    .flatten()?;
+                self.plan(service, release).ok()
+            });
+            let running = self.supervisor.driver().is_running(&replica.record);
+            match plan {
+                Some(plan) if running => {
+                    let pid = replica.record.app_pid;
+                    if self.supervisor.adopt(replica.key.clone(), plan, replica.port, replica.record.clone()) {
+                        adopted += 1;
+                        tracing::info!("{}: adopted (pid {pid})", replica.key);
+                        continue;
+                    }
+                }
+                None if running => {
+                    tracing::info!("{}: no longer in the spec; stopping it", replica.key);
+                    self.supervisor
+                        .driver()
+                        .stop(&replica.record, Duration::from_secs(10))
+                        .await;
+                }
+                _ => {}
+            }
+            self.with_store(|s| s.remove_replica(&env, &replica.key))?;
+        }
+        Ok(adopted)
+    }
+
+    /// Brings every service to its desired replicas of its current release.
+    pub async fn converge_all(&self) -> anyhow::Result<()> {
+        let mut failures = Vec::new();
+        for service in self.spec.services.values() {
+            let plan = self.current_plan(&service.name)?;
+            if let Err(e) = self.supervisor.converge(&plan, self.desired(service), false).await {
+                failures.push(format!("{e:#}"));
+            }
+        }
+        if !failures.is_empty() {
+            bail!("{}", failures.join("; "));
+        }
+        Ok(())
+    }
+}
+
+/// Persists what the supervisor reports.
+pub fn spawn_recorder(
+    store: Arc<Mutex<Store>>,
+    env: String,
+    mut events: mpsc::UnboundedReceiver<SupervisorEvent>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_blocking(move || {
+        while let Some(event) = events.blocking_recv() {
+            let store = store.lock().unwrap_or_else(|e| e.into_inner());
+            let result = match &event {
+                SupervisorEvent::Started {
+                    key,
+                    release,
+                    port,
+                    record,
+                } => store.put_replica(&env, key, release, *port, record),
+                SupervisorEvent::Removed { key } => store.remove_replica(&env, key),
+                SupervisorEvent::Event(e) => store.push_event(&env, e),
+            };
+            if let Err(e) = result {
+                tracing::error!("recording {event:?} failed: {e:#}");
+            }
+        }
+    })
+}
+
+/// The password part of `scheme://user:password@host...`, if any.
+fn url_password(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let userinfo = rest.split_once('@')?.0;
+    let password = userinfo.split_once(':')?.1;
+    (!password.is_empty()).then(|| password.to_string())
+}
+
+/// Parses a replica name `web.2`.
+pub fn parse_replica(name: &str) -> Option<ReplicaKey> {
+    let (service, index) = name.rsplit_once('.')?;
+    Some(ReplicaKey::new(service, index.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_password_in_a_url() {
+        assert_eq!(
+            url_password("postgres://app:s3cr3t@127.0.0.1:5432/app").as_deref(),
+            Some("s3cr3t")
+        );
+        assert_eq!(url_password("redis://127.0.0.1:6379/0"), None);
+        assert_eq!(url_password("redis://:pw@127.0.0.1:6379/0").as_deref(), Some("pw"));
+    }
+}

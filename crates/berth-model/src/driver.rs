@@ -1,0 +1,105 @@
+//! The `Driver` trait: how a replica process is started, watched and stopped.
+//!
+//! The supervisor decides *when* replicas run; a driver decides *how*. Local processes are the
+//! first driver; Docker, ECS and Kubernetes drivers implement the same trait later.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ReleaseId, ReplicaKey};
+
+/// Everything a driver needs to start one replica.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    pub key: ReplicaKey,
+    pub release: ReleaseId,
+    /// Shell command, run with `sh -c`.
+    pub command: String,
+    /// The release folder.
+    pub cwd: PathBuf,
+    /// The complete environment of the process (nothing is inherited from Berth).
+    pub env: BTreeMap<String, String>,
+    pub port: Option<u16>,
+    /// A folder owned by this process instance: launch file, pids, exit status.
+    pub instance_dir: PathBuf,
+    /// The replica's log file (shared by its successive instances), rotated by size.
+    pub log_file: PathBuf,
+    /// Rotate the log file past this size.
+    pub log_max_bytes: u64,
+    /// Rotated log files kept besides the current one.
+    pub log_keep: u32,
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
+    /// CPU limit in cores.
+    pub cpu: Option<f64>,
+    /// Name of the control group (relative to each controller's root), e.g. `berth/hello-default/web.1`.
+    pub cgroup: String,
+    /// Values that must never appear in captured logs: replaced by `[redacted]`.
+    pub redact: Vec<String>,
+}
+
+/// What identifies a started process, durably: enough for a restarted daemon to find it again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    /// The supervising process (the shim for local processes).
+    pub supervisor_pid: u32,
+    /// Start time of the supervising process in clock ticks since boot: guards against pid reuse.
+    pub supervisor_start: u64,
+    /// The application process.
+    pub app_pid: u32,
+    pub instance_dir: PathBuf,
+    /// Unix seconds.
+    pub started_at: i64,
+    /// The limits applied, or why they could not be.
+    pub limits: Option<String>,
+}
+
+/// How a replica process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl ExitStatus {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, self.signal) {
+            (Some(c), _) => write!(f, "exit {c}"),
+            (None, Some(s)) => write!(f, "signal {s}"),
+            (None, None) => f.write_str("ended (status unknown)"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("could not start {key}: {reason}")]
+    Start { key: String, reason: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs replica processes.
+#[async_trait::async_trait]
+pub trait Driver: Send + Sync + 'static {
+    /// Starts one replica and returns once its application process exists.
+    async fn start(&self, launch: &LaunchSpec) -> Result<ProcessRecord, DriverError>;
+    /// Resolves when the process has ended, with how it ended.
+    async fn wait(&self, record: &ProcessRecord) -> ExitStatus;
+    /// Asks the process to stop (SIGTERM), and kills it after `timeout`.
+    async fn stop(&self, record: &ProcessRecord, timeout: Duration) -> ExitStatus;
+    /// Whether a process recorded earlier (perhaps by a previous daemon) is still running.
+    fn is_running(&self, record: &ProcessRecord) -> bool;
+    /// The last `n` lines the process logged.
+    fn tail_log(&self, record: &ProcessRecord, n: usize) -> Vec<String>;
+}

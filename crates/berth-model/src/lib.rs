@@ -1,0 +1,29 @@
+//! The runtime model shared by Berth's mechanisms.
+//!
+//! The spec (`berth-spec`) says what a stack should be; this crate says what it *is*: releases,
+//! replicas and their health, events, and the small traits through which mechanisms meet (a
+//! [`Driver`] runs replicas; the [`ReplicaBoard`] is where the supervisor publishes replica health
+//! for the edge and the rollout engine to read). No I/O happens here.
+
+pub mod api;
+pub mod board;
+pub mod driver;
+pub mod event;
+pub mod paths;
+pub mod release;
+pub mod replica;
+
+pub use board::ReplicaBoard;
+pub use driver::{Driver, ExitStatus, LaunchSpec, ProcessRecord};
+pub use event::{Event, EventLevel};
+pub use paths::StatePaths;
+pub use release::{Release, ReleaseId};
+pub use replica::{Health, ReplicaKey, ReplicaStatus};
+
+/// Seconds since the Unix epoch, the one time format of the model.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,134 @@
+//! The spec as written, before defaults and environments: every value the walker accepted, with
+//! the byte span it came from so later checks can point at it.
+//!
+//! A value that failed its own check (wrong type, bad duration...) is left out, or replaced by its
+//! most permissive reading, so that one mistake does not cascade into more messages.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use crate::types::{Engine, PortSpec};
+
+/// A value with the byte span of its source text.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Located<T> {
+    pub value: T,
+    pub span: Range<usize>,
+}
+
+/// A whole `berth.toml`.
+#[derive(Debug, Default)]
+pub(crate) struct RawSpec {
+    pub stack_name: Option<Located<String>>,
+    pub keep_releases: Option<u32>,
+    pub listen: Option<Vec<std::net::SocketAddr>>,
+    pub admin: Option<std::net::SocketAddr>,
+    pub env: BTreeMap<String, String>,
+    pub services: BTreeMap<String, RawService>,
+    pub accessories: BTreeMap<String, RawAccessory>,
+    pub volumes: BTreeMap<String, RawVolume>,
+    pub routes: Vec<RawRoute>,
+    pub environments: BTreeMap<String, RawEnvironment>,
+}
+
+/// `replicas`, `min` and `max` as written; each span covers `key = value`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReplicaFields {
+    pub replicas: Option<Located<u32>>,
+    pub min: Option<Located<u32>>,
+    pub max: Option<Located<u32>>,
+}
+
+/// One `[service.NAME]`.
+#[derive(Debug, Clone)]
+pub(crate) struct RawService {
+    pub run: Option<String>,
+    pub build: Option<String>,
+    pub source: Option<String>,
+    pub port: PortSpec,
+    pub replicas: ReplicaFields,
+    pub stop_timeout: Option<Duration>,
+    pub env: BTreeMap<String, String>,
+    pub uses: Vec<Located<String>>,
+    pub volumes: Vec<Located<String>>,
+    pub health: Option<Located<RawHealth>>,
+    pub memory: Option<u64>,
+    pub cpu: Option<f64>,
+}
+
+impl RawService {
+    /// A service with nothing set yet.
+    pub fn new() -> Self {
+        RawService {
+            run: None,
+            build: None,
+            source: None,
+            port: PortSpec::None,
+            replicas: ReplicaFields::default(),
+            stop_timeout: None,
+            env: BTreeMap::new(),
+            uses: Vec::new(),
+            volumes: Vec::new(),
+            health: None,
+            memory: None,
+            cpu: None,
+        }
+    }
+}
+
+/// One `[service.NAME.health]`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawHealth {
+    pub path: Option<String>,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+    pub grace_period: Option<Duration>,
+}
+
+/// One `[accessory.NAME]`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawAccessory {
+    /// `None` when missing or invalid (already reported).
+    pub engine: Option<Engine>,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub env: Option<String>,
+}
+
+/// One `[volume.NAME]`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawVolume {
+    pub env: Option<String>,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone)]
+pub(crate) struct RawRoute {
+    /// Span of the `[[route]]` table.
+    pub span: Range<usize>,
+    pub host: Option<Located<String>>,
+    pub path: Option<Located<String>>,
+    pub service: Option<Located<String>>,
+}
+
+/// One `[environment.NAME]`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawEnvironment {
+    pub env: BTreeMap<String, String>,
+    pub services: BTreeMap<String, RawOverride>,
+}
+
+/// One `[environment.ENV.service.NAME]`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawOverride {
+    /// Span of the service's name in the override's key or header.
+    pub name_span: Range<usize>,
+    pub replicas: ReplicaFields,
+    pub memory: Option<u64>,
+    pub cpu: Option<f64>,
+    pub env: BTreeMap<String, String>,
+}

@@ -1,0 +1,243 @@
+//! The local-process driver: every replica is a shim process (see [`crate::shim`]) that owns
+//! the application process, started in its own session so both outlive the daemon.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_model::driver::DriverError;
+use berth_model::{Driver, ExitStatus, LaunchSpec, ProcessRecord};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::sync::watch;
+
+use crate::shim::{self, write_atomic, APP_PID_FILE, EXIT_FILE, LAUNCH_FILE, LIMITS_FILE};
+
+/// Runs replicas as local processes through `berth shim`.
+pub struct LocalProcessDriver {
+    /// The `berth` executable that provides the `shim` subcommand.
+    shim_program: PathBuf,
+    /// Exit watchers by supervisor pid: `None` while running.
+    exits: Mutex<HashMap<u32, watch::Receiver<Option<ExitStatus>>>>,
+}
+
+impl LocalProcessDriver {
+    pub fn new(shim_program: PathBuf) -> Arc<Self> {
+        Arc::new(Self {
+            shim_program,
+            exits: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Returns (creating if needed) the exit watcher of a process this daemon did not start.
+    fn watcher(&self, record: &ProcessRecord) -> watch::Receiver<Option<ExitStatus>> {
+        let mut exits = self.exits.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rx) = exits.get(&record.supervisor_pid) {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        exits.insert(record.supervisor_pid, rx.clone());
+        let record = record.clone();
+        tokio::spawn(async move {
+            while process_matches(record.supervisor_pid, record.supervisor_start) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            // The shim is gone; its application must not outlive it unwatched.
+            kill_group_if_alive(record.app_pid);
+            let _ = tx.send(Some(read_exit(&record.instance_dir)));
+        });
+        rx
+    }
+}
+
+#[async_trait::async_trait]
+impl Driver for LocalProcessDriver {
+    async fn start(&self, launch: &LaunchSpec) -> Result<ProcessRecord, DriverError> {
+        let start_error = |reason: String| DriverError::Start {
+            key: launch.key.to_string(),
+            reason,
+        };
+        let dir = &launch.instance_dir;
+        fs::create_dir_all(dir)?;
+        for stale in [APP_PID_FILE, EXIT_FILE, LIMITS_FILE] {
+            let _ = fs::remove_file(dir.join(stale));
+        }
+        let json = serde_json::to_vec(launch).map_err(|e| start_error(e.to_string()))?;
+        write_atomic(&dir.join(LAUNCH_FILE), &json)?;
+        let shim_log = fs::File::create(dir.join("shim.log"))?;
+
+        let mut command = tokio::process::Command::new(&self.shim_program);
+        command
+            .arg("shim")
+            .arg(dir)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(shim_log);
+        // SAFETY: setsid is async-signal-safe.
+        unsafe {
+            command.as_std_mut().pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+        let mut child = command.spawn()?;
+        let shim_pid = child.id().ok_or_else(|| start_error("shim exited at once".into()))?;
+        let supervisor_start = proc_start_ticks(shim_pid).unwrap_or(0);
+
+        // Wait for the shim to report the application's pid (or to fail).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let app_pid = loop {
+            if let Ok(text) = fs::read_to_string(dir.join(APP_PID_FILE)) {
+                if let Ok(pid) = text.trim().parse::<u32>() {
+                    break pid;
+                }
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                let log = fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
+                let _ = fs::remove_file(dir.join(LAUNCH_FILE));
+                return Err(start_error(format!("the shim failed: {}", log.trim())));
+            }
+            if Instant::now() > deadline {
+                let _ = child.start_kill();
+                let _ = fs::remove_file(dir.join(LAUNCH_FILE));
+                return Err(start_error("the shim did not start the process within 10s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let limits = fs::read_to_string(dir.join(LIMITS_FILE))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| s != "none");
+
+        let (tx, rx) = watch::channel(None);
+        self.exits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(shim_pid, rx);
+        let instance_dir = dir.clone();
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+            kill_group_if_alive(app_pid);
+            let _ = tx.send(Some(read_exit(&instance_dir)));
+        });
+
+        Ok(ProcessRecord {
+            supervisor_pid: shim_pid,
+            supervisor_start,
+            app_pid,
+            instance_dir: dir.clone(),
+            started_at: berth_model::now_unix(),
+            limits,
+        })
+    }
+
+    async fn wait(&self, record: &ProcessRecord) -> ExitStatus {
+        let mut rx = self.watcher(record);
+        loop {
+            if let Some(status) = *rx.borrow_and_update() {
+                self.exits
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&record.supervisor_pid);
+                return status;
+            }
+            if rx.changed().await.is_err() {
+                return read_exit(&record.instance_dir);
+            }
+        }
+    }
+
+    async fn stop(&self, record: &ProcessRecord, timeout: Duration) -> ExitStatus {
+        let mut rx = self.watcher(record);
+        if process_matches(record.supervisor_pid, record.supervisor_start) {
+            let _ = kill(Pid::from_raw(record.supervisor_pid as i32), Signal::SIGTERM);
+        } else {
+            // No shim to forward the signal: ask the application directly.
+            let _ = kill(Pid::from_raw(-(record.app_pid as i32)), Signal::SIGTERM);
+        }
+        let ended = tokio::time::timeout(timeout, async {
+            rx.wait_for(|s| s.is_some()).await.is_ok()
+        })
+        .await;
+        if ended.is_err() {
+            kill_group_if_alive(record.app_pid);
+            if process_matches(record.supervisor_pid, record.supervisor_start) {
+                let _ = kill(Pid::from_raw(record.supervisor_pid as i32), Signal::SIGKILL);
+            }
+        }
+        self.wait(record).await
+    }
+
+    fn is_running(&self, record: &ProcessRecord) -> bool {
+        process_matches(record.supervisor_pid, record.supervisor_start)
+    }
+
+    fn tail_log(&self, record: &ProcessRecord, n: usize) -> Vec<String> {
+        let log = record
+            .instance_dir
+            .parent()
+            .map(|p| p.join("current.log"))
+            .unwrap_or_default();
+        tail_lines(&log, n)
+    }
+}
+
+/// The last `n` lines of a text file (reads at most the last 64 KiB).
+pub fn tail_lines(path: &Path, n: usize) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = fs::File::open(path) else {
+        return vec![];
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+    let mut buf = Vec::new();
+    let _ = file.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+fn read_exit(dir: &Path) -> ExitStatus {
+    fs::read(dir.join(EXIT_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(ExitStatus {
+            code: None,
+            signal: None,
+        })
+}
+
+/// SIGKILLs the process group led by `pid`, if that group still has members.
+fn kill_group_if_alive(pid: u32) {
+    let _ = kill(Pid::from_raw(-(pid as i32)), Signal::SIGKILL);
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of `/proc/PID/stat`).
+pub fn proc_start_ticks(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Whether `pid` is alive (not a zombie) and is the very process that started at `start`.
+pub fn process_matches(pid: u32, start: u64) -> bool {
+    proc_start_ticks(pid).is_some_and(|t| start == 0 || t == start)
+}
+
+/// Re-export for the binary: `berth shim DIR`.
+pub fn run_shim(dir: &Path) -> i32 {
+    shim::run(dir)
+}

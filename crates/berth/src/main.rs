@@ -1,0 +1,70 @@
+//! The `berth` binary: parses the command line and dispatches to the daemon (`up`), the replica
+//! shim (`shim`) or the API client (everything else). No logic lives here.
+
+use std::process::ExitCode;
+
+use berth_cli::client::ApiClient;
+use berth_cli::{commands, Cli, Command};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        // The shim must stay small and single-purpose: no runtime, no logging setup.
+        Command::Shim { dir } => return ExitCode::from(berth_supervisor::shim::run(dir).clamp(0, 255) as u8),
+        Command::Validate => {
+            return ExitCode::from(commands::validate(&cli.file, cli.env.as_deref()) as u8)
+        }
+        _ => {}
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Up = cli.command {
+        let program = std::env::current_exe()?;
+        return berth_daemon::up(berth_daemon::UpOptions {
+            spec_file: cli.file,
+            environment: cli.env,
+            program,
+        })
+        .await;
+    }
+    let client = ApiClient::for_spec(&cli.file, cli.env.as_deref())?;
+    match cli.command {
+        Command::Ps { json } => commands::ps(&client, json).await,
+        Command::Logs {
+            service,
+            follow,
+            replica,
+            since,
+            tail,
+        } => commands::logs(&client, &service, follow, replica, since.as_deref(), tail).await,
+        Command::Scale { service, replicas } => commands::scale(&client, &service, replicas).await,
+        Command::Restart { service } => commands::restart(&client, &service).await,
+        Command::Down => commands::down(&client).await,
+        Command::Events { limit, json } => commands::events(&client, limit, json).await,
+        Command::Releases { service, json } => commands::releases(&client, service.as_deref(), json).await,
+        Command::Up | Command::Shim { .. } | Command::Validate => unreachable!("dispatched above"),
+    }
+}
