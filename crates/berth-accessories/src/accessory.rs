@@ -150,7 +150,10 @@ impl Accessory {
         let password = secret::load_or_create(&layout.password_file)?;
 
         if let Some(pid) = self.live_pid(&layout, Some(&server)) {
-            if let Some(running) = self.try_adopt(&layout, &user, &server, pid, &password).await? {
+            if let Some(running) = self
+                .try_adopt(&layout, &user, &server, pid, &password)
+                .await?
+            {
                 return Ok(running);
             }
         }
@@ -278,7 +281,10 @@ impl Accessory {
         if wait_for_exit(pid, KILL_WAIT).await {
             Ok(())
         } else {
-            bail!("process {pid} survived SIGKILL for {}s", KILL_WAIT.as_secs())
+            bail!(
+                "process {pid} survived SIGKILL for {}s",
+                KILL_WAIT.as_secs()
+            )
         }
     }
 

@@ -142,7 +142,10 @@ mod tests {
         };
         let shown = format!("{running:?}");
         assert!(!shown.contains("s3cretS3cret"), "{shown}");
-        assert!(shown.contains("postgres://app:***@127.0.0.1:5432/shop"), "{shown}");
+        assert!(
+            shown.contains("postgres://app:***@127.0.0.1:5432/shop"),
+            "{shown}"
+        );
         let redis = RunningAccessory {
             pid: 7,
             port: 6379,

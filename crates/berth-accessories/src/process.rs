@@ -83,7 +83,12 @@ pub(crate) fn log_tail(path: &Path, from: u64, lines: usize, secret: &str) -> St
 /// The pid on the first line of a pid file (server pid files may carry more lines).
 pub(crate) fn read_pid_file(path: &Path) -> Option<u32> {
     let text = fs::read_to_string(path).ok()?;
-    text.lines().next()?.trim().parse().ok().filter(|&pid| pid > 1)
+    text.lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&pid| pid > 1)
 }
 
 /// Whether `pid` is a process that has not exited (zombies count as exited).
@@ -255,7 +260,11 @@ mod tests {
         let names = ["sleep".to_string()];
         assert!(is_server_process(pid, dir.path(), &names));
         assert!(!is_server_process(pid, Path::new("/"), &names));
-        assert!(!is_server_process(pid, dir.path(), &["redis-server".into()]));
+        assert!(!is_server_process(
+            pid,
+            dir.path(),
+            &["redis-server".into()]
+        ));
         kill_hard(pid).unwrap();
         assert!(wait_for_exit(pid, Duration::from_secs(5)).await);
         assert!(!is_server_process(pid, dir.path(), &names));

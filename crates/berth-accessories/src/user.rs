@@ -78,9 +78,8 @@ impl ServerUser {
     /// Hands `path` over to this user (a no-op for Berth's own user).
     pub fn give(&self, path: &Path) -> Result<()> {
         if self.is_foreign() {
-            chown(path, Some(self.uid), Some(self.gid)).with_context(|| {
-                format!("cannot give {} to user {}", path.display(), self.name)
-            })?;
+            chown(path, Some(self.uid), Some(self.gid))
+                .with_context(|| format!("cannot give {} to user {}", path.display(), self.name))?;
         }
         Ok(())
     }

@@ -15,9 +15,9 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about = "Deploy and run a web stack: edge, replicas, databases, releases.")]
 pub struct Cli {
-    /// The stack's spec.
-    #[arg(short = 'f', long = "file", global = true, default_value = "berth.toml", env = "BERTH_FILE")]
-    pub file: PathBuf,
+    /// The stack's spec [default: ./berth.toml, or $BERTH_FILE].
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
     /// The environment (its `[environment.NAME]` overrides and its own state).
     #[arg(long = "env", global = true, env = "BERTH_ENV")]
     pub env: Option<String>,
@@ -28,11 +28,19 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check the spec; print every problem as FILE:LINE:COL with a hint.
-    Validate,
+    Validate {
+        #[command(flatten)]
+        spec: SpecFile,
+    },
     /// Run the stack in the foreground: accessories, releases, replicas, the API.
-    Up,
+    Up {
+        #[command(flatten)]
+        spec: SpecFile,
+    },
     /// Services, replicas, health, release, ports.
     Ps {
+        #[command(flatten)]
+        spec: SpecFile,
         /// One JSON object per replica.
         #[arg(long)]
         json: bool,
@@ -40,6 +48,9 @@ pub enum Command {
     /// Show a service's captured output.
     Logs {
         service: String,
+        /// The stack's spec (`-f` is --follow here, like `docker compose logs -f`).
+        #[arg(long = "file")]
+        file: Option<PathBuf>,
         /// Keep printing new lines.
         #[arg(short, long)]
         follow: bool,
@@ -54,13 +65,27 @@ pub enum Command {
         tail: Option<usize>,
     },
     /// Set a service's replica count.
-    Scale { service: String, replicas: u32 },
+    Scale {
+        service: String,
+        replicas: u32,
+        #[command(flatten)]
+        spec: SpecFile,
+    },
     /// Restart a service's replicas one at a time, each new one healthy before an old one stops.
-    Restart { service: String },
+    Restart {
+        service: String,
+        #[command(flatten)]
+        spec: SpecFile,
+    },
     /// Stop the stack (replicas and accessories); data of accessories and volumes stays.
-    Down,
+    Down {
+        #[command(flatten)]
+        spec: SpecFile,
+    },
     /// Recent events of the stack.
     Events {
+        #[command(flatten)]
+        spec: SpecFile,
         #[arg(long, default_value_t = 50)]
         limit: usize,
         #[arg(long)]
@@ -69,10 +94,64 @@ pub enum Command {
     /// Releases, newest first.
     Releases {
         service: Option<String>,
+        #[command(flatten)]
+        spec: SpecFile,
         #[arg(long)]
         json: bool,
     },
     /// (internal) Supervise one replica process.
     #[command(hide = true)]
     Shim { dir: PathBuf },
+}
+
+/// `-f FILE` given after the subcommand (`berth ps -f shop/berth.toml`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SpecFile {
+    /// The stack's spec [default: ./berth.toml, or $BERTH_FILE].
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+}
+
+impl Cli {
+    /// The spec file: after the subcommand, else before it, else $BERTH_FILE, else berth.toml.
+    pub fn spec_file(&self) -> PathBuf {
+        let after = match &self.command {
+            Command::Validate { spec }
+            | Command::Up { spec }
+            | Command::Ps { spec, .. }
+            | Command::Scale { spec, .. }
+            | Command::Restart { spec, .. }
+            | Command::Down { spec }
+            | Command::Events { spec, .. }
+            | Command::Releases { spec, .. } => spec.file.clone(),
+            Command::Logs { file, .. } => file.clone(),
+            Command::Shim { .. } => None,
+        };
+        after
+            .or_else(|| self.file.clone())
+            .or_else(|| std::env::var_os("BERTH_FILE").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("berth.toml"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_may_come_before_or_after_the_subcommand() {
+        let cli = Cli::parse_from(["berth", "-f", "a.toml", "ps"]);
+        assert_eq!(cli.spec_file(), PathBuf::from("a.toml"));
+        let cli = Cli::parse_from(["berth", "ps", "-f", "b.toml", "--json"]);
+        assert_eq!(cli.spec_file(), PathBuf::from("b.toml"));
+        let cli = Cli::parse_from(["berth", "logs", "web", "-f", "--file", "c.toml"]);
+        assert_eq!(cli.spec_file(), PathBuf::from("c.toml"));
+        assert!(matches!(cli.command, Command::Logs { follow: true, .. }));
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }

@@ -165,5 +165,25 @@ async fn bring_up(stack: &Arc<Stack>) -> anyhow::Result<()> {
     if adopted > 0 {
         println!("berth: adopted {adopted} running replica(s)");
     }
-    stack.converge_all().await
+    stack.converge_all().await?;
+    // Wait (bounded) for the first health verdicts so "up" means up; a replica that does not
+    // get healthy is reported, not fatal: the supervisor keeps trying.
+    let mut waits = Vec::new();
+    for status in stack.supervisor.board().snapshot() {
+        let key = berth_model::ReplicaKey::new(status.service.clone(), status.index);
+        let timeout = stack
+            .current_plan(&status.service)
+            .map(|p| Supervisor::healthy_timeout(&p))
+            .unwrap_or(std::time::Duration::from_secs(30));
+        let supervisor = stack.supervisor.clone();
+        waits.push(tokio::spawn(async move {
+            (key.clone(), supervisor.wait_healthy(&key, timeout).await)
+        }));
+    }
+    for wait in waits {
+        if let Ok((key, Err(e))) = wait.await {
+            eprintln!("berth: warning: {key} is not healthy: {e:#}");
+        }
+    }
+    Ok(())
 }

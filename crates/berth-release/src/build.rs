@@ -6,9 +6,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
+use nix::fcntl::OFlag;
 use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::unistd::{pipe2, Pid};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::unix::pipe;
 use tokio::process::Command;
 
 /// Lines of output quoted in the error of a failed build.
@@ -42,8 +44,8 @@ impl Drop for ProcessGroupGuard {
     }
 }
 
-/// Runs `command` with `sh -c` in `dir`, writing its output (stdout and stderr, merged by line)
-/// to `dir/build.log` and passing each line to `log`. Fails with the exit status and the last
+/// Runs `command` with `sh -c` in `dir`, writing its output (stdout and stderr through one pipe,
+/// in order) to `dir/build.log` and passing each line to `log`. Fails with the exit status and the last
 /// lines of output if the command fails.
 pub(crate) async fn run_build(
     command: &str,
@@ -58,65 +60,65 @@ pub(crate) async fn run_build(
             .with_context(|| format!("creating {}", log_path.display()))?,
     );
 
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(command)
-        .current_dir(dir)
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    for var in INHERITED_VARS {
-        if let Some(value) = std::env::var_os(var) {
-            cmd.env(var, value);
+    // One pipe for stdout and stderr, as `2>&1` would: lines stay in the order they were written.
+    let (output_read, output_write) =
+        pipe2(OFlag::O_CLOEXEC).context("creating a pipe for the build output")?;
+    let mut child = {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(command)
+            .current_dir(dir)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(
+                output_write
+                    .try_clone()
+                    .context("duplicating the build output pipe")?,
+            ))
+            .stderr(Stdio::from(output_write))
+            .process_group(0)
+            .kill_on_drop(true);
+        for var in INHERITED_VARS {
+            if let Some(value) = std::env::var_os(var) {
+                cmd.env(var, value);
+            }
         }
-    }
-    cmd.envs(env);
-    let mut child = cmd.spawn().context("starting the build command with sh")?;
+        cmd.envs(env);
+        // `cmd` holds the pipe's write end: it must be gone for the output to end.
+        cmd.spawn().context("starting the build command with sh")?
+    };
     let mut group = ProcessGroupGuard(child.id().map(|pid| Pid::from_raw(pid as i32)));
+    let mut output = BufReader::new(
+        pipe::Receiver::from_owned_fd(output_read).context("reading the build output pipe")?,
+    );
 
-    let mut stdout = BufReader::new(child.stdout.take().context("build stdout")?);
-    let mut stderr = BufReader::new(child.stderr.take().context("build stderr")?);
-    let (mut out_buf, mut err_buf) = (Vec::new(), Vec::new());
-    let (mut out_open, mut err_open) = (true, true);
+    let mut line = Vec::new();
+    let mut output_open = true;
     let mut status = None;
     let mut drain_deadline = None;
     let mut tail = VecDeque::with_capacity(TAIL_LINES);
-
-    let mut emit = |buf: &mut Vec<u8>, log_file: &mut Vec<u8>| {
-        while matches!(buf.last(), Some(b'\n' | b'\r')) {
-            buf.pop();
-        }
-        let line = String::from_utf8_lossy(buf).into_owned();
-        buf.clear();
-        log_file.extend_from_slice(line.as_bytes());
-        log_file.push(b'\n');
-        log(&line);
-        if tail.len() == TAIL_LINES {
-            tail.pop_front();
-        }
-        tail.push_back(line);
-    };
-
-    while out_open || err_open || status.is_none() {
-        let mut pending = Vec::new();
+    while output_open || status.is_none() {
         tokio::select! {
-            // `read_until` keeps partial lines in the buffer across cancellations.
-            read = stdout.read_until(b'\n', &mut out_buf), if out_open => {
-                if read.context("reading build output")? == 0 {
-                    out_open = false;
-                } else {
-                    emit(&mut out_buf, &mut pending);
+            // `read_until` keeps a partial line in `line` if another branch wins.
+            read = output.read_until(b'\n', &mut line), if output_open => {
+                if read.context("reading the build output")? == 0 {
+                    output_open = false;
+                    continue;
                 }
-            }
-            read = stderr.read_until(b'\n', &mut err_buf), if err_open => {
-                if read.context("reading build output")? == 0 {
-                    err_open = false;
-                } else {
-                    emit(&mut err_buf, &mut pending);
+                while matches!(line.last(), Some(b'\n' | b'\r')) {
+                    line.pop();
                 }
+                let text = String::from_utf8_lossy(&line).into_owned();
+                line.clear();
+                log_file
+                    .write_all(format!("{text}\n").as_bytes())
+                    .await
+                    .with_context(|| format!("writing {}", log_path.display()))?;
+                log(&text);
+                if tail.len() == TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(text);
             }
             exit = child.wait(), if status.is_none() => {
                 status = Some(exit.context("waiting for the build")?);
@@ -125,15 +127,12 @@ pub(crate) async fn run_build(
                 drain_deadline = Some(tokio::time::Instant::now() + DRAIN_AFTER_EXIT);
             }
             _ = sleep_until(drain_deadline), if drain_deadline.is_some() => {
-                tracing::warn!("build output still open {DRAIN_AFTER_EXIT:?} after the build exited; not waiting longer");
+                tracing::warn!(
+                    "build output still open {DRAIN_AFTER_EXIT:?} after the build exited; not \
+                     waiting longer"
+                );
                 break;
             }
-        }
-        if !pending.is_empty() {
-            log_file
-                .write_all(&pending)
-                .await
-                .with_context(|| format!("writing {}", log_path.display()))?;
         }
     }
     log_file

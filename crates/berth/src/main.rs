@@ -12,8 +12,8 @@ fn main() -> ExitCode {
     match &cli.command {
         // The shim must stay small and single-purpose: no runtime, no logging setup.
         Command::Shim { dir } => return ExitCode::from(berth_supervisor::shim::run(dir).clamp(0, 255) as u8),
-        Command::Validate => {
-            return ExitCode::from(commands::validate(&cli.file, cli.env.as_deref()) as u8)
+        Command::Validate { .. } => {
+            return ExitCode::from(commands::validate(&cli.spec_file(), cli.env.as_deref()) as u8)
         }
         _ => {}
     }
@@ -23,6 +23,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -41,30 +42,34 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Up = cli.command {
+    let spec_file = cli.spec_file();
+    if let Command::Up { .. } = cli.command {
         let program = std::env::current_exe()?;
         return berth_daemon::up(berth_daemon::UpOptions {
-            spec_file: cli.file,
+            spec_file,
             environment: cli.env,
             program,
         })
         .await;
     }
-    let client = ApiClient::for_spec(&cli.file, cli.env.as_deref())?;
+    let client = ApiClient::for_spec(&spec_file, cli.env.as_deref())?;
     match cli.command {
-        Command::Ps { json } => commands::ps(&client, json).await,
+        Command::Ps { json, .. } => commands::ps(&client, json).await,
         Command::Logs {
             service,
             follow,
             replica,
             since,
             tail,
+            ..
         } => commands::logs(&client, &service, follow, replica, since.as_deref(), tail).await,
-        Command::Scale { service, replicas } => commands::scale(&client, &service, replicas).await,
-        Command::Restart { service } => commands::restart(&client, &service).await,
-        Command::Down => commands::down(&client).await,
-        Command::Events { limit, json } => commands::events(&client, limit, json).await,
-        Command::Releases { service, json } => commands::releases(&client, service.as_deref(), json).await,
-        Command::Up | Command::Shim { .. } | Command::Validate => unreachable!("dispatched above"),
+        Command::Scale {
+            service, replicas, ..
+        } => commands::scale(&client, &service, replicas).await,
+        Command::Restart { service, .. } => commands::restart(&client, &service).await,
+        Command::Down { .. } => commands::down(&client).await,
+        Command::Events { limit, json, .. } => commands::events(&client, limit, json).await,
+        Command::Releases { service, json, .. } => commands::releases(&client, service.as_deref(), json).await,
+        Command::Up { .. } | Command::Shim { .. } | Command::Validate { .. } => unreachable!("dispatched above"),
     }
 }

@@ -115,5 +115,5 @@ def health(request):
             cursor.fetchone()
     except Exception as exc:
         log.warning("health check failed: %s", exc)
-        return HttpResponse(f"database unavailable: {exc}\n", status=503, content_type="text/plain")
+        return HttpResponse("database unavailable\n", status=503, content_type="text/plain")
     return HttpResponse("ok\n", content_type="text/plain")
