@@ -176,8 +176,9 @@ impl Accessory {
             .wait_ready(&server, &target, Some(&mut child), pid, log_start)
             .await
         {
-            // Leave nothing half-started behind.
-            if is_running(pid) {
+            // Leave nothing half-started behind. While `child` is not reaped, its pid cannot
+            // name another process.
+            if matches!(child.try_wait(), Ok(None)) {
                 let _ = self.stop_pid(pid, Duration::from_secs(5)).await;
             }
             let _ = remove_file(&layout.pid_file);

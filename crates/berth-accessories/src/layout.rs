@@ -50,16 +50,14 @@ impl Layout {
     /// pass through it) and returns the layout of its canonical path.
     pub fn create_dir(dir: &Path) -> Result<Self> {
         let layout = Self::new(dir);
-        match DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&layout.dir)
-        {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot create {}", layout.dir.display()))
-            }
+        if !layout.dir.exists() {
+            DirBuilder::new()
+                .recursive(true)
+                .create(&layout.dir)
+                .with_context(|| format!("cannot create {}", layout.dir.display()))?;
+            // Explicitly, whatever the umask.
+            fs::set_permissions(&layout.dir, fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("cannot set the mode of {}", layout.dir.display()))?;
         }
         let canonical = fs::canonicalize(&layout.dir)
             .with_context(|| format!("cannot resolve {}", layout.dir.display()))?;

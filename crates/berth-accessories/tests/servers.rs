@@ -344,3 +344,30 @@ async fn foreign_data_is_never_wiped() {
         assert!(!acc.is_alive());
     }
 }
+
+/// A server that never accepts connections is given up on after the start timeout, reported
+/// with its log, and not left running.
+#[tokio::test]
+async fn a_server_that_never_answers_times_out() {
+    let root = tempdir("berth-acc-");
+    let bin = root.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    let fake = bin.join("redis-server");
+    fs::write(
+        &fake,
+        "#!/bin/sh\necho 'fake redis: not listening'\nexec sleep 60\n",
+    )
+    .unwrap();
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = root.path().join("cache");
+    let acc = Accessory::new(config(Engine::Redis, &dir))
+        .with_bin_dirs(vec![bin])
+        .with_start_timeout(Duration::from_secs(2));
+    let err = format!("{:#}", acc.ensure_running().await.unwrap_err());
+    eprintln!("{err}");
+    assert!(err.contains("did not accept connections"), "{err}");
+    assert!(err.contains("fake redis: not listening"), "{err}");
+    assert!(!dir.join("run/server.pid").exists());
+    // The fake ran from the accessory folder; nothing is left there.
+    assert_eq!(servers_in(&dir), 0);
+}

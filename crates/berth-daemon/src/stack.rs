@@ -130,7 +130,9 @@ impl Stack {
     pub async fn release_for(&self, service: &ServiceSpec) -> anyhow::Result<Release> {
         let fingerprint = berth_release::fingerprint(service)?;
         let existing = self.with_store(|s| s.find_release_by_fingerprint(&service.name, &fingerprint))?;
-        if let Some(release) = existing.filter(|r| std::path::Path::new(&r.dir).is_dir()) {
+        if let Some(release) =
+            existing.filter(|r| berth_release::is_complete(std::path::Path::new(&r.dir)))
+        {
             return Ok(release);
         }
         let seq = self.with_store(|s| s.next_release_seq(&service.name))?;

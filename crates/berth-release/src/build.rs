@@ -45,8 +45,8 @@ impl Drop for ProcessGroupGuard {
 }
 
 /// Runs `command` with `sh -c` in `dir`, writing its output (stdout and stderr through one pipe,
-/// in order) to `dir/build.log` and passing each line to `log`. Fails with the exit status and the last
-/// lines of output if the command fails.
+/// in order) to `dir/build.log` and passing each line to `log`. Fails with the exit status and
+/// the last lines of output if the command fails.
 pub(crate) async fn run_build(
     command: &str,
     dir: &Path,

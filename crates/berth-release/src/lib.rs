@@ -1,8 +1,10 @@
 //! Releases: immutable snapshots of an app folder, built once, identified by content.
 //!
 //! A release of service `web` lives in `.berth/releases/web/r{seq}-{fingerprint[..8]}`. It is
-//! copied and built in a `.tmp` sibling and renamed into place only once its build succeeded, so
-//! a folder without `.tmp` is always a complete release.
+//! copied into a `.tmp` sibling, renamed into place, and built there (builds such as Python
+//! virtualenvs record absolute paths, so they must run where the release will live); only once
+//! the build succeeded is the [`COMPLETE_MARKER`] file written. A folder without the marker is
+//! never used and is removed by the next create.
 
 mod build;
 mod tree;
@@ -16,8 +18,16 @@ use berth_spec::ServiceSpec;
 pub use build::BUILD_LOG;
 pub use tree::SKIPPED_DIRS;
 
-/// Suffix of a release folder still being copied or built.
+/// Suffix of a release folder still being copied.
 const TMP_SUFFIX: &str = ".tmp";
+
+/// Written into a release folder once its build succeeded.
+pub const COMPLETE_MARKER: &str = ".berth-release-complete";
+
+/// Whether `dir` holds a complete (copied and built) release.
+pub fn is_complete(dir: &Path) -> bool {
+    dir.join(COMPLETE_MARKER).is_file()
+}
 
 /// sha256 (hex) of the service's source tree plus its `run`, `build` and `env`: the same source
 /// and config always give the same fingerprint, and any changed byte, mode or variable changes it.
@@ -88,9 +98,11 @@ impl ReleaseBuilder {
             .make_in(service, &id, &fingerprint, &tmp_dir, &final_dir, &mut log)
             .await;
         if let Err(err) = made {
-            let tmp = tmp_dir.clone();
-            if let Err(cleanup) = blocking(move || remove_path(&tmp)).await {
-                tracing::warn!("could not remove {}: {cleanup:#}", tmp_dir.display());
+            for dir in [tmp_dir.clone(), final_dir.clone()] {
+                let path = dir.clone();
+                if let Err(cleanup) = blocking(move || remove_path(&path)).await {
+                    tracing::warn!("could not remove {}: {cleanup:#}", dir.display());
+                }
             }
             return Err(err.context(format!("making release {id} of {}", service.name)));
         }
@@ -147,14 +159,23 @@ impl ReleaseBuilder {
             service.name
         );
 
-        if let Some(command) = service.build.as_deref().filter(|c| !c.trim().is_empty()) {
-            build::run_build(command, tmp_dir, &service.env, log).await?;
+        {
+            let (tmp_dir, final_dir) = (tmp_dir.to_path_buf(), final_dir.to_path_buf());
+            blocking(move || {
+                std::fs::rename(&tmp_dir, &final_dir).with_context(|| {
+                    format!("moving {} to {}", tmp_dir.display(), final_dir.display())
+                })
+            })
+            .await?;
         }
 
-        let (tmp_dir, final_dir) = (tmp_dir.to_path_buf(), final_dir.to_path_buf());
+        if let Some(command) = service.build.as_deref().filter(|c| !c.trim().is_empty()) {
+            build::run_build(command, final_dir, &service.env, log).await?;
+        }
+        let marker = final_dir.join(COMPLETE_MARKER);
         blocking(move || {
-            std::fs::rename(&tmp_dir, &final_dir)
-                .with_context(|| format!("moving {} to {}", tmp_dir.display(), final_dir.display()))
+            std::fs::write(&marker, b"")
+                .with_context(|| format!("writing {}", marker.display()))
         })
         .await
     }
@@ -217,13 +238,16 @@ fn check_service_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes folders left by creates that failed or were interrupted.
+/// Removes folders left by creates that failed or were interrupted: `.tmp` copies, and release
+/// folders whose build never completed.
 fn remove_leftover_tmp_dirs(service_dir: &Path) -> anyhow::Result<()> {
     let listing = std::fs::read_dir(service_dir)
         .with_context(|| format!("listing {}", service_dir.display()))?;
     for dirent in listing {
         let dirent = dirent.with_context(|| format!("listing {}", service_dir.display()))?;
-        if dirent.file_name().to_string_lossy().ends_with(TMP_SUFFIX) {
+        let name = dirent.file_name().to_string_lossy().to_string();
+        let unfinished = looks_like_release_id(&name) && !is_complete(&dirent.path());
+        if name.ends_with(TMP_SUFFIX) || unfinished {
             tracing::info!("removing unfinished release {}", dirent.path().display());
             remove_path(&dirent.path())?;
         }

@@ -182,6 +182,7 @@ async fn create_copies_the_tree_and_runs_the_build() {
     assert_eq!(
         names(&out),
         [
+            ".berth-release-complete",
             "app.py",
             "build.log",
             "dangling",
@@ -212,8 +213,9 @@ async fn create_copies_the_tree_and_runs_the_build() {
     assert_eq!(lines, ["greeting=hello", "to-stderr"]);
     let log = fs::read_to_string(out.join(BUILD_LOG)).unwrap();
     assert_eq!(log, "greeting=hello\nto-stderr\n");
-    // Only the release folder: no `.tmp` left behind.
+    // Only the release folder: no `.tmp` left behind; the release is marked complete.
     assert_eq!(names(out.parent().unwrap()), vec![release.id.0]);
+    assert!(is_complete(&out));
 }
 
 #[tokio::test]
@@ -296,7 +298,7 @@ async fn dropping_create_kills_the_build_and_what_it_started() {
         Some("echo $$ > shell.pid; sleep 60 & echo $! > sleep.pid; wait"),
     );
     let fp = fingerprint(&spec).unwrap();
-    let tmp = dir.path().join(format!("releases/web/r1-{}.tmp", &fp[..8]));
+    let tmp = dir.path().join(format!("releases/web/r1-{}", &fp[..8]));
     let outcome = tokio::time::timeout(Duration::from_secs(3), async {
         builder.create(&spec, 1, "h", |_| {}).await
     })
@@ -333,10 +335,7 @@ async fn dropping_create_kills_the_build_and_what_it_started() {
         assert!(gone, "process {pid} still running");
     }
     // The interrupted build never looks like a complete release.
-    assert_eq!(
-        names(&dir.path().join("releases/web")),
-        [format!("r1-{}.tmp", &fp[..8])]
-    );
+    assert!(!is_complete(&tmp));
 }
 
 #[tokio::test]
