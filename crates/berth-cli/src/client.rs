@@ -63,9 +63,12 @@ impl ApiClient {
             {
                 return Err(self.no_daemon())
             }
-            Err(e) => return Err(anyhow!(e).context(format!("connecting to {}", self.socket.display()))),
+            Err(e) => {
+                return Err(anyhow!(e).context(format!("connecting to {}", self.socket.display())))
+            }
         };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         let request = Request::builder()
             .method(method)
@@ -91,8 +94,14 @@ impl ApiClient {
         serde_json::from_slice(&bytes).context("reading the daemon's answer")
     }
 
-    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
-        let response = self.send("POST", path, Some(serde_json::to_vec(body)?)).await?;
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        let response = self
+            .send("POST", path, Some(serde_json::to_vec(body)?))
+            .await?;
         let bytes = response.into_body().collect().await?.to_bytes();
         serde_json::from_slice(&bytes).context("reading the daemon's answer")
     }

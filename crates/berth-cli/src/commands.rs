@@ -82,7 +82,10 @@ pub async fn scale(client: &ApiClient, service: &str, replicas: u32) -> anyhow::
             &ScaleRequest { replicas },
         )
         .await?;
-    println!("{}: {} replicas wanted, {} healthy now", status.name, status.desired, status.healthy);
+    println!(
+        "{}: {} replicas wanted, {} healthy now",
+        status.name, status.desired, status.healthy
+    );
     Ok(())
 }
 
@@ -90,7 +93,10 @@ pub async fn restart(client: &ApiClient, service: &str) -> anyhow::Result<()> {
     let status: ServiceStatus = client
         .post(&format!("/v1/services/{}/restart", encode(service)), &())
         .await?;
-    println!("{}: restarted, {} of {} healthy", status.name, status.healthy, status.desired);
+    println!(
+        "{}: restarted, {} of {} healthy",
+        status.name, status.healthy, status.desired
+    );
     Ok(())
 }
 
@@ -127,7 +133,10 @@ pub async fn releases(client: &ApiClient, service: Option<&str>, json: bool) -> 
     if json {
         println!("{}", serde_json::to_string_pretty(&list.releases)?);
     } else {
-        print!("{}", render::releases(&list.releases, berth_model::now_unix()));
+        print!(
+            "{}",
+            render::releases(&list.releases, berth_model::now_unix())
+        );
     }
     Ok(())
 }
@@ -137,7 +146,9 @@ fn encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

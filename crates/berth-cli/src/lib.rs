@@ -13,7 +13,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, about = "Deploy and run a web stack: edge, replicas, databases, releases.")]
+#[command(
+    name = "berth",
+    version,
+    about = "Deploy and run a web stack: edge, replicas, databases, releases."
+)]
 pub struct Cli {
     /// The stack's spec [default: ./berth.toml, or $BERTH_FILE].
     #[arg(short = 'f', long = "file")]

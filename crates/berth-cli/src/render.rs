@@ -53,10 +53,17 @@ pub fn ps(status: &StackStatus, now: i64) -> String {
         .map(|r| replica_row(r, now))
         .collect();
     out.push_str(&table(
-        &["SERVICE", "REPLICA", "PID", "PORT", "HEALTH", "RELEASE", "UPTIME", "RESTARTS", "LIMITS"],
+        &[
+            "SERVICE", "REPLICA", "PID", "PORT", "HEALTH", "RELEASE", "UPTIME", "RESTARTS",
+            "LIMITS",
+        ],
         &rows,
     ));
-    for r in status.replicas.iter().filter(|r| r.last_exit.is_some() && r.health.as_str() != "healthy") {
+    for r in status
+        .replicas
+        .iter()
+        .filter(|r| r.last_exit.is_some() && r.health.as_str() != "healthy")
+    {
         out.push_str(&format!(
             "\n{} last exit: {}\n",
             r.replica,
@@ -94,7 +101,10 @@ pub fn ps(status: &StackStatus, now: i64) -> String {
             })
             .collect();
         out.push('\n');
-        out.push_str(&table(&["ACCESSORY", "ENGINE", "PID", "PORT", "STATE"], &rows));
+        out.push_str(&table(
+            &["ACCESSORY", "ENGINE", "PID", "PORT", "STATE"],
+            &rows,
+        ));
     }
     out
 }
@@ -141,7 +151,10 @@ pub fn releases(releases: &[Release], now: i64) -> String {
                 r.service.clone(),
                 r.id.to_string(),
                 format!("{} ago", short_duration(now - r.created_at)),
-                r.source_rev.clone().map(|s| s.chars().take(12).collect()).unwrap_or_else(|| "-".into()),
+                r.source_rev
+                    .clone()
+                    .map(|s| s.chars().take(12).collect())
+                    .unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();

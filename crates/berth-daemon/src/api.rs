@@ -104,7 +104,12 @@ pub fn stack_status(stack: &Stack) -> StackStatus {
                 engine: format!("{:?}", stack.spec.accessories[name].engine).to_lowercase(),
                 pid: running.as_ref().map(|r| r.pid),
                 port: running.as_ref().map(|r| r.port),
-                state: if running.is_some() { "running" } else { "stopped" }.to_string(),
+                state: if running.is_some() {
+                    "running"
+                } else {
+                    "stopped"
+                }
+                .to_string(),
             }
         })
         .collect();
@@ -151,13 +156,24 @@ async fn releases(
     if let Some(name) = &q.service {
         known_service(&state, name)?;
     }
-    let releases = state.stack.with_store(|s| s.releases(q.service.as_deref()))?;
+    let releases = state
+        .stack
+        .with_store(|s| s.releases(q.service.as_deref()))?;
     Ok(Json(ReleaseList { releases }))
 }
 
-fn known_service<'a>(state: &'a ApiState, name: &str) -> Result<&'a berth_spec::ServiceSpec, ApiFailure> {
+fn known_service<'a>(
+    state: &'a ApiState,
+    name: &str,
+) -> Result<&'a berth_spec::ServiceSpec, ApiFailure> {
     state.stack.spec.services.get(name).ok_or_else(|| {
-        let known: Vec<&str> = state.stack.spec.services.keys().map(|s| s.as_str()).collect();
+        let known: Vec<&str> = state
+            .stack
+            .spec
+            .services
+            .keys()
+            .map(|s| s.as_str())
+            .collect();
         not_found(format!(
             "no service `{name}` in this stack (services: {})",
             known.join(", ")
@@ -170,7 +186,8 @@ async fn scale(
     Path(name): Path<String>,
     body: Result<Json<ScaleRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<ServiceStatus>, ApiFailure> {
-    let Json(request) = body.map_err(|e| bad_request(format!("expected {{\"replicas\": N}}: {e}")))?;
+    let Json(request) =
+        body.map_err(|e| bad_request(format!("expected {{\"replicas\": N}}: {e}")))?;
     let service = known_service(&state, &name)?.clone();
     let (min, max) = (service.replicas.min, service.replicas.max);
     if min != max && !(min..=max).contains(&request.replicas) {
@@ -180,7 +197,9 @@ async fn scale(
         )));
     }
     if request.replicas > 64 {
-        return Err(bad_request("at most 64 replicas per service on one machine"));
+        return Err(bad_request(
+            "at most 64 replicas per service on one machine",
+        ));
     }
     let stack = state.stack.clone();
     let env = stack.env_name().to_string();
@@ -198,7 +217,9 @@ async fn scale(
         .map_err(|e| ApiFailure(StatusCode::CONFLICT, format!("{e:#}")))?;
     let status = stack_status(&stack);
     let service = status.services.into_iter().find(|s| s.name == name);
-    service.map(Json).ok_or_else(|| not_found("service vanished"))
+    service
+        .map(Json)
+        .ok_or_else(|| not_found("service vanished"))
 }
 
 async fn restart(
@@ -216,7 +237,9 @@ async fn restart(
         .map_err(|e| ApiFailure(StatusCode::CONFLICT, format!("{e:#}")))?;
     let status = stack_status(&stack);
     let service = status.services.into_iter().find(|s| s.name == name);
-    service.map(Json).ok_or_else(|| not_found("service vanished"))
+    service
+        .map(Json)
+        .ok_or_else(|| not_found("service vanished"))
 }
 
 #[derive(Deserialize)]
@@ -269,9 +292,10 @@ async fn logs_handler(
             logs::follow(dir, query, tx).await;
         }
     });
-    let stream = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |line| {
-        Ok::<_, std::convert::Infallible>(line)
-    });
+    let stream =
+        tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), |line| {
+            Ok::<_, std::convert::Infallible>(line)
+        });
     Ok(Response::builder()
         .header("content-type", "text/plain; charset=utf-8")
         .body(Body::from_stream(stream))

@@ -43,7 +43,10 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         Ok(spec) => spec,
         Err(diagnostics) => {
             eprint!("{diagnostics}");
-            bail!("{} problem(s) in the spec; nothing was started", diagnostics.items.len());
+            bail!(
+                "{} problem(s) in the spec; nothing was started",
+                diagnostics.items.len()
+            );
         }
     };
     let paths = StatePaths::new(&spec.path, &spec.environment);
@@ -86,7 +89,8 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         events_tx,
     );
     let stack = Arc::new(Stack::new(spec, paths.clone(), store, supervisor.clone()));
-    let recorder = stack::spawn_recorder(stack.store.clone(), stack.env_name().to_string(), events_rx);
+    let recorder =
+        stack::spawn_recorder(stack.store.clone(), stack.env_name().to_string(), events_rx);
 
     // The API first, so `berth ps` answers while the stack comes up.
     let socket = paths.socket();
@@ -116,7 +120,11 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     };
     tokio::pin!(stop_requested);
 
-    stack.record(EventLevel::Info, "stack", format!("daemon {} starting", std::process::id()));
+    stack.record(
+        EventLevel::Info,
+        "stack",
+        format!("daemon {} starting", std::process::id()),
+    );
     let bring_up = bring_up(&stack);
     let outcome = tokio::select! {
         result = bring_up => match result {

@@ -29,12 +29,7 @@ pub struct Stack {
 }
 
 impl Stack {
-    pub fn new(
-        spec: Spec,
-        paths: StatePaths,
-        store: Store,
-        supervisor: Arc<Supervisor>,
-    ) -> Self {
+    pub fn new(spec: Spec, paths: StatePaths, store: Store, supervisor: Arc<Supervisor>) -> Self {
         let accessories = spec
             .accessories
             .values()
@@ -88,7 +83,11 @@ impl Stack {
                 .await
                 .with_context(|| format!("accessory `{name}` ({:?})", spec.engine))?;
             let verb = if adopted { "adopted" } else { "started" };
-            tracing::info!("accessory {name}: {verb}, pid {} port {}", running.pid, running.port);
+            tracing::info!(
+                "accessory {name}: {verb}, pid {} port {}",
+                running.pid,
+                running.port
+            );
             self.record(
                 EventLevel::Info,
                 name,
@@ -129,7 +128,8 @@ impl Stack {
     /// changed, else a new one, snapshotted and built.
     pub async fn release_for(&self, service: &ServiceSpec) -> anyhow::Result<Release> {
         let fingerprint = berth_release::fingerprint(service)?;
-        let existing = self.with_store(|s| s.find_release_by_fingerprint(&service.name, &fingerprint))?;
+        let existing =
+            self.with_store(|s| s.find_release_by_fingerprint(&service.name, &fingerprint))?;
         if let Some(release) =
             existing.filter(|r| berth_release::is_complete(std::path::Path::new(&r.dir)))
         {
@@ -203,7 +203,10 @@ impl Stack {
         }
         for name in &service.volumes {
             let volume = &self.spec.volumes[name];
-            env.insert(volume.env.clone(), self.paths.volume(name).display().to_string());
+            env.insert(
+                volume.env.clone(),
+                self.paths.volume(name).display().to_string(),
+            );
         }
         env.insert("BERTH_SERVICE".into(), service.name.clone());
         env.insert("BERTH_RELEASE".into(), release.id.to_string());
@@ -213,7 +216,11 @@ impl Stack {
             service: service.clone(),
             release,
             env,
-            redact: self.redact.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            redact: self
+                .redact
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         })
     }
 
@@ -251,18 +258,27 @@ impl Stack {
         let stored = self.with_store(|s| s.replicas(&env))?;
         let mut adopted = 0;
         for replica in stored {
-            let plan = self.spec.services.get(&replica.key.service).and_then(|service| {
-                let release = self
-                    .with_store(|s| s.release(&service.name, &replica.release))
-                    .ok()
-                    .flatten()?;
-                self.plan(service, release).ok()
-            });
+            let plan = self
+                .spec
+                .services
+                .get(&replica.key.service)
+                .and_then(|service| {
+                    let release = self
+                        .with_store(|s| s.release(&service.name, &replica.release))
+                        .ok()
+                        .flatten()?;
+                    self.plan(service, release).ok()
+                });
             let running = self.supervisor.driver().is_running(&replica.record);
             match plan {
                 Some(plan) if running => {
                     let pid = replica.record.app_pid;
-                    if self.supervisor.adopt(replica.key.clone(), plan, replica.port, replica.record.clone()) {
+                    if self.supervisor.adopt(
+                        replica.key.clone(),
+                        plan,
+                        replica.port,
+                        replica.record.clone(),
+                    ) {
                         adopted += 1;
                         tracing::info!("{}: adopted (pid {pid})", replica.key);
                         continue;
@@ -287,7 +303,11 @@ impl Stack {
         let mut failures = Vec::new();
         for service in self.spec.services.values() {
             let plan = self.current_plan(&service.name)?;
-            if let Err(e) = self.supervisor.converge(&plan, self.desired(service), false).await {
+            if let Err(e) = self
+                .supervisor
+                .converge(&plan, self.desired(service), false)
+                .await
+            {
                 failures.push(format!("{e:#}"));
             }
         }
@@ -349,6 +369,9 @@ mod tests {
             Some("s3cr3t")
         );
         assert_eq!(url_password("redis://127.0.0.1:6379/0"), None);
-        assert_eq!(url_password("redis://:pw@127.0.0.1:6379/0").as_deref(), Some("pw"));
+        assert_eq!(
+            url_password("redis://:pw@127.0.0.1:6379/0").as_deref(),
+            Some("pw")
+        );
     }
 }

@@ -61,6 +61,9 @@ mod tests {
         let p = StatePaths::new(Path::new("/srv/shop/berth.toml"), "staging");
         assert_eq!(p.db(), Path::new("/srv/shop/.berth/state.db"));
         assert_eq!(p.socket(), Path::new("/srv/shop/.berth/staging/api.sock"));
-        assert_eq!(p.volume("uploads"), Path::new("/srv/shop/.berth/staging/volumes/uploads"));
+        assert_eq!(
+            p.volume("uploads"),
+            Path::new("/srv/shop/.berth/staging/volumes/uploads")
+        );
     }
 }

@@ -174,8 +174,7 @@ impl ReleaseBuilder {
         }
         let marker = final_dir.join(COMPLETE_MARKER);
         blocking(move || {
-            std::fs::write(&marker, b"")
-                .with_context(|| format!("writing {}", marker.display()))
+            std::fs::write(&marker, b"").with_context(|| format!("writing {}", marker.display()))
         })
         .await
     }

@@ -95,7 +95,10 @@ pub async fn probe(port: u16, path: &str, timeout: Duration) -> Result<u16, Stri
     };
     match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
-        Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(timeout)
+        )),
     }
 }
 
@@ -133,7 +136,10 @@ mod tests {
         let t0 = Instant::now();
         let mut t = HealthTracker::new(spec(), t0);
         for _ in 0..10 {
-            assert_eq!(t.observe(false, t0 + Duration::from_secs(5)), Health::Starting);
+            assert_eq!(
+                t.observe(false, t0 + Duration::from_secs(5)),
+                Health::Starting
+            );
         }
         assert_eq!(t.next_delay(), STARTING_CHECK_INTERVAL);
         let late = t0 + Duration::from_secs(61);
@@ -158,7 +164,9 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        let err = probe(port, "/health", Duration::from_secs(1)).await.unwrap_err();
+        let err = probe(port, "/health", Duration::from_secs(1))
+            .await
+            .unwrap_err();
         assert!(err.starts_with("connect"), "{err}");
     }
 }

@@ -18,13 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use berth_model::{
-    Driver, Event, Health, ProcessRecord, ReleaseId, ReplicaBoard, ReplicaKey,
-};
+use berth_model::{Driver, Event, Health, ProcessRecord, ReleaseId, ReplicaBoard, ReplicaKey};
 use tokio::sync::{mpsc, oneshot};
 
-pub use replica::{ReplicaPaths, ServicePlan};
 use replica::{Keeper, KeeperCommand};
+pub use replica::{ReplicaPaths, ServicePlan};
 
 /// What the supervisor tells the daemon, for the record.
 #[derive(Debug, Clone)]
@@ -130,7 +128,14 @@ impl Supervisor {
             .and_then(|n| n.strip_prefix("run-"))
             .and_then(|n| n.parse().ok())
             .unwrap_or(1);
-        self.spawn_keeper(key, plan, port, instance, record.limits.clone(), Some(record));
+        self.spawn_keeper(
+            key,
+            plan,
+            port,
+            instance,
+            record.limits.clone(),
+            Some(record),
+        );
         true
     }
 
@@ -162,14 +167,17 @@ impl Supervisor {
             last_log: vec![],
             limits,
         };
-        self.replicas.lock().unwrap_or_else(|e| e.into_inner()).insert(
-            key,
-            ReplicaHandle {
-                release,
-                commands: tx,
-                stopping: false,
-            },
-        );
+        self.replicas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                key,
+                ReplicaHandle {
+                    release,
+                    commands: tx,
+                    stopping: false,
+                },
+            );
         tokio::spawn(keeper.run(adopted));
     }
 
@@ -187,7 +195,10 @@ impl Supervisor {
     }
 
     fn start_replica(self: &Arc<Self>, plan: &ServicePlan) -> ReplicaKey {
-        let key = ReplicaKey::new(plan.service.name.clone(), self.next_index(&plan.service.name));
+        let key = ReplicaKey::new(
+            plan.service.name.clone(),
+            self.next_index(&plan.service.name),
+        );
         self.spawn_keeper(key.clone(), plan.clone(), None, 0, None, None);
         key
     }
@@ -365,7 +376,9 @@ impl Supervisor {
 }
 
 /// Runs futures concurrently on the current task and waits for all.
-async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl IntoIterator<Item = F>) {
+async fn futures_join_all<F: std::future::Future<Output = ()>>(
+    futures: impl IntoIterator<Item = F>,
+) {
     let mut set = Vec::new();
     for f in futures {
         set.push(Box::pin(f));

@@ -62,14 +62,23 @@ pub fn apply_to_self(name: &str, memory: Option<u64>, cpu: Option<f64>) -> Appli
         let mib = bytes / (1024 * 1024);
         applied.memory = Some(match hierarchy("memory") {
             Some(Hierarchy::V1(root)) => {
-                match join(&root.join(name), pid, &[("memory.limit_in_bytes", bytes.to_string())])
-                {
+                match join(
+                    &root.join(name),
+                    pid,
+                    &[("memory.limit_in_bytes", bytes.to_string())],
+                ) {
                     Ok(()) => format!("memory {mib} MiB (cgroup v1)"),
                     Err(e) => memory_fallback(&mut applied.rlimit_as, bytes, &e),
                 }
             }
             Some(Hierarchy::V2(root)) => {
-                match join_v2(&root, name, pid, "memory", &[("memory.max", bytes.to_string())]) {
+                match join_v2(
+                    &root,
+                    name,
+                    pid,
+                    "memory",
+                    &[("memory.max", bytes.to_string())],
+                ) {
                     Ok(()) => format!("memory {mib} MiB (cgroup v2)"),
                     Err(e) => memory_fallback(&mut applied.rlimit_as, bytes, &e),
                 }
@@ -92,7 +101,13 @@ pub fn apply_to_self(name: &str, memory: Option<u64>, cpu: Option<f64>) -> Appli
                 Err(e) => format!("cpu limit not applied: {e}"),
             },
             Some(Hierarchy::V2(root)) => {
-                match join_v2(&root, name, pid, "cpu", &[("cpu.max", format!("{quota} {CPU_PERIOD_US}"))]) {
+                match join_v2(
+                    &root,
+                    name,
+                    pid,
+                    "cpu",
+                    &[("cpu.max", format!("{quota} {CPU_PERIOD_US}"))],
+                ) {
                     Ok(()) => format!("cpu {cores} (cgroup v2)"),
                     Err(e) => format!("cpu limit not applied: {e}"),
                 }

@@ -86,7 +86,9 @@ impl Driver for LocalProcessDriver {
             });
         }
         let mut child = command.spawn()?;
-        let shim_pid = child.id().ok_or_else(|| start_error("shim exited at once".into()))?;
+        let shim_pid = child
+            .id()
+            .ok_or_else(|| start_error("shim exited at once".into()))?;
         let supervisor_start = proc_start_ticks(shim_pid).unwrap_or(0);
 
         // Wait for the shim to report the application's pid (or to fail).
@@ -105,7 +107,9 @@ impl Driver for LocalProcessDriver {
             if Instant::now() > deadline {
                 let _ = child.start_kill();
                 let _ = fs::remove_file(dir.join(LAUNCH_FILE));
-                return Err(start_error("the shim did not start the process within 10s".into()));
+                return Err(start_error(
+                    "the shim did not start the process within 10s".into(),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         };

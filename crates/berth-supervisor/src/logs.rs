@@ -72,15 +72,17 @@ pub fn read(replicas_dir: &Path, query: &LogQuery, keep: u32) -> Vec<String> {
         }
     }
     lines.sort_by_key(|(at, _)| *at);
-    let skip = query
-        .tail
-        .map_or(0, |n| lines.len().saturating_sub(n));
+    let skip = query.tail.map_or(0, |n| lines.len().saturating_sub(n));
     lines.into_iter().skip(skip).map(|(_, l)| l).collect()
 }
 
 /// Follows the log files of a query: yields new lines as they are written, including files of
 /// replicas that appear later, across rotations. Ends when `out` is closed.
-pub async fn follow(replicas_dir: PathBuf, query: LogQuery, out: tokio::sync::mpsc::Sender<String>) {
+pub async fn follow(
+    replicas_dir: PathBuf,
+    query: LogQuery,
+    out: tokio::sync::mpsc::Sender<String>,
+) {
     // Per file: (inode, offset) of what was already sent; start at the current end.
     let mut seen: std::collections::HashMap<PathBuf, (u64, u64)> = Default::default();
     for (_, path) in replica_logs(&replicas_dir, &query) {
@@ -95,7 +97,11 @@ pub async fn follow(replicas_dir: PathBuf, query: LogQuery, out: tokio::sync::mp
             };
             let (ino, offset) = seen.get(&path).copied().unwrap_or((meta.ino(), 0));
             // Rotated since last time: the new file is read from its start.
-            let offset = if ino != meta.ino() || meta.len() < offset { 0 } else { offset };
+            let offset = if ino != meta.ino() || meta.len() < offset {
+                0
+            } else {
+                offset
+            };
             if meta.len() == offset {
                 seen.insert(path, (meta.ino(), offset));
                 continue;
@@ -130,7 +136,10 @@ mod tests {
     fn merges_replicas_by_time_and_filters() {
         let dir = tempfile::tempdir().unwrap();
         for (replica, lines) in [
-            ("web.1", "2026-01-01T00:00:01.000Z stdout a\n2026-01-01T00:00:03.000Z stdout c\n"),
+            (
+                "web.1",
+                "2026-01-01T00:00:01.000Z stdout a\n2026-01-01T00:00:03.000Z stdout c\n",
+            ),
             ("web.2", "2026-01-01T00:00:02.000Z stderr b\n"),
             ("worker.1", "2026-01-01T00:00:02.500Z stdout w\n"),
         ] {

@@ -92,9 +92,11 @@ impl Keeper {
             EventLevel::Error | EventLevel::Warn => tracing::warn!("{}: {message}", self.key),
             EventLevel::Info => tracing::info!("{}: {message}", self.key),
         }
-        let _ = self
-            .events
-            .send(SupervisorEvent::Event(Event::new(level, self.key.to_string(), message)));
+        let _ = self.events.send(SupervisorEvent::Event(Event::new(
+            level,
+            self.key.to_string(),
+            message,
+        )));
     }
 
     fn publish(&self, health: Health, record: Option<&ProcessRecord>) {
@@ -155,10 +157,17 @@ impl Keeper {
             log_keep: self.paths.log_keep,
             memory: service.memory,
             cpu: service.cpu,
-            cgroup: format!("{}/{}-{}", self.paths.cgroup_prefix, self.key, self.instance),
+            cgroup: format!(
+                "{}/{}-{}",
+                self.paths.cgroup_prefix, self.key, self.instance
+            ),
             redact: self.plan.redact.clone(),
         };
-        let record = self.driver.start(&launch).await.map_err(|e| e.to_string())?;
+        let record = self
+            .driver
+            .start(&launch)
+            .await
+            .map_err(|e| e.to_string())?;
         // Only the newest instance folder is kept.
         if self.instance > 1 {
             let _ = std::fs::remove_dir_all(self.dir().join(format!("run-{}", self.instance - 1)));
@@ -220,16 +229,26 @@ impl Keeper {
                     }
                     self.note(
                         EventLevel::Warn,
-                        format!("process {} ended: {status} after {}s", record.app_pid, ran.as_secs()),
+                        format!(
+                            "process {} ended: {status} after {}s",
+                            record.app_pid,
+                            ran.as_secs()
+                        ),
                     );
                     if self.crash_and_wait(Some(&record)).await {
                         return;
                     }
                 }
                 Outcome::Unhealthy(reason) => {
-                    self.note(EventLevel::Warn, format!("unhealthy ({reason}): replacing it"));
+                    self.note(
+                        EventLevel::Warn,
+                        format!("unhealthy ({reason}): replacing it"),
+                    );
                     self.publish(Health::Unhealthy, Some(&record));
-                    let status = self.driver.stop(&record, self.plan.service.stop_timeout).await;
+                    let status = self
+                        .driver
+                        .stop(&record, self.plan.service.stop_timeout)
+                        .await;
                     self.last_exit = Some(format!("stopped as unhealthy ({reason}); {status}"));
                     self.last_log = self.driver.tail_log(&record, 10);
                     if self.crash_and_wait(Some(&record)).await {
@@ -238,7 +257,10 @@ impl Keeper {
                 }
                 Outcome::Stop(reply) => {
                     self.publish(Health::Draining, Some(&record));
-                    let status = self.driver.stop(&record, self.plan.service.stop_timeout).await;
+                    let status = self
+                        .driver
+                        .stop(&record, self.plan.service.stop_timeout)
+                        .await;
                     self.note(EventLevel::Info, format!("stopped: {status}"));
                     self.finish();
                     let _ = reply.send(());
@@ -304,7 +326,12 @@ impl Keeper {
 
     /// Checks health until the process ends, turns unhealthy, or a stop command arrives.
     async fn watch(&mut self, record: &ProcessRecord, started: Instant) -> Outcome {
-        let health_spec = self.plan.service.health.clone().filter(|_| self.port.is_some());
+        let health_spec = self
+            .plan
+            .service
+            .health
+            .clone()
+            .filter(|_| self.port.is_some());
         let mut tracker = health_spec.clone().map(|h| HealthTracker::new(h, started));
         let initial = if tracker.is_some() {
             Health::Starting

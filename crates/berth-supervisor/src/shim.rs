@@ -79,10 +79,16 @@ fn run_inner(dir: &Path) -> anyhow::Result<i32> {
     // SAFETY: only async-signal-safe calls (sigprocmask, setrlimit) between fork and exec.
     unsafe {
         command.pre_exec(move || {
-            SigSet::all().thread_unblock().map_err(std::io::Error::from)?;
+            SigSet::all()
+                .thread_unblock()
+                .map_err(std::io::Error::from)?;
             if let Some(bytes) = rlimit_as {
-                nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, bytes, bytes)
-                    .map_err(std::io::Error::from)?;
+                nix::sys::resource::setrlimit(
+                    nix::sys::resource::Resource::RLIMIT_AS,
+                    bytes,
+                    bytes,
+                )
+                .map_err(std::io::Error::from)?;
             }
             Ok(())
         });

@@ -11,7 +11,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         // The shim must stay small and single-purpose: no runtime, no logging setup.
-        Command::Shim { dir } => return ExitCode::from(berth_supervisor::shim::run(dir).clamp(0, 255) as u8),
+        Command::Shim { dir } => {
+            return ExitCode::from(berth_supervisor::shim::run(dir).clamp(0, 255) as u8)
+        }
         Command::Validate { .. } => {
             return ExitCode::from(commands::validate(&cli.spec_file(), cli.env.as_deref()) as u8)
         }
@@ -69,7 +71,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restart { service, .. } => commands::restart(&client, &service).await,
         Command::Down { .. } => commands::down(&client).await,
         Command::Events { limit, json, .. } => commands::events(&client, limit, json).await,
-        Command::Releases { service, json, .. } => commands::releases(&client, service.as_deref(), json).await,
-        Command::Up { .. } | Command::Shim { .. } | Command::Validate { .. } => unreachable!("dispatched above"),
+        Command::Releases { service, json, .. } => {
+            commands::releases(&client, service.as_deref(), json).await
+        }
+        Command::Up { .. } | Command::Shim { .. } | Command::Validate { .. } => {
+            unreachable!("dispatched above")
+        }
     }
 }
