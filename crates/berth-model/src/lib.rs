@@ -12,6 +12,7 @@ pub mod event;
 pub mod paths;
 pub mod release;
 pub mod replica;
+// pub mod routing; (enabled once the spec has the edge keys)
 
 pub use board::ReplicaBoard;
 pub use driver::{Driver, ExitStatus, LaunchSpec, ProcessRecord};
@@ -19,6 +20,7 @@ pub use event::{Event, EventLevel};
 pub use paths::StatePaths;
 pub use release::{Release, ReleaseId};
 pub use replica::{Health, ReplicaKey, ReplicaStatus};
+// pub use routing::{RoutingTable, TrafficControl};
 
 /// Seconds since the Unix epoch, the one time format of the model.
 pub fn now_unix() -> i64 {

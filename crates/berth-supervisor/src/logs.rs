@@ -9,7 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::shim::rotated;
+use berth_logfile::rotated;
 
 /// Which log lines to read.
 #[derive(Debug, Clone, Default)]

@@ -10,11 +10,10 @@
 //! Files in the instance folder: `launch.json` (in, removed once read), `app.pid`, `limits.txt`,
 //! `exit.json` (out, written atomically).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -22,6 +21,8 @@ use std::time::{Duration, SystemTime};
 use berth_model::{ExitStatus, LaunchSpec};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::unistd::Pid;
+
+use berth_logfile::LogFile;
 
 use crate::limits;
 
@@ -156,8 +157,9 @@ fn spawn_reader(
                 Ok(_) => {
                     let text = String::from_utf8_lossy(&line);
                     let text = redact_line(text.trim_end_matches(['\n', '\r']), &redact);
+                    let stamp = humantime::format_rfc3339_millis(SystemTime::now());
                     if let Ok(mut log) = log.lock() {
-                        let _ = log.write_line(name, &text);
+                        let _ = log.write_line(&format!("{stamp} {name} {text}"));
                     }
                 }
             }
@@ -174,81 +176,6 @@ pub fn redact_line(line: &str, secrets: &[String]) -> String {
         }
     }
     out
-}
-
-/// A log file that rotates itself by size: `current.log` → `current.log.1` → ... `.N`.
-pub struct LogFile {
-    path: PathBuf,
-    file: File,
-    max_bytes: u64,
-    keep: u32,
-    written_since_check: u64,
-}
-
-impl LogFile {
-    pub fn open(path: PathBuf, max_bytes: u64, keep: u32) -> std::io::Result<Self> {
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent)?;
-        }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(Self {
-            path,
-            file,
-            max_bytes: max_bytes.max(4096),
-            keep,
-            written_since_check: 0,
-        })
-    }
-
-    pub fn write_line(&mut self, stream: &str, text: &str) -> std::io::Result<()> {
-        let stamp = humantime::format_rfc3339_millis(SystemTime::now());
-        let line = format!("{stamp} {stream} {text}\n");
-        self.file.write_all(line.as_bytes())?;
-        self.written_since_check += line.len() as u64;
-        if self.written_since_check >= 16 * 1024 {
-            self.written_since_check = 0;
-            self.rotate_if_needed()?;
-        }
-        Ok(())
-    }
-
-    pub fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
-
-    /// Rotates when the file at `path` is too big; reopens when another writer (a sibling
-    /// instance of the same replica) has rotated it already.
-    fn rotate_if_needed(&mut self) -> std::io::Result<()> {
-        let ours = self.file.metadata()?;
-        let on_disk = fs::metadata(&self.path).ok();
-        let same = on_disk
-            .as_ref()
-            .is_some_and(|m| m.ino() == ours.ino() && m.dev() == ours.dev());
-        if same && ours.len() >= self.max_bytes {
-            for i in (1..self.keep).rev() {
-                let _ = fs::rename(rotated(&self.path, i), rotated(&self.path, i + 1));
-            }
-            if self.keep == 0 {
-                let _ = fs::remove_file(&self.path);
-            } else {
-                fs::rename(&self.path, rotated(&self.path, 1))?;
-            }
-        }
-        if !same || ours.len() >= self.max_bytes {
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
-        }
-        Ok(())
-    }
-}
-
-/// `current.log` + 2 → `current.log.2`.
-pub fn rotated(path: &Path, n: u32) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{n}"));
-    PathBuf::from(name)
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, mode 0600.
@@ -279,22 +206,5 @@ mod tests {
             redact_line("url=postgres://u:s3cretpass@h/db s3cretpass ab", &secrets),
             "url=postgres://u:[redacted]@h/db [redacted] ab"
         );
-    }
-
-    #[test]
-    fn log_file_rotates_by_size_and_keeps_n() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("current.log");
-        let mut log = LogFile::open(path.clone(), 4096, 2).unwrap();
-        let text = "x".repeat(1000);
-        for _ in 0..200 {
-            log.write_line("stdout", &text).unwrap();
-        }
-        assert!(path.exists());
-        assert!(rotated(&path, 1).exists());
-        assert!(rotated(&path, 2).exists());
-        assert!(!rotated(&path, 3).exists());
-        // Size stays bounded: checks happen every 16 KiB.
-        assert!(fs::metadata(&path).unwrap().len() < 4096 + 17 * 1024);
     }
 }

@@ -1,0 +1,184 @@
+//! The routing table: what the edge needs to send a request to a replica, built from the spec
+//! and the replica board by a pure function, and pushed by the control plane to the edge.
+//!
+//! A service's replicas are grouped by release into target groups. Without weights (no rollout
+//! under way) all healthy replicas form one group; the rollout engine sets per-release weights
+//! through [`TrafficControl`] to split traffic between groups.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use berth_spec::{Balance, Spec};
+use serde::{Deserialize, Serialize};
+
+use crate::{Health, ReplicaStatus};
+
+/// Everything the edge routes by. Versioned: a higher version replaces a lower one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RoutingTable {
+    pub version: u64,
+    pub routes: Vec<RouteEntry>,
+    pub services: BTreeMap<String, ServicePool>,
+    pub settings: EdgeSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteEntry {
+    /// None: any host. `*.example.com`: any subdomain.
+    pub host: Option<String>,
+    pub path: String,
+    pub service: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServicePool {
+    pub balance: Balance,
+    pub sticky: Option<Sticky>,
+    pub groups: Vec<TargetGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sticky {
+    /// The application cookie whose presence in a response starts stickiness.
+    pub cookie: String,
+    pub duration_secs: u64,
+}
+
+/// The replicas of one release of a service, and their share of the traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetGroup {
+    /// The release these replicas run; `*` for the single group of a service without weights.
+    pub release: String,
+    /// 0-100.
+    pub weight: u32,
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// `web.2`.
+    pub replica: String,
+    pub release: String,
+    pub addr: SocketAddr,
+    /// Takes no new requests; in-flight ones finish.
+    pub draining: bool,
+}
+
+/// Limits and timeouts of the edge (from `[edge]` in the spec).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeSettings {
+    pub max_body: u64,
+    pub max_header: u64,
+    pub connect_timeout: Duration,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub request_timeout: Duration,
+    pub access_log: bool,
+}
+
+impl Default for EdgeSettings {
+    fn default() -> Self {
+        Self {
+            max_body: 64 * 1024 * 1024,
+            max_header: 64 * 1024,
+            connect_timeout: Duration::from_secs(5),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(60),
+            access_log: true,
+        }
+    }
+}
+
+/// Per-service release weights set by the rollout engine: service → release → weight.
+pub type Weights = BTreeMap<String, BTreeMap<String, u32>>;
+
+impl RoutingTable {
+    /// The table for `spec` given the replicas on the board and the rollout weights.
+    /// Healthy replicas take traffic, draining ones finish theirs, the others are left out.
+    pub fn build(spec: &Spec, replicas: &[ReplicaStatus], weights: &Weights, version: u64) -> Self {
+        let routes = spec
+            .routes
+            .iter()
+            .map(|r| RouteEntry {
+                host: r.host.clone(),
+                path: r.path.clone(),
+                service: r.service.clone(),
+            })
+            .collect();
+        let mut services = BTreeMap::new();
+        for service in spec.services.values().filter(|s| s.port.has_port()) {
+            let targets: Vec<Target> = replicas
+                .iter()
+                .filter(|r| r.service == service.name)
+                .filter(|r| matches!(r.health, Health::Healthy | Health::Draining))
+                .filter_map(|r| {
+                    Some(Target {
+                        replica: r.replica.clone(),
+                        release: r.release.clone(),
+                        addr: SocketAddr::from(([127, 0, 0, 1], r.port?)),
+                        draining: r.health == Health::Draining,
+                    })
+                })
+                .collect();
+            let groups = match weights.get(&service.name) {
+                None => vec![TargetGroup {
+                    release: "*".into(),
+                    weight: 100,
+                    targets,
+                }],
+                Some(by_release) => by_release
+                    .iter()
+                    .map(|(release, weight)| TargetGroup {
+                        release: release.clone(),
+                        weight: (*weight).min(100),
+                        targets: targets
+                            .iter()
+                            .filter(|t| &t.release == release)
+                            .cloned()
+                            .collect(),
+                    })
+                    .collect(),
+            };
+            services.insert(
+                service.name.clone(),
+                ServicePool {
+                    balance: service.balance,
+                    sticky: service.sticky.as_ref().map(|s| Sticky {
+                        cookie: s.cookie.clone(),
+                        duration_secs: s.duration.as_secs(),
+                    }),
+                    groups,
+                },
+            );
+        }
+        let edge = &spec.edge;
+        RoutingTable {
+            version,
+            routes,
+            services,
+            settings: EdgeSettings {
+                max_body: edge.max_body,
+                max_header: edge.max_header,
+                connect_timeout: edge.connect_timeout,
+                header_timeout: edge.header_timeout,
+                idle_timeout: edge.idle_timeout,
+                request_timeout: edge.request_timeout,
+                access_log: edge.access_log,
+            },
+        }
+    }
+}
+
+/// How the rollout engine moves traffic between releases, and how the supervisor drains a
+/// replica before stopping it. Implemented by the control plane's edge client.
+#[async_trait::async_trait]
+pub trait TrafficControl: Send + Sync + 'static {
+    /// Sets the weights (0-100) of a service's releases; applies to the next request.
+    /// An empty map returns the service to a single group of all its healthy replicas.
+    async fn set_weights(&self, service: &str, weights: BTreeMap<String, u32>) -> anyhow::Result<()>;
+    /// Waits until the edge sends nothing new to `replica` and has no request in flight to it,
+    /// or until `timeout`.
+    async fn drain(&self, replica: &str, timeout: Duration);
+}
