@@ -103,6 +103,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// (internal) Run the edge proxy; `berth up` starts it.
+    #[command(hide = true)]
+    Edge {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long = "listen")]
+        listen: Vec<std::net::SocketAddr>,
+        #[arg(long)]
+        admin: std::net::SocketAddr,
+    },
     /// (internal) Supervise one replica process.
     #[command(hide = true)]
     Shim { dir: PathBuf },
@@ -129,7 +139,7 @@ impl Cli {
             | Command::Events { spec, .. }
             | Command::Releases { spec, .. } => spec.file.clone(),
             Command::Logs { file, .. } => file.clone(),
-            Command::Shim { .. } => None,
+            Command::Shim { .. } | Command::Edge { .. } => None,
         };
         after
             .or_else(|| self.file.clone())

@@ -6,6 +6,7 @@
 //! API until Ctrl-C, SIGTERM or `berth down`; then it stops replicas gracefully and exits 0.
 
 pub mod api;
+pub mod edge;
 pub mod stack;
 
 use std::fs::OpenOptions;
@@ -88,7 +89,13 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         },
         events_tx,
     );
-    let stack = Arc::new(Stack::new(spec, paths.clone(), store, supervisor.clone()));
+    let stack = Arc::new(Stack::new(
+        spec,
+        paths.clone(),
+        store,
+        supervisor.clone(),
+        options.program.clone(),
+    ));
     let recorder =
         stack::spawn_recorder(stack.store.clone(), stack.env_name().to_string(), events_rx);
 
@@ -147,8 +154,11 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         Ok(reason) => reason.to_string(),
         Err(e) => format!("start-up failed: {e:#}"),
     };
-    tracing::info!("stopping ({reason}): replicas first, then accessories");
+    tracing::info!("stopping ({reason}): the edge, then replicas, then accessories");
     stack.record(EventLevel::Info, "stack", format!("stopping: {reason}"));
+    if let Some(edge) = stack.edge.get() {
+        edge.stop().await;
+    }
     supervisor.stop_all().await;
     stack.stop_accessories().await;
     server.abort();
@@ -173,6 +183,7 @@ async fn bring_up(stack: &Arc<Stack>) -> anyhow::Result<()> {
     if adopted > 0 {
         println!("berth: adopted {adopted} running replica(s)");
     }
+    stack.start_edge().await?;
     stack.converge_all().await?;
     // Wait (bounded) for the first health verdicts so "up" means up; a replica that does not
     // get healthy is reported, not fatal: the supervisor keeps trying.

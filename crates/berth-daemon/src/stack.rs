@@ -26,10 +26,19 @@ pub struct Stack {
     /// Secret values (accessory passwords, URLs) never to be printed.
     redact: Mutex<Vec<String>>,
     pub started_at: i64,
+    /// The `berth` executable (it provides `berth edge`).
+    program: std::path::PathBuf,
+    pub edge: std::sync::OnceLock<Arc<crate::edge::EdgeLink>>,
 }
 
 impl Stack {
-    pub fn new(spec: Spec, paths: StatePaths, store: Store, supervisor: Arc<Supervisor>) -> Self {
+    pub fn new(
+        spec: Spec,
+        paths: StatePaths,
+        store: Store,
+        supervisor: Arc<Supervisor>,
+        program: std::path::PathBuf,
+    ) -> Self {
         let accessories = spec
             .accessories
             .values()
@@ -54,7 +63,34 @@ impl Stack {
             accessory_env: Mutex::default(),
             redact: Mutex::default(),
             started_at: berth_model::now_unix(),
+            program,
+            edge: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Adopts or starts the edge, connects it to the supervisor (drains) and keeps its routing
+    /// table in step with the board.
+    pub async fn start_edge(&self) -> anyhow::Result<()> {
+        let (link, adopted) = crate::edge::EdgeLink::start_or_adopt(
+            &self.program,
+            &self.paths,
+            &self.spec,
+            self.supervisor.board().clone(),
+        )
+        .await?;
+        let verb = if adopted { "adopted" } else { "started" };
+        let listen: Vec<String> = self.spec.edge.listen.iter().map(|a| a.to_string()).collect();
+        tracing::info!(
+            "edge {verb}: pid {}, listening on {}, admin {}",
+            link.pid,
+            listen.join(", "),
+            self.spec.edge.admin
+        );
+        self.record(EventLevel::Info, "edge", format!("{verb} pid {}", link.pid));
+        self.supervisor.set_traffic_control(link.clone());
+        link.spawn_sync();
+        let _ = self.edge.set(link);
+        Ok(())
     }
 
     pub fn env_name(&self) -> &str {

@@ -12,7 +12,8 @@ pub mod event;
 pub mod paths;
 pub mod release;
 pub mod replica;
-// pub mod routing; (enabled once the spec has the edge keys)
+pub mod routing;
+pub mod traffic;
 
 pub use board::ReplicaBoard;
 pub use driver::{Driver, ExitStatus, LaunchSpec, ProcessRecord};
@@ -20,7 +21,8 @@ pub use event::{Event, EventLevel};
 pub use paths::StatePaths;
 pub use release::{Release, ReleaseId};
 pub use replica::{Health, ReplicaKey, ReplicaStatus};
-// pub use routing::{RoutingTable, TrafficControl};
+pub use routing::RoutingTable;
+pub use traffic::TrafficControl;
 
 /// Seconds since the Unix epoch, the one time format of the model.
 pub fn now_unix() -> i64 {

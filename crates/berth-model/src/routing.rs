@@ -3,7 +3,7 @@
 //!
 //! A service's replicas are grouped by release into target groups. Without weights (no rollout
 //! under way) all healthy replicas form one group; the rollout engine sets per-release weights
-//! through [`TrafficControl`] to split traffic between groups.
+//! through [`crate::TrafficControl`] to split traffic between groups.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -169,16 +169,4 @@ impl RoutingTable {
             },
         }
     }
-}
-
-/// How the rollout engine moves traffic between releases, and how the supervisor drains a
-/// replica before stopping it. Implemented by the control plane's edge client.
-#[async_trait::async_trait]
-pub trait TrafficControl: Send + Sync + 'static {
-    /// Sets the weights (0-100) of a service's releases; applies to the next request.
-    /// An empty map returns the service to a single group of all its healthy replicas.
-    async fn set_weights(&self, service: &str, weights: BTreeMap<String, u32>) -> anyhow::Result<()>;
-    /// Waits until the edge sends nothing new to `replica` and has no request in flight to it,
-    /// or until `timeout`.
-    async fn drain(&self, replica: &str, timeout: Duration);
 }

@@ -25,6 +25,9 @@ fn service(source: &Path, build: Option<&str>) -> ServiceSpec {
         health: None,
         memory: None,
         cpu: None,
+        balance: Default::default(),
+        deregistration_delay: Duration::from_secs(30),
+        sticky: None,
     }
 }
 

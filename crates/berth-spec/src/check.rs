@@ -138,6 +138,18 @@ impl Checker<'_> {
             }
         }
 
+        if let Some(sticky) = &service.sticky {
+            if service.port == PortSpec::None {
+                self.problems.push(
+                    sticky.span.clone(),
+                    format!("sticky sessions on service `{name}`, which has no port"),
+                    Some(format!(
+                        r#"stickiness pins requests to a replica, so it needs a port: add port = "auto" to {label}, or remove its sticky table"#
+                    )),
+                );
+            }
+        }
+
         let accessory_names: Vec<&str> = self.raw.accessories.keys().map(String::as_str).collect();
         let mut injected: BTreeMap<String, &str> = BTreeMap::new();
         for used in &service.uses {

@@ -4,25 +4,18 @@
 //! Variables are merged from the least to the most specific: the stack's `[env]`, the
 //! environment's `env`, the service's `env`, then the environment's `env` for that service.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use crate::check::{default_volume_env, merge_replicas, replica_count};
-use crate::raw::{RawEnvironment, RawHealth, RawSpec};
+use crate::raw::{RawEnvironment, RawHealth, RawSpec, RawSticky};
 use crate::types::{
     AccessorySpec, EdgeSpec, HealthSpec, ReplicaCount, RouteSpec, ServiceSpec, Spec, StackSpec,
-    VolumeSpec,
+    StickySpec, VolumeSpec,
 };
 
 /// Default `stack.keep_releases`.
 pub(crate) const DEFAULT_KEEP_RELEASES: u32 = 5;
-/// Default `edge.listen`.
-pub(crate) const DEFAULT_LISTEN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
-/// Default `edge.admin`.
-pub(crate) const DEFAULT_ADMIN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9090);
 /// Default `stop_timeout`.
 pub(crate) const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default health `interval`.
@@ -87,6 +80,14 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
                     .and_then(|over| over.memory)
                     .or(service.memory),
                 cpu: service_override.and_then(|over| over.cpu).or(service.cpu),
+                balance: service.balance.unwrap_or_default(),
+                deregistration_delay: service
+                    .deregistration_delay
+                    .unwrap_or(ServiceSpec::DEFAULT_DEREGISTRATION_DELAY),
+                sticky: service
+                    .sticky
+                    .as_ref()
+                    .map(|sticky| sticky_spec(&sticky.value)),
             };
             (name.clone(), spec)
         })
@@ -158,8 +159,24 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
             keep_releases: raw.keep_releases.unwrap_or(DEFAULT_KEEP_RELEASES),
         },
         edge: EdgeSpec {
-            listen: raw.listen.clone().unwrap_or_else(|| vec![DEFAULT_LISTEN]),
-            admin: raw.admin.unwrap_or(DEFAULT_ADMIN),
+            listen: raw
+                .listen
+                .clone()
+                .unwrap_or_else(|| vec![EdgeSpec::DEFAULT_LISTEN]),
+            admin: raw.admin.unwrap_or(EdgeSpec::DEFAULT_ADMIN),
+            max_body: raw.max_body.unwrap_or(EdgeSpec::DEFAULT_MAX_BODY),
+            max_header: raw.max_header.unwrap_or(EdgeSpec::DEFAULT_MAX_HEADER),
+            connect_timeout: raw
+                .connect_timeout
+                .unwrap_or(EdgeSpec::DEFAULT_CONNECT_TIMEOUT),
+            header_timeout: raw
+                .header_timeout
+                .unwrap_or(EdgeSpec::DEFAULT_HEADER_TIMEOUT),
+            idle_timeout: raw.idle_timeout.unwrap_or(EdgeSpec::DEFAULT_IDLE_TIMEOUT),
+            request_timeout: raw
+                .request_timeout
+                .unwrap_or(EdgeSpec::DEFAULT_REQUEST_TIMEOUT),
+            access_log: raw.access_log.unwrap_or(EdgeSpec::DEFAULT_ACCESS_LOG),
         },
         env: stack_env,
         services,
@@ -180,6 +197,13 @@ fn health_spec(health: &RawHealth) -> HealthSpec {
             .unhealthy_threshold
             .unwrap_or(DEFAULT_HEALTH_THRESHOLD),
         grace_period: health.grace_period.unwrap_or(DEFAULT_HEALTH_GRACE),
+    }
+}
+
+fn sticky_spec(sticky: &RawSticky) -> StickySpec {
+    StickySpec {
+        cookie: sticky.cookie.clone().unwrap_or_default(),
+        duration: sticky.duration.unwrap_or(StickySpec::DEFAULT_DURATION),
     }
 }
 

@@ -165,6 +165,7 @@ mod tests {
         let spec = parse_ok("");
         assert!(spec.services.is_empty());
         assert_eq!(spec.stack.keep_releases, 5);
+        assert_eq!(spec.edge, EdgeSpec::default());
         assert!(spec.path.is_absolute());
         assert!(spec.path.ends_with("berth.toml"));
     }

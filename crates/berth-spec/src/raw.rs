@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Duration;
 
-use crate::types::{Engine, PortSpec};
+use crate::types::{Balance, Engine, PortSpec};
 
 /// A value with the byte span of its source text.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +24,13 @@ pub(crate) struct RawSpec {
     pub keep_releases: Option<u32>,
     pub listen: Option<Vec<std::net::SocketAddr>>,
     pub admin: Option<std::net::SocketAddr>,
+    pub max_body: Option<u64>,
+    pub max_header: Option<u64>,
+    pub connect_timeout: Option<Duration>,
+    pub header_timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub request_timeout: Option<Duration>,
+    pub access_log: Option<bool>,
     pub env: BTreeMap<String, String>,
     pub services: BTreeMap<String, RawService>,
     pub accessories: BTreeMap<String, RawAccessory>,
@@ -55,6 +62,9 @@ pub(crate) struct RawService {
     pub health: Option<Located<RawHealth>>,
     pub memory: Option<u64>,
     pub cpu: Option<f64>,
+    pub balance: Option<Balance>,
+    pub deregistration_delay: Option<Duration>,
+    pub sticky: Option<Located<RawSticky>>,
 }
 
 impl RawService {
@@ -73,6 +83,9 @@ impl RawService {
             health: None,
             memory: None,
             cpu: None,
+            balance: None,
+            deregistration_delay: None,
+            sticky: None,
         }
     }
 }
@@ -86,6 +99,14 @@ pub(crate) struct RawHealth {
     pub healthy_threshold: Option<u32>,
     pub unhealthy_threshold: Option<u32>,
     pub grace_period: Option<Duration>,
+}
+
+/// One `[service.NAME.sticky]`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawSticky {
+    /// `None` when missing or invalid (already reported).
+    pub cookie: Option<String>,
+    pub duration: Option<Duration>,
 }
 
 /// One `[accessory.NAME]`.

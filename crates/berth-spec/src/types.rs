@@ -2,7 +2,7 @@
 //! been parsed, validated and had its `[environment.NAME]` overrides applied.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -33,10 +33,27 @@ pub struct StackSpec {
     pub keep_releases: u32,
 }
 
+/// `[edge]`: the proxy in front of the services. The limits and timeouts default to those of an
+/// AWS Application Load Balancer as used in the reference setups; see [`EdgeSpec::default`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct EdgeSpec {
     pub listen: Vec<SocketAddr>,
     pub admin: SocketAddr,
+    /// Largest request body in bytes; a request with a larger one is answered 413.
+    pub max_body: u64,
+    /// Largest total size in bytes of a request's headers; over it the answer is 431.
+    pub max_header: u64,
+    /// How long connecting to a replica may take.
+    pub connect_timeout: Duration,
+    /// How long a client has to send its request headers (slowloris protection).
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may stay idle between requests.
+    pub idle_timeout: Duration,
+    /// How long a replica has to answer a request before the edge answers 504.
+    pub request_timeout: Duration,
+    /// Whether the edge writes one access-log line per request.
+    pub access_log: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +78,40 @@ pub struct ServiceSpec {
     pub memory: Option<u64>,
     /// Per-replica CPU limit in cores.
     pub cpu: Option<f64>,
+    /// How the edge spreads requests over the replicas.
+    #[serde(default)]
+    pub balance: Balance,
+    /// How long a replica leaving the target group keeps serving its in-flight requests, without
+    /// getting new ones, before it is stopped (may be zero).
+    #[serde(default = "default_deregistration_delay")]
+    pub deregistration_delay: Duration,
+    /// Application-cookie stickiness (`[service.NAME.sticky]`); only on a service with a port.
+    #[serde(default)]
+    pub sticky: Option<StickySpec>,
+}
+
+/// How the edge picks the replica of a service that gets a request (`balance`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// The replica with the fewest requests in flight (the ALB's "least outstanding requests",
+    /// as the references use it).
+    #[default]
+    LeastOutstanding,
+    /// Each replica in turn.
+    RoundRobin,
+}
+
+/// `[service.NAME.sticky]`: once a response of a replica sets the application cookie `cookie`,
+/// the client's next requests go to that replica for `duration` (while it takes traffic).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StickySpec {
+    /// Name of the application cookie whose presence in a response starts stickiness.
+    pub cookie: String,
+    /// How long stickiness lasts.
+    pub duration: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +176,78 @@ pub struct RouteSpec {
     pub host: Option<String>,
     pub path: String,
     pub service: String,
+}
+
+impl EdgeSpec {
+    /// Default `listen` address.
+    pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+    /// Default `admin` address.
+    pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9090);
+    /// Default `max_body`: 64 MiB.
+    pub const DEFAULT_MAX_BODY: u64 = 64 << 20;
+    /// Default `max_header`: 64 KiB.
+    pub const DEFAULT_MAX_HEADER: u64 = 64 << 10;
+    /// Default `connect_timeout`.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Default `header_timeout`.
+    pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default `idle_timeout` (the ALB's default).
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Default `request_timeout`.
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Default `access_log`.
+    pub const DEFAULT_ACCESS_LOG: bool = true;
+}
+
+impl Default for EdgeSpec {
+    /// The `[edge]` of a spec that sets none of its keys.
+    fn default() -> Self {
+        EdgeSpec {
+            listen: vec![EdgeSpec::DEFAULT_LISTEN],
+            admin: EdgeSpec::DEFAULT_ADMIN,
+            max_body: EdgeSpec::DEFAULT_MAX_BODY,
+            max_header: EdgeSpec::DEFAULT_MAX_HEADER,
+            connect_timeout: EdgeSpec::DEFAULT_CONNECT_TIMEOUT,
+            header_timeout: EdgeSpec::DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: EdgeSpec::DEFAULT_IDLE_TIMEOUT,
+            request_timeout: EdgeSpec::DEFAULT_REQUEST_TIMEOUT,
+            access_log: EdgeSpec::DEFAULT_ACCESS_LOG,
+        }
+    }
+}
+
+impl ServiceSpec {
+    /// Default `deregistration_delay` (that of the references' target groups).
+    pub const DEFAULT_DEREGISTRATION_DELAY: Duration = Duration::from_secs(30);
+}
+
+/// For serde: specs serialized before `deregistration_delay` existed get the default.
+fn default_deregistration_delay() -> Duration {
+    ServiceSpec::DEFAULT_DEREGISTRATION_DELAY
+}
+
+impl StickySpec {
+    /// Default `duration`: one day (the ALB's default).
+    pub const DEFAULT_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+}
+
+impl Balance {
+    /// Every algorithm, the default first.
+    pub const ALL: [Balance; 2] = [Balance::LeastOutstanding, Balance::RoundRobin];
+
+    /// The name written in `berth.toml` (`balance = "round_robin"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::LeastOutstanding => "least_outstanding",
+            Balance::RoundRobin => "round_robin",
+        }
+    }
+}
+
+impl std::fmt::Display for Balance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Engine {

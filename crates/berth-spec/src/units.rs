@@ -19,7 +19,11 @@ pub(crate) const ADDRESS_EXAMPLES: &str =
 pub(crate) const NAME_RULE: &str =
     "names are lower-case ASCII letters, digits and `-`, start with a letter, and have at most 32 characters";
 
-/// Parses a duration such as `"500ms"`, `"5s"`, `"2m"` or `"1h30m"`.
+/// The rule for cookie names, for hints.
+pub(crate) const COOKIE_RULE: &str =
+    "a cookie name is ASCII letters, digits and any of ! # $ % & ' * + - . ^ _ ` | ~ (no spaces, `=` or `;`)";
+
+/// Parses a duration such as `"500ms"`, `"5s"`, `"2m"`, `"1h30m"` or `"1d"`.
 pub(crate) fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     if text.is_empty() {
@@ -71,6 +75,14 @@ pub(crate) fn parse_socket_addr(text: &str) -> Option<SocketAddr> {
     text.parse().ok()
 }
 
+/// Whether `name` is a valid cookie name: an HTTP token (RFC 6265, RFC 9110).
+pub(crate) fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+}
+
 /// Whether `name` is a valid service, accessory, volume or environment name.
 pub(crate) fn is_valid_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -115,6 +127,12 @@ mod tests {
         assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86400)));
+        assert_eq!(
+            parse_duration("7days"),
+            Some(Duration::from_secs(7 * 86400))
+        );
+        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
         assert_eq!(parse_duration("5"), None);
         assert_eq!(parse_duration("five seconds"), None);
         assert_eq!(parse_duration(""), None);
@@ -154,6 +172,18 @@ mod tests {
         );
         assert_eq!(parse_socket_addr("localhost:80"), None);
         assert_eq!(parse_socket_addr(":99999"), None);
+    }
+
+    #[test]
+    fn cookie_names() {
+        assert!(is_cookie_name("PrestaShopSession"));
+        assert!(is_cookie_name("PrestaShop-2b3c4d"));
+        assert!(is_cookie_name("__Host-session_id"));
+        assert!(!is_cookie_name(""));
+        assert!(!is_cookie_name("my session"));
+        assert!(!is_cookie_name("a=b"));
+        assert!(!is_cookie_name("a;b"));
+        assert!(!is_cookie_name("café"));
     }
 
     #[test]

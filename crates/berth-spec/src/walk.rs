@@ -12,10 +12,10 @@ use toml::Spanned;
 
 use crate::raw::{
     Located, RawAccessory, RawEnvironment, RawHealth, RawOverride, RawRoute, RawService, RawSpec,
-    RawVolume,
+    RawSticky, RawVolume,
 };
 use crate::report::Problems;
-use crate::types::{Engine, PortSpec};
+use crate::types::{Balance, Engine, PortSpec};
 use crate::units::{self, closest, list};
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -32,7 +32,17 @@ const TOP_KEYS: &[&str] = &[
     "environment",
 ];
 const STACK_KEYS: &[&str] = &["name", "keep_releases"];
-const EDGE_KEYS: &[&str] = &["listen", "admin"];
+const EDGE_KEYS: &[&str] = &[
+    "listen",
+    "admin",
+    "max_body",
+    "max_header",
+    "connect_timeout",
+    "header_timeout",
+    "idle_timeout",
+    "request_timeout",
+    "access_log",
+];
 const SERVICE_KEYS: &[&str] = &[
     "run",
     "build",
@@ -48,6 +58,9 @@ const SERVICE_KEYS: &[&str] = &[
     "memory",
     "cpu",
     "health",
+    "balance",
+    "deregistration_delay",
+    "sticky",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -57,6 +70,8 @@ const HEALTH_KEYS: &[&str] = &[
     "unhealthy_threshold",
     "grace_period",
 ];
+const STICKY_KEYS: &[&str] = &["cookie", "duration"];
+const BALANCES: &[&str] = &["least_outstanding", "round_robin"];
 const ACCESSORY_KEYS: &[&str] = &["engine", "database", "user", "port", "env"];
 const ENGINES: &[&str] = &["postgres", "mysql", "redis"];
 const VOLUME_KEYS: &[&str] = &["env"];
@@ -205,6 +220,43 @@ impl Walker<'_> {
                 "admin" => {
                     spec.admin = self.address(value, "edge.admin", r#"admin = "127.0.0.1:9090""#)
                 }
+                "max_body" => {
+                    spec.max_body = self.size(value, "edge.max_body", r#"max_body = "64M""#);
+                }
+                "max_header" => {
+                    spec.max_header = self.size(value, "edge.max_header", r#"max_header = "64K""#);
+                }
+                "connect_timeout" => {
+                    spec.connect_timeout = self.positive_duration(
+                        value,
+                        "edge.connect_timeout",
+                        r#"connect_timeout = "5s""#,
+                    );
+                }
+                "header_timeout" => {
+                    spec.header_timeout = self.positive_duration(
+                        value,
+                        "edge.header_timeout",
+                        r#"header_timeout = "10s""#,
+                    );
+                }
+                "idle_timeout" => {
+                    spec.idle_timeout = self.positive_duration(
+                        value,
+                        "edge.idle_timeout",
+                        r#"idle_timeout = "60s""#,
+                    );
+                }
+                "request_timeout" => {
+                    spec.request_timeout = self.positive_duration(
+                        value,
+                        "edge.request_timeout",
+                        r#"request_timeout = "60s""#,
+                    );
+                }
+                "access_log" => {
+                    spec.access_log = self.boolean(value, "edge.access_log", "access_log = true");
+                }
                 other => self.unknown_key(key, other, EDGE_KEYS, "[edge]"),
             }
         }
@@ -276,6 +328,21 @@ impl Walker<'_> {
                     let health = self.health(&name.value, value);
                     service.health = health.map(|health| Located {
                         value: health,
+                        span: value.span(),
+                    });
+                }
+                "balance" => service.balance = self.balance(value, &path("balance")),
+                "deregistration_delay" => {
+                    service.deregistration_delay = self.duration(
+                        value,
+                        &path("deregistration_delay"),
+                        r#"deregistration_delay = "30s""#,
+                    );
+                }
+                "sticky" => {
+                    let sticky = self.sticky(&name.value, value);
+                    service.sticky = sticky.map(|sticky| Located {
+                        value: sticky,
                         span: value.span(),
                     });
                 }
@@ -392,6 +459,91 @@ impl Walker<'_> {
             );
         }
         Some(health)
+    }
+
+    fn balance(&mut self, value: &Value<'_>, path: &str) -> Option<Balance> {
+        let text = self.string(value, path, r#"balance = "round_robin""#)?;
+        if let Some(balance) = Balance::ALL
+            .into_iter()
+            .find(|balance| balance.as_str() == text.value)
+        {
+            return Some(balance);
+        }
+        let typed = text.value.to_ascii_lowercase();
+        let suggestion = match typed.as_str() {
+            "least_outstanding_requests"
+            | "least-outstanding-requests"
+            | "least_conn"
+            | "leastconn"
+            | "least_connections"
+            | "least-connections"
+            | "lor" => Some("least_outstanding"),
+            "rr" | "roundrobin" => Some("round_robin"),
+            _ => closest(&typed, BALANCES),
+        };
+        let did_you_mean = suggestion
+            .map(|balance| format!(r#"did you mean "{balance}"? "#))
+            .unwrap_or_default();
+        self.problems.push(
+            text.span,
+            format!("unknown balancing algorithm \"{}\" for `{path}`", text.value),
+            Some(format!(
+                r#"{did_you_mean}the algorithms are "least_outstanding" (the default: the replica with the fewest requests in flight) and "round_robin""#
+            )),
+        );
+        None
+    }
+
+    fn sticky(&mut self, service: &str, value: &Value<'_>) -> Option<RawSticky> {
+        let label = format!("[service.{service}.sticky]");
+        let example = r#"sticky = { cookie = "PrestaShopSession" }"#;
+        let table = self.table(value, &format!("service.{service}.sticky"), example)?;
+        let path = |key: &str| format!("service.{service}.sticky.{key}");
+        let mut sticky = RawSticky::default();
+        let mut has_cookie = false;
+        for (key, value) in table.iter() {
+            match key.get_ref().as_ref() {
+                "cookie" => {
+                    has_cookie = true;
+                    let Some(cookie) =
+                        self.string(value, &path("cookie"), r#"cookie = "PrestaShopSession""#)
+                    else {
+                        continue;
+                    };
+                    if units::is_cookie_name(&cookie.value) {
+                        sticky.cookie = Some(cookie.value);
+                    } else {
+                        let message = if cookie.value.is_empty() {
+                            format!("`{}` must not be empty", path("cookie"))
+                        } else {
+                            format!(
+                                "invalid cookie name \"{}\" for `{}`",
+                                cookie.value,
+                                path("cookie")
+                            )
+                        };
+                        self.problems
+                            .push(cookie.span, message, Some(units::COOKIE_RULE.into()));
+                    }
+                }
+                "duration" => {
+                    sticky.duration =
+                        self.positive_duration(value, &path("duration"), r#"duration = "1d""#);
+                }
+                other => self.unknown_key(key, other, STICKY_KEYS, &label),
+            }
+        }
+        if !has_cookie {
+            self.problems.push(
+                value.span(),
+                format!("{label} has no `cookie`"),
+                Some(
+                    r#"add the application cookie whose presence starts stickiness, e.g. cookie = "PrestaShopSession""#
+                        .into(),
+                ),
+            );
+        }
+        Some(sticky)
     }
 
     fn accessory(&mut self, name: &str, value: &Value<'_>) -> RawAccessory {
@@ -758,6 +910,27 @@ impl Walker<'_> {
             }),
             _ => {
                 self.wrong_type(value, path, "a string", example);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, value: &Value<'_>, path: &str, example: &str) -> Option<bool> {
+        match value.get_ref() {
+            DeValue::Boolean(boolean) => Some(*boolean),
+            DeValue::String(text) if matches!(text.as_ref(), "true" | "false") => {
+                self.problems.push(
+                    value.span(),
+                    format!("`{path}` must be a boolean, found a string"),
+                    Some(format!(
+                        "write {} = {text}, without quotes",
+                        path.rsplit('.').next().unwrap_or(path)
+                    )),
+                );
+                None
+            }
+            _ => {
+                self.wrong_type(value, path, "a boolean", example);
                 None
             }
         }

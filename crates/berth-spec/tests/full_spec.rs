@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_spec::{
-    AccessorySpec, Engine, HealthSpec, PortSpec, ReplicaCount, RouteSpec, Spec, VolumeSpec,
+    AccessorySpec, Balance, EdgeSpec, Engine, HealthSpec, PortSpec, ReplicaCount, RouteSpec, Spec,
+    StickySpec, VolumeSpec,
 };
 
 fn fixtures() -> PathBuf {
@@ -52,6 +53,13 @@ fn full_spec_parses_to_the_written_values() {
         vec![addr("127.0.0.1:8080"), addr("0.0.0.0:443")]
     );
     assert_eq!(spec.edge.admin, addr("127.0.0.1:9191"));
+    assert_eq!(spec.edge.max_body, 10 << 20);
+    assert_eq!(spec.edge.max_header, 32 << 10);
+    assert_eq!(spec.edge.connect_timeout, Duration::from_secs(2));
+    assert_eq!(spec.edge.header_timeout, Duration::from_secs(5));
+    assert_eq!(spec.edge.idle_timeout, Duration::from_secs(120));
+    assert_eq!(spec.edge.request_timeout, Duration::from_secs(90));
+    assert!(!spec.edge.access_log);
     assert_eq!(spec.env, env(&[("APP_NAME", "hello"), ("DEBUG", "1")]));
     assert_eq!(spec.environments, strings(&["production", "staging"]));
 
@@ -85,6 +93,15 @@ fn full_spec_parses_to_the_written_values() {
     );
     assert_eq!(web.memory, Some(256 * 1024 * 1024));
     assert_eq!(web.cpu, Some(0.5));
+    assert_eq!(web.balance, Balance::RoundRobin);
+    assert_eq!(web.deregistration_delay, Duration::ZERO);
+    assert_eq!(
+        web.sticky,
+        Some(StickySpec {
+            cookie: "PrestaShopSession".into(),
+            duration: Duration::from_secs(2 * 3600),
+        })
+    );
 
     let api = &spec.services["api"];
     assert_eq!(api.run, "./api --port $PORT");
@@ -103,6 +120,15 @@ fn full_spec_parses_to_the_written_values() {
             grace_period: Duration::from_secs(60),
         })
     );
+    assert_eq!(api.balance, Balance::LeastOutstanding);
+    assert_eq!(api.deregistration_delay, Duration::from_secs(45));
+    assert_eq!(
+        api.sticky,
+        Some(StickySpec {
+            cookie: "api_session".into(),
+            duration: Duration::from_secs(86400),
+        })
+    );
 
     let worker = &spec.services["worker"];
     assert_eq!(worker.port, PortSpec::None);
@@ -113,6 +139,9 @@ fn full_spec_parses_to_the_written_values() {
     assert_eq!(worker.memory, Some(1 << 30));
     assert_eq!(worker.cpu, Some(2.0));
     assert_eq!(worker.health, None);
+    assert_eq!(worker.balance, Balance::LeastOutstanding);
+    assert_eq!(worker.deregistration_delay, Duration::from_secs(30));
+    assert_eq!(worker.sticky, None);
 
     assert_eq!(
         spec.accessories["db"],
@@ -178,6 +207,15 @@ fn minimal_spec_gets_the_defaults() {
     assert_eq!(spec.stack.keep_releases, 5);
     assert_eq!(spec.edge.listen, vec![addr("127.0.0.1:8080")]);
     assert_eq!(spec.edge.admin, addr("127.0.0.1:9090"));
+    // The edge's limits and timeouts default to those of the references' ALB.
+    assert_eq!(spec.edge.max_body, 64 * 1024 * 1024);
+    assert_eq!(spec.edge.max_header, 64 * 1024);
+    assert_eq!(spec.edge.connect_timeout, Duration::from_secs(5));
+    assert_eq!(spec.edge.header_timeout, Duration::from_secs(10));
+    assert_eq!(spec.edge.idle_timeout, Duration::from_secs(60));
+    assert_eq!(spec.edge.request_timeout, Duration::from_secs(60));
+    assert!(spec.edge.access_log);
+    assert_eq!(spec.edge, EdgeSpec::default());
     assert!(spec.env.is_empty());
     assert!(spec.environments.is_empty());
 
@@ -187,6 +225,9 @@ fn minimal_spec_gets_the_defaults() {
     assert_eq!(web.stop_timeout, Duration::from_secs(10));
     assert_eq!(web.memory, None);
     assert_eq!(web.cpu, None);
+    assert_eq!(web.balance, Balance::LeastOutstanding);
+    assert_eq!(web.deregistration_delay, Duration::from_secs(30));
+    assert_eq!(web.sticky, None);
     assert_eq!(
         web.health,
         Some(HealthSpec {
@@ -252,6 +293,11 @@ fn production_overrides_are_merged() {
         spec.services["api"].replicas,
         ReplicaCount { min: 3, max: 3 }
     );
+    // balance, deregistration_delay and sticky are not overridable: production keeps them.
+    assert_eq!(web.balance, Balance::RoundRobin);
+    assert_eq!(web.deregistration_delay, Duration::ZERO);
+    assert_eq!(web.sticky.as_ref().unwrap().cookie, "PrestaShopSession");
+    assert_eq!(spec.edge, load("full.toml", None).edge);
     let worker = &spec.services["worker"];
     assert_eq!(worker.replicas, ReplicaCount { min: 1, max: 1 });
     assert_eq!(worker.memory, Some(1 << 30));
@@ -279,6 +325,66 @@ fn hash_is_stable_and_tracks_the_effective_spec() {
     assert_eq!(first.hash().len(), 64);
     assert!(first.hash().chars().all(|c| c.is_ascii_hexdigit()));
     assert_ne!(first.hash(), production.hash());
+}
+
+#[test]
+fn hash_tracks_the_edge_and_target_group_keys() {
+    let hash = |source: &str| {
+        berth_spec::parse(Path::new("berth.toml"), source, None)
+            .unwrap_or_else(|diagnostics| panic!("{diagnostics}"))
+            .hash()
+    };
+    let base = "[service.web]\nrun = \"x\"\nport = \"auto\"\n";
+    let variants = [
+        base.to_string(),
+        format!("{base}balance = \"round_robin\"\n"),
+        format!("{base}deregistration_delay = \"5s\"\n"),
+        format!("{base}sticky = {{ cookie = \"s\" }}\n"),
+        format!("{base}[edge]\nmax_body = \"1M\"\n"),
+        format!("{base}[edge]\naccess_log = false\n"),
+    ];
+    let hashes: std::collections::BTreeSet<String> =
+        variants.iter().map(|source| hash(source)).collect();
+    assert_eq!(hashes.len(), variants.len());
+    // Writing a default explicitly changes nothing.
+    assert_eq!(
+        hash(base),
+        hash(&format!(
+            "{base}balance = \"least_outstanding\"\nderegistration_delay = \"30s\"\n\
+             [edge]\nmax_body = \"64M\"\nidle_timeout = \"60s\"\naccess_log = true\n"
+        ))
+    );
+}
+
+#[test]
+fn specs_serialized_before_the_edge_keys_still_read() {
+    let spec = load("full.toml", None);
+    let mut json = serde_json::to_value(&spec).unwrap();
+    for key in [
+        "max_body",
+        "max_header",
+        "connect_timeout",
+        "header_timeout",
+        "idle_timeout",
+        "request_timeout",
+        "access_log",
+    ] {
+        json["edge"].as_object_mut().unwrap().remove(key);
+    }
+    for service in json["services"].as_object_mut().unwrap().values_mut() {
+        let service = service.as_object_mut().unwrap();
+        for key in ["balance", "deregistration_delay", "sticky"] {
+            service.remove(key);
+        }
+    }
+    let back: Spec = serde_json::from_value(json).unwrap();
+    assert_eq!(back.edge.listen, spec.edge.listen);
+    assert_eq!(back.edge.max_body, EdgeSpec::DEFAULT_MAX_BODY);
+    assert!(back.edge.access_log);
+    let web = &back.services["web"];
+    assert_eq!(web.balance, Balance::LeastOutstanding);
+    assert_eq!(web.deregistration_delay, Duration::from_secs(30));
+    assert_eq!(web.sticky, None);
 }
 
 #[test]

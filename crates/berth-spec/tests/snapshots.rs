@@ -67,6 +67,11 @@ snapshot!(syntax_error);
 snapshot!(missing_required);
 snapshot!(names_and_addresses);
 snapshot!(several_errors);
+snapshot!(edge_limits);
+snapshot!(balance_and_deregistration);
+snapshot!(sticky_without_port);
+snapshot!(bad_sticky);
+snapshot!(override_not_allowed);
 
 #[test]
 fn missing_file_is_a_diagnostic() {

@@ -34,6 +34,16 @@ impl HealthTracker {
         }
     }
 
+    /// For a replica adopted from an earlier daemon: it was serving, so it keeps serving until
+    /// its checks say otherwise (the edge never loses it during a control-plane restart).
+    pub fn adopted(spec: HealthSpec, started: Instant) -> Self {
+        Self {
+            health: Health::Healthy,
+            successes: spec.healthy_threshold,
+            ..Self::new(spec, started)
+        }
+    }
+
     pub fn health(&self) -> Health {
         self.health
     }

@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use berth_model::{Driver, Event, Health, ProcessRecord, ReleaseId, ReplicaBoard, ReplicaKey};
+use berth_model::{
+    Driver, Event, Health, ProcessRecord, ReleaseId, ReplicaBoard, ReplicaKey, TrafficControl,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use replica::{Keeper, KeeperCommand};
@@ -57,6 +59,7 @@ pub struct Supervisor {
     /// One rollout at a time per service.
     service_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     ports: Mutex<HashMap<String, Arc<Mutex<HashSet<u16>>>>>,
+    traffic: Arc<std::sync::OnceLock<Arc<dyn TrafficControl>>>,
 }
 
 impl Supervisor {
@@ -74,7 +77,13 @@ impl Supervisor {
             replicas: Mutex::new(BTreeMap::new()),
             service_locks: Mutex::new(HashMap::new()),
             ports: Mutex::new(HashMap::new()),
+            traffic: Arc::default(),
         })
+    }
+
+    /// Connects the edge: from now on a replica is drained there before it stops.
+    pub fn set_traffic_control(&self, traffic: Arc<dyn TrafficControl>) {
+        let _ = self.traffic.set(traffic);
     }
 
     pub fn board(&self) -> &ReplicaBoard {
@@ -166,6 +175,7 @@ impl Supervisor {
             last_exit: None,
             last_log: vec![],
             limits,
+            traffic: self.traffic.clone(),
         };
         self.replicas
             .lock()

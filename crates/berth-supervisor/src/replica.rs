@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_model::{
-    Driver, Event, EventLevel, ExitStatus, Health, LaunchSpec, ProcessRecord, Release,
+    TrafficControl, Driver, Event, EventLevel, ExitStatus, Health, LaunchSpec, ProcessRecord, Release,
     ReplicaBoard, ReplicaKey, ReplicaStatus,
 };
 use berth_spec::{PortSpec, ServiceSpec};
@@ -74,6 +74,8 @@ pub(crate) struct Keeper {
     pub last_exit: Option<String>,
     pub last_log: Vec<String>,
     pub limits: Option<String>,
+    /// The edge (when there is one): drained before a replica stops.
+    pub traffic: Arc<std::sync::OnceLock<Arc<dyn TrafficControl>>>,
 }
 
 enum Outcome {
@@ -186,6 +188,7 @@ impl Keeper {
     pub async fn run(mut self, adopted: Option<ProcessRecord>) {
         let mut current = adopted;
         loop {
+            let adopted = current.is_some();
             let (record, started) = match current.take() {
                 // An adopted process has had its grace period already.
                 Some(record) => {
@@ -218,7 +221,7 @@ impl Keeper {
                     }
                 },
             };
-            let outcome = self.watch(&record, started).await;
+            let outcome = self.watch(&record, started, adopted).await;
             match outcome {
                 Outcome::Exited(status) => {
                     self.last_exit = Some(status.to_string());
@@ -256,7 +259,13 @@ impl Keeper {
                     }
                 }
                 Outcome::Stop(reply) => {
+                    // Deregistration: no new requests, in-flight ones finish (bounded).
                     self.publish(Health::Draining, Some(&record));
+                    if let Some(traffic) = self.traffic.get() {
+                        traffic
+                            .drain(&self.key.to_string(), self.plan.service.deregistration_delay)
+                            .await;
+                    }
                     let status = self
                         .driver
                         .stop(&record, self.plan.service.stop_timeout)

@@ -44,6 +44,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Edge { dir, listen, admin } = cli.command {
+        return berth_edge::run(berth_edge::EdgeOptions { dir, listen, admin }).await;
+    }
     let spec_file = cli.spec_file();
     if let Command::Up { .. } = cli.command {
         let program = std::env::current_exe()?;
@@ -74,7 +77,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Releases { service, json, .. } => {
             commands::releases(&client, service.as_deref(), json).await
         }
-        Command::Up { .. } | Command::Shim { .. } | Command::Validate { .. } => {
+        Command::Up { .. } | Command::Shim { .. } | Command::Validate { .. } | Command::Edge { .. } => {
             unreachable!("dispatched above")
         }
     }

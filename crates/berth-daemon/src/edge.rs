@@ -1,0 +1,206 @@
+//! The control plane's link to the edge process: start it (or adopt the one already running),
+//! push it a new routing table whenever replica health or rollout weights change, ask it what is
+//! in flight to drain a replica, and stop it. Implements [`TrafficControl`].
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use berth_edge::{ControlRequest, EdgeClient};
+use berth_model::routing::Weights;
+use berth_model::{ReplicaBoard, RoutingTable, StatePaths, TrafficControl};
+use berth_spec::Spec;
+
+pub struct EdgeLink {
+    client: EdgeClient,
+    dir: PathBuf,
+    spec: Spec,
+    board: ReplicaBoard,
+    weights: Mutex<Weights>,
+    last_version: AtomicU64,
+    pub pid: u32,
+}
+
+/// The edge's folder.
+pub fn edge_dir(paths: &StatePaths) -> PathBuf {
+    paths.env_dir.join("edge")
+}
+
+impl EdgeLink {
+    /// Adopts the running edge of this environment, or starts one, and gives it a first table.
+    pub async fn start_or_adopt(
+        program: &Path,
+        paths: &StatePaths,
+        spec: &Spec,
+        board: ReplicaBoard,
+    ) -> anyhow::Result<(Arc<Self>, bool)> {
+        let dir = edge_dir(paths);
+        std::fs::create_dir_all(&dir)?;
+        let client = EdgeClient::new(dir.join("control.sock"));
+        let (pid, adopted) = match client.call(&ControlRequest::Status).await {
+            Ok(status) => (status.pid, true),
+            Err(_) => (spawn(program, &dir, spec, &client).await?, false),
+        };
+        let link = Arc::new(Self {
+            client,
+            dir,
+            spec: spec.clone(),
+            board,
+            weights: Mutex::default(),
+            last_version: AtomicU64::new(0),
+            pid,
+        });
+        link.push().await?;
+        Ok((link, adopted))
+    }
+
+    /// A version higher than any earlier one, also across daemon restarts.
+    fn next_version(&self) -> u64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let mut last = self.last_version.load(Ordering::Relaxed);
+        loop {
+            let next = now.max(last + 1);
+            match self
+                .last_version
+                .compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return next,
+                Err(actual) => last = actual,
+            }
+        }
+    }
+
+    /// The table for the board as it is now.
+    pub fn table(&self) -> RoutingTable {
+        let weights = self.weights.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        RoutingTable::build(&self.spec, &self.board.snapshot(), &weights, self.next_version())
+    }
+
+    pub async fn push(&self) -> anyhow::Result<u64> {
+        let table = self.table();
+        let response = self
+            .client
+            .call(&ControlRequest::Table {
+                table: Box::new(table),
+            })
+            .await?;
+        Ok(response.version)
+    }
+
+    /// Pushes a new table on every board change (changes within 5 ms are pushed once).
+    pub fn spawn_sync(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let link = self.clone();
+        let mut changes = self.board.subscribe();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                changes.mark_unchanged();
+                if let Err(e) = link.push().await {
+                    tracing::warn!("edge: could not push the routing table: {e:#}");
+                }
+            }
+        })
+    }
+
+    /// Stops the edge: it stops accepting and finishes what is in flight.
+    pub async fn stop(&self) {
+        if self.client.call(&ControlRequest::Stop).await.is_err() {
+            return;
+        }
+        let deadline = Instant::now() + berth_edge::SHUTDOWN_GRACE + Duration::from_secs(5);
+        while self.dir.join("edge.pid").exists() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn spawn(program: &Path, dir: &Path, spec: &Spec, client: &EdgeClient) -> anyhow::Result<u32> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("edge.log"))?;
+    let mut command = std::process::Command::new(program);
+    command.arg("edge").arg("--dir").arg(dir);
+    for addr in &spec.edge.listen {
+        command.arg("--listen").arg(addr.to_string());
+    }
+    command
+        .arg("--admin")
+        .arg(spec.edge.admin.to_string())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // Its own session: the edge outlives the control plane.
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().context("starting the edge")?;
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if client.call(&ControlRequest::Status).await.is_ok() {
+            // Reap it in the background once it ends (it is our child while we live).
+            std::thread::spawn(move || child.wait());
+            return Ok(pid);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(dir.join("edge.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!("the edge exited ({status}): {}", tail.join("\n"));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("the edge did not answer on its control socket within 10s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[async_trait::async_trait]
+impl TrafficControl for EdgeLink {
+    async fn set_weights(&self, service: &str, weights: BTreeMap<String, u32>) -> anyhow::Result<()> {
+        {
+            let mut all = self.weights.lock().unwrap_or_else(|e| e.into_inner());
+            if weights.is_empty() {
+                all.remove(service);
+            } else {
+                all.insert(service.to_string(), weights);
+            }
+        }
+        self.push().await.map(|_| ())
+    }
+
+    async fn drain(&self, replica: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        // The board already says draining: make sure the edge has heard it.
+        if let Err(e) = self.push().await {
+            tracing::warn!("edge: drain of {replica}: {e:#}");
+            return;
+        }
+        loop {
+            match self.client.call(&ControlRequest::InFlight).await {
+                Ok(r) if r.in_flight.get(replica).copied().unwrap_or(0) == 0 => return,
+                Ok(_) => {}
+                Err(_) => return,
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!("{replica}: deregistration delay over with requests in flight");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

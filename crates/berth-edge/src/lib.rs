@@ -1,0 +1,121 @@
+//! The edge: Berth's data plane, a reverse proxy and load balancer in front of every service
+//! (the ALB of the reference setups). It runs as its own process (`berth edge`), is fed routing
+//! tables by the control plane over a local socket, keeps serving the last table it got when the
+//! control plane is gone, and starts from its last table on disk after its own restart.
+//!
+//! Files in its folder (`.berth/ENV/edge/`): `control.sock`, `table.json`, `edge.pid`,
+//! `access.log` (JSON lines, rotated).
+
+pub mod control;
+pub mod errors;
+pub mod metrics;
+pub mod pool;
+pub mod proxy;
+pub mod router;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use berth_logfile::LogFile;
+use berth_model::RoutingTable;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+pub use control::{ControlRequest, ControlResponse, EdgeClient};
+pub use proxy::Edge;
+
+/// How long a stopping edge waits for open connections to finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+pub struct EdgeOptions {
+    pub dir: PathBuf,
+    pub listen: Vec<SocketAddr>,
+    pub admin: SocketAddr,
+}
+
+impl EdgeOptions {
+    pub fn control_socket(&self) -> PathBuf {
+        self.dir.join("control.sock")
+    }
+}
+
+/// Runs the edge until SIGTERM/SIGINT or a `stop` request; then stops accepting and lets open
+/// connections finish (up to [`SHUTDOWN_GRACE`]).
+pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&options.dir)?;
+    let table_file = options.dir.join("table.json");
+    let table: RoutingTable = std::fs::read(&table_file)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let access_log = if table.settings.access_log {
+        Some(LogFile::open(options.dir.join("access.log"), 50 * 1024 * 1024, 3)?)
+    } else {
+        None
+    };
+    let edge = Edge::new(table, access_log);
+
+    let mut public = Vec::new();
+    for addr in &options.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))?;
+        public.push(listener);
+    }
+    let admin = TcpListener::bind(options.admin)
+        .await
+        .with_context(|| format!("listening on {} (admin)", options.admin))?;
+    let control_path = options.control_socket();
+    let _ = std::fs::remove_file(&control_path);
+    let control = tokio::net::UnixListener::bind(&control_path)
+        .with_context(|| format!("binding {}", control_path.display()))?;
+    std::fs::write(options.dir.join("edge.pid"), std::process::id().to_string())?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let connections = Arc::new(server::Connections::default());
+    let mut tasks = Vec::new();
+    for listener in public {
+        tasks.push(tokio::spawn(server::serve_public(
+            edge.clone(),
+            listener,
+            connections.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(server::serve_admin(edge.clone(), admin, stop_rx.clone())));
+    let control_task = tokio::spawn(control::serve(edge.clone(), control, table_file, stop_tx.clone()));
+    tracing::info!(
+        "edge {} listening on {:?}, admin {}",
+        std::process::id(),
+        options.listen,
+        options.admin
+    );
+    println!("berth edge: listening on {:?}", options.listen);
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut stopped = stop_rx.clone();
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = sigint.recv() => {}
+        _ = stopped.changed() => {}
+    }
+    tracing::info!("edge stopping: no new connections; finishing open ones");
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    while connections.open() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    control_task.abort();
+    let _ = std::fs::remove_file(&control_path);
+    let _ = std::fs::remove_file(options.dir.join("edge.pid"));
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! The edge's metrics, in Prometheus text format on the admin listener: requests by
+//! service/release/status class, latency histograms, bytes, open connections, upstream health.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub service: String,
+    pub release: String,
+    /// `2xx`, `3xx`, `4xx`, `5xx`.
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: String,
+    pub release: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub service: String,
+    pub replica: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+pub struct EdgeMetrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<ServiceLabels, Histogram, fn() -> Histogram>,
+    pub bytes_sent: Family<ServiceLabels, Counter>,
+    pub connections: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub upstream_healthy: Family<UpstreamLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    pub upstream_in_flight: Family<UpstreamLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    pub table_version: Gauge<u64, AtomicU64>,
+}
+
+impl Default for EdgeMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EdgeMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("berth_edge");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "Requests answered, by service, release and status class", requests.clone());
+        let latency = Family::<ServiceLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to the end of the response",
+            latency.clone(),
+        );
+        let bytes_sent = Family::<ServiceLabels, Counter>::default();
+        registry.register("response_bytes", "Response body bytes sent to clients", bytes_sent.clone());
+        let connections = Gauge::default();
+        registry.register("client_connections", "Open client connections", connections.clone());
+        let upstream_healthy = Family::default();
+        registry.register(
+            "upstream_healthy",
+            "1 when a replica takes new requests, 0 when draining or ejected",
+            upstream_healthy.clone(),
+        );
+        let upstream_in_flight = Family::default();
+        registry.register("upstream_in_flight", "Requests in flight to a replica", upstream_in_flight.clone());
+        let table_version = Gauge::default();
+        registry.register("routing_table_version", "Version of the routing table in use", table_version.clone());
+        Self {
+            registry,
+            requests,
+            latency,
+            bytes_sent,
+            connections,
+            upstream_healthy,
+            upstream_in_flight,
+            table_version,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// `503` → `5xx`.
+pub fn status_class(status: u16) -> String {
+    format!("{}xx", status / 100)
+}

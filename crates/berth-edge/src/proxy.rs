@@ -1,0 +1,702 @@
+//! The request path, top to bottom: `request_filter` (limits, request id), `route`,
+//! `upstream_peer` (sticky, weights, balance), `forward` (headers, timeout, one retry of an
+//! idempotent request that could not connect), `response_filter` (sticky cookie, Via), and
+//! `logging` (access log and metrics when the response body ends). Errors become pages with
+//! the right status, never panics.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use berth_logfile::LogFile;
+use berth_model::routing::{EdgeSettings, RoutingTable};
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::errors::EdgeError;
+use crate::metrics::{status_class, EdgeMetrics, RequestLabels, ServiceLabels, UpstreamLabels};
+use crate::pool::{Lease, Pool, StatsRegistry, EJECTION};
+use crate::router::{request_host, Router};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// A routing table made ready for requests.
+pub struct CompiledTable {
+    pub version: u64,
+    pub router: Router,
+    pub pools: HashMap<String, Pool>,
+    pub settings: EdgeSettings,
+}
+
+impl CompiledTable {
+    pub fn compile(table: &RoutingTable, registry: &StatsRegistry) -> Self {
+        let pools = table
+            .services
+            .iter()
+            .map(|(name, spec)| (name.clone(), Pool::new(spec, registry)))
+            .collect();
+        Self {
+            version: table.version,
+            router: Router::new(table.routes.clone()),
+            pools,
+            settings: table.settings.clone(),
+        }
+    }
+}
+
+/// The proxy's shared state.
+pub struct Edge {
+    table: ArcSwap<CompiledTable>,
+    raw_table: Mutex<RoutingTable>,
+    pub registry: StatsRegistry,
+    pub metrics: EdgeMetrics,
+    client: Client<HttpConnector, ProxyBody>,
+    access_log: Option<Mutex<LogFile>>,
+    next_request: AtomicU64,
+}
+
+impl Edge {
+    pub fn new(table: RoutingTable, access_log: Option<LogFile>) -> Arc<Self> {
+        let registry = StatsRegistry::default();
+        let compiled = CompiledTable::compile(&table, &registry);
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(table.settings.connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(512)
+            .build(connector);
+        Arc::new(Self {
+            table: ArcSwap::from_pointee(compiled),
+            raw_table: Mutex::new(table),
+            registry,
+            metrics: EdgeMetrics::new(),
+            client,
+            access_log: access_log.map(Mutex::new),
+            next_request: AtomicU64::new(rand::random::<u32>() as u64),
+        })
+    }
+
+    /// Replaces the routing table; applies to the next request. Older versions are ignored.
+    pub fn install(&self, table: RoutingTable) -> u64 {
+        let current = self.table.load().version;
+        if table.version < current {
+            return current;
+        }
+        let compiled = CompiledTable::compile(&table, &self.registry);
+        let live: Vec<(String, SocketAddr)> = table
+            .services
+            .values()
+            .flat_map(|p| p.groups.iter().flat_map(|g| g.targets.iter()))
+            .map(|t| (t.replica.clone(), t.addr))
+            .collect();
+        self.registry.retain(&live);
+        self.metrics.table_version.set(table.version);
+        self.table.store(Arc::new(compiled));
+        *self.raw_table.lock().unwrap_or_else(|e| e.into_inner()) = table;
+        self.table.load().version
+    }
+
+    pub fn table(&self) -> RoutingTable {
+        self.raw_table.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn settings(&self) -> EdgeSettings {
+        self.table.load().settings.clone()
+    }
+
+    fn request_id(&self, headers: &HeaderMap) -> String {
+        if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
+            if !id.is_empty() && id.len() <= 200 {
+                return id.to_string();
+            }
+        }
+        let n = self.next_request.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}{:016x}", rand::random::<u32>(), n)
+    }
+
+    /// Handles one client request.
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let request_id = self.request_id(req.headers());
+        let host = request_host(&req);
+        let log = LogContext {
+            started,
+            at: SystemTime::now(),
+            client: client.ip(),
+            host: host.clone(),
+            method: req.method().to_string(),
+            path: req.uri().path_and_query().map_or("/".into(), |p| p.to_string()),
+            request_id: request_id.clone(),
+        };
+        match self.clone().proxy(req, client, &host, &request_id).await {
+            Ok((mut response, lease, service)) => {
+                if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    strip_hop_by_hop(response.headers_mut());
+                }
+                self.finish(response, log, lease, service)
+            }
+            Err((error, service)) => {
+                let response = error.page(&request_id);
+                self.finish(response, log, None, service)
+            }
+        }
+    }
+
+    async fn proxy(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        client: SocketAddr,
+        host: &str,
+        request_id: &str,
+    ) -> Result<(Response<Incoming>, Option<Lease>, Option<String>), (EdgeError, Option<String>)> {
+        let table = self.table.load_full();
+        let settings = &table.settings;
+
+        // request_filter
+        let header_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum();
+        if header_bytes as u64 > settings.max_header {
+            return Err((EdgeError::HeadersTooLarge, None));
+        }
+        if let Some(length) = content_length(req.headers()) {
+            if length > settings.max_body {
+                return Err((EdgeError::BodyTooLarge(settings.max_body), None));
+            }
+        }
+        if req.uri().path().is_empty() || !req.uri().path().starts_with('/') {
+            if req.method() != Method::OPTIONS {
+                return Err((EdgeError::BadRequest("the request target must be a path"), None));
+            }
+        }
+
+        // route
+        let Some(service) = table.router.route(host, req.uri().path()) else {
+            return Err((EdgeError::NoRoute, None));
+        };
+        let service = service.to_string();
+        let Some(pool) = table.pools.get(&service) else {
+            return Err((EdgeError::NoHealthyReplica, Some(service)));
+        };
+
+        // upstream_peer
+        let sticky_cookie = sticky_cookie_name(&service);
+        let sticky = pool
+            .sticky
+            .as_ref()
+            .and_then(|_| cookie(req.headers(), &sticky_cookie));
+        let Some(lease) = pool.pick(sticky.as_deref(), None) else {
+            return Err((EdgeError::NoHealthyReplica, Some(service)));
+        };
+
+        if is_upgrade(req.headers()) {
+            let client_upgrade = hyper::upgrade::on(&mut req);
+            let response = self
+                .upgrade(req, client_upgrade, lease, client, request_id, settings)
+                .await
+                .map_err(|e| (e, Some(service.clone())))?;
+            return Ok((response, None, Some(service)));
+        }
+
+        // forward
+        let (parts, body) = req.into_parts();
+        let replayable = !has_body(&parts.headers) && is_idempotent(&parts.method);
+        let limited: ProxyBody = if replayable {
+            Empty::new().map_err(|never| match never {}).boxed()
+        } else {
+            Limited::new(body, settings.max_body as usize).boxed()
+        };
+        let outgoing = upstream_request(&parts, limited, &lease, client, request_id, host);
+        let first = tokio::time::timeout(settings.request_timeout, self.client.request(outgoing)).await;
+        let (response, lease) = match first {
+            Ok(Ok(response)) => (response, lease),
+            Ok(Err(e)) if e.is_connect() => {
+                lease.upstream.stats.eject(EJECTION);
+                tracing::warn!(
+                    "{}: connect to {} failed, ejected for {}s: {e}",
+                    lease.upstream.target.replica,
+                    lease.upstream.target.addr,
+                    EJECTION.as_secs()
+                );
+                if !replayable {
+                    return Err((EdgeError::UpstreamConnect, Some(service)));
+                }
+                // Retried once, on another replica.
+                let failed = lease.upstream.target.replica.clone();
+                drop(lease);
+                let Some(lease) = pool.pick(None, Some(&failed)) else {
+                    return Err((EdgeError::UpstreamConnect, Some(service)));
+                };
+                let empty = Empty::new().map_err(|never| match never {}).boxed();
+                let outgoing = upstream_request(&parts, empty, &lease, client, request_id, host);
+                match tokio::time::timeout(settings.request_timeout, self.client.request(outgoing)).await {
+                    Ok(Ok(response)) => (response, lease),
+                    Ok(Err(e)) => {
+                        if e.is_connect() {
+                            lease.upstream.stats.eject(EJECTION);
+                        }
+                        return Err((EdgeError::UpstreamConnect, Some(service)));
+                    }
+                    Err(_) => {
+                        lease.upstream.stats.eject(EJECTION);
+                        return Err((EdgeError::UpstreamTimeout, Some(service)));
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                let too_large = std::error::Error::source(&e)
+                    .is_some_and(|s| s.to_string().contains("length limit exceeded"));
+                if too_large {
+                    return Err((EdgeError::BodyTooLarge(settings.max_body), Some(service)));
+                }
+                tracing::warn!("{}: upstream error: {e}", lease.upstream.target.replica);
+                return Err((EdgeError::UpstreamProtocol, Some(service)));
+            }
+            Err(_) => {
+                lease.upstream.stats.eject(EJECTION);
+                return Err((EdgeError::UpstreamTimeout, Some(service)));
+            }
+        };
+        Ok((response, Some(lease), Some(service)))
+    }
+
+    /// A WebSocket (or other `Upgrade`) request: its own upstream connection, then bytes are
+    /// copied both ways until either side closes. The lease is held as long as the tunnel.
+    async fn upgrade(
+        &self,
+        req: Request<Incoming>,
+        client_upgrade: hyper::upgrade::OnUpgrade,
+        lease: Lease,
+        client: SocketAddr,
+        request_id: &str,
+        settings: &EdgeSettings,
+    ) -> Result<Response<Incoming>, EdgeError> {
+        let host = request_host(&req);
+        let (parts, _body) = req.into_parts();
+        let addr = lease.upstream.target.addr;
+        let stream = match tokio::time::timeout(settings.connect_timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            _ => {
+                lease.upstream.stats.eject(EJECTION);
+                return Err(EdgeError::UpstreamConnect);
+            }
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| EdgeError::UpstreamProtocol)?;
+        tokio::spawn(conn.with_upgrades());
+        let empty = Empty::new().map_err(|never| match never {}).boxed();
+        let mut outgoing = upstream_request(&parts, empty, &lease, client, request_id, &host);
+        // Keep the upgrade headers that hop-by-hop filtering removed.
+        for name in [header::CONNECTION, header::UPGRADE] {
+            if let Some(v) = parts.headers.get(&name) {
+                outgoing.headers_mut().insert(name, v.clone());
+            }
+        }
+        let mut response = tokio::time::timeout(settings.request_timeout, sender.send_request(outgoing))
+            .await
+            .map_err(|_| EdgeError::UpstreamTimeout)?
+            .map_err(|_| EdgeError::UpstreamProtocol)?;
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                let _lease = lease;
+                if let (Ok(upstream), Ok(downstream)) = (upstream_upgrade.await, client_upgrade.await) {
+                    let mut upstream = TokioIo::new(upstream);
+                    let mut downstream = TokioIo::new(downstream);
+                    let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
+                }
+            });
+        }
+        Ok(response)
+    }
+
+    /// response_filter + logging: adds the edge's headers and wraps the body so the access log
+    /// line and the metrics are written when it ends.
+    fn finish<B>(
+        self: &Arc<Self>,
+        response: Response<B>,
+        log: LogContext,
+        lease: Option<Lease>,
+        service: Option<String>,
+    ) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (mut parts, body) = response.into_parts();
+        append(&mut parts.headers, header::VIA, "1.1 berth");
+        if let Ok(v) = HeaderValue::from_str(&log.request_id) {
+            parts.headers.insert(HeaderName::from_static("x-request-id"), v);
+        }
+        if let (Some(lease), Some(service)) = (&lease, &service) {
+            let table = self.table.load();
+            let sticky = table.pools.get(service).and_then(|p| p.sticky.clone());
+            if let Some(sticky) = sticky {
+                let sets_app_cookie = parts
+                    .headers
+                    .get_all(header::SET_COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .any(|v| v.trim_start().starts_with(&format!("{}=", sticky.cookie)));
+                if sets_app_cookie {
+                    let value = format!(
+                        "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+                        sticky_cookie_name(service),
+                        lease.upstream.target.replica,
+                        sticky.duration_secs
+                    );
+                    if let Ok(v) = HeaderValue::from_str(&value) {
+                        parts.headers.append(header::SET_COOKIE, v);
+                    }
+                }
+            }
+        }
+        let record = RequestRecord {
+            status: parts.status.as_u16(),
+            service,
+            replica: lease.as_ref().map(|l| l.upstream.target.replica.clone()),
+            release: lease.as_ref().map(|l| l.upstream.target.release.clone()),
+            log,
+        };
+        let body = MeteredBody {
+            inner: body.map_err(Into::into).boxed(),
+            bytes: 0,
+            done: Some(Finisher {
+                edge: self.clone(),
+                record,
+                _lease: lease,
+            }),
+        };
+        Response::from_parts(parts, body.boxed())
+    }
+
+    fn record(&self, record: &RequestRecord, bytes: u64) {
+        let duration = record.log.started.elapsed();
+        let service = record.service.clone().unwrap_or_else(|| "-".into());
+        let release = record.release.clone().unwrap_or_else(|| "-".into());
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                service: service.clone(),
+                release: release.clone(),
+                status: status_class(record.status),
+            })
+            .inc();
+        let labels = ServiceLabels { service, release };
+        self.metrics.latency.get_or_create(&labels).observe(duration.as_secs_f64());
+        self.metrics.bytes_sent.get_or_create(&labels).inc_by(bytes);
+        if let Some(log) = &self.access_log {
+            let line = serde_json::json!({
+                "time": humantime::format_rfc3339_millis(record.log.at).to_string(),
+                "client": record.log.client.to_string(),
+                "host": record.log.host,
+                "method": record.log.method,
+                "path": record.log.path,
+                "status": record.status,
+                "bytes": bytes,
+                "duration_ms": (duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
+                "service": record.service,
+                "upstream": record.replica,
+                "release": record.release,
+                "request_id": record.log.request_id,
+            });
+            if let Ok(mut file) = log.lock() {
+                let _ = file.write_line(&line.to_string());
+            }
+        }
+    }
+
+    /// Refreshes the per-replica gauges (on each metrics scrape).
+    pub fn refresh_upstream_gauges(&self) {
+        let table = self.table.load();
+        self.metrics.upstream_healthy.clear();
+        self.metrics.upstream_in_flight.clear();
+        for (service, pool) in &table.pools {
+            for upstream in pool.upstreams() {
+                let labels = UpstreamLabels {
+                    service: service.clone(),
+                    replica: upstream.target.replica.clone(),
+                };
+                let healthy = !upstream.target.draining && !upstream.stats.is_ejected();
+                self.metrics.upstream_healthy.get_or_create(&labels).set(healthy as i64);
+                self.metrics
+                    .upstream_in_flight
+                    .get_or_create(&labels)
+                    .set(upstream.stats.in_flight.load(Ordering::Relaxed) as i64);
+            }
+        }
+    }
+}
+
+struct LogContext {
+    started: Instant,
+    at: SystemTime,
+    client: IpAddr,
+    host: String,
+    method: String,
+    path: String,
+    request_id: String,
+}
+
+struct RequestRecord {
+    status: u16,
+    service: Option<String>,
+    replica: Option<String>,
+    release: Option<String>,
+    log: LogContext,
+}
+
+/// Written when the response body ends (or is dropped): the request's log line and metrics,
+/// and the end of its lease on the replica.
+struct Finisher {
+    edge: Arc<Edge>,
+    record: RequestRecord,
+    _lease: Option<Lease>,
+}
+
+pin_project_lite::pin_project! {
+    struct MeteredBody {
+        #[pin]
+        inner: ProxyBody,
+        bytes: u64,
+        done: Option<Finisher>,
+    }
+
+    impl PinnedDrop for MeteredBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(finisher) = this.done.take() {
+                finisher.finish(*this.bytes);
+            }
+        }
+    }
+}
+
+impl Finisher {
+    fn finish(self, bytes: u64) {
+        self.edge.record(&self.record, bytes);
+    }
+}
+
+impl Body for MeteredBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                *this.bytes += data.len() as u64;
+            }
+        }
+        if let Poll::Ready(None) = &polled {
+            if let Some(finisher) = this.done.take() {
+                finisher.finish(*this.bytes);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named in `Connection` are hop-by-hop too.
+    let named: Vec<String> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    for name in HOP_BY_HOP.iter().map(|s| s.to_string()).chain(named) {
+        headers.remove(name.as_str());
+    }
+}
+
+fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    let combined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => format!("{existing}, {value}"),
+        _ => value.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&combined) {
+        headers.insert(name, v);
+    }
+}
+
+/// The request sent to a replica: same method, path and headers, minus hop-by-hop ones, plus
+/// `X-Forwarded-*`, `X-Request-Id` and `Via`; the original `Host` is kept.
+fn upstream_request(
+    parts: &hyper::http::request::Parts,
+    body: ProxyBody,
+    lease: &Lease,
+    client: SocketAddr,
+    request_id: &str,
+    host: &str,
+) -> Request<ProxyBody> {
+    let addr = lease.upstream.target.addr;
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let uri: Uri = format!("http://{addr}{path}").parse().unwrap_or_else(|_| Uri::from_static("/"));
+    let mut headers = parts.headers.clone();
+    strip_hop_by_hop(&mut headers);
+    if !headers.contains_key(header::HOST) {
+        if let Some(authority) = parts.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+                headers.insert(header::HOST, v);
+            }
+        }
+    }
+    append(&mut headers, HeaderName::from_static("x-forwarded-for"), &client.ip().to_string());
+    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
+    if let Ok(v) = HeaderValue::from_str(host) {
+        if !host.is_empty() {
+            headers.insert(HeaderName::from_static("x-forwarded-host"), v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(HeaderName::from_static("x-request-id"), v);
+    }
+    append(&mut headers, header::VIA, "1.1 berth");
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    request
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING) || content_length(headers).is_some_and(|n| n > 0)
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+/// The edge's own stickiness cookie for a service.
+pub fn sticky_cookie_name(service: &str) -> String {
+    format!("berth-sticky-{service}")
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// A small page body.
+pub fn page(status: StatusCode, message: &str, request_id: &str) -> Response<Full<Bytes>> {
+    let reason = status.canonical_reason().unwrap_or("");
+    let html = format!(
+        "<!doctype html><html><head><title>{code} {reason}</title></head><body><h1>{code} {reason}</h1><p>{message}</p><p><small>request {request_id} &middot; berth</small></p></body></html>\n",
+        code = status.as_u16()
+    );
+    let mut response = Response::new(Full::new(Bytes::from(html)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_including_those_named_by_connection() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; berth-sticky-web=web.2; b=3"));
+        assert_eq!(cookie(&h, "berth-sticky-web").as_deref(), Some("web.2"));
+        assert_eq!(cookie(&h, "missing"), None);
+    }
+
+    #[test]
+    fn forwarded_for_is_appended() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        append(&mut h, HeaderName::from_static("x-forwarded-for"), "127.0.0.1");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+    }
+
+    #[test]
+    fn upgrade_needs_both_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(!is_upgrade(&h));
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        assert!(is_upgrade(&h));
+    }
+}
