@@ -334,19 +334,21 @@ impl Keeper {
     }
 
     /// Checks health until the process ends, turns unhealthy, or a stop command arrives.
-    async fn watch(&mut self, record: &ProcessRecord, started: Instant) -> Outcome {
+    async fn watch(&mut self, record: &ProcessRecord, started: Instant, adopted: bool) -> Outcome {
         let health_spec = self
             .plan
             .service
             .health
             .clone()
             .filter(|_| self.port.is_some());
-        let mut tracker = health_spec.clone().map(|h| HealthTracker::new(h, started));
-        let initial = if tracker.is_some() {
-            Health::Starting
-        } else {
-            Health::Healthy
-        };
+        let mut tracker = health_spec.clone().map(|h| {
+            if adopted {
+                HealthTracker::adopted(h, started)
+            } else {
+                HealthTracker::new(h, started)
+            }
+        });
+        let initial = tracker.as_ref().map_or(Health::Healthy, |t| t.health());
         self.publish(initial, Some(record));
         let driver = self.driver.clone();
         let exit = driver.wait(record);
