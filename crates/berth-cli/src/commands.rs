@@ -42,6 +42,16 @@ pub async fn ps(client: &ApiClient, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub async fn status(client: &ApiClient, json: bool) -> anyhow::Result<()> {
+    let status: StackStatus = client.get("/v1/status").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", render::ps(&status, berth_model::now_unix()));
+    }
+    Ok(())
+}
+
 pub async fn logs(
     client: &ApiClient,
     service: &str,

@@ -49,7 +49,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show a service's captured output.
+    /// The whole stack: edge, services, accessories, replicas.
+    Status {
+        #[command(flatten)]
+        spec: SpecFile,
+        /// The daemon's answer as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a service's captured output (`edge` for the edge's access log).
     Logs {
         service: String,
         /// The stack's spec (`-f` is --follow here, like `docker compose logs -f`).
@@ -133,6 +141,7 @@ impl Cli {
             Command::Validate { spec }
             | Command::Up { spec }
             | Command::Ps { spec, .. }
+            | Command::Status { spec, .. }
             | Command::Scale { spec, .. }
             | Command::Restart { spec, .. }
             | Command::Down { spec }

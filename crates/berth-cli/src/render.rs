@@ -47,6 +47,16 @@ pub fn ps(status: &StackStatus, now: i64) -> String {
         status.daemon_pid,
         short_duration(now - status.started_at)
     );
+    if let Some(edge) = &status.edge {
+        let listen: Vec<String> = edge.listen.iter().map(|a| format!("http://{a}")).collect();
+        out.push_str(&format!(
+            "edge pid {}: {} (metrics on {})\n\n",
+            edge.pid,
+            listen.join(", "),
+            edge.admin
+                .map_or("-".into(), |a| format!("http://{a}/metrics"))
+        ));
+    }
     let rows: Vec<Vec<String>> = status
         .replicas
         .iter()

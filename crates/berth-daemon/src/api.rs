@@ -24,7 +24,7 @@ use berth_model::api::{
     AccessoryStatus, ApiError, EventList, ReleaseList, ScaleRequest, ServiceStatus, StackStatus,
 };
 use berth_model::Health;
-use berth_supervisor::logs::{self, LogQuery};
+use berth_supervisor::logs::{self, LogQuery, LogSource};
 use serde::Deserialize;
 use tokio::sync::Notify;
 
@@ -121,6 +121,11 @@ pub fn stack_status(stack: &Stack) -> StackStatus {
         services,
         accessories,
         replicas,
+        edge: stack.edge.get().map(|e| berth_model::api::EdgeStatus {
+            pid: e.pid,
+            listen: e.listen.clone(),
+            admin: e.admin,
+        }),
     }
 }
 
@@ -256,7 +261,15 @@ async fn logs_handler(
     State(state): State<ApiState>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiFailure> {
-    known_service(&state, &q.service)?;
+    let source = if q.service == "edge" {
+        LogSource::File {
+            label: "edge".into(),
+            path: crate::edge::edge_dir(&state.stack.paths).join("access.log"),
+        }
+    } else {
+        known_service(&state, &q.service)?;
+        LogSource::Replicas(state.stack.paths.replicas())
+    };
     let since = match &q.since {
         Some(text) => {
             let back = humantime::parse_duration(text)
@@ -271,12 +284,11 @@ async fn logs_handler(
         since,
         tail: q.tail,
     };
-    let dir = state.stack.paths.replicas();
     let keep = crate::LOG_KEEP;
     let past = tokio::task::spawn_blocking({
-        let dir = dir.clone();
+        let source = source.clone();
         let query = query.clone();
-        move || logs::read(&dir, &query, keep)
+        move || logs::read(&source, &query, keep)
     })
     .await
     .map_err(|e| anyhow::anyhow!(e))?;
@@ -289,7 +301,7 @@ async fn logs_handler(
             }
         }
         if follow {
-            logs::follow(dir, query, tx).await;
+            logs::follow(source, query, tx).await;
         }
     });
     let stream =

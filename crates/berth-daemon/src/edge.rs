@@ -24,6 +24,9 @@ pub struct EdgeLink {
     weights: Mutex<Weights>,
     last_version: AtomicU64,
     pub pid: u32,
+    /// Where it listens (ports resolved).
+    pub listen: Vec<std::net::SocketAddr>,
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 /// The edge's folder.
@@ -42,10 +45,11 @@ impl EdgeLink {
         let dir = edge_dir(paths);
         std::fs::create_dir_all(&dir)?;
         let client = EdgeClient::new(dir.join("control.sock"));
-        let (pid, adopted) = match client.call(&ControlRequest::Status).await {
-            Ok(status) => (status.pid, true),
-            Err(_) => (spawn(program, &dir, spec, &client).await?, false),
-        };
+        let adopted = client.call(&ControlRequest::Status).await.is_ok();
+        if !adopted {
+            spawn(program, &dir, spec, &client).await?;
+        }
+        let status = client.call(&ControlRequest::Status).await?;
         let link = Arc::new(Self {
             client,
             dir,
@@ -53,7 +57,9 @@ impl EdgeLink {
             board,
             weights: Mutex::default(),
             last_version: AtomicU64::new(0),
-            pid,
+            pid: status.pid,
+            listen: status.listen,
+            admin: status.admin,
         });
         link.push().await?;
         Ok((link, adopted))
@@ -68,10 +74,12 @@ impl EdgeLink {
         let mut last = self.last_version.load(Ordering::Relaxed);
         loop {
             let next = now.max(last + 1);
-            match self
-                .last_version
-                .compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed)
-            {
+            match self.last_version.compare_exchange(
+                last,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return next,
                 Err(actual) => last = actual,
             }
@@ -80,8 +88,17 @@ impl EdgeLink {
 
     /// The table for the board as it is now.
     pub fn table(&self) -> RoutingTable {
-        let weights = self.weights.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        RoutingTable::build(&self.spec, &self.board.snapshot(), &weights, self.next_version())
+        let weights = self
+            .weights
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        RoutingTable::build(
+            &self.spec,
+            &self.board.snapshot(),
+            &weights,
+            self.next_version(),
+        )
     }
 
     pub async fn push(&self) -> anyhow::Result<u64> {
@@ -122,7 +139,12 @@ impl EdgeLink {
     }
 }
 
-async fn spawn(program: &Path, dir: &Path, spec: &Spec, client: &EdgeClient) -> anyhow::Result<u32> {
+async fn spawn(
+    program: &Path,
+    dir: &Path,
+    spec: &Spec,
+    client: &EdgeClient,
+) -> anyhow::Result<u32> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -171,7 +193,11 @@ async fn spawn(program: &Path, dir: &Path, spec: &Spec, client: &EdgeClient) -> 
 
 #[async_trait::async_trait]
 impl TrafficControl for EdgeLink {
-    async fn set_weights(&self, service: &str, weights: BTreeMap<String, u32>) -> anyhow::Result<()> {
+    async fn set_weights(
+        &self,
+        service: &str,
+        weights: BTreeMap<String, u32>,
+    ) -> anyhow::Result<()> {
         {
             let mut all = self.weights.lock().unwrap_or_else(|e| e.into_inner());
             if weights.is_empty() {

@@ -79,7 +79,13 @@ impl Stack {
         )
         .await?;
         let verb = if adopted { "adopted" } else { "started" };
-        let listen: Vec<String> = self.spec.edge.listen.iter().map(|a| a.to_string()).collect();
+        let listen: Vec<String> = self
+            .spec
+            .edge
+            .listen
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
         tracing::info!(
             "edge {verb}: pid {}, listening on {}, admin {}",
             link.pid,

@@ -37,6 +37,11 @@ pub struct ControlResponse {
     pub in_flight: HashMap<String, usize>,
     #[serde(default)]
     pub error: Option<String>,
+    /// The addresses the edge actually listens on (a `:0` port in the spec is resolved here).
+    #[serde(default)]
+    pub listen: Vec<std::net::SocketAddr>,
+    #[serde(default)]
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 /// Serves the control socket until `shutdown` turns true.
@@ -45,6 +50,7 @@ pub async fn serve(
     listener: UnixListener,
     table_file: PathBuf,
     stop: watch::Sender<bool>,
+    bound: Arc<Bound>,
 ) {
     let mut shutdown = stop.subscribe();
     let stop = Arc::new(stop);
@@ -57,12 +63,13 @@ pub async fn serve(
         let edge = edge.clone();
         let table_file = table_file.clone();
         let stop = stop.clone();
+        let bound = bound.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut lines = BufReader::new(read).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let response = match serde_json::from_str::<ControlRequest>(&line) {
-                    Ok(request) => answer(&edge, request, &table_file, &stop),
+                    Ok(request) => answer(&edge, request, &table_file, &stop, &bound),
                     Err(e) => ControlResponse {
                         ok: false,
                         error: Some(format!("bad request: {e}")),
@@ -79,10 +86,25 @@ pub async fn serve(
     }
 }
 
-fn answer(edge: &Edge, request: ControlRequest, table_file: &Path, stop: &watch::Sender<bool>) -> ControlResponse {
+/// The addresses the edge listens on.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub listen: Vec<std::net::SocketAddr>,
+    pub admin: std::net::SocketAddr,
+}
+
+fn answer(
+    edge: &Edge,
+    request: ControlRequest,
+    table_file: &Path,
+    stop: &watch::Sender<bool>,
+    bound: &Bound,
+) -> ControlResponse {
     let mut response = ControlResponse {
         ok: true,
         pid: std::process::id(),
+        listen: bound.listen.clone(),
+        admin: Some(bound.admin),
         ..Default::default()
     };
     match request {
@@ -131,9 +153,9 @@ impl EdgeClient {
         let mut guard = self.connection.lock().await;
         for attempt in 0..2 {
             if guard.is_none() {
-                let stream = UnixStream::connect(&self.socket)
-                    .await
-                    .with_context(|| format!("connecting to the edge at {}", self.socket.display()))?;
+                let stream = UnixStream::connect(&self.socket).await.with_context(|| {
+                    format!("connecting to the edge at {}", self.socket.display())
+                })?;
                 *guard = Some(BufReader::new(stream));
             }
             let Some(conn) = guard.as_mut() else { continue };

@@ -66,7 +66,10 @@ impl EdgeError {
                 .headers_mut()
                 .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
-        if matches!(self, EdgeError::BadRequest(_) | EdgeError::HeadersTooLarge | EdgeError::BodyTooLarge(_)) {
+        if matches!(
+            self,
+            EdgeError::BadRequest(_) | EdgeError::HeadersTooLarge | EdgeError::BodyTooLarge(_)
+        ) {
             response
                 .headers_mut()
                 .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));

@@ -54,7 +54,11 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
     let access_log = if table.settings.access_log {
-        Some(LogFile::open(options.dir.join("access.log"), 50 * 1024 * 1024, 3)?)
+        Some(LogFile::open(
+            options.dir.join("access.log"),
+            50 * 1024 * 1024,
+            3,
+        )?)
     } else {
         None
     };
@@ -75,6 +79,10 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
     let control = tokio::net::UnixListener::bind(&control_path)
         .with_context(|| format!("binding {}", control_path.display()))?;
     std::fs::write(options.dir.join("edge.pid"), std::process::id().to_string())?;
+    let bound = Arc::new(control::Bound {
+        listen: public.iter().filter_map(|l| l.local_addr().ok()).collect(),
+        admin: admin.local_addr()?,
+    });
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let connections = Arc::new(server::Connections::default());
@@ -87,15 +95,24 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
             stop_rx.clone(),
         )));
     }
-    tasks.push(tokio::spawn(server::serve_admin(edge.clone(), admin, stop_rx.clone())));
-    let control_task = tokio::spawn(control::serve(edge.clone(), control, table_file, stop_tx.clone()));
+    tasks.push(tokio::spawn(server::serve_admin(
+        edge.clone(),
+        admin,
+        stop_rx.clone(),
+    )));
     tracing::info!(
         "edge {} listening on {:?}, admin {}",
         std::process::id(),
-        options.listen,
-        options.admin
+        bound.listen,
+        bound.admin
     );
-    println!("berth edge: listening on {:?}", options.listen);
+    let control_task = tokio::spawn(control::serve(
+        edge.clone(),
+        control,
+        table_file,
+        stop_tx.clone(),
+        bound,
+    ));
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;

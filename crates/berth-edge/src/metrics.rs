@@ -56,7 +56,11 @@ impl EdgeMetrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("berth_edge");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("requests", "Requests answered, by service, release and status class", requests.clone());
+        registry.register(
+            "requests",
+            "Requests answered, by service, release and status class",
+            requests.clone(),
+        );
         let latency = Family::<ServiceLabels, Histogram, fn() -> Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
@@ -66,9 +70,17 @@ impl EdgeMetrics {
             latency.clone(),
         );
         let bytes_sent = Family::<ServiceLabels, Counter>::default();
-        registry.register("response_bytes", "Response body bytes sent to clients", bytes_sent.clone());
+        registry.register(
+            "response_bytes",
+            "Response body bytes sent to clients",
+            bytes_sent.clone(),
+        );
         let connections = Gauge::default();
-        registry.register("client_connections", "Open client connections", connections.clone());
+        registry.register(
+            "client_connections",
+            "Open client connections",
+            connections.clone(),
+        );
         let upstream_healthy = Family::default();
         registry.register(
             "upstream_healthy",
@@ -76,9 +88,17 @@ impl EdgeMetrics {
             upstream_healthy.clone(),
         );
         let upstream_in_flight = Family::default();
-        registry.register("upstream_in_flight", "Requests in flight to a replica", upstream_in_flight.clone());
+        registry.register(
+            "upstream_in_flight",
+            "Requests in flight to a replica",
+            upstream_in_flight.clone(),
+        );
         let table_version = Gauge::default();
-        registry.register("routing_table_version", "Version of the routing table in use", table_version.clone());
+        registry.register(
+            "routing_table_version",
+            "Version of the routing table in use",
+            table_version.clone(),
+        );
         Self {
             registry,
             requests,

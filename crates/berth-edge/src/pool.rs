@@ -134,7 +134,10 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.upstream.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.upstream
+            .stats
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -243,7 +246,7 @@ mod tests {
         }
     }
 
-    fn pool(balance: Balance, groups: Vec<(u32, Vec<Target>)>) -> (Pool, StatsRegistry) {
+    fn make_pool(balance: Balance, groups: Vec<(u32, Vec<Target>)>) -> (Pool, StatsRegistry) {
         let registry = StatsRegistry::default();
         let spec = ServicePool {
             balance,
@@ -251,7 +254,10 @@ mod tests {
             groups: groups
                 .into_iter()
                 .map(|(weight, targets)| TargetGroup {
-                    release: targets.first().map(|t| t.release.clone()).unwrap_or_default(),
+                    release: targets
+                        .first()
+                        .map(|t| t.release.clone())
+                        .unwrap_or_default(),
                     weight,
                     targets,
                 })
@@ -262,14 +268,19 @@ mod tests {
 
     #[test]
     fn round_robin_spreads_evenly() {
-        let (pool, _) = pool(
+        let (pool, _) = make_pool(
             Balance::RoundRobin,
-            vec![(100, vec![target("web.1", "r1", 1), target("web.2", "r1", 2)])],
+            vec![(
+                100,
+                vec![target("web.1", "r1", 1), target("web.2", "r1", 2)],
+            )],
         );
         let mut counts = HashMap::new();
         for _ in 0..100 {
             let lease = pool.pick(None, None).unwrap();
-            *counts.entry(lease.upstream.target.replica.clone()).or_insert(0) += 1;
+            *counts
+                .entry(lease.upstream.target.replica.clone())
+                .or_insert(0) += 1;
         }
         assert_eq!(counts["web.1"], 50);
         assert_eq!(counts["web.2"], 50);
@@ -277,9 +288,12 @@ mod tests {
 
     #[test]
     fn least_outstanding_avoids_the_busy_replica() {
-        let (pool, _) = pool(
+        let (pool, _) = make_pool(
             Balance::LeastOutstanding,
-            vec![(100, vec![target("web.1", "r1", 1), target("web.2", "r1", 2)])],
+            vec![(
+                100,
+                vec![target("web.1", "r1", 1), target("web.2", "r1", 2)],
+            )],
         );
         let busy = pool.pick(None, None).unwrap();
         let busy_name = busy.upstream.target.replica.clone();
@@ -292,7 +306,7 @@ mod tests {
 
     #[test]
     fn weights_split_traffic_and_zero_gets_nothing() {
-        let (pool, _) = pool(
+        let (pool, _) = make_pool(
             Balance::LeastOutstanding,
             vec![
                 (90, vec![target("web.1", "r1", 1)]),
@@ -302,11 +316,17 @@ mod tests {
         let new = (0..10_000)
             .filter(|_| pool.pick(None, None).unwrap().upstream.target.release == "r2")
             .count();
-        assert!((800..1200).contains(&new), "{new} of 10000 went to the 10% group");
+        assert!(
+            (800..1200).contains(&new),
+            "{new} of 10000 went to the 10% group"
+        );
 
-        let (pool, _) = pool(
+        let (pool, _) = make_pool(
             Balance::LeastOutstanding,
-            vec![(100, vec![target("web.1", "r1", 1)]), (0, vec![target("web.2", "r2", 2)])],
+            vec![
+                (100, vec![target("web.1", "r1", 1)]),
+                (0, vec![target("web.2", "r2", 2)]),
+            ],
         );
         assert!((0..1000).all(|_| pool.pick(None, None).unwrap().upstream.target.release == "r1"));
     }
@@ -315,9 +335,12 @@ mod tests {
     fn draining_and_ejected_replicas_get_no_new_requests() {
         let mut draining = target("web.1", "r1", 1);
         draining.draining = true;
-        let (pool, _) = pool(
+        let (pool, _) = make_pool(
             Balance::RoundRobin,
-            vec![(100, vec![draining, target("web.2", "r1", 2), target("web.3", "r1", 3)])],
+            vec![(
+                100,
+                vec![draining, target("web.2", "r1", 2), target("web.3", "r1", 3)],
+            )],
         );
         let web3 = pool
             .upstreams()
@@ -327,22 +350,42 @@ mod tests {
             .clone();
         web3.eject(EJECTION);
         for _ in 0..10 {
-            assert_eq!(pool.pick(None, None).unwrap().upstream.target.replica, "web.2");
+            assert_eq!(
+                pool.pick(None, None).unwrap().upstream.target.replica,
+                "web.2"
+            );
         }
         // A sticky request for a draining replica goes elsewhere.
-        assert_eq!(pool.pick(Some("web.1"), None).unwrap().upstream.target.replica, "web.2");
+        assert_eq!(
+            pool.pick(Some("web.1"), None)
+                .unwrap()
+                .upstream
+                .target
+                .replica,
+            "web.2"
+        );
         // With the last one excluded, nothing is left.
         assert!(pool.pick(None, Some("web.2")).is_none());
     }
 
     #[test]
     fn sticky_replica_is_kept_while_available() {
-        let (pool, _) = pool(
+        let (pool, _) = make_pool(
             Balance::RoundRobin,
-            vec![(100, vec![target("web.1", "r1", 1), target("web.2", "r1", 2)])],
+            vec![(
+                100,
+                vec![target("web.1", "r1", 1), target("web.2", "r1", 2)],
+            )],
         );
         for _ in 0..10 {
-            assert_eq!(pool.pick(Some("web.2"), None).unwrap().upstream.target.replica, "web.2");
+            assert_eq!(
+                pool.pick(Some("web.2"), None)
+                    .unwrap()
+                    .upstream
+                    .target
+                    .replica,
+                "web.2"
+            );
         }
     }
 

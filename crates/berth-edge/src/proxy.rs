@@ -111,7 +111,10 @@ impl Edge {
     }
 
     pub fn table(&self) -> RoutingTable {
-        self.raw_table.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.raw_table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn settings(&self) -> EdgeSettings {
@@ -129,7 +132,11 @@ impl Edge {
     }
 
     /// Handles one client request.
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let request_id = self.request_id(req.headers());
         let host = request_host(&req);
@@ -139,7 +146,10 @@ impl Edge {
             client: client.ip(),
             host: host.clone(),
             method: req.method().to_string(),
-            path: req.uri().path_and_query().map_or("/".into(), |p| p.to_string()),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or("/".into(), |p| p.to_string()),
             request_id: request_id.clone(),
         };
         match self.clone().proxy(req, client, &host, &request_id).await {
@@ -162,7 +172,8 @@ impl Edge {
         client: SocketAddr,
         host: &str,
         request_id: &str,
-    ) -> Result<(Response<Incoming>, Option<Lease>, Option<String>), (EdgeError, Option<String>)> {
+    ) -> Result<(Response<Incoming>, Option<Lease>, Option<String>), (EdgeError, Option<String>)>
+    {
         let table = self.table.load_full();
         let settings = &table.settings;
 
@@ -180,10 +191,12 @@ impl Edge {
                 return Err((EdgeError::BodyTooLarge(settings.max_body), None));
             }
         }
-        if req.uri().path().is_empty() || !req.uri().path().starts_with('/') {
-            if req.method() != Method::OPTIONS {
-                return Err((EdgeError::BadRequest("the request target must be a path"), None));
-            }
+        let path = req.uri().path();
+        if (path.is_empty() || !path.starts_with('/')) && req.method() != Method::OPTIONS {
+            return Err((
+                EdgeError::BadRequest("the request target must be a path"),
+                None,
+            ));
         }
 
         // route
@@ -223,7 +236,8 @@ impl Edge {
             Limited::new(body, settings.max_body as usize).boxed()
         };
         let outgoing = upstream_request(&parts, limited, &lease, client, request_id, host);
-        let first = tokio::time::timeout(settings.request_timeout, self.client.request(outgoing)).await;
+        let first =
+            tokio::time::timeout(settings.request_timeout, self.client.request(outgoing)).await;
         let (response, lease) = match first {
             Ok(Ok(response)) => (response, lease),
             Ok(Err(e)) if e.is_connect() => {
@@ -245,7 +259,9 @@ impl Edge {
                 };
                 let empty = Empty::new().map_err(|never| match never {}).boxed();
                 let outgoing = upstream_request(&parts, empty, &lease, client, request_id, host);
-                match tokio::time::timeout(settings.request_timeout, self.client.request(outgoing)).await {
+                match tokio::time::timeout(settings.request_timeout, self.client.request(outgoing))
+                    .await
+                {
                     Ok(Ok(response)) => (response, lease),
                     Ok(Err(e)) => {
                         if e.is_connect() {
@@ -290,7 +306,12 @@ impl Edge {
         let host = request_host(&req);
         let (parts, _body) = req.into_parts();
         let addr = lease.upstream.target.addr;
-        let stream = match tokio::time::timeout(settings.connect_timeout, tokio::net::TcpStream::connect(addr)).await {
+        let stream = match tokio::time::timeout(
+            settings.connect_timeout,
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
             Ok(Ok(s)) => s,
             _ => {
                 lease.upstream.stats.eject(EJECTION);
@@ -309,15 +330,18 @@ impl Edge {
                 outgoing.headers_mut().insert(name, v.clone());
             }
         }
-        let mut response = tokio::time::timeout(settings.request_timeout, sender.send_request(outgoing))
-            .await
-            .map_err(|_| EdgeError::UpstreamTimeout)?
-            .map_err(|_| EdgeError::UpstreamProtocol)?;
+        let mut response =
+            tokio::time::timeout(settings.request_timeout, sender.send_request(outgoing))
+                .await
+                .map_err(|_| EdgeError::UpstreamTimeout)?
+                .map_err(|_| EdgeError::UpstreamProtocol)?;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             tokio::spawn(async move {
                 let _lease = lease;
-                if let (Ok(upstream), Ok(downstream)) = (upstream_upgrade.await, client_upgrade.await) {
+                if let (Ok(upstream), Ok(downstream)) =
+                    (upstream_upgrade.await, client_upgrade.await)
+                {
                     let mut upstream = TokioIo::new(upstream);
                     let mut downstream = TokioIo::new(downstream);
                     let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
@@ -343,7 +367,9 @@ impl Edge {
         let (mut parts, body) = response.into_parts();
         append(&mut parts.headers, header::VIA, "1.1 berth");
         if let Ok(v) = HeaderValue::from_str(&log.request_id) {
-            parts.headers.insert(HeaderName::from_static("x-request-id"), v);
+            parts
+                .headers
+                .insert(HeaderName::from_static("x-request-id"), v);
         }
         if let (Some(lease), Some(service)) = (&lease, &service) {
             let table = self.table.load();
@@ -400,7 +426,10 @@ impl Edge {
             })
             .inc();
         let labels = ServiceLabels { service, release };
-        self.metrics.latency.get_or_create(&labels).observe(duration.as_secs_f64());
+        self.metrics
+            .latency
+            .get_or_create(&labels)
+            .observe(duration.as_secs_f64());
         self.metrics.bytes_sent.get_or_create(&labels).inc_by(bytes);
         if let Some(log) = &self.access_log {
             let line = serde_json::json!({
@@ -435,7 +464,10 @@ impl Edge {
                     replica: upstream.target.replica.clone(),
                 };
                 let healthy = !upstream.target.draining && !upstream.stats.is_ejected();
-                self.metrics.upstream_healthy.get_or_create(&labels).set(healthy as i64);
+                self.metrics
+                    .upstream_healthy
+                    .get_or_create(&labels)
+                    .set(healthy as i64);
                 self.metrics
                     .upstream_in_flight
                     .get_or_create(&labels)
@@ -499,7 +531,10 @@ impl Body for MeteredBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
@@ -572,7 +607,9 @@ fn upstream_request(
 ) -> Request<ProxyBody> {
     let addr = lease.upstream.target.addr;
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri: Uri = format!("http://{addr}{path}").parse().unwrap_or_else(|_| Uri::from_static("/"));
+    let uri: Uri = format!("http://{addr}{path}")
+        .parse()
+        .unwrap_or_else(|_| Uri::from_static("/"));
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
     if !headers.contains_key(header::HOST) {
@@ -582,8 +619,15 @@ fn upstream_request(
             }
         }
     }
-    append(&mut headers, HeaderName::from_static("x-forwarded-for"), &client.ip().to_string());
-    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
+    append(
+        &mut headers,
+        HeaderName::from_static("x-forwarded-for"),
+        &client.ip().to_string(),
+    );
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
     if let Ok(v) = HeaderValue::from_str(host) {
         if !host.is_empty() {
             headers.insert(HeaderName::from_static("x-forwarded-host"), v);
@@ -608,7 +652,8 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 fn has_body(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::TRANSFER_ENCODING) || content_length(headers).is_some_and(|n| n > 0)
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || content_length(headers).is_some_and(|n| n > 0)
 }
 
 fn is_idempotent(method: &Method) -> bool {
@@ -624,7 +669,10 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
 }
 
 /// The edge's own stickiness cookie for a service.
@@ -653,9 +701,10 @@ pub fn page(status: StatusCode, message: &str, request_id: &str) -> Response<Ful
     );
     let mut response = Response::new(Full::new(Bytes::from(html)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     response
 }
 
@@ -666,7 +715,10 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_go_including_those_named_by_connection() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("x-kept", HeaderValue::from_static("1"));
@@ -678,7 +730,10 @@ mod tests {
     #[test]
     fn cookies_are_found_by_name() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; berth-sticky-web=web.2; b=3"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; berth-sticky-web=web.2; b=3"),
+        );
         assert_eq!(cookie(&h, "berth-sticky-web").as_deref(), Some("web.2"));
         assert_eq!(cookie(&h, "missing"), None);
     }
@@ -687,7 +742,11 @@ mod tests {
     fn forwarded_for_is_appended() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        append(&mut h, HeaderName::from_static("x-forwarded-for"), "127.0.0.1");
+        append(
+            &mut h,
+            HeaderName::from_static("x-forwarded-for"),
+            "127.0.0.1",
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
     }
 
@@ -696,7 +755,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         assert!(!is_upgrade(&h));
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, Upgrade"),
+        );
         assert!(is_upgrade(&h));
     }
 }

@@ -173,7 +173,11 @@ pin_project_lite::pin_project! {
 }
 
 impl AsyncRead for TrackedIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
         let polled = this.inner.poll_read(cx, buf);
@@ -185,7 +189,11 @@ impl AsyncRead for TrackedIo {
 }
 
 impl AsyncWrite for TrackedIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let this = self.project();
         let polled = this.inner.poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = &polled {
@@ -221,7 +229,11 @@ impl AsyncWrite for TrackedIo {
 }
 
 /// The admin listener: `/metrics` (Prometheus text), `/healthz`, `/table` (the routing table in use).
-pub async fn serve_admin(edge: Arc<Edge>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve_admin(
+    edge: Arc<Edge>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -260,12 +272,18 @@ fn admin(edge: &Edge, req: Request<Incoming>) -> Response<Full<Bytes>> {
             "application/json",
             serde_json::to_string_pretty(&edge.table()).unwrap_or_default(),
         ),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
-        response.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, v);
     }
     response
 }

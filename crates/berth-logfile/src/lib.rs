@@ -105,5 +105,4 @@ mod tests {
         // Size stays bounded: checks happen every 16 KiB.
         assert!(fs::metadata(&path).unwrap().len() < 4096 + 17 * 1024);
     }
-
 }

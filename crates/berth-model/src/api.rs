@@ -14,6 +14,14 @@ pub struct StackStatus {
     pub services: Vec<ServiceStatus>,
     pub accessories: Vec<AccessoryStatus>,
     pub replicas: Vec<ReplicaStatus>,
+    pub edge: Option<EdgeStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EdgeStatus {
+    pub pid: u32,
+    pub listen: Vec<std::net::SocketAddr>,
+    pub admin: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

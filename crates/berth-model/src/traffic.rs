@@ -11,7 +11,11 @@ use std::time::Duration;
 pub trait TrafficControl: Send + Sync + 'static {
     /// Sets the weights (0-100) of a service's releases; applies to the next request.
     /// An empty map returns the service to a single group of all its healthy replicas.
-    async fn set_weights(&self, service: &str, weights: BTreeMap<String, u32>) -> anyhow::Result<()>;
+    async fn set_weights(
+        &self,
+        service: &str,
+        weights: BTreeMap<String, u32>,
+    ) -> anyhow::Result<()>;
     /// Waits until the edge sends nothing new to `replica` and has no request in flight to it,
     /// or until `timeout`.
     async fn drain(&self, replica: &str, timeout: Duration);

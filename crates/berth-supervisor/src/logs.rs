@@ -11,6 +11,24 @@ use std::time::{Duration, SystemTime};
 
 use berth_logfile::rotated;
 
+/// Where log lines come from: the replicas of a service, or one named file (the edge's
+/// access log).
+#[derive(Debug, Clone)]
+pub enum LogSource {
+    Replicas(PathBuf),
+    File { label: String, path: PathBuf },
+}
+
+impl LogSource {
+    /// The current files of this source for a query: (label, path).
+    pub fn files(&self, query: &LogQuery) -> Vec<(String, PathBuf)> {
+        match self {
+            LogSource::Replicas(dir) => replica_logs(dir, query),
+            LogSource::File { label, path } => vec![(label.clone(), path.clone())],
+        }
+    }
+}
+
 /// Which log lines to read.
 #[derive(Debug, Clone, Default)]
 pub struct LogQuery {
@@ -48,14 +66,19 @@ pub fn replica_logs(replicas_dir: &Path, query: &LogQuery) -> Vec<(String, PathB
     found
 }
 
+/// The time of a line: its first word, or the `time` field of a JSON line.
 fn line_time(line: &str) -> Option<SystemTime> {
+    if line.starts_with('{') {
+        let value: serde_json::Value = serde_json::from_str(line).ok()?;
+        return humantime::parse_rfc3339(value.get("time")?.as_str()?).ok();
+    }
     humantime::parse_rfc3339(line.split(' ').next()?).ok()
 }
 
 /// Reads the matching lines of every rotated file and the current one, merged by time.
-pub fn read(replicas_dir: &Path, query: &LogQuery, keep: u32) -> Vec<String> {
+pub fn read(source: &LogSource, query: &LogQuery, keep: u32) -> Vec<String> {
     let mut lines: Vec<(SystemTime, String)> = Vec::new();
-    for (replica, current) in replica_logs(replicas_dir, query) {
+    for (replica, current) in source.files(query) {
         let mut files: Vec<PathBuf> = (1..=keep).rev().map(|i| rotated(&current, i)).collect();
         files.push(current);
         for file in files {
@@ -78,20 +101,16 @@ pub fn read(replicas_dir: &Path, query: &LogQuery, keep: u32) -> Vec<String> {
 
 /// Follows the log files of a query: yields new lines as they are written, including files of
 /// replicas that appear later, across rotations. Ends when `out` is closed.
-pub async fn follow(
-    replicas_dir: PathBuf,
-    query: LogQuery,
-    out: tokio::sync::mpsc::Sender<String>,
-) {
+pub async fn follow(source: LogSource, query: LogQuery, out: tokio::sync::mpsc::Sender<String>) {
     // Per file: (inode, offset) of what was already sent; start at the current end.
     let mut seen: std::collections::HashMap<PathBuf, (u64, u64)> = Default::default();
-    for (_, path) in replica_logs(&replicas_dir, &query) {
+    for (_, path) in source.files(&query) {
         if let Ok(m) = fs::metadata(&path) {
             seen.insert(path, (m.ino(), m.len()));
         }
     }
     loop {
-        for (replica, path) in replica_logs(&replicas_dir, &query) {
+        for (replica, path) in source.files(&query) {
             let Ok(meta) = fs::metadata(&path) else {
                 continue;
             };
@@ -150,17 +169,18 @@ mod tests {
             service: "web".into(),
             ..Default::default()
         };
-        let all = read(dir.path(), &q, 3);
+        let source = LogSource::Replicas(dir.path().to_path_buf());
+        let all = read(&source, &q, 3);
         assert_eq!(all.len(), 3);
         assert!(all[0].starts_with("web.1 |") && all[0].ends_with(" a"));
         assert!(all[1].starts_with("web.2 |") && all[1].ends_with(" b"));
         q.replica = Some(2);
-        assert_eq!(read(dir.path(), &q, 3).len(), 1);
+        assert_eq!(read(&source, &q, 3).len(), 1);
         q.replica = None;
         q.since = humantime::parse_rfc3339("2026-01-01T00:00:02Z").ok();
-        assert_eq!(read(dir.path(), &q, 3).len(), 2);
+        assert_eq!(read(&source, &q, 3).len(), 2);
         q.since = None;
         q.tail = Some(1);
-        assert!(read(dir.path(), &q, 3)[0].ends_with(" c"));
+        assert!(read(&source, &q, 3)[0].ends_with(" c"));
     }
 }

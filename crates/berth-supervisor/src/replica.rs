@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_model::{
-    TrafficControl, Driver, Event, EventLevel, ExitStatus, Health, LaunchSpec, ProcessRecord, Release,
-    ReplicaBoard, ReplicaKey, ReplicaStatus,
+    Driver, Event, EventLevel, ExitStatus, Health, LaunchSpec, ProcessRecord, Release,
+    ReplicaBoard, ReplicaKey, ReplicaStatus, TrafficControl,
 };
 use berth_spec::{PortSpec, ServiceSpec};
 use tokio::sync::{mpsc, oneshot};
@@ -263,7 +263,10 @@ impl Keeper {
                     self.publish(Health::Draining, Some(&record));
                     if let Some(traffic) = self.traffic.get() {
                         traffic
-                            .drain(&self.key.to_string(), self.plan.service.deregistration_delay)
+                            .drain(
+                                &self.key.to_string(),
+                                self.plan.service.deregistration_delay,
+                            )
                             .await;
                     }
                     let status = self

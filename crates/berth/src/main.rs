@@ -60,6 +60,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = ApiClient::for_spec(&spec_file, cli.env.as_deref())?;
     match cli.command {
         Command::Ps { json, .. } => commands::ps(&client, json).await,
+        Command::Status { json, .. } => commands::status(&client, json).await,
         Command::Logs {
             service,
             follow,
@@ -77,7 +78,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Releases { service, json, .. } => {
             commands::releases(&client, service.as_deref(), json).await
         }
-        Command::Up { .. } | Command::Shim { .. } | Command::Validate { .. } | Command::Edge { .. } => {
+        Command::Up { .. }
+        | Command::Shim { .. }
+        | Command::Validate { .. }
+        | Command::Edge { .. } => {
             unreachable!("dispatched above")
         }
     }
