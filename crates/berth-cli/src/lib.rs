@@ -120,6 +120,9 @@ pub enum Command {
         listen: Vec<std::net::SocketAddr>,
         #[arg(long)]
         admin: std::net::SocketAddr,
+        /// Take the listening sockets over from the edge running in DIR (graceful upgrade).
+        #[arg(long)]
+        takeover: bool,
     },
     /// (internal) Supervise one replica process.
     #[command(hide = true)]

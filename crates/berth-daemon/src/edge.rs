@@ -45,9 +45,20 @@ impl EdgeLink {
         let dir = edge_dir(paths);
         std::fs::create_dir_all(&dir)?;
         let client = EdgeClient::new(dir.join("control.sock"));
-        let adopted = client.call(&ControlRequest::Status).await.is_ok();
-        if !adopted {
-            spawn(program, &dir, spec, &client).await?;
+        let running = client.call(&ControlRequest::Status).await.ok();
+        let adopted = running.is_some();
+        match &running {
+            None => {
+                spawn(program, &dir, spec, &client, None).await?;
+            }
+            Some(status) if runs_other_binary(status.pid, program) => {
+                tracing::info!(
+                    "edge {} runs another berth binary: handing its sockets to a new edge",
+                    status.pid
+                );
+                spawn(program, &dir, spec, &client, Some(status.pid)).await?;
+            }
+            Some(_) => {}
         }
         let status = client.call(&ControlRequest::Status).await?;
         let link = Arc::new(Self {
@@ -139,11 +150,24 @@ impl EdgeLink {
     }
 }
 
+/// Whether the process `pid` runs an executable other than `program` (replaced or different).
+fn runs_other_binary(pid: u32, program: &Path) -> bool {
+    match std::fs::read_link(format!("/proc/{pid}/exe")) {
+        Ok(exe) => {
+            let exe = exe.to_string_lossy();
+            exe.ends_with(" (deleted)") || Path::new(exe.as_ref()) != program
+        }
+        Err(_) => false,
+    }
+}
+
+/// Starts an edge; with `replacing`, it takes the sockets over from that running edge.
 async fn spawn(
     program: &Path,
     dir: &Path,
     spec: &Spec,
     client: &EdgeClient,
+    replacing: Option<u32>,
 ) -> anyhow::Result<u32> {
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -154,9 +178,11 @@ async fn spawn(
     for addr in &spec.edge.listen {
         command.arg("--listen").arg(addr.to_string());
     }
+    command.arg("--admin").arg(spec.edge.admin.to_string());
+    if replacing.is_some() {
+        command.arg("--takeover");
+    }
     command
-        .arg("--admin")
-        .arg(spec.edge.admin.to_string())
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -172,7 +198,9 @@ async fn spawn(
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if client.call(&ControlRequest::Status).await.is_ok() {
+        client.reconnect().await;
+        let answer = client.call(&ControlRequest::Status).await;
+        if answer.is_ok_and(|s| s.pid == pid) {
             // Reap it in the background once it ends (it is our child while we live).
             std::thread::spawn(move || child.wait());
             return Ok(pid);

@@ -146,6 +146,11 @@ impl EdgeClient {
         }
     }
 
+    /// Drops the connection: the next call connects anew (to a successor edge, say).
+    pub async fn reconnect(&self) {
+        *self.connection.lock().await = None;
+    }
+
     /// Sends one request and waits (at most 5 s) for its answer; reconnects when needed.
     pub async fn call(&self, request: &ControlRequest) -> anyhow::Result<ControlResponse> {
         let mut line = serde_json::to_vec(request)?;

@@ -8,6 +8,7 @@
 
 pub mod control;
 pub mod errors;
+pub mod handover;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
@@ -36,6 +37,8 @@ pub struct EdgeOptions {
     pub dir: PathBuf,
     pub listen: Vec<SocketAddr>,
     pub admin: SocketAddr,
+    /// Take the listening sockets over from the edge running in `dir` (graceful upgrade).
+    pub takeover: bool,
 }
 
 impl EdgeOptions {
@@ -64,16 +67,31 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
     };
     let edge = Edge::new(table, access_log);
 
-    let mut public = Vec::new();
-    for addr in &options.listen {
-        let listener = TcpListener::bind(addr)
+    let handover_socket = options.dir.join("handover.sock");
+    let mut taken = None;
+    let (public, admin) = if options.takeover {
+        let t = handover::take(&handover_socket)?;
+        let public = t
+            .public
+            .iter()
+            .map(|l| Ok(TcpListener::from_std(l.try_clone()?)?))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let admin = TcpListener::from_std(t.admin.try_clone()?)?;
+        taken = Some(t);
+        (public, admin)
+    } else {
+        let mut public = Vec::new();
+        for addr in &options.listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr}"))?;
+            public.push(listener);
+        }
+        let admin = TcpListener::bind(options.admin)
             .await
-            .with_context(|| format!("listening on {addr}"))?;
-        public.push(listener);
-    }
-    let admin = TcpListener::bind(options.admin)
-        .await
-        .with_context(|| format!("listening on {} (admin)", options.admin))?;
+            .with_context(|| format!("listening on {} (admin)", options.admin))?;
+        (public, admin)
+    };
     let control_path = options.control_socket();
     let _ = std::fs::remove_file(&control_path);
     let control = tokio::net::UnixListener::bind(&control_path)
@@ -85,6 +103,19 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    {
+        use std::os::fd::AsRawFd;
+        let fds = public
+            .iter()
+            .filter_map(|l| Some((l.as_raw_fd(), l.local_addr().ok()?)))
+            .collect();
+        handover::offer(
+            &handover_socket,
+            fds,
+            (admin.as_raw_fd(), admin.local_addr()?),
+            stop_tx.clone(),
+        )?;
+    }
     let connections = Arc::new(server::Connections::default());
     let mut tasks = Vec::new();
     for listener in public {
@@ -113,6 +144,10 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
         stop_tx.clone(),
         bound,
     ));
+    if let Some(taken) = taken {
+        taken.confirm()?;
+        tracing::info!("took the listening sockets over from the previous edge");
+    }
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -132,7 +167,12 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     control_task.abort();
-    let _ = std::fs::remove_file(&control_path);
-    let _ = std::fs::remove_file(options.dir.join("edge.pid"));
+    // A successor may own these files now.
+    let pid_file = options.dir.join("edge.pid");
+    if std::fs::read_to_string(&pid_file).ok().as_deref() == Some(&std::process::id().to_string()) {
+        let _ = std::fs::remove_file(&control_path);
+        let _ = std::fs::remove_file(&pid_file);
+        let _ = std::fs::remove_file(&handover_socket);
+    }
     Ok(())
 }

@@ -22,6 +22,10 @@ use tokio::sync::watch;
 
 use crate::proxy::Edge;
 
+/// When the edge stops, a connection idle this long is closed (busy ones close after their
+/// next response).
+const DRAIN_IDLE: Duration = Duration::from_secs(1);
+
 /// Counts open client connections, to wait for them at shutdown.
 #[derive(Default)]
 pub struct Connections {
@@ -102,18 +106,30 @@ async fn serve_connection(
     let idle_timeout = edge.settings().idle_timeout;
     let activity = Arc::new(Activity::new());
     let busy = Arc::new(AtomicUsize::new(0));
+    // Set when the edge stops: each further response closes its connection, so a client never
+    // sends a request on a connection the edge is closing (the keep-alive race).
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let io = TokioIo::new(TrackedIo {
         inner: stream,
         activity: activity.clone(),
     });
     let service = {
         let busy = busy.clone();
+        let draining = draining.clone();
         service_fn(move |req: Request<Incoming>| {
             let edge = edge.clone();
             let busy = busy.clone();
+            let draining = draining.clone();
             async move {
                 busy.fetch_add(1, Ordering::Relaxed);
-                let response = edge.handle(req, client).await;
+                let http1 = req.version() <= hyper::Version::HTTP_11;
+                let mut response = edge.handle(req, client).await;
+                if http1 && draining.load(Ordering::Relaxed) {
+                    response.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                }
                 busy.fetch_sub(1, Ordering::Relaxed);
                 Ok::<_, std::convert::Infallible>(response)
             }
@@ -121,17 +137,22 @@ async fn serve_connection(
     };
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
-    let mut idle_check = tokio::time::interval(Duration::from_secs(1).min(idle_timeout));
+    let mut idle_check = tokio::time::interval(Duration::from_millis(250).min(idle_timeout));
     let mut closing = false;
     loop {
         tokio::select! {
             _ = connection.as_mut() => break,
-            _ = shutdown.changed(), if !closing => {
-                closing = true;
-                connection.as_mut().graceful_shutdown();
+            _ = shutdown.changed(), if !draining.load(Ordering::Relaxed) => {
+                draining.store(true, Ordering::Relaxed);
             }
             _ = idle_check.tick(), if !closing => {
-                if busy.load(Ordering::Relaxed) == 0 && activity.idle_for() >= idle_timeout {
+                // Idle: nothing in flight and no byte moved for a while (1 s when stopping).
+                let limit = if draining.load(Ordering::Relaxed) {
+                    DRAIN_IDLE.min(idle_timeout)
+                } else {
+                    idle_timeout
+                };
+                if busy.load(Ordering::Relaxed) == 0 && activity.idle_for() >= limit {
                     closing = true;
                     connection.as_mut().graceful_shutdown();
                 }

@@ -44,8 +44,20 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Edge { dir, listen, admin } = cli.command {
-        return berth_edge::run(berth_edge::EdgeOptions { dir, listen, admin }).await;
+    if let Command::Edge {
+        dir,
+        listen,
+        admin,
+        takeover,
+    } = cli.command
+    {
+        return berth_edge::run(berth_edge::EdgeOptions {
+            dir,
+            listen,
+            admin,
+            takeover,
+        })
+        .await;
     }
     let spec_file = cli.spec_file();
     if let Command::Up { .. } = cli.command {
