@@ -63,7 +63,8 @@ pub struct Edge {
     raw_table: Mutex<RoutingTable>,
     pub registry: StatsRegistry,
     pub metrics: EdgeMetrics,
-    client: Client<HttpConnector, ProxyBody>,
+    /// Rebuilt when a table changes `connect_timeout`.
+    client: ArcSwap<Client<HttpConnector, ProxyBody>>,
     access_log: Option<Mutex<LogFile>>,
     next_request: AtomicU64,
 }
@@ -72,19 +73,13 @@ impl Edge {
     pub fn new(table: RoutingTable, access_log: Option<LogFile>) -> Arc<Self> {
         let registry = StatsRegistry::default();
         let compiled = CompiledTable::compile(&table, &registry);
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(table.settings.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(512)
-            .build(connector);
+        let client = upstream_client(table.settings.connect_timeout);
         Arc::new(Self {
             table: ArcSwap::from_pointee(compiled),
             raw_table: Mutex::new(table),
             registry,
             metrics: EdgeMetrics::new(),
-            client,
+            client: ArcSwap::from_pointee(client),
             access_log: access_log.map(Mutex::new),
             next_request: AtomicU64::new(rand::random::<u32>() as u64),
         })
@@ -97,6 +92,10 @@ impl Edge {
             return current;
         }
         let compiled = CompiledTable::compile(&table, &self.registry);
+        if compiled.settings.connect_timeout != self.table.load().settings.connect_timeout {
+            self.client
+                .store(Arc::new(upstream_client(compiled.settings.connect_timeout)));
+        }
         let live: Vec<(String, SocketAddr)> = table
             .services
             .values()
@@ -236,17 +235,22 @@ impl Edge {
             Limited::new(body, settings.max_body as usize).boxed()
         };
         let outgoing = upstream_request(&parts, limited, &lease, client, request_id, host);
-        let first =
-            tokio::time::timeout(settings.request_timeout, self.client.request(outgoing)).await;
+        let first = tokio::time::timeout(
+            settings.request_timeout,
+            self.client.load().request(outgoing),
+        )
+        .await;
         let (response, lease) = match first {
             Ok(Ok(response)) => (response, lease),
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Err(e)) if e.is_connect() && !is_body_too_large(&e) => {
                 lease.upstream.stats.eject(EJECTION);
+                let chain: Vec<String> = error_chain(&e).map(|s| format!("{s:?}")).collect();
                 tracing::warn!(
-                    "{}: connect to {} failed, ejected for {}s: {e}",
+                    "{}: connect to {} failed, ejected for {}s: {}",
                     lease.upstream.target.replica,
                     lease.upstream.target.addr,
-                    EJECTION.as_secs()
+                    EJECTION.as_secs(),
+                    chain.join(" <- ")
                 );
                 if !replayable {
                     return Err((EdgeError::UpstreamConnect, Some(service)));
@@ -259,8 +263,11 @@ impl Edge {
                 };
                 let empty = Empty::new().map_err(|never| match never {}).boxed();
                 let outgoing = upstream_request(&parts, empty, &lease, client, request_id, host);
-                match tokio::time::timeout(settings.request_timeout, self.client.request(outgoing))
-                    .await
+                match tokio::time::timeout(
+                    settings.request_timeout,
+                    self.client.load().request(outgoing),
+                )
+                .await
                 {
                     Ok(Ok(response)) => (response, lease),
                     Ok(Err(e)) => {
@@ -276,12 +283,15 @@ impl Edge {
                 }
             }
             Ok(Err(e)) => {
-                let too_large = std::error::Error::source(&e)
-                    .is_some_and(|s| s.to_string().contains("length limit exceeded"));
-                if too_large {
+                if is_body_too_large(&e) {
                     return Err((EdgeError::BodyTooLarge(settings.max_body), Some(service)));
                 }
-                tracing::warn!("{}: upstream error: {e}", lease.upstream.target.replica);
+                let chain: Vec<String> = error_chain(&e).map(|s| format!("{s:?}")).collect();
+                tracing::warn!(
+                    "{}: upstream error: {}",
+                    lease.upstream.target.replica,
+                    chain.join(" <- ")
+                );
                 return Err((EdgeError::UpstreamProtocol, Some(service)));
             }
             Err(_) => {
@@ -431,7 +441,8 @@ impl Edge {
             .get_or_create(&labels)
             .observe(duration.as_secs_f64());
         self.metrics.bytes_sent.get_or_create(&labels).inc_by(bytes);
-        if let Some(log) = &self.access_log {
+        let enabled = self.table.load().settings.access_log;
+        if let Some(log) = self.access_log.as_ref().filter(|_| enabled) {
             let line = serde_json::json!({
                 "time": humantime::format_rfc3339_millis(record.log.at).to_string(),
                 "client": record.log.client.to_string(),
@@ -642,6 +653,33 @@ fn upstream_request(
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
     request
+}
+
+/// A client for the replicas: pooled keep-alive connections, no Nagle delay.
+fn upstream_client(connect_timeout: Duration) -> Client<HttpConnector, ProxyBody> {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(connect_timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(512)
+        .build(connector)
+}
+
+/// Whether a failed upstream request failed because the client's body went over `max_body`.
+fn is_body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
+    error_chain(error).any(|e| {
+        e.downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+            || e.to_string().contains("length limit exceeded")
+    })
+}
+
+/// An error and its sources, outermost first.
+fn error_chain<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| e.source())
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

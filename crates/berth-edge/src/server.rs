@@ -53,20 +53,6 @@ pub async fn serve_public(
     connections: Arc<Connections>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let settings = edge.settings();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_timeout)
-        .max_buf_size((settings.max_header as usize).max(8192) + 1024)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(settings.max_header.min(u32::MAX as u64) as u32)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    let builder = Arc::new(builder);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -86,24 +72,42 @@ pub async fn serve_public(
         edge.metrics.connections.inc();
         let guard = ConnectionGuard(connections.clone());
         let edge = edge.clone();
-        let builder = builder.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            serve_connection(edge.clone(), builder, stream, client, shutdown).await;
+            serve_connection(edge.clone(), stream, client, shutdown).await;
             edge.metrics.connections.dec();
             drop(guard);
         });
     }
 }
 
+/// The protocol settings of the table in use (read per connection, so a pushed table applies to
+/// new connections).
+fn connection_builder(edge: &Edge) -> auto::Builder<TokioExecutor> {
+    let settings = edge.settings();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout)
+        .max_buf_size((settings.max_header as usize).max(8192) + 1024)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(settings.max_header.min(u32::MAX as u64) as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    builder
+}
+
 async fn serve_connection(
     edge: Arc<Edge>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
     stream: tokio::net::TcpStream,
     client: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let idle_timeout = edge.settings().idle_timeout;
+    let builder = connection_builder(&edge);
     let activity = Arc::new(Activity::new());
     let busy = Arc::new(AtomicUsize::new(0));
     // Set when the edge stops: each further response closes its connection, so a client never

@@ -1,0 +1,13 @@
+//! End-to-end tests of the `berth` binary: real stacks in folders under /tmp, `berth up` in the
+//! background, replicas as local processes, HTTP to their ports, PostgreSQL as an accessory.
+//!
+//! Run with `cargo test -p berth --test e2e`. Every test cleans up after itself (see
+//! `harness::Stack`'s Drop), even when it fails.
+
+mod harness;
+
+mod cli;
+mod lifecycle;
+mod operations;
+mod postgres;
+mod recovery;

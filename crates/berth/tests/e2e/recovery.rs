@@ -1,0 +1,222 @@
+//! Replicas that die, crash-loop or fail their health check.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+
+#[test]
+fn a_killed_replica_is_restarted() {
+    let mut stack = Stack::new("respawn", &web(2, ""));
+    stack.up_and_wait();
+    let before = stack.wait_healthy("web", 2);
+    let (victim, other) = (&before[0], &before[1]);
+
+    signal(victim.pid(), libc::SIGKILL);
+    let after = wait_for(
+        "web.1 to be restarted and healthy",
+        Duration::from_secs(30),
+        || {
+            let list = stack.replicas("web");
+            let r = list.iter().find(|r| r.replica == "web.1")?;
+            (r.pid.is_some_and(|p| p != victim.pid() && alive(p))
+                && r.health == "healthy"
+                && r.restarts >= 1)
+                .then_some(list)
+        },
+    );
+    assert_eq!(after.len(), 2, "{after:#?}");
+    let restarted = &after[0];
+    assert_eq!(restarted.replica, "web.1");
+    assert_eq!(restarted.restarts, 1, "{restarted:?}");
+    assert_eq!(
+        restarted.last_exit.as_deref(),
+        Some("signal 9"),
+        "{restarted:?}"
+    );
+    assert!(!alive(victim.pid()));
+    let who = get_json(restarted.port(), "/whoami");
+    assert_eq!(who["replica"], "web.1", "{who}");
+
+    // The other replica was not touched.
+    assert_eq!(after[1].replica, other.replica);
+    assert_eq!(after[1].pid, other.pid);
+    assert_eq!(after[1].restarts, 0);
+    assert_eq!(after[1].health, "healthy");
+    // No duplicate: still two app processes.
+    assert_eq!(
+        stack.app_processes("app.py").len(),
+        2,
+        "{:?}",
+        stack.app_processes("app.py")
+    );
+}
+
+#[test]
+fn a_crash_looping_replica_is_failed_and_the_others_keep_running() {
+    let body = format!(
+        "{}\n[service.boom]\nrun = \"echo boom-marker; echo boom-on-stderr >&2; exit 3\"\nsource = \"app\"\n",
+        web(1, "")
+    );
+    let mut stack = Stack::new("crashloop", &body);
+    stack.up_and_wait();
+    let web_before = stack.wait_healthy("web", 1);
+
+    let check_web = |list: &[Replica]| {
+        let w = list
+            .iter()
+            .find(|r| r.replica == "web.1")
+            .unwrap_or_else(|| panic!("web.1 is gone: {list:#?}"));
+        assert_eq!(w.health, "healthy", "web.1 suffered from boom: {w:?}");
+        assert_eq!(w.pid, web_before[0].pid, "web.1 was restarted: {w:?}");
+        assert_eq!(w.restarts, 0, "{w:?}");
+    };
+
+    let started = Instant::now();
+    let failed = wait_for("boom.1 to be failed", Duration::from_secs(40), || {
+        let list = stack.ps();
+        check_web(&list);
+        list.into_iter()
+            .find(|r| r.replica == "boom.1" && r.health == "failed")
+    });
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(failed.last_exit.as_deref(), Some("exit 3"), "{failed:?}");
+    assert!(
+        failed.last_log.iter().any(|l| l.contains("boom-marker")),
+        "last_log lacks the app's output: {failed:?}"
+    );
+    assert!(failed.restarts >= 3, "{failed:?}");
+    assert_eq!(
+        failed.pid, None,
+        "a failed replica waiting to restart has no process"
+    );
+
+    // The table explains the failure (retried: between two back-offs, boom.1 briefly runs).
+    let table = wait_for(
+        "ps to explain boom.1's exit",
+        Duration::from_secs(15),
+        || {
+            let out = stack.berth(&["ps"]);
+            let table = out.ok().to_string();
+            table.contains("boom.1 last exit: exit 3").then_some(table)
+        },
+    );
+    assert!(table.contains("boom-marker"), "{table}");
+
+    // It keeps being retried (with back-off) and stays visible; web keeps serving meanwhile.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let list = stack.ps();
+        check_web(&list);
+        assert!(
+            list.iter().any(|r| r.replica == "boom.1"),
+            "boom.1 vanished from ps: {list:#?}"
+        );
+        let who = get_json(web_before[0].port(), "/whoami");
+        assert_eq!(who["replica"], "web.1");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    let events = stack.berth(&["events", "--json"]);
+    let events: serde_json::Value = serde_json::from_str(events.ok()).unwrap();
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["subject"] == "boom.1"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("crash-looping"))),
+        "no crash-looping event for boom.1: {events:#}"
+    );
+}
+
+#[test]
+fn a_replica_failing_its_health_check_is_replaced() {
+    let body = r#"
+[service.web]
+run = "python3 app.py"
+source = "app"
+port = "auto"
+replicas = 1
+stop_timeout = "5s"
+env = { FAIL_HEALTH = "1" }
+
+[service.web.health]
+path = "/health"
+interval = "1s"
+timeout = "1s"
+healthy_threshold = 1
+unhealthy_threshold = 2
+grace_period = "1s"
+"#;
+    let mut stack = Stack::new("unhealthy", body);
+    stack.up_and_wait();
+
+    let replaced = wait_for("web.1 to be replaced", Duration::from_secs(40), || {
+        let list = stack.replicas("web");
+        assert!(
+            list.iter().all(|r| r.health != "healthy"),
+            "a replica failing /health is shown healthy: {list:#?}"
+        );
+        list.into_iter()
+            .find(|r| r.restarts >= 1 && r.last_exit.is_some())
+    });
+    let last_exit = replaced.last_exit.clone().unwrap();
+    assert!(last_exit.contains("unhealthy"), "{replaced:?}");
+    assert!(last_exit.contains("503"), "{replaced:?}");
+    assert!(
+        stack.app_processes("app.py").len() <= 1,
+        "the unhealthy process was not stopped: {:?}",
+        stack.app_processes("app.py")
+    );
+}
+
+#[test]
+fn a_replica_that_died_while_no_daemon_ran_is_replaced_on_up() {
+    let mut stack = Stack::new("orphan", &web(2, ""));
+    let first = stack.up_and_wait();
+    let before = stack.wait_healthy("web", 2);
+
+    stack.signal_daemon(first, libc::SIGKILL);
+    stack.wait_daemon_exit(first, Duration::from_secs(10));
+    signal(before[0].pid(), libc::SIGKILL);
+    // Gone for good: the app and its shim (which lingers a moment to record the exit).
+    wait_for(
+        "web.1's app and shim to be gone",
+        Duration::from_secs(10),
+        || {
+            let shims = stack
+                .processes()
+                .into_iter()
+                .filter(|p| p.argv.get(1).is_some_and(|a| a == "shim"))
+                .filter(|p| p.argv.iter().any(|a| a.contains("/replicas/web.1/")))
+                .filter(|p| alive(p.pid))
+                .count();
+            (!alive(before[0].pid()) && stack.app_processes("app.py").len() == 1 && shims == 0)
+                .then_some(())
+        },
+    );
+
+    let second = stack.up_and_wait();
+    let out = stack.daemon_stdout(second);
+    assert!(out.contains("adopted 1 running replica(s)"), "{out}");
+    let after = stack.wait_healthy("web", 2);
+    let kept: Vec<&Replica> = after.iter().filter(|r| r.pid == before[1].pid).collect();
+    assert_eq!(kept.len(), 1, "web.2 was not adopted: {after:#?}");
+    assert_eq!(kept[0].replica, "web.2");
+    let new: Vec<&Replica> = after.iter().filter(|r| r.pid != before[1].pid).collect();
+    assert_eq!(new.len(), 1, "{after:#?}");
+    assert_ne!(new[0].pid, before[0].pid);
+    assert_eq!(
+        stack.app_processes("app.py").len(),
+        2,
+        "{:?}",
+        stack.app_processes("app.py")
+    );
+    assert_eq!(stack.edges().len(), 1, "{:?}", stack.edges());
+    for r in &after {
+        let who = get_json(r.port(), "/whoami");
+        assert_eq!(who["replica"], r.replica.as_str());
+    }
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests of the edge (`berth edge`): the real binary in its own process, fed routing
+//! tables over its control socket, in front of small HTTP backends written here. Loopback only;
+//! every edge process is killed and every backend stopped when its test ends, pass or fail.
+
+mod backend;
+mod harness;
+mod ws;
+
+mod balancing;
+mod failures;
+mod lifecycle;
+mod protocol;
