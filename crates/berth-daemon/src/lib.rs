@@ -158,6 +158,7 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     stack.record(EventLevel::Info, "stack", format!("stopping: {reason}"));
     if let Some(edge) = stack.edge.get() {
         edge.stop().await;
+        supervisor.clear_traffic_control();
     }
     supervisor.stop_all().await;
     stack.stop_accessories().await;
@@ -188,10 +189,9 @@ async fn bring_up(stack: &Arc<Stack>) -> anyhow::Result<()> {
     // Wait (bounded) for the first health verdicts so "up" means up; a replica that does not
     // get healthy is reported, not fatal: the supervisor keeps trying.
     let mut waits = Vec::new();
-    for status in stack.supervisor.board().snapshot() {
-        let key = berth_model::ReplicaKey::new(status.service.clone(), status.index);
+    for key in stack.supervisor.replica_keys() {
         let timeout = stack
-            .current_plan(&status.service)
+            .current_plan(&key.service)
             .map(|p| Supervisor::healthy_timeout(&p))
             .unwrap_or(std::time::Duration::from_secs(30));
         let supervisor = stack.supervisor.clone();

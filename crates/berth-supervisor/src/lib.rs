@@ -26,6 +26,9 @@ use tokio::sync::{mpsc, oneshot};
 use replica::{Keeper, KeeperCommand};
 pub use replica::{ReplicaPaths, ServicePlan};
 
+/// Where the edge's `TrafficControl` is plugged in, shared by the supervisor and its keepers.
+pub type TrafficSlot = Arc<std::sync::RwLock<Option<Arc<dyn TrafficControl>>>>;
+
 /// What the supervisor tells the daemon, for the record.
 #[derive(Debug, Clone)]
 pub enum SupervisorEvent {
@@ -59,7 +62,7 @@ pub struct Supervisor {
     /// One rollout at a time per service.
     service_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     ports: Mutex<HashMap<String, Arc<Mutex<HashSet<u16>>>>>,
-    traffic: Arc<std::sync::OnceLock<Arc<dyn TrafficControl>>>,
+    traffic: TrafficSlot,
 }
 
 impl Supervisor {
@@ -83,7 +86,22 @@ impl Supervisor {
 
     /// Connects the edge: from now on a replica is drained there before it stops.
     pub fn set_traffic_control(&self, traffic: Arc<dyn TrafficControl>) {
-        let _ = self.traffic.set(traffic);
+        *self.traffic.write().unwrap_or_else(|e| e.into_inner()) = Some(traffic);
+    }
+
+    /// Disconnects the edge (it is stopping): replicas stop without draining through it.
+    pub fn clear_traffic_control(&self) {
+        *self.traffic.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Every replica this supervisor keeps, including those not yet on the board.
+    pub fn replica_keys(&self) -> Vec<ReplicaKey> {
+        self.replicas
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     pub fn board(&self) -> &ReplicaBoard {

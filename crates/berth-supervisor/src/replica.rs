@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use berth_model::{
     Driver, Event, EventLevel, ExitStatus, Health, LaunchSpec, ProcessRecord, Release,
-    ReplicaBoard, ReplicaKey, ReplicaStatus, TrafficControl,
+    ReplicaBoard, ReplicaKey, ReplicaStatus,
 };
 use berth_spec::{PortSpec, ServiceSpec};
 use tokio::sync::{mpsc, oneshot};
@@ -75,7 +75,7 @@ pub(crate) struct Keeper {
     pub last_log: Vec<String>,
     pub limits: Option<String>,
     /// The edge (when there is one): drained before a replica stops.
-    pub traffic: Arc<std::sync::OnceLock<Arc<dyn TrafficControl>>>,
+    pub traffic: crate::TrafficSlot,
 }
 
 enum Outcome {
@@ -261,7 +261,8 @@ impl Keeper {
                 Outcome::Stop(reply) => {
                     // Deregistration: no new requests, in-flight ones finish (bounded).
                     self.publish(Health::Draining, Some(&record));
-                    if let Some(traffic) = self.traffic.get() {
+                    let traffic = self.traffic.read().ok().and_then(|t| t.clone());
+                    if let Some(traffic) = traffic {
                         traffic
                             .drain(
                                 &self.key.to_string(),

@@ -12,7 +12,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -62,13 +62,16 @@ fn run_inner(dir: &Path) -> anyhow::Result<i32> {
     }
     signals.thread_block()?;
 
+    // Orphans of the app become our children, so they can be waited for (see below).
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+
     let applied = limits::apply_to_self(&launch.cgroup, launch.memory, launch.cpu);
     write_atomic(&dir.join(LIMITS_FILE), applied.describe().as_bytes())?;
 
     let mut command = Command::new("/bin/sh");
     command
         .arg("-c")
-        .arg(&launch.command)
+        .arg(shell_script(&launch.command))
         .current_dir(&launch.cwd)
         .env_clear()
         .envs(&launch.env)
@@ -112,19 +115,29 @@ fn run_inner(dir: &Path) -> anyhow::Result<i32> {
         readers.push(spawn_reader(err, "stderr", log.clone(), redact.clone()));
     }
 
-    std::thread::spawn(move || loop {
-        if let Ok(sig) = signals.wait() {
-            // The whole group: `sh -c` may not have exec'd the app.
-            let _ = kill(Pid::from_raw(-(app_pid as i32)), sig);
-        }
-    });
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let stopping = stopping.clone();
+        std::thread::spawn(move || loop {
+            if let Ok(sig) = signals.wait() {
+                stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+                // The whole group: a compound `sh -c` script stays the app's parent.
+                let _ = kill(Pid::from_raw(-(app_pid as i32)), sig);
+            }
+        });
+    }
 
-    let status = child.wait()?;
-    let exit = ExitStatus {
-        code: status.code(),
-        signal: status.signal(),
+    let first = child.wait()?;
+    let exit = if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        // Stopping: the shell may die of the forwarded signal at once while the app is still
+        // shutting down. As a subreaper the shim inherits such orphans and waits for all of
+        // them (the daemon SIGKILLs the group after `stop_timeout`); the last one's status counts.
+        wait_for_all().unwrap_or(status_of(first))
+    } else {
+        // The app ended by itself (or was killed): the replica ended with it.
+        status_of(first)
     };
-    // Anything left in the group (background children of the app) goes with it.
+    // Anything left in the group (daemonised children of the app) goes with it.
     let _ = kill(Pid::from_raw(-(app_pid as i32)), Signal::SIGKILL);
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     for reader in readers {
@@ -138,6 +151,71 @@ fn run_inner(dir: &Path) -> anyhow::Result<i32> {
     limits::release_self(&launch.cgroup);
     write_atomic(&dir.join(EXIT_FILE), &serde_json::to_vec(&exit)?)?;
     Ok(exit.code.unwrap_or(128 + exit.signal.unwrap_or(0)))
+}
+
+fn status_of(status: std::process::ExitStatus) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    ExitStatus {
+        code: status.code(),
+        signal: status.signal(),
+    }
+}
+
+/// Reaps every remaining child (and adopted orphan) until none is left; returns how the last
+/// one ended, if any was left.
+fn wait_for_all() -> Option<ExitStatus> {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    let mut last = None;
+    loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(_, code)) => {
+                last = Some(ExitStatus {
+                    code: Some(code),
+                    signal: None,
+                })
+            }
+            Ok(WaitStatus::Signaled(_, signal, _)) => {
+                last = Some(ExitStatus {
+                    code: None,
+                    signal: Some(signal as i32),
+                })
+            }
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return last, // ECHILD: nobody left
+        }
+    }
+}
+
+/// The script given to `sh -c`: a simple command is `exec`ed, so the app itself is the
+/// replica's process (its pid in `berth ps`, the one signals reach); anything the shell must
+/// keep running for (`;`, `&&`, pipes, assignments, builtins) is left as written.
+pub fn shell_script(command: &str) -> String {
+    let command = command.trim();
+    let compound = command.contains([';', '&', '|', '(', ')', '\n', '<', '>', '`'])
+        || command.starts_with('{')
+        || command.starts_with('!');
+    let first = command.split_whitespace().next().unwrap_or("");
+    let builtin = matches!(
+        first,
+        "exec"
+            | "cd"
+            | "export"
+            | "if"
+            | "for"
+            | "while"
+            | "until"
+            | "case"
+            | "set"
+            | "."
+            | "source"
+            | "eval"
+    );
+    if compound || builtin || first.contains('=') || first.is_empty() {
+        command.to_string()
+    } else {
+        format!("exec {command}")
+    }
 }
 
 fn spawn_reader(
@@ -198,6 +276,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn simple_commands_are_execed_and_compound_ones_kept() {
+        assert_eq!(shell_script("python3 app.py"), "exec python3 app.py");
+        assert_eq!(
+            shell_script(".venv/bin/gunicorn app --bind 127.0.0.1:$PORT"),
+            "exec .venv/bin/gunicorn app --bind 127.0.0.1:$PORT"
+        );
+        assert_eq!(shell_script("exec python3 app.py"), "exec python3 app.py");
+        assert_eq!(shell_script("cd web && npm start"), "cd web && npm start");
+        assert_eq!(shell_script("A=1 python3 app.py"), "A=1 python3 app.py");
+        assert_eq!(shell_script("echo boom; exit 3"), "echo boom; exit 3");
+        assert_eq!(shell_script("app | tee log"), "app | tee log");
+    }
 
     #[test]
     fn redacts_every_occurrence_of_each_secret() {

@@ -593,8 +593,8 @@ impl Stack {
         list
     }
 
-    /// Waits until `service` has exactly `count` replicas, all healthy with a pid and (when
-    /// `with_port`) a port; returns them.
+    /// Waits until `service` has exactly `count` replicas, all healthy with a live pid;
+    /// returns them.
     #[track_caller]
     pub fn wait_healthy(&self, service: &str, count: usize) -> Vec<Replica> {
         let deadline = Instant::now() + UP_TIMEOUT;

@@ -207,8 +207,6 @@ fn a_second_up_for_a_running_stack_fails_at_once() {
 /// handles SIGTERM finishes on its own. The hello app then logs "got SIGTERM, shutting down"
 /// and "web.N stopped" and exits 0; the worker logs "got SIGTERM, exiting".
 #[test]
-#[ignore = "bug: the shim SIGKILLs the process group as soon as `sh -c` dies of the SIGTERM, \
-            so the app gets no time to shut down (crates/berth-supervisor/src/shim.rs)"]
 fn stopping_lets_apps_shut_down_gracefully() {
     let body = format!(
         "{}\n[service.worker]\nrun = \"python3 worker.py\"\nsource = \"app\"\nstop_timeout = \"5s\"\n",
@@ -254,9 +252,6 @@ fn stopping_lets_apps_shut_down_gracefully() {
 /// `berth up` prints its "is up" line once every replica had its first health verdict: the
 /// replicas are then healthy (or reported on stderr as not healthy).
 #[test]
-#[ignore = "bug: bring_up snapshots the replica board right after converge_all, before the \
-            keepers published anything, so `is up` is printed before replicas even started \
-            (crates/berth-daemon/src/lib.rs)"]
 fn the_up_line_comes_after_the_first_health_verdicts() {
     let body = format!(
         "{}{}",
