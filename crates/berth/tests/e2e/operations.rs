@@ -247,3 +247,73 @@ fn logs_show_app_output_per_replica() {
     };
     assert!(found.starts_with("web.2 | "), "{found}");
 }
+
+/// The edge and the supervisor together: a rolling restart and scaling under a steady loopback
+/// load through the edge lose no request (new replicas healthy before old ones drain; a
+/// draining replica finishes what it has before its SIGTERM).
+#[test]
+fn rolling_restart_and_scaling_under_load_through_the_edge_fail_no_request() {
+    let spec = format!("{}\n[[route]]\npath = \"/\"\nservice = \"web\"\n", web(3, ""));
+    let mut stack = Stack::new("zero-downtime", &spec);
+    stack.up_and_wait();
+    let before = stack.wait_healthy("web", 3);
+    let port = stack.edge_port;
+    wait_for("the edge to route to web", Duration::from_secs(10), || {
+        matches!(http(port, "GET", "/whoami", b""), Ok((200, _))).then_some(())
+    });
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(90);
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline
+                {
+                    match http(port, "GET", "/whoami", b"") {
+                        Ok((200, _)) => ok += 1,
+                        Ok((status, body)) => failed.push(format!("{status}: {body}")),
+                        Err(e) => failed.push(e),
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                tx.send((ok, failed)).unwrap();
+            })
+        })
+        .collect();
+    drop(tx);
+
+    std::thread::sleep(Duration::from_millis(500));
+    stack.berth(&["restart", "web"]).ok();
+    stack.berth(&["scale", "web", "2"]).ok();
+    stack.berth(&["scale", "web", "4"]).ok();
+    let after = stack.wait_healthy("web", 4);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let (mut ok, mut failed) = (0, Vec::new());
+    for (o, f) in rx {
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(
+        ok > 200,
+        "too little traffic to mean anything: {ok} requests"
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(
+        pids(&after).is_disjoint(&pids(&before)),
+        "every replica was replaced"
+    );
+}
