@@ -149,6 +149,16 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
         tracing::info!("took the listening sockets over from the previous edge");
     }
 
+    let flusher = {
+        let edge = edge.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                edge.flush_access_log();
+            }
+        })
+    };
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut stopped = stop_rx.clone();
@@ -167,6 +177,8 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     control_task.abort();
+    flusher.abort();
+    edge.flush_access_log();
     // A successor may own these files now.
     let pid_file = options.dir.join("edge.pid");
     if std::fs::read_to_string(&pid_file).ok().as_deref() == Some(&std::process::id().to_string()) {

@@ -2,6 +2,7 @@
 //! service/release/status class, latency histograms, bytes, open connections, upstream health.
 
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -33,6 +34,37 @@ pub struct UpstreamLabels {
 fn latency_histogram() -> Histogram {
     // 0.5 ms .. ~16 s.
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// The metric handles of one service and release, looked up once per routing table instead of
+/// once per request.
+#[derive(Clone)]
+pub struct ReleaseMetrics {
+    labels: ServiceLabels,
+    family: Family<RequestLabels, Counter>,
+    /// By status class, made on first use: index 1 for 1xx ... 5 for 5xx.
+    requests: Arc<[OnceLock<Counter>; 6]>,
+    latency: Histogram,
+    bytes: Counter,
+}
+
+impl ReleaseMetrics {
+    pub fn observe(&self, status: u16, seconds: f64, bytes: u64) {
+        let class = (status / 100).min(5);
+        self.requests[class as usize]
+            .get_or_init(|| {
+                self.family
+                    .get_or_create(&RequestLabels {
+                        service: self.labels.service.clone(),
+                        release: self.labels.release.clone(),
+                        status: format!("{class}xx"),
+                    })
+                    .clone()
+            })
+            .inc();
+        self.latency.observe(seconds);
+        self.bytes.inc_by(bytes);
+    }
 }
 
 pub struct EdgeMetrics {
@@ -111,14 +143,24 @@ impl EdgeMetrics {
         }
     }
 
+    /// The handles for a service and release (`-` when no replica was chosen).
+    pub fn release(&self, service: &str, release: &str) -> ReleaseMetrics {
+        let labels = ServiceLabels {
+            service: service.to_string(),
+            release: release.to_string(),
+        };
+        ReleaseMetrics {
+            family: self.requests.clone(),
+            requests: Arc::default(),
+            latency: self.latency.get_or_create(&labels).clone(),
+            bytes: self.bytes_sent.get_or_create(&labels).clone(),
+            labels,
+        }
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
-}
-
-/// `503` → `5xx`.
-pub fn status_class(status: u16) -> String {
-    format!("{}xx", status / 100)
 }

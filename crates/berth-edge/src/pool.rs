@@ -92,10 +92,13 @@ impl StatsRegistry {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Upstream {
     pub target: Target,
     pub stats: Arc<TargetStats>,
+    /// `http://127.0.0.1:PORT`, made once per table.
+    pub origin: Arc<str>,
+    pub metrics: Option<crate::metrics::ReleaseMetrics>,
 }
 
 impl Upstream {
@@ -104,14 +107,12 @@ impl Upstream {
     }
 }
 
-#[derive(Debug)]
 struct Group {
     weight: u32,
     upstreams: Vec<Upstream>,
 }
 
 /// One service's compiled pool.
-#[derive(Debug)]
 pub struct Pool {
     balance: Balance,
     pub sticky: Option<Sticky>,
@@ -120,7 +121,6 @@ pub struct Pool {
 }
 
 /// A chosen replica; its in-flight count drops when this is dropped.
-#[derive(Debug)]
 pub struct Lease {
     pub upstream: Upstream,
 }
@@ -143,6 +143,15 @@ impl Drop for Lease {
 
 impl Pool {
     pub fn new(spec: &ServicePool, registry: &StatsRegistry) -> Self {
+        Self::with_metrics(spec, registry, |_| None)
+    }
+
+    /// A pool whose upstreams carry their release's metric handles.
+    pub fn with_metrics(
+        spec: &ServicePool,
+        registry: &StatsRegistry,
+        metrics: impl Fn(&Target) -> Option<crate::metrics::ReleaseMetrics>,
+    ) -> Self {
         let groups = spec
             .groups
             .iter()
@@ -154,6 +163,8 @@ impl Pool {
                     .map(|t| Upstream {
                         target: t.clone(),
                         stats: registry.get(t),
+                        origin: Arc::from(format!("http://{}", t.addr)),
+                        metrics: metrics(t),
                     })
                     .collect(),
             })

@@ -26,7 +26,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::errors::EdgeError;
-use crate::metrics::{status_class, EdgeMetrics, RequestLabels, ServiceLabels, UpstreamLabels};
+use crate::metrics::{EdgeMetrics, ReleaseMetrics, UpstreamLabels};
 use crate::pool::{Lease, Pool, StatsRegistry, EJECTION};
 use crate::router::{request_host, Router};
 
@@ -42,11 +42,15 @@ pub struct CompiledTable {
 }
 
 impl CompiledTable {
-    pub fn compile(table: &RoutingTable, registry: &StatsRegistry) -> Self {
+    pub fn compile(table: &RoutingTable, registry: &StatsRegistry, metrics: &EdgeMetrics) -> Self {
         let pools = table
             .services
             .iter()
-            .map(|(name, spec)| (name.clone(), Pool::new(spec, registry)))
+            .map(|(name, spec)| {
+                let pool =
+                    Pool::with_metrics(spec, registry, |t| Some(metrics.release(name, &t.release)));
+                (name.clone(), pool)
+            })
             .collect();
         Self {
             version: table.version,
@@ -65,22 +69,23 @@ pub struct Edge {
     pub metrics: EdgeMetrics,
     /// Rebuilt when a table changes `connect_timeout`.
     client: ArcSwap<Client<HttpConnector, ProxyBody>>,
-    access_log: Option<Mutex<LogFile>>,
+    access_log: Option<AccessLog>,
     next_request: AtomicU64,
 }
 
 impl Edge {
     pub fn new(table: RoutingTable, access_log: Option<LogFile>) -> Arc<Self> {
         let registry = StatsRegistry::default();
-        let compiled = CompiledTable::compile(&table, &registry);
+        let metrics = EdgeMetrics::new();
+        let compiled = CompiledTable::compile(&table, &registry, &metrics);
         let client = upstream_client(table.settings.connect_timeout);
         Arc::new(Self {
             table: ArcSwap::from_pointee(compiled),
             raw_table: Mutex::new(table),
             registry,
-            metrics: EdgeMetrics::new(),
+            metrics,
             client: ArcSwap::from_pointee(client),
-            access_log: access_log.map(Mutex::new),
+            access_log: access_log.map(AccessLog::new),
             next_request: AtomicU64::new(rand::random::<u32>() as u64),
         })
     }
@@ -91,7 +96,7 @@ impl Edge {
         if table.version < current {
             return current;
         }
-        let compiled = CompiledTable::compile(&table, &self.registry);
+        let compiled = CompiledTable::compile(&table, &self.registry, &self.metrics);
         if compiled.settings.connect_timeout != self.table.load().settings.connect_timeout {
             self.client
                 .store(Arc::new(upstream_client(compiled.settings.connect_timeout)));
@@ -423,43 +428,43 @@ impl Edge {
         Response::from_parts(parts, body.boxed())
     }
 
-    fn record(&self, record: &RequestRecord, bytes: u64) {
+    fn record(&self, record: &RequestRecord, metrics: Option<&ReleaseMetrics>, bytes: u64) {
         let duration = record.log.started.elapsed();
-        let service = record.service.clone().unwrap_or_else(|| "-".into());
-        let release = record.release.clone().unwrap_or_else(|| "-".into());
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                service: service.clone(),
-                release: release.clone(),
-                status: status_class(record.status),
-            })
-            .inc();
-        let labels = ServiceLabels { service, release };
-        self.metrics
-            .latency
-            .get_or_create(&labels)
-            .observe(duration.as_secs_f64());
-        self.metrics.bytes_sent.get_or_create(&labels).inc_by(bytes);
+        match metrics {
+            Some(m) => m.observe(record.status, duration.as_secs_f64(), bytes),
+            // No replica was chosen (an error page): a lookup, off the hot path.
+            None => self
+                .metrics
+                .release(record.service.as_deref().unwrap_or("-"), "-")
+                .observe(record.status, duration.as_secs_f64(), bytes),
+        }
         let enabled = self.table.load().settings.access_log;
         if let Some(log) = self.access_log.as_ref().filter(|_| enabled) {
-            let line = serde_json::json!({
-                "time": humantime::format_rfc3339_millis(record.log.at).to_string(),
-                "client": record.log.client.to_string(),
-                "host": record.log.host,
-                "method": record.log.method,
-                "path": record.log.path,
-                "status": record.status,
-                "bytes": bytes,
-                "duration_ms": (duration.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-                "service": record.service,
-                "upstream": record.replica,
-                "release": record.release,
-                "request_id": record.log.request_id,
-            });
-            if let Ok(mut file) = log.lock() {
-                let _ = file.write_line(&line.to_string());
+            let line = AccessLine {
+                time: &humantime::format_rfc3339_millis(record.log.at).to_string(),
+                client: record.log.client,
+                host: &record.log.host,
+                method: &record.log.method,
+                path: &record.log.path,
+                status: record.status,
+                bytes,
+                duration_ms: (duration.as_secs_f64() * 1_000_000.0).round() / 1000.0,
+                service: record.service.as_deref(),
+                upstream: record.replica.as_deref(),
+                release: record.release.as_deref(),
+                request_id: &record.log.request_id,
+            };
+            if let Ok(mut bytes) = serde_json::to_vec(&line) {
+                bytes.push(b'\n');
+                log.append(&bytes);
             }
+        }
+    }
+
+    /// Writes out buffered access-log lines.
+    pub fn flush_access_log(&self) {
+        if let Some(log) = &self.access_log {
+            log.flush();
         }
     }
 
@@ -486,6 +491,58 @@ impl Edge {
             }
         }
     }
+}
+
+/// The access log: lines are gathered in memory and written in chunks (at 32 KiB, or by
+/// [`Edge::flush_access_log`] every 200 ms), not one write per request.
+struct AccessLog {
+    inner: Mutex<(LogFile, Vec<u8>)>,
+}
+
+impl AccessLog {
+    const CHUNK: usize = 32 * 1024;
+
+    fn new(file: LogFile) -> Self {
+        Self {
+            inner: Mutex::new((file, Vec::with_capacity(Self::CHUNK * 2))),
+        }
+    }
+
+    fn append(&self, line: &[u8]) {
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (file, buffer) = &mut *guard;
+        buffer.extend_from_slice(line);
+        if buffer.len() >= Self::CHUNK {
+            let _ = file.write_chunk(buffer);
+            buffer.clear();
+        }
+    }
+
+    fn flush(&self) {
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (file, buffer) = &mut *guard;
+        if !buffer.is_empty() {
+            let _ = file.write_chunk(buffer);
+            buffer.clear();
+        }
+    }
+}
+
+/// One access-log line.
+#[derive(serde::Serialize)]
+struct AccessLine<'a> {
+    time: &'a str,
+    client: IpAddr,
+    host: &'a str,
+    method: &'a str,
+    path: &'a str,
+    status: u16,
+    bytes: u64,
+    duration_ms: f64,
+    service: Option<&'a str>,
+    upstream: Option<&'a str>,
+    release: Option<&'a str>,
+    request_id: &'a str,
 }
 
 struct LogContext {
@@ -534,7 +591,11 @@ pin_project_lite::pin_project! {
 
 impl Finisher {
     fn finish(self, bytes: u64) {
-        self.edge.record(&self.record, bytes);
+        let metrics = self
+            ._lease
+            .as_ref()
+            .and_then(|l| l.upstream.metrics.as_ref());
+        self.edge.record(&self.record, metrics, bytes);
     }
 }
 

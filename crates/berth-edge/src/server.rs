@@ -141,24 +141,31 @@ async fn serve_connection(
     };
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
-    let mut idle_check = tokio::time::interval(Duration::from_millis(250).min(idle_timeout));
+    // One timer per connection, armed for when it would have been idle long enough (a
+    // connection is idle when nothing is in flight and no byte moved).
+    let idle_check = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle_check);
     let mut closing = false;
     loop {
         tokio::select! {
             _ = connection.as_mut() => break,
             _ = shutdown.changed(), if !draining.load(Ordering::Relaxed) => {
                 draining.store(true, Ordering::Relaxed);
+                idle_check.as_mut().reset(tokio::time::Instant::now() + DRAIN_IDLE.min(idle_timeout));
             }
-            _ = idle_check.tick(), if !closing => {
-                // Idle: nothing in flight and no byte moved for a while (1 s when stopping).
+            _ = &mut idle_check, if !closing => {
                 let limit = if draining.load(Ordering::Relaxed) {
                     DRAIN_IDLE.min(idle_timeout)
                 } else {
                     idle_timeout
                 };
-                if busy.load(Ordering::Relaxed) == 0 && activity.idle_for() >= limit {
+                let idle_for = activity.idle_for();
+                if busy.load(Ordering::Relaxed) == 0 && idle_for >= limit {
                     closing = true;
                     connection.as_mut().graceful_shutdown();
+                } else {
+                    let wait = limit.saturating_sub(idle_for).max(Duration::from_millis(100));
+                    idle_check.as_mut().reset(tokio::time::Instant::now() + wait);
                 }
             }
         }

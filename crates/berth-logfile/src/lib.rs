@@ -32,6 +32,17 @@ impl LogFile {
         })
     }
 
+    /// Appends whole lines (each ending in a newline) in one write.
+    pub fn write_chunk(&mut self, lines: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(lines)?;
+        self.written_since_check += lines.len() as u64;
+        if self.written_since_check >= 16 * 1024 {
+            self.written_since_check = 0;
+            self.rotate_if_needed()?;
+        }
+        Ok(())
+    }
+
     /// Appends `line` and a newline.
     pub fn write_line(&mut self, line: &str) -> std::io::Result<()> {
         let mut bytes = Vec::with_capacity(line.len() + 1);

@@ -253,7 +253,10 @@ fn logs_show_app_output_per_replica() {
 /// draining replica finishes what it has before its SIGTERM).
 #[test]
 fn rolling_restart_and_scaling_under_load_through_the_edge_fail_no_request() {
-    let spec = format!("{}\n[[route]]\npath = \"/\"\nservice = \"web\"\n", web(3, ""));
+    let spec = format!(
+        "{}\n[[route]]\npath = \"/\"\nservice = \"web\"\n",
+        web(3, "")
+    );
     let mut stack = Stack::new("zero-downtime", &spec);
     stack.up_and_wait();
     let before = stack.wait_healthy("web", 3);
