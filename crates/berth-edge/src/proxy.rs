@@ -213,11 +213,10 @@ impl Edge {
         };
 
         // upstream_peer
-        let sticky_cookie = sticky_cookie_name(&service);
         let sticky = pool
             .sticky
             .as_ref()
-            .and_then(|_| cookie(req.headers(), &sticky_cookie));
+            .and_then(|_| cookie(req.headers(), &sticky_cookie_name(&service)));
         let Some(lease) = pool.pick(sticky.as_deref(), None) else {
             return Err((EdgeError::NoHealthyReplica, Some(service)));
         };
@@ -380,7 +379,7 @@ impl Edge {
         B::Error: Into<BoxError>,
     {
         let (mut parts, body) = response.into_parts();
-        append(&mut parts.headers, header::VIA, "1.1 berth");
+        add_via(&mut parts.headers);
         if let Ok(v) = HeaderValue::from_str(&log.request_id) {
             parts
                 .headers
@@ -631,32 +630,41 @@ impl Body for MeteredBody {
     }
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Hop-by-hop headers (RFC 9110 7.6.1), never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
+static VIA_BERTH: HeaderValue = HeaderValue::from_static("1.1 berth");
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers named in `Connection` are hop-by-hop too.
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .filter(|s| !s.is_empty())
-        .collect();
-    for name in HOP_BY_HOP.iter().map(|s| s.to_string()).chain(named) {
-        headers.remove(name.as_str());
+    // Headers named in `Connection` are hop-by-hop too (rare: only then is anything allocated).
+    if let Some(connection) = headers.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = connection
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
     }
 }
 
+/// Appends `value` to a list header, or sets it.
 fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     let combined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
         Some(existing) if !existing.is_empty() => format!("{existing}, {value}"),
@@ -664,6 +672,15 @@ fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     };
     if let Ok(v) = HeaderValue::from_str(&combined) {
         headers.insert(name, v);
+    }
+}
+
+/// Adds `Via: 1.1 berth` (without allocating when there is no `Via` yet).
+fn add_via(headers: &mut HeaderMap) {
+    if headers.contains_key(header::VIA) {
+        append(headers, header::VIA, "1.1 berth");
+    } else {
+        headers.insert(header::VIA, VIA_BERTH.clone());
     }
 }
 
@@ -708,7 +725,7 @@ fn upstream_request(
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(HeaderName::from_static("x-request-id"), v);
     }
-    append(&mut headers, header::VIA, "1.1 berth");
+    add_via(&mut headers);
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;

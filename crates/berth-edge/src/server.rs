@@ -89,7 +89,9 @@ fn connection_builder(edge: &Edge) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_timeout)
+        // hyper's header timer also runs while a kept-alive connection waits for its next
+        // request: it is the outer bound; `header_timeout` proper is enforced per connection.
+        .header_read_timeout(settings.header_timeout.max(settings.idle_timeout))
         .max_buf_size((settings.max_header as usize).max(8192) + 1024)
         .keep_alive(true);
     builder
@@ -106,10 +108,13 @@ async fn serve_connection(
     client: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let idle_timeout = edge.settings().idle_timeout;
+    let settings = edge.settings();
+    let (idle_timeout, header_timeout) = (settings.idle_timeout, settings.header_timeout);
+    let check_every = idle_timeout
+        .min(header_timeout)
+        .max(Duration::from_millis(100));
     let builder = connection_builder(&edge);
     let activity = Arc::new(Activity::new());
-    let busy = Arc::new(AtomicUsize::new(0));
     // Set when the edge stops: each further response closes its connection, so a client never
     // sends a request on a connection the edge is closing (the keep-alive race).
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -117,15 +122,15 @@ async fn serve_connection(
         inner: stream,
         activity: activity.clone(),
     });
+    let activity_for_service = activity.clone();
     let service = {
-        let busy = busy.clone();
         let draining = draining.clone();
         service_fn(move |req: Request<Incoming>| {
             let edge = edge.clone();
-            let busy = busy.clone();
             let draining = draining.clone();
+            let activity = activity_for_service.clone();
             async move {
-                busy.fetch_add(1, Ordering::Relaxed);
+                activity.request_started();
                 let http1 = req.version() <= hyper::Version::HTTP_11;
                 let mut response = edge.handle(req, client).await;
                 if http1 && draining.load(Ordering::Relaxed) {
@@ -134,7 +139,7 @@ async fn serve_connection(
                         hyper::header::HeaderValue::from_static("close"),
                     );
                 }
-                busy.fetch_sub(1, Ordering::Relaxed);
+                activity.request_answered();
                 Ok::<_, std::convert::Infallible>(response)
             }
         })
@@ -143,7 +148,7 @@ async fn serve_connection(
     tokio::pin!(connection);
     // One timer per connection, armed for when it would have been idle long enough (a
     // connection is idle when nothing is in flight and no byte moved).
-    let idle_check = tokio::time::sleep(idle_timeout);
+    let idle_check = tokio::time::sleep(check_every);
     tokio::pin!(idle_check);
     let mut closing = false;
     loop {
@@ -160,11 +165,17 @@ async fn serve_connection(
                     idle_timeout
                 };
                 let idle_for = activity.idle_for();
-                if busy.load(Ordering::Relaxed) == 0 && idle_for >= limit {
+                let idle = !activity.busy();
+                if idle && activity.head_pending_for().is_some_and(|t| t >= header_timeout) {
+                    // A client that started a request and has not finished its headers in
+                    // time (slowloris): dropped without an answer, like nginx does.
+                    break;
+                }
+                if idle && idle_for >= limit {
                     closing = true;
                     connection.as_mut().graceful_shutdown();
                 } else {
-                    let wait = limit.saturating_sub(idle_for).max(Duration::from_millis(100));
+                    let wait = limit.saturating_sub(idle_for).min(check_every).max(Duration::from_millis(100));
                     idle_check.as_mut().reset(tokio::time::Instant::now() + wait);
                 }
             }
@@ -172,10 +183,15 @@ async fn serve_connection(
     }
 }
 
-/// When a connection last moved a byte.
+/// When a connection last moved a byte, and since when it has been receiving a request head
+/// that has not been dispatched yet.
 struct Activity {
     started: Instant,
     last_ms: AtomicU64,
+    /// 0: no head pending; else milliseconds since `started` + 1 when its first byte came.
+    head_since_ms: AtomicU64,
+    /// Requests in flight on this connection (bytes read meanwhile are bodies, not heads).
+    in_request: AtomicUsize,
 }
 
 impl Activity {
@@ -183,11 +199,45 @@ impl Activity {
         Self {
             started: Instant::now(),
             last_ms: AtomicU64::new(0),
+            head_since_ms: AtomicU64::new(0),
+            in_request: AtomicUsize::new(0),
         }
     }
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
     fn touch(&self) {
-        self.last_ms
-            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+    fn bytes_read(&self) {
+        let now = self.now_ms();
+        self.last_ms.store(now, Ordering::Relaxed);
+        if self.in_request.load(Ordering::Relaxed) == 0 {
+            let _ = self.head_since_ms.compare_exchange(
+                0,
+                now + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+    fn request_started(&self) {
+        self.in_request.fetch_add(1, Ordering::Relaxed);
+        self.head_since_ms.store(0, Ordering::Relaxed);
+    }
+    fn request_answered(&self) {
+        self.in_request.fetch_sub(1, Ordering::Relaxed);
+    }
+    fn busy(&self) -> bool {
+        self.in_request.load(Ordering::Relaxed) > 0
+    }
+    fn head_pending_for(&self) -> Option<Duration> {
+        match self.head_since_ms.load(Ordering::Relaxed) {
+            0 => None,
+            since => Some(Duration::from_millis(
+                self.now_ms().saturating_sub(since - 1),
+            )),
+        }
     }
     fn idle_for(&self) -> Duration {
         let last = self.last_ms.load(Ordering::Relaxed);
@@ -214,7 +264,7 @@ impl AsyncRead for TrackedIo {
         let before = buf.filled().len();
         let polled = this.inner.poll_read(cx, buf);
         if buf.filled().len() > before {
-            this.activity.touch();
+            this.activity.bytes_read();
         }
         polled
     }

@@ -298,3 +298,48 @@ async fn header_timeout_of_a_pushed_table_cuts_a_slow_client() {
         "a client that never finished its headers was kept for {after:?} (header_timeout 1s)"
     );
 }
+
+/// A kept-alive connection waiting for its next request is governed by `idle_timeout`, not by
+/// `header_timeout` (which is for a request head that has started to arrive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_lives_until_idle_timeout_not_header_timeout() {
+    let edge = EdgeProcess::start().await;
+    let backend = Backend::start("web.1").await;
+    let mut table = short_header_timeout(1, &backend);
+    table.settings.idle_timeout = Duration::from_secs(3);
+    edge.push(&table).await;
+
+    let mut stream = TcpStream::connect(edge.listen).await.unwrap();
+    let request = b"GET / HTTP/1.1\r\nHost: web.test\r\n\r\n";
+    stream.write_all(request).await.unwrap();
+    let first = read_answer_raw(&mut stream).await.unwrap();
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+
+    // Idle for twice the header timeout: the connection still serves.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stream.write_all(request).await.unwrap();
+    let second = read_answer_raw(&mut stream).await.unwrap();
+    assert!(
+        second.starts_with("HTTP/1.1 200"),
+        "idle 2s (header_timeout 1s, idle_timeout 3s): {second}"
+    );
+
+    // Idle past idle_timeout: closed by the edge.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let closed = read_answer_raw(&mut stream).await;
+    assert_eq!(
+        closed,
+        Ok(String::new()),
+        "the idle connection should have been closed"
+    );
+}
+
+/// One read of an answer (empty when the edge closed the connection).
+async fn read_answer_raw(stream: &mut TcpStream) -> Result<String, String> {
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .map_err(|_| "no answer".to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&buf[..n]).to_string())
+}
