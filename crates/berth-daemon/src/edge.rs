@@ -23,6 +23,8 @@ pub struct EdgeLink {
     board: ReplicaBoard,
     weights: Mutex<Weights>,
     last_version: AtomicU64,
+    /// Set once the edge was asked to stop: no more tables are pushed.
+    stopped: std::sync::atomic::AtomicBool,
     pub pid: u32,
     /// Where it listens (ports resolved).
     pub listen: Vec<std::net::SocketAddr>,
@@ -68,6 +70,7 @@ impl EdgeLink {
             board,
             weights: Mutex::default(),
             last_version: AtomicU64::new(0),
+            stopped: Default::default(),
             pid: status.pid,
             listen: status.listen,
             admin: status.admin,
@@ -129,6 +132,9 @@ impl EdgeLink {
         let mut changes = self.board.subscribe();
         tokio::spawn(async move {
             while changes.changed().await.is_ok() {
+                if link.stopped.load(Ordering::Relaxed) {
+                    return;
+                }
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 changes.mark_unchanged();
                 if let Err(e) = link.push().await {
@@ -140,6 +146,7 @@ impl EdgeLink {
 
     /// Stops the edge: it stops accepting and finishes what is in flight.
     pub async fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
         if self.client.call(&ControlRequest::Stop).await.is_err() {
             return;
         }
