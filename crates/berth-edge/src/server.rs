@@ -132,7 +132,9 @@ async fn serve_connection(
             async move {
                 activity.request_started();
                 let http1 = req.version() <= hyper::Version::HTTP_11;
-                let mut response = edge.handle(req, client).await;
+                // Boxed: the proxy future is large, and hyper keeps room for it inline in every
+                // connection, idle or not.
+                let mut response = Box::pin(edge.handle(req, client)).await;
                 if http1 && draining.load(Ordering::Relaxed) {
                     response.headers_mut().insert(
                         hyper::header::CONNECTION,
