@@ -220,11 +220,7 @@ async fn scale(
         .converge(&plan, request.replicas, false)
         .await
         .map_err(|e| ApiFailure(StatusCode::CONFLICT, format!("{e:#}")))?;
-    let status = stack_status(&stack);
-    let service = status.services.into_iter().find(|s| s.name == name);
-    service
-        .map(Json)
-        .ok_or_else(|| not_found("service vanished"))
+    service_status(&stack, &name)
 }
 
 async fn restart(
@@ -240,11 +236,7 @@ async fn restart(
         .converge(&plan, stack.desired(&service), true)
         .await
         .map_err(|e| ApiFailure(StatusCode::CONFLICT, format!("{e:#}")))?;
-    let status = stack_status(&stack);
-    let service = status.services.into_iter().find(|s| s.name == name);
-    service
-        .map(Json)
-        .ok_or_else(|| not_found("service vanished"))
+    service_status(&stack, &name)
 }
 
 #[derive(Deserialize)]
@@ -312,6 +304,16 @@ async fn logs_handler(
         .header("content-type", "text/plain; charset=utf-8")
         .body(Body::from_stream(stream))
         .map_err(|e| anyhow::anyhow!(e))?)
+}
+
+/// One service's line of the stack status.
+fn service_status(stack: &Stack, name: &str) -> Result<Json<ServiceStatus>, ApiFailure> {
+    stack_status(stack)
+        .services
+        .into_iter()
+        .find(|s| s.name == name)
+        .map(Json)
+        .ok_or_else(|| not_found("service vanished"))
 }
 
 async fn down(State(state): State<ApiState>) -> (StatusCode, Json<serde_json::Value>) {

@@ -77,16 +77,23 @@ pub struct EdgeSettings {
     pub access_log: bool,
 }
 
+/// The spec's defaults (`[edge]` of an empty file): one source of truth.
 impl Default for EdgeSettings {
     fn default() -> Self {
+        Self::from(&berth_spec::EdgeSpec::default())
+    }
+}
+
+impl From<&berth_spec::EdgeSpec> for EdgeSettings {
+    fn from(edge: &berth_spec::EdgeSpec) -> Self {
         Self {
-            max_body: 64 * 1024 * 1024,
-            max_header: 64 * 1024,
-            connect_timeout: Duration::from_secs(5),
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            request_timeout: Duration::from_secs(60),
-            access_log: true,
+            max_body: edge.max_body,
+            max_header: edge.max_header,
+            connect_timeout: edge.connect_timeout,
+            header_timeout: edge.header_timeout,
+            idle_timeout: edge.idle_timeout,
+            request_timeout: edge.request_timeout,
+            access_log: edge.access_log,
         }
     }
 }
@@ -153,20 +160,11 @@ impl RoutingTable {
                 },
             );
         }
-        let edge = &spec.edge;
         RoutingTable {
             version,
             routes,
             services,
-            settings: EdgeSettings {
-                max_body: edge.max_body,
-                max_header: edge.max_header,
-                connect_timeout: edge.connect_timeout,
-                header_timeout: edge.header_timeout,
-                idle_timeout: edge.idle_timeout,
-                request_timeout: edge.request_timeout,
-                access_log: edge.access_log,
-            },
+            settings: EdgeSettings::from(&spec.edge),
         }
     }
 }

@@ -248,17 +248,7 @@ pub struct Proc {
 /// Every process whose command line can be read (zombies and kernel threads have none).
 pub fn processes() -> Vec<Proc> {
     let mut found = Vec::new();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in proc_pids() {
         let Ok(raw) = fs::read(format!("/proc/{pid}/cmdline")) else {
             continue;
         };
@@ -276,17 +266,20 @@ pub fn processes() -> Vec<Proc> {
     found
 }
 
+/// The pids listed in /proc now.
+fn proc_pids() -> Vec<u32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
 /// Raw command lines of every process (NULs kept as they are), for secret scans.
 pub fn all_cmdlines() -> Vec<(u32, Vec<u8>)> {
     let mut found = Vec::new();
-    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in proc_pids() {
         if let Ok(raw) = fs::read(format!("/proc/{pid}/cmdline")) {
             found.push((pid, raw));
         }
