@@ -24,6 +24,11 @@ pub enum ControlRequest {
     InFlight,
     /// Pid and table version.
     Status,
+    /// Requests, errors and latency per release (of one service, or all).
+    Traffic {
+        #[serde(default)]
+        service: Option<String>,
+    },
     /// Stop accepting, finish what is in flight, exit.
     Stop,
 }
@@ -42,6 +47,8 @@ pub struct ControlResponse {
     pub listen: Vec<std::net::SocketAddr>,
     #[serde(default)]
     pub admin: Option<std::net::SocketAddr>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traffic: Vec<berth_model::traffic::ReleaseTraffic>,
 }
 
 /// Serves the control socket until `shutdown` turns true.
@@ -112,7 +119,19 @@ fn answer(
             // Kept on disk so a restarted edge serves at once, before the control plane calls.
             if let Ok(bytes) = serde_json::to_vec(&table) {
                 let tmp = table_file.with_extension("tmp");
-                if std::fs::write(&tmp, bytes).is_ok() {
+                // 0600: the table holds the test route's key.
+                let written = {
+                    use std::io::Write;
+                    use std::os::unix::fs::OpenOptionsExt;
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .write(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&tmp)
+                        .and_then(|mut f| f.write_all(&bytes))
+                };
+                if written.is_ok() {
                     let _ = std::fs::rename(&tmp, table_file);
                 }
             }
@@ -122,6 +141,9 @@ fn answer(
             response.in_flight = edge.registry.in_flight();
         }
         ControlRequest::Status => {}
+        ControlRequest::Traffic { service } => {
+            response.traffic = edge.metrics.traffic(service.as_deref());
+        }
         ControlRequest::Stop => {
             let _ = stop.send(true);
         }

@@ -108,6 +108,7 @@ impl Upstream {
 }
 
 struct Group {
+    release: String,
     weight: u32,
     upstreams: Vec<Upstream>,
 }
@@ -156,6 +157,7 @@ impl Pool {
             .groups
             .iter()
             .map(|g| Group {
+                release: g.release.clone(),
                 weight: g.weight,
                 upstreams: g
                     .targets
@@ -184,9 +186,16 @@ impl Pool {
             .any(|g| g.weight > 0 && g.upstreams.iter().any(Upstream::available))
     }
 
-    /// Chooses a replica: the sticky one when it can take traffic, else by weight and balance.
+    /// Chooses a replica: the sticky one when it can take traffic, else one of the group of the
+    /// `affinity` release (the release a client landed on during a traffic split) when that group
+    /// has weight and a replica to take it, else by weight; then by balance.
     /// `exclude` names a replica not to choose (the one a retry is moving away from).
-    pub fn pick(&self, sticky_replica: Option<&str>, exclude: Option<&str>) -> Option<Lease> {
+    pub fn pick(
+        &self,
+        sticky_replica: Option<&str>,
+        affinity: Option<&str>,
+        exclude: Option<&str>,
+    ) -> Option<Lease> {
         if let Some(wanted) = sticky_replica {
             let found = self
                 .groups
@@ -206,22 +215,33 @@ impl Pool {
             .map(|g| (g, g.upstreams.iter().filter(usable).count()))
             .filter(|(_, n)| *n > 0)
             .collect();
-        let total: u32 = candidates.iter().map(|(g, _)| g.weight).sum();
-        if total == 0 {
-            return None;
-        }
-        let mut roll = rand::rng().random_range(0..total);
-        let group = candidates
-            .iter()
-            .find(|(g, _)| {
-                if roll < g.weight {
-                    true
-                } else {
-                    roll -= g.weight;
-                    false
+        let preferred = affinity.and_then(|release| {
+            candidates
+                .iter()
+                .find(|(g, _)| g.release == release)
+                .map(|(g, _)| *g)
+        });
+        let group = match preferred {
+            Some(group) => group,
+            None => {
+                let total: u32 = candidates.iter().map(|(g, _)| g.weight).sum();
+                if total == 0 {
+                    return None;
                 }
-            })
-            .map(|(g, _)| *g)?;
+                let mut roll = rand::rng().random_range(0..total);
+                candidates
+                    .iter()
+                    .find(|(g, _)| {
+                        if roll < g.weight {
+                            true
+                        } else {
+                            roll -= g.weight;
+                            false
+                        }
+                    })
+                    .map(|(g, _)| *g)?
+            }
+        };
         let upstreams: Vec<&Upstream> = group.upstreams.iter().filter(usable).collect();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let chosen = match self.balance {
@@ -234,6 +254,30 @@ impl Pool {
                     .min_by_key(|u| u.stats.in_flight.load(Ordering::Relaxed))?
             }
         };
+        Some(Lease::new(chosen.clone()))
+    }
+
+    /// Whether traffic is split between releases (a canary or blue/green under way): then the
+    /// edge pins each client to the release it landed on.
+    pub fn is_split(&self) -> bool {
+        self.groups.iter().filter(|g| g.weight > 0).count() > 1
+    }
+
+    /// A replica of `release`, whatever its group's weight (the private test route).
+    pub fn pick_release(&self, release: &str) -> Option<Lease> {
+        let upstreams: Vec<&Upstream> = self
+            .groups
+            .iter()
+            .flat_map(|g| g.upstreams.iter())
+            .filter(|u| u.target.release == release && u.available())
+            .collect();
+        if upstreams.is_empty() {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let chosen = (0..upstreams.len())
+            .map(|i| upstreams[(start + i) % upstreams.len()])
+            .min_by_key(|u| u.stats.in_flight.load(Ordering::Relaxed))?;
         Some(Lease::new(chosen.clone()))
     }
 
@@ -288,7 +332,7 @@ mod tests {
         );
         let mut counts = HashMap::new();
         for _ in 0..100 {
-            let lease = pool.pick(None, None).unwrap();
+            let lease = pool.pick(None, None, None).unwrap();
             *counts
                 .entry(lease.upstream.target.replica.clone())
                 .or_insert(0) += 1;
@@ -306,10 +350,10 @@ mod tests {
                 vec![target("web.1", "r1", 1), target("web.2", "r1", 2)],
             )],
         );
-        let busy = pool.pick(None, None).unwrap();
+        let busy = pool.pick(None, None, None).unwrap();
         let busy_name = busy.upstream.target.replica.clone();
         for _ in 0..10 {
-            let lease = pool.pick(None, None).unwrap();
+            let lease = pool.pick(None, None, None).unwrap();
             assert_ne!(lease.upstream.target.replica, busy_name);
         }
         drop(busy);
@@ -325,7 +369,7 @@ mod tests {
             ],
         );
         let new = (0..10_000)
-            .filter(|_| pool.pick(None, None).unwrap().upstream.target.release == "r2")
+            .filter(|_| pool.pick(None, None, None).unwrap().upstream.target.release == "r2")
             .count();
         assert!(
             (800..1200).contains(&new),
@@ -339,7 +383,7 @@ mod tests {
                 (0, vec![target("web.2", "r2", 2)]),
             ],
         );
-        assert!((0..1000).all(|_| pool.pick(None, None).unwrap().upstream.target.release == "r1"));
+        assert!((0..1000).all(|_| pool.pick(None, None, None).unwrap().upstream.target.release == "r1"));
     }
 
     #[test]
@@ -362,13 +406,13 @@ mod tests {
         web3.eject(EJECTION);
         for _ in 0..10 {
             assert_eq!(
-                pool.pick(None, None).unwrap().upstream.target.replica,
+                pool.pick(None, None, None).unwrap().upstream.target.replica,
                 "web.2"
             );
         }
         // A sticky request for a draining replica goes elsewhere.
         assert_eq!(
-            pool.pick(Some("web.1"), None)
+            pool.pick(Some("web.1"), None, None)
                 .unwrap()
                 .upstream
                 .target
@@ -376,7 +420,7 @@ mod tests {
             "web.2"
         );
         // With the last one excluded, nothing is left.
-        assert!(pool.pick(None, Some("web.2")).is_none());
+        assert!(pool.pick(None, None, Some("web.2")).is_none());
     }
 
     #[test]
@@ -390,7 +434,7 @@ mod tests {
         );
         for _ in 0..10 {
             assert_eq!(
-                pool.pick(Some("web.2"), None)
+                pool.pick(Some("web.2"), None, None)
                     .unwrap()
                     .upstream
                     .target
@@ -413,11 +457,37 @@ mod tests {
             }],
         };
         let first = Pool::new(&spec, &registry);
-        let lease = first.pick(None, None).unwrap();
+        let lease = first.pick(None, None, None).unwrap();
         let second = Pool::new(&spec, &registry);
         assert_eq!(registry.in_flight()["web.1"], 1);
         drop(lease);
         assert_eq!(registry.in_flight()["web.1"], 0);
         drop(second);
+    }
+
+    #[test]
+    fn affinity_keeps_a_client_on_its_release_while_it_has_weight() {
+        let (pool, _) = make_pool(
+            Balance::RoundRobin,
+            vec![
+                (90, vec![target("web.1", "r1", 1)]),
+                (10, vec![target("web.2", "r2", 2)]),
+            ],
+        );
+        assert!(pool.is_split());
+        assert!((0..200).all(|_| pool.pick(None, Some("r2"), None).unwrap().upstream.target.release == "r2"));
+        // A release without weight (rolled back) is not kept: the client moves by weight.
+        let (rolled_back, _) = make_pool(
+            Balance::RoundRobin,
+            vec![
+                (100, vec![target("web.1", "r1", 1)]),
+                (0, vec![target("web.2", "r2", 2)]),
+            ],
+        );
+        assert!(!rolled_back.is_split());
+        assert!((0..200).all(|_| rolled_back.pick(None, Some("r2"), None).unwrap().upstream.target.release == "r1"));
+        // The test route reaches the weightless release.
+        assert_eq!(rolled_back.pick_release("r2").unwrap().upstream.target.replica, "web.2");
+        assert!(rolled_back.pick_release("r9").is_none());
     }
 }

@@ -31,6 +31,9 @@ use crate::pool::{Lease, Pool, StatsRegistry, EJECTION};
 use crate::router::{request_host, Router};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Why a request got an error page: the error, the service it was routed to, and the replica
+/// it was sent to (so a failure counts against that replica's release).
+type Failure = (EdgeError, Option<String>, Option<Lease>);
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// A routing table made ready for requests.
@@ -39,6 +42,7 @@ pub struct CompiledTable {
     pub router: Router,
     pub pools: HashMap<String, Pool>,
     pub settings: EdgeSettings,
+    pub test_key: Option<String>,
 }
 
 impl CompiledTable {
@@ -57,6 +61,7 @@ impl CompiledTable {
             router: Router::new(table.routes.clone()),
             pools,
             settings: table.settings.clone(),
+            test_key: table.test_key.clone(),
         }
     }
 }
@@ -163,9 +168,9 @@ impl Edge {
                 }
                 self.finish(response, log, lease, service)
             }
-            Err((error, service)) => {
+            Err((error, service, lease)) => {
                 let response = error.page(&request_id);
-                self.finish(response, log, None, service)
+                self.finish(response, log, lease, service)
             }
         }
     }
@@ -176,8 +181,7 @@ impl Edge {
         client: SocketAddr,
         host: &str,
         request_id: &str,
-    ) -> Result<(Response<Incoming>, Option<Lease>, Option<String>), (EdgeError, Option<String>)>
-    {
+    ) -> Result<(Response<Incoming>, Option<Lease>, Option<String>), Failure> {
         let table = self.table.load_full();
         let settings = &table.settings;
 
@@ -188,11 +192,11 @@ impl Edge {
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
             .sum();
         if header_bytes as u64 > settings.max_header {
-            return Err((EdgeError::HeadersTooLarge, None));
+            return Err((EdgeError::HeadersTooLarge, None, None));
         }
         if let Some(length) = content_length(req.headers()) {
             if length > settings.max_body {
-                return Err((EdgeError::BodyTooLarge(settings.max_body), None));
+                return Err((EdgeError::BodyTooLarge(settings.max_body), None, None));
             }
         }
         let path = req.uri().path();
@@ -200,25 +204,38 @@ impl Edge {
             return Err((
                 EdgeError::BadRequest("the request target must be a path"),
                 None,
+                None,
             ));
         }
 
         // route
         let Some(service) = table.router.route(host, req.uri().path()) else {
-            return Err((EdgeError::NoRoute, None));
+            return Err((EdgeError::NoRoute, None, None));
         };
         let service = service.to_string();
         let Some(pool) = table.pools.get(&service) else {
-            return Err((EdgeError::NoHealthyReplica, Some(service)));
+            return Err((EdgeError::NoHealthyReplica, Some(service), None));
         };
 
         // upstream_peer
-        let sticky = pool
-            .sticky
-            .as_ref()
-            .and_then(|_| cookie(req.headers(), &sticky_cookie_name(&service)));
-        let Some(lease) = pool.pick(sticky.as_deref(), None) else {
-            return Err((EdgeError::NoHealthyReplica, Some(service)));
+        let test_release = test_route(req.headers(), table.test_key.as_deref());
+        let lease = match &test_release {
+            Some(release) => pool.pick_release(release),
+            None => {
+                let sticky = pool
+                    .sticky
+                    .as_ref()
+                    .and_then(|_| cookie(req.headers(), &sticky_cookie_name(&service)));
+                let affinity = if pool.is_split() {
+                    cookie(req.headers(), &release_cookie_name(&service))
+                } else {
+                    None
+                };
+                pool.pick(sticky.as_deref(), affinity.as_deref(), None)
+            }
+        };
+        let Some(lease) = lease else {
+            return Err((EdgeError::NoHealthyReplica, Some(service), None));
         };
 
         if is_upgrade(req.headers()) {
@@ -226,7 +243,7 @@ impl Edge {
             let response = self
                 .upgrade(req, client_upgrade, lease, client, request_id, settings)
                 .await
-                .map_err(|e| (e, Some(service.clone())))?;
+                .map_err(|e| (e, Some(service.clone()), None))?;
             return Ok((response, None, Some(service)));
         }
 
@@ -256,15 +273,16 @@ impl Edge {
                     EJECTION.as_secs(),
                     chain.join(" <- ")
                 );
-                if !replayable {
-                    return Err((EdgeError::UpstreamConnect, Some(service)));
+                if !replayable || test_release.is_some() {
+                    return Err((EdgeError::UpstreamConnect, Some(service), Some(lease)));
                 }
                 // Retried once, on another replica.
                 let failed = lease.upstream.target.replica.clone();
-                drop(lease);
-                let Some(lease) = pool.pick(None, Some(&failed)) else {
-                    return Err((EdgeError::UpstreamConnect, Some(service)));
+                let Some(retry) = pool.pick(None, None, Some(&failed)) else {
+                    return Err((EdgeError::UpstreamConnect, Some(service), Some(lease)));
                 };
+                drop(lease);
+                let lease = retry;
                 let empty = Empty::new().map_err(|never| match never {}).boxed();
                 let outgoing = upstream_request(&parts, empty, &lease, client, request_id, host);
                 match tokio::time::timeout(
@@ -278,17 +296,17 @@ impl Edge {
                         if e.is_connect() {
                             lease.upstream.stats.eject(EJECTION);
                         }
-                        return Err((EdgeError::UpstreamConnect, Some(service)));
+                        return Err((EdgeError::UpstreamConnect, Some(service), Some(lease)));
                     }
                     Err(_) => {
                         lease.upstream.stats.eject(EJECTION);
-                        return Err((EdgeError::UpstreamTimeout, Some(service)));
+                        return Err((EdgeError::UpstreamTimeout, Some(service), Some(lease)));
                     }
                 }
             }
             Ok(Err(e)) => {
                 if is_body_too_large(&e) {
-                    return Err((EdgeError::BodyTooLarge(settings.max_body), Some(service)));
+                    return Err((EdgeError::BodyTooLarge(settings.max_body), Some(service), None));
                 }
                 let chain: Vec<String> = error_chain(&e).map(|s| format!("{s:?}")).collect();
                 tracing::warn!(
@@ -296,11 +314,11 @@ impl Edge {
                     lease.upstream.target.replica,
                     chain.join(" <- ")
                 );
-                return Err((EdgeError::UpstreamProtocol, Some(service)));
+                return Err((EdgeError::UpstreamProtocol, Some(service), Some(lease)));
             }
             Err(_) => {
                 lease.upstream.stats.eject(EJECTION);
-                return Err((EdgeError::UpstreamTimeout, Some(service)));
+                return Err((EdgeError::UpstreamTimeout, Some(service), Some(lease)));
             }
         };
         Ok((response, Some(lease), Some(service)))
@@ -405,6 +423,24 @@ impl Edge {
                     if let Ok(v) = HeaderValue::from_str(&value) {
                         parts.headers.append(header::SET_COOKIE, v);
                     }
+                }
+            }
+        }
+        if let (Some(lease), Some(service)) = (&lease, &service) {
+            let split = self
+                .table
+                .load()
+                .pools
+                .get(service)
+                .is_some_and(Pool::is_split);
+            if split && parts.status.as_u16() < 500 {
+                let value = format!(
+                    "{}={}; Path=/; HttpOnly; SameSite=Lax",
+                    release_cookie_name(service),
+                    lease.upstream.target.release
+                );
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    parts.headers.append(header::SET_COOKIE, v);
                 }
             }
         }
@@ -701,6 +737,8 @@ fn upstream_request(
         .unwrap_or_else(|_| Uri::from_static("/"));
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
+    headers.remove(TEST_KEY_HEADER);
+    headers.remove(TEST_RELEASE_HEADER);
     if !headers.contains_key(header::HOST) {
         if let Some(authority) = parts.uri.authority() {
             if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
@@ -792,6 +830,33 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// The edge's own stickiness cookie for a service.
+/// The cookie that keeps a client on the release it landed on while traffic is split.
+pub fn release_cookie_name(service: &str) -> String {
+    format!("berth-release-{service}")
+}
+
+/// The release named by a request's private test-route headers, when it carries the right key.
+fn test_route(headers: &HeaderMap, key: Option<&str>) -> Option<String> {
+    let key = key.filter(|k| !k.is_empty())?;
+    let given = headers.get(TEST_KEY_HEADER)?.as_bytes();
+    // Compared without an early exit, so timing tells nothing about the key.
+    let same = given.len() == key.len()
+        && given
+            .iter()
+            .zip(key.as_bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if !same {
+        return None;
+    }
+    let release = headers.get(TEST_RELEASE_HEADER)?.to_str().ok()?;
+    Some(release.to_string())
+}
+
+/// The private test route's headers (removed before a request goes to a replica).
+pub const TEST_RELEASE_HEADER: &str = "x-berth-release";
+pub const TEST_KEY_HEADER: &str = "x-berth-test-key";
+
 pub fn sticky_cookie_name(service: &str) -> String {
     format!("berth-sticky-{service}")
 }

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod board;
+pub mod deploy;
 pub mod driver;
 pub mod event;
 pub mod paths;
@@ -16,6 +17,7 @@ pub mod routing;
 pub mod traffic;
 
 pub use board::ReplicaBoard;
+pub use deploy::{DeployRecord, DeployState};
 pub use driver::{Driver, ExitStatus, LaunchSpec, ProcessRecord};
 pub use event::{Event, EventLevel};
 pub use paths::StatePaths;

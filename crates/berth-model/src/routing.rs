@@ -21,6 +21,10 @@ pub struct RoutingTable {
     pub routes: Vec<RouteEntry>,
     pub services: BTreeMap<String, ServicePool>,
     pub settings: EdgeSettings,
+    /// The key a request must carry in `X-Berth-Test-Key` for its `X-Berth-Release` header to
+    /// reach that release directly, whatever its weight (the private test route of a deploy).
+    #[serde(default)]
+    pub test_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +169,7 @@ impl RoutingTable {
             routes,
             services,
             settings: EdgeSettings::from(&spec.edge),
+            test_key: None,
         }
     }
 }

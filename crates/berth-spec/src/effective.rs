@@ -88,6 +88,11 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
                     .sticky
                     .as_ref()
                     .map(|sticky| sticky_spec(&sticky.value)),
+                deploy: service
+                    .deploy
+                    .as_ref()
+                    .map(|deploy| deploy.value.clone())
+                    .unwrap_or_default(),
             };
             (name.clone(), spec)
         })

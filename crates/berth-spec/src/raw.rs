@@ -65,6 +65,8 @@ pub(crate) struct RawService {
     pub balance: Option<Balance>,
     pub deregistration_delay: Option<Duration>,
     pub sticky: Option<Located<RawSticky>>,
+    /// `[service.NAME.deploy]`, defaults applied.
+    pub deploy: Option<Located<crate::types::DeploySpec>>,
 }
 
 impl RawService {
@@ -86,6 +88,7 @@ impl RawService {
             balance: None,
             deregistration_delay: None,
             sticky: None,
+            deploy: None,
         }
     }
 }

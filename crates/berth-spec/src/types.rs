@@ -88,6 +88,9 @@ pub struct ServiceSpec {
     /// Application-cookie stickiness (`[service.NAME.sticky]`); only on a service with a port.
     #[serde(default)]
     pub sticky: Option<StickySpec>,
+    /// `[service.NAME.deploy]`: strategy, migrations and rollback rules of `berth deploy`.
+    #[serde(default)]
+    pub deploy: DeploySpec,
 }
 
 /// How the edge picks the replica of a service that gets a request (`balance`).
@@ -287,5 +290,196 @@ impl ReplicaCount {
     /// A fixed count (`replicas = n`, or `min == max`): no autoscaling.
     pub fn is_fixed(self) -> bool {
         self.min == self.max
+    }
+}
+
+/// `[service.NAME.deploy]`: how `berth deploy` rolls a new release of the service out, and when
+/// it rolls it back. Every default is that of the reference setups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeploySpec {
+    pub strategy: Strategy,
+    /// A one-off command run once from the new release, with the service's env, before any
+    /// traffic moves (`python manage.py migrate`). Its failure stops the deploy.
+    pub migrate: Option<String>,
+    /// How long the migration may run.
+    pub migrate_timeout: Duration,
+    /// Rolling: how many replicas above the desired count may run during the rollout.
+    pub max_surge: Amount,
+    /// Rolling: how many of the desired replicas may be unavailable during the rollout.
+    pub max_unavailable: Amount,
+    /// Blue/green and canary: how long the old group stays up after the switch, for an instant
+    /// rollback (CodeDeploy's termination wait).
+    pub termination_wait: Duration,
+    /// Canary: the traffic steps before 100%.
+    pub steps: Vec<CanaryStep>,
+    /// Whether a deploy first dumps the accessories the service uses.
+    pub backup: bool,
+    /// Smoke checks: run against the new release before it takes user traffic (blue/green and
+    /// canary, through the edge's test route) and again once it carries all of it.
+    pub checks: Vec<SmokeCheck>,
+    pub analysis: AnalysisSpec,
+}
+
+/// How a new release replaces the old one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Replace replicas a few at a time (`max_surge`, `max_unavailable`).
+    #[default]
+    Rolling,
+    /// Start the whole new group beside the old one, check it, switch all traffic at once.
+    Bluegreen,
+    /// Start the new group, move traffic to it in weighted steps, analysing each one.
+    Canary,
+}
+
+/// A replica count, absolute or as a percentage of the desired count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Amount {
+    Count(u32),
+    Percent(u32),
+}
+
+/// One canary step: `weight` percent of the traffic to the new release for `pause`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryStep {
+    pub weight: u32,
+    pub pause: Duration,
+}
+
+/// `[[service.NAME.deploy.check]]`: an HTTP request that must get `status` (and a body that
+/// contains `contains`, when set).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmokeCheck {
+    pub path: String,
+    pub status: u16,
+    pub contains: Option<String>,
+}
+
+/// `[service.NAME.deploy.analysis]`: the rules that roll a deploy back automatically.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AnalysisSpec {
+    /// How long after the new release first takes user traffic the rules keep being evaluated
+    /// (the deploy ends when this and the steps are over).
+    pub window: Duration,
+    /// The new release's health checks failing for longer than this rolls back.
+    pub health_window: Duration,
+    /// Percent of the new release's requests answered 5xx (or not at all) over which it rolls back.
+    pub error_rate: f64,
+    /// The new release's p99 latency over this many times the old release's rolls back...
+    pub latency_factor: f64,
+    /// ...when it is also at least this much slower (a 1 ms → 3 ms change is noise, not a regression).
+    pub latency_margin: Duration,
+    /// No error-rate or latency verdict before the new release served this many requests.
+    pub min_requests: u64,
+}
+
+impl Amount {
+    /// The count out of `desired`: percentages of a surge round up, of unavailability down.
+    pub fn of(self, desired: u32, round_up: bool) -> u32 {
+        match self {
+            Amount::Count(n) => n,
+            Amount::Percent(p) => {
+                let scaled = u64::from(desired) * u64::from(p);
+                let count = if round_up {
+                    scaled.div_ceil(100)
+                } else {
+                    scaled / 100
+                };
+                count as u32
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Amount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Amount::Count(n) => write!(f, "{n}"),
+            Amount::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 3] = [Strategy::Rolling, Strategy::Bluegreen, Strategy::Canary];
+
+    /// The name written in `berth.toml` and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Rolling => "rolling",
+            Strategy::Bluegreen => "bluegreen",
+            Strategy::Canary => "canary",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Strategy> {
+        match text {
+            "rolling" => Some(Strategy::Rolling),
+            "bluegreen" | "blue_green" | "blue-green" => Some(Strategy::Bluegreen),
+            "canary" => Some(Strategy::Canary),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Default for DeploySpec {
+    /// The references' deploy: rolling with `minimum_healthy_percent` 100 and `maximum_percent`
+    /// 200, a 5-minute termination wait, canary steps 10% for 15 minutes then 25/50/75% for 5.
+    fn default() -> Self {
+        let minutes = |m: u64| Duration::from_secs(60 * m);
+        DeploySpec {
+            strategy: Strategy::Rolling,
+            migrate: None,
+            migrate_timeout: minutes(10),
+            max_surge: Amount::Percent(100),
+            max_unavailable: Amount::Count(0),
+            termination_wait: minutes(5),
+            steps: vec![
+                CanaryStep {
+                    weight: 10,
+                    pause: minutes(15),
+                },
+                CanaryStep {
+                    weight: 25,
+                    pause: minutes(5),
+                },
+                CanaryStep {
+                    weight: 50,
+                    pause: minutes(5),
+                },
+                CanaryStep {
+                    weight: 75,
+                    pause: minutes(5),
+                },
+            ],
+            backup: false,
+            checks: Vec::new(),
+            analysis: AnalysisSpec::default(),
+        }
+    }
+}
+
+impl Default for AnalysisSpec {
+    /// The references' rollback criteria: health failing for 2 minutes, error rate over 5% in the
+    /// first 5 minutes, p99 over 3x the baseline.
+    fn default() -> Self {
+        AnalysisSpec {
+            window: Duration::from_secs(5 * 60),
+            health_window: Duration::from_secs(2 * 60),
+            error_rate: 5.0,
+            latency_factor: 3.0,
+            latency_margin: Duration::from_millis(25),
+            min_requests: 50,
+        }
     }
 }

@@ -18,6 +18,8 @@ use crate::report::Problems;
 use crate::types::{Balance, Engine, PortSpec};
 use crate::units::{self, closest, list};
 
+mod deploy;
+
 type Value<'i> = Spanned<DeValue<'i>>;
 type Key<'i> = Spanned<std::borrow::Cow<'i, str>>;
 
@@ -61,6 +63,7 @@ const SERVICE_KEYS: &[&str] = &[
     "balance",
     "deregistration_delay",
     "sticky",
+    "deploy",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -346,7 +349,26 @@ impl Walker<'_> {
                         span: value.span(),
                     });
                 }
+                "deploy" => {
+                    service.deploy = self.deploy(&name.value, value).map(|deploy| Located {
+                        value: deploy,
+                        span: value.span(),
+                    });
+                }
                 other => self.unknown_key(key, other, SERVICE_KEYS, &label),
+            }
+        }
+        if let Some(deploy) = &service.deploy {
+            let strategy = deploy.value.strategy;
+            if strategy != crate::types::Strategy::Rolling && !service.port.has_port() {
+                self.problems.push(
+                    deploy.span.clone(),
+                    format!(
+                        "service `{}` has no port, so it cannot be deployed {strategy}: traffic weights and smoke checks go through the edge",
+                        name.value
+                    ),
+                    Some(r#"use strategy = "rolling" for a worker, or give the service a port"#.into()),
+                );
             }
         }
         if service.run.is_none() {

@@ -97,3 +97,5 @@ fn file_is_named_as_given() {
     assert_eq!(diagnostics.items[0].line, 2);
     assert_eq!(diagnostics.items[0].col, 7);
 }
+snapshot!(deploy_mistakes);
+snapshot!(canary_worker);
