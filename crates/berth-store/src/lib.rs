@@ -5,6 +5,7 @@
 //! belong to one environment carry an `environment` column. The [`Store`] is synchronous: callers
 //! use it briefly (or from `spawn_blocking`), typically behind a `Mutex`.
 
+mod deploys;
 mod events;
 mod migrations;
 mod releases;

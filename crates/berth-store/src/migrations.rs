@@ -67,6 +67,31 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (environment, seq)
     );
     "#,
+    // 2: deploys, the service settings each release was made with, traffic weights under way.
+    r#"
+    CREATE TABLE deploys (
+        id          INTEGER PRIMARY KEY,
+        environment TEXT    NOT NULL,
+        service     TEXT    NOT NULL,
+        state       TEXT    NOT NULL,
+        record      TEXT    NOT NULL
+    );
+    CREATE INDEX deploys_by_service ON deploys (environment, service, state);
+
+    CREATE TABLE release_specs (
+        service    TEXT NOT NULL,
+        release_id TEXT NOT NULL,
+        spec       TEXT NOT NULL,
+        PRIMARY KEY (service, release_id)
+    );
+
+    CREATE TABLE traffic_weights (
+        environment TEXT NOT NULL,
+        service     TEXT NOT NULL,
+        weights     TEXT NOT NULL,
+        PRIMARY KEY (environment, service)
+    );
+    "#,
 ];
 
 /// Applies the migrations of `migrations` the database has not seen yet, each in its own
