@@ -112,7 +112,8 @@ impl Supervisor {
         &self.driver
     }
 
-    fn lock_service(&self, service: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// The lock a rollout of `service` holds: `converge` (scale, restart) waits for it.
+    pub fn lock_service(&self, service: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.service_locks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -222,7 +223,8 @@ impl Supervisor {
             + 1
     }
 
-    fn start_replica(self: &Arc<Self>, plan: &ServicePlan) -> ReplicaKey {
+    /// Starts one more replica of `plan` (it joins the edge once healthy) and returns its key.
+    pub fn start_replica(self: &Arc<Self>, plan: &ServicePlan) -> ReplicaKey {
         let key = ReplicaKey::new(
             plan.service.name.clone(),
             self.next_index(&plan.service.name),
@@ -232,7 +234,7 @@ impl Supervisor {
     }
 
     /// Live (not stopping) replicas of a service with their release.
-    fn live(&self, service: &str) -> Vec<(ReplicaKey, ReleaseId)> {
+    pub fn live(&self, service: &str) -> Vec<(ReplicaKey, ReleaseId)> {
         self.replicas
             .lock()
             .unwrap_or_else(|e| e.into_inner())
