@@ -9,6 +9,11 @@
 //! POST /v1/services/NAME/restart        rolling restart
 //! GET  /v1/logs?service=&replica=&since=&tail=&follow=
 //! POST /v1/down                         stop the stack and the daemon
+//! POST /v1/deploys                      {"service", "strategy"?, "source"?, "rev"?, "force"?}
+//! GET  /v1/deploys?service=&limit=      deploy records, newest first
+//! GET  /v1/deploys/ID                   one deploy record
+//! POST /v1/deploys/ID/cancel            roll a running deploy back
+//! POST /v1/rollback                     {"service", "to"?}
 //! ```
 
 use std::sync::Arc;
@@ -28,7 +33,10 @@ use berth_supervisor::logs::{self, LogQuery, LogSource};
 use serde::Deserialize;
 use tokio::sync::Notify;
 
+use crate::deploy::DeployRefusal;
+use berth_model::deploy::{DeployRequest, DeployStarted};
 use crate::stack::Stack;
+use berth_model::DeployRecord;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -69,6 +77,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/services/{name}/restart", post(restart))
         .route("/v1/logs", get(logs_handler))
         .route("/v1/down", post(down))
+        .route("/v1/deploys", post(deploy_start).get(deploy_list))
+        .route("/v1/deploys/{id}", get(deploy_get))
+        .route("/v1/deploys/{id}/cancel", post(deploy_cancel))
+        .route("/v1/rollback", post(rollback))
         .fallback(|| async { not_found("no such API endpoint") })
         .with_state(state)
 }
@@ -207,6 +219,7 @@ async fn scale(
         ));
     }
     let stack = state.stack.clone();
+    refuse_during_deploy(&stack, &name)?;
     let env = stack.env_name().to_string();
     stack.with_store(|s| s.set_desired_replicas(&env, &name, request.replicas))?;
     stack.record(
@@ -229,6 +242,7 @@ async fn restart(
 ) -> Result<Json<ServiceStatus>, ApiFailure> {
     let service = known_service(&state, &name)?.clone();
     let stack = state.stack.clone();
+    refuse_during_deploy(&stack, &name)?;
     let plan = stack.current_plan(&name)?;
     stack.record(berth_model::EventLevel::Info, &name, "rolling restart");
     stack
@@ -327,4 +341,124 @@ async fn down(State(state): State<ApiState>) -> (StatusCode, Json<serde_json::Va
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "stopping": state.stack.spec.stack.name })),
     )
+}
+
+fn refuse_during_deploy(stack: &Stack, service: &str) -> Result<(), ApiFailure> {
+    match stack.deploys.running(service) {
+        Some(id) => Err(ApiFailure(
+            StatusCode::CONFLICT,
+            format!("deploy {id} of `{service}` is running; wait for it (`berth deploy watch {id}`) or cancel it"),
+        )),
+        None => Ok(()),
+    }
+}
+
+impl From<DeployRefusal> for ApiFailure {
+    fn from(refusal: DeployRefusal) -> Self {
+        match refusal {
+            DeployRefusal::Conflict(m) => ApiFailure(StatusCode::CONFLICT, m),
+            DeployRefusal::NotFound(m) => ApiFailure(StatusCode::NOT_FOUND, m),
+            DeployRefusal::Invalid(m) => ApiFailure(StatusCode::UNPROCESSABLE_ENTITY, m),
+            DeployRefusal::Internal(e) => e.into(),
+        }
+    }
+}
+
+async fn deploy_start(
+    State(state): State<ApiState>,
+    body: Result<Json<DeployRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<DeployStarted>), ApiFailure> {
+    let Json(request) = body.map_err(|e| {
+        bad_request(format!(
+            "expected {{\"service\": NAME, \"strategy\"?, \"source\"?, \"rev\"?, \"force\"?}}: {e}"
+        ))
+    })?;
+    if request.source.is_some() && request.rev.is_some() {
+        return Err(bad_request("give --source or --rev, not both"));
+    }
+    let started = state.stack.start_deploy(request).await?;
+    let status = if started.deploy.is_some() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(started)))
+}
+
+#[derive(Deserialize)]
+struct DeployListQuery {
+    service: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn deploy_list(
+    State(state): State<ApiState>,
+    Query(q): Query<DeployListQuery>,
+) -> Result<Json<Vec<DeployRecord>>, ApiFailure> {
+    let env = state.stack.env_name().to_string();
+    let limit = q.limit.unwrap_or(20).min(1000);
+    Ok(Json(state.stack.with_store(|s| {
+        s.deploys(&env, q.service.as_deref(), limit)
+    })?))
+}
+
+async fn deploy_get(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<DeployRecord>, ApiFailure> {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| bad_request(format!("`{id}` is not a deploy number")))?;
+    let env = state.stack.env_name().to_string();
+    state
+        .stack
+        .with_store(|s| s.deploy(id))?
+        .filter(|d| d.env == env)
+        .map(Json)
+        .ok_or_else(|| not_found(format!("no deploy {id} (see `berth deploys`)")))
+}
+
+async fn deploy_cancel(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<DeployRecord>), ApiFailure> {
+    let Json(record) = deploy_get(State(state.clone()), Path(id)).await?;
+    if record.state.is_final() {
+        return Err(ApiFailure(
+            StatusCode::CONFLICT,
+            format!("deploy {} already ended: {}", record.id, record.state),
+        ));
+    }
+    if !state.stack.deploys.cancel(record.id) {
+        return Err(ApiFailure(
+            StatusCode::CONFLICT,
+            format!("deploy {} is not running in this daemon", record.id),
+        ));
+    }
+    Ok((StatusCode::ACCEPTED, Json(record)))
+}
+
+#[derive(Deserialize)]
+struct RollbackRequest {
+    service: String,
+    to: Option<String>,
+}
+
+async fn rollback(
+    State(state): State<ApiState>,
+    body: Result<Json<RollbackRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<DeployStarted>), ApiFailure> {
+    let Json(request) =
+        body.map_err(|e| bad_request(format!("expected {{\"service\": NAME, \"to\"?}}: {e}")))?;
+    known_service(&state, &request.service)?;
+    let started = state
+        .stack
+        .rollback(&request.service, request.to.map(berth_model::ReleaseId))
+        .await?;
+    let status = if started.deploy.is_some() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(started)))
 }

@@ -13,11 +13,19 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use berth_edge::{ControlRequest, EdgeClient};
 use berth_model::routing::Weights;
+use berth_model::traffic::ReleaseTraffic;
 use berth_model::{ReplicaBoard, RoutingTable, StatePaths, TrafficControl};
 use berth_spec::Spec;
 
+/// Called with (service, weights) whenever the rollout engine changes a service's weights, so
+/// they are on disk before the edge applies them.
+pub type WeightsRecorder = Box<dyn Fn(&str, &BTreeMap<String, u32>) + Send + Sync>;
+
 pub struct EdgeLink {
     client: EdgeClient,
+    record_weights: WeightsRecorder,
+    /// The private test route's key (see `berth_edge::proxy::TEST_KEY_HEADER`).
+    test_key: String,
     dir: PathBuf,
     spec: Spec,
     board: ReplicaBoard,
@@ -43,6 +51,8 @@ impl EdgeLink {
         paths: &StatePaths,
         spec: &Spec,
         board: ReplicaBoard,
+        weights: Weights,
+        record_weights: WeightsRecorder,
     ) -> anyhow::Result<(Arc<Self>, bool)> {
         let dir = edge_dir(paths);
         std::fs::create_dir_all(&dir)?;
@@ -63,12 +73,15 @@ impl EdgeLink {
             Some(_) => {}
         }
         let status = client.call(&ControlRequest::Status).await?;
+        let test_key = test_key(&dir)?;
         let link = Arc::new(Self {
             client,
+            record_weights,
+            test_key,
             dir,
             spec: spec.clone(),
             board,
-            weights: Mutex::default(),
+            weights: Mutex::new(weights),
             last_version: AtomicU64::new(0),
             stopped: Default::default(),
             pid: status.pid,
@@ -107,12 +120,19 @@ impl EdgeLink {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        RoutingTable::build(
+        let mut table = RoutingTable::build(
             &self.spec,
             &self.board.snapshot(),
             &weights,
             self.next_version(),
-        )
+        );
+        table.test_key = Some(self.test_key.clone());
+        table
+    }
+
+    /// The key of the private test route.
+    pub fn test_key(&self) -> &str {
+        &self.test_key
     }
 
     pub async fn push(&self) -> anyhow::Result<u64> {
@@ -155,6 +175,34 @@ impl EdgeLink {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// The test route's key: kept in `edge/test-key` (0600) so it survives daemon restarts and an
+/// operator can use the test route by hand.
+fn test_key(dir: &Path) -> anyhow::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = dir.join("test-key");
+    if let Ok(key) = std::fs::read_to_string(&file) {
+        let key = key.trim();
+        if key.len() >= 32 {
+            return Ok(key.to_string());
+        }
+    }
+    let key: String = (0..4)
+        .map(|_| format!("{:016x}", rand::random::<u64>()))
+        .collect();
+    let tmp = dir.join("test-key.tmp");
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    out.write_all(key.as_bytes())?;
+    out.sync_all()?;
+    std::fs::rename(&tmp, &file)?;
+    Ok(key)
 }
 
 /// Whether the process `pid` runs an executable other than `program` (replaced or different).
@@ -233,6 +281,7 @@ impl TrafficControl for EdgeLink {
         service: &str,
         weights: BTreeMap<String, u32>,
     ) -> anyhow::Result<()> {
+        (self.record_weights)(service, &weights);
         {
             let mut all = self.weights.lock().unwrap_or_else(|e| e.into_inner());
             if weights.is_empty() {
@@ -242,6 +291,16 @@ impl TrafficControl for EdgeLink {
             }
         }
         self.push().await.map(|_| ())
+    }
+
+    async fn traffic(&self, service: &str) -> anyhow::Result<Vec<ReleaseTraffic>> {
+        let response = self
+            .client
+            .call(&ControlRequest::Traffic {
+                service: Some(service.to_string()),
+            })
+            .await?;
+        Ok(response.traffic)
     }
 
     async fn drain(&self, replica: &str, timeout: Duration) {

@@ -6,7 +6,9 @@
 //! API until Ctrl-C, SIGTERM or `berth down`; then it stops replicas gracefully and exits 0.
 
 pub mod api;
+pub mod deploy;
 pub mod edge;
+mod predeploy;
 pub mod stack;
 
 use std::fs::OpenOptions;
@@ -177,14 +179,34 @@ async fn bring_up(stack: &Arc<Stack>) -> anyhow::Result<()> {
     stack.start_accessories().await?;
     let env = stack.env_name().to_string();
     for service in stack.spec.services.values() {
-        let release = stack.release_for(service).await?;
-        stack.with_store(|s| s.set_current_release(&env, &service.name, &release.id))?;
+        // The first release is made here; later ones by `berth deploy`.
+        let current = stack.with_store(|s| s.current_release(&env, &service.name))?;
+        let current = current.and_then(|id| stack.with_store(|s| s.release(&service.name, &id)).ok().flatten())
+            .filter(|r| berth_release::is_complete(std::path::Path::new(&r.dir)));
+        match current {
+            None => {
+                let release = stack.release_for(service).await?;
+                stack.with_store(|s| s.set_current_release(&env, &service.name, &release.id))?;
+                if let Ok(json) = serde_json::to_string(service) {
+                    stack.with_store(|s| s.put_release_spec(&service.name, &release.id, &json))?;
+                }
+            }
+            Some(release) => {
+                if berth_release::fingerprint(service).is_ok_and(|f| f != release.fingerprint) {
+                    println!(
+                        "berth: {}: the source or config changed since release {}; `berth deploy {}` rolls it out",
+                        service.name, release.id, service.name
+                    );
+                }
+            }
+        }
     }
     let adopted = stack.adopt_replicas().await?;
     if adopted > 0 {
         println!("berth: adopted {adopted} running replica(s)");
     }
     stack.start_edge().await?;
+    stack.resolve_interrupted_deploys().await?;
     stack.converge_all().await?;
     // Wait (bounded) for the first health verdicts so "up" means up; a replica that does not
     // get healthy is reported, not fatal: the supervisor keeps trying.

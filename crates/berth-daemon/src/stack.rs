@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use berth_accessories::{Accessory, AccessoryConfig};
-use berth_model::{Event, EventLevel, Release, ReplicaKey, StatePaths};
+use berth_model::{Event, EventLevel, Release, ReleaseId, ReplicaKey, StatePaths};
 use berth_release::ReleaseBuilder;
 use berth_spec::{ServiceSpec, Spec};
 use berth_store::Store;
@@ -29,6 +29,7 @@ pub struct Stack {
     /// The `berth` executable (it provides `berth edge`).
     program: std::path::PathBuf,
     pub edge: std::sync::OnceLock<Arc<crate::edge::EdgeLink>>,
+    pub deploys: crate::deploy::Deploys,
 }
 
 impl Stack {
@@ -65,17 +66,29 @@ impl Stack {
             started_at: berth_model::now_unix(),
             program,
             edge: std::sync::OnceLock::new(),
+            deploys: Default::default(),
         }
     }
 
     /// Adopts or starts the edge, connects it to the supervisor (drains) and keeps its routing
     /// table in step with the board.
     pub async fn start_edge(&self) -> anyhow::Result<()> {
+        let env = self.env_name().to_string();
+        let weights = self.with_store(|s| s.traffic_weights(&env))?;
+        let store = self.store.clone();
+        let record_weights: crate::edge::WeightsRecorder = Box::new(move |service, weights| {
+            let store = store.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = store.set_traffic_weights(&env, service, weights) {
+                tracing::error!("recording the weights of {service}: {e:#}");
+            }
+        });
         let (link, adopted) = crate::edge::EdgeLink::start_or_adopt(
             &self.program,
             &self.paths,
             &self.spec,
             self.supervisor.board().clone(),
+            weights,
+            record_weights,
         )
         .await?;
         let verb = if adopted { "adopted" } else { "started" };
@@ -148,6 +161,15 @@ impl Stack {
         Ok(())
     }
 
+    /// The URL (with its password) of a running accessory.
+    pub fn accessory_url(&self, name: &str) -> Option<String> {
+        self.accessory_env
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .map(|(_, url)| url.clone())
+    }
+
     pub async fn stop_accessories(&self) {
         for (name, accessory) in &self.accessories {
             if let Err(e) = accessory.stop(Duration::from_secs(30)).await {
@@ -198,7 +220,7 @@ impl Stack {
     }
 
     /// Keeps the newest `keep_releases` releases of a service and any that replicas run.
-    fn prune_releases(&self, service: &str) -> anyhow::Result<()> {
+    pub(crate) fn prune_releases(&self, service: &str) -> anyhow::Result<()> {
         let keep = self.spec.stack.keep_releases.max(1) as usize;
         let env = self.env_name().to_string();
         let (releases, current, running) = self.with_store(|s| {
@@ -268,20 +290,35 @@ impl Stack {
 
     /// The plan for a service's current release.
     pub fn current_plan(&self, service: &str) -> anyhow::Result<ServicePlan> {
-        let spec = self
-            .spec
-            .services
-            .get(service)
-            .ok_or_else(|| anyhow!("no service `{service}` in {}", self.spec.path.display()))?;
         let env = self.env_name().to_string();
-        let release = self.with_store(|s| {
-            let id = s
-                .current_release(&env, service)?
-                .ok_or_else(|| anyhow!("`{service}` has no release yet"))?;
-            s.release(service, &id)?
-                .ok_or_else(|| anyhow!("release {id} of `{service}` is missing"))
-        })?;
-        self.plan(spec, release)
+        let id = self
+            .with_store(|s| s.current_release(&env, service))?
+            .ok_or_else(|| anyhow!("`{service}` has no release yet"))?;
+        self.plan_for_release(service, &id)
+    }
+
+    /// The service settings release `id` was deployed with (None for releases older than
+    /// deploys, or unreadable ones).
+    pub fn release_service_spec(&self, service: &str, id: &ReleaseId) -> Option<ServiceSpec> {
+        let json = self.with_store(|s| s.release_spec(service, id)).ok()??;
+        serde_json::from_str(&json).ok()
+    }
+
+    /// The plan for one release of a service, with the settings it was deployed with.
+    pub fn plan_for_release(&self, service: &str, id: &ReleaseId) -> anyhow::Result<ServicePlan> {
+        let spec = match self.release_service_spec(service, id) {
+            Some(spec) => spec,
+            None => self
+                .spec
+                .services
+                .get(service)
+                .cloned()
+                .ok_or_else(|| anyhow!("no service `{service}` in {}", self.spec.path.display()))?,
+        };
+        let release = self
+            .with_store(|s| s.release(service, id))?
+            .ok_or_else(|| anyhow!("release {id} of `{service}` is missing"))?;
+        self.plan(&spec, release)
     }
 
     /// Replicas wanted for a service: what `berth scale` set, else the spec's minimum.
@@ -304,13 +341,7 @@ impl Stack {
                 .spec
                 .services
                 .get(&replica.key.service)
-                .and_then(|service| {
-                    let release = self
-                        .with_store(|s| s.release(&service.name, &replica.release))
-                        .ok()
-                        .flatten()?;
-                    self.plan(service, release).ok()
-                });
+                .and_then(|service| self.plan_for_release(&service.name, &replica.release).ok());
             let running = self.supervisor.driver().is_running(&replica.record);
             match plan {
                 Some(plan) if running => {

@@ -1,6 +1,8 @@
 //! Deploys: the record of one run of a service's deploy pipeline (its steps, timings and
 //! verdict), as stored, served by the API and printed by `berth deploy`.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use crate::ReleaseId;
@@ -165,3 +167,30 @@ impl DeployRecord {
         }
     }
 }
+
+/// What `berth deploy` asks for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeployRequest {
+    pub service: String,
+    /// Overrides the service's `deploy.strategy`.
+    #[serde(default)]
+    pub strategy: Option<String>,
+    /// Deploy this folder instead of the service's `source`.
+    #[serde(default)]
+    pub source: Option<PathBuf>,
+    /// Deploy this git revision of the service's source (`git archive`).
+    #[serde(default)]
+    pub rev: Option<String>,
+    /// Go on even though the current release is not healthy.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// The answer to a deploy request: the deploy started, or nothing to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployStarted {
+    pub deploy: Option<DeployRecord>,
+    /// Set when nothing changed: the release that already carries all the traffic.
+    pub unchanged: Option<String>,
+}
+

@@ -135,7 +135,7 @@ impl Rollout {
         match result {
             Ok(retire_at) => Outcome::Succeeded { retire_at },
             Err(verdict) => {
-                self.restore(journal).await;
+                self.roll_back(journal).await;
                 Outcome::RolledBack(verdict)
             }
         }
@@ -497,7 +497,7 @@ impl Rollout {
 
     /// The rollback: the old release back to its full count, all traffic to it, then the new
     /// replicas stop. Migrations are not undone.
-    async fn restore(&self, journal: &mut dyn Journal) {
+    pub async fn roll_back(&self, journal: &mut dyn Journal) {
         let new = self.new_release();
         let Some(old_plan) = &self.old else {
             let step = journal.begin(&format!("stop {new} (no earlier release to go back to)"));
