@@ -89,6 +89,7 @@ pub(crate) fn check(
         checker.service(name, service);
     }
     checker.routes();
+    crate::walk::check_backup(raw, checker.problems);
     for (name, declared) in &raw.environments {
         checker.environment(name, declared);
     }

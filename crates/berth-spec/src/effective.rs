@@ -93,6 +93,7 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
                     .as_ref()
                     .map(|deploy| deploy.value.clone())
                     .unwrap_or_default(),
+                secrets: service.secrets.iter().map(|s| s.value.clone()).collect(),
             };
             (name.clone(), spec)
         })
@@ -189,6 +190,11 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
         volumes,
         routes,
         environments: raw.environments.keys().cloned().collect(),
+        backup: raw
+            .backup
+            .as_ref()
+            .map(|backup| backup.value.clone())
+            .unwrap_or_default(),
     }
 }
 

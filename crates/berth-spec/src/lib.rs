@@ -8,6 +8,7 @@
 //! is collected rather than the first one (`walk`), checked as a whole (`check`), and turned into
 //! the effective spec of the selected environment (`effective`).
 
+mod backup;
 mod check;
 mod effective;
 mod raw;
@@ -16,6 +17,7 @@ mod types;
 mod units;
 mod walk;
 
+pub use backup::{parse_schedule, BackupDestination, BackupSpec, RetentionSpec};
 pub use types::*;
 
 use std::path::Path;

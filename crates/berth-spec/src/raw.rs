@@ -37,6 +37,8 @@ pub(crate) struct RawSpec {
     pub volumes: BTreeMap<String, RawVolume>,
     pub routes: Vec<RawRoute>,
     pub environments: BTreeMap<String, RawEnvironment>,
+    /// `[backup]`, defaults applied.
+    pub backup: Option<Located<crate::backup::BackupSpec>>,
 }
 
 /// `replicas`, `min` and `max` as written; each span covers `key = value`.
@@ -67,6 +69,8 @@ pub(crate) struct RawService {
     pub sticky: Option<Located<RawSticky>>,
     /// `[service.NAME.deploy]`, defaults applied.
     pub deploy: Option<Located<crate::types::DeploySpec>>,
+    /// `secrets = [...]`: names of secrets injected into the replicas.
+    pub secrets: Vec<Located<String>>,
 }
 
 impl RawService {
@@ -89,6 +93,7 @@ impl RawService {
             deregistration_delay: None,
             sticky: None,
             deploy: None,
+            secrets: Vec::new(),
         }
     }
 }

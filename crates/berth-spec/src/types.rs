@@ -25,6 +25,9 @@ pub struct Spec {
     pub routes: Vec<RouteSpec>,
     /// Names of all environments declared in the file.
     pub environments: Vec<String>,
+    /// `[backup]` (its defaults when not written).
+    #[serde(default)]
+    pub backup: crate::backup::BackupSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,6 +94,10 @@ pub struct ServiceSpec {
     /// `[service.NAME.deploy]`: strategy, migrations and rollback rules of `berth deploy`.
     #[serde(default)]
     pub deploy: DeploySpec,
+    /// `secrets = [...]`: secrets injected into the replicas (as `NAME`, or `NAME_FILE` for
+    /// one set with `--as-file`), in the order written.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 /// How the edge picks the replica of a service that gets a request (`balance`).

@@ -18,7 +18,10 @@ use crate::report::Problems;
 use crate::types::{Balance, Engine, PortSpec};
 use crate::units::{self, closest, list};
 
+mod backup;
 mod deploy;
+
+pub(crate) use backup::check_backup;
 
 type Value<'i> = Spanned<DeValue<'i>>;
 type Key<'i> = Spanned<std::borrow::Cow<'i, str>>;
@@ -32,6 +35,7 @@ const TOP_KEYS: &[&str] = &[
     "volume",
     "route",
     "environment",
+    "backup",
 ];
 const STACK_KEYS: &[&str] = &["name", "keep_releases"];
 const EDGE_KEYS: &[&str] = &[
@@ -64,6 +68,7 @@ const SERVICE_KEYS: &[&str] = &[
     "deregistration_delay",
     "sticky",
     "deploy",
+    "secrets",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -141,6 +146,7 @@ impl Walker<'_> {
                     }
                 }
                 "route" => spec.routes = self.routes(value),
+                "backup" => spec.backup = self.backup(value),
                 "environment" => {
                     for (name, table) in self.named_tables(value, "environment") {
                         if name.value == "default" {
@@ -355,6 +361,7 @@ impl Walker<'_> {
                         span: value.span(),
                     });
                 }
+                "secrets" => service.secrets = self.secret_names(value, &path("secrets")),
                 other => self.unknown_key(key, other, SERVICE_KEYS, &label),
             }
         }

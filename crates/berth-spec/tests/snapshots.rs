@@ -99,3 +99,5 @@ fn file_is_named_as_given() {
 }
 snapshot!(deploy_mistakes);
 snapshot!(canary_worker);
+snapshot!(backup_mistakes);
+snapshot!(backup_s3_options);
