@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod commands;
+pub mod deploy;
 pub mod render;
 
 use std::path::PathBuf;
@@ -111,6 +112,55 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Make a release of the services whose source or config changed and roll it out
+    /// (the service's strategy: rolling, bluegreen or canary), with automatic rollback.
+    #[command(args_conflicts_with_subcommands = true)]
+    Deploy {
+        #[command(subcommand)]
+        action: Option<DeployAction>,
+        /// The services to deploy [default: all of them, in order].
+        services: Vec<String>,
+        /// Override the service's `deploy.strategy`: rolling, bluegreen or canary.
+        #[arg(long)]
+        strategy: Option<String>,
+        /// Deploy this folder instead of the service's `source`.
+        #[arg(long, conflicts_with = "rev")]
+        source: Option<PathBuf>,
+        /// Deploy this git revision of the service's source.
+        #[arg(long)]
+        rev: Option<String>,
+        /// Start it and return at once (`berth deploy watch ID` follows it).
+        #[arg(long)]
+        detach: bool,
+        /// Print the deploy record as JSON (progress goes to stderr).
+        #[arg(long)]
+        json: bool,
+        /// Deploy even though the current release is not healthy.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        spec: SpecFile,
+    },
+    /// Deploys, newest first, with their outcome.
+    Deploys {
+        service: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        spec: SpecFile,
+    },
+    /// Go back to the previous (or a named) release of a service; a traffic switch while the
+    /// old group is still up after a blue/green or canary deploy.
+    Rollback {
+        service: Option<String>,
+        /// The release to go back to (see `berth releases`).
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        spec: SpecFile,
+    },
     /// (internal) Run the edge proxy; `berth up` starts it.
     #[command(hide = true)]
     Edge {
@@ -127,6 +177,26 @@ pub enum Command {
     /// (internal) Supervise one replica process.
     #[command(hide = true)]
     Shim { dir: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeployAction {
+    /// Follow a deploy until it ends.
+    Watch {
+        id: u64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        spec: SpecFile,
+    },
+    /// Roll a running deploy back.
+    Cancel {
+        id: u64,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        spec: SpecFile,
+    },
 }
 
 /// `-f FILE` given after the subcommand (`berth ps -f shop/berth.toml`).
@@ -149,7 +219,15 @@ impl Cli {
             | Command::Restart { spec, .. }
             | Command::Down { spec }
             | Command::Events { spec, .. }
-            | Command::Releases { spec, .. } => spec.file.clone(),
+            | Command::Releases { spec, .. }
+            | Command::Deploys { spec, .. }
+            | Command::Rollback { spec, .. } => spec.file.clone(),
+            Command::Deploy { action, spec, .. } => match action {
+                Some(DeployAction::Watch { spec, .. } | DeployAction::Cancel { spec, .. }) => {
+                    spec.file.clone()
+                }
+                None => spec.file.clone(),
+            },
             Command::Logs { file, .. } => file.clone(),
             Command::Shim { .. } | Command::Edge { .. } => None,
         };
@@ -173,6 +251,33 @@ mod tests {
         let cli = Cli::parse_from(["berth", "logs", "web", "-f", "--file", "c.toml"]);
         assert_eq!(cli.spec_file(), PathBuf::from("c.toml"));
         assert!(matches!(cli.command, Command::Logs { follow: true, .. }));
+    }
+
+    #[test]
+    fn deploy_takes_services_or_an_action() {
+        let cli = Cli::parse_from(["berth", "deploy", "web", "api", "--strategy", "canary"]);
+        match cli.command {
+            Command::Deploy {
+                action: None,
+                services,
+                strategy,
+                ..
+            } => {
+                assert_eq!(services, ["web", "api"]);
+                assert_eq!(strategy.as_deref(), Some("canary"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::parse_from(["berth", "deploy", "watch", "7", "-f", "x.toml"]);
+        assert!(matches!(
+            cli.command,
+            Command::Deploy {
+                action: Some(DeployAction::Watch { id: 7, .. }),
+                ..
+            }
+        ));
+        assert_eq!(cli.spec_file(), PathBuf::from("x.toml"));
+        assert!(Cli::try_parse_from(["berth", "deploy", "--source", "a", "--rev", "b"]).is_err());
     }
 
     #[test]

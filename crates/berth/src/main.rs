@@ -9,7 +9,7 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use berth_cli::client::ApiClient;
-use berth_cli::{commands, Cli, Command};
+use berth_cli::{commands, deploy, Cli, Command, DeployAction};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -41,10 +41,14 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("berth: error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<deploy::Exit>() {
+            // The command already said why.
+            Some(deploy::Exit(code)) => ExitCode::from(*code),
+            None => {
+                eprintln!("berth: error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -95,6 +99,45 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Releases { service, json, .. } => {
             commands::releases(&client, service.as_deref(), json).await
         }
+        Command::Deploy {
+            action: Some(DeployAction::Watch { id, json, .. }),
+            ..
+        } => deploy::watch(&client, id, json).await,
+        Command::Deploy {
+            action: Some(DeployAction::Cancel { id, json, .. }),
+            ..
+        } => deploy::cancel(&client, id, json).await,
+        Command::Deploy {
+            action: None,
+            services,
+            strategy,
+            source,
+            rev,
+            detach,
+            json,
+            force,
+            ..
+        } => {
+            deploy::deploy(
+                &client,
+                deploy::DeployOptions {
+                    services,
+                    strategy,
+                    source,
+                    rev,
+                    detach,
+                    json,
+                    force,
+                },
+            )
+            .await
+        }
+        Command::Deploys { service, json, .. } => {
+            deploy::list(&client, service.as_deref(), json).await
+        }
+        Command::Rollback {
+            service, to, json, ..
+        } => deploy::rollback(&client, service, to, json).await,
         Command::Up { .. }
         | Command::Shim { .. }
         | Command::Validate { .. }
