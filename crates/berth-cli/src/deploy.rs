@@ -267,7 +267,9 @@ pub async fn list(client: &ApiClient, service: Option<&str>, json: bool) -> anyh
         .iter()
         .map(|d| {
             let release = |r: &Option<berth_model::ReleaseId>| {
-                r.as_ref().map(|r| r.to_string()).unwrap_or_else(|| "-".into())
+                r.as_ref()
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "-".into())
             };
             vec![
                 d.id.to_string(),

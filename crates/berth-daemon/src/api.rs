@@ -34,8 +34,8 @@ use serde::Deserialize;
 use tokio::sync::Notify;
 
 use crate::deploy::DeployRefusal;
-use berth_model::deploy::{DeployRequest, DeployStarted};
 use crate::stack::Stack;
+use berth_model::deploy::{DeployRequest, DeployStarted};
 use berth_model::DeployRecord;
 
 #[derive(Clone)]

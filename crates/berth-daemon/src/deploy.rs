@@ -91,7 +91,11 @@ impl RecordJournal {
 
 impl Journal for RecordJournal {
     fn begin(&mut self, name: &str) -> usize {
-        tracing::info!("deploy {} ({}): {name}", self.record.id, self.record.service);
+        tracing::info!(
+            "deploy {} ({}): {name}",
+            self.record.id,
+            self.record.service
+        );
         let i = self.record.begin(name);
         self.save();
         i
@@ -217,9 +221,21 @@ impl Stack {
         tokio::spawn(async move {
             let id = record.id;
             stack
-                .run_pipeline(record, spec, service, strategy, request.force, None, cancel_rx)
+                .run_pipeline(
+                    record,
+                    spec,
+                    service,
+                    strategy,
+                    request.force,
+                    None,
+                    cancel_rx,
+                )
                 .await;
-            let mut running = stack.deploys.running.lock().unwrap_or_else(|e| e.into_inner());
+            let mut running = stack
+                .deploys
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if running.get(&name).is_some_and(|r| r.id == id) {
                 running.remove(&name);
             }
@@ -264,7 +280,10 @@ impl Stack {
             );
         }
         let top = PathBuf::from(String::from_utf8_lossy(&top.stdout).trim());
-        let inside = service.source.strip_prefix(&top).unwrap_or(std::path::Path::new(""));
+        let inside = service
+            .source
+            .strip_prefix(&top)
+            .unwrap_or(std::path::Path::new(""));
         let commit = tokio::process::Command::new("git")
             .arg("-C")
             .arg(&top)
@@ -276,7 +295,12 @@ impl Stack {
             bail!("--rev {rev}: no such revision in {}", top.display());
         }
         let commit = String::from_utf8_lossy(&commit.stdout).trim().to_string();
-        let out = self.paths.env_dir.join("sources").join(&service.name).join(&commit);
+        let out = self
+            .paths
+            .env_dir
+            .join("sources")
+            .join(&service.name)
+            .join(&commit);
         if !out.is_dir() {
             let tmp = out.with_extension("tmp");
             let _ = std::fs::remove_dir_all(&tmp);
@@ -471,7 +495,12 @@ impl Stack {
                     journal.end(
                         step,
                         StepState::Done,
-                        &format!("{} in {:.1}s; log {}", o.how, began.elapsed().as_secs_f64(), log.display()),
+                        &format!(
+                            "{} in {:.1}s; log {}",
+                            o.how,
+                            began.elapsed().as_secs_f64(),
+                            log.display()
+                        ),
                     );
                 }
                 Ok(o) => {
@@ -596,7 +625,10 @@ impl Stack {
         tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
             let env = stack.env_name().to_string();
-            let current = stack.with_store(|s| s.current_release(&env, &service)).ok().flatten();
+            let current = stack
+                .with_store(|s| s.current_release(&env, &service))
+                .ok()
+                .flatten();
             if current.as_ref() != Some(&keep) || stack.deploys.running(&service).is_some() {
                 return; // rolled back, or another deploy took over
             }
@@ -802,7 +834,11 @@ impl Stack {
                     cancel_rx,
                 )
                 .await;
-            let mut running = stack.deploys.running.lock().unwrap_or_else(|e| e.into_inner());
+            let mut running = stack
+                .deploys
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if running.get(&name).is_some_and(|r| r.id == id) {
                 running.remove(&name);
             }
@@ -822,9 +858,10 @@ impl Stack {
     ) -> anyhow::Result<Option<ReleaseId>> {
         let env = self.env_name().to_string();
         let deploys = self.with_store(|s| s.deploys(&env, Some(service), 100))?;
-        if let Some(d) = deploys.iter().find(|d| {
-            d.state == DeployState::Succeeded && d.to_release.as_ref() == Some(current)
-        }) {
+        if let Some(d) = deploys
+            .iter()
+            .find(|d| d.state == DeployState::Succeeded && d.to_release.as_ref() == Some(current))
+        {
             if let Some(from) = &d.from_release {
                 return Ok(Some(from.clone()));
             }

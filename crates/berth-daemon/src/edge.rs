@@ -293,6 +293,10 @@ impl TrafficControl for EdgeLink {
         self.push().await.map(|_| ())
     }
 
+    async fn refresh(&self) -> anyhow::Result<()> {
+        self.push().await.map(|_| ())
+    }
+
     async fn traffic(&self, service: &str) -> anyhow::Result<Vec<ReleaseTraffic>> {
         let response = self
             .client

@@ -181,7 +181,13 @@ async fn bring_up(stack: &Arc<Stack>) -> anyhow::Result<()> {
     for service in stack.spec.services.values() {
         // The first release is made here; later ones by `berth deploy`.
         let current = stack.with_store(|s| s.current_release(&env, &service.name))?;
-        let current = current.and_then(|id| stack.with_store(|s| s.release(&service.name, &id)).ok().flatten())
+        let current = current
+            .and_then(|id| {
+                stack
+                    .with_store(|s| s.release(&service.name, &id))
+                    .ok()
+                    .flatten()
+            })
             .filter(|r| berth_release::is_complete(std::path::Path::new(&r.dir)));
         match current {
             None => {

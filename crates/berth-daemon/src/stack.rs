@@ -306,15 +306,13 @@ impl Stack {
 
     /// The plan for one release of a service, with the settings it was deployed with.
     pub fn plan_for_release(&self, service: &str, id: &ReleaseId) -> anyhow::Result<ServicePlan> {
-        let spec = match self.release_service_spec(service, id) {
-            Some(spec) => spec,
-            None => self
-                .spec
-                .services
-                .get(service)
-                .cloned()
-                .ok_or_else(|| anyhow!("no service `{service}` in {}", self.spec.path.display()))?,
-        };
+        let spec =
+            match self.release_service_spec(service, id) {
+                Some(spec) => spec,
+                None => self.spec.services.get(service).cloned().ok_or_else(|| {
+                    anyhow!("no service `{service}` in {}", self.spec.path.display())
+                })?,
+            };
         let release = self
             .with_store(|s| s.release(service, id))?
             .ok_or_else(|| anyhow!("release {id} of `{service}` is missing"))?;

@@ -383,7 +383,9 @@ mod tests {
                 (0, vec![target("web.2", "r2", 2)]),
             ],
         );
-        assert!((0..1000).all(|_| pool.pick(None, None, None).unwrap().upstream.target.release == "r1"));
+        assert!(
+            (0..1000).all(|_| pool.pick(None, None, None).unwrap().upstream.target.release == "r1")
+        );
     }
 
     #[test]
@@ -475,7 +477,13 @@ mod tests {
             ],
         );
         assert!(pool.is_split());
-        assert!((0..200).all(|_| pool.pick(None, Some("r2"), None).unwrap().upstream.target.release == "r2"));
+        assert!((0..200).all(|_| pool
+            .pick(None, Some("r2"), None)
+            .unwrap()
+            .upstream
+            .target
+            .release
+            == "r2"));
         // A release without weight (rolled back) is not kept: the client moves by weight.
         let (rolled_back, _) = make_pool(
             Balance::RoundRobin,
@@ -485,9 +493,23 @@ mod tests {
             ],
         );
         assert!(!rolled_back.is_split());
-        assert!((0..200).all(|_| rolled_back.pick(None, Some("r2"), None).unwrap().upstream.target.release == "r1"));
+        assert!((0..200).all(|_| rolled_back
+            .pick(None, Some("r2"), None)
+            .unwrap()
+            .upstream
+            .target
+            .release
+            == "r1"));
         // The test route reaches the weightless release.
-        assert_eq!(rolled_back.pick_release("r2").unwrap().upstream.target.replica, "web.2");
+        assert_eq!(
+            rolled_back
+                .pick_release("r2")
+                .unwrap()
+                .upstream
+                .target
+                .replica,
+            "web.2"
+        );
         assert!(rolled_back.pick_release("r9").is_none());
     }
 }

@@ -306,7 +306,11 @@ impl Edge {
             }
             Ok(Err(e)) => {
                 if is_body_too_large(&e) {
-                    return Err((EdgeError::BodyTooLarge(settings.max_body), Some(service), None));
+                    return Err((
+                        EdgeError::BodyTooLarge(settings.max_body),
+                        Some(service),
+                        None,
+                    ));
                 }
                 let chain: Vec<String> = error_chain(&e).map(|s| format!("{s:?}")).collect();
                 tracing::warn!(

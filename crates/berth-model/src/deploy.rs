@@ -144,7 +144,10 @@ impl DeployRecord {
             .unwrap_or_default();
         match (&self.state, &self.verdict) {
             (DeployState::Running, _) => {
-                format!("deploy {} of {} ({release}) is running", self.id, self.service)
+                format!(
+                    "deploy {} of {} ({release}) is running",
+                    self.id, self.service
+                )
             }
             (DeployState::Succeeded, _) => format!(
                 "deploy {} of {} succeeded{took}: {release} carries all the traffic",
@@ -193,4 +196,3 @@ pub struct DeployStarted {
     /// Set when nothing changed: the release that already carries all the traffic.
     pub unchanged: Option<String>,
 }
-

@@ -21,6 +21,9 @@ pub trait TrafficControl: Send + Sync + 'static {
     /// Waits until the edge sends nothing new to `replica` and has no request in flight to it,
     /// or until `timeout`.
     async fn drain(&self, replica: &str, timeout: Duration);
+    /// Makes sure the edge routes by the replica board as it is now (pushes the table), e.g.
+    /// before checking replicas that just turned healthy through it.
+    async fn refresh(&self) -> anyhow::Result<()>;
     /// What the edge counted per release of `service` since it started.
     async fn traffic(&self, service: &str) -> anyhow::Result<Vec<ReleaseTraffic>>;
 }
@@ -71,9 +74,7 @@ impl ReleaseTraffic {
             return self.clone();
         }
         let latency = (0..self.latency.len())
-            .map(|i| {
-                self.latency[i].saturating_sub(earlier.latency.get(i).copied().unwrap_or(0))
-            })
+            .map(|i| self.latency[i].saturating_sub(earlier.latency.get(i).copied().unwrap_or(0)))
             .collect();
         ReleaseTraffic {
             service: self.service.clone(),

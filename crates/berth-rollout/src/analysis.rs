@@ -10,6 +10,10 @@ use berth_model::traffic::ReleaseTraffic;
 use berth_model::{Health, ReplicaBoard};
 use berth_spec::AnalysisSpec;
 
+/// The fewest requests (of the new release, and of the old one for its baseline) a p99 is
+/// compared on.
+pub const LATENCY_MIN_SAMPLES: u64 = 100;
+
 /// The numbers of one analysis, for the journal.
 #[derive(Debug, Clone, Default)]
 pub struct Reading {
@@ -179,8 +183,10 @@ impl Analysis {
                 ),
             });
         }
+        // A p99 of a few dozen requests is just the slowest one or two (a cold first request).
+        let latency_samples = self.spec.min_requests.max(LATENCY_MIN_SAMPLES);
         let base = &reading.baseline;
-        if base.requests >= self.spec.min_requests {
+        if new.requests >= latency_samples && base.requests >= latency_samples {
             if let (Some(p99), Some(base_p99)) = (new.quantile(0.99), base.quantile(0.99)) {
                 let limit = base_p99.mul_f64(self.spec.latency_factor);
                 if p99 > limit && p99 >= base_p99 + self.spec.latency_margin {
@@ -225,7 +231,13 @@ mod tests {
             min_requests: 20,
             ..AnalysisSpec::default()
         };
-        let mut a = Analysis::new(spec, "web", "r2", Some("r1"), vec![traffic("r1", 100, 0, 2)]);
+        let mut a = Analysis::new(
+            spec,
+            "web",
+            "r2",
+            Some("r1"),
+            vec![traffic("r1", 100, 0, 2)],
+        );
         a.traffic_started(vec![traffic("r1", 150, 0, 2)]);
         a
     }
@@ -243,7 +255,11 @@ mod tests {
         let now = vec![traffic("r1", 300, 0, 2), traffic("r2", 40, 8, 2)];
         let v = a.traffic_verdict(&a.reading(&now)).unwrap();
         assert_eq!(v.rule, "error-rate");
-        assert!(v.message.contains("20.0% of 40 requests to r2"), "{}", v.message);
+        assert!(
+            v.message.contains("20.0% of 40 requests to r2"),
+            "{}",
+            v.message
+        );
         let fine = vec![traffic("r1", 300, 0, 2), traffic("r2", 40, 2, 2)];
         assert_eq!(a.traffic_verdict(&a.reading(&fine)), None);
     }
@@ -252,11 +268,14 @@ mod tests {
     fn latency_fires_only_over_the_factor_and_the_margin() {
         let a = analysis();
         // Old: 200 requests at 2 ms since the start. New: 300 ms.
-        let slow = vec![traffic("r1", 300, 0, 2), traffic("r2", 40, 0, 300)];
+        let slow = vec![traffic("r1", 300, 0, 2), traffic("r2", 120, 0, 300)];
         let v = a.traffic_verdict(&a.reading(&slow)).unwrap();
         assert_eq!(v.rule, "latency", "{v:?}");
+        // Too few requests for a p99.
+        let few = vec![traffic("r1", 300, 0, 2), traffic("r2", 40, 0, 300)];
+        assert_eq!(a.traffic_verdict(&a.reading(&few)), None);
         // 4x but only a few milliseconds slower: noise, not a regression.
-        let noise = vec![traffic("r1", 300, 0, 2), traffic("r2", 40, 0, 8)];
+        let noise = vec![traffic("r1", 300, 0, 2), traffic("r2", 120, 0, 8)];
         assert_eq!(a.traffic_verdict(&a.reading(&noise)), None);
     }
 }

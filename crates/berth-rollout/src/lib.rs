@@ -405,6 +405,9 @@ impl Rollout {
             return Ok(());
         }
         let step = journal.begin(name);
+        if let Err(e) = self.traffic.refresh().await {
+            tracing::warn!("{}: refreshing the edge's table: {e:#}", self.service());
+        }
         let Some(target) = &self.smoke else {
             journal.end(
                 step,
@@ -433,7 +436,11 @@ impl Rollout {
     }
 
     /// Keeps analysing until the window (from the first user traffic) is over.
-    async fn bake(&self, analysis: &mut Analysis, journal: &mut dyn Journal) -> Result<(), Verdict> {
+    async fn bake(
+        &self,
+        analysis: &mut Analysis,
+        journal: &mut dyn Journal,
+    ) -> Result<(), Verdict> {
         let left = analysis.window_left();
         let step = journal.begin(&format!(
             "analysis for {}",
@@ -481,7 +488,11 @@ impl Rollout {
     }
 
     /// One look at the rules.
-    async fn judge(&self, analysis: &mut Analysis, journal: &mut dyn Journal) -> Result<(), Verdict> {
+    async fn judge(
+        &self,
+        analysis: &mut Analysis,
+        journal: &mut dyn Journal,
+    ) -> Result<(), Verdict> {
         if let Some(v) = analysis.health_verdict(self.supervisor.board()) {
             return Err(v);
         }
@@ -503,7 +514,10 @@ impl Rollout {
             let step = journal.begin(&format!("stop {new} (no earlier release to go back to)"));
             let keys = self.live(&new, true);
             self.stop_all(&keys).await;
-            let _ = self.traffic.set_weights(self.service(), BTreeMap::new()).await;
+            let _ = self
+                .traffic
+                .set_weights(self.service(), BTreeMap::new())
+                .await;
             journal.end(step, StepState::Done, "");
             return;
         };
@@ -530,7 +544,10 @@ impl Rollout {
         if back == 0 && self.desired > 0 {
             // Nothing to give the traffic back to: the new release keeps serving.
             self.stop_all(&fresh).await;
-            let _ = self.traffic.set_weights(self.service(), BTreeMap::new()).await;
+            let _ = self
+                .traffic
+                .set_weights(self.service(), BTreeMap::new())
+                .await;
             journal.end(
                 step,
                 StepState::Failed,
@@ -538,12 +555,18 @@ impl Rollout {
             );
             return;
         }
-        if let Err(e) = self.set_weights(&[(old.as_str(), 100), (new.as_str(), 0)]).await {
+        if let Err(e) = self
+            .set_weights(&[(old.as_str(), 100), (new.as_str(), 0)])
+            .await
+        {
             tracing::warn!("{}: moving traffic back: {e:#}", self.service());
         }
         let keys = self.live(&new, true);
         self.stop_all(&keys).await;
-        let _ = self.traffic.set_weights(self.service(), BTreeMap::new()).await;
+        let _ = self
+            .traffic
+            .set_weights(self.service(), BTreeMap::new())
+            .await;
         journal.end(
             step,
             StepState::Done,
@@ -577,7 +600,9 @@ pub async fn retire(
     for key in &old {
         let supervisor = supervisor.clone();
         let key = key.clone();
-        stops.push(tokio::spawn(async move { supervisor.stop_replica(&key).await }));
+        stops.push(tokio::spawn(
+            async move { supervisor.stop_replica(&key).await },
+        ));
     }
     for stop in stops {
         let _ = stop.await;

@@ -51,8 +51,14 @@ pub async fn run(
     let mut out = tokio::fs::File::create(log).await?;
     let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     for stream in [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-        child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
     ]
     .into_iter()
     .flatten()
@@ -126,8 +132,11 @@ mod tests {
     #[tokio::test]
     async fn a_migration_runs_in_the_release_with_the_env_and_masks_secrets() {
         let dir = tempfile_dir();
-        let env: BTreeMap<String, String> =
-            [("DATABASE_URL".to_string(), "postgres://u:hunter22@x/db".to_string())].into();
+        let env: BTreeMap<String, String> = [(
+            "DATABASE_URL".to_string(),
+            "postgres://u:hunter22@x/db".to_string(),
+        )]
+        .into();
         let log = dir.join("migrate.log");
         let outcome = run(
             "pwd; echo url=$DATABASE_URL; echo oops >&2; exit 3",
@@ -143,7 +152,10 @@ mod tests {
         assert_eq!(outcome.how, "exit 3");
         let written = std::fs::read_to_string(&log).unwrap();
         assert!(written.contains(dir.to_str().unwrap()), "{written}");
-        assert!(written.contains("url=postgres://u:[redacted]@x/db"), "{written}");
+        assert!(
+            written.contains("url=postgres://u:[redacted]@x/db"),
+            "{written}"
+        );
         assert!(!written.contains("hunter22"));
         assert!(written.contains("oops"));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -26,7 +26,11 @@ pub struct SmokeTarget {
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `check` against `release`; Ok(detail) or Err(why).
-pub async fn run(target: &SmokeTarget, release: &str, check: &SmokeCheck) -> Result<String, String> {
+pub async fn run(
+    target: &SmokeTarget,
+    release: &str,
+    check: &SmokeCheck,
+) -> Result<String, String> {
     let attempt = async {
         let stream = tokio::net::TcpStream::connect(target.edge)
             .await

@@ -92,10 +92,16 @@ impl Store {
         Ok(())
     }
 
-    pub fn release_spec(&self, service: &str, release: &ReleaseId) -> anyhow::Result<Option<String>> {
+    pub fn release_spec(
+        &self,
+        service: &str,
+        release: &ReleaseId,
+    ) -> anyhow::Result<Option<String>> {
         Ok(self
             .conn
-            .prepare_cached("SELECT spec FROM release_specs WHERE service = ?1 AND release_id = ?2")?
+            .prepare_cached(
+                "SELECT spec FROM release_specs WHERE service = ?1 AND release_id = ?2",
+            )?
             .query_row(params![service, release.0], |r| r.get(0))
             .optional()?)
     }
@@ -129,9 +135,9 @@ impl Store {
         &self,
         env: &str,
     ) -> anyhow::Result<BTreeMap<String, BTreeMap<String, u32>>> {
-        let mut statement = self
-            .conn
-            .prepare_cached("SELECT service, weights FROM traffic_weights WHERE environment = ?1")?;
+        let mut statement = self.conn.prepare_cached(
+            "SELECT service, weights FROM traffic_weights WHERE environment = ?1",
+        )?;
         let rows = statement.query_map(params![env], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
         })?;
@@ -193,9 +199,13 @@ mod tests {
     fn weights_round_trip_and_clear() {
         let (_dir, store) = temp_store();
         let weights: BTreeMap<String, u32> = [("r1".into(), 90), ("r2".into(), 10)].into();
-        store.set_traffic_weights("default", "web", &weights).unwrap();
+        store
+            .set_traffic_weights("default", "web", &weights)
+            .unwrap();
         assert_eq!(store.traffic_weights("default").unwrap()["web"], weights);
-        store.set_traffic_weights("default", "web", &BTreeMap::new()).unwrap();
+        store
+            .set_traffic_weights("default", "web", &BTreeMap::new())
+            .unwrap();
         assert!(store.traffic_weights("default").unwrap().is_empty());
     }
 }

@@ -2,7 +2,7 @@
 //! read key by key into a [`DeploySpec`] with the references' defaults for what is not written.
 
 use super::{type_name, Value, Walker};
-use crate::types::{AnalysisSpec, Amount, CanaryStep, DeploySpec, SmokeCheck, Strategy};
+use crate::types::{Amount, AnalysisSpec, CanaryStep, DeploySpec, SmokeCheck, Strategy};
 use crate::units::closest;
 use toml::de::DeValue;
 
@@ -162,7 +162,10 @@ impl Walker<'_> {
         }
         if deploy.max_surge == Amount::Count(0) && deploy.max_unavailable == Amount::Count(0)
             || deploy.max_surge == Amount::Percent(0)
-                && matches!(deploy.max_unavailable, Amount::Count(0) | Amount::Percent(0))
+                && matches!(
+                    deploy.max_unavailable,
+                    Amount::Count(0) | Amount::Percent(0)
+                )
         {
             self.problems.push(
                 value.span(),
@@ -200,7 +203,8 @@ impl Walker<'_> {
     /// `2` or `"25%"`.
     fn amount(&mut self, value: &Value<'_>, path: &str) -> Option<Amount> {
         let name = path.rsplit('.').next().unwrap_or(path);
-        let hint = format!(r#"write a replica count or a percentage, e.g. {name} = 1 or {name} = "25%""#);
+        let hint =
+            format!(r#"write a replica count or a percentage, e.g. {name} = 1 or {name} = "25%""#);
         match value.get_ref() {
             DeValue::Integer(_) => {
                 let example = format!("{name} = 1");
@@ -258,7 +262,8 @@ impl Walker<'_> {
                         weight = self.count(value, &format!("{item_path}.weight"), 1, "weight = 10")
                     }
                     "pause" => {
-                        pause = self.duration(value, &format!("{item_path}.pause"), r#"pause = "5m""#)
+                        pause =
+                            self.duration(value, &format!("{item_path}.pause"), r#"pause = "5m""#)
                     }
                     other => self.unknown_key(key, other, STEP_KEYS, &item_path),
                 }
@@ -270,7 +275,9 @@ impl Walker<'_> {
                         self.problems.push(
                             w.span,
                             format!("`{item_path}.weight` must be below 100"),
-                            Some("the last step, 100%, is implied: list the steps before it".into()),
+                            Some(
+                                "the last step, 100%, is implied: list the steps before it".into(),
+                            ),
                         );
                         ok = false;
                     } else if steps.last().is_some_and(|last| last.weight >= w.value) {
@@ -351,7 +358,11 @@ impl Walker<'_> {
                     }
                     "contains" => {
                         check.contains = self
-                            .string(value, &format!("{item_path}.contains"), r#"contains = "ok""#)
+                            .string(
+                                value,
+                                &format!("{item_path}.contains"),
+                                r#"contains = "ok""#,
+                            )
                             .map(|t| t.value);
                     }
                     other => self.unknown_key(key, other, CHECK_KEYS, &item_path),
