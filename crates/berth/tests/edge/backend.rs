@@ -6,7 +6,8 @@
 //! - `/echo-headers`: the request headers as a JSON object;
 //! - `/echo-body`: the length of the request body;
 //! - `/big?n=N`: a body of N bytes of a known pattern ([`pattern`]);
-//! - `/ws`: a WebSocket handshake, then echoes frames.
+//! - `/ws`: a WebSocket handshake, then echoes frames;
+//! - `/fail`: answers 500.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -133,6 +134,11 @@ async fn handle(name: &str, hits: &AtomicUsize, req: Request<Incoming>) -> Respo
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
+            r
+        }
+        "/fail" => {
+            let mut r = Response::new(Full::new(Bytes::from(name.to_string())));
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
             r
         }
         "/echo-body" => match req.into_body().collect().await {

@@ -478,8 +478,12 @@ pub fn table(
             .map(|(name, pool)| (name.to_string(), pool))
             .collect(),
         settings,
+        test_key: Some(TEST_KEY.to_string()),
     }
 }
+
+/// The private test route's key in the tables of these tests.
+pub const TEST_KEY: &str = "0123456789abcdef0123456789abcdef";
 
 /// One service `service` behind every host and path, default settings.
 pub fn one_service(version: u64, service: &str, pool: ServicePool) -> RoutingTable {

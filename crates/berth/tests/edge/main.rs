@@ -10,3 +10,4 @@ mod balancing;
 mod failures;
 mod lifecycle;
 mod protocol;
+mod rollout;
