@@ -47,7 +47,10 @@ impl MasterKey {
             ))
         })?;
         let bytes: [u8; 32] = decoded.try_into().map_err(|d: Vec<u8>| {
-            SecretsError::BadKey(format!("expected 32 bytes (64 hex digits), got {}", d.len()))
+            SecretsError::BadKey(format!(
+                "expected 32 bytes (64 hex digits), got {}",
+                d.len()
+            ))
         })?;
         Ok(Self { bytes })
     }
@@ -113,9 +116,8 @@ impl MasterKey {
             Ok(file) => file,
             // Another process made one first: use it.
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                return Self::load(root)?.ok_or_else(|| {
-                    SecretsError::BadKey(format!("{} vanished", path.display()))
-                })
+                return Self::load(root)?
+                    .ok_or_else(|| SecretsError::BadKey(format!("{} vanished", path.display())))
             }
             Err(e) => return Err(SecretsError::io(&path, e)),
         };

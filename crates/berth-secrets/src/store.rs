@@ -203,7 +203,10 @@ mod tests {
         let e = s.read().unwrap_err();
         assert!(matches!(e, SecretsError::NoKey { .. }), "{e}");
         assert!(s.update(|x| Ok(x.set("A", "4", false, 4))).is_err());
-        assert!(!key_file.exists(), "a new key was made for an existing store");
+        assert!(
+            !key_file.exists(),
+            "a new key was made for an existing store"
+        );
     }
 
     #[test]

@@ -87,9 +87,7 @@ pub fn parse_schedule(text: &str) -> Result<croner::Cron, String> {
             text.split_whitespace().count()
         ));
     }
-    croner::Cron::new(text)
-        .parse()
-        .map_err(|e| e.to_string())
+    croner::Cron::new(text).parse().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

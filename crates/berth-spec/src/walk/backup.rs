@@ -76,8 +76,7 @@ impl Walker<'_> {
                 name @ ("keep_daily" | "keep_weekly" | "keep_monthly") => {
                     any_retention = true;
                     let example = format!("{name} = 7");
-                    if let Some(count) = self.count(value, &format!("backup.{name}"), 0, &example)
-                    {
+                    if let Some(count) = self.count(value, &format!("backup.{name}"), 0, &example) {
                         match name {
                             "keep_daily" => retention.daily = count.value,
                             "keep_weekly" => retention.weekly = count.value,
@@ -218,25 +217,23 @@ pub(crate) fn check_backup(raw: &RawSpec, problems: &mut Problems) {
     let Some(backup) = &raw.backup else {
         return;
     };
-    let check = |names: &Option<Vec<String>>,
-                 known: Vec<&str>,
-                 what: &str,
-                 problems: &mut Problems| {
-        for name in names.iter().flatten() {
-            if !known.contains(&name.as_str()) {
-                let hint = match closest(name, &known) {
-                    Some(near) => format!("did you mean `{near}`?"),
-                    None if known.is_empty() => format!("the spec declares no {what}"),
-                    None => format!("declared {what}: {}", known.join(", ")),
-                };
-                problems.push(
-                    backup.span.clone(),
-                    format!("[backup] names the unknown {what} `{name}`"),
-                    Some(hint),
-                );
+    let check =
+        |names: &Option<Vec<String>>, known: Vec<&str>, what: &str, problems: &mut Problems| {
+            for name in names.iter().flatten() {
+                if !known.contains(&name.as_str()) {
+                    let hint = match closest(name, &known) {
+                        Some(near) => format!("did you mean `{near}`?"),
+                        None if known.is_empty() => format!("the spec declares no {what}"),
+                        None => format!("declared {what}: {}", known.join(", ")),
+                    };
+                    problems.push(
+                        backup.span.clone(),
+                        format!("[backup] names the unknown {what} `{name}`"),
+                        Some(hint),
+                    );
+                }
             }
-        }
-    };
+        };
     check(
         &backup.value.accessories,
         raw.accessories.keys().map(String::as_str).collect(),
