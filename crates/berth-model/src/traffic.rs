@@ -133,8 +133,10 @@ mod tests {
 
     #[test]
     fn quantiles_and_windows() {
-        let mut before = ReleaseTraffic::default();
-        before.latency = vec![0; LATENCY_BUCKETS];
+        let before = ReleaseTraffic {
+            latency: vec![0; LATENCY_BUCKETS],
+            ..Default::default()
+        };
         let mut after = before.clone();
         for _ in 0..98 {
             after.latency[latency_bucket(1_000)] += 1;

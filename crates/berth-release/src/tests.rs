@@ -28,6 +28,7 @@ fn service(source: &Path, build: Option<&str>) -> ServiceSpec {
         balance: Default::default(),
         deregistration_delay: Duration::from_secs(30),
         sticky: None,
+        deploy: Default::default(),
         secrets: Vec::new(),
     }
 }
