@@ -624,6 +624,9 @@ impl Stack {
         let stack = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep_until(at.into()).await;
+            // Checked under the service's lock, which a rollout holds from start to end.
+            let lock = stack.supervisor.lock_service(&service);
+            let _guard = lock.lock().await;
             let env = stack.env_name().to_string();
             let current = stack
                 .with_store(|s| s.current_release(&env, &service))
@@ -939,6 +942,8 @@ impl Stack {
         let weights = self.with_store(|s| s.traffic_weights(&env))?;
         for service in weights.keys() {
             if let Ok(Some(current)) = self.with_store(|s| s.current_release(&env, service)) {
+                let lock = self.supervisor.lock_service(service);
+                let _guard = lock.lock().await;
                 berth_rollout::retire(&self.supervisor, &traffic, service, &current.0).await;
             }
         }

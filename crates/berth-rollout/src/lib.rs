@@ -561,7 +561,9 @@ impl Rollout {
         {
             tracing::warn!("{}: moving traffic back: {e:#}", self.service());
         }
-        let keys = self.live(&new, true);
+        // Everything but the old release stops (the new group, and any group an earlier deploy
+        // left at weight 0), so that clearing the weights gives the old release all traffic.
+        let keys = self.live(&old, false);
         self.stop_all(&keys).await;
         let _ = self
             .traffic
@@ -582,14 +584,15 @@ impl Rollout {
 /// After a blue/green or canary deploy: stops the replicas of `service` that do not run `keep`
 /// (the old group, at weight 0 since the switch), then returns the service to a single target
 /// group.
+///
+/// The caller holds the service's lock ([`Supervisor::lock_service`]) and has checked that
+/// `keep` is still the release to keep.
 pub async fn retire(
     supervisor: &Arc<Supervisor>,
     traffic: &Arc<dyn TrafficControl>,
     service: &str,
     keep: &str,
 ) -> usize {
-    let lock = supervisor.lock_service(service);
-    let _guard = lock.lock().await;
     let old: Vec<ReplicaKey> = supervisor
         .live(service)
         .into_iter()
@@ -615,7 +618,7 @@ pub async fn retire(
 
 /// Switches all of a service's traffic to `to` at once, when its group is alive and healthy
 /// (an instant blue/green rollback), then stops the others and clears the weights. Returns
-/// false (changing nothing) when `to` has no healthy replica.
+/// false (changing nothing) when `to` has no healthy replica. Takes the service's lock.
 pub async fn switch_back(
     supervisor: &Arc<Supervisor>,
     traffic: &Arc<dyn TrafficControl>,
@@ -633,6 +636,8 @@ pub async fn switch_back(
     if healthy == 0 {
         return Ok(false);
     }
+    let lock = supervisor.lock_service(service);
+    let _guard = lock.lock().await;
     traffic
         .set_weights(
             service,
