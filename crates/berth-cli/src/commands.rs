@@ -143,9 +143,22 @@ pub async fn releases(client: &ApiClient, service: Option<&str>, json: bool) -> 
     if json {
         println!("{}", serde_json::to_string_pretty(&list.releases)?);
     } else {
+        let deploys: Vec<berth_model::DeployRecord> = client
+            .get("/v1/deploys?limit=1000")
+            .await
+            .unwrap_or_default();
+        let status: Option<StackStatus> = client.get("/v1/status").await.ok();
+        let current: Vec<(String, String)> = status
+            .map(|s| {
+                s.services
+                    .into_iter()
+                    .filter_map(|svc| Some((svc.name, svc.release?)))
+                    .collect()
+            })
+            .unwrap_or_default();
         print!(
             "{}",
-            render::releases(&list.releases, berth_model::now_unix())
+            render::releases(&list.releases, &deploys, &current, berth_model::now_unix())
         );
     }
     Ok(())

@@ -4,10 +4,12 @@
 //! the daemon and the replica shim); every other command is a client of the running daemon's
 //! API on its unix socket.
 
+pub mod backup;
 pub mod client;
 pub mod commands;
 pub mod deploy;
 pub mod render;
+pub mod secrets;
 
 use std::path::PathBuf;
 
@@ -161,6 +163,18 @@ pub enum Command {
         #[command(flatten)]
         spec: SpecFile,
     },
+    /// Encrypted, versioned secrets injected into the services that declare them.
+    Secrets {
+        #[command(subcommand)]
+        action: secrets::SecretsAction,
+    },
+    /// Backups of the accessories and volumes: now, list, verify, restore.
+    Backup {
+        #[command(subcommand)]
+        action: backup::BackupAction,
+    },
+    /// Restore a backup (the same as `berth backup restore ID`).
+    Restore(backup::RestoreArgs),
     /// (internal) Run the edge proxy; `berth up` starts it.
     #[command(hide = true)]
     Edge {
@@ -229,6 +243,9 @@ impl Cli {
                 None => spec.file.clone(),
             },
             Command::Logs { file, .. } => file.clone(),
+            Command::Secrets { action } => action.spec().file.clone(),
+            Command::Backup { action } => action.spec().file.clone(),
+            Command::Restore(args) => args.spec.file.clone(),
             Command::Shim { .. } | Command::Edge { .. } => None,
         };
         after

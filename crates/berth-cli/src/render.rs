@@ -153,22 +153,53 @@ pub fn events(events: &[Event]) -> String {
     table(&["TIME", "LEVEL", "SUBJECT", "MESSAGE"], &rows)
 }
 
-pub fn releases(releases: &[Release], now: i64) -> String {
+/// Releases with their deploy outcome: the state of the newest deploy to each (`deploys` newest
+/// first), and which one is current.
+pub fn releases(
+    releases: &[Release],
+    deploys: &[berth_model::DeployRecord],
+    current: &[(String, String)],
+    now: i64,
+) -> String {
     let rows: Vec<Vec<String>> = releases
         .iter()
         .map(|r| {
+            let outcome = deploys
+                .iter()
+                .find(|d| d.service == r.service && d.to_release.as_ref() == Some(&r.id))
+                .map(|d| {
+                    let verdict = d
+                        .verdict
+                        .as_ref()
+                        .map(|v| format!(" ({})", v.rule))
+                        .unwrap_or_default();
+                    format!("deploy {}: {}{verdict}", d.id, d.state)
+                })
+                .unwrap_or_else(|| "-".into());
+            let is_current = current
+                .iter()
+                .any(|(service, release)| service == &r.service && release == &r.id.0);
             vec![
                 r.service.clone(),
-                r.id.to_string(),
+                if is_current {
+                    format!("{} *", r.id)
+                } else {
+                    r.id.to_string()
+                },
                 format!("{} ago", short_duration(now - r.created_at)),
                 r.source_rev
                     .clone()
                     .map(|s| s.chars().take(12).collect())
                     .unwrap_or_else(|| "-".into()),
+                outcome,
             ]
         })
         .collect();
-    table(&["SERVICE", "RELEASE", "CREATED", "SOURCE"], &rows)
+    let mut out = table(&["SERVICE", "RELEASE", "CREATED", "SOURCE", "DEPLOY"], &rows);
+    if !current.is_empty() {
+        out.push_str("(* carries the traffic)\n");
+    }
+    out
 }
 
 #[cfg(test)]
