@@ -49,6 +49,18 @@ pub struct Accessory {
     config: AccessoryConfig,
     search: BinSearch,
     start_timeout: Duration,
+    /// The password kept by the caller (Berth's secrets store); `None`: the `password` file.
+    password: Option<GivenPassword>,
+}
+
+/// A password handed in with [`Accessory::with_password`]; `Debug` hides it.
+#[derive(Clone)]
+struct GivenPassword(String);
+
+impl std::fmt::Debug for GivenPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GivenPassword(********)")
+    }
 }
 
 impl Accessory {
@@ -57,6 +69,7 @@ impl Accessory {
             config,
             search: BinSearch::default(),
             start_timeout: DEFAULT_START_TIMEOUT,
+            password: None,
         }
     }
 
@@ -71,6 +84,20 @@ impl Accessory {
     pub fn with_start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = timeout;
         self
+    }
+
+    /// Uses `password` (kept by the caller, e.g. in the secrets store) instead of the generated
+    /// one in the accessory's `password` file. Provisioning sets it on every start, so a changed
+    /// password takes effect when the server is started or adopted.
+    pub fn with_password(mut self, password: String) -> Self {
+        self.password = Some(GivenPassword(password));
+        self
+    }
+
+    /// The password file of an accessory folder written by earlier Berth versions, if any: its
+    /// content is the password the live server may still have.
+    pub fn legacy_password(dir: &std::path::Path) -> Result<Option<String>> {
+        secret::load(&Layout::new(dir).password_file)
     }
 
     pub fn config(&self) -> &AccessoryConfig {
@@ -101,7 +128,10 @@ impl Accessory {
         let layout = self.existing_layout()?;
         let pid = self.live_pid(&layout, None)?;
         let port = port::read(&layout.port_file).ok()??;
-        let password = secret::load(&layout.password_file).ok()??;
+        let password = match &self.password {
+            Some(given) => given.0.clone(),
+            None => secret::load(&layout.password_file).ok()??,
+        };
         Some(self.running(pid, port, &password))
     }
 
@@ -147,7 +177,10 @@ impl Accessory {
         let server = Server::locate(engine, &self.search, &layout)?;
         let user = ServerUser::for_engine(engine)?;
         layout.create_server_dirs(&user, self.label())?;
-        let password = secret::load_or_create(&layout.password_file)?;
+        let password = match &self.password {
+            Some(given) => given.0.clone(),
+            None => secret::load_or_create(&layout.password_file)?,
+        };
 
         if let Some(pid) = self.live_pid(&layout, Some(&server)) {
             if let Some(running) = self

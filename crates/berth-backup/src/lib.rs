@@ -12,6 +12,7 @@
 //! sockets, `data/`) to connect as the server's administrator, never a password on a command
 //! line; it knows nothing of services, the supervisor, the store or the daemon.
 
+pub mod api;
 mod destination;
 mod engines;
 mod manifest;

@@ -81,6 +81,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/deploys/{id}", get(deploy_get))
         .route("/v1/deploys/{id}/cancel", post(deploy_cancel))
         .route("/v1/rollback", post(rollback))
+        .merge(crate::secrets::routes())
+        .merge(crate::backup::routes())
         .fallback(|| async { not_found("no such API endpoint") })
         .with_state(state)
 }

@@ -6,9 +6,11 @@
 //! API until Ctrl-C, SIGTERM or `berth down`; then it stops replicas gracefully and exits 0.
 
 pub mod api;
+pub mod backup;
 pub mod deploy;
 pub mod edge;
 mod predeploy;
+pub mod secrets;
 pub mod stack;
 
 use std::fs::OpenOptions;
@@ -76,6 +78,8 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         ),
     };
     std::fs::write(paths.lock(), std::process::id().to_string())?;
+    secrets::check_declared(&spec, &paths)?;
+    let accessory_passwords = secrets::accessory_passwords(&spec, &paths)?;
 
     let store = Store::open(paths.db())?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -91,13 +95,16 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         },
         events_tx,
     );
-    let stack = Arc::new(Stack::new(
+    let mut stack = Stack::new(
         spec,
         paths.clone(),
         store,
         supervisor.clone(),
         options.program.clone(),
-    ));
+    );
+    secrets::attach_passwords(&mut stack, accessory_passwords);
+    let stack = Arc::new(stack);
+    let _backup_schedule = backup::spawn_scheduler(stack.clone());
     let recorder =
         stack::spawn_recorder(stack.store.clone(), stack.env_name().to_string(), events_rx);
 

@@ -272,6 +272,7 @@ impl Stack {
                 self.paths.volume(name).display().to_string(),
             );
         }
+        let secret_values = crate::secrets::inject(self, service, &release, &mut env)?;
         env.insert("BERTH_SERVICE".into(), service.name.clone());
         env.insert("BERTH_RELEASE".into(), release.id.to_string());
         env.insert("BERTH_ENV".into(), self.env_name().to_string());
@@ -284,7 +285,10 @@ impl Stack {
                 .redact
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+                .iter()
+                .cloned()
+                .chain(secret_values)
+                .collect(),
         })
     }
 

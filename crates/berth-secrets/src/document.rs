@@ -227,6 +227,26 @@ impl Secrets {
         Ok(pins)
     }
 
+    /// The versions `release` of `service` runs with: those it pinned, plus the current
+    /// version of each of `names` it has not pinned yet (which are then pinned). Fails, changing
+    /// nothing, when one of them is neither pinned nor exists.
+    pub fn pin_missing(&mut self, service: &str, release: &str, names: &[String]) -> Result<Pins> {
+        let mut pins = self.pins(service, release).cloned().unwrap_or_default();
+        for name in names {
+            if !pins.contains_key(name) {
+                let version = self
+                    .current(name)
+                    .ok_or_else(|| SecretsError::NotFound(name.clone()))?;
+                pins.insert(name.clone(), version.version);
+            }
+        }
+        self.pins
+            .entry(service.to_string())
+            .or_default()
+            .insert(release.to_string(), pins.clone());
+        Ok(pins)
+    }
+
     /// Forgets the pins of `service`'s releases other than `keep`.
     pub fn forget_pins_except(&mut self, service: &str, keep: &[String]) {
         if let Some(releases) = self.pins.get_mut(service) {

@@ -16,6 +16,7 @@
 //! This crate never prints, logs or formats a value: [`Version`]'s `Debug` hides it, and no
 //! error message carries one. It knows nothing of services' processes, the daemon or the API.
 
+pub mod api;
 mod cipher;
 mod document;
 mod key;

@@ -138,6 +138,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollback {
             service, to, json, ..
         } => deploy::rollback(&client, service, to, json).await,
+        Command::Secrets { action } => {
+            berth_cli::secrets::run(client, &spec_file, cli.env.as_deref(), action).await
+        }
+        Command::Backup { action } => berth_cli::backup::run(&client, action).await,
+        Command::Restore(args) => berth_cli::backup::restore(&client, args).await,
         Command::Up { .. }
         | Command::Shim { .. }
         | Command::Validate { .. }
