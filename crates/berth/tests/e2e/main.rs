@@ -6,8 +6,10 @@
 
 mod harness;
 
+mod backup;
 mod cli;
 mod lifecycle;
 mod operations;
 mod postgres;
 mod recovery;
+mod secrets;

@@ -191,7 +191,12 @@ fn the_database_password_never_leaks() {
     assert_eq!(visits(list[0].port(), "POST"), 1);
 
     let db = stack.state().join("accessories").join("db");
-    let password = std::fs::read_to_string(db.join("password")).unwrap();
+    // The generated password lives in the encrypted secrets store, not in a plain file.
+    assert!(!db.join("password").exists(), "a plain-text password file");
+    let password = stack
+        .berth(&["secrets", "get", "accessory.db.password", "--reveal"])
+        .ok()
+        .to_string();
     let password = password.trim();
     assert!(password.len() >= 16, "a weak password: {password:?}");
     let secret = password.as_bytes();
