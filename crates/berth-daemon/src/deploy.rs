@@ -4,7 +4,7 @@
 //! cancel` rolls a running one back; a deploy found running when the daemon starts (it died
 //! mid-deploy) is rolled back deterministically before anything else moves.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -362,6 +362,27 @@ impl Stack {
                 .unwrap_or_else(|| "-".into())
         )];
         let stack_changes = stack_level_changes(&self.spec, &spec, &name);
+        let others: Vec<&String> = spec
+            .services
+            .iter()
+            .filter(|(other, s)| {
+                other.as_str() != name
+                    && self
+                        .current_plan(other)
+                        .is_ok_and(|plan| plan.service.env != s.env || plan.service.run != s.run)
+            })
+            .map(|(other, _)| other)
+            .collect();
+        if !others.is_empty() {
+            notes.push(format!(
+                "{} changed too: `berth deploy` them",
+                others
+                    .iter()
+                    .map(|o| o.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         if !stack_changes.is_empty() {
             notes.push(format!(
                 "changes to {} apply at the next `berth up`",
@@ -976,16 +997,7 @@ fn stack_level_changes(running: &Spec, on_disk: &Spec, service: &str) -> Vec<Str
     if running.volumes != on_disk.volumes {
         changes.push("volumes".to_string());
     }
-    let others = |spec: &Spec| -> BTreeMap<String, String> {
-        spec.services
-            .iter()
-            .filter(|(name, _)| name.as_str() != service)
-            .map(|(name, s)| (name.clone(), serde_json::to_string(s).unwrap_or_default()))
-            .collect()
-    };
-    if others(running) != others(on_disk) {
-        changes.push("other services (deploy them too)".to_string());
-    }
+
     if let (Some(a), Some(b)) = (running.services.get(service), on_disk.services.get(service)) {
         if a.port != b.port || a.balance != b.balance || a.sticky != b.sticky {
             changes.push(format!("`{service}`'s port, balance or sticky"));

@@ -441,6 +441,10 @@ impl Rollout {
         analysis: &mut Analysis,
         journal: &mut dyn Journal,
     ) -> Result<(), Verdict> {
+        if !self.new.service.port.has_port() {
+            // A worker takes no requests: there is no traffic to analyse.
+            return Ok(());
+        }
         let left = analysis.window_left();
         let step = journal.begin(&format!(
             "analysis for {}",
