@@ -470,8 +470,19 @@ impl Stack {
         // 3. Backup.
         if service.deploy.backup && !journal.record.rollback {
             let step = journal.begin("pre-deploy backup");
-            match crate::predeploy::dump(self, &service, journal.record.id).await {
-                Ok(detail) => journal.end(step, StepState::Done, &detail),
+            match crate::backup::backup_now(self, &format!("pre-deploy {}", journal.record.id)).await {
+                Ok(summary) => journal.end(
+                    step,
+                    StepState::Done,
+                    &format!(
+                        "backup {}: {} part(s), {} KiB in {} (`berth backup restore {}` brings it back)",
+                        summary.id,
+                        summary.parts,
+                        summary.total_bytes.div_ceil(1024),
+                        summary.destination,
+                        summary.id
+                    ),
+                ),
                 Err(e) => {
                     let message = format!("{e:#}");
                     journal.end(step, StepState::Failed, &message);

@@ -9,7 +9,6 @@ pub mod api;
 pub mod backup;
 pub mod deploy;
 pub mod edge;
-mod predeploy;
 pub mod secrets;
 pub mod stack;
 
