@@ -60,7 +60,7 @@ fn postgres_bin(server: &Server) -> Result<PathBuf> {
             Some((v, e.path().join("bin")))
         })
         .collect();
-    installed.sort_by(|a, b| b.0.cmp(&a.0));
+    installed.sort_by_key(|b| std::cmp::Reverse(b.0));
     folders.extend(installed.into_iter().map(|(_, p)| p));
     folders.extend(std::env::split_paths(
         &std::env::var_os("PATH").unwrap_or_default(),

@@ -318,7 +318,7 @@ mod tests {
             .await
             .unwrap();
         let listing = dest.list().await.unwrap();
-        assert_eq!(listing.complete, [manifest.clone()]);
+        assert_eq!(listing.complete, std::slice::from_ref(&manifest));
         assert!(listing.incomplete.is_empty(), "partials are cleaned up");
         assert_eq!(manifest.parts[0].file, "volume-uploads.tar.zst");
 

@@ -128,10 +128,18 @@ pub async fn run(client: &ApiClient, action: BackupAction) -> anyhow::Result<()>
                 );
             }
             for id in &list.incomplete {
-                println!("{id:<26} incomplete (interrupted; never used, removed by the next backup)");
+                println!(
+                    "{id:<26} incomplete (interrupted; never used, removed by the next backup)"
+                );
             }
             for f in &list.failures {
-                println!("{:<26} FAILED at {} ({}): {}", f.id, date(f.at), f.reason, f.error);
+                println!(
+                    "{:<26} FAILED at {} ({}): {}",
+                    f.id,
+                    date(f.at),
+                    f.reason,
+                    f.error
+                );
             }
             Ok(())
         }
@@ -161,7 +169,10 @@ pub async fn restore(client: &ApiClient, args: RestoreArgs) -> anyhow::Result<()
             None => "the live databases and volumes",
         };
         if !std::io::stdin().is_terminal() {
-            bail!("restoring backup {} replaces {what}: pass --yes to confirm", args.id);
+            bail!(
+                "restoring backup {} replaces {what}: pass --yes to confirm",
+                args.id
+            );
         }
         if !confirm(&format!(
             "Restore backup {} over {what}? The services using them stop meanwhile. [y/N] ",

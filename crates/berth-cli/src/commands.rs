@@ -13,6 +13,10 @@ use crate::render;
 pub fn validate(file: &std::path::Path, env: Option<&str>) -> i32 {
     match berth_spec::load(file, env) {
         Ok(spec) => {
+            if let Err(e) = crate::secrets::check_declared(&spec) {
+                eprintln!("{}: error: {e:#}", file.display());
+                return 1;
+            }
             println!(
                 "{}: ok ({} services, {} accessories, {} volumes, {} routes; environment {})",
                 file.display(),

@@ -83,7 +83,10 @@ enum Access {
 }
 
 async fn access(client: ApiClient, spec_file: &Path, env: Option<&str>) -> anyhow::Result<Access> {
-    if tokio::net::UnixStream::connect(client.socket()).await.is_ok() {
+    if tokio::net::UnixStream::connect(client.socket())
+        .await
+        .is_ok()
+    {
         return Ok(Access::Daemon(client));
     }
     let file = std::fs::canonicalize(spec_file)
@@ -188,7 +191,9 @@ pub async fn run(
                     store.update(|s| s.remove(&name, berth_model::now_unix()))?
                 }
             };
-            println!("berth: secret {name} removed (version {version} is the removal; history kept)");
+            println!(
+                "berth: secret {name} removed (version {version} is the removal; history kept)"
+            );
             Ok(())
         }
         SecretsAction::History { name, json, .. } => {
@@ -291,7 +296,8 @@ async fn set(
 /// standard input (one trailing newline dropped).
 fn read_value(name: &str, from_file: Option<&Path>) -> anyhow::Result<String> {
     let value = if let Some(file) = from_file {
-        let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let bytes =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
         String::from_utf8(bytes)
             .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", file.display()))?
     } else if std::io::stdin().is_terminal() {
@@ -328,7 +334,8 @@ pub(crate) fn confirm(question: &str) -> anyhow::Result<bool> {
 
 /// Unix seconds as `YYYY-MM-DD HH:MM:SS` (UTC).
 pub(crate) fn date(unix: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
         t.year(),
@@ -350,4 +357,34 @@ fn encode(text: &str) -> String {
         }
     }
     out
+}
+
+/// For `berth validate`: fails, naming each, when a service declares a secret that is not set
+/// in the environment's store (the same check `berth up` makes before it starts anything).
+pub fn check_declared(spec: &berth_spec::Spec) -> anyhow::Result<()> {
+    let declared: Vec<(&str, &str)> = spec
+        .services
+        .values()
+        .flat_map(|s| s.secrets.iter().map(|n| (s.name.as_str(), n.as_str())))
+        .collect();
+    if declared.is_empty() {
+        return Ok(());
+    }
+    let paths = StatePaths::new(&spec.path, &spec.environment);
+    let secrets = SecretStore::new(&paths.root, &paths.env_dir, &spec.environment)
+        .read()
+        .context("cannot check the declared secrets")?;
+    let missing: Vec<String> = declared
+        .iter()
+        .filter(|(_, name)| !secrets.contains(name))
+        .map(|(service, name)| format!("service `{service}` declares secret `{name}`"))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{}, which is not set in environment `{}` (set it with `berth secrets set NAME`)",
+            missing.join("; "),
+            spec.environment
+        );
+    }
+    Ok(())
 }

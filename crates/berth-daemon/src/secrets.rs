@@ -44,21 +44,24 @@ pub fn check_declared(spec: &Spec, paths: &StatePaths) -> anyhow::Result<()> {
     let secrets = store(paths, &spec.environment)
         .read()
         .context("reading the secrets store")?;
-    let missing: Vec<String> = declared
+    let unset: Vec<&(&str, &str)> = declared
         .iter()
         .filter(|(_, name)| !secrets.contains(name))
+        .collect();
+    let Some((_, first)) = unset.first() else {
+        return Ok(());
+    };
+    let missing: Vec<String> = unset
+        .iter()
         .map(|(service, name)| format!("service `{service}` declares secret `{name}`"))
         .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
     let env_flag = if spec.environment == "default" {
         String::new()
     } else {
         format!(" --env {}", spec.environment)
     };
     Err(anyhow!(
-        "{}, which is not set in environment `{}`; set it with `berth secrets set NAME{env_flag}`; nothing was started",
+        "{}, which is not set in environment `{}`; set it with `berth secrets set {first}{env_flag}`; nothing was started",
         missing.join("; "),
         spec.environment
     ))

@@ -21,14 +21,20 @@ fn drill_stack(name: &str, extra: &str) -> Stack {
 
 fn visits(port: u16, method: &str) -> u64 {
     let (status, body) = http(port, method, "/visits", b"").unwrap();
-    assert!(status == 200 || status == 201, "{method} /visits: {status} {body}");
+    assert!(
+        status == 200 || status == 201,
+        "{method} /visits: {status} {body}"
+    );
     let json: Value = serde_json::from_str(&body).unwrap();
     json["visits"].as_u64().unwrap_or_else(|| panic!("{json}"))
 }
 
 fn put_file(port: u16, name: &str, content: &[u8]) {
     let (status, body) = http(port, "PUT", &format!("/files/{name}"), content).unwrap();
-    assert!(status == 200 || status == 201, "PUT /files/{name}: {status} {body}");
+    assert!(
+        status == 200 || status == 201,
+        "PUT /files/{name}: {status} {body}"
+    );
 }
 
 fn get_file(port: u16, name: &str) -> (u16, String) {
@@ -37,7 +43,9 @@ fn get_file(port: u16, name: &str) -> (u16, String) {
 
 /// A deterministic, poorly compressible text of `len` bytes.
 fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
             x ^= x << 13;
@@ -97,7 +105,9 @@ fn disaster_recovery_drill() {
     );
     let verify = stack.berth(&["backup", "verify", &id]);
     assert!(
-        verify.ok().contains("test restore into a throwaway database ok"),
+        verify
+            .ok()
+            .contains("test restore into a throwaway database ok"),
         "{}",
         verify.stdout
     );
@@ -131,7 +141,10 @@ fn disaster_recovery_drill() {
     );
     let (status, body) = get_file(after[1].port(), "big.bin");
     assert_eq!(status, 200);
-    assert!(body.as_bytes() == big.as_slice(), "big.bin differs after the restore");
+    assert!(
+        body.as_bytes() == big.as_slice(),
+        "big.bin differs after the restore"
+    );
     // And the app goes on from there.
     assert_eq!(visits(after[0].port(), "POST"), 6);
 }
@@ -241,7 +254,10 @@ fn a_backup_killed_half_way_never_looks_complete() {
         .map(|e| e.path())
         .filter(|p| p.join("manifest.json").exists())
         .collect();
-    assert!(complete.is_empty(), "complete-looking backups: {complete:?}");
+    assert!(
+        complete.is_empty(),
+        "complete-looking backups: {complete:?}"
+    );
 
     // The next daemon lists it as incomplete, never as a backup; the next backup clears it.
     stack.up_and_wait();
@@ -300,7 +316,14 @@ impl Drop for Moto {
 fn start_moto(log: &Path) -> Result<Moto, String> {
     let port = free_fixed_port();
     let child = Command::new("python3")
-        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(log).unwrap())
         .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
@@ -330,7 +353,9 @@ fn backups_to_an_s3_compatible_bucket() {
     let moto = match start_moto(&scratch.path().join("moto.log")) {
         Ok(moto) => moto,
         Err(reason) => {
-            eprintln!("SKIPPED backups_to_an_s3_compatible_bucket: {reason} (pip install 'moto[server]')");
+            eprintln!(
+                "SKIPPED backups_to_an_s3_compatible_bucket: {reason} (pip install 'moto[server]')"
+            );
             return;
         }
     };
@@ -345,7 +370,11 @@ fn backups_to_an_s3_compatible_bucket() {
         ])
         .output()
         .unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
 
     let mut stack = drill_stack(
         "s3",
@@ -368,7 +397,11 @@ fn backups_to_an_s3_compatible_bucket() {
         let mut child = set.spawn().unwrap();
         std::io::Write::write_all(&mut child.stdin.take().unwrap(), value.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     stack.up_and_wait();
     let replicas = stack.wait_healthy("web", 2);
@@ -379,7 +412,10 @@ fn backups_to_an_s3_compatible_bucket() {
     let list = backup_list(&stack);
     assert_eq!(list["destination"], "s3://berth-backups/e2e/prod");
     assert_eq!(list["backups"][0]["id"], id.as_str());
-    assert!(!backups_dir(&stack).exists(), "an S3 backup was kept locally");
+    assert!(
+        !backups_dir(&stack).exists(),
+        "an S3 backup was kept locally"
+    );
     stack.berth(&["backup", "verify", &id]).ok();
 
     // Lose the volume, restore only it from the bucket.

@@ -73,9 +73,14 @@ fn secrets_are_injected_at_pinned_versions_and_never_leak() {
     );
     stack.write_app("leak_secret.py", LEAK_PY);
 
-    // Missing secrets: nothing starts.
+    // Missing secrets: validate says so, and nothing starts.
     let out = stack.berth(&["validate"]);
-    out.ok();
+    assert!(
+        out.fails()
+            .contains("service `web` declares secret `API_TOKEN`"),
+        "{}",
+        out.stderr
+    );
     let mut up = berth_command();
     up.args(["up", "-f", stack.spec_str()]);
     let failed = run(up, Duration::from_secs(60));
@@ -102,8 +107,13 @@ fn secrets_are_injected_at_pinned_versions_and_never_leak() {
             cert.to_str().unwrap(),
         ])
         .ok();
+    stack.berth(&["validate"]).ok();
     let bad = set_secret(&stack, "bad-name", "x", &[]);
-    assert!(bad.fails().contains("not a valid secret name"), "{}", bad.stderr);
+    assert!(
+        bad.fails().contains("not a valid secret name"),
+        "{}",
+        bad.stderr
+    );
 
     let daemon = stack.up_and_wait();
     let first = stack.wait_healthy("web", 1);
@@ -111,9 +121,15 @@ fn secrets_are_injected_at_pinned_versions_and_never_leak() {
         let text = stack.berth(&["logs", "web"]).ok().to_string();
         text.contains("leak token=").then_some(text)
     });
-    assert!(logs.contains(&format!("token-sha={}", sha(TOKEN_V1))), "{logs}");
+    assert!(
+        logs.contains(&format!("token-sha={}", sha(TOKEN_V1))),
+        "{logs}"
+    );
     assert!(logs.contains(&format!("cert-sha={}", sha(CERT))), "{logs}");
-    assert!(logs.contains("cert-env=False"), "a file secret is not a variable: {logs}");
+    assert!(
+        logs.contains("cert-env=False"),
+        "a file secret is not a variable: {logs}"
+    );
     assert!(logs.contains("leak token=[redacted]"), "{logs}");
     assert!(!logs.contains(TOKEN_V1), "{logs}");
 
@@ -131,7 +147,9 @@ fn secrets_are_injected_at_pinned_versions_and_never_leak() {
     assert!(get.fails().contains("--reveal"), "{}", get.stderr);
     assert!(!get.stderr.contains(TOKEN_V1));
     assert_eq!(
-        stack.berth(&["secrets", "get", "API_TOKEN", "--reveal"]).ok(),
+        stack
+            .berth(&["secrets", "get", "API_TOKEN", "--reveal"])
+            .ok(),
         format!("{TOKEN_V1}\n")
     );
 
@@ -139,25 +157,34 @@ fn secrets_are_injected_at_pinned_versions_and_never_leak() {
     let out = set_secret(&stack, "API_TOKEN", TOKEN_V2, &[]);
     assert!(out.ok().contains("version 2"), "{}", out.stdout);
     assert!(out.stdout.contains("keep the version"), "{}", out.stdout);
-    stack
-        .berth(&["restart", "web"])
-        .ok();
+    stack.berth(&["restart", "web"]).ok();
     let restarted = stack.wait_healthy("web", 1);
     assert_ne!(restarted[0].pid, first[0].pid);
     let logs = wait_for("a second start", Duration::from_secs(15), || {
         let text = stack.berth(&["logs", "web"]).ok().to_string();
         (text.matches("leak token=").count() == 2).then_some(text)
     });
-    assert_eq!(logs.matches(&sha(TOKEN_V1)).count(), 2, "the pin was not kept: {logs}");
+    assert_eq!(
+        logs.matches(&sha(TOKEN_V1)).count(),
+        2,
+        "the pin was not kept: {logs}"
+    );
 
     // ...and with --restart it moves on, rolling.
     let out = set_secret(&stack, "API_TOKEN", TOKEN_V2, &["--restart"]);
-    assert!(out.ok().contains("restarted web with version 3"), "{}", out.stdout);
+    assert!(
+        out.ok().contains("restarted web with version 3"),
+        "{}",
+        out.stdout
+    );
     let logs = wait_for("the third start", Duration::from_secs(15), || {
         let text = stack.berth(&["logs", "web"]).ok().to_string();
         (text.matches("leak token=").count() == 3).then_some(text)
     });
-    assert!(logs.contains(&format!("token-sha={}", sha(TOKEN_V2))), "{logs}");
+    assert!(
+        logs.contains(&format!("token-sha={}", sha(TOKEN_V2))),
+        "{logs}"
+    );
     assert!(!logs.contains(TOKEN_V2), "{logs}");
 
     let history = stack.berth(&["secrets", "history", "API_TOKEN", "--json"]);
@@ -195,7 +222,9 @@ fn secrets_are_injected_at_pinned_versions_and_never_leak() {
         }
         let mut found = Vec::new();
         walk_files(&stack.path().join(".berth"), &mut |path, bytes| {
-            if contains(bytes, secret.as_bytes()) && !path.starts_with(stack.state().join("secrets")) {
+            if contains(bytes, secret.as_bytes())
+                && !path.starts_with(stack.state().join("secrets"))
+            {
                 found.push(path.display().to_string());
             }
         });
@@ -206,7 +235,10 @@ fn secrets_are_injected_at_pinned_versions_and_never_leak() {
     stack.wait_daemon_exit(daemon, Duration::from_secs(40));
     for n in 0..stack.daemons.len() {
         let all = stack.daemon_stdout(n) + &stack.daemon_stderr(n);
-        assert!(!all.contains(TOKEN_V1) && !all.contains(TOKEN_V2), "berth up printed a secret");
+        assert!(
+            !all.contains(TOKEN_V1) && !all.contains(TOKEN_V2),
+            "berth up printed a secret"
+        );
     }
 
     // A wrong key: a clear error, and the store stays as it was.
@@ -219,7 +251,11 @@ fn secrets_are_injected_at_pinned_versions_and_never_leak() {
         .args(["secrets", "list"])
         .env("BERTH_MASTER_KEY", "00".repeat(32));
     let out = run(wrong, CMD_TIMEOUT);
-    assert!(out.fails().contains("master key does not match"), "{}", out.stderr);
+    assert!(
+        out.fails().contains("master key does not match"),
+        "{}",
+        out.stderr
+    );
     let mut wrong = berth_command();
     wrong
         .arg("-f")
@@ -227,7 +263,11 @@ fn secrets_are_injected_at_pinned_versions_and_never_leak() {
         .args(["up"])
         .env("BERTH_MASTER_KEY", "00".repeat(32));
     let out = run(wrong, Duration::from_secs(60));
-    assert!(out.fails().contains("master key does not match"), "{}", out.stderr);
+    assert!(
+        out.fails().contains("master key does not match"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(std::fs::read(&store).unwrap(), before);
 
     // A tampered store: a clear error, nothing changed by a write attempt.
