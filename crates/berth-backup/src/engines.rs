@@ -235,17 +235,18 @@ pub(crate) async fn mysql_restore(server: &Server, dump: &Path) -> Result<()> {
 // ----- Redis --------------------------------------------------------------------------------
 
 fn redis_cli(server: &Server) -> Result<Command> {
-    let cli = which("redis-cli")
-        .context("redis-cli was not found (install the `redis-tools` package)")?;
-    let mut command = Command::new(cli);
+    which("redis-cli").context("redis-cli was not found (install the `redis-tools` package)")?;
+    Ok(redis_cli_on(&server.run_dir().join("redis.sock"), server))
+}
+
+fn redis_cli_on(socket: &Path, server: &Server) -> Command {
+    let mut command = Command::new(which("redis-cli").unwrap_or_else(|| "redis-cli".into()));
+    command.arg("-s").arg(socket).arg("--no-auth-warning");
+    match &server.password {
+        Some(password) => command.env("REDISCLI_AUTH", password),
+        None => command.env_remove("REDISCLI_AUTH"),
+    };
     command
-        .arg("-s")
-        .arg(server.run_dir().join("redis.sock"))
-        .arg("--no-auth-warning");
-    if let Some(password) = &server.password {
-        command.env("REDISCLI_AUTH", password);
-    }
-    Ok(command)
 }
 
 async fn redis(server: &Server, args: &[&str]) -> Result<String> {
@@ -300,19 +301,135 @@ pub(crate) async fn redis_check(file: &Path) -> Result<()> {
     run_tool(command, "redis-check-rdb", None).await.map(|_| ())
 }
 
-/// Places the RDB file as the server's `dump.rdb`; the server must be stopped (it loads the file
-/// when it starts).
-pub(crate) fn redis_place(server: &Server, file: &Path) -> Result<()> {
+/// Replaces a stopped Redis server's data with the RDB file. The accessory runs with
+/// `appendonly yes`, and Redis then loads its AOF, never `dump.rdb`; so the RDB file is loaded
+/// by a one-off `redis-server` on a private socket with the AOF off, which then writes a fresh
+/// AOF from it (`CONFIG SET appendonly yes`) and stops. The old AOF is kept aside until then.
+pub(crate) async fn redis_restore_offline(server: &Server, file: &Path) -> Result<()> {
     let data = server.dir.join("data");
+    let aside: Vec<(PathBuf, PathBuf)> = ["appendonlydir", "appendonly.aof"]
+        .iter()
+        .map(|n| (data.join(n), data.join(format!(".{n}.replaced"))))
+        .filter(|(live, _)| live.exists())
+        .collect();
+    for (live, old) in &aside {
+        let _ = std::fs::remove_dir_all(old);
+        let _ = std::fs::remove_file(old);
+        std::fs::rename(live, old)
+            .with_context(|| format!("cannot move {} aside", live.display()))?;
+    }
+    let result = redis_load(server, &data, file).await;
+    if result.is_err() {
+        // Put the old data back: the server starts as it was.
+        let _ = std::fs::remove_dir_all(data.join("appendonlydir"));
+        for (live, old) in &aside {
+            let _ = std::fs::rename(old, live);
+        }
+        return result;
+    }
+    for (_, old) in &aside {
+        let _ = std::fs::remove_dir_all(old);
+        let _ = std::fs::remove_file(old);
+    }
+    Ok(())
+}
+
+async fn redis_load(server: &Server, data: &Path, file: &Path) -> Result<()> {
+    let program = which("redis-server")
+        .context("redis-server was not found (install the `redis-server` package)")?;
     let target = data.join("dump.rdb");
     let temp = data.join(".dump.rdb.restoring");
     std::fs::copy(file, &temp).with_context(|| format!("cannot write {}", temp.display()))?;
-    // Keep the owner the server runs as.
-    if let Ok(meta) = std::fs::metadata(&data) {
-        use std::os::unix::fs::MetadataExt;
-        let _ = std::os::unix::fs::chown(&temp, Some(meta.uid()), Some(meta.gid()));
+    std::fs::rename(&temp, &target)
+        .with_context(|| format!("cannot replace {}", target.display()))?;
+    let socket = server.run_dir().join("restore.sock");
+    let _ = std::fs::remove_file(&socket);
+    let mut child = Command::new(program)
+        .args([
+            "--port",
+            "0",
+            "--unixsocketperm",
+            "700",
+            "--appendonly",
+            "no",
+        ])
+        .args([
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--dbfilename",
+            "dump.rdb",
+        ])
+        .args(["--logfile", ""])
+        .arg("--unixsocket")
+        .arg(&socket)
+        .arg("--dir")
+        .arg(data)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start redis-server to load the backup")?;
+    let one_off = Server {
+        dir: server.dir.clone(),
+        port: 0,
+        database: String::new(),
+        password: None,
+    };
+    let cli = |args: &[&str]| {
+        let mut command = redis_cli_on(&socket, &one_off);
+        command.args(args);
+        command
+    };
+    let result = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Ok(out) = run_tool(cli(&["PING"]), "redis-cli", None).await {
+                if out.contains("PONG") {
+                    break;
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                bail!("redis-server could not load the backup ({status})");
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("redis-server did not load the backup within 2 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        run_tool(
+            cli(&["CONFIG", "SET", "appendonly", "yes"]),
+            "redis-cli",
+            None,
+        )
+        .await?;
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let info = run_tool(cli(&["INFO", "persistence"]), "redis-cli", None).await?;
+            let has = |line: &str| info.lines().any(|l| l.trim() == line);
+            if has("aof_enabled:1")
+                && has("aof_rewrite_in_progress:0")
+                && has("aof_rewrite_scheduled:0")
+            {
+                if !has("aof_last_bgrewrite_status:ok") {
+                    bail!("Redis could not write its AOF from the backup");
+                }
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("Redis did not write its AOF within 2 minutes");
+            }
+        }
+        let _ = run_tool(cli(&["SHUTDOWN", "NOSAVE"]), "redis-cli", None).await;
+        let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+        Ok(())
     }
-    std::fs::rename(&temp, &target).with_context(|| format!("cannot replace {}", target.display()))
+    .await;
+    let _ = child.kill().await;
+    let _ = std::fs::remove_file(&socket);
+    result
 }
 
 // ----- helpers ------------------------------------------------------------------------------

@@ -258,7 +258,9 @@ pub async fn restore_part(folder: &Path, part: &PartRecord, target: &RestoreTarg
         (PartKind::Mysql, RestoreTarget::Server(server)) => {
             engines::mysql_restore(server, &path).await
         }
-        (PartKind::Redis, RestoreTarget::Server(server)) => engines::redis_place(server, &path),
+        (PartKind::Redis, RestoreTarget::Server(server)) => {
+            engines::redis_restore_offline(server, &path).await
+        }
         (PartKind::Volume, RestoreTarget::Folder(dir)) => {
             let dir = dir.clone();
             tokio::task::spawn_blocking(move || volume::restore(&path, &dir)).await?

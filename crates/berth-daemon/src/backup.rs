@@ -13,9 +13,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use berth_backup::api::{
-    BackupList, BackupNow, BackupSummary, FailedBackup, RestoreReport, RestoreRequest,
-};
+pub use berth_backup::api::BackupSummary;
+use berth_backup::api::{BackupList, BackupNow, FailedBackup, RestoreReport, RestoreRequest};
 use berth_backup::{
     check_checksums, expired, Candidate, Destination, PartKind, PartRecord, RestoreTarget, Server,
     Source, VerifyReport,

@@ -433,3 +433,113 @@ fn backups_to_an_s3_compatible_bucket() {
     drop(stack);
     drop(moto);
 }
+
+/// Runs `program args` (a database client) and returns its stdout; `env` for passwords.
+fn client(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut command = Command::new(program);
+    command.args(args);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = run(command, CMD_TIMEOUT);
+    out.ok().to_string()
+}
+
+fn have(program: &str) -> bool {
+    ["/usr/bin", "/usr/sbin", "/bin", "/sbin"]
+        .iter()
+        .any(|d| Path::new(d).join(program).exists())
+}
+
+#[test]
+fn mariadb_and_redis_back_up_verify_and_restore() {
+    if !(have("mariadbd") && have("mariadb-dump") && have("redis-server") && have("redis-cli")) {
+        eprintln!("SKIPPED mariadb_and_redis_back_up_verify_and_restore: mariadb-server, mariadb-client or redis-server is not installed");
+        return;
+    }
+    let mut stack = Stack::new(
+        "engines",
+        r#"
+[service.worker]
+run = "exec sleep 100000"
+source = "app"
+use = ["shop", "cache"]
+
+[accessory.shop]
+engine = "mysql"
+
+[accessory.cache]
+engine = "redis"
+"#,
+    );
+    stack.up_and_wait();
+    let run_dir = |name: &str| stack.state().join("accessories").join(name).join("run");
+    let socket = format!("--socket={}", run_dir("shop").join("mysqld.sock").display());
+    let sql = |statement: &str| {
+        client(
+            "mariadb",
+            &[
+                "--no-defaults",
+                &socket,
+                "--user=root",
+                "--batch",
+                "--skip-column-names",
+                "shop",
+                "-e",
+                statement,
+            ],
+            &[],
+        )
+    };
+    sql("CREATE TABLE orders (id INT PRIMARY KEY, item VARCHAR(50)); INSERT INTO orders VALUES (1, 'boat'), (2, 'oar')");
+    let password = stack
+        .berth(&["secrets", "get", "accessory.cache.password", "--reveal"])
+        .ok()
+        .trim()
+        .to_string();
+    let redis_socket = run_dir("cache").join("redis.sock");
+    let redis = |args: &[&str]| {
+        let mut all = vec!["-s", redis_socket.to_str().unwrap(), "--no-auth-warning"];
+        all.extend_from_slice(args);
+        client("redis-cli", &all, &[("REDISCLI_AUTH", password.as_str())])
+    };
+    redis(&["SET", "greeting", "ahoy"]);
+
+    let id = backup_now(&stack);
+    let list = backup_list(&stack);
+    let kinds: Vec<&str> = list["backups"][0]["parts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["redis", "mysql"], "{list:#}");
+    let verify = stack.berth(&["backup", "verify", &id]);
+    assert!(
+        verify.ok().contains("shop: checksum ok, test restore"),
+        "{}",
+        verify.stdout
+    );
+    assert!(
+        verify
+            .stdout
+            .contains("cache: checksum ok, RDB file checked"),
+        "{}",
+        verify.stdout
+    );
+
+    // Changes after the backup are undone by the restore.
+    sql("DELETE FROM orders WHERE id = 1; INSERT INTO orders VALUES (3, 'sail')");
+    redis(&["SET", "greeting", "changed"]);
+    redis(&["SET", "extra", "1"]);
+    let out = stack.berth(&["restore", &id, "--only", "db", "--yes"]);
+    assert!(out.ok().contains("restored"), "{}", out.stdout);
+    assert_eq!(
+        sql("SELECT id, item FROM orders ORDER BY id"),
+        "1\tboat\n2\toar\n"
+    );
+    assert_eq!(redis(&["GET", "greeting"]), "ahoy\n");
+    assert_eq!(redis(&["EXISTS", "extra"]), "0\n");
+    // The worker that uses them runs again.
+    stack.wait_healthy("worker", 1);
+}
