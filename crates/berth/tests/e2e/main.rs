@@ -5,9 +5,11 @@
 //! `harness::Stack`'s Drop), even when it fails.
 
 mod harness;
+mod load;
 
 mod backup;
 mod cli;
+mod deploy;
 mod lifecycle;
 mod operations;
 mod postgres;
