@@ -101,7 +101,7 @@ LARGE=$(( VOLUME_MB / 2 / 64 ))          # 64 MiB files
 [ "$LARGE" -ge 1 ] || LARGE=1
 # Half random bytes, half text: partly compressible, like uploads of images and documents.
 head -c $(( 64 * 1024 * 1024 )) /dev/urandom > "$STACK/seed-random"
-base64 -w 120 < "$STACK/seed-random" | head -c $(( 64 * 1024 * 1024 )) > "$STACK/seed-text"
+head -c $(( 48 * 1024 * 1024 )) "$STACK/seed-random" | base64 -w 120 > "$STACK/seed-text"
 for i in $(seq 1 "$LARGE"); do
   if [ $(( i % 2 )) = 0 ]; then cp "$STACK/seed-random" "$VOL/large/f$i.bin"; else cp "$STACK/seed-text" "$VOL/large/f$i.txt"; fi
   # Make each file distinct.
