@@ -195,7 +195,10 @@ pub fn releases(
             ]
         })
         .collect();
-    let mut out = table(&["SERVICE", "RELEASE", "CREATED", "SOURCE", "DEPLOY"], &rows);
+    let mut out = table(
+        &["SERVICE", "RELEASE", "CREATED", "SOURCE", "DEPLOY"],
+        &rows,
+    );
     if !current.is_empty() {
         out.push_str("(* carries the traffic)\n");
     }
