@@ -332,11 +332,33 @@ impl Stack {
             .unwrap_or(service.replicas.min)
     }
 
+    /// The replicas the edge's last routing table sends new requests to (read from the table it
+    /// keeps on disk): those were healthy when the earlier daemon last looked.
+    fn replicas_the_edge_serves(&self) -> std::collections::HashSet<String> {
+        let file = crate::edge::edge_dir(&self.paths).join("table.json");
+        let Ok(bytes) = std::fs::read(&file) else {
+            return Default::default();
+        };
+        let Ok(table) = serde_json::from_slice::<berth_model::RoutingTable>(&bytes) else {
+            return Default::default();
+        };
+        table
+            .services
+            .values()
+            .flat_map(|pool| pool.groups.iter())
+            .filter(|group| group.weight > 0)
+            .flat_map(|group| group.targets.iter())
+            .filter(|target| !target.draining)
+            .map(|target| target.replica.clone())
+            .collect()
+    }
+
     /// Takes over the replicas an earlier daemon left running; stops those that no longer
     /// belong to the spec. Returns how many were adopted.
     pub async fn adopt_replicas(&self) -> anyhow::Result<usize> {
         let env = self.env_name().to_string();
         let stored = self.with_store(|s| s.replicas(&env))?;
+        let serving = self.replicas_the_edge_serves();
         let mut adopted = 0;
         for replica in stored {
             let plan = self
@@ -353,6 +375,7 @@ impl Stack {
                         plan,
                         replica.port,
                         replica.record.clone(),
+                        serving.contains(&replica.key.to_string()),
                     ) {
                         adopted += 1;
                         tracing::info!("{}: adopted (pid {pid})", replica.key);

@@ -132,6 +132,9 @@ impl Supervisor {
     }
 
     /// Takes over a replica process found running (started by an earlier daemon).
+    /// `was_serving`: the edge was sending it traffic, so it stays `healthy` until a check says
+    /// otherwise (a control-plane restart loses no capacity); else it is `starting` until it
+    /// passes a check (a replica that never did must not get users because the daemon restarted).
     /// Returns false (and does nothing) when the process is no longer running.
     pub fn adopt(
         self: &Arc<Self>,
@@ -139,6 +142,7 @@ impl Supervisor {
         plan: ServicePlan,
         port: Option<u16>,
         record: ProcessRecord,
+        was_serving: bool,
     ) -> bool {
         if !self.driver.is_running(&record) {
             return false;
@@ -162,7 +166,7 @@ impl Supervisor {
             port,
             instance,
             record.limits.clone(),
-            Some(record),
+            Some((record, was_serving)),
         );
         true
     }
@@ -174,7 +178,7 @@ impl Supervisor {
         port: Option<u16>,
         instance: u32,
         limits: Option<String>,
-        adopted: Option<ProcessRecord>,
+        adopted: Option<(ProcessRecord, bool)>,
     ) {
         let (tx, rx) = mpsc::channel(4);
         let release = plan.release.id.clone();

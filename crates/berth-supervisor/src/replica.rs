@@ -185,13 +185,15 @@ impl Keeper {
     }
 
     /// Runs the replica until it is told to stop.
-    pub async fn run(mut self, adopted: Option<ProcessRecord>) {
+    /// `adopted`: a process an earlier daemon started, and whether the edge was sending it traffic.
+    pub async fn run(mut self, adopted: Option<(ProcessRecord, bool)>) {
         let mut current = adopted;
         loop {
-            let adopted = current.is_some();
+            // Trusted healthy only when it was serving; else it must pass a check first.
+            let adopted = current.as_ref().is_some_and(|(_, serving)| *serving);
             let (record, started) = match current.take() {
                 // An adopted process has had its grace period already.
-                Some(record) => {
+                Some((record, _)) => {
                     let grace = self.plan.service.health.as_ref().map(|h| h.grace_period);
                     let started = Instant::now()
                         .checked_sub(grace.unwrap_or_default())
