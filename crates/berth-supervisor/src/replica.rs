@@ -388,6 +388,11 @@ impl Keeper {
                     let before = t.health();
                     let now = t.observe(ok, Instant::now());
                     delay = t.next_delay();
+                    // A replica still booting (within its grace period, where failures do not
+                    // count) is probed every 100 ms, so it joins as soon as it answers.
+                    if !ok && now == Health::Starting && started.elapsed() < spec.grace_period {
+                        delay = delay.min(BOOT_PROBE_INTERVAL);
+                    }
                     if now != before {
                         match now {
                             Health::Healthy => self.note(EventLevel::Info, "healthy".into()),
@@ -401,6 +406,9 @@ impl Keeper {
         }
     }
 }
+
+/// How often a booting replica is probed until it first answers.
+const BOOT_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A loopback port nobody listens on now (and that no other replica holds).
 pub fn free_loopback_port(taken: &std::collections::HashSet<u16>) -> Option<u16> {
