@@ -110,12 +110,22 @@ impl Analysis {
             }
             _ => ReleaseTraffic::default(),
         };
+        // The old release's baseline: what it served during this deploy, or, when that is too
+        // little to compare a p99 on (a blue/green switch comes seconds after the start), all it
+        // served since the edge started.
         let baseline = match self
             .old_release
             .as_deref()
             .and_then(|old| Some((old, find(now, old)?)))
         {
-            Some((old, current)) => current.since(find(&self.at_start, old).unwrap_or(&empty)),
+            Some((old, current)) => {
+                let during = current.since(find(&self.at_start, old).unwrap_or(&empty));
+                if during.requests >= self.spec.min_requests.max(LATENCY_MIN_SAMPLES) {
+                    during
+                } else {
+                    current.clone()
+                }
+            }
             None => ReleaseTraffic::default(),
         };
         Reading { new, baseline }
@@ -277,5 +287,16 @@ mod tests {
         // 4x but only a few milliseconds slower: noise, not a regression.
         let noise = vec![traffic("r1", 300, 0, 2), traffic("r2", 120, 0, 8)];
         assert_eq!(a.traffic_verdict(&a.reading(&noise)), None);
+    }
+
+    #[test]
+    fn a_short_pre_switch_falls_back_to_the_old_release_history() {
+        let a = analysis();
+        // The old release served only 50 requests during the deploy (a quick blue/green switch):
+        // its 150 since the edge started are the baseline.
+        let slow = vec![traffic("r1", 150, 0, 2), traffic("r2", 120, 0, 300)];
+        let reading = a.reading(&slow);
+        assert_eq!(reading.baseline.requests, 150);
+        assert_eq!(a.traffic_verdict(&reading).unwrap().rule, "latency");
     }
 }
