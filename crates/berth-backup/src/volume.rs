@@ -46,6 +46,10 @@ pub(crate) fn check(archive: &Path) -> Result<u64> {
             .with_context(|| format!("{} is damaged", archive.display()))?;
         files += 1;
     }
+    // The tar reader stops at its end marker; reading the zstd stream to its end makes the
+    // decoder verify the frame's checksum (a flipped byte in file data may decode silently).
+    io::copy(&mut tar.into_inner(), &mut io::sink())
+        .with_context(|| format!("{} is damaged", archive.display()))?;
     Ok(files)
 }
 
@@ -76,7 +80,11 @@ pub(crate) fn restore(archive: &Path, target: &Path) -> Result<()> {
         tar.set_preserve_mtime(true);
         tar.set_overwrite(true);
         tar.unpack(&fresh)
-            .with_context(|| format!("cannot extract {}", archive.display()))
+            .with_context(|| format!("cannot extract {}", archive.display()))?;
+        // To the end of the zstd stream, so its checksum is verified before the swap.
+        io::copy(&mut tar.into_inner(), &mut io::sink())
+            .with_context(|| format!("{} is damaged", archive.display()))?;
+        Ok(())
     })();
     if let Err(e) = unpacked {
         let _ = remove_dir(&fresh);
@@ -176,13 +184,17 @@ mod tests {
         }
         let out = dir.path().join("v.tar.zst");
         archive(&vol, &out).unwrap();
-        let mut bytes = fs::read(&out).unwrap();
-        let middle = bytes.len() / 2;
-        bytes[middle] ^= 0xff;
-        fs::write(&out, bytes).unwrap();
-        assert!(check(&out).is_err());
-        let target = dir.path().join("v");
-        assert!(restore(&out, &target).is_err());
-        assert_eq!(fs::read_dir(&target).unwrap().count(), 50);
+        let good = fs::read(&out).unwrap();
+        // Anywhere in the archive, a flipped byte is caught (the frame checksum covers data that
+        // would decode silently).
+        for at in (1..20).map(|i| good.len() * i / 20) {
+            let mut bytes = good.clone();
+            bytes[at] ^= 0xff;
+            fs::write(&out, bytes).unwrap();
+            assert!(check(&out).is_err(), "flip at {at} of {}", good.len());
+            let target = dir.path().join("v");
+            assert!(restore(&out, &target).is_err(), "flip at {at}");
+            assert_eq!(fs::read_dir(&target).unwrap().count(), 50);
+        }
     }
 }
