@@ -18,6 +18,19 @@ use tokio::sync::watch;
 
 use crate::stack::Stack;
 
+/// What a deploy's pipeline works from.
+struct Pipeline {
+    /// The spec as read for this deploy.
+    spec: Spec,
+    /// The service's settings for the new release.
+    service: ServiceSpec,
+    strategy: Strategy,
+    /// Go on when the current release is not healthy.
+    force: bool,
+    /// An existing release to deploy (a rollback), instead of making one.
+    release: Option<ReleaseId>,
+}
+
 /// A deploy under way.
 struct Running {
     id: u64,
@@ -204,46 +217,16 @@ impl Stack {
         };
         self.with_store(|s| s.insert_deploy(&mut record).map(|_| ()))
             .map_err(DeployRefusal::Internal)?;
-        let (cancel_tx, cancel_rx) = watch::channel(false);
-        self.deploys
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                name.clone(),
-                Running {
-                    id: record.id,
-                    cancel: cancel_tx,
-                },
-            );
-        let stack = self.clone();
-        let started = record.clone();
-        tokio::spawn(async move {
-            let id = record.id;
-            stack
-                .run_pipeline(
-                    record,
-                    spec,
-                    service,
-                    strategy,
-                    request.force,
-                    None,
-                    cancel_rx,
-                )
-                .await;
-            let mut running = stack
-                .deploys
-                .running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if running.get(&name).is_some_and(|r| r.id == id) {
-                running.remove(&name);
-            }
-        });
-        Ok(DeployStarted {
-            deploy: Some(started),
-            unchanged: None,
-        })
+        Ok(self.launch(
+            record,
+            Pipeline {
+                spec,
+                service,
+                strategy,
+                force: request.force,
+                release: None,
+            },
+        ))
     }
 
     /// `--source DIR` as is; `--rev REV` exported with `git archive` into the state folder.
@@ -322,18 +305,55 @@ impl Stack {
         Ok(Some(out.join(inside)))
     }
 
+    /// Registers a deploy as running and runs its pipeline in the background.
+    fn launch(self: &Arc<Self>, record: DeployRecord, pipeline: Pipeline) -> DeployStarted {
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let name = record.service.clone();
+        let id = record.id;
+        self.deploys
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                name.clone(),
+                Running {
+                    id,
+                    cancel: cancel_tx,
+                },
+            );
+        let stack = self.clone();
+        let started = record.clone();
+        tokio::spawn(async move {
+            stack.run_pipeline(record, pipeline, cancel_rx).await;
+            let mut running = stack
+                .deploys
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if running.get(&name).is_some_and(|r| r.id == id) {
+                running.remove(&name);
+            }
+        });
+        DeployStarted {
+            deploy: Some(started),
+            unchanged: None,
+        }
+    }
+
     /// The whole pipeline of one deploy; the record says how it ended.
-    #[allow(clippy::too_many_arguments)]
     async fn run_pipeline(
         self: &Arc<Self>,
         record: DeployRecord,
-        spec: Spec,
-        service: ServiceSpec,
-        strategy: Strategy,
-        force: bool,
-        release: Option<ReleaseId>,
+        pipeline: Pipeline,
         cancel: watch::Receiver<bool>,
     ) {
+        let Pipeline {
+            spec,
+            service,
+            strategy,
+            force,
+            release,
+        } = pipeline;
         let mut journal = RecordJournal {
             stack: self.clone(),
             record,
@@ -840,48 +860,16 @@ impl Stack {
         let service_spec = self
             .release_service_spec(service, &release.id)
             .unwrap_or(spec_service);
-        let (cancel_tx, cancel_rx) = watch::channel(false);
-        self.deploys
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                service.to_string(),
-                Running {
-                    id: record.id,
-                    cancel: cancel_tx,
-                },
-            );
-        let stack = self.clone();
-        let started = record.clone();
-        let name = service.to_string();
-        let spec = self.spec.clone();
-        tokio::spawn(async move {
-            let id = record.id;
-            stack
-                .run_pipeline(
-                    record,
-                    spec,
-                    service_spec,
-                    strategy,
-                    true,
-                    Some(release.id),
-                    cancel_rx,
-                )
-                .await;
-            let mut running = stack
-                .deploys
-                .running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if running.get(&name).is_some_and(|r| r.id == id) {
-                running.remove(&name);
-            }
-        });
-        Ok(DeployStarted {
-            deploy: Some(started),
-            unchanged: None,
-        })
+        Ok(self.launch(
+            record,
+            Pipeline {
+                spec: self.spec.clone(),
+                service: service_spec,
+                strategy,
+                force: true,
+                release: Some(release.id),
+            },
+        ))
     }
 
     /// The release that carried the traffic before `current`: the origin of the deploy that
