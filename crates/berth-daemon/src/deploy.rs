@@ -86,6 +86,17 @@ impl RecordJournal {
         self.end(i, state, detail);
     }
 
+    /// Ends the deploy `failed` (nothing moved) because `rule` fired.
+    fn failed(&mut self, rule: &str, message: String) {
+        self.finish(
+            DeployState::Failed,
+            Some(Verdict {
+                rule: rule.into(),
+                message,
+            }),
+        );
+    }
+
     fn finish(&mut self, state: DeployState, verdict: Option<Verdict>) {
         self.record.state = state;
         self.record.verdict = verdict;
@@ -415,13 +426,7 @@ impl Stack {
                     "the current release has {old_healthy}/{desired} healthy replicas; fix it first or deploy with --force"
                 );
                 journal.end(step, StepState::Failed, &message);
-                journal.finish(
-                    DeployState::Failed,
-                    Some(Verdict {
-                        rule: "pre-flight".into(),
-                        message,
-                    }),
-                );
+                journal.failed("pre-flight", message);
                 return;
             }
             notes.push("the current release is not healthy (--force)".into());
@@ -441,13 +446,7 @@ impl Stack {
             Err(e) => {
                 let message = format!("{e:#}");
                 journal.end(step, StepState::Failed, &message);
-                journal.finish(
-                    DeployState::Failed,
-                    Some(Verdict {
-                        rule: "build".into(),
-                        message,
-                    }),
-                );
+                journal.failed("build", message);
                 return;
             }
         };
@@ -476,13 +475,7 @@ impl Stack {
         let new_plan = match self.plan(&service, new_release.clone()) {
             Ok(p) => p,
             Err(e) => {
-                journal.finish(
-                    DeployState::Failed,
-                    Some(Verdict {
-                        rule: "pre-flight".into(),
-                        message: format!("{e:#}"),
-                    }),
-                );
+                journal.failed("pre-flight", format!("{e:#}"));
                 return;
             }
         };
@@ -506,13 +499,7 @@ impl Stack {
                 Err(e) => {
                     let message = format!("{e:#}");
                     journal.end(step, StepState::Failed, &message);
-                    journal.finish(
-                        DeployState::Failed,
-                        Some(Verdict {
-                            rule: "backup".into(),
-                            message,
-                        }),
-                    );
+                    journal.failed("backup", message);
                     return;
                 }
             }
@@ -566,25 +553,13 @@ impl Stack {
                         StepState::Failed,
                         &format!("{message}; log {}", log.display()),
                     );
-                    journal.finish(
-                        DeployState::Failed,
-                        Some(Verdict {
-                            rule: "migration".into(),
-                            message: format!("{message}; no traffic moved"),
-                        }),
-                    );
+                    journal.failed("migration", format!("{message}; no traffic moved"));
                     return;
                 }
                 Err(e) => {
                     let message = format!("could not run the migration: {e:#}");
                     journal.end(step, StepState::Failed, &message);
-                    journal.finish(
-                        DeployState::Failed,
-                        Some(Verdict {
-                            rule: "migration".into(),
-                            message,
-                        }),
-                    );
+                    journal.failed("migration", message);
                     return;
                 }
             }
@@ -592,13 +567,7 @@ impl Stack {
 
         // 5-6. Rollout, analysis, post-deploy checks.
         let Some(traffic) = self.traffic_control() else {
-            journal.finish(
-                DeployState::Failed,
-                Some(Verdict {
-                    rule: "edge".into(),
-                    message: "the edge is not running".into(),
-                }),
-            );
+            journal.failed("edge", "the edge is not running".into());
             return;
         };
         let rollout = Rollout {
@@ -838,12 +807,9 @@ impl Stack {
                 }
                 Ok(false) | Err(_) => {
                     journal.end(step, StepState::Failed, "the group is no longer healthy");
-                    journal.finish(
-                        DeployState::Failed,
-                        Some(Verdict {
-                            rule: "health".into(),
-                            message: format!("{} has no healthy replica to switch to", release.id),
-                        }),
+                    journal.failed(
+                        "health",
+                        format!("{} has no healthy replica to switch to", release.id),
                     );
                 }
             }
