@@ -9,6 +9,7 @@
 pub mod control;
 pub mod errors;
 pub mod handover;
+pub mod http1;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;

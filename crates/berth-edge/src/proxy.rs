@@ -36,6 +36,18 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Failure = (EdgeError, Option<String>, Option<Lease>);
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
+/// The replica's side of an upgraded connection and the lease it holds, handed with a `101`
+/// answer to the client connection, which copies bytes both ways.
+#[derive(Clone)]
+pub struct Tunnel(Arc<Mutex<Option<(hyper::upgrade::OnUpgrade, Lease)>>>);
+
+impl Tunnel {
+    /// Takes the tunnel's parts (once).
+    pub fn take(&self) -> Option<(hyper::upgrade::OnUpgrade, Lease)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
 /// A routing table made ready for requests.
 pub struct CompiledTable {
     pub version: u64,
@@ -141,11 +153,15 @@ impl Edge {
     }
 
     /// Handles one client request.
-    pub async fn handle(
+    pub async fn handle<B>(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<B>,
         client: SocketAddr,
-    ) -> Response<ProxyBody> {
+    ) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
         let started = Instant::now();
         let request_id = self.request_id(req.headers());
         let host = request_host(&req);
@@ -175,13 +191,17 @@ impl Edge {
         }
     }
 
-    async fn proxy(
+    async fn proxy<B>(
         self: Arc<Self>,
-        mut req: Request<Incoming>,
+        req: Request<B>,
         client: SocketAddr,
         host: &str,
         request_id: &str,
-    ) -> Result<(Response<Incoming>, Option<Lease>, Option<String>), Failure> {
+    ) -> Result<(Response<Incoming>, Option<Lease>, Option<String>), Failure>
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
         let table = self.table.load_full();
         let settings = &table.settings;
 
@@ -239,9 +259,8 @@ impl Edge {
         };
 
         if is_upgrade(req.headers()) {
-            let client_upgrade = hyper::upgrade::on(&mut req);
             let response = self
-                .upgrade(req, client_upgrade, lease, client, request_id, settings)
+                .upgrade(req, lease, client, request_id, settings)
                 .await
                 .map_err(|e| (e, Some(service.clone()), None))?;
             return Ok((response, None, Some(service)));
@@ -328,12 +347,12 @@ impl Edge {
         Ok((response, Some(lease), Some(service)))
     }
 
-    /// A WebSocket (or other `Upgrade`) request: its own upstream connection, then bytes are
-    /// copied both ways until either side closes. The lease is held as long as the tunnel.
-    async fn upgrade(
+    /// A WebSocket (or other `Upgrade`) request: its own upstream connection. A `101` answer
+    /// carries a [`Tunnel`] for the client connection to copy bytes both ways through; the
+    /// lease is held as long as the tunnel.
+    async fn upgrade<B>(
         &self,
-        req: Request<Incoming>,
-        client_upgrade: hyper::upgrade::OnUpgrade,
+        req: Request<B>,
         lease: Lease,
         client: SocketAddr,
         request_id: &str,
@@ -373,16 +392,12 @@ impl Edge {
                 .map_err(|_| EdgeError::UpstreamProtocol)?;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(async move {
-                let _lease = lease;
-                if let (Ok(upstream), Ok(downstream)) =
-                    (upstream_upgrade.await, client_upgrade.await)
-                {
-                    let mut upstream = TokioIo::new(upstream);
-                    let mut downstream = TokioIo::new(downstream);
-                    let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
-                }
-            });
+            response
+                .extensions_mut()
+                .insert(Tunnel(Arc::new(Mutex::new(Some((
+                    upstream_upgrade,
+                    lease,
+                ))))));
         }
         Ok(response)
     }
@@ -821,7 +836,7 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-fn is_upgrade(headers: &HeaderMap) -> bool {
+pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
             .get_all(header::CONNECTION)
@@ -833,7 +848,6 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
             })
 }
 
-/// The edge's own stickiness cookie for a service.
 /// The cookie that keeps a client on the release it landed on while traffic is split.
 pub fn release_cookie_name(service: &str) -> String {
     format!("berth-release-{service}")
@@ -861,6 +875,7 @@ fn test_route(headers: &HeaderMap, key: Option<&str>) -> Option<String> {
 pub const TEST_RELEASE_HEADER: &str = "x-berth-release";
 pub const TEST_KEY_HEADER: &str = "x-berth-test-key";
 
+/// The edge's own stickiness cookie for a service.
 pub fn sticky_cookie_name(service: &str) -> String {
     format!("berth-sticky-{service}")
 }

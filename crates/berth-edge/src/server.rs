@@ -15,7 +15,6 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -74,46 +73,33 @@ pub async fn serve_public(
         let edge = edge.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            serve_connection(edge.clone(), stream, client, shutdown).await;
+            crate::http1::serve_connection(edge.clone(), stream, client, shutdown).await;
             edge.metrics.connections.dec();
             drop(guard);
         });
     }
 }
 
-/// The protocol settings of the table in use (read per connection, so a pushed table applies to
-/// new connections).
-fn connection_builder(edge: &Edge) -> auto::Builder<TokioExecutor> {
-    let settings = edge.settings();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // hyper's header timer also runs while a kept-alive connection waits for its next
-        // request: it is the outer bound; `header_timeout` proper is enforced per connection.
-        .header_read_timeout(settings.header_timeout.max(settings.idle_timeout))
-        .max_buf_size((settings.max_header as usize).max(8192) + 1024)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(settings.max_header.min(u32::MAX as u64) as u32)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    builder
-}
-
-async fn serve_connection(
+/// HTTP/2 (prior knowledge) on a client connection, served by hyper: settings of the table in
+/// use, an idle limit, and a graceful end when the edge stops.
+pub(crate) async fn serve_h2<I>(
     edge: Arc<Edge>,
-    stream: tokio::net::TcpStream,
+    stream: I,
     client: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let settings = edge.settings();
     let (idle_timeout, header_timeout) = (settings.idle_timeout, settings.header_timeout);
     let check_every = idle_timeout
         .min(header_timeout)
         .max(Duration::from_millis(100));
-    let builder = connection_builder(&edge);
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(settings.max_header.min(u32::MAX as u64) as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
     let activity = Arc::new(Activity::new());
     // Set when the edge stops: each further response closes its connection, so a client never
     // sends a request on a connection the edge is closing (the keep-alive race).
@@ -123,30 +109,17 @@ async fn serve_connection(
         activity: activity.clone(),
     });
     let activity_for_service = activity.clone();
-    let service = {
-        let draining = draining.clone();
-        service_fn(move |req: Request<Incoming>| {
-            let edge = edge.clone();
-            let draining = draining.clone();
-            let activity = activity_for_service.clone();
-            async move {
-                activity.request_started();
-                let http1 = req.version() <= hyper::Version::HTTP_11;
-                // Boxed: the proxy future is large, and hyper keeps room for it inline in every
-                // connection, idle or not.
-                let mut response = Box::pin(edge.handle(req, client)).await;
-                if http1 && draining.load(Ordering::Relaxed) {
-                    response.headers_mut().insert(
-                        hyper::header::CONNECTION,
-                        hyper::header::HeaderValue::from_static("close"),
-                    );
-                }
-                activity.request_answered();
-                Ok::<_, std::convert::Infallible>(response)
-            }
-        })
-    };
-    let connection = builder.serve_connection_with_upgrades(io, service);
+    let service = service_fn(move |req: Request<Incoming>| {
+        let edge = edge.clone();
+        let activity = activity_for_service.clone();
+        async move {
+            activity.request_started();
+            let response = Box::pin(edge.handle(req, client)).await;
+            activity.request_answered();
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     // One timer per connection, armed for when it would have been idle long enough (a
     // connection is idle when nothing is in flight and no byte moved).
@@ -249,14 +222,14 @@ impl Activity {
 
 pin_project_lite::pin_project! {
     /// A stream that records its last activity.
-    struct TrackedIo {
+    struct TrackedIo<I> {
         #[pin]
-        inner: tokio::net::TcpStream,
+        inner: I,
         activity: Arc<Activity>,
     }
 }
 
-impl AsyncRead for TrackedIo {
+impl<I: AsyncRead> AsyncRead for TrackedIo<I> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -272,7 +245,7 @@ impl AsyncRead for TrackedIo {
     }
 }
 
-impl AsyncWrite for TrackedIo {
+impl<I: AsyncWrite> AsyncWrite for TrackedIo<I> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

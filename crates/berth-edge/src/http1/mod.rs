@@ -1,0 +1,542 @@
+//! HTTP/1.x toward clients, served by the edge itself rather than by hyper's server.
+//!
+//! Why: a kept-alive connection waiting for its next request should cost no more than its
+//! socket. hyper keeps a read and a write buffer (8 KiB each) and its connection state for the
+//! life of every connection (~35 KiB each in the edge's measurements); here an idle connection
+//! holds its socket halves and a small task, and a buffer exists only while a request is read
+//! (nginx does the same). Requests are parsed with `httparse`, handed to the proxy as
+//! `http::Request`s whose body reads straight from the socket, and answers are written with
+//! the framing the client can read (length, chunked, or until close for HTTP/1.0).
+//!
+//! What a connection does, in order: wait for a request's first byte (`idle_timeout`; a
+//! stopping edge waits at most 1 s more), read its head (`header_timeout` from the first byte,
+//! else dropped unanswered: slowloris), refuse bad heads (400/431, then close), answer
+//! `Expect: 100-continue`, proxy, write the answer (each write bounded by `idle_timeout`), and
+//! go on only if the request body was read to its end and nobody said `close`. HTTP/2 prior
+//! knowledge is handed to hyper's HTTP/2 server; `101 Switching Protocols` turns the
+//! connection into a tunnel to the replica.
+
+mod body;
+pub mod head;
+
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Body;
+use hyper::header::{self, HeaderMap};
+use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+use body::BodyReader;
+pub use body::RequestBody;
+use head::{Framing, HeadError, RequestHead};
+
+use crate::errors::EdgeError;
+use crate::proxy::{Edge, ProxyBody, Tunnel};
+
+/// When the edge stops, an idle connection gets this long for a request already on its way.
+const DRAIN_IDLE: Duration = Duration::from_secs(1);
+/// The HTTP/2 connection preface's first line.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Bytes asked of the socket per read of a head.
+const HEAD_READ: usize = 4096;
+/// Answer bytes gathered before a write.
+const WRITE_BATCH: usize = 16 * 1024;
+/// How long a closing connection reads and discards what the client still sends, so the
+/// client reads the answer before the close (instead of a reset that could discard it).
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Serves one client connection until it closes, times out, or the edge stops.
+pub async fn serve_connection(
+    edge: Arc<Edge>,
+    stream: TcpStream,
+    client: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let settings = edge.settings();
+    let limits = Limits {
+        max_head: (settings.max_header as usize).max(1024) + 1024,
+        max_body: settings.max_body,
+        idle: settings.idle_timeout,
+        header: settings.header_timeout,
+    };
+    drop(settings);
+    let (read, mut write) = stream.into_split();
+    let mut read = Some(read);
+    let mut buf = BytesMut::new();
+    let mut draining = *shutdown.borrow();
+    let mut first = true;
+    loop {
+        let Some(reader) = read.as_mut() else { return };
+        if buf.is_empty() {
+            // Idle: nothing but the socket is kept.
+            buf = BytesMut::new();
+            if !wait_for_request(reader, &mut shutdown, &mut draining, limits.idle).await {
+                return;
+            }
+        }
+        let head_deadline = Instant::now() + limits.header;
+        let head = loop {
+            if first && H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())]) {
+                if buf.len() >= H2_PREFACE.len() {
+                    let Some(reader) = read.take() else { return };
+                    if let Ok(stream) = reader.reunite(write) {
+                        let io = Rewind::new(buf.freeze(), stream);
+                        crate::server::serve_h2(edge, io, client, shutdown).await;
+                    }
+                    return;
+                }
+            } else {
+                match head::parse_request(&mut buf, limits.max_head) {
+                    Ok(Some(head)) => break head,
+                    Ok(None) => {}
+                    Err(error) => {
+                        refuse(&mut write, error, limits.idle).await;
+                        linger(write, read.take(), buf).await;
+                        return;
+                    }
+                }
+            }
+            buf.reserve(HEAD_READ);
+            match tokio::time::timeout_at(head_deadline, reader.read_buf(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                // Closed, failed, or too slow to send a head (slowloris): dropped unanswered.
+                _ => return,
+            }
+        };
+        first = false;
+
+        let RequestHead {
+            parts,
+            framing,
+            mut keep_alive,
+            expect_continue,
+        } = head;
+        let method = parts.method.clone();
+        let version = parts.version;
+        let upgrade = crate::proxy::is_upgrade(&parts.headers);
+        let over_limit = matches!(framing, Framing::Length(n) if n > limits.max_body);
+        if expect_continue && framing != Framing::Empty && !over_limit {
+            if write_all(&mut write, b"HTTP/1.1 100 Continue\r\n\r\n", limits.idle)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let (body, mut home) = if framing == Framing::Empty {
+            (RequestBody::empty(), None)
+        } else {
+            let Some(reader) = read.take() else { return };
+            let reader = BodyReader::new(reader, std::mem::take(&mut buf), framing, limits.idle);
+            let (tx, rx) = oneshot::channel();
+            (RequestBody::streaming(reader, framing, tx), Some(rx))
+        };
+        // Boxed: the proxy future is large, and only busy connections need room for it.
+        let response = Box::pin(
+            edge.clone()
+                .handle(Request::from_parts(parts, body), client),
+        )
+        .await;
+
+        draining |= *shutdown.borrow();
+        if draining || head::says_close(response.headers()) {
+            keep_alive = false;
+        }
+        // A body handed back unread already: the connection cannot carry another request.
+        if let Some(rx) = home.as_mut() {
+            match rx.try_recv() {
+                Ok(reader) => {
+                    keep_alive &= reader.is_complete();
+                    read = Some(reader.io);
+                    buf = reader.buf;
+                    home = None;
+                }
+                Err(oneshot::error::TryRecvError::Closed) => keep_alive = false,
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+        }
+        let tunnel = if upgrade && response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            response.extensions().get::<Tunnel>().cloned()
+        } else {
+            None
+        };
+        let written = write_response(
+            &mut write,
+            response,
+            &method,
+            version,
+            keep_alive,
+            limits.idle,
+        )
+        .await;
+        match written {
+            Ok(reusable) => keep_alive &= reusable,
+            Err(_) => return,
+        }
+        if let Some(tunnel) = tunnel {
+            if let Some(reader) = read.take() {
+                run_tunnel(reader, write, buf, tunnel).await;
+            }
+            return;
+        }
+        if let Some(rx) = home.take() {
+            // The proxy may still be sending the body upstream after the answer came back.
+            match tokio::time::timeout(DRAIN_IDLE, rx).await {
+                Ok(Ok(reader)) => {
+                    keep_alive &= reader.is_complete();
+                    read = Some(reader.io);
+                    buf = reader.buf;
+                }
+                _ => keep_alive = false,
+            }
+        }
+        if !keep_alive {
+            linger(write, read.take(), buf).await;
+            return;
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Limits {
+    max_head: usize,
+    max_body: u64,
+    idle: Duration,
+    header: Duration,
+}
+
+/// Waits until the client sends something. False: the connection should close (idle too long,
+/// or the edge is stopping and no request came within [`DRAIN_IDLE`]).
+async fn wait_for_request(
+    reader: &OwnedReadHalf,
+    shutdown: &mut watch::Receiver<bool>,
+    draining: &mut bool,
+    idle: Duration,
+) -> bool {
+    let deadline = Instant::now()
+        + if *draining {
+            DRAIN_IDLE.min(idle)
+        } else {
+            idle
+        };
+    let sleep = tokio::time::sleep_until(deadline);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            biased;
+            ready = reader.readable() => return ready.is_ok(),
+            _ = &mut sleep => return false,
+            _ = shutdown.changed(), if !*draining => {
+                *draining = true;
+                let sooner = deadline.min(Instant::now() + DRAIN_IDLE);
+                sleep.as_mut().reset(sooner);
+            }
+        }
+    }
+}
+
+/// Answers a head that cannot be served.
+async fn refuse(write: &mut OwnedWriteHalf, error: HeadError, idle: Duration) {
+    let error = match error {
+        HeadError::TooLarge => EdgeError::HeadersTooLarge,
+        HeadError::Malformed(why) => EdgeError::BadRequest(why),
+    };
+    let page = error.page("-");
+    let (parts, body) = page.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(512 + body.len());
+    let length = format!("content-length: {}\r\n", body.len());
+    head::write_response_head(
+        &mut out,
+        parts.status,
+        &parts.headers,
+        Some(length.as_bytes()),
+        Some("close"),
+    );
+    out.extend_from_slice(&body);
+    let _ = write_all(write, &out, idle).await;
+}
+
+/// How an answer's body is delimited on the wire.
+enum OutFraming {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// Writes `response` to the client. Ok(true): the connection can carry another request.
+async fn write_response(
+    write: &mut OwnedWriteHalf,
+    response: Response<ProxyBody>,
+    method: &Method,
+    version: Version,
+    keep_alive: bool,
+    idle: Duration,
+) -> std::io::Result<bool> {
+    let (parts, mut body) = response.into_parts();
+    let status = parts.status;
+    let mut reusable = keep_alive;
+    let mut length_line = None;
+    let framing = if status == StatusCode::SWITCHING_PROTOCOLS {
+        reusable = false;
+        OutFraming::None
+    } else if head::has_no_body(status, method) {
+        OutFraming::None
+    } else if let Some(n) = content_length(&parts.headers) {
+        OutFraming::Length(n)
+    } else if let Some(n) = body.size_hint().exact() {
+        length_line = Some(format!("content-length: {n}\r\n"));
+        OutFraming::Length(n)
+    } else if version == Version::HTTP_11 {
+        OutFraming::Chunked
+    } else {
+        reusable = false;
+        OutFraming::UntilClose
+    };
+    let framing_line = match (&framing, &length_line) {
+        (_, Some(line)) => Some(line.as_bytes()),
+        (OutFraming::Chunked, None) => Some(&b"transfer-encoding: chunked\r\n"[..]),
+        _ => None,
+    };
+    let connection = if status == StatusCode::SWITCHING_PROTOCOLS {
+        None
+    } else if !reusable {
+        Some("close")
+    } else if version == Version::HTTP_10 {
+        Some("keep-alive")
+    } else {
+        None
+    };
+    let mut out = Vec::with_capacity(1024);
+    head::write_response_head(&mut out, status, &parts.headers, framing_line, connection);
+    drop(parts);
+    if matches!(framing, OutFraming::None) {
+        // Ends the body now (its access log line is written on drop).
+        drop(body);
+        write_all(write, &out, idle).await?;
+        return Ok(reusable);
+    }
+    let mut sent: u64 = 0;
+    loop {
+        // A frame ready now is gathered with what is pending; else what is pending goes out
+        // before waiting (a streamed answer is never held back).
+        let frame = match poll_fn(|cx| {
+            Poll::Ready(match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Ready(frame) => Some(frame),
+                Poll::Pending => None,
+            })
+        })
+        .await
+        {
+            Some(frame) => frame,
+            None => {
+                if !out.is_empty() {
+                    write_all(write, &out, idle).await?;
+                    out.clear();
+                }
+                body.frame().await
+            }
+        };
+        let data = match frame {
+            None => {
+                let complete = match framing {
+                    OutFraming::Chunked => {
+                        out.extend_from_slice(b"0\r\n\r\n");
+                        true
+                    }
+                    OutFraming::Length(n) => sent == n,
+                    _ => true,
+                };
+                write_all(write, &out, idle).await?;
+                return Ok(reusable && complete);
+            }
+            // The replica broke off: the client sees the answer cut short (closed).
+            Some(Err(_)) => {
+                write_all(write, &out, idle).await?;
+                return Ok(false);
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                _ => continue,
+            },
+        };
+        let data = match framing {
+            OutFraming::Length(n) if sent + data.len() as u64 > n => {
+                // More than announced: never sent, so it cannot start a false next answer.
+                let fits = data.slice(..(n - sent) as usize);
+                out.extend_from_slice(&fits);
+                write_all(write, &out, idle).await?;
+                return Ok(false);
+            }
+            OutFraming::Chunked => {
+                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                data
+            }
+            _ => data,
+        };
+        sent += data.len() as u64;
+        if data.len() >= WRITE_BATCH {
+            if !out.is_empty() {
+                write_all(write, &out, idle).await?;
+                out.clear();
+            }
+            write_all(write, &data, idle).await?;
+        } else {
+            out.extend_from_slice(&data);
+        }
+        if matches!(framing, OutFraming::Chunked) {
+            out.extend_from_slice(b"\r\n");
+        }
+        if out.len() >= WRITE_BATCH {
+            write_all(write, &out, idle).await?;
+            out.clear();
+        }
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Writes all of `bytes`; a client that takes none of them for `idle` is given up on.
+async fn write_all(
+    write: &mut OwnedWriteHalf,
+    bytes: &[u8],
+    idle: Duration,
+) -> std::io::Result<()> {
+    let mut at = 0;
+    // Most writes fit the socket buffer: no timer is armed for them.
+    while at < bytes.len() {
+        match write.try_write(&bytes[at..]) {
+            Ok(n) => at += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    while at < bytes.len() {
+        match tokio::time::timeout(idle, write.write(&bytes[at..])).await {
+            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => at += n,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Closes a connection: the write side first, then what the client still sends is read and
+/// dropped for a moment, so the client gets to read the answer.
+async fn linger(mut write: OwnedWriteHalf, read: Option<OwnedReadHalf>, _unread: BytesMut) {
+    let _ = write.shutdown().await;
+    let Some(mut read) = read else { return };
+    let deadline = Instant::now() + LINGER;
+    let mut scratch = vec![0u8; 4096];
+    let mut dropped = 0;
+    while dropped < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, read.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => dropped += n,
+            _ => break,
+        }
+    }
+}
+
+/// Bytes both ways between the client and the replica after `101 Switching Protocols`.
+async fn run_tunnel(read: OwnedReadHalf, write: OwnedWriteHalf, early: BytesMut, tunnel: Tunnel) {
+    let Some((upstream, lease)) = tunnel.take() else {
+        return;
+    };
+    let Ok(upgraded) = upstream.await else { return };
+    let mut upstream = TokioIo::new(upgraded);
+    if !early.is_empty() && upstream.write_all(&early).await.is_err() {
+        return;
+    }
+    let Ok(mut client) = read.reunite(write) else {
+        return;
+    };
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    drop(lease);
+}
+
+pin_project_lite::pin_project! {
+    /// A stream with bytes already read from it put back in front.
+    pub struct Rewind {
+        prefix: Bytes,
+        #[pin]
+        inner: TcpStream,
+    }
+}
+
+impl Rewind {
+    fn new(prefix: Bytes, inner: TcpStream) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl tokio::io::AsyncRead for Rewind {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        this.inner.poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Rewind {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+    fn poll_shutdown(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
