@@ -15,6 +15,7 @@ pub mod pool;
 pub mod proxy;
 pub mod router;
 pub mod server;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

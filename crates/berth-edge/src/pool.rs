@@ -20,6 +20,8 @@ pub const EJECTION: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct TargetStats {
     pub in_flight: AtomicUsize,
+    /// Kept-alive connections to this replica.
+    pub idle: crate::upstream::IdleConnections,
     /// Milliseconds since the edge started until which this replica is ejected (0: never).
     ejected_until_ms: AtomicU64,
     started: Instant,
@@ -29,6 +31,7 @@ impl TargetStats {
     fn new(started: Instant) -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
+            idle: Default::default(),
             ejected_until_ms: AtomicU64::new(0),
             started,
         }

@@ -10,31 +10,33 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use berth_logfile::LogFile;
 use berth_model::routing::{EdgeSettings, RoutingTable};
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
+use http_body_util::Either;
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
 use crate::errors::EdgeError;
 use crate::metrics::{EdgeMetrics, ReleaseMetrics, UpstreamLabels};
 use crate::pool::{Lease, Pool, StatsRegistry, EJECTION};
 use crate::router::{request_host, Router};
+use crate::upstream::{self, UpstreamBody};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Why a request got an error page: the error, the service it was routed to, and the replica
 /// it was sent to (so a failure counts against that replica's release).
 type Failure = (EdgeError, Option<String>, Option<Lease>);
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
+/// A replica's answer body: read by the edge's own client, or by hyper's for an upgrade.
+type AnswerBody = Either<UpstreamBody, Incoming>;
 
 /// The replica's side of an upgraded connection and the lease it holds, handed with a `101`
 /// answer to the client connection, which copies bytes both ways.
@@ -84,8 +86,6 @@ pub struct Edge {
     raw_table: Mutex<RoutingTable>,
     pub registry: StatsRegistry,
     pub metrics: EdgeMetrics,
-    /// Rebuilt when a table changes `connect_timeout`.
-    client: ArcSwap<Client<HttpConnector, ProxyBody>>,
     access_log: Option<AccessLog>,
     next_request: AtomicU64,
 }
@@ -95,13 +95,11 @@ impl Edge {
         let registry = StatsRegistry::default();
         let metrics = EdgeMetrics::new();
         let compiled = CompiledTable::compile(&table, &registry, &metrics);
-        let client = upstream_client(table.settings.connect_timeout);
         Arc::new(Self {
             table: ArcSwap::from_pointee(compiled),
             raw_table: Mutex::new(table),
             registry,
             metrics,
-            client: ArcSwap::from_pointee(client),
             access_log: access_log.map(AccessLog::new),
             next_request: AtomicU64::new(rand::random::<u32>() as u64),
         })
@@ -114,10 +112,6 @@ impl Edge {
             return current;
         }
         let compiled = CompiledTable::compile(&table, &self.registry, &self.metrics);
-        if compiled.settings.connect_timeout != self.table.load().settings.connect_timeout {
-            self.client
-                .store(Arc::new(upstream_client(compiled.settings.connect_timeout)));
-        }
         let live: Vec<(String, SocketAddr)> = table
             .services
             .values()
@@ -197,7 +191,7 @@ impl Edge {
         client: SocketAddr,
         host: &str,
         request_id: &str,
-    ) -> Result<(Response<Incoming>, Option<Lease>, Option<String>), Failure>
+    ) -> Result<(Response<AnswerBody>, Option<Lease>, Option<String>), Failure>
     where
         B: Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
@@ -263,7 +257,7 @@ impl Edge {
                 .upgrade(req, lease, client, request_id, settings)
                 .await
                 .map_err(|e| (e, Some(service.clone()), None))?;
-            return Ok((response, None, Some(service)));
+            return Ok((response.map(Either::Right), None, Some(service)));
         }
 
         // forward
@@ -274,10 +268,16 @@ impl Edge {
         } else {
             Limited::new(body, settings.max_body as usize).boxed()
         };
-        let outgoing = upstream_request(&parts, limited, &lease, client, request_id, host);
+        let outgoing = upstream_request(&parts, limited, client, request_id, host);
+        let connect_timeout = settings.connect_timeout;
         let first = tokio::time::timeout(
             settings.request_timeout,
-            self.client.load().request(outgoing),
+            upstream::send(
+                &lease.upstream.stats,
+                lease.upstream.target.addr,
+                connect_timeout,
+                outgoing,
+            ),
         )
         .await;
         let (response, lease) = match first {
@@ -303,10 +303,15 @@ impl Edge {
                 drop(lease);
                 let lease = retry;
                 let empty = Empty::new().map_err(|never| match never {}).boxed();
-                let outgoing = upstream_request(&parts, empty, &lease, client, request_id, host);
+                let outgoing = upstream_request(&parts, empty, client, request_id, host);
                 match tokio::time::timeout(
                     settings.request_timeout,
-                    self.client.load().request(outgoing),
+                    upstream::send(
+                        &lease.upstream.stats,
+                        lease.upstream.target.addr,
+                        connect_timeout,
+                        outgoing,
+                    ),
                 )
                 .await
                 {
@@ -344,7 +349,7 @@ impl Edge {
                 return Err((EdgeError::UpstreamTimeout, Some(service), Some(lease)));
             }
         };
-        Ok((response, Some(lease), Some(service)))
+        Ok((response.map(Either::Left), Some(lease), Some(service)))
     }
 
     /// A WebSocket (or other `Upgrade`) request: its own upstream connection. A `101` answer
@@ -378,7 +383,7 @@ impl Edge {
             .map_err(|_| EdgeError::UpstreamProtocol)?;
         tokio::spawn(conn.with_upgrades());
         let empty = Empty::new().map_err(|never| match never {}).boxed();
-        let mut outgoing = upstream_request(&parts, empty, &lease, client, request_id, &host);
+        let mut outgoing = upstream_request(&parts, empty, client, request_id, &host);
         // Keep the upgrade headers that hop-by-hop filtering removed.
         for name in [header::CONNECTION, header::UPGRADE] {
             if let Some(v) = parts.headers.get(&name) {
@@ -744,16 +749,20 @@ fn add_via(headers: &mut HeaderMap) {
 fn upstream_request(
     parts: &hyper::http::request::Parts,
     body: ProxyBody,
-    lease: &Lease,
     client: SocketAddr,
     request_id: &str,
     host: &str,
 ) -> Request<ProxyBody> {
-    let addr = lease.upstream.target.addr;
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri: Uri = format!("http://{addr}{path}")
-        .parse()
-        .unwrap_or_else(|_| Uri::from_static("/"));
+    let uri = if parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
+        parts.uri.clone()
+    } else {
+        // Absolute form from the client: the replica gets the origin form.
+        parts
+            .uri
+            .path_and_query()
+            .and_then(|p| Uri::try_from(p.as_str()).ok())
+            .unwrap_or_else(|| Uri::from_static("/"))
+    };
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
     headers.remove(TEST_KEY_HEADER);
@@ -788,17 +797,6 @@ fn upstream_request(
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
     request
-}
-
-/// A client for the replicas: pooled keep-alive connections, no Nagle delay.
-fn upstream_client(connect_timeout: Duration) -> Client<HttpConnector, ProxyBody> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(512)
-        .build(connector)
 }
 
 /// Whether a failed upstream request failed because the client's body went over `max_body`.

@@ -61,6 +61,8 @@ pub enum Step {
 pub enum Decoder {
     Length(u64),
     Chunked(ChunkState),
+    /// Everything until the peer closes (an answer without length or chunking).
+    UntilClose,
     Done,
 }
 
@@ -85,8 +87,25 @@ impl Decoder {
         }
     }
 
+    pub fn until_close() -> Self {
+        Decoder::UntilClose
+    }
+
     pub fn is_done(&self) -> bool {
         *self == Decoder::Done
+    }
+
+    pub fn is_until_close(&self) -> bool {
+        *self == Decoder::UntilClose
+    }
+
+    /// Body bytes still to come, when known.
+    pub fn remaining(&self) -> Option<u64> {
+        match self {
+            Decoder::Length(n) => Some(*n),
+            Decoder::Done => Some(0),
+            _ => None,
+        }
     }
 
     /// The next step over `buf`.
@@ -94,6 +113,12 @@ impl Decoder {
         loop {
             match self {
                 Decoder::Done => return Ok(Step::Done),
+                Decoder::UntilClose => {
+                    if buf.is_empty() {
+                        return Ok(Step::NeedMore);
+                    }
+                    return Ok(Step::Data(buf.split().freeze()));
+                }
                 Decoder::Length(left) => {
                     if buf.is_empty() {
                         return Ok(Step::NeedMore);
@@ -319,7 +344,7 @@ impl Body for RequestBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.size.clone()
+        self.size
     }
 }
 

@@ -152,7 +152,7 @@ fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, HeadError> 
         let last = headers
             .get_all(header::TRANSFER_ENCODING)
             .iter()
-            .last()
+            .next_back()
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').next())
             .map(str::trim)

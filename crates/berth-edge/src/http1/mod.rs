@@ -40,6 +40,7 @@ use tokio::time::Instant;
 
 use body::BodyReader;
 pub use body::RequestBody;
+pub(crate) use body::{Decoder, Step};
 use head::{Framing, HeadError, RequestHead};
 
 use crate::errors::EdgeError;
@@ -72,7 +73,6 @@ pub async fn serve_connection(
         idle: settings.idle_timeout,
         header: settings.header_timeout,
     };
-    drop(settings);
     let (read, mut write) = stream.into_split();
     let mut read = Some(read);
     let mut buf = BytesMut::new();
@@ -128,13 +128,14 @@ pub async fn serve_connection(
         let version = parts.version;
         let upgrade = crate::proxy::is_upgrade(&parts.headers);
         let over_limit = matches!(framing, Framing::Length(n) if n > limits.max_body);
-        if expect_continue && framing != Framing::Empty && !over_limit {
-            if write_all(&mut write, b"HTTP/1.1 100 Continue\r\n\r\n", limits.idle)
+        if expect_continue
+            && framing != Framing::Empty
+            && !over_limit
+            && write_all(&mut write, b"HTTP/1.1 100 Continue\r\n\r\n", limits.idle)
                 .await
                 .is_err()
-            {
-                return;
-            }
+        {
+            return;
         }
         let (body, mut home) = if framing == Framing::Empty {
             (RequestBody::empty(), None)
