@@ -431,7 +431,7 @@ fi
 {
     echo "## Memory with $IDLE_CONNS idle keep-alive client connections"
     echo
-    echo "Each connection sent one \`GET / HTTP/1.1\` (keep-alive), read the answer, then stayed open and idle; VmRSS from /proc. HAProxy gets at most 9900 (its maxconn must fit the 20000 fd limit). RSS is read within 10 s of the first connection: Berth's edge closes keep-alive connections idle for its \`header_timeout\` (10 s)."
+    echo "Each connection sent one \`GET / HTTP/1.1\` (keep-alive), read the answer, then stayed open and idle; VmRSS from /proc. HAProxy gets at most 9900 (its maxconn must fit the 20000 fd limit). RSS is read within a few seconds of the first connection, well inside every proxy's keep-alive timeout (Berth: \`idle_timeout\`, 60 s by default)."
     echo
     echo '```'
     cat "$WORK/rss-berth.txt"
