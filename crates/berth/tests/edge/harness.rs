@@ -494,3 +494,326 @@ pub fn one_service(version: u64, service: &str, pool: ServicePool) -> RoutingTab
         EdgeSettings::default(),
     )
 }
+
+// ---- an edge taking over from another, and a raw HTTP/1.1 client ----
+
+impl EdgeProcess {
+    /// Starts an edge in `dir` that takes the listening sockets over from the edge running
+    /// there (`berth edge --takeover`, the graceful upgrade), and waits until its own control
+    /// socket answers. It listens where the old one did.
+    pub async fn start_takeover(dir: &Path) -> Self {
+        Self::start_with_args(dir, &["--takeover"]).await
+    }
+
+    /// [`EdgeProcess::start_in`] with more arguments for `berth edge`.
+    pub async fn start_with_args(dir: &Path, extra: &[&str]) -> Self {
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, Ordering::Relaxed);
+        std::fs::create_dir_all(dir).expect("edge dir");
+        let log = dir.join(format!("test-edge-extra-{n}.log"));
+        let file = std::fs::File::create(&log).expect("edge log");
+        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("edge")
+            .arg("--dir")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(extra)
+            .env("BERTH_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log handle"))
+            .stderr(file)
+            .spawn()
+            .expect("starting berth edge");
+        let pid = child.id();
+        let placeholder: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut edge = EdgeProcess {
+            child,
+            dir: dir.to_path_buf(),
+            _tmp: None,
+            listen: placeholder,
+            admin: placeholder,
+            pid,
+            log,
+            http: HttpClient::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = edge.child.try_wait() {
+                panic!("the edge exited early ({status}):\n{}", edge.log_text());
+            }
+            if let Ok(answer) = control(&edge.socket(), &ControlRequest::Status).await {
+                if answer.ok && answer.pid == pid {
+                    edge.listen = *answer.listen.first().expect("a public listener");
+                    edge.admin = answer.admin.expect("an admin listener");
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the edge did not answer on {} within 15s:\n{}",
+                edge.socket().display(),
+                edge.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        edge
+    }
+
+    /// Whether the process has exited (without waiting).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// The value of an unlabelled gauge or counter on the admin `/metrics` page.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let metrics = self.admin_get("/metrics").await.text();
+        metrics
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.trim().parse().ok())
+    }
+}
+
+/// How long a [`RawConn`] waits for the next bytes of an answer.
+pub const RAW_READ_LIMIT: Duration = Duration::from_secs(5);
+
+/// Why a [`RawConn`] got no answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RawError {
+    /// The connection was closed (end of stream, or reset) before any byte of an answer:
+    /// the one case where a client cannot know whether the request was processed, and where
+    /// browsers retry an idempotent request.
+    ClosedBeforeAnswer(String),
+    /// Anything else: a cut or malformed answer, or none within [`RAW_READ_LIMIT`].
+    Broken(String),
+}
+
+/// An answer read by a [`RawConn`].
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    /// The status line and headers as received.
+    pub head: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// How the body was delimited: `none`, `length`, `chunked` or `close`.
+    pub framing: &'static str,
+    /// The chunk-size lines of a chunked body, as received.
+    pub chunk_lines: Vec<String>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Whether the answer carries `Connection: close`.
+    pub fn says_close(&self) -> bool {
+        self.headers.iter().any(|(n, v)| {
+            n.eq_ignore_ascii_case("connection")
+                && v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))
+        })
+    }
+}
+
+/// One client connection written and read byte by byte: requests as given, answers parsed
+/// by their own framing (`Content-Length`, chunked, or until close). Every read is bounded.
+pub struct RawConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawConn {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = tokio::time::timeout(RAW_READ_LIMIT, TcpStream::connect(addr))
+            .await
+            .expect("connect within the limit")
+            .expect("connect");
+        RawConn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Writes `bytes`. A failure means the connection is closed (before any answer).
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), RawError> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| RawError::ClosedBeforeAnswer(format!("writing: {e}")))
+    }
+
+    /// Bytes received and not yet taken by an answer.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Reads more; `Ok(0)` at the end of the stream.
+    async fn fill(&mut self) -> Result<usize, String> {
+        let mut chunk = [0u8; 16 * 1024];
+        match tokio::time::timeout(RAW_READ_LIMIT, self.stream.read(&mut chunk)).await {
+            Ok(Ok(n)) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(n)
+            }
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("nothing within {RAW_READ_LIMIT:?}")),
+        }
+    }
+
+    async fn line(&mut self) -> Result<String, RawError> {
+        loop {
+            if let Some(at) = self.buf.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&self.buf[..at]).into_owned();
+                self.buf.drain(..at + 2);
+                return Ok(line);
+            }
+            match self.fill().await {
+                Ok(0) => return Err(RawError::Broken("closed mid-line".into())),
+                Ok(_) => {}
+                Err(e) => return Err(RawError::Broken(e)),
+            }
+        }
+    }
+
+    async fn exactly(&mut self, n: usize) -> Result<Vec<u8>, RawError> {
+        while self.buf.len() < n {
+            match self.fill().await {
+                Ok(0) => {
+                    return Err(RawError::Broken(format!(
+                        "closed after {} of {n} body bytes",
+                        self.buf.len()
+                    )))
+                }
+                Ok(_) => {}
+                Err(e) => return Err(RawError::Broken(e)),
+            }
+        }
+        Ok(self.buf.drain(..n).collect())
+    }
+
+    /// Reads one answer to a request with this method (a `HEAD` answer has no body). An
+    /// interim answer (`100 Continue`) is returned as it is, like any other.
+    pub async fn read_response(&mut self, method: &str) -> Result<RawResponse, RawError> {
+        let end = loop {
+            if let Some(at) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            let empty = self.buf.is_empty();
+            match self.fill().await {
+                Ok(0) if empty => return Err(RawError::ClosedBeforeAnswer("end of stream".into())),
+                Ok(0) => return Err(RawError::Broken("closed mid-head".into())),
+                Ok(_) => {}
+                Err(e) if empty && !e.starts_with("nothing within") => {
+                    return Err(RawError::ClosedBeforeAnswer(e))
+                }
+                Err(e) => return Err(RawError::Broken(e)),
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf.drain(..end);
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or("");
+        if !status_line.starts_with("HTTP/1.") {
+            return Err(RawError::Broken(format!("not an answer: {head:?}")));
+        }
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| RawError::Broken(format!("no status in {status_line:?}")))?;
+        let headers: Vec<(String, String)> = lines
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let mut response = RawResponse {
+            status,
+            head,
+            headers,
+            body: Vec::new(),
+            framing: "none",
+            chunk_lines: Vec::new(),
+        };
+        let chunked = response
+            .header("transfer-encoding")
+            .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+        let length = response
+            .header("content-length")
+            .map(|v| v.parse::<usize>())
+            .transpose()
+            .map_err(|e| RawError::Broken(format!("bad content-length: {e}")))?;
+        if method == "HEAD" || status < 200 || status == 204 || status == 304 {
+            return Ok(response);
+        }
+        if chunked {
+            response.framing = "chunked";
+            loop {
+                let line = self.line().await?;
+                response.chunk_lines.push(line.clone());
+                let digits = line.split(';').next().unwrap_or("").trim();
+                let size = usize::from_str_radix(digits, 16)
+                    .map_err(|_| RawError::Broken(format!("bad chunk line {line:?}")))?;
+                if size == 0 {
+                    // Trailers, up to the empty line.
+                    while !self.line().await?.is_empty() {}
+                    break;
+                }
+                let data = self.exactly(size).await?;
+                response.body.extend_from_slice(&data);
+                if self.exactly(2).await? != b"\r\n" {
+                    return Err(RawError::Broken("chunk not followed by CRLF".into()));
+                }
+            }
+        } else if let Some(n) = length {
+            response.framing = "length";
+            response.body = self.exactly(n).await?;
+        } else {
+            response.framing = "close";
+            loop {
+                match self.fill().await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => return Err(RawError::Broken(e)),
+                }
+            }
+            response.body = std::mem::take(&mut self.buf);
+        }
+        Ok(response)
+    }
+
+    /// Sends a request and reads its answer; panics on any failure.
+    pub async fn exchange(&mut self, method: &str, request: &[u8]) -> RawResponse {
+        self.send(request).await.expect("sending the request");
+        self.read_response(method)
+            .await
+            .unwrap_or_else(|e| panic!("answer to {:?}: {e:?}", String::from_utf8_lossy(request)))
+    }
+
+    /// Whether the peer closes the connection within `within` without sending anything more
+    /// (bytes arriving instead make it panic: they would be an answer nobody asked for).
+    pub async fn closed_within(&mut self, within: Duration) -> bool {
+        assert!(
+            self.buf.is_empty(),
+            "unexpected bytes after the answer: {:?}",
+            String::from_utf8_lossy(&self.buf)
+        );
+        let mut chunk = [0u8; 1024];
+        match tokio::time::timeout(within, self.stream.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => true,
+            Ok(Ok(n)) => panic!(
+                "unexpected bytes after the answer: {:?}",
+                String::from_utf8_lossy(&chunk[..n])
+            ),
+            Err(_) => false,
+        }
+    }
+}

@@ -8,6 +8,8 @@ mod ws;
 
 mod balancing;
 mod failures;
+mod http1;
 mod lifecycle;
 mod protocol;
 mod rollout;
+mod takeover;
