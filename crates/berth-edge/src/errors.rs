@@ -16,6 +16,10 @@ pub enum EdgeError {
     HeadersTooLarge,
     /// Downstream: body over `max_body` (the limit in bytes).
     BodyTooLarge(u64),
+    /// Downstream: the client stopped sending its body for `idle_timeout`.
+    ClientTimeout,
+    /// Downstream: the client went away mid-body (nginx's 499; nobody reads the page).
+    ClientClosed,
     /// No route matches the host and path.
     NoRoute,
     /// The service has no replica that takes traffic now.
@@ -34,6 +38,8 @@ impl EdgeError {
             EdgeError::BadRequest(_) => StatusCode::BAD_REQUEST,
             EdgeError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             EdgeError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            EdgeError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            EdgeError::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             EdgeError::NoRoute => StatusCode::NOT_FOUND,
             EdgeError::NoHealthyReplica => StatusCode::SERVICE_UNAVAILABLE,
             EdgeError::UpstreamConnect | EdgeError::UpstreamProtocol => StatusCode::BAD_GATEWAY,
@@ -48,6 +54,8 @@ impl EdgeError {
             EdgeError::BodyTooLarge(limit) => {
                 format!("The request body is larger than the limit of {limit} bytes.")
             }
+            EdgeError::ClientTimeout => "The request body stopped arriving.".into(),
+            EdgeError::ClientClosed => "The client closed the connection.".into(),
             EdgeError::NoRoute => "No application is routed at this address.".into(),
             EdgeError::NoHealthyReplica => {
                 "No healthy replica can take this request right now; try again shortly.".into()
@@ -68,7 +76,11 @@ impl EdgeError {
         }
         if matches!(
             self,
-            EdgeError::BadRequest(_) | EdgeError::HeadersTooLarge | EdgeError::BodyTooLarge(_)
+            EdgeError::BadRequest(_)
+                | EdgeError::HeadersTooLarge
+                | EdgeError::BodyTooLarge(_)
+                | EdgeError::ClientTimeout
+                | EdgeError::ClientClosed
         ) {
             response
                 .headers_mut()

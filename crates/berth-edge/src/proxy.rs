@@ -25,6 +25,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 
 use crate::errors::EdgeError;
+use crate::http1::BodyError;
 use crate::metrics::{EdgeMetrics, ReleaseMetrics, UpstreamLabels};
 use crate::pool::{Lease, Pool, StatsRegistry, EJECTION};
 use crate::router::{request_host, Router};
@@ -335,6 +336,10 @@ impl Edge {
                         Some(service),
                         None,
                     ));
+                }
+                // The client's own body failed: its error, never counted against the replica.
+                if let upstream::UpstreamError::ClientBody(inner) = &e {
+                    return Err((client_body_error(inner.as_ref()), Some(service), None));
                 }
                 let chain: Vec<String> = error_chain(&e).map(|s| format!("{s:?}")).collect();
                 tracing::warn!(
@@ -806,6 +811,16 @@ fn is_body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
             .is_some()
             || e.to_string().contains("length limit exceeded")
     })
+}
+
+/// The answer to a request whose body could not be read from the client.
+fn client_body_error(error: &(dyn std::error::Error + 'static)) -> EdgeError {
+    match error_chain(error).find_map(|e| e.downcast_ref::<BodyError>()) {
+        Some(BodyError::TimedOut) => EdgeError::ClientTimeout,
+        Some(BodyError::Malformed(why)) => EdgeError::BadRequest(why),
+        Some(BodyError::Closed | BodyError::Io(_)) => EdgeError::ClientClosed,
+        None => EdgeError::BadRequest("the request body could not be read"),
+    }
 }
 
 /// An error and its sources, outermost first.

@@ -130,7 +130,9 @@ pub async fn send(
     let head = request_head(&parts.method, &parts.uri, &parts.headers, framing);
     let mut retried = false;
     loop {
-        let (mut stream, pooled) = match stats.idle.checkout() {
+        // The retry goes on a new connection: other pooled ones may be just as stale.
+        let pooled = if retried { None } else { stats.idle.checkout() };
+        let (mut stream, pooled) = match pooled {
             Some(stream) => (stream, true),
             None => (connect(addr, connect_timeout).await?, false),
         };

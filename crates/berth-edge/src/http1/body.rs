@@ -40,7 +40,7 @@ impl std::fmt::Display for BodyError {
             BodyError::TimedOut => {
                 write!(f, "the client sent no body bytes within the idle timeout")
             }
-            BodyError::Malformed(why) => write!(f, "malformed chunked body: {why}"),
+            BodyError::Malformed(why) => write!(f, "{why}"),
             BodyError::Io(e) => write!(f, "reading the request body: {e}"),
         }
     }
@@ -134,7 +134,9 @@ impl Decoder {
                     ChunkState::Size => {
                         let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
                             if buf.len() > MAX_CHUNK_LINE {
-                                return Err(BodyError::Malformed("chunk-size line too long"));
+                                return Err(BodyError::Malformed(
+                                    "the chunked body has a chunk-size line too long",
+                                ));
                             }
                             return Ok(Step::NeedMore);
                         };
@@ -144,7 +146,9 @@ impl Decoder {
                             .position(|b| !b.is_ascii_hexdigit())
                             .unwrap_or(line.len());
                         if digits == 0 || digits > 15 {
-                            return Err(BodyError::Malformed("bad chunk size"));
+                            return Err(BodyError::Malformed(
+                                "the chunked body has a malformed chunk size",
+                            ));
                         }
                         // Only extensions (`;name=value`) may follow the size.
                         let rest = &line[digits..];
@@ -153,12 +157,16 @@ impl Decoder {
                                 rest[..p].iter().all(|b| *b == b' ' || *b == b'\t')
                             });
                         if !rest_ok {
-                            return Err(BodyError::Malformed("bad chunk size"));
+                            return Err(BodyError::Malformed(
+                                "the chunked body has a malformed chunk size",
+                            ));
                         }
                         let size = std::str::from_utf8(&line[..digits])
                             .ok()
                             .and_then(|s| u64::from_str_radix(s, 16).ok())
-                            .ok_or(BodyError::Malformed("bad chunk size"))?;
+                            .ok_or(BodyError::Malformed(
+                                "the chunked body has a malformed chunk size",
+                            ))?;
                         buf.advance(end + 2);
                         *state = if size == 0 {
                             ChunkState::Trailers(0)
@@ -183,7 +191,9 @@ impl Decoder {
                             return Ok(Step::NeedMore);
                         }
                         if &buf[..2] != b"\r\n" {
-                            return Err(BodyError::Malformed("chunk data not followed by CRLF"));
+                            return Err(BodyError::Malformed(
+                                "the chunked body has chunk data not followed by CRLF",
+                            ));
                         }
                         buf.advance(2);
                         *state = ChunkState::Size;
@@ -193,7 +203,9 @@ impl Decoder {
                         // ends at an empty line.
                         let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
                             if seen + buf.len() > MAX_TRAILERS {
-                                return Err(BodyError::Malformed("trailers too large"));
+                                return Err(BodyError::Malformed(
+                                    "the chunked body has trailers too large",
+                                ));
                             }
                             return Ok(Step::NeedMore);
                         };
@@ -203,7 +215,9 @@ impl Decoder {
                         } else {
                             *state = ChunkState::Trailers(seen + end + 2);
                             if seen + end + 2 > MAX_TRAILERS {
-                                return Err(BodyError::Malformed("trailers too large"));
+                                return Err(BodyError::Malformed(
+                                    "the chunked body has trailers too large",
+                                ));
                             }
                         }
                     }

@@ -39,7 +39,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use body::BodyReader;
-pub use body::RequestBody;
+pub use body::{BodyError, RequestBody};
 pub(crate) use body::{Decoder, Step};
 use head::{Framing, HeadError, RequestHead};
 
