@@ -8,7 +8,8 @@
 #
 # Environment: DURATION (wrk -d, default 20s), WARMUP (default 2s, not measured), THREADS (2),
 # CONNECTIONS (64), IDLE_CONNS (10000), SKIP_BUILD=1 (use the existing release binary),
-# RSS_COMPARE=0 (skip the idle-connection RSS of nginx and HAProxy, measured for comparison).
+# RSS_COMPARE=0 (skip the idle-connection RSS of nginx and HAProxy, measured for comparison),
+# PATHS ("/ /1k /100k": the cases to run, for a quick look at one), IDLE_CONNS=0 (no memory run).
 #
 # Ports: backend auto (Berth's $PORT), edge 18080 (admin 19090), nginx 18081, HAProxy 18082.
 # Writes bench/results/edge-<date>.md. Cleans up everything it started, also on failure.
@@ -21,6 +22,7 @@ THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 RSS_COMPARE=${RSS_COMPARE:-1}
+PATHS=${PATHS:-/ /1k /100k}
 EDGE_PORT=18080
 ADMIN_PORT=19090
 NGINX_PORT=18081
@@ -356,7 +358,7 @@ BERTH_DIRTY=$(cd "$REPO" && [ -n "$(git status --porcelain -- crates 2>/dev/null
     echo
 } >"$REPORT"
 
-for case_path in / /1k /100k; do
+for case_path in $PATHS; do
     case $case_path in /) label="tiny (/)" ;; /1k) label="1 KiB (/1k)" ;; /100k) label="100 KiB (/100k)" ;; esac
     log "case $label"
     rows=()
@@ -402,6 +404,7 @@ done
 # ---------------------------------------------------------------------------------------------
 # 6. Memory: 10,000 idle keep-alive connections.
 # ---------------------------------------------------------------------------------------------
+if [ "$IDLE_CONNS" -gt 0 ]; then
 log "Berth edge RSS with $IDLE_CONNS idle keep-alive connections"
 # The edge's pid, as Berth reports it now.
 EDGE_PID=$("$BERTH" status --json -f "$STACK/berth.toml" | python3 -c 'import json,sys; print(json.load(sys.stdin)["edge"]["pid"])')
@@ -435,10 +438,11 @@ fi
     echo
     echo '```'
     cat "$WORK/rss-berth.txt"
-    [ "$RSS_COMPARE" = 1 ] && cat "$WORK/rss-nginx.txt" "$WORK/rss-haproxy.txt"
+    if [ "$RSS_COMPARE" = 1 ]; then cat "$WORK/rss-nginx.txt" "$WORK/rss-haproxy.txt"; fi
     echo '```'
     echo
 } >>"$REPORT"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # What the logs say.

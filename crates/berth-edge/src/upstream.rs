@@ -33,8 +33,10 @@ const MAX_IDLE_FOR: Duration = Duration::from_secs(60);
 /// Largest answer head accepted from a replica.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const MAX_RESPONSE_HEADERS: usize = 128;
-/// Bytes asked of the socket per read.
+/// Bytes asked of the socket per read of an answer body: the first read, then doubled while
+/// reads fill what was asked, up to the largest.
 const READ_SIZE: usize = 16 * 1024;
+const MAX_READ_SIZE: usize = 256 * 1024;
 
 /// Kept-alive connections to one replica, most recently used last.
 #[derive(Default, Debug)]
@@ -146,6 +148,7 @@ pub async fn send(
                     decoder,
                     reusable,
                     home: stats.clone(),
+                    read_size: READ_SIZE,
                 };
                 return Ok(Response::from_parts(rparts, body));
             }
@@ -415,6 +418,7 @@ pub struct UpstreamBody {
     decoder: Decoder,
     reusable: bool,
     home: Arc<TargetStats>,
+    read_size: usize,
 }
 
 impl UpstreamBody {
@@ -452,9 +456,10 @@ impl Body for UpstreamBody {
                     return Poll::Ready(Some(Err(format!("the replica's answer: {e}").into())));
                 }
             }
-            if this.buf.capacity() - this.buf.len() < READ_SIZE / 4 {
-                this.buf.reserve(READ_SIZE);
+            if this.buf.capacity() - this.buf.len() < this.read_size / 4 {
+                this.buf.reserve(this.read_size);
             }
+            let asked = this.buf.capacity() - this.buf.len();
             let Some(stream) = this.stream.as_mut() else {
                 return Poll::Ready(None);
             };
@@ -469,7 +474,11 @@ impl Body for UpstreamBody {
                         "the replica closed the connection mid-answer".into()
                     )));
                 }
-                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Ok(n)) => {
+                    if n == asked && this.read_size < MAX_READ_SIZE {
+                        this.read_size *= 2;
+                    }
+                }
                 Poll::Ready(Err(e)) => {
                     this.stream = None;
                     return Poll::Ready(Some(Err(Box::new(e))));

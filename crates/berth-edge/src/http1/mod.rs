@@ -20,6 +20,7 @@ mod body;
 pub mod head;
 
 use std::future::poll_fn;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -52,8 +53,6 @@ const DRAIN_IDLE: Duration = Duration::from_secs(1);
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Bytes asked of the socket per read of a head.
 const HEAD_READ: usize = 4096;
-/// Answer bytes gathered before a write.
-const WRITE_BATCH: usize = 16 * 1024;
 /// How long a closing connection reads and discards what the client still sends, so the
 /// client reads the answer before the close (instead of a reset that could discard it).
 const LINGER: Duration = Duration::from_secs(1);
@@ -326,89 +325,174 @@ async fn write_response(
     } else {
         None
     };
-    let mut out = Vec::with_capacity(1024);
-    head::write_response_head(&mut out, status, &parts.headers, framing_line, connection);
+    let mut head_bytes = Vec::with_capacity(1024);
+    head::write_response_head(
+        &mut head_bytes,
+        status,
+        &parts.headers,
+        framing_line,
+        connection,
+    );
     drop(parts);
     if matches!(framing, OutFraming::None) {
         // Ends the body now (its access log line is written on drop).
         drop(body);
-        write_all(write, &out, idle).await?;
+        write_all(write, &head_bytes, idle).await?;
         return Ok(reusable);
     }
-    let mut sent: u64 = 0;
+    let mut out = Outgoing::new(framing, head_bytes);
     loop {
-        // A frame ready now is gathered with what is pending; else what is pending goes out
-        // before waiting (a streamed answer is never held back).
-        let frame = match poll_fn(|cx| {
-            Poll::Ready(match Pin::new(&mut body).poll_frame(cx) {
-                Poll::Ready(frame) => Some(frame),
-                Poll::Pending => None,
+        // Gather what the body has ready now, up to the read-ahead limit.
+        while !out.ended && out.queued < READ_AHEAD {
+            match poll_fn(|cx| {
+                Poll::Ready(match Pin::new(&mut body).poll_frame(cx) {
+                    Poll::Ready(frame) => Some(frame),
+                    Poll::Pending => None,
+                })
             })
-        })
-        .await
-        {
-            Some(frame) => frame,
-            None => {
-                if !out.is_empty() {
-                    write_all(write, &out, idle).await?;
-                    out.clear();
-                }
-                body.frame().await
+            .await
+            {
+                Some(frame) => out.take(frame),
+                None => break,
             }
-        };
+        }
+        if out.queue.is_empty() {
+            if out.ended {
+                return Ok(reusable && out.complete);
+            }
+            // Nothing to send: what is pending went out, now wait for the replica.
+            let frame = body.frame().await;
+            out.take(frame);
+            continue;
+        }
+        let mut slices = [IoSlice::new(&[]); 16];
+        let count = out.slices(&mut slices);
+        match write.try_write_vectored(&slices[..count]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => out.advance(n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // The client's socket is full: read ahead from the replica meanwhile (bounded),
+                // so reading and writing overlap.
+                let sleep = tokio::time::sleep(idle);
+                tokio::pin!(sleep);
+                let read_ahead = !out.ended && out.queued < READ_AHEAD;
+                tokio::select! {
+                    biased;
+                    ready = write.writable() => ready?,
+                    frame = body.frame(), if read_ahead => out.take(frame),
+                    _ = &mut sleep => return Err(std::io::ErrorKind::TimedOut.into()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Bytes of an answer read from the replica but not yet taken by the client, at most.
+const READ_AHEAD: usize = 256 * 1024;
+
+/// An answer's bytes on their way to the client, framed.
+struct Outgoing {
+    framing: OutFraming,
+    queue: std::collections::VecDeque<Bytes>,
+    queued: usize,
+    sent: u64,
+    /// The body ended (or failed).
+    ended: bool,
+    /// It ended as its framing promised (else the connection must close).
+    complete: bool,
+}
+
+impl Outgoing {
+    fn new(framing: OutFraming, head: Vec<u8>) -> Self {
+        let mut queue = std::collections::VecDeque::with_capacity(4);
+        let queued = head.len();
+        queue.push_back(Bytes::from(head));
+        Self {
+            framing,
+            queue,
+            queued,
+            sent: 0,
+            ended: false,
+            complete: false,
+        }
+    }
+
+    fn push(&mut self, bytes: Bytes) {
+        self.queued += bytes.len();
+        self.queue.push_back(bytes);
+    }
+
+    /// Takes one frame (or the end) of the body.
+    fn take(&mut self, frame: Option<Result<hyper::body::Frame<Bytes>, crate::proxy::BoxError>>) {
         let data = match frame {
             None => {
-                let complete = match framing {
+                self.ended = true;
+                self.complete = match self.framing {
                     OutFraming::Chunked => {
-                        out.extend_from_slice(b"0\r\n\r\n");
+                        self.push(Bytes::from_static(b"0\r\n\r\n"));
                         true
                     }
-                    OutFraming::Length(n) => sent == n,
+                    OutFraming::Length(n) => self.sent == n,
                     _ => true,
                 };
-                write_all(write, &out, idle).await?;
-                return Ok(reusable && complete);
+                return;
             }
             // The replica broke off: the client sees the answer cut short (closed).
             Some(Err(_)) => {
-                write_all(write, &out, idle).await?;
-                return Ok(false);
+                self.ended = true;
+                return;
             }
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) if !data.is_empty() => data,
-                _ => continue,
+                _ => return,
             },
         };
-        let data = match framing {
-            OutFraming::Length(n) if sent + data.len() as u64 > n => {
+        match self.framing {
+            OutFraming::Length(n) if self.sent + data.len() as u64 > n => {
                 // More than announced: never sent, so it cannot start a false next answer.
-                let fits = data.slice(..(n - sent) as usize);
-                out.extend_from_slice(&fits);
-                write_all(write, &out, idle).await?;
-                return Ok(false);
+                let fits = data.slice(..(n - self.sent) as usize);
+                self.sent = n;
+                self.push(fits);
+                self.ended = true;
             }
             OutFraming::Chunked => {
-                out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                data
+                self.sent += data.len() as u64;
+                self.push(Bytes::from(format!("{:x}\r\n", data.len())));
+                self.push(data);
+                self.push(Bytes::from_static(b"\r\n"));
             }
-            _ => data,
-        };
-        sent += data.len() as u64;
-        if data.len() >= WRITE_BATCH {
-            if !out.is_empty() {
-                write_all(write, &out, idle).await?;
-                out.clear();
+            _ => {
+                self.sent += data.len() as u64;
+                self.push(data);
             }
-            write_all(write, &data, idle).await?;
-        } else {
-            out.extend_from_slice(&data);
         }
-        if matches!(framing, OutFraming::Chunked) {
-            out.extend_from_slice(b"\r\n");
+    }
+
+    /// The queued bytes as slices for one vectored write.
+    fn slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut count = 0;
+        for (slot, bytes) in slices.iter_mut().zip(self.queue.iter()) {
+            *slot = IoSlice::new(bytes);
+            count += 1;
         }
-        if out.len() >= WRITE_BATCH {
-            write_all(write, &out, idle).await?;
-            out.clear();
+        count
+    }
+
+    /// Drops `n` written bytes off the front.
+    fn advance(&mut self, mut n: usize) {
+        self.queued -= n;
+        while n > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                return;
+            };
+            if front.len() <= n {
+                n -= front.len();
+                self.queue.pop_front();
+            } else {
+                bytes::Buf::advance(front, n);
+                n = 0;
+            }
         }
     }
 }
