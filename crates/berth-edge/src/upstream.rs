@@ -38,16 +38,35 @@ const MAX_RESPONSE_HEADERS: usize = 128;
 const READ_SIZE: usize = 16 * 1024;
 const MAX_READ_SIZE: usize = 256 * 1024;
 
-/// Kept-alive connections to one replica, most recently used last.
+thread_local! {
+    /// The edge worker (runtime) this thread runs, plus one; 0 elsewhere.
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the calling thread as edge worker `n`: its connections to replicas are pooled apart
+/// from other workers' (a socket is registered with the reactor of the runtime that opened it).
+pub fn set_worker(n: usize) {
+    WORKER.with(|w| w.set(n + 1));
+}
+
+const SHARDS: usize = 17;
+
+type Shard = std::sync::Mutex<Vec<(TcpStream, Instant)>>;
+
+/// Kept-alive connections to one replica, one list per edge worker, most recently used last.
 #[derive(Default, Debug)]
 pub struct IdleConnections {
-    idle: std::sync::Mutex<Vec<(TcpStream, Instant)>>,
+    shards: [Shard; SHARDS],
 }
 
 impl IdleConnections {
+    fn shard(&self) -> &Shard {
+        &self.shards[WORKER.with(|w| w.get()) % SHARDS]
+    }
+
     /// A pooled connection that is still open, if any.
     fn checkout(&self) -> Option<TcpStream> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.shard().lock().unwrap_or_else(|e| e.into_inner());
         while let Some((stream, since)) = idle.pop() {
             if since.elapsed() > MAX_IDLE_FOR {
                 // The oldest are at the front: all of them are as old or older.
@@ -65,7 +84,7 @@ impl IdleConnections {
     }
 
     fn checkin(&self, stream: TcpStream) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.shard().lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() >= MAX_IDLE_PER_REPLICA {
             idle.remove(0);
         }
