@@ -49,17 +49,15 @@ impl EdgeOptions {
     }
 }
 
-/// One edge worker: a single-threaded runtime on its own thread that accepts client
-/// connections and serves them start to end, with its own pool of replica connections. (One
-/// runtime per core, like nginx's worker processes: a request never wakes another thread.
-/// Measured with `bench/edge.sh`: ~12% more requests per core than one work-stealing runtime.)
+/// One edge worker: a single-threaded runtime on its own thread that serves the client
+/// connections handed to it start to end, with its own pool of replica connections. (One
+/// runtime per core, like nginx's worker processes: a request never wakes another thread.)
 fn run_worker(
     worker: usize,
-    listeners: Vec<std::net::TcpListener>,
+    accepted: tokio::sync::mpsc::UnboundedReceiver<server::Accepted>,
     edge: Arc<Edge>,
     connections: Arc<server::Connections>,
     stop: watch::Receiver<bool>,
-    stopped_accepting: tokio::sync::mpsc::UnboundedSender<()>,
 ) {
     upstream::set_worker(worker);
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -73,22 +71,7 @@ fn run_worker(
         }
     };
     runtime.block_on(async move {
-        let mut tasks = Vec::new();
-        for listener in listeners {
-            match TcpListener::from_std(listener) {
-                Ok(listener) => tasks.push(tokio::spawn(server::serve_public(
-                    edge.clone(),
-                    listener,
-                    connections.clone(),
-                    stop.clone(),
-                ))),
-                Err(e) => tracing::error!("edge worker {worker}: {e}"),
-            }
-        }
-        for task in tasks {
-            let _ = task.await;
-        }
-        drop(stopped_accepting);
+        server::serve_accepted(edge, accepted, stop).await;
         // Stopping: this worker's open connections finish here; the main thread bounds the
         // wait and ends the process.
         let deadline = Instant::now() + SHUTDOWN_GRACE;
@@ -154,12 +137,6 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    // The listening sockets as the process holds them (for the hand-over); each worker accepts
-    // on its own handle of each.
-    let public: Vec<std::net::TcpListener> = public
-        .into_iter()
-        .map(|l| l.into_std())
-        .collect::<std::io::Result<_>>()?;
     {
         use std::os::fd::AsRawFd;
         let fds = public
@@ -174,34 +151,31 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
         )?;
     }
     let connections = Arc::new(server::Connections::default());
-    let workers = std::thread::available_parallelism()
+    let worker_count = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 16);
-    // Each worker says when it has stopped accepting.
-    let (stopped_accepting, mut accept_ended) = tokio::sync::mpsc::unbounded_channel::<()>();
-    for worker in 0..workers {
-        let stopped_accepting = stopped_accepting.clone();
-        let listeners = public
-            .iter()
-            .map(|l| l.try_clone())
-            .collect::<std::io::Result<Vec<_>>>()?;
+    let mut workers = Vec::new();
+    for worker in 0..worker_count {
+        let (handoff, accepted) = tokio::sync::mpsc::unbounded_channel();
+        workers.push(handoff);
         let edge = edge.clone();
         let connections = connections.clone();
         let stop_rx = stop_rx.clone();
         std::thread::Builder::new()
             .name(format!("edge-worker-{worker}"))
-            .spawn(move || {
-                run_worker(
-                    worker,
-                    listeners,
-                    edge,
-                    connections,
-                    stop_rx,
-                    stopped_accepting,
-                )
-            })?;
+            .spawn(move || run_worker(worker, accepted, edge, connections, stop_rx))?;
     }
-    drop(stopped_accepting);
+    let mut tasks = Vec::new();
+    for listener in public {
+        tasks.push(tokio::spawn(server::serve_public(
+            edge.clone(),
+            listener,
+            connections.clone(),
+            stop_rx.clone(),
+            workers.clone(),
+        )));
+    }
+    drop(workers);
     let admin_task = tokio::spawn(server::serve_admin(edge.clone(), admin, stop_rx.clone()));
     tracing::info!(
         "edge {} listening on {:?}, admin {}",
@@ -241,12 +215,10 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
     }
     tracing::info!("edge stopping: no new connections; finishing open ones");
     let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
     let _ = admin_task.await;
-    // Every worker's accept loop has ended (or a worker is gone) before open connections count.
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while accept_ended.recv().await.is_some() {}
-    })
-    .await;
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     while connections.open() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
