@@ -350,7 +350,7 @@ BERTH_DIRTY=$(cd "$REPO" && [ -n "$(git status --porcelain -- crates 2>/dev/null
     echo "- Machine: $(nproc) cores ($(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)), Linux $(uname -r)"
     echo "- Load: \`wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency\` (after a $WARMUP warm-up), wrk $WRK_VERSION, all on loopback on the same machine"
     echo "- Backend: one nginx $NGINX_VERSION worker (\`/\` = \"ok\\n\", \`/1k\`, \`/100k\` static files, access log off), started by Berth"
-    echo "- Berth edge: git $BERTH_REV$BERTH_DIRTY, release build, tokio multi-thread runtime (2 workers on 2 cores), access log on"
+    echo "- Berth edge: git $BERTH_REV$BERTH_DIRTY, release build, one single-threaded tokio runtime per core ($(nproc) edge workers), access log on"
     echo "- nginx $NGINX_VERSION proxy: 2 workers, upstream keepalive 64, HTTP/1.1 to the backend, access log on (file)"
     echo "- HAProxy $HAPROXY_VERSION: nbthread 2, mode http, http-reuse always, http-keep-alive, httplog to stdout (file)"
     echo "- CPU columns: CPU time / wall time during the measured run, 100% = one core, $(nproc) cores in all: the proxy's processes, the backend nginx, wrk, the kernel's softirq time (loopback TCP delivery, charged to no process), everything else on the machine (\"other\": not part of the benchmark), and idle"

@@ -6,6 +6,7 @@
 //! Files in its folder (`.berth/ENV/edge/`): `control.sock`, `table.json`, `edge.pid`,
 //! `access.log` (JSON lines, rotated).
 
+pub mod access_line;
 pub mod control;
 pub mod errors;
 pub mod handover;

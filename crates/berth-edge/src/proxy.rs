@@ -24,9 +24,10 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 
+use crate::access_line::AccessLine;
 use crate::errors::EdgeError;
 use crate::http1::BodyError;
-use crate::metrics::{EdgeMetrics, ReleaseMetrics, UpstreamLabels};
+use crate::metrics::{EdgeMetrics, UpstreamLabels};
 use crate::pool::{Lease, Pool, StatsRegistry, EJECTION};
 use crate::router::{request_host, Router};
 use crate::upstream::{self, UpstreamBody};
@@ -89,6 +90,8 @@ pub struct Edge {
     pub metrics: EdgeMetrics,
     access_log: Option<AccessLog>,
     next_request: AtomicU64,
+    /// The first 8 hex digits of the request ids this edge makes.
+    request_prefix: String,
 }
 
 impl Edge {
@@ -103,6 +106,7 @@ impl Edge {
             metrics,
             access_log: access_log.map(AccessLog::new),
             next_request: AtomicU64::new(rand::random::<u32>() as u64),
+            request_prefix: format!("{:08x}", rand::random::<u32>()),
         })
     }
 
@@ -143,8 +147,15 @@ impl Edge {
                 return id.to_string();
             }
         }
+        // 8 random hex digits fixed at start, then a counter: unique per edge process.
         let n = self.next_request.fetch_add(1, Ordering::Relaxed);
-        format!("{:08x}{:016x}", rand::random::<u32>(), n)
+        let mut id = String::with_capacity(24);
+        id.push_str(&self.request_prefix);
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for shift in (0..16).rev() {
+            id.push(HEX[((n >> (shift * 4)) & 0xf) as usize] as char);
+        }
+        id
     }
 
     /// Handles one client request.
@@ -158,21 +169,20 @@ impl Edge {
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
-        let request_id = self.request_id(req.headers());
-        let host = request_host(&req);
         let log = LogContext {
             started,
             at: SystemTime::now(),
             client: client.ip(),
-            host: host.clone(),
-            method: req.method().to_string(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map_or("/".into(), |p| p.to_string()),
-            request_id: request_id.clone(),
+            host: request_host(&req),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            request_id: self.request_id(req.headers()),
         };
-        match self.clone().proxy(req, client, &host, &request_id).await {
+        match self
+            .clone()
+            .proxy(req, client, &log.host, &log.request_id)
+            .await
+        {
             Ok((mut response, lease, service)) => {
                 if response.status() != StatusCode::SWITCHING_PROTOCOLS {
                     strip_hop_by_hop(response.headers_mut());
@@ -180,7 +190,7 @@ impl Edge {
                 self.finish(response, log, lease, service)
             }
             Err((error, service, lease)) => {
-                let response = error.page(&request_id);
+                let response = error.page(&log.request_id);
                 self.finish(response, log, lease, service)
             }
         }
@@ -476,8 +486,6 @@ impl Edge {
         let record = RequestRecord {
             status: parts.status.as_u16(),
             service,
-            replica: lease.as_ref().map(|l| l.upstream.target.replica.clone()),
-            release: lease.as_ref().map(|l| l.upstream.target.release.clone()),
             log,
         };
         let body = MeteredBody {
@@ -486,13 +494,14 @@ impl Edge {
             done: Some(Finisher {
                 edge: self.clone(),
                 record,
-                _lease: lease,
+                lease,
             }),
         };
         Response::from_parts(parts, body.boxed())
     }
 
-    fn record(&self, record: &RequestRecord, metrics: Option<&ReleaseMetrics>, bytes: u64) {
+    fn record(&self, record: &RequestRecord, lease: Option<&Lease>, bytes: u64) {
+        let metrics = lease.and_then(|l| l.upstream.metrics.as_ref());
         let duration = record.log.started.elapsed();
         match metrics {
             Some(m) => m.observe(record.status, duration.as_secs_f64(), bytes),
@@ -505,23 +514,20 @@ impl Edge {
         let enabled = self.table.load().settings.access_log;
         if let Some(log) = self.access_log.as_ref().filter(|_| enabled) {
             let line = AccessLine {
-                time: &humantime::format_rfc3339_millis(record.log.at).to_string(),
+                at: record.log.at,
                 client: record.log.client,
                 host: &record.log.host,
-                method: &record.log.method,
-                path: &record.log.path,
+                method: record.log.method.as_str(),
+                path: record.log.uri.path_and_query().map_or("/", |p| p.as_str()),
                 status: record.status,
                 bytes,
-                duration_ms: (duration.as_secs_f64() * 1_000_000.0).round() / 1000.0,
+                duration,
                 service: record.service.as_deref(),
-                upstream: record.replica.as_deref(),
-                release: record.release.as_deref(),
+                upstream: lease.map(|l| l.upstream.target.replica.as_str()),
+                release: lease.map(|l| l.upstream.target.release.as_str()),
                 request_id: &record.log.request_id,
             };
-            if let Ok(mut bytes) = serde_json::to_vec(&line) {
-                bytes.push(b'\n');
-                log.append(&bytes);
-            }
+            log.append_line(&line);
         }
     }
 
@@ -572,10 +578,10 @@ impl AccessLog {
         }
     }
 
-    fn append(&self, line: &[u8]) {
+    fn append_line(&self, line: &AccessLine<'_>) {
         let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let (file, buffer) = &mut *guard;
-        buffer.extend_from_slice(line);
+        line.write(buffer);
         if buffer.len() >= Self::CHUNK {
             let _ = file.write_chunk(buffer);
             buffer.clear();
@@ -592,38 +598,19 @@ impl AccessLog {
     }
 }
 
-/// One access-log line.
-#[derive(serde::Serialize)]
-struct AccessLine<'a> {
-    time: &'a str,
-    client: IpAddr,
-    host: &'a str,
-    method: &'a str,
-    path: &'a str,
-    status: u16,
-    bytes: u64,
-    duration_ms: f64,
-    service: Option<&'a str>,
-    upstream: Option<&'a str>,
-    release: Option<&'a str>,
-    request_id: &'a str,
-}
-
 struct LogContext {
     started: Instant,
     at: SystemTime,
     client: IpAddr,
     host: String,
-    method: String,
-    path: String,
+    method: Method,
+    uri: Uri,
     request_id: String,
 }
 
 struct RequestRecord {
     status: u16,
     service: Option<String>,
-    replica: Option<String>,
-    release: Option<String>,
     log: LogContext,
 }
 
@@ -632,7 +619,7 @@ struct RequestRecord {
 struct Finisher {
     edge: Arc<Edge>,
     record: RequestRecord,
-    _lease: Option<Lease>,
+    lease: Option<Lease>,
 }
 
 pin_project_lite::pin_project! {
@@ -655,11 +642,7 @@ pin_project_lite::pin_project! {
 
 impl Finisher {
     fn finish(self, bytes: u64) {
-        let metrics = self
-            ._lease
-            .as_ref()
-            .and_then(|l| l.upstream.metrics.as_ref());
-        self.edge.record(&self.record, metrics, bytes);
+        self.edge.record(&self.record, self.lease.as_ref(), bytes);
     }
 }
 
@@ -729,6 +712,27 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A client address as a header value; the last one is kept per thread (a client connection
+/// sends many requests, and all of them on one thread).
+fn client_ip_value(ip: IpAddr) -> HeaderValue {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((cached, value)) if *cached == ip => value.clone(),
+            _ => {
+                let value = HeaderValue::from_str(&ip.to_string())
+                    .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+                *last = Some((ip, value.clone()));
+                value
+            }
+        }
+    })
+}
+
 /// Appends `value` to a list header, or sets it.
 fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     let combined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
@@ -779,11 +783,12 @@ fn upstream_request(
             }
         }
     }
-    append(
-        &mut headers,
-        HeaderName::from_static("x-forwarded-for"),
-        &client.ip().to_string(),
-    );
+    let forwarded_for = HeaderName::from_static("x-forwarded-for");
+    if headers.contains_key(&forwarded_for) {
+        append(&mut headers, forwarded_for, &client.ip().to_string());
+    } else {
+        headers.insert(forwarded_for, client_ip_value(client.ip()));
+    }
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static("http"),

@@ -68,10 +68,9 @@ pub fn request_host(req: &hyper::Request<impl Sized>) -> String {
         .headers()
         .get(hyper::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .map(str::to_string)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_string()))
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or_default();
-    strip_port(&raw).to_string()
+    strip_port(raw).to_string()
 }
 
 fn strip_port(host: &str) -> &str {

@@ -299,3 +299,58 @@ async fn control_socket_speaks_json_lines() {
     // The edge keeps serving after a bad control line.
     assert_eq!(edge.get("app.test", "/").await.status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_gets_one_json_access_log_line() {
+    let (edge, _backend) = one_backend_edge("web.1").await;
+    let reply = edge
+        .send(
+            Method::GET,
+            "shop.test",
+            "/hello?q=%22x%22",
+            &[("x-request-id", "log-test-1")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let missing = edge.get("nowhere.test", "/").await;
+    assert_eq!(
+        missing.status,
+        StatusCode::OK,
+        "the route has no host: any host matches"
+    );
+
+    // Lines are written in chunks, at least every 200 ms.
+    let log = edge.dir.join("access.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("log-test-1")) {
+            break line.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no line in {}: {text}",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(v["client"], "127.0.0.1", "{line}");
+    assert_eq!(v["host"], "shop.test", "{line}");
+    assert_eq!(v["method"], "GET", "{line}");
+    assert_eq!(v["path"], "/hello?q=%22x%22", "{line}");
+    assert_eq!(v["status"], 200, "{line}");
+    assert_eq!(v["bytes"], reply.body.len() as u64, "{line}");
+    assert!(v["duration_ms"].as_f64().is_some_and(|d| d > 0.0), "{line}");
+    assert_eq!(v["service"], "web", "{line}");
+    assert_eq!(v["upstream"], "web.1", "{line}");
+    assert_eq!(v["release"], "r1", "{line}");
+    assert_eq!(v["request_id"], "log-test-1", "{line}");
+    let time = v["time"].as_str().unwrap_or_default();
+    // RFC 3339 UTC with milliseconds: 2026-11-23T22:32:52.123Z
+    assert!(
+        time.len() == 24 && &time[10..11] == "T" && &time[19..20] == "." && time.ends_with('Z'),
+        "{line}"
+    );
+}
