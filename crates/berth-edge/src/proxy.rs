@@ -141,10 +141,13 @@ impl Edge {
         self.table.load().settings.clone()
     }
 
-    fn request_id(&self, headers: &HeaderMap) -> String {
-        if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()) {
-            if !id.is_empty() && id.len() <= 200 {
-                return id.to_string();
+    fn request_id(&self, headers: &HeaderMap) -> HeaderValue {
+        if let Some(id) = headers.get("x-request-id") {
+            if id
+                .to_str()
+                .is_ok_and(|id| !id.is_empty() && id.len() <= 200)
+            {
+                return id.clone();
             }
         }
         // 8 random hex digits fixed at start, then a counter: unique per edge process.
@@ -155,7 +158,8 @@ impl Edge {
         for shift in (0..16).rev() {
             id.push(HEX[((n >> (shift * 4)) & 0xf) as usize] as char);
         }
-        id
+        HeaderValue::from_maybe_shared(Bytes::from(id))
+            .unwrap_or_else(|_| HeaderValue::from_static("-"))
     }
 
     /// Handles one client request.
@@ -190,7 +194,7 @@ impl Edge {
                 self.finish(response, log, lease, service)
             }
             Err((error, service, lease)) => {
-                let response = error.page(&log.request_id);
+                let response = error.page(log.request_id.to_str().unwrap_or("-"));
                 self.finish(response, log, lease, service)
             }
         }
@@ -201,7 +205,7 @@ impl Edge {
         req: Request<B>,
         client: SocketAddr,
         host: &str,
-        request_id: &str,
+        request_id: &HeaderValue,
     ) -> Result<(Response<AnswerBody>, Option<Lease>, Option<String>), Failure>
     where
         B: Body<Data = Bytes> + Send + Sync + 'static,
@@ -375,7 +379,7 @@ impl Edge {
         req: Request<B>,
         lease: Lease,
         client: SocketAddr,
-        request_id: &str,
+        request_id: &HeaderValue,
         settings: &EdgeSettings,
     ) -> Result<Response<Incoming>, EdgeError> {
         let host = request_host(&req);
@@ -437,11 +441,10 @@ impl Edge {
     {
         let (mut parts, body) = response.into_parts();
         add_via(&mut parts.headers);
-        if let Ok(v) = HeaderValue::from_str(&log.request_id) {
-            parts
-                .headers
-                .insert(HeaderName::from_static("x-request-id"), v);
-        }
+        parts.headers.insert(
+            HeaderName::from_static("x-request-id"),
+            log.request_id.clone(),
+        );
         if let (Some(lease), Some(service)) = (&lease, &service) {
             let table = self.table.load();
             let sticky = table.pools.get(service).and_then(|p| p.sticky.clone());
@@ -525,7 +528,7 @@ impl Edge {
                 service: record.service.as_deref(),
                 upstream: lease.map(|l| l.upstream.target.replica.as_str()),
                 release: lease.map(|l| l.upstream.target.release.as_str()),
-                request_id: &record.log.request_id,
+                request_id: record.log.request_id.to_str().unwrap_or("-"),
             };
             log.append_line(&line);
         }
@@ -605,7 +608,7 @@ struct LogContext {
     host: String,
     method: Method,
     uri: Uri,
-    request_id: String,
+    request_id: HeaderValue,
 }
 
 struct RequestRecord {
@@ -759,7 +762,7 @@ fn upstream_request(
     parts: &hyper::http::request::Parts,
     body: ProxyBody,
     client: SocketAddr,
-    request_id: &str,
+    request_id: &HeaderValue,
     host: &str,
 ) -> Request<ProxyBody> {
     let uri = if parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
@@ -793,14 +796,17 @@ fn upstream_request(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static("http"),
     );
-    if let Ok(v) = HeaderValue::from_str(host) {
-        if !host.is_empty() {
+    if !host.is_empty() {
+        // Most often the Host header itself (no port): shared, not copied.
+        let value = match headers.get(header::HOST) {
+            Some(v) if v.as_bytes() == host.as_bytes() => Some(v.clone()),
+            _ => HeaderValue::from_str(host).ok(),
+        };
+        if let Some(v) = value {
             headers.insert(HeaderName::from_static("x-forwarded-host"), v);
         }
     }
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        headers.insert(HeaderName::from_static("x-request-id"), v);
-    }
+    headers.insert(HeaderName::from_static("x-request-id"), request_id.clone());
     add_via(&mut headers);
     let mut request = Request::new(body);
     *request.method_mut() = parts.method.clone();
