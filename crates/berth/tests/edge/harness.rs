@@ -52,56 +52,7 @@ impl EdgeProcess {
     /// Starts an edge in `dir` (kept by the caller), listening on loopback ports chosen by the
     /// system, and waits until its control socket answers.
     pub async fn start_in(dir: &Path) -> Self {
-        static STARTED: AtomicUsize = AtomicUsize::new(0);
-        let n = STARTED.fetch_add(1, Ordering::Relaxed);
-        std::fs::create_dir_all(dir).expect("edge dir");
-        let log = dir.join(format!("test-edge-{n}.log"));
-        let file = std::fs::File::create(&log).expect("edge log");
-        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .arg("edge")
-            .arg("--dir")
-            .arg(dir)
-            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .env("BERTH_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log handle"))
-            .stderr(file)
-            .spawn()
-            .expect("starting berth edge");
-        let pid = child.id();
-        let placeholder: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        // From here on, Drop kills the process even if waiting fails.
-        let mut edge = EdgeProcess {
-            child,
-            dir: dir.to_path_buf(),
-            _tmp: None,
-            listen: placeholder,
-            admin: placeholder,
-            pid,
-            log,
-            http: HttpClient::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(Some(status)) = edge.child.try_wait() {
-                panic!("the edge exited early ({status}):\n{}", edge.log_text());
-            }
-            if let Ok(answer) = control(&edge.socket(), &ControlRequest::Status).await {
-                if answer.ok && answer.pid == pid {
-                    edge.listen = *answer.listen.first().expect("a public listener");
-                    edge.admin = answer.admin.expect("an admin listener");
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the edge did not answer on {} within 15s:\n{}",
-                edge.socket().display(),
-                edge.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        edge
+        Self::start_with_args(dir, &[]).await
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -510,7 +461,7 @@ impl EdgeProcess {
         static STARTED: AtomicUsize = AtomicUsize::new(0);
         let n = STARTED.fetch_add(1, Ordering::Relaxed);
         std::fs::create_dir_all(dir).expect("edge dir");
-        let log = dir.join(format!("test-edge-extra-{n}.log"));
+        let log = dir.join(format!("test-edge-{n}.log"));
         let file = std::fs::File::create(&log).expect("edge log");
         let child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .arg("edge")
@@ -526,6 +477,7 @@ impl EdgeProcess {
             .expect("starting berth edge");
         let pid = child.id();
         let placeholder: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        // From here on, Drop kills the process even if waiting fails.
         let mut edge = EdgeProcess {
             child,
             dir: dir.to_path_buf(),
