@@ -291,6 +291,7 @@ impl Edge {
                 &lease.upstream.stats,
                 lease.upstream.target.addr,
                 connect_timeout,
+                settings.request_timeout,
                 outgoing,
             ),
         )
@@ -325,6 +326,7 @@ impl Edge {
                         &lease.upstream.stats,
                         lease.upstream.target.addr,
                         connect_timeout,
+                        settings.request_timeout,
                         outgoing,
                     ),
                 )

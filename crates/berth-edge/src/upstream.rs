@@ -7,6 +7,7 @@
 //! per-connection task and the body back through a channel: two cross-task wake-ups a
 //! request, which the edge benchmark showed as the larger part of its cost on small answers.)
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -137,6 +138,7 @@ pub async fn send(
     stats: &Arc<TargetStats>,
     addr: SocketAddr,
     connect_timeout: Duration,
+    stall_timeout: Duration,
     request: Request<ProxyBody>,
 ) -> Result<Response<UpstreamBody>, UpstreamError> {
     let (parts, mut body) = request.into_parts();
@@ -168,6 +170,8 @@ pub async fn send(
                     reusable,
                     home: stats.clone(),
                     read_size: READ_SIZE,
+                    stall_timeout,
+                    stall: None,
                 };
                 return Ok(Response::from_parts(rparts, body));
             }
@@ -438,6 +442,9 @@ pub struct UpstreamBody {
     reusable: bool,
     home: Arc<TargetStats>,
     read_size: usize,
+    /// How long the replica may send nothing mid-body before the answer is cut off.
+    stall_timeout: Duration,
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl UpstreamBody {
@@ -483,7 +490,21 @@ impl Body for UpstreamBody {
                 return Poll::Ready(None);
             };
             match tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut this.buf) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    let timeout = this.stall_timeout;
+                    let stall = this
+                        .stall
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    if stall.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    this.stream = None;
+                    return Poll::Ready(Some(Err(format!(
+                        "the replica sent nothing of its answer for {}s",
+                        timeout.as_secs()
+                    )
+                    .into())));
+                }
                 Poll::Ready(Ok(0)) => {
                     this.stream = None;
                     if this.decoder.is_until_close() {
@@ -494,6 +515,7 @@ impl Body for UpstreamBody {
                     )));
                 }
                 Poll::Ready(Ok(n)) => {
+                    this.stall = None;
                     if n == asked && this.read_size < MAX_READ_SIZE {
                         this.read_size *= 2;
                     }

@@ -232,3 +232,28 @@ async fn a_chunked_body_over_max_body_is_413() {
     let answer = raw_exchange(edge.listen, &request, Duration::from_secs(5)).await;
     assert_eq!(raw_status(&answer), 413, "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_stalls_mid_answer_is_cut_off_after_request_timeout() {
+    // Kept whole: the backends live as long as the setup.
+    let setup = setup().await;
+    let edge = &setup.edge;
+    let started = Instant::now();
+    // The head and a first frame at once, the second frame 5 s later; request_timeout is 1 s.
+    let answer = raw_exchange(
+        edge.listen,
+        b"GET /stream?frames=2&size=10&gap=5000 HTTP/1.1\r\nHost: slow.test\r\n\r\n",
+        Duration::from_secs(8),
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(raw_status(&answer), 200, "{answer}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "the connection closed after {took:?}: {answer:?}"
+    );
+    assert!(
+        !answer.ends_with("0\r\n\r\n"),
+        "a cut answer must not look complete: {answer:?}"
+    );
+}
