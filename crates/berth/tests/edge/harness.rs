@@ -436,6 +436,19 @@ pub fn table(
 /// The private test route's key in the tables of these tests.
 pub const TEST_KEY: &str = "0123456789abcdef0123456789abcdef";
 
+/// An edge with one backend `name` (release `r1`) as service `web` behind every host and path.
+pub async fn one_backend_edge(name: &str) -> (EdgeProcess, Backend) {
+    let edge = EdgeProcess::start().await;
+    let backend = Backend::start(name).await;
+    edge.push(&one_service(
+        3,
+        "web",
+        pool(Balance::LeastOutstanding, vec![target(&backend, "r1")]),
+    ))
+    .await;
+    (edge, backend)
+}
+
 /// One service `service` behind every host and path, default settings.
 pub fn one_service(version: u64, service: &str, pool: ServicePool) -> RoutingTable {
     table(

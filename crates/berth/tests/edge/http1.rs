@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::backend::{pattern, Backend, RawBackend, RawMode};
+use crate::backend::{pattern, RawBackend, RawMode};
 use crate::harness::*;
 
 const HOST: &str = "Host: app.test\r\n";
@@ -20,16 +20,6 @@ async fn edge_with(pool: ServicePool) -> EdgeProcess {
     let edge = EdgeProcess::start().await;
     edge.push(&one_service(1, "web", pool)).await;
     edge
-}
-
-async fn one_backend_edge(name: &str) -> (EdgeProcess, Backend) {
-    let backend = Backend::start(name).await;
-    let edge = edge_with(pool(
-        Balance::LeastOutstanding,
-        vec![target(&backend, "r1")],
-    ))
-    .await;
-    (edge, backend)
 }
 
 fn get(path: &str) -> Vec<u8> {

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use berth_spec::Balance;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::{Method, Request, StatusCode, Version};
@@ -12,21 +11,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::backend::Backend;
 use crate::harness::*;
 use crate::ws;
-
-async fn one_backend_edge(name: &str) -> (EdgeProcess, Backend) {
-    let edge = EdgeProcess::start().await;
-    let backend = Backend::start(name).await;
-    edge.push(&one_service(
-        3,
-        "web",
-        pool(Balance::LeastOutstanding, vec![target(&backend, "r1")]),
-    ))
-    .await;
-    (edge, backend)
-}
 
 fn seen_headers(reply: &Reply) -> BTreeMap<String, String> {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
