@@ -172,6 +172,7 @@ pub async fn send(
                     read_size: READ_SIZE,
                     stall_timeout,
                     stall: None,
+                    stall_armed: false,
                 };
                 return Ok(Response::from_parts(rparts, body));
             }
@@ -444,7 +445,9 @@ pub struct UpstreamBody {
     read_size: usize,
     /// How long the replica may send nothing mid-body before the answer is cut off.
     stall_timeout: Duration,
+    /// One timer per body, re-armed at each wait (armed: counting the current wait).
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    stall_armed: bool,
 }
 
 impl UpstreamBody {
@@ -495,6 +498,10 @@ impl Body for UpstreamBody {
                     let stall = this
                         .stall
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    if !this.stall_armed {
+                        stall.as_mut().reset(tokio::time::Instant::now() + timeout);
+                        this.stall_armed = true;
+                    }
                     if stall.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
@@ -515,7 +522,7 @@ impl Body for UpstreamBody {
                     )));
                 }
                 Poll::Ready(Ok(n)) => {
-                    this.stall = None;
+                    this.stall_armed = false;
                     if n == asked && this.read_size < MAX_READ_SIZE {
                         this.read_size *= 2;
                     }
