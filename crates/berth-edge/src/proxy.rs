@@ -26,6 +26,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::access_line::AccessLine;
 use crate::errors::EdgeError;
+use crate::http1::head::content_length;
 use crate::http1::BodyError;
 use crate::metrics::{EdgeMetrics, UpstreamLabels};
 use crate::pool::{Lease, Pool, StatsRegistry, EJECTION};
@@ -841,13 +842,6 @@ fn error_chain<'a>(
     error: &'a (dyn std::error::Error + 'static),
 ) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
     std::iter::successors(Some(error), |e| e.source())
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
 }
 
 fn has_body(headers: &HeaderMap) -> bool {

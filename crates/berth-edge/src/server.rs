@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, watch};
 use crate::proxy::Edge;
 
 /// When the edge stops, a connection idle this long is closed (busy ones close after their
-/// next response).
-const DRAIN_IDLE: Duration = Duration::from_secs(1);
+/// next response): room for a request already on its way.
+pub(crate) const DRAIN_IDLE: Duration = Duration::from_secs(1);
 
 /// Counts open client connections, to wait for them at shutdown.
 #[derive(Default)]

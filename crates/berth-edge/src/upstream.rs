@@ -18,12 +18,14 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderMap};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::http1::head::{has_no_body, Framing};
+use crate::http1::head::{
+    connection_tokens, content_length, ends_in_chunked, has_no_body, header_map, span_of, Framing,
+};
 use crate::http1::{Decoder, Step};
 use crate::pool::TargetStats;
 use crate::proxy::{BoxError, ProxyBody};
@@ -340,12 +342,7 @@ fn parse_response(
             Err(_) => return Err("the replica's answer is not valid HTTP/1.1"),
         };
         for (span, h) in spans.iter_mut().zip(response.headers.iter()) {
-            *span = (
-                h.name.as_ptr() as usize - base,
-                h.name.len(),
-                h.value.as_ptr() as usize - base,
-                h.value.len(),
-            );
+            *span = span_of(base, h);
         }
         let version = if response.version == Some(0) {
             Version::HTTP_10
@@ -361,30 +358,16 @@ fn parse_response(
     };
     let head: Bytes = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| "invalid status code")?;
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(name_at, name_len, value_at, value_len) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
-            .map_err(|_| "invalid header name in the answer")?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
-            .map_err(|_| "invalid header value in the answer")?;
-        headers.append(name, value);
-    }
-    let close = connection_has(&headers, "close");
+    let headers = header_map(&head, &spans[..count])?;
+    let connection = connection_tokens(&headers);
     let mut reusable = match version {
-        Version::HTTP_10 => connection_has(&headers, "keep-alive") && !close,
-        _ => !close,
+        Version::HTTP_10 => connection.keep_alive && !connection.close,
+        _ => !connection.close,
     };
     let decoder = if has_no_body(status, method) {
         Decoder::new(Framing::Empty)
     } else if headers.contains_key(header::TRANSFER_ENCODING) {
-        let chunked = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
-        if chunked {
+        if ends_in_chunked(&headers) {
             Decoder::new(Framing::Chunked)
         } else {
             reusable = false;
@@ -416,22 +399,6 @@ fn parse_response(
     *response.headers_mut() = headers;
     let (parts, ()) = response.into_parts();
     Ok(Some((parts, decoder, reusable)))
-}
-
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// An answer's body, read from the replica's connection as it is polled. When it has been read
@@ -558,6 +525,7 @@ impl Drop for UpstreamBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::HeaderValue;
 
     #[test]
     fn answers_are_framed_by_rfc_9112() {

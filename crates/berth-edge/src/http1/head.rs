@@ -87,29 +87,17 @@ pub fn parse_request(
         };
         let count = request.headers.len();
         for (span, h) in spans.iter_mut().zip(request.headers.iter()) {
-            *span = (
-                h.name.as_ptr() as usize - base,
-                h.name.len(),
-                h.value.as_ptr() as usize - base,
-                h.value.len(),
-            );
+            *span = span_of(base, h);
         }
         (len, method, path, version, count)
     };
     let head: Bytes = buf.split_to(head_len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(path.0..path.0 + path.1))
         .map_err(|_| HeadError::Malformed("invalid request target"))?;
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(name_at, name_len, value_at, value_len) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
-            .map_err(|_| HeadError::Malformed("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
-            .map_err(|_| HeadError::Malformed("invalid header value"))?;
-        headers.append(name, value);
-    }
+    let mut headers = header_map(&head, &spans[..count]).map_err(HeadError::Malformed)?;
 
     let framing = framing(&headers, version)?;
-    let connection = tokens(&headers, &header::CONNECTION);
+    let connection = connection_tokens(&headers);
     let keep_alive = if version == Version::HTTP_10 {
         connection.keep_alive && !connection.close
     } else {
@@ -149,15 +137,7 @@ fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, HeadError> 
                 "both Transfer-Encoding and Content-Length",
             ));
         }
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(str::trim)
-            .unwrap_or("");
-        if !last.eq_ignore_ascii_case("chunked") {
+        if !ends_in_chunked(headers) {
             return Err(HeadError::Malformed(
                 "a Transfer-Encoding must end in chunked",
             ));
@@ -190,16 +170,62 @@ fn framing(headers: &HeaderMap, version: Version) -> Result<Framing, HeadError> 
     })
 }
 
-/// The tokens of a `Connection` header that matter to the connection itself.
-#[derive(Default)]
-struct ConnectionTokens {
-    close: bool,
-    keep_alive: bool,
+/// Where a header's name and value lie in a message head: (name at, name length, value at,
+/// value length).
+pub type Span = (usize, usize, usize, usize);
+
+/// The span of a header `httparse` found in a buffer starting at address `base`.
+pub fn span_of(base: usize, header: &httparse::Header<'_>) -> Span {
+    (
+        header.name.as_ptr() as usize - base,
+        header.name.len(),
+        header.value.as_ptr() as usize - base,
+        header.value.len(),
+    )
 }
 
-fn tokens(headers: &HeaderMap, name: &HeaderName) -> ConnectionTokens {
+/// The headers at `spans` of `head`; values share its allocation.
+pub fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, &'static str> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for &(name_at, name_len, value_at, value_len) in spans {
+        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
+            .map_err(|_| "invalid header name")?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
+            .map_err(|_| "invalid header value")?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// Whether the last transfer coding is `chunked`.
+pub fn ends_in_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"))
+}
+
+/// The first `Content-Length` value, when it is a number.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The tokens of a `Connection` header that matter to the connection itself.
+#[derive(Default)]
+pub struct ConnectionTokens {
+    pub close: bool,
+    pub keep_alive: bool,
+}
+
+pub fn connection_tokens(headers: &HeaderMap) -> ConnectionTokens {
     let mut found = ConnectionTokens::default();
-    for value in headers.get_all(name) {
+    for value in headers.get_all(header::CONNECTION) {
         for token in value.to_str().unwrap_or("").split(',') {
             let token = token.trim();
             if token.eq_ignore_ascii_case("close") {
@@ -214,7 +240,7 @@ fn tokens(headers: &HeaderMap, name: &HeaderName) -> ConnectionTokens {
 
 /// Whether `headers` carry `Connection: close`.
 pub fn says_close(headers: &HeaderMap) -> bool {
-    tokens(headers, &header::CONNECTION).close
+    connection_tokens(headers).close
 }
 
 /// Whether a response with this status to this method has no body whatever its headers say.

@@ -30,7 +30,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::Body;
-use hyper::header::{self, HeaderMap};
+
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,9 +46,8 @@ use head::{Framing, HeadError, RequestHead};
 
 use crate::errors::EdgeError;
 use crate::proxy::{Edge, ProxyBody, Tunnel};
+use crate::server::DRAIN_IDLE;
 
-/// When the edge stops, an idle connection gets this long for a request already on its way.
-const DRAIN_IDLE: Duration = Duration::from_secs(1);
 /// The HTTP/2 connection preface's first line.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Bytes asked of the socket per read of a head.
@@ -103,7 +102,7 @@ pub async fn serve_connection(
                     Ok(None) => {}
                     Err(error) => {
                         refuse(&mut write, error, limits.idle).await;
-                        linger(write, read.take(), buf).await;
+                        linger(write, read.take()).await;
                         return;
                     }
                 }
@@ -204,7 +203,7 @@ pub async fn serve_connection(
             }
         }
         if !keep_alive {
-            linger(write, read.take(), buf).await;
+            linger(write, read.take()).await;
             return;
         }
     }
@@ -300,7 +299,7 @@ async fn write_response(
         OutFraming::None
     } else if head::has_no_body(status, method) {
         OutFraming::None
-    } else if let Some(n) = content_length(&parts.headers) {
+    } else if let Some(n) = head::content_length(&parts.headers) {
         OutFraming::Length(n)
     } else if let Some(n) = body.size_hint().exact() {
         length_line = Some(format!("content-length: {n}\r\n"));
@@ -497,13 +496,6 @@ impl Outgoing {
     }
 }
 
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// Writes all of `bytes`; a client that takes none of them for `idle` is given up on.
 async fn write_all(
     write: &mut OwnedWriteHalf,
@@ -532,7 +524,7 @@ async fn write_all(
 
 /// Closes a connection: the write side first, then what the client still sends is read and
 /// dropped for a moment, so the client gets to read the answer.
-async fn linger(mut write: OwnedWriteHalf, read: Option<OwnedReadHalf>, _unread: BytesMut) {
+async fn linger(mut write: OwnedWriteHalf, read: Option<OwnedReadHalf>) {
     let _ = write.shutdown().await;
     let Some(mut read) = read else { return };
     let deadline = Instant::now() + LINGER;
