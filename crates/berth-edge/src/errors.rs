@@ -1,5 +1,10 @@
-//! What can go wrong on the request path, and the page each answers with. Like Pingora's
-//! errors, each knows its side (the client's request, or the upstream) and so its status.
+//! The edge's one error type. Every failure on the request path, from a malformed head to a
+//! replica that hung up, is an [`EdgeError`]: its [`ErrorKind`] (and so the status of the
+//! page the client gets), the [`Side`] at fault, and whether sending the request again is safe
+//! ([`Retry`]). Modelled on Pingora's `Error` (`etype`, `esource`, `retry`): callers decide on
+//! these fields, never by downcasting or by matching an error's text.
+//!
+//! Knows nothing of routing or replicas; the page body comes from `proxy::page`.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -8,80 +13,177 @@ use hyper::{Response, StatusCode};
 
 use crate::proxy::page;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EdgeError {
-    /// Downstream: the request is malformed.
+/// Who caused a failure. Only [`Side::Replica`] failures may eject a replica or count against
+/// its release; a client's slowness or bad bytes never do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client's request, body or connection.
+    Client,
+    /// The replica (connecting to it, or its answer).
+    Replica,
+    /// The edge itself: no route, no replica to send to.
+    Edge,
+}
+
+/// Whether the request may be sent again (to this or another replica) after this failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Nothing reached an application (no connection was made): always safe.
+    Safe,
+    /// The request went out, but no byte of an answer came before the connection closed or
+    /// reset: safe only for an idempotent request whose body was not streamed.
+    IfIdempotent,
+    /// Never: the replica may have acted on it, or the failure is the client's.
+    Never,
+}
+
+/// What went wrong, and so which status the client sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed or ambiguous: 400.
     BadRequest(&'static str),
-    /// Downstream: headers over `max_header`.
+    /// A transfer coding or feature the edge does not implement: 501 (nginx does the same).
+    NotImplemented(&'static str),
+    /// The request head is over `max_header` or has too many fields: 431.
     HeadersTooLarge,
-    /// Downstream: body over `max_body` (the limit in bytes).
+    /// The body is over `max_body` (the limit in bytes): 413.
     BodyTooLarge(u64),
-    /// Downstream: the client stopped sending its body for `idle_timeout`.
+    /// The client stopped sending its body for `idle_timeout`: 408.
     ClientTimeout,
-    /// Downstream: the client went away mid-body (nginx's 499; nobody reads the page).
+    /// The client went away mid-request (nginx's 499; nobody reads the page).
     ClientClosed,
-    /// No route matches the host and path.
+    /// No route matches the host and path: 404.
     NoRoute,
-    /// The service has no replica that takes traffic now.
+    /// The service has no replica that takes traffic now: 503 with `Retry-After`.
     NoHealthyReplica,
-    /// Upstream: could not connect (refused, reset, connect timeout).
+    /// No connection to the replica (refused, unreachable, `connect_timeout`): 502.
     UpstreamConnect,
-    /// Upstream: no answer within `request_timeout`.
+    /// The replica closed or reset the connection before any byte of an answer: 502.
+    UpstreamClosed,
+    /// The replica did not take the request or answer within `request_timeout`: 504.
     UpstreamTimeout,
-    /// Upstream: broke the protocol or the connection mid-answer.
+    /// The replica broke the protocol or the connection mid-answer: 502.
     UpstreamProtocol,
 }
 
-impl EdgeError {
-    pub fn status(&self) -> StatusCode {
+impl ErrorKind {
+    pub fn side(self) -> Side {
         match self {
-            EdgeError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            EdgeError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            EdgeError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            EdgeError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
-            EdgeError::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-            EdgeError::NoRoute => StatusCode::NOT_FOUND,
-            EdgeError::NoHealthyReplica => StatusCode::SERVICE_UNAVAILABLE,
-            EdgeError::UpstreamConnect | EdgeError::UpstreamProtocol => StatusCode::BAD_GATEWAY,
-            EdgeError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::BadRequest(_)
+            | ErrorKind::NotImplemented(_)
+            | ErrorKind::HeadersTooLarge
+            | ErrorKind::BodyTooLarge(_)
+            | ErrorKind::ClientTimeout
+            | ErrorKind::ClientClosed => Side::Client,
+            ErrorKind::NoRoute | ErrorKind::NoHealthyReplica => Side::Edge,
+            ErrorKind::UpstreamConnect
+            | ErrorKind::UpstreamClosed
+            | ErrorKind::UpstreamTimeout
+            | ErrorKind::UpstreamProtocol => Side::Replica,
         }
     }
 
-    fn message(&self) -> String {
+    pub fn status(self) -> StatusCode {
         match self {
-            EdgeError::BadRequest(why) => format!("Bad request: {why}."),
-            EdgeError::HeadersTooLarge => "The request headers are too large.".into(),
-            EdgeError::BodyTooLarge(limit) => {
+            ErrorKind::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ErrorKind::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ErrorKind::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorKind::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorKind::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            ErrorKind::NoRoute => StatusCode::NOT_FOUND,
+            ErrorKind::NoHealthyReplica => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::UpstreamConnect
+            | ErrorKind::UpstreamClosed
+            | ErrorKind::UpstreamProtocol => StatusCode::BAD_GATEWAY,
+            ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// What the client's page says.
+    fn message(self) -> String {
+        match self {
+            ErrorKind::BadRequest(why) => format!("Bad request: {why}."),
+            ErrorKind::NotImplemented(what) => format!("Not implemented: {what}."),
+            ErrorKind::HeadersTooLarge => "The request headers are too large.".into(),
+            ErrorKind::BodyTooLarge(limit) => {
                 format!("The request body is larger than the limit of {limit} bytes.")
             }
-            EdgeError::ClientTimeout => "The request body stopped arriving.".into(),
-            EdgeError::ClientClosed => "The client closed the connection.".into(),
-            EdgeError::NoRoute => "No application is routed at this address.".into(),
-            EdgeError::NoHealthyReplica => {
+            ErrorKind::ClientTimeout => "The request body stopped arriving.".into(),
+            ErrorKind::ClientClosed => "The client closed the connection.".into(),
+            ErrorKind::NoRoute => "No application is routed at this address.".into(),
+            ErrorKind::NoHealthyReplica => {
                 "No healthy replica can take this request right now; try again shortly.".into()
             }
-            EdgeError::UpstreamConnect => "The application could not be reached.".into(),
-            EdgeError::UpstreamTimeout => "The application did not answer in time.".into(),
-            EdgeError::UpstreamProtocol => "The application's answer was broken.".into(),
+            ErrorKind::UpstreamConnect => "The application could not be reached.".into(),
+            ErrorKind::UpstreamTimeout => "The application did not answer in time.".into(),
+            ErrorKind::UpstreamClosed | ErrorKind::UpstreamProtocol => {
+                "The application's answer was broken.".into()
+            }
+        }
+    }
+}
+
+/// A failure on the request path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind:?} ({side:?}){}", context.as_deref().map(|c| format!(": {c}")).unwrap_or_default())]
+pub struct EdgeError {
+    pub kind: ErrorKind,
+    pub side: Side,
+    pub retry: Retry,
+    /// Detail for the edge's own log (never shown to the client: it may name replicas).
+    pub context: Option<String>,
+}
+
+impl EdgeError {
+    /// An error of `kind`, never retried.
+    pub fn new(kind: ErrorKind) -> Self {
+        Self {
+            kind,
+            side: kind.side(),
+            retry: Retry::Never,
+            context: None,
+        }
+    }
+
+    pub fn bad_request(why: &'static str) -> Self {
+        Self::new(ErrorKind::BadRequest(why))
+    }
+
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub fn context(mut self, context: impl Into<String>) -> Self {
+        self.context = Some(context.into());
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.kind.status()
+    }
+
+    /// Whether the request may go again to another replica after this error.
+    /// `replayable`: idempotent, and its body (if any) was not streamed.
+    pub fn may_retry(&self, replayable: bool) -> bool {
+        match self.retry {
+            Retry::Safe => true,
+            Retry::IfIdempotent => replayable,
+            Retry::Never => false,
         }
     }
 
     /// The page for this error.
     pub fn page(&self, request_id: &str) -> Response<Full<Bytes>> {
-        let mut response = page(self.status(), &self.message(), request_id);
-        if *self == EdgeError::NoHealthyReplica {
+        let mut response = page(self.status(), &self.kind.message(), request_id);
+        if self.kind == ErrorKind::NoHealthyReplica {
             response
                 .headers_mut()
                 .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
-        if matches!(
-            self,
-            EdgeError::BadRequest(_)
-                | EdgeError::HeadersTooLarge
-                | EdgeError::BodyTooLarge(_)
-                | EdgeError::ClientTimeout
-                | EdgeError::ClientClosed
-        ) {
+        if self.side == Side::Client {
+            // The connection's state is unknown after a client's error: it is not reused.
             response
                 .headers_mut()
                 .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
@@ -90,18 +192,47 @@ impl EdgeError {
     }
 }
 
+impl From<ErrorKind> for EdgeError {
+    fn from(kind: ErrorKind) -> Self {
+        Self::new(kind)
+    }
+}
+
+impl From<std::convert::Infallible> for EdgeError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn statuses_follow_the_side() {
-        assert_eq!(EdgeError::NoHealthyReplica.status(), 503);
-        assert_eq!(EdgeError::UpstreamTimeout.status(), 504);
-        assert_eq!(EdgeError::UpstreamConnect.status(), 502);
-        assert_eq!(EdgeError::BodyTooLarge(1).status(), 413);
-        assert_eq!(EdgeError::HeadersTooLarge.status(), 431);
-        let page = EdgeError::NoHealthyReplica.page("abc");
+    fn statuses_and_sides_follow_the_kind() {
+        assert_eq!(EdgeError::new(ErrorKind::NoHealthyReplica).status(), 503);
+        assert_eq!(EdgeError::new(ErrorKind::UpstreamTimeout).status(), 504);
+        assert_eq!(EdgeError::new(ErrorKind::UpstreamConnect).status(), 502);
+        assert_eq!(EdgeError::new(ErrorKind::UpstreamClosed).status(), 502);
+        assert_eq!(EdgeError::new(ErrorKind::BodyTooLarge(1)).status(), 413);
+        assert_eq!(EdgeError::new(ErrorKind::HeadersTooLarge).status(), 431);
+        assert_eq!(EdgeError::new(ErrorKind::NotImplemented("x")).status(), 501);
+        assert_eq!(EdgeError::new(ErrorKind::ClientTimeout).side, Side::Client);
+        assert_eq!(EdgeError::new(ErrorKind::UpstreamClosed).side, Side::Replica);
+        assert_eq!(EdgeError::new(ErrorKind::NoRoute).side, Side::Edge);
+        let page = EdgeError::new(ErrorKind::NoHealthyReplica).page("abc");
         assert_eq!(page.headers()["retry-after"], "5");
+        let page = EdgeError::new(ErrorKind::ClientTimeout).page("abc");
+        assert_eq!(page.headers()["connection"], "close");
+    }
+
+    #[test]
+    fn retries_follow_what_reached_the_replica() {
+        let refused = EdgeError::new(ErrorKind::UpstreamConnect).retry(Retry::Safe);
+        assert!(refused.may_retry(false));
+        let closed = EdgeError::new(ErrorKind::UpstreamClosed).retry(Retry::IfIdempotent);
+        assert!(closed.may_retry(true));
+        assert!(!closed.may_retry(false));
+        assert!(!EdgeError::new(ErrorKind::UpstreamProtocol).may_retry(true));
     }
 }

@@ -17,29 +17,99 @@ use berth_logfile::LogFile;
 use berth_model::routing::{EdgeSettings, RoutingTable};
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::Either;
-use http_body_util::{BodyExt, Empty, Full, Limited};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 
 use crate::access_line::AccessLine;
-use crate::errors::EdgeError;
-use crate::http1::head::content_length;
-use crate::http1::BodyError;
+use crate::errors::{EdgeError, ErrorKind, Side};
+use crate::http1::head::Framing;
 use crate::metrics::{EdgeMetrics, UpstreamLabels};
 use crate::pool::{Lease, Pool, StatsRegistry, EJECTION};
 use crate::router::{request_host, Router};
-use crate::upstream::{self, UpstreamBody};
+use crate::upstream::{self, Timeouts, UpstreamBody};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A body on its way through the edge; its errors say whose fault they are.
+pub type ProxyBody = BoxBody<Bytes, EdgeError>;
+pin_project_lite::pin_project! {
+    /// A replica's answer body: read by the edge's own client, or by hyper's for an upgrade.
+    #[project = AnswerBodyProj]
+    enum AnswerBody {
+        Upstream { #[pin] body: UpstreamBody },
+        Upgrade { #[pin] body: ProxyBody },
+    }
+}
+
+impl Body for AnswerBody {
+    type Data = Bytes;
+    type Error = EdgeError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, EdgeError>>> {
+        match self.project() {
+            AnswerBodyProj::Upstream { body } => body.poll_frame(cx),
+            AnswerBodyProj::Upgrade { body } => body.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            AnswerBody::Upstream { body } => body.is_end_stream(),
+            AnswerBody::Upgrade { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            AnswerBody::Upstream { body } => body.size_hint(),
+            AnswerBody::Upgrade { body } => body.size_hint(),
+        }
+    }
+}
+
 /// Why a request got an error page: the error, the service it was routed to, and the replica
-/// it was sent to (so a failure counts against that replica's release).
-type Failure = (EdgeError, Option<String>, Option<Lease>);
-pub type ProxyBody = BoxBody<Bytes, BoxError>;
-/// A replica's answer body: read by the edge's own client, or by hyper's for an upgrade.
-type AnswerBody = Either<UpstreamBody, Incoming>;
+/// it was sent to when the replica is at fault (so the failure counts against its release).
+struct Failed {
+    error: EdgeError,
+    service: Option<String>,
+    lease: Option<Lease>,
+}
+
+impl Failed {
+    fn new(error: EdgeError) -> Self {
+        Self {
+            error,
+            service: None,
+            lease: None,
+        }
+    }
+
+    fn of(mut self, service: &str) -> Self {
+        self.service = Some(service.to_string());
+        self
+    }
+
+    fn on(mut self, lease: Lease) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+}
+
+impl From<EdgeError> for Failed {
+    fn from(error: EdgeError) -> Self {
+        Self::new(error)
+    }
+}
+
+impl From<ErrorKind> for Failed {
+    fn from(kind: ErrorKind) -> Self {
+        Self::new(kind.into())
+    }
+}
 
 /// The replica's side of an upgraded connection and the lease it holds, handed with a `101`
 /// answer to the client connection, which copies bytes both ways.
@@ -142,15 +212,9 @@ impl Edge {
         self.table.load().settings.clone()
     }
 
-    fn request_id(&self, headers: &HeaderMap) -> HeaderValue {
-        if let Some(id) = headers.get("x-request-id") {
-            if id
-                .to_str()
-                .is_ok_and(|id| !id.is_empty() && id.len() <= 200)
-            {
-                return id.clone();
-            }
-        }
+    /// The id of a new request. A client's `X-Request-Id` is never taken: any client could
+    /// then choose the id that logs and error pages show (and collide with another's).
+    fn request_id(&self) -> HeaderValue {
         // 8 random hex digits fixed at start, then a counter: unique per edge process.
         let n = self.next_request.fetch_add(1, Ordering::Relaxed);
         let mut id = String::with_capacity(24);
@@ -163,15 +227,14 @@ impl Edge {
             .unwrap_or_else(|_| HeaderValue::from_static("-"))
     }
 
-    /// Handles one client request.
+    /// Handles one client request. Its body's errors are the client's ([`Side::Client`]).
     pub async fn handle<B>(
         self: Arc<Self>,
         req: Request<B>,
         client: SocketAddr,
     ) -> Response<ProxyBody>
     where
-        B: Body<Data = Bytes> + Send + Sync + 'static,
-        B::Error: Into<BoxError>,
+        B: Body<Data = Bytes, Error = EdgeError> + Send + Sync + 'static,
     {
         let started = Instant::now();
         let log = LogContext {
@@ -181,7 +244,7 @@ impl Edge {
             host: request_host(&req),
             method: req.method().clone(),
             uri: req.uri().clone(),
-            request_id: self.request_id(req.headers()),
+            request_id: self.request_id(),
         };
         match self
             .clone()
@@ -194,9 +257,16 @@ impl Edge {
                 }
                 self.finish(response, log, lease, service)
             }
-            Err((error, service, lease)) => {
-                let response = error.page(log.request_id.to_str().unwrap_or("-"));
-                self.finish(response, log, lease, service)
+            Err(failed) => {
+                if failed.error.side == Side::Replica {
+                    let replica = failed
+                        .lease
+                        .as_ref()
+                        .map_or("-", |l| l.upstream.target.replica.as_str());
+                    tracing::warn!("{replica}: {}", failed.error);
+                }
+                let response = failed.error.page(log.request_id.to_str().unwrap_or("-"));
+                self.finish(response, log, failed.lease, failed.service)
             }
         }
     }
@@ -207,44 +277,42 @@ impl Edge {
         client: SocketAddr,
         host: &str,
         request_id: &HeaderValue,
-    ) -> Result<(Response<AnswerBody>, Option<Lease>, Option<String>), Failure>
+    ) -> Result<(Response<AnswerBody>, Option<Lease>, Option<String>), Failed>
     where
-        B: Body<Data = Bytes> + Send + Sync + 'static,
-        B::Error: Into<BoxError>,
+        B: Body<Data = Bytes, Error = EdgeError> + Send + Sync + 'static,
     {
         let table = self.table.load_full();
         let settings = &table.settings;
 
-        // request_filter
+        // request_filter. The body's framing is decided once, here, from the body itself
+        // (which the HTTP/1 head parser or hyper's HTTP/2 server made from the client's
+        // framing); the client's framing headers never go further.
+        let framing = body_framing(req.body());
         let header_bytes: usize = req
             .headers()
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
             .sum();
         if header_bytes as u64 > settings.max_header {
-            return Err((EdgeError::HeadersTooLarge, None, None));
+            return Err(ErrorKind::HeadersTooLarge.into());
         }
-        if let Some(length) = content_length(req.headers()) {
+        if let Framing::Length(length) = framing {
             if length > settings.max_body {
-                return Err((EdgeError::BodyTooLarge(settings.max_body), None, None));
+                return Err(ErrorKind::BodyTooLarge(settings.max_body).into());
             }
         }
         let path = req.uri().path();
         if (path.is_empty() || !path.starts_with('/')) && req.method() != Method::OPTIONS {
-            return Err((
-                EdgeError::BadRequest("the request target must be a path"),
-                None,
-                None,
-            ));
+            return Err(EdgeError::bad_request("the request target must be a path").into());
         }
 
         // route
         let Some(service) = table.router.route(host, req.uri().path()) else {
-            return Err((EdgeError::NoRoute, None, None));
+            return Err(ErrorKind::NoRoute.into());
         };
         let service = service.to_string();
         let Some(pool) = table.pools.get(&service) else {
-            return Err((EdgeError::NoHealthyReplica, Some(service), None));
+            return Err(Failed::new(ErrorKind::NoHealthyReplica.into()).of(&service));
         };
 
         // upstream_peer
@@ -264,114 +332,94 @@ impl Edge {
                 pool.pick(sticky.as_deref(), affinity.as_deref(), None)
             }
         };
-        let Some(lease) = lease else {
-            return Err((EdgeError::NoHealthyReplica, Some(service), None));
+        let Some(mut lease) = lease else {
+            return Err(Failed::new(ErrorKind::NoHealthyReplica.into()).of(&service));
         };
 
         if is_upgrade(req.headers()) {
+            if framing.has_body() {
+                return Err(Failed::new(EdgeError::bad_request(
+                    "an upgrade request cannot carry a body",
+                ))
+                .of(&service));
+            }
             let response = self
                 .upgrade(req, lease, client, request_id, settings)
                 .await
-                .map_err(|e| (e, Some(service.clone()), None))?;
-            return Ok((response.map(Either::Right), None, Some(service)));
+                .map_err(|e| Failed::new(e).of(&service))?;
+            return Ok((
+                response.map(|body| AnswerBody::Upgrade { body }),
+                None,
+                Some(service),
+            ));
         }
 
         // forward
         let (parts, body) = req.into_parts();
-        let replayable = !has_body(&parts.headers) && is_idempotent(&parts.method);
-        let limited: ProxyBody = if replayable {
-            Empty::new().map_err(|never| match never {}).boxed()
+        let replayable = !framing.has_body() && is_idempotent(&parts.method);
+        let mut body: ProxyBody = if framing.has_body() {
+            ClientBody::new(body, settings.max_body).boxed()
         } else {
-            Limited::new(body, settings.max_body as usize).boxed()
+            // Nothing to read: the body (and with it the client's read half) goes home now.
+            drop(body);
+            Empty::new().map_err(|never| match never {}).boxed()
         };
-        let outgoing = upstream_request(&parts, limited, client, request_id, host);
-        let connect_timeout = settings.connect_timeout;
-        let first = tokio::time::timeout(
-            settings.request_timeout,
-            upstream::send(
+        let (uri, headers) = upstream_request(&parts, client, request_id, host);
+        let timeouts = Timeouts {
+            connect: settings.connect_timeout,
+            answer: settings.request_timeout,
+            stall: settings.request_timeout,
+        };
+        let mut retried = false;
+        loop {
+            let sent = upstream::send(
                 &lease.upstream.stats,
                 lease.upstream.target.addr,
-                connect_timeout,
-                settings.request_timeout,
-                outgoing,
-            ),
-        )
-        .await;
-        let (response, lease) = match first {
-            Ok(Ok(response)) => (response, lease),
-            Ok(Err(e)) if e.is_connect() && !is_body_too_large(&e) => {
-                lease.upstream.stats.eject(EJECTION);
-                let chain: Vec<String> = error_chain(&e).map(|s| format!("{s:?}")).collect();
-                tracing::warn!(
-                    "{}: connect to {} failed, ejected for {}s: {}",
-                    lease.upstream.target.replica,
-                    lease.upstream.target.addr,
-                    EJECTION.as_secs(),
-                    chain.join(" <- ")
-                );
-                if !replayable || test_release.is_some() {
-                    return Err((EdgeError::UpstreamConnect, Some(service), Some(lease)));
+                timeouts,
+                (&parts.method, &uri, &headers),
+                framing,
+                &mut body,
+            )
+            .await;
+            let error = match sent {
+                Ok(response) => {
+                    let response = response.map(|body| AnswerBody::Upstream { body });
+                    return Ok((response, Some(lease), Some(service)));
                 }
-                // Retried once, on another replica.
-                let failed = lease.upstream.target.replica.clone();
-                let Some(retry) = pool.pick(None, None, Some(&failed)) else {
-                    return Err((EdgeError::UpstreamConnect, Some(service), Some(lease)));
-                };
-                drop(lease);
-                let lease = retry;
-                let empty = Empty::new().map_err(|never| match never {}).boxed();
-                let outgoing = upstream_request(&parts, empty, client, request_id, host);
-                match tokio::time::timeout(
-                    settings.request_timeout,
-                    upstream::send(
-                        &lease.upstream.stats,
-                        lease.upstream.target.addr,
-                        connect_timeout,
-                        settings.request_timeout,
-                        outgoing,
-                    ),
-                )
-                .await
-                {
-                    Ok(Ok(response)) => (response, lease),
-                    Ok(Err(e)) => {
-                        if e.is_connect() {
-                            lease.upstream.stats.eject(EJECTION);
-                        }
-                        return Err((EdgeError::UpstreamConnect, Some(service), Some(lease)));
-                    }
-                    Err(_) => {
-                        lease.upstream.stats.eject(EJECTION);
-                        return Err((EdgeError::UpstreamTimeout, Some(service), Some(lease)));
-                    }
-                }
-            }
-            Ok(Err(e)) => {
-                if is_body_too_large(&e) {
-                    return Err((
-                        EdgeError::BodyTooLarge(settings.max_body),
-                        Some(service),
-                        None,
-                    ));
-                }
+                Err(error) => error,
+            };
+            if error.side != Side::Replica {
                 // The client's own body failed: its error, never counted against the replica.
-                if let upstream::UpstreamError::ClientBody(inner) = &e {
-                    return Err((client_body_error(inner.as_ref()), Some(service), None));
-                }
-                let chain: Vec<String> = error_chain(&e).map(|s| format!("{s:?}")).collect();
-                tracing::warn!(
-                    "{}: upstream error: {}",
-                    lease.upstream.target.replica,
-                    chain.join(" <- ")
-                );
-                return Err((EdgeError::UpstreamProtocol, Some(service), Some(lease)));
+                return Err(Failed::new(error).of(&service));
             }
-            Err(_) => {
+            if matches!(
+                error.kind,
+                ErrorKind::UpstreamConnect | ErrorKind::UpstreamTimeout
+            ) {
                 lease.upstream.stats.eject(EJECTION);
-                return Err((EdgeError::UpstreamTimeout, Some(service), Some(lease)));
+                tracing::warn!(
+                    "{}: ejected for {}s: {error}",
+                    lease.upstream.target.replica,
+                    EJECTION.as_secs(),
+                );
             }
-        };
-        Ok((response.map(Either::Left), Some(lease), Some(service)))
+            // Retried once, on another replica, when nothing of it can have had an effect.
+            let retry = (!retried && test_release.is_none() && error.may_retry(replayable))
+                .then(|| pool.pick(None, None, Some(&lease.upstream.target.replica)))
+                .flatten();
+            match retry {
+                Some(next) => {
+                    tracing::debug!(
+                        "{}: {error}; sent again to {}",
+                        lease.upstream.target.replica,
+                        next.upstream.target.replica
+                    );
+                    lease = next;
+                    retried = true;
+                }
+                None => return Err(Failed::new(error).of(&service).on(lease)),
+            }
+        }
     }
 
     /// A WebSocket (or other `Upgrade`) request: its own upstream connection. A `101` answer
@@ -384,10 +432,11 @@ impl Edge {
         client: SocketAddr,
         request_id: &HeaderValue,
         settings: &EdgeSettings,
-    ) -> Result<Response<Incoming>, EdgeError> {
+    ) -> Result<Response<ProxyBody>, EdgeError> {
         let host = request_host(&req);
         let (parts, _body) = req.into_parts();
         let addr = lease.upstream.target.addr;
+        let protocol = |why: String| EdgeError::new(ErrorKind::UpstreamProtocol).context(why);
         let stream = match tokio::time::timeout(
             settings.connect_timeout,
             tokio::net::TcpStream::connect(addr),
@@ -397,26 +446,29 @@ impl Edge {
             Ok(Ok(s)) => s,
             _ => {
                 lease.upstream.stats.eject(EJECTION);
-                return Err(EdgeError::UpstreamConnect);
+                return Err(ErrorKind::UpstreamConnect.into());
             }
         };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|_| EdgeError::UpstreamProtocol)?;
+            .map_err(|e| protocol(e.to_string()))?;
         tokio::spawn(conn.with_upgrades());
-        let empty = Empty::new().map_err(|never| match never {}).boxed();
-        let mut outgoing = upstream_request(&parts, empty, client, request_id, &host);
+        let (uri, mut headers) = upstream_request(&parts, client, request_id, &host);
         // Keep the upgrade headers that hop-by-hop filtering removed.
         for name in [header::CONNECTION, header::UPGRADE] {
             if let Some(v) = parts.headers.get(&name) {
-                outgoing.headers_mut().insert(name, v.clone());
+                headers.insert(name, v.clone());
             }
         }
+        let mut outgoing = Request::new(Empty::<Bytes>::new());
+        *outgoing.method_mut() = parts.method.clone();
+        *outgoing.uri_mut() = uri;
+        *outgoing.headers_mut() = headers;
         let mut response =
             tokio::time::timeout(settings.request_timeout, sender.send_request(outgoing))
                 .await
-                .map_err(|_| EdgeError::UpstreamTimeout)?
-                .map_err(|_| EdgeError::UpstreamProtocol)?;
+                .map_err(|_| EdgeError::new(ErrorKind::UpstreamTimeout))?
+                .map_err(|e| protocol(e.to_string()))?;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let upstream_upgrade = hyper::upgrade::on(&mut response);
             response
@@ -426,7 +478,12 @@ impl Edge {
                     lease,
                 ))))));
         }
-        Ok(response)
+        Ok(response.map(|body| {
+            body.map_err(|e| {
+                EdgeError::new(ErrorKind::UpstreamProtocol).context(format!("reading the answer: {e}"))
+            })
+            .boxed()
+        }))
     }
 
     /// response_filter + logging: adds the edge's headers and wraps the body so the access log
@@ -440,7 +497,7 @@ impl Edge {
     ) -> Response<ProxyBody>
     where
         B: Body<Data = Bytes> + Send + Sync + 'static,
-        B::Error: Into<BoxError>,
+        B::Error: Into<EdgeError>,
     {
         let (mut parts, body) = response.into_parts();
         add_via(&mut parts.headers);
@@ -654,12 +711,12 @@ impl Finisher {
 
 impl Body for MeteredBody {
     type Data = Bytes;
-    type Error = BoxError;
+    type Error = EdgeError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, EdgeError>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
@@ -699,15 +756,18 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 static VIA_BERTH: HeaderValue = HeaderValue::from_static("1.1 berth");
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers named in `Connection` are hop-by-hop too (rare: only then is anything allocated).
-    if let Some(connection) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = connection
-            .to_str()
-            .unwrap_or("")
-            .split(',')
+    // Headers named in `Connection` are hop-by-hop too (rare: only then is anything
+    // allocated), except `Host`: `Connection: host` must not leave an HTTP/1.1 request
+    // without one.
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.to_str().unwrap_or("").split(','))
             .map(str::trim)
             .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
             .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .filter(|name| name != header::HOST)
             .collect();
         for name in named {
             headers.remove(name);
@@ -759,19 +819,20 @@ fn add_via(headers: &mut HeaderMap) {
     }
 }
 
-/// The request sent to a replica: same method, path and headers, minus hop-by-hop ones, plus
-/// `X-Forwarded-*`, `X-Request-Id` and `Via`; the original `Host` is kept.
+/// What a replica gets of a request: the origin-form target and the client's headers minus
+/// hop-by-hop ones and the framing ones (the edge writes its own), plus `X-Forwarded-*`,
+/// `X-Request-Id` and `Via`; the original `Host` is kept.
 fn upstream_request(
     parts: &hyper::http::request::Parts,
-    body: ProxyBody,
     client: SocketAddr,
     request_id: &HeaderValue,
     host: &str,
-) -> Request<ProxyBody> {
+) -> (Uri, HeaderMap) {
     let uri = if parts.uri.scheme().is_none() && parts.uri.authority().is_none() {
         parts.uri.clone()
     } else {
-        // Absolute form from the client: the replica gets the origin form.
+        // Absolute form from the client: the replica gets the origin form (the head parser
+        // put the authority in `Host`).
         parts
             .uri
             .path_and_query()
@@ -780,6 +841,7 @@ fn upstream_request(
     };
     let mut headers = parts.headers.clone();
     strip_hop_by_hop(&mut headers);
+    headers.remove(header::CONTENT_LENGTH);
     headers.remove(TEST_KEY_HEADER);
     headers.remove(TEST_RELEASE_HEADER);
     if !headers.contains_key(header::HOST) {
@@ -811,48 +873,77 @@ fn upstream_request(
     }
     headers.insert(HeaderName::from_static("x-request-id"), request_id.clone());
     add_via(&mut headers);
-    let mut request = Request::new(body);
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = uri;
-    *request.headers_mut() = headers;
-    request
+    (uri, headers)
 }
 
-/// Whether a failed upstream request failed because the client's body went over `max_body`.
-fn is_body_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
-    error_chain(error).any(|e| {
-        e.downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some()
-            || e.to_string().contains("length limit exceeded")
-    })
-}
-
-/// The answer to a request whose body could not be read from the client.
-fn client_body_error(error: &(dyn std::error::Error + 'static)) -> EdgeError {
-    match error_chain(error).find_map(|e| e.downcast_ref::<BodyError>()) {
-        Some(BodyError::TimedOut) => EdgeError::ClientTimeout,
-        Some(BodyError::Malformed(why)) => EdgeError::BadRequest(why),
-        Some(BodyError::Closed | BodyError::Io(_)) => EdgeError::ClientClosed,
-        None => EdgeError::BadRequest("the request body could not be read"),
+/// The framing of a request's body, from the body itself: the HTTP/1 head parser made it from
+/// the client's framing headers, hyper's HTTP/2 server from `content-length` and the stream.
+fn body_framing(body: &impl Body) -> Framing {
+    match body.size_hint().exact() {
+        Some(0) if body.is_end_stream() => Framing::Empty,
+        Some(0) => Framing::Length(0),
+        Some(n) => Framing::Length(n),
+        None => Framing::Chunked,
     }
 }
 
-/// An error and its sources, outermost first.
-fn error_chain<'a>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
-    std::iter::successors(Some(error), |e| e.source())
+pin_project_lite::pin_project! {
+    /// A client's body on its way to a replica: no more than `max_body` bytes of it (413).
+    struct ClientBody<B> {
+        #[pin]
+        inner: B,
+        left: u64,
+        limit: u64,
+    }
 }
 
-fn has_body(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::TRANSFER_ENCODING)
-        || content_length(headers).is_some_and(|n| n > 0)
+impl<B> ClientBody<B> {
+    fn new(inner: B, limit: u64) -> Self {
+        Self {
+            inner,
+            left: limit,
+            limit,
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes, Error = EdgeError>> Body for ClientBody<B> {
+    type Data = Bytes;
+    type Error = EdgeError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, EdgeError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                let n = data.len() as u64;
+                if n > *this.left {
+                    return Poll::Ready(Some(Err(EdgeError::new(ErrorKind::BodyTooLarge(
+                        *this.limit,
+                    )))));
+                }
+                *this.left -= n;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 fn is_idempotent(method: &Method) -> bool {
     matches!(
         *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
     )
 }
 

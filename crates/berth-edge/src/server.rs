@@ -6,12 +6,13 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::future::Future;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -19,6 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::errors::{EdgeError, ErrorKind};
 use crate::proxy::Edge;
 
 /// When the edge stops, a connection idle this long is closed (busy ones close after their
@@ -165,6 +167,7 @@ pub(crate) async fn serve_h2<I>(
         let activity = activity_for_service.clone();
         async move {
             activity.request_started();
+            let req = req.map(|body| H2RequestBody::new(body, idle_timeout));
             let response = Box::pin(edge.handle(req, client)).await;
             activity.request_answered();
             Ok::<_, std::convert::Infallible>(response)
@@ -206,6 +209,70 @@ pub(crate) async fn serve_h2<I>(
                 }
             }
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An HTTP/2 request's body as the proxy sees it: hyper's errors are the client's, and a
+    /// client that sends nothing of its body for `idle_timeout` gets 408 (as over HTTP/1).
+    struct H2RequestBody {
+        #[pin]
+        inner: Incoming,
+        idle: Duration,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl H2RequestBody {
+    fn new(inner: Incoming, idle: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            timer: None,
+        }
+    }
+}
+
+impl Body for H2RequestBody {
+    type Data = Bytes;
+    type Error = EdgeError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, EdgeError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                *this.timer = None;
+                Poll::Ready(frame.map(|f| {
+                    f.map_err(|e| {
+                        EdgeError::new(ErrorKind::ClientClosed)
+                            .context(format!("reading the request body: {e}"))
+                    })
+                }))
+            }
+            Poll::Pending => {
+                let idle = *this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(EdgeError::new(ErrorKind::ClientTimeout))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

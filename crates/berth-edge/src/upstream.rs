@@ -18,24 +18,20 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
-use hyper::header::{self, HeaderMap};
-use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper::header::HeaderMap;
+use hyper::{Method, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::http1::head::{
-    connection_tokens, content_length, ends_in_chunked, has_no_body, header_map, span_of, Framing,
-};
-use crate::http1::{Decoder, Step};
+use crate::errors::{EdgeError, ErrorKind, Retry};
+use crate::http1::head::{parse_response, write_request_head, Framing, ParsedResponse};
+use crate::http1::{chunk_size_line, Decoder, Step, LAST_CHUNK};
 use crate::pool::TargetStats;
-use crate::proxy::{BoxError, ProxyBody};
+use crate::proxy::ProxyBody;
 
 /// Idle connections kept per replica, and how long one may idle before it is dropped.
 const MAX_IDLE_PER_REPLICA: usize = 256;
 const MAX_IDLE_FOR: Duration = Duration::from_secs(60);
-/// Largest answer head accepted from a replica.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
-const MAX_RESPONSE_HEADERS: usize = 128;
 /// Bytes asked of the socket per read of an answer body: the first read, then doubled while
 /// reads fill what was asked, up to the largest.
 const READ_SIZE: usize = 16 * 1024;
@@ -86,6 +82,13 @@ impl IdleConnections {
         None
     }
 
+    /// Drops every kept connection (the replica is gone or unreachable).
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            shard.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
+    }
+
     fn checkin(&self, stream: TcpStream) {
         let mut idle = self.shard().lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() >= MAX_IDLE_PER_REPLICA {
@@ -95,76 +98,59 @@ impl IdleConnections {
     }
 }
 
-/// Why a request to a replica failed.
-#[derive(Debug)]
-pub enum UpstreamError {
-    /// No connection could be made (refused, unreachable, `connect_timeout`).
-    Connect(io::Error),
-    /// The client's body failed or went over `max_body`.
-    ClientBody(BoxError),
-    /// The replica broke the protocol or the connection before its answer's head.
-    Protocol(String),
+/// How long each part of an exchange with a replica may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Making a connection.
+    pub connect: Duration,
+    /// The replica taking each write of the request, and then sending its answer's head once
+    /// the request is out (`request_timeout`). The client's own pace is not counted here: its
+    /// body has its own idle limit, and a slow client is the client's error (408).
+    pub answer: Duration,
+    /// The replica sending nothing mid-answer.
+    pub stall: Duration,
 }
 
-impl UpstreamError {
-    pub fn is_connect(&self) -> bool {
-        matches!(self, UpstreamError::Connect(_))
-    }
-}
-
-impl std::fmt::Display for UpstreamError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            UpstreamError::Connect(e) => write!(f, "connect: {e}"),
-            UpstreamError::ClientBody(e) => write!(f, "client body: {e}"),
-            UpstreamError::Protocol(why) => write!(f, "{why}"),
-        }
-    }
-}
-
-impl std::error::Error for UpstreamError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            UpstreamError::Connect(e) => Some(e),
-            UpstreamError::ClientBody(e) => Some(e.as_ref()),
-            UpstreamError::Protocol(_) => None,
-        }
-    }
-}
-
-/// Sends `request` (origin-form URI, `Host` set) to the replica at `addr` and returns its
-/// answer once the head is in; the body follows as the caller reads it. A request without a
-/// body that failed on a pooled connection before any answer byte (the replica closed it
-/// meanwhile) is sent again once on a new connection.
+/// Sends a request to the replica at `addr` and returns its answer once the head is in; the
+/// body follows as the caller reads it. `headers` are what the replica gets (hop-by-hop ones
+/// already removed); the framing is `framing`, written by the edge. A request without a body
+/// that failed on a pooled connection before any answer byte (the replica closed it
+/// meanwhile) is sent again once on a new connection. After an error with [`Retry::Safe`]
+/// nothing of `body` was read, so it can go to another replica.
 pub async fn send(
     stats: &Arc<TargetStats>,
     addr: SocketAddr,
-    connect_timeout: Duration,
-    stall_timeout: Duration,
-    request: Request<ProxyBody>,
-) -> Result<Response<UpstreamBody>, UpstreamError> {
-    let (parts, mut body) = request.into_parts();
-    let head_only = body.is_end_stream() && body.size_hint().exact() == Some(0);
-    let framing = if head_only {
-        Framing::Empty
-    } else if let Some(n) = content_length(&parts.headers) {
-        Framing::Length(n)
-    } else {
-        Framing::Chunked
-    };
-    let head = request_head(&parts.method, &parts.uri, &parts.headers, framing);
+    timeouts: Timeouts,
+    (method, uri, headers): (&Method, &hyper::Uri, &HeaderMap),
+    framing: Framing,
+    body: &mut ProxyBody,
+) -> Result<Response<UpstreamBody>, EdgeError> {
+    let mut head = Vec::with_capacity(256 + headers.len() * 32);
+    write_request_head(&mut head, method, uri, headers, framing);
+    let head_only = !framing.has_body();
     let mut retried = false;
     loop {
         // The retry goes on a new connection: other pooled ones may be just as stale.
         let pooled = if retried { None } else { stats.idle.checkout() };
         let (mut stream, pooled) = match pooled {
             Some(stream) => (stream, true),
-            None => (connect(addr, connect_timeout).await?, false),
+            None => match connect(addr, timeouts.connect).await {
+                Ok(stream) => (stream, false),
+                Err(e) => {
+                    // A replica that cannot be reached: none of its pooled connections is
+                    // worth trying by the requests that wait.
+                    stats.idle.clear();
+                    return Err(e);
+                }
+            },
         };
-        let outcome = exchange(&mut stream, &head, &mut body, framing, &parts.method).await;
-        match outcome {
+        match exchange(&mut stream, &head, body, framing, method, timeouts.answer).await {
             Ok((response, buf)) => {
-                let (rparts, decoder, reusable) = response;
+                let ParsedResponse {
+                    parts,
+                    decoder,
+                    reusable,
+                } = response;
                 let body = UpstreamBody {
                     stream: Some(stream),
                     buf,
@@ -172,233 +158,185 @@ pub async fn send(
                     reusable,
                     home: stats.clone(),
                     read_size: READ_SIZE,
-                    stall_timeout,
+                    stall_timeout: timeouts.stall,
                     stall: None,
                     stall_armed: false,
                 };
-                return Ok(Response::from_parts(rparts, body));
+                return Ok(Response::from_parts(parts, body));
             }
-            Err(Failure::Stale) if pooled && head_only && !retried => {
+            Err(e) if e.kind == ErrorKind::UpstreamClosed && pooled && head_only && !retried => {
                 retried = true;
                 continue;
             }
-            Err(Failure::Stale) => {
-                return Err(UpstreamError::Protocol(
-                    "the replica closed the connection before answering".into(),
-                ))
-            }
-            Err(Failure::Client(e)) => return Err(UpstreamError::ClientBody(e)),
-            Err(Failure::Broken(why)) => return Err(UpstreamError::Protocol(why)),
+            Err(e) => return Err(e),
         }
     }
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, UpstreamError> {
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, EdgeError> {
+    let refused = |why: String| {
+        EdgeError::new(ErrorKind::UpstreamConnect)
+            .retry(Retry::Safe)
+            .context(why)
+    };
     let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
-        .map_err(|_| UpstreamError::Connect(io::ErrorKind::TimedOut.into()))?
-        .map_err(UpstreamError::Connect)?;
+        .map_err(|_| refused(format!("connect to {addr}: timed out")))?
+        .map_err(|e| refused(format!("connect to {addr}: {e}")))?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
 
-enum Failure {
-    /// Nothing of an answer came (closed or reset): the connection was stale.
-    Stale,
-    Client(BoxError),
-    Broken(String),
+/// Writes all of `bytes` to the replica; one that takes none of them for `timeout` is given
+/// up on. Err(true): timed out.
+async fn write_to_replica(
+    stream: &mut TcpStream,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<(), bool> {
+    match tokio::time::timeout(timeout, stream.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(false),
+        Err(_) => Err(true),
+    }
 }
 
-type ParsedResponse = (hyper::http::response::Parts, Decoder, bool);
-
-/// Writes the request and reads the answer's head.
+/// Writes the request and reads the answer's head. The answer's head must come within
+/// `answer_timeout` of the request's end.
 async fn exchange(
     stream: &mut TcpStream,
     head: &[u8],
     body: &mut ProxyBody,
     framing: Framing,
     method: &Method,
-) -> Result<(ParsedResponse, BytesMut), Failure> {
-    let wrote = stream.write_all(head).await;
-    if wrote.is_ok() && framing != Framing::Empty {
-        match send_body(stream, body, framing).await {
-            Ok(()) | Err(BodyFailure::Io) => {}
-            Err(BodyFailure::Client(e)) => return Err(Failure::Client(e)),
-        }
+    answer_timeout: Duration,
+) -> Result<(ParsedResponse, BytesMut), EdgeError> {
+    let timed_out = || {
+        EdgeError::new(ErrorKind::UpstreamTimeout).context(format!(
+            "the replica took no request bytes for {}s",
+            answer_timeout.as_secs()
+        ))
+    };
+    let mut wrote = write_to_replica(stream, head, answer_timeout).await;
+    if wrote.is_ok() && framing.has_body() {
+        wrote = send_body(stream, body, framing, answer_timeout).await?;
+    }
+    if wrote == Err(true) {
+        return Err(timed_out());
     }
     // Even when writing failed the replica may have answered (a 413 before the whole body).
+    let deadline = tokio::time::Instant::now() + answer_timeout;
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         match parse_response(&mut buf, method) {
-            Ok(Some((parts, decoder, reusable))) => {
-                if parts.status.is_informational() {
+            Ok(Some(response)) => {
+                if response.parts.status.is_informational() {
                     // 100 Continue and the like: the real answer follows.
                     continue;
                 }
-                return Ok(((parts, decoder, reusable), buf));
+                return Ok((response, buf));
             }
             Ok(None) => {}
-            Err(why) => return Err(Failure::Broken(why.into())),
+            Err(why) => return Err(EdgeError::new(ErrorKind::UpstreamProtocol).context(why)),
         }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
-        match stream.read_buf(&mut buf).await {
+        let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await;
+        match read {
+            Err(_) => {
+                return Err(EdgeError::new(ErrorKind::UpstreamTimeout).context(format!(
+                    "no answer within {}s",
+                    answer_timeout.as_secs()
+                )))
+            }
             // Nothing of an answer: closed or reset, whether or not the request got out.
-            Ok(0) | Err(_) if buf.is_empty() => return Err(Failure::Stale),
-            Ok(0) => return Err(Failure::Broken("the replica closed mid-head".into())),
-            Ok(_) => {}
-            Err(e) => return Err(Failure::Broken(format!("reading the answer: {e}"))),
+            Ok(Ok(0)) | Ok(Err(_)) if buf.is_empty() => {
+                return Err(EdgeError::new(ErrorKind::UpstreamClosed)
+                    .retry(Retry::IfIdempotent)
+                    .context("the replica closed the connection before answering"))
+            }
+            Ok(Ok(0)) => {
+                return Err(
+                    EdgeError::new(ErrorKind::UpstreamProtocol).context("the replica closed mid-head")
+                )
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(EdgeError::new(ErrorKind::UpstreamProtocol)
+                    .context(format!("reading the answer: {e}")))
+            }
         }
     }
 }
 
-enum BodyFailure {
-    Client(BoxError),
-    /// The replica stopped taking the body (it may have answered already).
-    Io,
-}
-
+/// Sends the client's body in the edge's framing. Err: the client's body failed (its error);
+/// Ok(Err(timed_out)): the replica stopped taking it (it may have answered already).
 async fn send_body(
     stream: &mut TcpStream,
     body: &mut ProxyBody,
     framing: Framing,
-) -> Result<(), BodyFailure> {
+    timeout: Duration,
+) -> Result<Result<(), bool>, EdgeError> {
     let chunked = framing == Framing::Chunked;
+    let mut sent = 0u64;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(BodyFailure::Client)?;
-        let Ok(data) = frame.into_data() else {
+        let Ok(data) = frame?.into_data() else {
             continue;
         };
         if data.is_empty() {
             continue;
         }
-        if chunked {
-            let size = format!("{:x}\r\n", data.len());
-            stream
-                .write_all(size.as_bytes())
-                .await
-                .map_err(|_| BodyFailure::Io)?;
-            stream.write_all(&data).await.map_err(|_| BodyFailure::Io)?;
-            stream
-                .write_all(b"\r\n")
-                .await
-                .map_err(|_| BodyFailure::Io)?;
+        sent += data.len() as u64;
+        if let Framing::Length(n) = framing {
+            if sent > n {
+                // Never more than announced: the surplus would start a false next request.
+                return Err(EdgeError::bad_request(
+                    "the request body is longer than its Content-Length",
+                ));
+            }
+        }
+        let wrote = if chunked {
+            let size = chunk_size_line(data.len());
+            let parts = [&size[..], &data[..], b"\r\n"];
+            write_parts(stream, &parts, timeout).await
         } else {
-            stream.write_all(&data).await.map_err(|_| BodyFailure::Io)?;
+            write_to_replica(stream, &data, timeout).await
+        };
+        if let Err(timed_out) = wrote {
+            return Ok(Err(timed_out));
+        }
+    }
+    if let Framing::Length(n) = framing {
+        if sent != n {
+            return Err(EdgeError::new(ErrorKind::ClientClosed)
+                .context("the request body ended before its Content-Length"));
         }
     }
     if chunked {
-        stream
-            .write_all(b"0\r\n\r\n")
-            .await
-            .map_err(|_| BodyFailure::Io)?;
+        return Ok(write_to_replica(stream, LAST_CHUNK, timeout).await);
+    }
+    Ok(Ok(()))
+}
+
+/// Writes a few pieces as one (small chunks are copied into one write).
+async fn write_parts(
+    stream: &mut TcpStream,
+    parts: &[&[u8]],
+    timeout: Duration,
+) -> Result<(), bool> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    if total <= 16 * 1024 {
+        let mut joined = Vec::with_capacity(total);
+        for part in parts {
+            joined.extend_from_slice(part);
+        }
+        return write_to_replica(stream, &joined, timeout).await;
+    }
+    for part in parts {
+        write_to_replica(stream, part, timeout).await?;
     }
     Ok(())
-}
-
-/// The request line and headers as sent to a replica.
-fn request_head(
-    method: &Method,
-    uri: &hyper::Uri,
-    headers: &HeaderMap,
-    framing: Framing,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + headers.len() * 32);
-    out.extend_from_slice(method.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if framing == Framing::Chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
-/// Parses an answer head off the start of `buf`: its parts, the decoder of its body, and
-/// whether the connection can be reused after it.
-fn parse_response(
-    buf: &mut BytesMut,
-    method: &Method,
-) -> Result<Option<ParsedResponse>, &'static str> {
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_RESPONSE_HEADERS];
-    let (len, code, version, count) = {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-        let mut response = httparse::Response::new(&mut headers);
-        let base = buf.as_ptr() as usize;
-        let len = match response.parse(buf) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
-                return Err("the replica's answer head is too large")
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(_) => return Err("the replica's answer is not valid HTTP/1.1"),
-        };
-        for (span, h) in spans.iter_mut().zip(response.headers.iter()) {
-            *span = span_of(base, h);
-        }
-        let version = if response.version == Some(0) {
-            Version::HTTP_10
-        } else {
-            Version::HTTP_11
-        };
-        (
-            len,
-            response.code.unwrap_or(0),
-            version,
-            response.headers.len(),
-        )
-    };
-    let head: Bytes = buf.split_to(len).freeze();
-    let status = StatusCode::from_u16(code).map_err(|_| "invalid status code")?;
-    let headers = header_map(&head, &spans[..count])?;
-    let connection = connection_tokens(&headers);
-    let mut reusable = match version {
-        Version::HTTP_10 => connection.keep_alive && !connection.close,
-        _ => !connection.close,
-    };
-    let decoder = if has_no_body(status, method) {
-        Decoder::new(Framing::Empty)
-    } else if headers.contains_key(header::TRANSFER_ENCODING) {
-        if ends_in_chunked(&headers) {
-            Decoder::new(Framing::Chunked)
-        } else {
-            reusable = false;
-            Decoder::until_close()
-        }
-    } else if headers.contains_key(header::CONTENT_LENGTH) {
-        let mut length = None;
-        for value in headers.get_all(header::CONTENT_LENGTH) {
-            for item in value
-                .to_str()
-                .map_err(|_| "invalid Content-Length")?
-                .split(',')
-            {
-                let n: u64 = item.trim().parse().map_err(|_| "invalid Content-Length")?;
-                if length.is_some_and(|l| l != n) {
-                    return Err("conflicting Content-Length values in the answer");
-                }
-                length = Some(n);
-            }
-        }
-        Decoder::new(Framing::Length(length.unwrap_or(0)))
-    } else {
-        reusable = false;
-        Decoder::until_close()
-    };
-    let mut response = Response::new(());
-    *response.status_mut() = status;
-    *response.version_mut() = version;
-    *response.headers_mut() = headers;
-    let (parts, ()) = response.into_parts();
-    Ok(Some((parts, decoder, reusable)))
 }
 
 /// An answer's body, read from the replica's connection as it is polled. When it has been read
@@ -429,12 +367,12 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = BoxError;
+    type Error = EdgeError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, EdgeError>>> {
         let this = &mut *self;
         loop {
             if this.stream.is_none() {
@@ -447,9 +385,9 @@ impl Body for UpstreamBody {
                     return Poll::Ready(None);
                 }
                 Ok(Step::NeedMore) => {}
-                Err(e) => {
+                Err(why) => {
                     this.stream = None;
-                    return Poll::Ready(Some(Err(format!("the replica's answer: {e}").into())));
+                    return Poll::Ready(Some(Err(broken(why))));
                 }
             }
             if this.buf.capacity() - this.buf.len() < this.read_size / 4 {
@@ -473,20 +411,20 @@ impl Body for UpstreamBody {
                         return Poll::Pending;
                     }
                     this.stream = None;
-                    return Poll::Ready(Some(Err(format!(
-                        "the replica sent nothing of its answer for {}s",
-                        timeout.as_secs()
-                    )
-                    .into())));
+                    return Poll::Ready(Some(Err(EdgeError::new(ErrorKind::UpstreamTimeout)
+                        .context(format!(
+                            "the replica sent nothing of its answer for {}s",
+                            timeout.as_secs()
+                        )))));
                 }
                 Poll::Ready(Ok(0)) => {
                     this.stream = None;
                     if this.decoder.is_until_close() {
                         return Poll::Ready(None);
                     }
-                    return Poll::Ready(Some(Err(
-                        "the replica closed the connection mid-answer".into()
-                    )));
+                    return Poll::Ready(Some(Err(broken(
+                        "the replica closed the connection mid-answer",
+                    ))));
                 }
                 Poll::Ready(Ok(n)) => {
                     this.stall_armed = false;
@@ -496,7 +434,8 @@ impl Body for UpstreamBody {
                 }
                 Poll::Ready(Err(e)) => {
                     this.stream = None;
-                    return Poll::Ready(Some(Err(Box::new(e))));
+                    return Poll::Ready(Some(Err(EdgeError::new(ErrorKind::UpstreamProtocol)
+                        .context(format!("reading the answer: {e}")))));
                 }
             }
         }
@@ -514,6 +453,10 @@ impl Body for UpstreamBody {
     }
 }
 
+fn broken(why: &'static str) -> EdgeError {
+    EdgeError::new(ErrorKind::UpstreamProtocol).context(why)
+}
+
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
         if self.decoder.is_done() {
@@ -527,53 +470,87 @@ mod tests {
     use super::*;
     use hyper::header::HeaderValue;
 
+    fn parse(raw: &[u8], method: &Method) -> Result<Option<ParsedResponse>, &'static str> {
+        let mut buf = BytesMut::from(raw);
+        parse_response(&mut buf, method)
+    }
+
     #[test]
     fn answers_are_framed_by_rfc_9112() {
         let get = Method::GET;
         let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"[..]);
-        let (parts, decoder, reusable) = parse_response(&mut buf, &get).unwrap().unwrap();
-        assert_eq!(parts.status, 200);
-        assert_eq!(decoder, Decoder::new(Framing::Length(2)));
-        assert!(reusable);
+        let answer = parse_response(&mut buf, &get).unwrap().unwrap();
+        assert_eq!(answer.parts.status, 200);
+        assert_eq!(answer.decoder, Decoder::new(Framing::Length(2)));
+        assert!(answer.reusable);
         assert_eq!(&buf[..], b"ok");
 
-        let mut buf = BytesMut::from(&b"HTTP/1.0 200 OK\r\n\r\nrest"[..]);
-        let (_, decoder, reusable) = parse_response(&mut buf, &get).unwrap().unwrap();
-        assert!(decoder.is_until_close());
-        assert!(!reusable);
+        let answer = parse(b"HTTP/1.0 200 OK\r\n\r\nrest", &get).unwrap().unwrap();
+        assert!(answer.decoder.is_until_close());
+        assert!(!answer.reusable);
 
-        let mut buf = BytesMut::from(&b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n"[..]);
-        let (_, decoder, _) = parse_response(&mut buf, &get).unwrap().unwrap();
-        assert!(decoder.is_done());
+        let answer = parse(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", &get)
+            .unwrap()
+            .unwrap();
+        assert!(answer.decoder.is_done());
 
-        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"[..]);
-        let (_, decoder, _) = parse_response(&mut buf, &Method::HEAD).unwrap().unwrap();
-        assert!(decoder.is_done(), "an answer to HEAD has no body");
+        let answer = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 9, 9\r\n\r\n", &Method::HEAD)
+            .unwrap()
+            .unwrap();
+        assert!(answer.decoder.is_done(), "an answer to HEAD has no body");
+        assert_eq!(answer.parts.headers["content-length"], "9", "normalised");
 
-        let mut buf = BytesMut::from(
-            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"[..],
-        );
-        let (_, decoder, reusable) = parse_response(&mut buf, &get).unwrap().unwrap();
-        assert_eq!(decoder, Decoder::new(Framing::Chunked));
-        assert!(!reusable);
+        let answer = parse(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            &get,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(answer.decoder, Decoder::new(Framing::Chunked));
+        assert!(!answer.reusable);
 
-        let mut buf = BytesMut::from(
-            &b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n"[..],
-        );
-        assert!(parse_response(&mut buf, &get).is_err());
-        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-"[..]);
-        assert!(parse_response(&mut buf, &get).unwrap().is_none());
+        assert!(parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+            &get
+        )
+        .is_err());
+        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-", &get).unwrap().is_none());
     }
 
     #[test]
-    fn request_heads_carry_the_path_and_the_framing() {
+    fn an_answer_with_both_framings_is_read_chunked_and_its_connection_closed() {
+        let answer = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(answer.decoder, Decoder::new(Framing::Chunked));
+        assert!(!answer.reusable);
+        assert!(!answer.parts.headers.contains_key("content-length"));
+    }
+
+    #[test]
+    fn request_heads_carry_the_path_and_only_the_edges_framing() {
         let mut headers = HeaderMap::new();
         headers.insert("host", HeaderValue::from_static("shop.example"));
+        headers.insert("content-length", HeaderValue::from_static("5, 5"));
+        headers.insert("transfer-encoding", HeaderValue::from_static("chunked"));
         let uri: hyper::Uri = "/a?b=1".parse().unwrap();
-        let head = request_head(&Method::POST, &uri, &headers, Framing::Chunked);
+        let mut head = Vec::new();
+        write_request_head(&mut head, &Method::POST, &uri, &headers, Framing::Chunked);
         assert_eq!(
             String::from_utf8(head).unwrap(),
             "POST /a?b=1 HTTP/1.1\r\nhost: shop.example\r\ntransfer-encoding: chunked\r\n\r\n"
         );
+        let mut head = Vec::new();
+        write_request_head(&mut head, &Method::PUT, &uri, &headers, Framing::Length(5));
+        assert!(String::from_utf8(head).unwrap().ends_with("host: shop.example\r\ncontent-length: 5\r\n\r\n"));
+        let mut head = Vec::new();
+        write_request_head(&mut head, &Method::POST, &uri, &HeaderMap::new(), Framing::Empty);
+        assert!(String::from_utf8(head).unwrap().ends_with("content-length: 0\r\n\r\n"));
+        let mut head = Vec::new();
+        write_request_head(&mut head, &Method::GET, &uri, &HeaderMap::new(), Framing::Empty);
+        assert_eq!(String::from_utf8(head).unwrap(), "GET /a?b=1 HTTP/1.1\r\n\r\n");
     }
 }

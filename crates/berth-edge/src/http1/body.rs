@@ -1,7 +1,12 @@
-//! A client's request body, read straight from its connection as the proxy forwards it: a
-//! `Content-Length` or chunked decoder over the connection's read half. When the body ends (or
-//! is dropped) the read half and any bytes after the body go back to the connection, which
-//! reuses them for the next request only if the body was read to its end.
+//! Bodies: the [`Decoder`] of `Content-Length` and chunked bodies (both directions: a client's
+//! request, a replica's answer), the chunk encoder, and a client's request body read straight
+//! from its connection as the proxy forwards it. When a request body ends (or is dropped) the
+//! read half and any bytes after the body go back to the connection, which reuses them for the
+//! next request only if the body was read to its end.
+//!
+//! Chunked bodies are always decoded and encoded again, never passed through: chunk
+//! extensions and trailers are dropped, and a chunk-size line that ends in a bare LF (which
+//! nginx and HAProxy accept) reaches the replica re-framed with CRLF.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,6 +20,7 @@ use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
 use super::head::Framing;
+use crate::errors::{EdgeError, ErrorKind};
 
 /// Longest chunk-size line (with extensions) and trailer section accepted.
 const MAX_CHUNK_LINE: usize = 4096;
@@ -22,31 +28,43 @@ const MAX_TRAILERS: usize = 16 * 1024;
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 16 * 1024;
 
-/// Why a request body could not be read to its end.
-#[derive(Debug)]
-pub enum BodyError {
-    Closed,
-    TimedOut,
-    Malformed(&'static str),
-    Io(std::io::Error),
-}
-
-impl std::fmt::Display for BodyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            BodyError::Closed => {
-                write!(f, "the client closed the connection before the body ended")
-            }
-            BodyError::TimedOut => {
-                write!(f, "the client sent no body bytes within the idle timeout")
-            }
-            BodyError::Malformed(why) => write!(f, "{why}"),
-            BodyError::Io(e) => write!(f, "reading the request body: {e}"),
+/// The line that starts a chunk of `len` bytes.
+pub fn chunk_size_line(len: usize) -> Bytes {
+    let mut line = Vec::with_capacity(18);
+    let mut started = false;
+    for shift in (0..16).rev() {
+        let digit = (len >> (shift * 4)) & 0xf;
+        if digit != 0 || started || shift == 0 {
+            started = true;
+            line.push(b"0123456789abcdef"[digit]);
         }
     }
+    line.extend_from_slice(b"\r\n");
+    Bytes::from(line)
 }
 
-impl std::error::Error for BodyError {}
+/// The end of a chunked body (last chunk, no trailers).
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// Where the line at the start of `buf` ends: (length of the line without its ending, length
+/// with it). A bare LF ends a line too; a CR anywhere else is not allowed.
+fn line_end(buf: &[u8]) -> Result<Option<(usize, usize)>, &'static str> {
+    let Some(lf) = buf.iter().position(|b| *b == b'\n') else {
+        if buf.iter().any(|b| *b == b'\r') && buf.last() != Some(&b'\r') {
+            return Err("the chunked body has a bare CR");
+        }
+        return Ok(None);
+    };
+    let (line, ending) = if lf > 0 && buf[lf - 1] == b'\r' {
+        (lf - 1, 2)
+    } else {
+        (lf, 1)
+    };
+    if buf[..line].contains(&b'\r') {
+        return Err("the chunked body has a bare CR");
+    }
+    Ok(Some((line, line + ending)))
+}
 
 /// What a decoder step found in the buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -108,8 +126,9 @@ impl Decoder {
         }
     }
 
-    /// The next step over `buf`.
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Step, BodyError> {
+    /// The next step over `buf`. An error says why the body is malformed; the caller knows
+    /// whose body it is.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Step, &'static str> {
         loop {
             match self {
                 Decoder::Done => return Ok(Step::Done),
@@ -132,42 +151,17 @@ impl Decoder {
                 }
                 Decoder::Chunked(state) => match *state {
                     ChunkState::Size => {
-                        let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+                        let Some((line_len, taken)) = line_end(buf)? else {
                             if buf.len() > MAX_CHUNK_LINE {
-                                return Err(BodyError::Malformed(
-                                    "the chunked body has a chunk-size line too long",
-                                ));
+                                return Err("the chunked body has a chunk-size line too long");
                             }
                             return Ok(Step::NeedMore);
                         };
-                        let line = &buf[..end];
-                        let digits = line
-                            .iter()
-                            .position(|b| !b.is_ascii_hexdigit())
-                            .unwrap_or(line.len());
-                        if digits == 0 || digits > 15 {
-                            return Err(BodyError::Malformed(
-                                "the chunked body has a malformed chunk size",
-                            ));
+                        if line_len > MAX_CHUNK_LINE {
+                            return Err("the chunked body has a chunk-size line too long");
                         }
-                        // Only extensions (`;name=value`) may follow the size.
-                        let rest = &line[digits..];
-                        let rest_ok = rest.iter().all(|b| *b == b' ' || *b == b'\t')
-                            || rest.iter().position(|b| *b == b';').is_some_and(|p| {
-                                rest[..p].iter().all(|b| *b == b' ' || *b == b'\t')
-                            });
-                        if !rest_ok {
-                            return Err(BodyError::Malformed(
-                                "the chunked body has a malformed chunk size",
-                            ));
-                        }
-                        let size = std::str::from_utf8(&line[..digits])
-                            .ok()
-                            .and_then(|s| u64::from_str_radix(s, 16).ok())
-                            .ok_or(BodyError::Malformed(
-                                "the chunked body has a malformed chunk size",
-                            ))?;
-                        buf.advance(end + 2);
+                        let size = chunk_size(&buf[..line_len])?;
+                        buf.advance(taken);
                         *state = if size == 0 {
                             ChunkState::Trailers(0)
                         } else {
@@ -187,43 +181,82 @@ impl Decoder {
                         return Ok(Step::Data(buf.split_to(n).freeze()));
                     }
                     ChunkState::DataEnd => {
-                        if buf.len() < 2 {
-                            return Ok(Step::NeedMore);
+                        match buf.first() {
+                            None => return Ok(Step::NeedMore),
+                            Some(b'\n') => buf.advance(1),
+                            Some(b'\r') if buf.len() < 2 => return Ok(Step::NeedMore),
+                            Some(b'\r') if buf[1] == b'\n' => buf.advance(2),
+                            Some(_) => {
+                                return Err("the chunked body has chunk data not followed by CRLF")
+                            }
                         }
-                        if &buf[..2] != b"\r\n" {
-                            return Err(BodyError::Malformed(
-                                "the chunked body has chunk data not followed by CRLF",
-                            ));
-                        }
-                        buf.advance(2);
                         *state = ChunkState::Size;
                     }
                     ChunkState::Trailers(seen) => {
                         // Trailer fields are dropped (they are not forwarded); the section
                         // ends at an empty line.
-                        let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+                        let Some((line_len, taken)) = line_end(buf)? else {
                             if seen + buf.len() > MAX_TRAILERS {
-                                return Err(BodyError::Malformed(
-                                    "the chunked body has trailers too large",
-                                ));
+                                return Err("the chunked body has trailers too large");
                             }
                             return Ok(Step::NeedMore);
                         };
-                        buf.advance(end + 2);
-                        if end == 0 {
+                        if line_len > 0 && !is_field_line(&buf[..line_len]) {
+                            return Err("the chunked body has a malformed trailer");
+                        }
+                        buf.advance(taken);
+                        if line_len == 0 {
                             *self = Decoder::Done;
                         } else {
-                            *state = ChunkState::Trailers(seen + end + 2);
-                            if seen + end + 2 > MAX_TRAILERS {
-                                return Err(BodyError::Malformed(
-                                    "the chunked body has trailers too large",
-                                ));
+                            *state = ChunkState::Trailers(seen + taken);
+                            if seen + taken > MAX_TRAILERS {
+                                return Err("the chunked body has trailers too large");
                             }
                         }
                     }
                 },
             }
         }
+    }
+}
+
+/// The size of a chunk-size line (`1a`, `1a;name=value`, `1a ; name="v"`): hex digits, then
+/// only whitespace and extensions, which are dropped.
+fn chunk_size(line: &[u8]) -> Result<u64, &'static str> {
+    const MALFORMED: &str = "the chunked body has a malformed chunk size";
+    let digits = line
+        .iter()
+        .position(|b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
+    if digits == 0 || digits > 15 {
+        return Err(MALFORMED);
+    }
+    let rest = &line[digits..];
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let rest_ok = match rest.iter().position(|b| *b == b';') {
+        None => rest.iter().all(blank),
+        Some(at) => {
+            rest[..at].iter().all(blank)
+                && rest[at..]
+                    .iter()
+                    .all(|b| *b == b'\t' || (b' '..=b'~').contains(b))
+        }
+    };
+    if !rest_ok {
+        return Err(MALFORMED);
+    }
+    Ok(line[..digits]
+        .iter()
+        .fold(0u64, |n, d| n * 16 + (*d as char).to_digit(16).unwrap_or(0) as u64))
+}
+
+/// Whether a trailer line looks like `name: value`.
+fn is_field_line(line: &[u8]) -> bool {
+    match line.iter().position(|b| *b == b':') {
+        Some(colon) if colon > 0 => line[..colon]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b)),
+        _ => false,
     }
 }
 
@@ -301,12 +334,12 @@ impl Drop for RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = BodyError;
+    type Error = EdgeError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, EdgeError>>> {
         let this = &mut *self;
         let Some(reader) = this.reader.as_mut() else {
             return Poll::Ready(None);
@@ -321,9 +354,9 @@ impl Body for RequestBody {
                     this.send_home();
                     return Poll::Ready(None);
                 }
-                Err(e) => {
+                Err(why) => {
                     this.send_home();
-                    return Poll::Ready(Some(Err(e)));
+                    return Poll::Ready(Some(Err(EdgeError::bad_request(why))));
                 }
                 Ok(Step::NeedMore) => {}
             }
@@ -333,12 +366,14 @@ impl Body for RequestBody {
             match tokio_util::io::poll_read_buf(Pin::new(&mut reader.io), cx, &mut reader.buf) {
                 Poll::Ready(Ok(0)) => {
                     this.send_home();
-                    return Poll::Ready(Some(Err(BodyError::Closed)));
+                    return Poll::Ready(Some(Err(EdgeError::new(ErrorKind::ClientClosed)
+                        .context("the client closed the connection before the body ended"))));
                 }
                 Poll::Ready(Ok(_)) => continue,
                 Poll::Ready(Err(e)) => {
                     this.send_home();
-                    return Poll::Ready(Some(Err(BodyError::Io(e))));
+                    return Poll::Ready(Some(Err(EdgeError::new(ErrorKind::ClientClosed)
+                        .context(format!("reading the request body: {e}")))));
                 }
                 Poll::Pending => {
                     let timeout = reader.idle_timeout;
@@ -347,7 +382,7 @@ impl Body for RequestBody {
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                     ready!(timer.as_mut().poll(cx));
                     this.send_home();
-                    return Poll::Ready(Some(Err(BodyError::TimedOut)));
+                    return Poll::Ready(Some(Err(EdgeError::new(ErrorKind::ClientTimeout))));
                 }
             }
         }
@@ -423,5 +458,28 @@ mod tests {
         }
         let long_line = [b"1;".as_slice(), &[b'a'; 5000]].concat();
         assert!(decode_all(Framing::Chunked, &long_line).0.is_err());
+    }
+
+    #[test]
+    fn bare_lf_line_endings_are_read_like_crlf() {
+        let (body, rest) = decode_all(
+            Framing::Chunked,
+            b"5\nhello\n6;x=1\n world\r\n0\nX-T: 1\n\nNEXT",
+        );
+        assert_eq!(body.unwrap(), b"hello world");
+        assert!(rest.is_empty());
+        for bad in [&b"5\rhello\r\n"[..], b"5\r\nhello\rX", b"5;a\rb\r\nhello\r\n"] {
+            let (body, _) = decode_all(Framing::Chunked, bad);
+            assert!(body.is_err(), "{:?} decoded", String::from_utf8_lossy(bad));
+        }
+        let (body, _) = decode_all(Framing::Chunked, b"0\r\nnot a field\r\n\r\n");
+        assert!(body.is_err(), "a trailer that is not a field");
+    }
+
+    #[test]
+    fn chunk_size_lines_are_hex() {
+        assert_eq!(&chunk_size_line(0)[..], b"0\r\n");
+        assert_eq!(&chunk_size_line(10)[..], b"a\r\n");
+        assert_eq!(&chunk_size_line(0x1f00)[..], b"1f00\r\n");
     }
 }

@@ -40,9 +40,9 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use body::BodyReader;
-pub use body::{BodyError, RequestBody};
-pub(crate) use body::{Decoder, Step};
-use head::{Framing, HeadError, RequestHead};
+pub use body::RequestBody;
+pub(crate) use body::{chunk_size_line, Decoder, Step, LAST_CHUNK};
+use head::{Framing, RequestHead};
 
 use crate::errors::EdgeError;
 use crate::proxy::{Edge, ProxyBody, Tunnel};
@@ -127,7 +127,7 @@ pub async fn serve_connection(
         let upgrade = crate::proxy::is_upgrade(&parts.headers);
         let over_limit = matches!(framing, Framing::Length(n) if n > limits.max_body);
         if expect_continue
-            && framing != Framing::Empty
+            && framing.has_body()
             && !over_limit
             && write_all(&mut write, b"HTTP/1.1 100 Continue\r\n\r\n", limits.idle)
                 .await
@@ -135,7 +135,7 @@ pub async fn serve_connection(
         {
             return;
         }
-        let (body, mut home) = if framing == Framing::Empty {
+        let (body, mut home) = if !framing.has_body() {
             (RequestBody::empty(), None)
         } else {
             let Some(reader) = read.take() else { return };
@@ -248,11 +248,8 @@ async fn wait_for_request(
 }
 
 /// Answers a head that cannot be served.
-async fn refuse(write: &mut OwnedWriteHalf, error: HeadError, idle: Duration) {
-    let error = match error {
-        HeadError::TooLarge => EdgeError::HeadersTooLarge,
-        HeadError::Malformed(why) => EdgeError::BadRequest(why),
-    };
+async fn refuse(write: &mut OwnedWriteHalf, error: EdgeError, idle: Duration) {
+    tracing::debug!("refused a request head: {error}");
     let page = error.page("-");
     let (parts, body) = page.into_parts();
     let body = body
@@ -268,6 +265,7 @@ async fn refuse(write: &mut OwnedWriteHalf, error: HeadError, idle: Duration) {
         &parts.headers,
         Some(length.as_bytes()),
         Some("close"),
+        false,
     );
     out.extend_from_slice(&body);
     let _ = write_all(write, &out, idle).await;
@@ -299,8 +297,6 @@ async fn write_response(
         OutFraming::None
     } else if head::has_no_body(status, method) {
         OutFraming::None
-    } else if let Some(n) = head::content_length(&parts.headers) {
-        OutFraming::Length(n)
     } else if let Some(n) = body.size_hint().exact() {
         length_line = Some(format!("content-length: {n}\r\n"));
         OutFraming::Length(n)
@@ -331,6 +327,7 @@ async fn write_response(
         &parts.headers,
         framing_line,
         connection,
+        matches!(framing, OutFraming::None),
     );
     drop(parts);
     if matches!(framing, OutFraming::None) {
@@ -423,13 +420,13 @@ impl Outgoing {
     }
 
     /// Takes one frame (or the end) of the body.
-    fn take(&mut self, frame: Option<Result<hyper::body::Frame<Bytes>, crate::proxy::BoxError>>) {
+    fn take(&mut self, frame: Option<Result<hyper::body::Frame<Bytes>, EdgeError>>) {
         let data = match frame {
             None => {
                 self.ended = true;
                 self.complete = match self.framing {
                     OutFraming::Chunked => {
-                        self.push(Bytes::from_static(b"0\r\n\r\n"));
+                        self.push(Bytes::from_static(LAST_CHUNK));
                         true
                     }
                     OutFraming::Length(n) => self.sent == n,
@@ -457,7 +454,7 @@ impl Outgoing {
             }
             OutFraming::Chunked => {
                 self.sent += data.len() as u64;
-                self.push(Bytes::from(format!("{:x}\r\n", data.len())));
+                self.push(chunk_size_line(data.len()));
                 self.push(data);
                 self.push(Bytes::from_static(b"\r\n"));
             }
