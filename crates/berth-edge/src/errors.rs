@@ -218,7 +218,10 @@ mod tests {
         assert_eq!(EdgeError::new(ErrorKind::HeadersTooLarge).status(), 431);
         assert_eq!(EdgeError::new(ErrorKind::NotImplemented("x")).status(), 501);
         assert_eq!(EdgeError::new(ErrorKind::ClientTimeout).side, Side::Client);
-        assert_eq!(EdgeError::new(ErrorKind::UpstreamClosed).side, Side::Replica);
+        assert_eq!(
+            EdgeError::new(ErrorKind::UpstreamClosed).side,
+            Side::Replica
+        );
         assert_eq!(EdgeError::new(ErrorKind::NoRoute).side, Side::Edge);
         let page = EdgeError::new(ErrorKind::NoHealthyReplica).page("abc");
         assert_eq!(page.headers()["retry-after"], "5");

@@ -212,9 +212,18 @@ impl Edge {
         self.table.load().settings.clone()
     }
 
-    /// The id of a new request. A client's `X-Request-Id` is never taken: any client could
-    /// then choose the id that logs and error pages show (and collide with another's).
-    fn request_id(&self) -> HeaderValue {
+    /// The id of a request: a trusted proxy's `X-Request-Id` when it is well-formed, else a new
+    /// one. Any other client's is never taken: it could choose the id that logs and error pages
+    /// show (and collide with another request's).
+    fn request_id(&self, headers: &HeaderMap, trusted: bool) -> HeaderValue {
+        if trusted {
+            if let Some(id) = headers
+                .get("x-request-id")
+                .filter(|id| is_request_id(id.as_bytes()))
+            {
+                return id.clone();
+            }
+        }
         // 8 random hex digits fixed at start, then a counter: unique per edge process.
         let n = self.next_request.fetch_add(1, Ordering::Relaxed);
         let mut id = String::with_capacity(24);
@@ -237,6 +246,7 @@ impl Edge {
         B: Body<Data = Bytes, Error = EdgeError> + Send + Sync + 'static,
     {
         let started = Instant::now();
+        let trusted = self.is_trusted_proxy(client.ip());
         let log = LogContext {
             started,
             at: SystemTime::now(),
@@ -244,11 +254,15 @@ impl Edge {
             host: request_host(&req),
             method: req.method().clone(),
             uri: req.uri().clone(),
-            request_id: self.request_id(),
+            request_id: self.request_id(req.headers(), trusted),
+        };
+        let peer = Peer {
+            addr: client,
+            trusted,
         };
         match self
             .clone()
-            .proxy(req, client, &log.host, &log.request_id)
+            .proxy(req, peer, &log.host, &log.request_id)
             .await
         {
             Ok((mut response, lease, service)) => {
@@ -271,10 +285,19 @@ impl Edge {
         }
     }
 
+    /// Whether `ip` is one of `[edge] trusted_proxies`.
+    fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        let proxies = &self.table.load().settings.trusted_proxies;
+        !proxies.is_empty() && {
+            let ip = ip.to_canonical();
+            proxies.iter().any(|network| network.contains(&ip))
+        }
+    }
+
     async fn proxy<B>(
         self: Arc<Self>,
         req: Request<B>,
-        client: SocketAddr,
+        client: Peer,
         host: &str,
         request_id: &HeaderValue,
     ) -> Result<(Response<AnswerBody>, Option<Lease>, Option<String>), Failed>
@@ -429,7 +452,7 @@ impl Edge {
         &self,
         req: Request<B>,
         lease: Lease,
-        client: SocketAddr,
+        client: Peer,
         request_id: &HeaderValue,
         settings: &EdgeSettings,
     ) -> Result<Response<ProxyBody>, EdgeError> {
@@ -480,7 +503,8 @@ impl Edge {
         }
         Ok(response.map(|body| {
             body.map_err(|e| {
-                EdgeError::new(ErrorKind::UpstreamProtocol).context(format!("reading the answer: {e}"))
+                EdgeError::new(ErrorKind::UpstreamProtocol)
+                    .context(format!("reading the answer: {e}"))
             })
             .boxed()
         }))
@@ -819,12 +843,31 @@ fn add_via(headers: &mut HeaderMap) {
     }
 }
 
+/// The client connection a request came on.
+#[derive(Clone, Copy)]
+struct Peer {
+    addr: SocketAddr,
+    /// One of `[edge] trusted_proxies`: its `X-Forwarded-*` headers are believed.
+    trusted: bool,
+}
+
+/// Whether a trusted proxy's `X-Request-Id` is fit to be used as is: 1 to 128 characters of
+/// letters, digits and `-_.:/+=`.
+fn is_request_id(id: &[u8]) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(b))
+}
+
 /// What a replica gets of a request: the origin-form target and the client's headers minus
 /// hop-by-hop ones and the framing ones (the edge writes its own), plus `X-Forwarded-*`,
-/// `X-Request-Id` and `Via`; the original `Host` is kept.
+/// `X-Request-Id` and `Via`; the original `Host` is kept. `X-Forwarded-For`, `-Proto` and
+/// `-Host` from a client that is not a trusted proxy are replaced, so a replica can believe
+/// them; a trusted proxy's are kept (its address appended to `X-Forwarded-For`).
 fn upstream_request(
     parts: &hyper::http::request::Parts,
-    client: SocketAddr,
+    client: Peer,
     request_id: &HeaderValue,
     host: &str,
 ) -> (Uri, HeaderMap) {
@@ -852,24 +895,31 @@ fn upstream_request(
         }
     }
     let forwarded_for = HeaderName::from_static("x-forwarded-for");
-    if headers.contains_key(&forwarded_for) {
-        append(&mut headers, forwarded_for, &client.ip().to_string());
+    let forwarded_proto = HeaderName::from_static("x-forwarded-proto");
+    let forwarded_host = HeaderName::from_static("x-forwarded-host");
+    let ip = client.addr.ip();
+    if client.trusted && headers.contains_key(&forwarded_for) {
+        append(&mut headers, forwarded_for, &ip.to_string());
     } else {
-        headers.insert(forwarded_for, client_ip_value(client.ip()));
+        headers.insert(forwarded_for, client_ip_value(ip));
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
-    );
-    if !host.is_empty() {
+    if !(client.trusted && headers.contains_key(&forwarded_proto)) {
+        headers.insert(forwarded_proto, HeaderValue::from_static("http"));
+    }
+    if client.trusted && headers.contains_key(&forwarded_host) {
+        // Kept as the proxy in front said.
+    } else if host.is_empty() {
+        headers.remove(&forwarded_host);
+    } else {
         // Most often the Host header itself (no port): shared, not copied.
         let value = match headers.get(header::HOST) {
             Some(v) if v.as_bytes() == host.as_bytes() => Some(v.clone()),
             _ => HeaderValue::from_str(host).ok(),
         };
-        if let Some(v) = value {
-            headers.insert(HeaderName::from_static("x-forwarded-host"), v);
-        }
+        match value {
+            Some(v) => headers.insert(forwarded_host, v),
+            None => headers.remove(forwarded_host),
+        };
     }
     headers.insert(HeaderName::from_static("x-request-id"), request_id.clone());
     add_via(&mut headers);

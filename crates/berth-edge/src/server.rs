@@ -2,11 +2,11 @@
 //! upgrades), slow-client and idle limits per connection, graceful shutdown; and the admin
 //! listener (`/metrics`, `/healthz`).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::future::Future;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -431,8 +431,36 @@ pub async fn serve_admin(
     }
 }
 
+/// Whether a request to the admin listener names it by address or as `localhost`. Any other
+/// name means a page in a browser reached it through DNS rebinding (its own name resolved
+/// to 127.0.0.1): such a page must not read the metrics or the replicas' addresses.
+fn admin_host_allowed(req: &Request<Incoming>) -> bool {
+    let Some(host) = req.headers().get(hyper::header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = match host.parse::<hyper::http::uri::Authority>() {
+        Ok(authority) => authority.host().to_string(),
+        Err(_) => return false,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 fn admin(edge: &Edge, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match req.uri().path() {
+    let path = if admin_host_allowed(&req) {
+        req.uri().path()
+    } else {
+        "forbidden host"
+    };
+    let (status, content_type, body) = match path {
+        "forbidden host" => (
+            StatusCode::FORBIDDEN,
+            "text/plain",
+            "the admin listener answers only to an IP address or localhost\n".to_string(),
+        ),
         "/metrics" => {
             edge.refresh_upstream_gauges();
             (

@@ -245,10 +245,8 @@ async fn exchange(
         let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await;
         match read {
             Err(_) => {
-                return Err(EdgeError::new(ErrorKind::UpstreamTimeout).context(format!(
-                    "no answer within {}s",
-                    answer_timeout.as_secs()
-                )))
+                return Err(EdgeError::new(ErrorKind::UpstreamTimeout)
+                    .context(format!("no answer within {}s", answer_timeout.as_secs())))
             }
             // Nothing of an answer: closed or reset, whether or not the request got out.
             Ok(Ok(0)) | Ok(Err(_)) if buf.is_empty() => {
@@ -257,9 +255,8 @@ async fn exchange(
                     .context("the replica closed the connection before answering"))
             }
             Ok(Ok(0)) => {
-                return Err(
-                    EdgeError::new(ErrorKind::UpstreamProtocol).context("the replica closed mid-head")
-                )
+                return Err(EdgeError::new(ErrorKind::UpstreamProtocol)
+                    .context("the replica closed mid-head"))
             }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
@@ -485,18 +482,26 @@ mod tests {
         assert!(answer.reusable);
         assert_eq!(&buf[..], b"ok");
 
-        let answer = parse(b"HTTP/1.0 200 OK\r\n\r\nrest", &get).unwrap().unwrap();
+        let answer = parse(b"HTTP/1.0 200 OK\r\n\r\nrest", &get)
+            .unwrap()
+            .unwrap();
         assert!(answer.decoder.is_until_close());
         assert!(!answer.reusable);
 
-        let answer = parse(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", &get)
-            .unwrap()
-            .unwrap();
+        let answer = parse(
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+            &get,
+        )
+        .unwrap()
+        .unwrap();
         assert!(answer.decoder.is_done());
 
-        let answer = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 9, 9\r\n\r\n", &Method::HEAD)
-            .unwrap()
-            .unwrap();
+        let answer = parse(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9, 9\r\n\r\n",
+            &Method::HEAD,
+        )
+        .unwrap()
+        .unwrap();
         assert!(answer.decoder.is_done(), "an answer to HEAD has no body");
         assert_eq!(answer.parts.headers["content-length"], "9", "normalised");
 
@@ -514,7 +519,9 @@ mod tests {
             &get
         )
         .is_err());
-        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-", &get).unwrap().is_none());
+        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-", &get)
+            .unwrap()
+            .is_none());
     }
 
     #[test]
@@ -545,12 +552,31 @@ mod tests {
         );
         let mut head = Vec::new();
         write_request_head(&mut head, &Method::PUT, &uri, &headers, Framing::Length(5));
-        assert!(String::from_utf8(head).unwrap().ends_with("host: shop.example\r\ncontent-length: 5\r\n\r\n"));
+        assert!(String::from_utf8(head)
+            .unwrap()
+            .ends_with("host: shop.example\r\ncontent-length: 5\r\n\r\n"));
         let mut head = Vec::new();
-        write_request_head(&mut head, &Method::POST, &uri, &HeaderMap::new(), Framing::Empty);
-        assert!(String::from_utf8(head).unwrap().ends_with("content-length: 0\r\n\r\n"));
+        write_request_head(
+            &mut head,
+            &Method::POST,
+            &uri,
+            &HeaderMap::new(),
+            Framing::Empty,
+        );
+        assert!(String::from_utf8(head)
+            .unwrap()
+            .ends_with("content-length: 0\r\n\r\n"));
         let mut head = Vec::new();
-        write_request_head(&mut head, &Method::GET, &uri, &HeaderMap::new(), Framing::Empty);
-        assert_eq!(String::from_utf8(head).unwrap(), "GET /a?b=1 HTTP/1.1\r\n\r\n");
+        write_request_head(
+            &mut head,
+            &Method::GET,
+            &uri,
+            &HeaderMap::new(),
+            Framing::Empty,
+        );
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "GET /a?b=1 HTTP/1.1\r\n\r\n"
+        );
     }
 }

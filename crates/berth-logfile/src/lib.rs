@@ -5,8 +5,22 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+/// Opens `path` for appending, readable by its owner only (logs hold paths, query strings and
+/// client addresses); an existing file that others could read is made private too.
+fn open_private(path: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    if file.metadata()?.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
+}
 
 /// A log file that rotates itself by size: `current.log` → `current.log.1` → ... `.N`.
 pub struct LogFile {
@@ -22,7 +36,7 @@ impl LogFile {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = open_private(&path)?;
         Ok(Self {
             path,
             file,
@@ -80,10 +94,7 @@ impl LogFile {
             }
         }
         if !same || ours.len() >= self.max_bytes {
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
+            self.file = open_private(&self.path)?;
         }
         Ok(())
     }
@@ -115,5 +126,20 @@ mod tests {
         assert!(!rotated(&path, 3).exists());
         // Size stays bounded: checks happen every 16 KiB.
         assert!(fs::metadata(&path).unwrap().len() < 4096 + 17 * 1024);
+        for file in [path.clone(), rotated(&path, 1)] {
+            let mode = fs::metadata(&file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        }
+    }
+
+    #[test]
+    fn a_log_file_others_could_read_is_made_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        fs::write(&path, "old\n").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        LogFile::open(path.clone(), 4096, 2).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -79,6 +79,10 @@ pub struct EdgeSettings {
     pub idle_timeout: Duration,
     pub request_timeout: Duration,
     pub access_log: bool,
+    /// Clients whose `X-Forwarded-*` and `X-Request-Id` are believed (absent in tables
+    /// written before it existed: nobody is trusted).
+    #[serde(default)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// The spec's defaults (`[edge]` of an empty file): one source of truth.
@@ -98,6 +102,7 @@ impl From<&berth_spec::EdgeSpec> for EdgeSettings {
             idle_timeout: edge.idle_timeout,
             request_timeout: edge.request_timeout,
             access_log: edge.access_log,
+            trusted_proxies: edge.trusted_proxies.clone(),
         }
     }
 }

@@ -183,6 +183,7 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
                 .request_timeout
                 .unwrap_or(EdgeSpec::DEFAULT_REQUEST_TIMEOUT),
             access_log: raw.access_log.unwrap_or(EdgeSpec::DEFAULT_ACCESS_LOG),
+            trusted_proxies: raw.trusted_proxies.clone().unwrap_or_default(),
         },
         env: stack_env,
         services,

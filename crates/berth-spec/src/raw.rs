@@ -31,6 +31,7 @@ pub(crate) struct RawSpec {
     pub idle_timeout: Option<Duration>,
     pub request_timeout: Option<Duration>,
     pub access_log: Option<bool>,
+    pub trusted_proxies: Option<Vec<ipnet::IpNet>>,
     pub env: BTreeMap<String, String>,
     pub services: BTreeMap<String, RawService>,
     pub accessories: BTreeMap<String, RawAccessory>,

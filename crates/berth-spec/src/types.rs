@@ -57,6 +57,9 @@ pub struct EdgeSpec {
     pub request_timeout: Duration,
     /// Whether the edge writes one access-log line per request.
     pub access_log: bool,
+    /// Proxies in front of the edge (addresses or CIDR ranges) whose `X-Forwarded-*` and
+    /// `X-Request-Id` headers are believed; from any other client they are replaced.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,6 +225,7 @@ impl Default for EdgeSpec {
             idle_timeout: EdgeSpec::DEFAULT_IDLE_TIMEOUT,
             request_timeout: EdgeSpec::DEFAULT_REQUEST_TIMEOUT,
             access_log: EdgeSpec::DEFAULT_ACCESS_LOG,
+            trusted_proxies: Vec::new(),
         }
     }
 }

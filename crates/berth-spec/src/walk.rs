@@ -48,6 +48,7 @@ const EDGE_KEYS: &[&str] = &[
     "idle_timeout",
     "request_timeout",
     "access_log",
+    "trusted_proxies",
 ];
 const SERVICE_KEYS: &[&str] = &[
     "run",
@@ -265,6 +266,38 @@ impl Walker<'_> {
                 }
                 "access_log" => {
                     spec.access_log = self.boolean(value, "edge.access_log", "access_log = true");
+                }
+                "trusted_proxies" => {
+                    let example = r#"trusted_proxies = ["10.0.0.0/8", "192.0.2.7"]"#;
+                    let Some(items) = self.array(value, "edge.trusted_proxies", example) else {
+                        continue;
+                    };
+                    let mut networks = Vec::new();
+                    for item in items {
+                        let Some(text) = self.string(item, "edge.trusted_proxies", example) else {
+                            continue;
+                        };
+                        let parsed = text.value.parse::<ipnet::IpNet>().ok().or_else(|| {
+                            text.value
+                                .parse::<std::net::IpAddr>()
+                                .ok()
+                                .map(ipnet::IpNet::from)
+                        });
+                        match parsed {
+                            Some(network) => networks.push(network),
+                            None => self.problems.push(
+                                text.span,
+                                format!(
+                                    "invalid address or range \"{}\" in `edge.trusted_proxies`",
+                                    text.value
+                                ),
+                                Some(format!("an IP address or a CIDR range, e.g. {example}")),
+                            ),
+                        }
+                    }
+                    if networks.len() == items.len() {
+                        spec.trusted_proxies = Some(networks);
+                    }
                 }
                 other => self.unknown_key(key, other, EDGE_KEYS, "[edge]"),
             }

@@ -45,6 +45,7 @@ impl Store {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
+        make_private(path).with_context(|| format!("restricting {}", path.display()))?;
         let mut conn = open_connection(path)
             .with_context(|| format!("opening the state database {}", path.display()))?;
         migrations::migrate(&mut conn, migrations::MIGRATIONS)
@@ -59,6 +60,22 @@ impl Store {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Creates the database file readable by its owner only (it names every replica, release and
+/// event of the stack), or makes an existing one so. SQLite gives its `-wal` and `-shm` files
+/// the database file's permissions.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    if file.metadata()?.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
 }
 
 /// Opens a connection with Berth's settings: busy timeout, WAL journal, foreign keys.
@@ -106,6 +123,12 @@ mod tests {
     fn open_sets_pragmas_and_creates_folder() {
         let (dir, store) = test_support::temp_store();
         assert!(dir.path().join(".berth/state.db").exists());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join(".berth/state.db"))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "the state database is private");
         let mode: String = store
             .conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))

@@ -245,9 +245,9 @@ fn chunk_size(line: &[u8]) -> Result<u64, &'static str> {
     if !rest_ok {
         return Err(MALFORMED);
     }
-    Ok(line[..digits]
-        .iter()
-        .fold(0u64, |n, d| n * 16 + (*d as char).to_digit(16).unwrap_or(0) as u64))
+    Ok(line[..digits].iter().fold(0u64, |n, d| {
+        n * 16 + (*d as char).to_digit(16).unwrap_or(0) as u64
+    }))
 }
 
 /// Whether a trailer line looks like `name: value`.
@@ -468,7 +468,11 @@ mod tests {
         );
         assert_eq!(body.unwrap(), b"hello world");
         assert!(rest.is_empty());
-        for bad in [&b"5\rhello\r\n"[..], b"5\r\nhello\rX", b"5;a\rb\r\nhello\r\n"] {
+        for bad in [
+            &b"5\rhello\r\n"[..],
+            b"5\r\nhello\rX",
+            b"5;a\rb\r\nhello\r\n",
+        ] {
             let (body, _) = decode_all(Framing::Chunked, bad);
             assert!(body.is_err(), "{:?} decoded", String::from_utf8_lossy(bad));
         }

@@ -184,9 +184,7 @@ pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, EdgeError> {
             if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
                 return Err(bad("invalid Content-Length"));
             }
-            let n = item
-                .iter()
-                .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            let n = item.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
             if length.is_some_and(|l| l != n) {
                 return Err(bad("conflicting Content-Length values"));
             }
@@ -210,8 +208,8 @@ fn check_host(headers: &mut HeaderMap, uri: &Uri, version: Version) -> Result<()
         if authority.as_str().contains('@') {
             return Err(bad("a request target with user information"));
         }
-        let value = HeaderValue::from_str(authority.as_str())
-            .map_err(|_| bad("invalid request target"))?;
+        let value =
+            HeaderValue::from_str(authority.as_str()).map_err(|_| bad("invalid request target"))?;
         headers.insert(header::HOST, value);
         return Ok(());
     }
@@ -621,7 +619,9 @@ mod tests {
             );
         }
         assert!(parse("GET / HTTP/1.0\r\n\r\n").unwrap().is_some());
-        let ipv6 = parse("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n").unwrap().unwrap();
+        let ipv6 = parse("GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(ipv6.parts.headers["host"], "[::1]:8080");
         // Absolute form: the URI's authority is the host (RFC 9112 3.2.2).
         let absolute = parse("GET http://shop.example/a HTTP/1.1\r\nHost: other\r\n\r\n")
@@ -650,9 +650,10 @@ mod tests {
 
     #[test]
     fn expect_continue_is_taken_by_the_edge() {
-        let head = parse("PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
-            .unwrap()
-            .unwrap();
+        let head =
+            parse("PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+                .unwrap()
+                .unwrap();
         assert!(head.expect_continue);
         assert!(!head.parts.headers.contains_key("expect"));
     }

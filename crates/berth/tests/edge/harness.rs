@@ -142,9 +142,14 @@ impl EdgeProcess {
 
     /// GET on the admin listener.
     pub async fn admin_get(&self, path: &str) -> Reply {
+        self.admin_get_as(&self.admin.to_string(), path).await
+    }
+
+    /// GET on the admin listener with `host` in the `Host` header.
+    pub async fn admin_get_as(&self, host: &str, path: &str) -> Reply {
         let url = format!("http://{}{}", self.admin, path);
         self.http
-            .send(build_request(&url, Method::GET, "admin", &[], Bytes::new()))
+            .send(build_request(&url, Method::GET, host, &[], Bytes::new()))
             .await
     }
 }

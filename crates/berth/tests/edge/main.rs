@@ -4,6 +4,7 @@
 
 mod backend;
 mod harness;
+mod recorder;
 mod ws;
 
 mod balancing;
@@ -12,4 +13,5 @@ mod http1;
 mod lifecycle;
 mod protocol;
 mod rollout;
+mod smuggling;
 mod takeover;

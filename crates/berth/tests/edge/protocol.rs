@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::harness::*;
 use crate::ws;
+use berth_spec::Balance;
 
 fn seen_headers(reply: &Reply) -> BTreeMap<String, String> {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
@@ -21,7 +22,7 @@ fn seen_headers(reply: &Reply) -> BTreeMap<String, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_headers_reach_the_backend_and_the_client() {
-    let (edge, _backend) = one_backend_edge("web.1").await;
+    let (edge, backend) = one_backend_edge("web.1").await;
 
     let reply = edge
         .send(
@@ -67,22 +68,69 @@ async fn forwarding_headers_reach_the_backend_and_the_client() {
     let again = seen_headers(&edge.get("shop.test", "/echo-headers").await);
     assert_ne!(again.get("x-request-id"), Some(&generated));
 
-    // A client's own request id is kept, both ways.
+    // A client's own request id and forwarding headers are not believed: any client could
+    // forge them.
+    let forged = [
+        ("x-request-id", "client-chosen-42"),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.test"),
+    ];
     let reply = edge
         .send(
             Method::GET,
             "shop.test",
             "/echo-headers",
-            &[("x-request-id", "client-chosen-42")],
+            &forged,
             Bytes::new(),
         )
         .await;
     let seen = seen_headers(&reply);
-    assert_eq!(
-        seen.get("x-request-id").map(String::as_str),
-        Some("client-chosen-42")
+    let id = seen.get("x-request-id").cloned().unwrap_or_default();
+    assert_ne!(id, "client-chosen-42", "{seen:?}");
+    assert_eq!(reply.header("x-request-id"), Some(id.as_str()));
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{seen:?}");
+    assert_eq!(seen["x-forwarded-proto"], "http", "{seen:?}");
+    assert_eq!(seen["x-forwarded-host"], "shop.test", "{seen:?}");
+
+    // From a trusted proxy they are kept (its address appended to X-Forwarded-For), and a
+    // malformed id is still replaced.
+    let mut trusting = one_service(
+        4,
+        "web",
+        pool(Balance::LeastOutstanding, vec![target(&backend, "r1")]),
     );
+    trusting.settings.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    edge.push(&trusting).await;
+    let reply = edge
+        .send(
+            Method::GET,
+            "shop.test",
+            "/echo-headers",
+            &forged,
+            Bytes::new(),
+        )
+        .await;
+    let seen = seen_headers(&reply);
+    assert_eq!(seen["x-request-id"], "client-chosen-42", "{seen:?}");
     assert_eq!(reply.header("x-request-id"), Some("client-chosen-42"));
+    assert_eq!(
+        seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1",
+        "{seen:?}"
+    );
+    assert_eq!(seen["x-forwarded-proto"], "https", "{seen:?}");
+    assert_eq!(seen["x-forwarded-host"], "evil.test", "{seen:?}");
+    let reply = edge
+        .send(
+            Method::GET,
+            "shop.test",
+            "/echo-headers",
+            &[("x-request-id", "has spaces and \"quotes\"")],
+            Bytes::new(),
+        )
+        .await;
+    let seen = seen_headers(&reply);
+    assert!(!seen["x-request-id"].contains(' '), "{seen:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,6 +270,19 @@ async fn admin_listener_serves_metrics_and_health() {
     assert_eq!(health.status, StatusCode::OK);
     assert_eq!(health.text().trim(), "ok");
     assert_eq!(edge.admin_get("/nope").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        edge.admin_get_as("localhost:9090", "/healthz").await.status,
+        StatusCode::OK
+    );
+    // A page in a local browser that reached the admin listener through DNS rebinding (its
+    // own name resolving to 127.0.0.1) reads nothing there.
+    for host in ["evil.test", "evil.test:9090", "127.0.0.1.evil.test", "a b"] {
+        for path in ["/metrics", "/table", "/healthz"] {
+            let reply = edge.admin_get_as(host, path).await;
+            assert_eq!(reply.status, StatusCode::FORBIDDEN, "{host} {path}");
+            assert!(!reply.text().contains("127.0.0.1"), "{}", reply.text());
+        }
+    }
 
     // The counter is written when a response body ends: allow it a moment.
     let mut counted = 0.0;
@@ -294,11 +355,13 @@ async fn each_request_gets_one_json_access_log_line() {
             Method::GET,
             "shop.test",
             "/hello?q=%22x%22",
-            &[("x-request-id", "log-test-1")],
+            &[],
             Bytes::new(),
         )
         .await;
     assert_eq!(reply.status, StatusCode::OK);
+    let id = reply.header("x-request-id").unwrap_or_default().to_string();
+    assert!(id.len() >= 16, "{:?}", reply.headers);
     let missing = edge.get("nowhere.test", "/").await;
     assert_eq!(
         missing.status,
@@ -311,7 +374,7 @@ async fn each_request_gets_one_json_access_log_line() {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let line = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains("log-test-1")) {
+        if let Some(line) = text.lines().find(|l| l.contains(&id)) {
             break line.to_string();
         }
         assert!(
@@ -332,7 +395,7 @@ async fn each_request_gets_one_json_access_log_line() {
     assert_eq!(v["service"], "web", "{line}");
     assert_eq!(v["upstream"], "web.1", "{line}");
     assert_eq!(v["release"], "r1", "{line}");
-    assert_eq!(v["request_id"], "log-test-1", "{line}");
+    assert_eq!(v["request_id"], id.as_str(), "{line}");
     let time = v["time"].as_str().unwrap_or_default();
     // RFC 3339 UTC with milliseconds: 2026-11-23T22:32:52.123Z
     assert!(

@@ -1,0 +1,729 @@
+//! Issue 10, finding by finding: request smuggling, a client taking a replica out of rotation,
+//! and framing conformance, each sent as raw bytes to the real `berth edge` in front of a
+//! [`Recorder`] that keeps the exact bytes it received. Besides each finding's own check, no
+//! request the replica receives may carry bytes of two clients' requests.
+
+use std::time::{Duration, Instant};
+
+use berth_model::routing::EdgeSettings;
+use berth_spec::Balance;
+
+use crate::harness::*;
+use crate::recorder::{Mode, Recorded, Recorder};
+
+const HOST: &str = "Host: app.test\r\n";
+/// How long the recorder may take to see what the edge forwards.
+const SEEN_WITHIN: Duration = Duration::from_secs(5);
+
+/// An edge with the recorder `rec.1` as the only replica of service `web`, behind every host.
+async fn recorded_edge(mode: Mode, settings: EdgeSettings) -> (EdgeProcess, Recorder) {
+    let edge = EdgeProcess::start().await;
+    let recorder = Recorder::start("rec.1", mode).await;
+    edge.push(&table(
+        1,
+        vec![route(None, "/", "web")],
+        vec![(
+            "web",
+            pool(Balance::LeastOutstanding, vec![recorder.target("rec.1")]),
+        )],
+        settings,
+    ))
+    .await;
+    (edge, recorder)
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\n{HOST}\r\n").into_bytes()
+}
+
+/// The framing headers a recorded request carried, in order.
+fn framing(r: &Recorded) -> Vec<(String, String)> {
+    r.headers()
+        .into_iter()
+        .filter(|(n, _)| n == "content-length" || n == "transfer-encoding")
+        .collect()
+}
+
+fn cl(n: &str) -> Vec<(String, String)> {
+    vec![("content-length".to_string(), n.to_string())]
+}
+
+fn te_chunked() -> Vec<(String, String)> {
+    vec![("transfer-encoding".to_string(), "chunked".to_string())]
+}
+
+/// Each request the replica received carries the markers of exactly one client (markers are
+/// strings only that client's request contains, in its head or its body).
+fn assert_unmixed(recorder: &Recorder, clients: &[&[&str]]) {
+    for r in recorder.requests() {
+        let raw = String::from_utf8_lossy(&r.raw()).into_owned();
+        let owners: Vec<usize> = clients
+            .iter()
+            .enumerate()
+            .filter(|(_, markers)| markers.iter().any(|m| raw.contains(m)))
+            .map(|(i, _)| i)
+            .collect();
+        assert!(
+            owners.len() == 1,
+            "a request the replica received belongs to clients {owners:?} (of {clients:?}): \
+             {raw:?}\n{}",
+            recorder.dump()
+        );
+    }
+}
+
+/// The recorded request whose request line is `line`.
+fn recorded<'a>(requests: &'a [Recorded], line: &str, recorder: &Recorder) -> &'a Recorded {
+    requests
+        .iter()
+        .find(|r| r.request_line() == line)
+        .unwrap_or_else(|| panic!("the replica never got {line:?}:\n{}", recorder.dump()))
+}
+
+/// The `berth_edge_upstream_healthy` line of `replica` on the admin `/metrics` page (read on
+/// a connection of its own, closed after: the tests here shorten `idle_timeout`).
+async fn upstream_healthy(edge: &EdgeProcess, replica: &str) -> String {
+    let answer = raw_exchange(
+        edge.admin,
+        format!(
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            edge.admin
+        )
+        .as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(raw_status(&answer), 200, "{answer}");
+    answer
+        .lines()
+        .find(|l| {
+            l.starts_with("berth_edge_upstream_healthy{") && l.contains(&format!("\"{replica}\""))
+        })
+        .unwrap_or_else(|| panic!("no upstream_healthy line for {replica}:\n{answer}"))
+        .to_string()
+}
+
+/// Sends `request` on a new connection: the edge answers `status`, says close, and closes.
+async fn refused(edge: &EdgeProcess, what: &str, request: &[u8], status: u16) {
+    let mut conn = RawConn::connect(edge.listen).await;
+    let answer = conn.exchange("POST", request).await;
+    assert_eq!(
+        answer.status,
+        status,
+        "{what}: {}{}",
+        answer.head,
+        answer.text()
+    );
+    assert!(answer.says_close(), "{what}: {}", answer.head);
+    assert!(
+        conn.closed_within(Duration::from_secs(3)).await,
+        "{what}: the connection stays open"
+    );
+}
+
+/// Sends `GET /sentinel` and waits until the replica has it; the replica must then have
+/// received nothing else (the requests before it were refused by the edge).
+async fn only_the_sentinel_reached(edge: &EdgeProcess, recorder: &Recorder) {
+    let mut conn = RawConn::connect(edge.listen).await;
+    let answer = conn.exchange("GET", &get("/sentinel")).await;
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    assert_eq!(answer.text(), "/sentinel");
+    let requests = recorder.wait_requests(1, SEEN_WITHIN).await;
+    let lines: Vec<&str> = requests.iter().map(Recorded::request_line).collect();
+    assert_eq!(
+        lines,
+        ["GET /sentinel HTTP/1.1"],
+        "no part of a refused request reaches the replica:\n{}",
+        recorder.dump()
+    );
+}
+
+const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: app.test\r\n\r\n";
+
+// ---- HIGH 1: a list-form Content-Length desyncs a pooled replica connection ----
+
+/// `PUT /early` with `Content-Length: 5, 5` reaches the replica with one `content-length: 5`
+/// and its 5 bytes, so the next requests (from another client, and from the same one) arrive
+/// whole. The replica answers before it reads a body, as in the issue: with the old edge it
+/// read `GET /` of the next request as the PUT's body and then `next… HTTP/1.1` as a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn high1_a_list_content_length_is_sent_as_one_length_with_its_body() {
+    let (edge, recorder) = recorded_edge(Mode::AnswerBeforeBody, EdgeSettings::default()).await;
+    let mut first = RawConn::connect(edge.listen).await;
+    let answer = first
+        .exchange(
+            "PUT",
+            format!("PUT /early HTTP/1.1\r\n{HOST}Content-Length: 5, 5\r\n\r\nhello").as_bytes(),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    assert_eq!(answer.text(), "/early");
+
+    // Another client, then the same one again (same edge worker: the same pooled connection).
+    let mut other = RawConn::connect(edge.listen).await;
+    let next1 = other.exchange("GET", &get("/next1")).await;
+    let next2 = first.exchange("GET", &get("/next2")).await;
+    for (answer, path) in [(&next1, "/next1"), (&next2, "/next2")] {
+        assert_eq!(
+            (answer.status, answer.text().as_str()),
+            (200, path),
+            "{}\n{}",
+            answer.head,
+            recorder.dump()
+        );
+    }
+
+    let requests = recorder.wait_requests(3, SEEN_WITHIN).await;
+    let put = recorded(&requests, "PUT /early HTTP/1.1", &recorder);
+    assert_eq!(framing(put), cl("5"), "{:?}", put.head);
+    assert!(put.complete, "{put:?}");
+    assert_eq!(put.body, b"hello", "{put:?}");
+    for line in ["GET /next1 HTTP/1.1", "GET /next2 HTTP/1.1"] {
+        let next = recorded(&requests, line, &recorder);
+        assert!(
+            next.head.starts_with(&format!("{line}\r\n")),
+            "{:?}",
+            next.head
+        );
+        assert_eq!(framing(next), vec![], "{:?}", next.head);
+        assert!(next.complete && next.body.is_empty(), "{next:?}");
+    }
+    assert_eq!(
+        requests.len(),
+        3,
+        "exactly the three requests:\n{}",
+        recorder.dump()
+    );
+    assert_unmixed(&recorder, &[&["/early", "hello"], &["/next1"], &["/next2"]]);
+}
+
+/// The full poisoning sequence of the issue. `L` is the length of the head the edge forwards
+/// for `A2` (measured with a probe of the same shape). A1 asks for an L-byte body with
+/// `Content-Length: L, L`; A2 carries in its body a request and the start of another,
+/// `GET /POISON … X-Ignore: `, which the old edge left on the pooled connection for the next
+/// client's head to complete. Here every client must get the answer to its own request, and the
+/// replica must never see `GET /POISON` with a victim's cookie.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn high1_the_poisoning_sequence_gives_every_client_its_own_answer() {
+    let (edge, recorder) = recorded_edge(Mode::AnswerBeforeBody, EdgeSettings::default()).await;
+    let a2_body = "GET /a2-inner HTTP/1.1\r\nHost: x\r\n\r\nGET /POISON HTTP/1.1\r\nX-Ignore: ";
+    assert_eq!(a2_body.len(), 67);
+    let a2_head = "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 67\r\n\r\n";
+
+    // The attacker's connection: probe, A1, A2 all go through one edge worker, hence one
+    // pooled replica connection.
+    let mut attacker = RawConn::connect(edge.listen).await;
+    let probe = format!("{a2_head}{}", "z".repeat(67));
+    let answer = attacker.exchange("POST", probe.as_bytes()).await;
+    assert_eq!((answer.status, answer.text().as_str()), (200, "/x"));
+    let l = recorder.wait_requests(1, SEEN_WITHIN).await[0].head.len();
+
+    let a1 = format!(
+        "GET /early HTTP/1.1\r\nHost: x\r\nContent-Length: {l}, {l}\r\n\r\n{}",
+        "q".repeat(l)
+    );
+    let mut answers = Vec::new();
+    answers.push((
+        "/early",
+        attacker.exchange("GET", a1.as_bytes()).await.text(),
+    ));
+    let a2 = format!("{a2_head}{a2_body}");
+    answers.push(("/x", attacker.exchange("POST", a2.as_bytes()).await.text()));
+
+    // Victims, each on its own connection; the edge hands connections to its workers in
+    // turn, so one of them at least shares the attacker's worker.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let victims = (2 * workers).max(4);
+    let mut victim_paths = Vec::new();
+    for i in 1..=victims {
+        let mut victim = RawConn::connect(edge.listen).await;
+        let request =
+            format!("GET /victim{i} HTTP/1.1\r\nHost: x\r\nCookie: sid=VICTIM{i}\r\n\r\n");
+        let answer = victim.send(request.as_bytes()).await.map(|_| ());
+        let text = match answer {
+            Ok(()) => match victim.read_response("GET").await {
+                Ok(a) => format!("{} {}", a.status, a.text()),
+                Err(e) => format!("{e:?}"),
+            },
+            Err(e) => format!("{e:?}"),
+        };
+        victim_paths.push((format!("/victim{i}"), text));
+    }
+
+    let report = format!(
+        "attacker: {answers:?}\nvictims: {victim_paths:?}\n{}",
+        recorder.dump()
+    );
+    for (path, text) in &answers {
+        assert_eq!(text, path, "the attacker got another answer:\n{report}");
+    }
+    for (path, text) in &victim_paths {
+        assert_eq!(
+            text,
+            &format!("200 {path}"),
+            "a victim got another answer:\n{report}"
+        );
+    }
+
+    let requests = recorder.wait_requests(3 + victims, SEEN_WITHIN).await;
+    for r in &requests {
+        assert!(
+            !(r.request_line().starts_with("GET /POISON") && r.head.contains("VICTIM")),
+            "the attacker's request ran with a victim's cookie: {:?}\n{report}",
+            r.head
+        );
+    }
+    let mut expected = vec![
+        "POST /x HTTP/1.1".to_string(),
+        "GET /early HTTP/1.1".to_string(),
+        "POST /x HTTP/1.1".to_string(),
+    ];
+    expected.extend((1..=victims).map(|i| format!("GET /victim{i} HTTP/1.1")));
+    let lines: Vec<&str> = requests.iter().map(Recorded::request_line).collect();
+    assert_eq!(lines, expected, "{report}");
+    let a1_seen = &requests[1];
+    assert_eq!(framing(a1_seen), cl(&l.to_string()), "{:?}", a1_seen.head);
+    assert_eq!(a1_seen.body, "q".repeat(l).as_bytes(), "{report}");
+    assert_eq!(requests[2].body, a2_body.as_bytes(), "{report}");
+
+    let mut clients: Vec<Vec<String>> = vec![
+        vec!["zzzzzzzz".into()],
+        vec!["/early".into(), "qqqqqqqq".into()],
+        vec!["a2-inner".into(), "POISON".into()],
+    ];
+    clients.extend((1..=victims).map(|i| vec![format!("/victim{i} "), format!("VICTIM{i}\r")]));
+    let clients: Vec<Vec<&str>> = clients
+        .iter()
+        .map(|c| c.iter().map(String::as_str).collect())
+        .collect();
+    let clients: Vec<&[&str]> = clients.iter().map(Vec::as_slice).collect();
+    assert_unmixed(&recorder, &clients);
+}
+
+// ---- HIGH 2: Content-Length and Transfer-Encoding reach the replica together ----
+
+/// Whatever framing the client used, the replica gets one framing header, the edge's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn high2_the_replica_gets_one_framing_header_the_edges() {
+    let (edge, recorder) = recorded_edge(Mode::ReadBodyFirst, EdgeSettings::default()).await;
+    let mut conn = RawConn::connect(edge.listen).await;
+    let answer = conn
+        .exchange(
+            "POST",
+            format!("POST /a HTTP/1.1\r\n{HOST}Content-Length: 5, 5\r\n\r\nhello").as_bytes(),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}\n{}", answer.head, recorder.dump());
+    assert_eq!(answer.text(), "/a");
+    let answer = conn
+        .exchange(
+            "POST",
+            format!(
+                "POST /chunked HTTP/1.1\r\n{HOST}Transfer-Encoding: chunked\r\n\r\n\
+                 3\r\nwor\r\n2\r\nld\r\n0\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}\n{}", answer.head, recorder.dump());
+    assert_eq!(answer.text(), "/chunked");
+
+    let requests = recorder.wait_requests(2, SEEN_WITHIN).await;
+    let length = recorded(&requests, "POST /a HTTP/1.1", &recorder);
+    assert_eq!(framing(length), cl("5"), "{:?}", length.head);
+    assert_eq!(length.wire_body, b"hello", "{length:?}");
+    let chunked = recorded(&requests, "POST /chunked HTTP/1.1", &recorder);
+    assert_eq!(framing(chunked), te_chunked(), "{:?}", chunked.head);
+    assert!(chunked.complete, "{chunked:?}");
+    assert_eq!(chunked.body, b"world", "{chunked:?}");
+    assert_eq!(requests.len(), 2, "{}", recorder.dump());
+    assert_unmixed(&recorder, &[&["/a ", "hello"], &["/chunked", "wor"]]);
+}
+
+// ---- MEDIUM: any single client takes a replica out of rotation ----
+
+/// A chunked upload that sends one byte and stalls: 408 for that client after `idle_timeout`
+/// (2 s here; `request_timeout` is 3 s and must not be what ends it), the upload never looks
+/// complete to the replica, and the only replica still serves the next client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn medium_a_stalled_upload_is_408_for_its_client_and_the_replica_stays_in() {
+    let idle = Duration::from_secs(2);
+    let settings = EdgeSettings {
+        idle_timeout: idle,
+        request_timeout: Duration::from_secs(3),
+        ..EdgeSettings::default()
+    };
+    let (edge, recorder) = recorded_edge(Mode::ReadBodyFirst, settings).await;
+    let mut stalled = RawConn::connect(edge.listen).await;
+    stalled
+        .send(
+            format!("POST /stalled HTTP/1.1\r\n{HOST}Transfer-Encoding: chunked\r\n\r\n1\r\nh\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let sent = Instant::now();
+    // The edge passed the request on: the replica is part of this exchange.
+    recorder
+        .wait_for("the stalled request's head", SEEN_WITHIN, |r| {
+            r.iter()
+                .any(|r| r.request_line() == "POST /stalled HTTP/1.1")
+        })
+        .await;
+    let answer = stalled.read_response("POST").await;
+    let took = sent.elapsed();
+    let answer = answer.unwrap_or_else(|e| panic!("no answer to the stalled upload: {e:?}"));
+    assert_eq!(
+        answer.status,
+        408,
+        "after {took:?}: {}{}",
+        answer.head,
+        answer.text()
+    );
+    assert!(
+        took >= idle - Duration::from_millis(100) && took < idle + Duration::from_millis(2500),
+        "408 after {took:?}, with idle_timeout {idle:?}"
+    );
+    assert!(answer.says_close(), "{}", answer.head);
+    assert!(stalled.closed_within(Duration::from_secs(3)).await);
+
+    // The replica's side: the cut upload ended with its connection, never made to look whole.
+    let requests = recorder
+        .wait_for("the stalled upload ended", SEEN_WITHIN, |r| {
+            r.first().is_some_and(|r| r.error.is_some() || r.complete)
+        })
+        .await;
+    let cut = &requests[0];
+    assert!(
+        !cut.complete,
+        "the replica got a complete body for an upload the client never finished: {cut:?}"
+    );
+    assert_eq!(framing(cut), te_chunked(), "{:?}", cut.head);
+    recorder.wait_ended(cut.conn, SEEN_WITHIN).await;
+
+    // Another client, the same single replica: served, and the replica is still in rotation.
+    let mut next = RawConn::connect(edge.listen).await;
+    let answer = next.exchange("GET", &get("/after")).await;
+    assert_eq!(
+        (answer.status, answer.text().as_str()),
+        (200, "/after"),
+        "{}",
+        answer.head
+    );
+    assert_eq!(answer.header("x-backend"), Some("rec.1"));
+    let healthy = upstream_healthy(&edge, "rec.1").await;
+    assert!(
+        healthy.ends_with(" 1"),
+        "the replica was ejected: {healthy}"
+    );
+    recorder.wait_requests(2, SEEN_WITHIN).await;
+    assert_unmixed(&recorder, &[&["/stalled"], &["/after"]]);
+}
+
+/// A GET with `Content-Length: 5, 5` and its 5 bytes: answered, and the next request too (the
+/// old edge sent no body, the replica waited for it, and the 504 ejected the only replica).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn medium_a_get_with_a_list_content_length_is_served_and_so_is_the_next() {
+    let settings = EdgeSettings {
+        request_timeout: Duration::from_secs(3),
+        ..EdgeSettings::default()
+    };
+    let (edge, recorder) = recorded_edge(Mode::ReadBodyFirst, settings).await;
+    let mut conn = RawConn::connect(edge.listen).await;
+    let answer = conn
+        .exchange(
+            "GET",
+            format!("GET /get-body HTTP/1.1\r\n{HOST}Content-Length: 5, 5\r\n\r\nhello").as_bytes(),
+        )
+        .await;
+    assert_eq!(
+        (answer.status, answer.text().as_str()),
+        (200, "/get-body"),
+        "{}\n{}",
+        answer.head,
+        recorder.dump()
+    );
+    let mut next = RawConn::connect(edge.listen).await;
+    let answer = next.exchange("GET", &get("/after")).await;
+    assert_eq!(
+        (answer.status, answer.text().as_str()),
+        (200, "/after"),
+        "{}",
+        answer.head
+    );
+    let requests = recorder.wait_requests(2, SEEN_WITHIN).await;
+    let with_body = recorded(&requests, "GET /get-body HTTP/1.1", &recorder);
+    assert_eq!(framing(with_body), cl("5"), "{:?}", with_body.head);
+    assert_eq!(with_body.body, b"hello");
+    let healthy = upstream_healthy(&edge, "rec.1").await;
+    assert!(
+        healthy.ends_with(" 1"),
+        "the replica was ejected: {healthy}"
+    );
+    assert_unmixed(&recorder, &[&["/get-body", "hello"], &["/after"]]);
+}
+
+// ---- LOW: conformance ----
+
+/// Transfer codings the edge cannot pass on faithfully are 501; two `Transfer-Encoding`
+/// headers are 400. Nothing of them reaches the replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_codings_other_than_chunked_are_501_and_two_te_headers_400() {
+    let (edge, recorder) = recorded_edge(Mode::ReadBodyFirst, EdgeSettings::default()).await;
+    refused(
+        &edge,
+        "Transfer-Encoding: gzip, chunked",
+        format!(
+            "POST /gzip HTTP/1.1\r\n{HOST}Transfer-Encoding: gzip, chunked\r\n\r\n\
+             0\r\n\r\n{SMUGGLED}"
+        )
+        .as_bytes(),
+        501,
+    )
+    .await;
+    refused(
+        &edge,
+        "Transfer-Encoding: identity, then Transfer-Encoding: chunked",
+        format!(
+            "POST /two-te HTTP/1.1\r\n{HOST}Transfer-Encoding: identity\r\n\
+             Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n{SMUGGLED}"
+        )
+        .as_bytes(),
+        400,
+    )
+    .await;
+    only_the_sentinel_reached(&edge, &recorder).await;
+}
+
+/// Chunk-size lines ending in a bare LF are read, and the replica gets the body re-chunked
+/// with CRLF (the recorder reads chunks strictly); the connection carries on after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_chunk_size_lines_with_a_bare_lf_are_accepted_and_rechunked() {
+    let (edge, recorder) = recorded_edge(Mode::ReadBodyFirst, EdgeSettings::default()).await;
+    let mut conn = RawConn::connect(edge.listen).await;
+    let answer = conn
+        .exchange(
+            "POST",
+            format!(
+                "POST /lf HTTP/1.1\r\n{HOST}Transfer-Encoding: chunked\r\n\r\n\
+                 5\nhello\r\n6;ext=1\nworld!\r\n0\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+    assert_eq!(
+        (answer.status, answer.text().as_str()),
+        (200, "/lf"),
+        "{}\n{}",
+        answer.head,
+        recorder.dump()
+    );
+    let next = conn.exchange("GET", &get("/lf-next")).await;
+    assert_eq!((next.status, next.text().as_str()), (200, "/lf-next"));
+
+    let requests = recorder.wait_requests(2, SEEN_WITHIN).await;
+    let lf = recorded(&requests, "POST /lf HTTP/1.1", &recorder);
+    assert_eq!(framing(lf), te_chunked(), "{:?}", lf.head);
+    assert!(lf.complete, "not a valid CRLF chunked body: {lf:?}");
+    assert_eq!(lf.body, b"helloworld!");
+    let wire = &lf.wire_body;
+    assert!(
+        wire.iter()
+            .enumerate()
+            .all(|(i, b)| *b != b'\n' || (i > 0 && wire[i - 1] == b'\r')),
+        "a bare LF went on to the replica: {:?}",
+        String::from_utf8_lossy(wire)
+    );
+    assert_unmixed(&recorder, &[&["/lf "], &["/lf-next"]]);
+}
+
+/// An HTTP/1.1 request names its host exactly once: two `Host` headers or none are 400 (an
+/// HTTP/1.0 request may have none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_http11_needs_exactly_one_host() {
+    let (edge, recorder) = recorded_edge(Mode::ReadBodyFirst, EdgeSettings::default()).await;
+    refused(
+        &edge,
+        "two Host headers",
+        b"GET /two-hosts HTTP/1.1\r\nHost: app.test\r\nHost: evil.test\r\n\r\n",
+        400,
+    )
+    .await;
+    refused(
+        &edge,
+        "no Host on HTTP/1.1",
+        b"GET /no-host HTTP/1.1\r\nAccept: */*\r\n\r\n",
+        400,
+    )
+    .await;
+    only_the_sentinel_reached(&edge, &recorder).await;
+
+    let mut conn = RawConn::connect(edge.listen).await;
+    let answer = conn
+        .exchange("GET", b"GET /http10 HTTP/1.0\r\nAccept: */*\r\n\r\n")
+        .await;
+    assert_eq!(
+        (answer.status, answer.text().as_str()),
+        (200, "/http10"),
+        "{}",
+        answer.head
+    );
+}
+
+/// `Connection: Host` does not strip `Host` (the replica would get an HTTP/1.1 request with
+/// none); other headers `Connection` names are still dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_connection_host_keeps_the_host_header() {
+    let (edge, recorder) = recorded_edge(Mode::ReadBodyFirst, EdgeSettings::default()).await;
+    let mut conn = RawConn::connect(edge.listen).await;
+    let answer = conn
+        .exchange(
+            "GET",
+            format!("GET /conn-host HTTP/1.1\r\n{HOST}Connection: Host, X-Hop\r\nX-Hop: 1\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+    assert_eq!(
+        (answer.status, answer.text().as_str()),
+        (200, "/conn-host"),
+        "{}",
+        answer.head
+    );
+    let requests = recorder.wait_requests(1, SEEN_WITHIN).await;
+    let seen = &requests[0];
+    assert_eq!(seen.header_all("host"), ["app.test"], "{:?}", seen.head);
+    assert_eq!(
+        seen.header_all("x-hop"),
+        Vec::<String>::new(),
+        "{:?}",
+        seen.head
+    );
+}
+
+/// Identical `Content-Length` values, however written, reach the replica as one
+/// `content-length: 5` (the old edge forwarded them as received).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_identical_content_lengths_reach_the_replica_as_one() {
+    let (edge, recorder) = recorded_edge(Mode::ReadBodyFirst, EdgeSettings::default()).await;
+    let cases = [
+        ("/two-lines", "Content-Length: 5\r\nContent-Length: 5\r\n"),
+        ("/leading-zero", "Content-Length: 05\r\n"),
+        ("/list", "Content-Length: 5,5\r\n"),
+    ];
+    let mut conn = RawConn::connect(edge.listen).await;
+    for (path, lengths) in cases {
+        let answer = conn
+            .exchange(
+                "POST",
+                format!("POST {path} HTTP/1.1\r\n{HOST}{lengths}\r\nhello").as_bytes(),
+            )
+            .await;
+        assert_eq!(
+            (answer.status, answer.text().as_str()),
+            (200, path),
+            "{}\n{}",
+            answer.head,
+            recorder.dump()
+        );
+    }
+    let requests = recorder.wait_requests(cases.len(), SEEN_WITHIN).await;
+    for (path, _) in cases {
+        let seen = recorded(&requests, &format!("POST {path} HTTP/1.1"), &recorder);
+        assert_eq!(framing(seen), cl("5"), "{path}: {:?}", seen.head);
+        assert_eq!(seen.wire_body, b"hello", "{path}: {seen:?}");
+    }
+    assert_eq!(requests.len(), cases.len(), "{}", recorder.dump());
+    assert_unmixed(
+        &recorder,
+        &[&["/two-lines"], &["/leading-zero"], &["/list"]],
+    );
+}
+
+/// A client's `X-Request-Id` is never taken: the replica gets the edge's own id (one), and
+/// the answer names that same id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_a_clients_request_id_is_not_trusted() {
+    let (edge, recorder) = recorded_edge(Mode::ReadBodyFirst, EdgeSettings::default()).await;
+    let mut conn = RawConn::connect(edge.listen).await;
+    let mut ids = Vec::new();
+    for path in ["/rid1", "/rid2"] {
+        let answer = conn
+            .exchange(
+                "GET",
+                format!("GET {path} HTTP/1.1\r\n{HOST}X-Request-Id: forged\r\n\r\n").as_bytes(),
+            )
+            .await;
+        assert_eq!((answer.status, answer.text().as_str()), (200, path));
+        let requests = recorder
+            .wait_for(path, SEEN_WITHIN, |r| {
+                r.iter()
+                    .any(|r| r.request_line() == format!("GET {path} HTTP/1.1"))
+            })
+            .await;
+        let seen = recorded(&requests, &format!("GET {path} HTTP/1.1"), &recorder);
+        let sent_on = seen.header_all("x-request-id");
+        assert_eq!(sent_on.len(), 1, "{:?}", seen.head);
+        let id = sent_on[0].clone();
+        assert!(
+            !id.is_empty() && !id.contains("forged"),
+            "the replica got the client's id: {:?}",
+            seen.head
+        );
+        let answered: Vec<&str> = answer
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("x-request-id"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(
+            answered,
+            [id.as_str()],
+            "the answer names another id: {}",
+            answer.head
+        );
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1], "two requests, one id");
+}
+
+/// An answer with both `Content-Length: 5` and `Transfer-Encoding: chunked`: read as chunked
+/// (the client gets `hello world` whole), and the connection it came on is closed, never used
+/// for the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_an_answer_with_both_framings_is_read_chunked_and_its_connection_closed() {
+    let (edge, recorder) = recorded_edge(Mode::ReadBodyFirst, EdgeSettings::default()).await;
+    let mut conn = RawConn::connect(edge.listen).await;
+    let answer = conn.exchange("GET", &get("/both-framings")).await;
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    assert_eq!(answer.text(), "hello world", "{}", answer.head);
+    assert!(
+        answer.header("content-length").is_none_or(|v| v == "11"),
+        "{}",
+        answer.head
+    );
+    recorder.wait_ended(0, SEEN_WITHIN).await;
+
+    // The same client connection, hence the same edge worker and its pool.
+    let next = conn.exchange("GET", &get("/after-both")).await;
+    assert_eq!(
+        (next.status, next.text().as_str()),
+        (200, "/after-both"),
+        "{}",
+        next.head
+    );
+    let requests = recorder.wait_requests(2, SEEN_WITHIN).await;
+    assert_eq!(
+        recorder.accepted(),
+        2,
+        "a new connection for the next request:\n{}",
+        recorder.dump()
+    );
+    let after = recorded(&requests, "GET /after-both HTTP/1.1", &recorder);
+    assert_eq!(after.conn, 1, "{}", recorder.dump());
+    assert_eq!(
+        String::from_utf8_lossy(&recorder.stream(0)),
+        String::from_utf8_lossy(&requests[0].raw()),
+        "nothing else went on the first connection"
+    );
+    assert_unmixed(&recorder, &[&["/both-framings"], &["/after-both"]]);
+}
