@@ -4,7 +4,11 @@
 //! after that is written here from the RFCs and shares no code with the edge:
 //! - field values (RFC 9110 5.5): HTAB, SP, VCHAR, obs-text only;
 //! - the request target (RFC 9112 3.2): origin form, `*`, absolute form `scheme://authority...`
-//!   (no user information, no fragment), authority form for CONNECT only;
+//!   (no user information), authority form for CONNECT only. Lenient where RFC 9112 only says
+//!   SHOULD and nginx is lenient too: UTF-8 beyond ASCII in a path (RFC 3986 wants it
+//!   percent-encoded) and a fragment (which is dropped) are accepted; other bytes outside RFC
+//!   3986 are refused with the reason "target characters" (the edge's URI type accepts some,
+//!   `"{}|^\`, as browsers send them: a tolerated difference);
 //! - Host (RFC 9112 3.2): at most one, exactly one on HTTP/1.1 (absolute form included), and a
 //!   valid `uri-host [":" port]` or empty;
 //! - framing (RFC 9112 6.1, 6.3): Transfer-Encoding on HTTP/1.0 → reject; Transfer-Encoding
@@ -94,7 +98,11 @@ pub fn read_request(input: &[u8]) -> Verdict {
         Err(_) => refuse!("syntax"),
     };
     let method = request.method.unwrap_or_default().to_string();
-    let target = request.path.unwrap_or_default().to_string();
+    // httparse hands the target over as `str` without checking UTF-8: take its bytes.
+    let target = match std::str::from_utf8(request.path.unwrap_or_default().as_bytes()) {
+        Ok(target) => target.to_string(),
+        Err(_) => refuse!("a target that is not UTF-8"),
+    };
     let version = match request.version {
         Some(v @ (0 | 1)) => v,
         _ => refuse!("version"),
@@ -118,24 +126,26 @@ pub fn read_request(input: &[u8]) -> Verdict {
     };
 
     // The request target, and the authority it names if any.
+    if !target.bytes().all(|b| uri_char(b) || b >= 0x80) {
+        refuse!("target characters");
+    }
+    let absolute = absolute_authority(&target);
     let authority: Option<&str> = if method == "CONNECT" {
         // Authority form, and only for CONNECT (RFC 9112 3.2.3).
         if target.contains(['/', '?', '#', '@']) {
-            refuse!("target");
+            refuse!("CONNECT without authority form");
         }
         Some(target.as_str())
     } else if target == "*" {
         None
     } else if target.starts_with('/') {
-        if !target.bytes().all(|b| b.is_ascii_graphic()) || target.contains('#') {
-            refuse!("target");
-        }
         None
+    } else if absolute.is_some() {
+        absolute
     } else {
-        match absolute_authority(&target) {
-            Some(a) => Some(a),
-            None => refuse!("target"),
-        }
+        // Neither origin, asterisk nor absolute form: the authority form (or nonsense), which
+        // only CONNECT may use.
+        refuse!("a target form other than the method's");
     };
     if let Some(authority) = authority {
         if !valid_host(authority.as_bytes()) {
@@ -148,10 +158,19 @@ pub fn read_request(input: &[u8]) -> Verdict {
         refuse!("two Host fields");
     }
     if version == 1 && hosts.is_empty() {
+        if authority.is_some() {
+            refuse!("HTTP/1.1 without Host, the target naming the host");
+        }
         refuse!("HTTP/1.1 without Host");
     }
     if let Some(host) = hosts.first() {
         if !host.is_empty() && !valid_host(host) {
+            if authority.is_some() {
+                refuse!("invalid Host, the target naming the host");
+            }
+            if valid_host_but_port(host) {
+                refuse!("invalid Host port");
+            }
             refuse!("invalid Host");
         }
     }
@@ -351,8 +370,6 @@ fn absolute_authority(target: &str) -> Option<&str> {
     let first_alpha = s.next().is_some_and(|b| b.is_ascii_alphabetic());
     if !first_alpha
         || !s.all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
-        || !target.bytes().all(|b| b.is_ascii_graphic())
-        || target.contains('#')
     {
         return None;
     }
@@ -394,6 +411,19 @@ pub fn valid_host(value: &[u8]) -> bool {
         return false;
     }
     port.is_none_or(|p| p.iter().all(u8::is_ascii_digit))
+}
+
+/// Whether `value` would be a valid Host but for its port.
+fn valid_host_but_port(value: &[u8]) -> bool {
+    match value.iter().rposition(|&b| b == b':') {
+        Some(colon) => !valid_host(value) && valid_host(&value[..colon]),
+        None => false,
+    }
+}
+
+/// RFC 3986 characters of a request target (pchar, "/", "?", "%"), and "#" (see above).
+fn uri_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%#[]".contains(&b)
 }
 
 fn field_vchar(b: u8) -> bool {

@@ -352,6 +352,9 @@ pub enum RawMode {
     DropSecondRequest,
     /// Answers with neither a length nor chunking and closes: the body ends at the close.
     CloseDelimited,
+    /// Reads each request and closes the connection without a byte of an answer (a replica
+    /// dying: its listening socket still accepts while its process goes away).
+    CloseUnanswered,
 }
 
 /// A hand-written HTTP/1.1 backend for GETs (request bodies are not read). `?ms=N` delays the
@@ -438,6 +441,9 @@ async fn raw_connection(
                 Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
                 _ => return,
             }
+            if matches!(mode, RawMode::CloseUnanswered) {
+                return;
+            }
             if served > 0 && matches!(mode, RawMode::DropSecondRequest) {
                 // A request on a connection this backend considers done: closed unanswered.
                 return;
@@ -473,7 +479,7 @@ async fn raw_connection(
                 tokio::time::sleep(delay).await;
                 return;
             }
-            RawMode::CloseDelimited => return,
+            RawMode::CloseDelimited | RawMode::CloseUnanswered => return,
             RawMode::DropSecondRequest => {}
         }
     }

@@ -257,3 +257,108 @@ async fn a_replica_that_stalls_mid_answer_is_cut_off_after_request_timeout() {
         "a cut answer must not look complete: {answer:?}"
     );
 }
+
+/// A replica that dies under GET load (its process gone: listener and every connection closed,
+/// requests in flight cut) costs no GET: those that met its closed connections before any
+/// answer byte, and those that could not connect, are sent to the other replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_dies_under_get_load_costs_no_get() {
+    let edge = EdgeProcess::start().await;
+    let survivor = Backend::start("web.1").await;
+    let doomed = Backend::start("web.2").await;
+    edge.push(&one_service(
+        1,
+        "web",
+        pool(
+            Balance::RoundRobin,
+            vec![target(&survivor, "r1"), target(&doomed, "r1")],
+        ),
+    ))
+    .await;
+
+    const CLIENTS: usize = 8;
+    const PER_CLIENT: usize = 60;
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let http = edge.http.clone();
+        let url = edge.url("/?ms=15");
+        let answered = answered.clone();
+        clients.push(tokio::spawn(async move {
+            let mut failed = Vec::new();
+            for _ in 0..PER_CLIENT {
+                let request = build_request(&url, Method::GET, "app.test", &[], Bytes::new());
+                match http.try_send(request).await {
+                    Ok(reply) if reply.status == StatusCode::OK => {}
+                    Ok(reply) => failed.push(format!("{} {}", reply.status, reply.text())),
+                    Err(e) => failed.push(e),
+                }
+                answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            failed
+        }));
+    }
+    // Kill it once the load is well under way, with requests in flight on it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while answered.load(std::sync::atomic::Ordering::Relaxed) < CLIENTS * PER_CLIENT / 4 {
+        assert!(Instant::now() < deadline, "the load did not get going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let hits_before = doomed.hits();
+    drop(doomed);
+
+    let mut failed = Vec::new();
+    for client in clients {
+        failed.extend(client.await.expect("client task"));
+    }
+    assert!(hits_before > 0, "the dying replica took part of the load");
+    assert!(failed.is_empty(), "{} GETs failed: {failed:?}", failed.len());
+    assert!(survivor.hits() > CLIENTS * PER_CLIENT / 2);
+}
+
+/// A replica that takes connections but closes them before answering (a dying process whose
+/// listening socket still accepts): a GET goes to another replica; a POST is never sent twice
+/// (the replica may have acted on it), so its client gets 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_closed_unanswered_goes_to_another_replica_but_a_post_is_never_sent_twice() {
+    use crate::backend::{RawBackend, RawMode};
+    let edge = EdgeProcess::start().await;
+    let survivor = Backend::start("web.1").await;
+    let dying = RawBackend::start("web.2", RawMode::CloseUnanswered).await;
+    edge.push(&one_service(
+        1,
+        "web",
+        pool(
+            Balance::RoundRobin,
+            vec![target(&survivor, "r1"), dying.target("web.2")],
+        ),
+    ))
+    .await;
+    for i in 0..10 {
+        let reply = edge.get("app.test", "/").await;
+        assert_eq!(reply.status, StatusCode::OK, "GET {i}: {}", reply.text());
+        assert_eq!(reply.backend(), "web.1");
+    }
+    assert!(dying.accepted() > 0, "round robin sent GETs to the dying replica");
+    assert_eq!(dying.answered(), 0);
+
+    // POSTs: those that meet the dying replica fail; none reaches the survivor after it.
+    let survivor_before = survivor.hits();
+    let dying_before = dying.accepted();
+    let mut bad_gateway = 0;
+    for _ in 0..6 {
+        let reply = edge
+            .send(Method::POST, "app.test", "/echo-body", &[], Bytes::from_static(b"write"))
+            .await;
+        match reply.status.as_u16() {
+            200 => {}
+            502 => bad_gateway += 1,
+            other => panic!("POST answered {other}: {}", reply.text()),
+        }
+    }
+    let on_dying = dying.accepted() - dying_before;
+    let on_survivor = survivor.hits() - survivor_before;
+    assert!(on_dying > 0, "round robin sent POSTs to the dying replica");
+    assert_eq!(bad_gateway, on_dying, "each POST the dying replica took failed, once");
+    assert_eq!(on_survivor + on_dying, 6, "no POST was sent twice");
+}
