@@ -240,24 +240,25 @@ impl Edge {
     pub async fn handle<B>(
         self: Arc<Self>,
         req: Request<B>,
-        client: SocketAddr,
+        client: Downstream,
     ) -> Response<ProxyBody>
     where
         B: Body<Data = Bytes, Error = EdgeError> + Send + Sync + 'static,
     {
         let started = Instant::now();
-        let trusted = self.is_trusted_proxy(client.ip());
+        let trusted = self.is_trusted_proxy(client.addr.ip());
         let log = LogContext {
             started,
             at: SystemTime::now(),
-            client: client.ip(),
+            client: client.addr.ip(),
             host: request_host(&req),
             method: req.method().clone(),
             uri: req.uri().clone(),
             request_id: self.request_id(req.headers(), trusted),
         };
         let peer = Peer {
-            addr: client,
+            addr: client.addr,
+            secure: client.secure,
             trusted,
         };
         match self
@@ -844,9 +845,18 @@ fn add_via(headers: &mut HeaderMap) {
 }
 
 /// The client connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct Downstream {
+    pub addr: SocketAddr,
+    /// Over TLS.
+    pub secure: bool,
+}
+
+/// The client connection a request came on, as the proxy judges it.
 #[derive(Clone, Copy)]
 struct Peer {
     addr: SocketAddr,
+    secure: bool,
     /// One of `[edge] trusted_proxies`: its `X-Forwarded-*` headers are believed.
     trusted: bool,
 }
@@ -904,7 +914,8 @@ fn upstream_request(
         headers.insert(forwarded_for, client_ip_value(ip));
     }
     if !(client.trusted && headers.contains_key(&forwarded_proto)) {
-        headers.insert(forwarded_proto, HeaderValue::from_static("http"));
+        let scheme = if client.secure { "https" } else { "http" };
+        headers.insert(forwarded_proto, HeaderValue::from_static(scheme));
     }
     if client.trusted && headers.contains_key(&forwarded_host) {
         // Kept as the proxy in front said.

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::errors::{EdgeError, ErrorKind};
-use crate::proxy::Edge;
+use crate::proxy::{Downstream, Edge};
 
 /// When the edge stops, a connection idle this long is closed (busy ones close after their
 /// next response): room for a request already on its way.
@@ -138,7 +138,7 @@ pub async fn serve_accepted(
 pub(crate) async fn serve_h2<I>(
     edge: Arc<Edge>,
     stream: I,
-    client: SocketAddr,
+    client: Downstream,
     mut shutdown: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::AsyncRead;
 use tokio::sync::oneshot;
 use tokio::time::Sleep;
 
@@ -261,8 +261,8 @@ fn is_field_line(line: &[u8]) -> bool {
 }
 
 /// The connection's read side while a body is being read from it.
-pub struct BodyReader {
-    pub io: OwnedReadHalf,
+pub struct BodyReader<R> {
+    pub io: R,
     /// Bytes read but not yet decoded; after the body ends, the start of the next request.
     pub buf: BytesMut,
     decoder: Decoder,
@@ -270,8 +270,8 @@ pub struct BodyReader {
     timer: Option<Pin<Box<Sleep>>>,
 }
 
-impl BodyReader {
-    pub fn new(io: OwnedReadHalf, buf: BytesMut, framing: Framing, idle_timeout: Duration) -> Self {
+impl<R> BodyReader<R> {
+    pub fn new(io: R, buf: BytesMut, framing: Framing, idle_timeout: Duration) -> Self {
         Self {
             io,
             buf,
@@ -288,16 +288,16 @@ impl BodyReader {
 }
 
 /// Where a body's reader goes back to when the body ends or is dropped.
-pub type ReaderHome = oneshot::Sender<BodyReader>;
+pub type ReaderHome<R> = oneshot::Sender<BodyReader<R>>;
 
 /// A request body as the proxy sees it.
-pub struct RequestBody {
-    reader: Option<BodyReader>,
-    home: Option<ReaderHome>,
+pub struct RequestBody<R> {
+    reader: Option<BodyReader<R>>,
+    home: Option<ReaderHome<R>>,
     size: SizeHint,
 }
 
-impl RequestBody {
+impl<R> RequestBody<R> {
     pub fn empty() -> Self {
         Self {
             reader: None,
@@ -306,7 +306,7 @@ impl RequestBody {
         }
     }
 
-    pub fn streaming(reader: BodyReader, framing: Framing, home: ReaderHome) -> Self {
+    pub fn streaming(reader: BodyReader<R>, framing: Framing, home: ReaderHome<R>) -> Self {
         let size = match framing {
             Framing::Length(n) => SizeHint::with_exact(n),
             Framing::Empty => SizeHint::with_exact(0),
@@ -326,13 +326,13 @@ impl RequestBody {
     }
 }
 
-impl Drop for RequestBody {
+impl<R> Drop for RequestBody<R> {
     fn drop(&mut self) {
         self.send_home();
     }
 }
 
-impl Body for RequestBody {
+impl<R: AsyncRead + Unpin> Body for RequestBody<R> {
     type Data = Bytes;
     type Error = EdgeError;
 

@@ -18,8 +18,10 @@
 
 mod body;
 pub mod head;
+pub mod transport;
 
 use std::future::poll_fn;
+use std::future::Future;
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -33,9 +35,7 @@ use hyper::body::Body;
 
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
@@ -45,8 +45,9 @@ pub(crate) use body::{chunk_size_line, Decoder, Step, LAST_CHUNK};
 use head::{Framing, RequestHead};
 
 use crate::errors::EdgeError;
-use crate::proxy::{Edge, ProxyBody, Tunnel};
+use crate::proxy::{Downstream, Edge, ProxyBody, Tunnel};
 use crate::server::DRAIN_IDLE;
+pub use transport::{ClientStream, TlsClient};
 
 /// The HTTP/2 connection preface's first line.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -58,12 +59,16 @@ const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 1 << 20;
 
 /// Serves one client connection until it closes, times out, or the edge stops.
-pub async fn serve_connection(
+pub async fn serve_connection<S: ClientStream>(
     edge: Arc<Edge>,
-    stream: TcpStream,
+    stream: S,
     client: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let downstream = Downstream {
+        addr: client,
+        secure: S::SECURE,
+    };
     let settings = edge.settings();
     let limits = Limits {
         max_head: (settings.max_header as usize).max(1024) + 1024,
@@ -71,7 +76,7 @@ pub async fn serve_connection(
         idle: settings.idle_timeout,
         header: settings.header_timeout,
     };
-    let (read, mut write) = stream.into_split();
+    let (read, mut write) = stream.split();
     let mut read = Some(read);
     let mut buf = BytesMut::new();
     let mut draining = *shutdown.borrow();
@@ -81,7 +86,9 @@ pub async fn serve_connection(
         if buf.is_empty() {
             // Idle: nothing but the socket is kept.
             buf = BytesMut::new();
-            if !wait_for_request(reader, &mut shutdown, &mut draining, limits.idle).await {
+            if !wait_for_request::<S>(reader, &mut buf, &mut shutdown, &mut draining, limits.idle)
+                .await
+            {
                 return;
             }
         }
@@ -90,9 +97,9 @@ pub async fn serve_connection(
             if first && H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())]) {
                 if buf.len() >= H2_PREFACE.len() {
                     let Some(reader) = read.take() else { return };
-                    if let Ok(stream) = reader.reunite(write) {
+                    if let Some(stream) = S::unsplit(reader, write) {
                         let io = Rewind::new(buf.freeze(), stream);
-                        crate::server::serve_h2(edge, io, client, shutdown).await;
+                        crate::server::serve_h2(edge, io, downstream, shutdown).await;
                     }
                     return;
                 }
@@ -146,7 +153,7 @@ pub async fn serve_connection(
         // Boxed: the proxy future is large, and only busy connections need room for it.
         let response = Box::pin(
             edge.clone()
-                .handle(Request::from_parts(parts, body), client),
+                .handle(Request::from_parts(parts, body), downstream),
         )
         .await;
 
@@ -187,7 +194,7 @@ pub async fn serve_connection(
         }
         if let Some(tunnel) = tunnel {
             if let Some(reader) = read.take() {
-                run_tunnel(reader, write, buf, tunnel).await;
+                run_tunnel::<S>(reader, write, buf, tunnel).await;
             }
             return;
         }
@@ -219,8 +226,9 @@ struct Limits {
 
 /// Waits until the client sends something. False: the connection should close (idle too long,
 /// or the edge is stopping and no request came within [`DRAIN_IDLE`]).
-async fn wait_for_request(
-    reader: &OwnedReadHalf,
+async fn wait_for_request<S: ClientStream>(
+    reader: &mut S::Read,
+    buf: &mut BytesMut,
     shutdown: &mut watch::Receiver<bool>,
     draining: &mut bool,
     idle: Duration,
@@ -236,7 +244,7 @@ async fn wait_for_request(
     loop {
         tokio::select! {
             biased;
-            ready = reader.readable() => return ready.is_ok(),
+            ready = S::wait_readable(reader, buf) => return ready.unwrap_or(false),
             _ = &mut sleep => return false,
             _ = shutdown.changed(), if !*draining => {
                 *draining = true;
@@ -248,7 +256,7 @@ async fn wait_for_request(
 }
 
 /// Answers a head that cannot be served.
-async fn refuse(write: &mut OwnedWriteHalf, error: EdgeError, idle: Duration) {
+async fn refuse<W: AsyncWrite + Unpin>(write: &mut W, error: EdgeError, idle: Duration) {
     tracing::debug!("refused a request head: {error}");
     let page = error.page("-");
     let (parts, body) = page.into_parts();
@@ -280,8 +288,8 @@ enum OutFraming {
 }
 
 /// Writes `response` to the client. Ok(true): the connection can carry another request.
-async fn write_response(
-    write: &mut OwnedWriteHalf,
+async fn write_response<W: AsyncWrite + Unpin>(
+    write: &mut W,
     response: Response<ProxyBody>,
     method: &Method,
     version: Version,
@@ -354,6 +362,7 @@ async fn write_response(
         }
         if out.queue.is_empty() {
             if out.ended {
+                flush_within(write, idle).await?;
                 return Ok(reusable && out.complete);
             }
             // Nothing to send: what is pending went out, now wait for the replica.
@@ -361,26 +370,71 @@ async fn write_response(
             out.take(frame);
             continue;
         }
-        let mut slices = [IoSlice::new(&[]); 16];
-        let count = out.slices(&mut slices);
-        match write.try_write_vectored(&slices[..count]) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => out.advance(n),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+        // A write that does not wait; only when the client's socket is full is a timer set.
+        let wrote = {
+            let mut slices = [IoSlice::new(&[]); 16];
+            let count = out.slices(&mut slices);
+            poll_fn(|cx| {
+                Poll::Ready(
+                    match Pin::new(&mut *write).poll_write_vectored(cx, &slices[..count]) {
+                        Poll::Ready(wrote) => Some(wrote),
+                        Poll::Pending => None,
+                    },
+                )
+            })
+            .await
+        };
+        let event = match wrote {
+            Some(wrote) => Wake::Wrote(wrote),
+            None => {
                 // The client's socket is full: read ahead from the replica meanwhile (bounded),
                 // so reading and writing overlap.
+                let read_ahead = !out.ended && out.queued < READ_AHEAD;
                 let sleep = tokio::time::sleep(idle);
                 tokio::pin!(sleep);
-                let read_ahead = !out.ended && out.queued < READ_AHEAD;
-                tokio::select! {
-                    biased;
-                    ready = write.writable() => ready?,
-                    frame = body.frame(), if read_ahead => out.take(frame),
-                    _ = &mut sleep => return Err(std::io::ErrorKind::TimedOut.into()),
-                }
+                let mut slices = [IoSlice::new(&[]); 16];
+                let count = out.slices(&mut slices);
+                poll_fn(|cx| {
+                    if let Poll::Ready(wrote) =
+                        Pin::new(&mut *write).poll_write_vectored(cx, &slices[..count])
+                    {
+                        return Poll::Ready(Wake::Wrote(wrote));
+                    }
+                    if read_ahead {
+                        if let Poll::Ready(frame) = Pin::new(&mut body).poll_frame(cx) {
+                            return Poll::Ready(Wake::Frame(frame));
+                        }
+                    }
+                    match sleep.as_mut().poll(cx) {
+                        Poll::Ready(()) => Poll::Ready(Wake::TimedOut),
+                        Poll::Pending => Poll::Pending,
+                    }
+                })
+                .await
             }
-            Err(e) => return Err(e),
+        };
+        match event {
+            Wake::Wrote(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Wake::Wrote(Ok(n)) => out.advance(n),
+            Wake::Wrote(Err(e)) => return Err(e),
+            Wake::Frame(frame) => out.take(frame),
+            Wake::TimedOut => return Err(std::io::ErrorKind::TimedOut.into()),
         }
+    }
+}
+
+/// What ended a wait of [`write_response`] on a full socket.
+enum Wake {
+    Wrote(std::io::Result<usize>),
+    Frame(Option<Result<hyper::body::Frame<Bytes>, EdgeError>>),
+    TimedOut,
+}
+
+/// Pushes out what the transport buffered (TLS records); a no-op on plain TCP.
+async fn flush_within<W: AsyncWrite + Unpin>(write: &mut W, idle: Duration) -> std::io::Result<()> {
+    match tokio::time::timeout(idle, write.flush()).await {
+        Ok(flushed) => flushed,
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }
 }
 
@@ -493,19 +547,28 @@ impl Outgoing {
     }
 }
 
-/// Writes all of `bytes`; a client that takes none of them for `idle` is given up on.
-async fn write_all(
-    write: &mut OwnedWriteHalf,
+/// Writes all of `bytes` and flushes them; a client that takes none of them for `idle` is
+/// given up on.
+async fn write_all<W: AsyncWrite + Unpin>(
+    write: &mut W,
     bytes: &[u8],
     idle: Duration,
 ) -> std::io::Result<()> {
     let mut at = 0;
     // Most writes fit the socket buffer: no timer is armed for them.
     while at < bytes.len() {
-        match write.try_write(&bytes[at..]) {
-            Ok(n) => at += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => return Err(e),
+        let wrote = poll_fn(|cx| {
+            Poll::Ready(match Pin::new(&mut *write).poll_write(cx, &bytes[at..]) {
+                Poll::Ready(wrote) => Some(wrote),
+                Poll::Pending => None,
+            })
+        })
+        .await;
+        match wrote {
+            Some(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Some(Ok(n)) => at += n,
+            Some(Err(e)) => return Err(e),
+            None => break,
         }
     }
     while at < bytes.len() {
@@ -516,12 +579,12 @@ async fn write_all(
             Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
         }
     }
-    Ok(())
+    flush_within(write, idle).await
 }
 
 /// Closes a connection: the write side first, then what the client still sends is read and
 /// dropped for a moment, so the client gets to read the answer.
-async fn linger(mut write: OwnedWriteHalf, read: Option<OwnedReadHalf>) {
+async fn linger<W: AsyncWrite + Unpin, R: AsyncRead + Unpin>(mut write: W, read: Option<R>) {
     let _ = write.shutdown().await;
     let Some(mut read) = read else { return };
     let deadline = Instant::now() + LINGER;
@@ -536,7 +599,12 @@ async fn linger(mut write: OwnedWriteHalf, read: Option<OwnedReadHalf>) {
 }
 
 /// Bytes both ways between the client and the replica after `101 Switching Protocols`.
-async fn run_tunnel(read: OwnedReadHalf, write: OwnedWriteHalf, early: BytesMut, tunnel: Tunnel) {
+async fn run_tunnel<S: ClientStream>(
+    read: S::Read,
+    write: S::Write,
+    early: BytesMut,
+    tunnel: Tunnel,
+) {
     let Some((upstream, lease)) = tunnel.take() else {
         return;
     };
@@ -545,7 +613,7 @@ async fn run_tunnel(read: OwnedReadHalf, write: OwnedWriteHalf, early: BytesMut,
     if !early.is_empty() && upstream.write_all(&early).await.is_err() {
         return;
     }
-    let Ok(mut client) = read.reunite(write) else {
+    let Some(mut client) = S::unsplit(read, write) else {
         return;
     };
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
@@ -554,20 +622,20 @@ async fn run_tunnel(read: OwnedReadHalf, write: OwnedWriteHalf, early: BytesMut,
 
 pin_project_lite::pin_project! {
     /// A stream with bytes already read from it put back in front.
-    pub struct Rewind {
+    pub struct Rewind<I> {
         prefix: Bytes,
         #[pin]
-        inner: TcpStream,
+        inner: I,
     }
 }
 
-impl Rewind {
-    fn new(prefix: Bytes, inner: TcpStream) -> Self {
+impl<I> Rewind<I> {
+    fn new(prefix: Bytes, inner: I) -> Self {
         Self { prefix, inner }
     }
 }
 
-impl tokio::io::AsyncRead for Rewind {
+impl<I: AsyncRead> tokio::io::AsyncRead for Rewind<I> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -583,7 +651,7 @@ impl tokio::io::AsyncRead for Rewind {
     }
 }
 
-impl tokio::io::AsyncWrite for Rewind {
+impl<I: AsyncWrite> tokio::io::AsyncWrite for Rewind<I> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
