@@ -50,7 +50,7 @@ pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 /// with it). A bare LF ends a line too; a CR anywhere else is not allowed.
 fn line_end(buf: &[u8]) -> Result<Option<(usize, usize)>, &'static str> {
     let Some(lf) = buf.iter().position(|b| *b == b'\n') else {
-        if buf.iter().any(|b| *b == b'\r') && buf.last() != Some(&b'\r') {
+        if buf.contains(&b'\r') && buf.last() != Some(&b'\r') {
             return Err("the chunked body has a bare CR");
         }
         return Ok(None);

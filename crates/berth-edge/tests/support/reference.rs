@@ -78,6 +78,30 @@ const MAX_CL_DIGITS: usize = 19;
 const MAX_CHUNK_DIGITS: usize = 15;
 const MAX_CHUNK_LINE: usize = 4096;
 
+/// The reason for an invalid Host, by what is wrong with it.
+fn host_reason(error: &'static str) -> &'static str {
+    match error {
+        "an empty host" => "invalid Host: an empty host",
+        "a port that is not digits" => "invalid Host: a port that is not digits",
+        "an invalid IP literal" => "invalid Host: an invalid IP literal",
+        "bytes after an IP literal" => "invalid Host: bytes after an IP literal",
+        "a misplaced bracket" => "invalid Host: a misplaced bracket",
+        _ => "invalid Host",
+    }
+}
+
+/// The reason for an invalid authority in the target, by what is wrong with it.
+fn target_reason(error: &'static str) -> &'static str {
+    match error {
+        "an empty host" => "target authority: an empty host",
+        "a port that is not digits" => "target authority: a port that is not digits",
+        "an invalid IP literal" => "target authority: an invalid IP literal",
+        "bytes after an IP literal" => "target authority: bytes after an IP literal",
+        "a misplaced bracket" => "target authority: a misplaced bracket",
+        _ => "target authority",
+    }
+}
+
 fn bad(why: &'static str) -> Verdict {
     Verdict::Refused(Refusal::BadRequest(why))
 }
@@ -136,9 +160,8 @@ pub fn read_request(input: &[u8]) -> Verdict {
             refuse!("CONNECT without authority form");
         }
         Some(target.as_str())
-    } else if target == "*" {
-        None
-    } else if target.starts_with('/') {
+    } else if target == "*" || target.starts_with('/') {
+        // Asterisk or origin form.
         None
     } else if absolute.is_some() {
         absolute
@@ -148,8 +171,8 @@ pub fn read_request(input: &[u8]) -> Verdict {
         refuse!("a target form other than the method's");
     };
     if let Some(authority) = authority {
-        if !valid_host(authority.as_bytes()) {
-            refuse!("target authority");
+        if let Some(error) = host_error(authority.as_bytes()) {
+            return bad(target_reason(error));
         }
     }
 
@@ -164,14 +187,11 @@ pub fn read_request(input: &[u8]) -> Verdict {
         refuse!("HTTP/1.1 without Host");
     }
     if let Some(host) = hosts.first() {
-        if !host.is_empty() && !valid_host(host) {
+        if let Some(error) = host_error(host).filter(|_| !host.is_empty()) {
             if authority.is_some() {
                 refuse!("invalid Host, the target naming the host");
             }
-            if valid_host_but_port(host) {
-                refuse!("invalid Host port");
-            }
-            refuse!("invalid Host");
+            return bad(host_reason(error));
         }
     }
 
@@ -322,8 +342,10 @@ pub fn read_chunked(input: &[u8]) -> Result<Option<(usize, Vec<u8>)>, &'static s
 fn line_at(input: &[u8], at: usize, max: usize) -> Result<Option<(&[u8], usize)>, &'static str> {
     let rest = &input[at..];
     let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
-        // A CR can only be the first half of a CRLF still to come.
-        if rest.iter().rev().skip(1).any(|&b| b == b'\r') {
+        // A CR can only be the first half of a CRLF still to come. (Refused once a byte other
+        // than CR ends the incomplete line, as the edge does: `\r\r` waits for one more byte.
+        // Either way such a stream never becomes valid; only when it is refused differs.)
+        if rest.contains(&b'\r') && rest.last() != Some(&b'\r') {
             return Err("a bare CR");
         }
         if rest.len() > max {
@@ -368,8 +390,7 @@ fn absolute_authority(target: &str) -> Option<&str> {
     let (scheme, rest) = target.split_once("://")?;
     let mut s = scheme.bytes();
     let first_alpha = s.next().is_some_and(|b| b.is_ascii_alphabetic());
-    if !first_alpha
-        || !s.all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
+    if !first_alpha || !s.all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
     {
         return None;
     }
@@ -381,44 +402,77 @@ fn absolute_authority(target: &str) -> Option<&str> {
     Some(authority)
 }
 
-/// `uri-host [ ":" port ]` (RFC 3986 3.2.2, 3.2.3); user information is refused.
-pub fn valid_host(value: &[u8]) -> bool {
+/// `uri-host [ ":" port ]` (RFC 3986 3.2.2, 3.2.3, with RFC 6874's zone in an IPv6 literal);
+/// user information is refused. `None` when valid, else what is wrong. A percent-encoded
+/// reg-name, valid by RFC 3986 but never a DNS name, is refused too (a server may; the edge
+/// does).
+pub fn host_error(value: &[u8]) -> Option<&'static str> {
     let (host, port) = if value.first() == Some(&b'[') {
         let Some(close) = value.iter().position(|&b| b == b']') else {
-            return false;
+            return Some("an unclosed IP literal");
         };
         let inner = &value[1..close];
-        if inner.is_empty()
-            || !inner
-                .iter()
-                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
-            return false;
+        let ipv6 = |b: &u8| b.is_ascii_hexdigit() || *b == b':' || *b == b'.';
+        let valid = match inner {
+            [] => false,
+            // IPvFuture: "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )
+            [b'v' | b'V', rest @ ..] => match rest.iter().position(|&b| b == b'.') {
+                Some(dot) if dot > 0 => {
+                    rest[..dot].iter().all(u8::is_ascii_hexdigit)
+                        && rest.len() > dot + 1
+                        && rest[dot + 1..]
+                            .iter()
+                            .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:".contains(&b))
+                }
+                _ => false,
+            },
+            _ => match inner.windows(3).position(|w| w == b"%25") {
+                // RFC 6874: IPv6address "%25" ZoneID
+                Some(zone) => {
+                    inner[..zone].iter().all(ipv6)
+                        && inner.len() > zone + 3
+                        && inner[zone + 3..]
+                            .iter()
+                            .all(|&b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+                }
+                None => inner.iter().all(ipv6) && inner.contains(&b':'),
+            },
+        };
+        if !valid {
+            return Some("an invalid IP literal");
         }
         match &value[close + 1..] {
             [] => (&value[..=close], None),
             [b':', port @ ..] => (&value[..=close], Some(port)),
-            _ => return false,
+            _ => return Some("bytes after an IP literal"),
         }
     } else {
-        match value.iter().rposition(|&b| b == b':') {
+        match value.iter().position(|&b| b == b':') {
             Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
             None => (value, None),
         }
     };
-    let reg_name = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b);
-    if host.is_empty() || (host[0] != b'[' && !host.iter().all(|&b| reg_name(b))) {
-        return false;
+    let reg_name = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b);
+    if host.is_empty() {
+        return Some("an empty host");
     }
-    port.is_none_or(|p| p.iter().all(u8::is_ascii_digit))
+    if host[0] != b'[' && !host.iter().all(|&b| reg_name(b)) {
+        if host
+            .iter()
+            .all(|&b| reg_name(b) || b == b'[' || b == b']' || b == b':')
+        {
+            return Some("a misplaced bracket");
+        }
+        return Some("a host that is not a reg-name");
+    }
+    if port.is_some_and(|p| !p.iter().all(u8::is_ascii_digit)) {
+        return Some("a port that is not digits");
+    }
+    None
 }
 
-/// Whether `value` would be a valid Host but for its port.
-fn valid_host_but_port(value: &[u8]) -> bool {
-    match value.iter().rposition(|&b| b == b':') {
-        Some(colon) => !valid_host(value) && valid_host(&value[..colon]),
-        None => false,
-    }
+pub fn valid_host(value: &[u8]) -> bool {
+    host_error(value).is_none()
 }
 
 /// RFC 3986 characters of a request target (pchar, "/", "?", "%"), and "#" (see above).

@@ -11,8 +11,13 @@
 //! it got), `x-backend` and `x-conn` (the index of the connection the request came on) and, for
 //! the edge's id check, `x-seen-request-id`. A request line that is not `METHOD TARGET HTTP/1.x`
 //! (the tail of a request that lost its first bytes) is recorded, answered 400 and the
-//! connection closed. `/both-framings` is answered with both `Content-Length: 5` and
-//! `Transfer-Encoding: chunked` (a chunked `hello world`), and the connection kept open.
+//! connection closed. Answers that are wrong on purpose, the connection kept open after each:
+//!
+//! - `/both-framings`: both `Content-Length: 5` and `Transfer-Encoding: chunked` (a chunked
+//!   `hello world`);
+//! - `/head-body`: `hello` with its length, even to `HEAD`;
+//! - `/extra`: `hello` with its length, then at once a second answer (`/POISON`) nobody asked
+//!   for.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -392,7 +397,20 @@ async fn serve(stream: TcpStream, conn: usize, mode: Mode, name: Arc<str>, share
         let request_id = shared.requests.lock().unwrap()[index]
             .header_all("x-request-id")
             .join(" | ");
-        let answer = if target == "/both-framings" {
+        let answer = if target == "/head-body" {
+            // A body even to HEAD: bytes nobody asked for, after the answer.
+            format!(
+                "HTTP/1.1 200 OK\r\nx-backend: {name}\r\nx-conn: {conn}\r\ncontent-length: 5\r\n\r\nhello"
+            )
+            .into_bytes()
+        } else if target == "/extra" {
+            // More than the length said: a second answer nobody asked for, in the same write.
+            format!(
+                "HTTP/1.1 200 OK\r\nx-backend: {name}\r\nx-conn: {conn}\r\ncontent-length: 5\r\n\r\nhello\
+                 HTTP/1.1 200 OK\r\nx-backend: {name}\r\ncontent-length: 7\r\n\r\n/POISON"
+            )
+            .into_bytes()
+        } else if target == "/both-framings" {
             format!(
                 "HTTP/1.1 200 OK\r\nx-backend: {name}\r\nx-conn: {conn}\r\nContent-Length: 5\r\n\
                  Transfer-Encoding: chunked\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n"

@@ -103,6 +103,18 @@ async fn upstream_healthy(edge: &EdgeProcess, replica: &str) -> String {
         .to_string()
 }
 
+/// Sends `request` on `conn` and reads its answer: `"STATUS BODY"`, or what went wrong (the
+/// caller shows it beside what the replica received).
+async fn ask(conn: &mut RawConn, method: &str, request: &[u8]) -> String {
+    if let Err(e) = conn.send(request).await {
+        return format!("{e:?}");
+    }
+    match conn.read_response(method).await {
+        Ok(answer) => format!("{} {}", answer.status, answer.text()),
+        Err(e) => format!("{e:?}"),
+    }
+}
+
 /// Sends `request` on a new connection: the edge answers `status`, says close, and closes.
 async fn refused(edge: &EdgeProcess, what: &str, request: &[u8], status: u16) {
     let mut conn = RawConn::connect(edge.listen).await;
@@ -150,28 +162,22 @@ const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: app.test\r\n\r\n";
 async fn high1_a_list_content_length_is_sent_as_one_length_with_its_body() {
     let (edge, recorder) = recorded_edge(Mode::AnswerBeforeBody, EdgeSettings::default()).await;
     let mut first = RawConn::connect(edge.listen).await;
-    let answer = first
-        .exchange(
-            "PUT",
-            format!("PUT /early HTTP/1.1\r\n{HOST}Content-Length: 5, 5\r\n\r\nhello").as_bytes(),
-        )
-        .await;
-    assert_eq!(answer.status, 200, "{}", answer.head);
-    assert_eq!(answer.text(), "/early");
-
+    let put = ask(
+        &mut first,
+        "PUT",
+        format!("PUT /early HTTP/1.1\r\n{HOST}Content-Length: 5, 5\r\n\r\nhello").as_bytes(),
+    )
+    .await;
     // Another client, then the same one again (same edge worker: the same pooled connection).
     let mut other = RawConn::connect(edge.listen).await;
-    let next1 = other.exchange("GET", &get("/next1")).await;
-    let next2 = first.exchange("GET", &get("/next2")).await;
-    for (answer, path) in [(&next1, "/next1"), (&next2, "/next2")] {
-        assert_eq!(
-            (answer.status, answer.text().as_str()),
-            (200, path),
-            "{}\n{}",
-            answer.head,
-            recorder.dump()
-        );
-    }
+    let next1 = ask(&mut other, "GET", &get("/next1")).await;
+    let next2 = ask(&mut first, "GET", &get("/next2")).await;
+    assert_eq!(
+        [put, next1, next2],
+        ["200 /early", "200 /next1", "200 /next2"],
+        "each client gets the answer to its own request:\n{}",
+        recorder.dump()
+    );
 
     let requests = recorder.wait_requests(3, SEEN_WITHIN).await;
     let put = recorded(&requests, "PUT /early HTTP/1.1", &recorder);
@@ -203,6 +209,11 @@ async fn high1_a_list_content_length_is_sent_as_one_length_with_its_body() {
 /// `GET /POISON … X-Ignore: `, which the old edge left on the pooled connection for the next
 /// client's head to complete. Here every client must get the answer to its own request, and the
 /// replica must never see `GET /POISON` with a victim's cookie.
+///
+/// A1, A2 and the first victim are separate client connections that the edge serves on one
+/// worker, hence over one pooled replica connection (as in the issue): found first by sending
+/// one GET on each of several connections, one at a time, and grouping them by the replica
+/// connection that answered (`x-conn`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn high1_the_poisoning_sequence_gives_every_client_its_own_answer() {
     let (edge, recorder) = recorded_edge(Mode::AnswerBeforeBody, EdgeSettings::default()).await;
@@ -210,62 +221,69 @@ async fn high1_the_poisoning_sequence_gives_every_client_its_own_answer() {
     assert_eq!(a2_body.len(), 67);
     let a2_head = "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 67\r\n\r\n";
 
-    // The attacker's connection: probe, A1, A2 all go through one edge worker, hence one
-    // pooled replica connection.
-    let mut attacker = RawConn::connect(edge.listen).await;
+    // Client connections, each answered once, one at a time: those the edge serves on one
+    // worker share that worker's one pooled replica connection.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let count = (3 * workers).max(6);
+    let mut conns = Vec::new();
+    let mut upstream = Vec::new();
+    for i in 0..count {
+        let mut conn = RawConn::connect(edge.listen).await;
+        let answer = conn
+            .exchange(
+                "GET",
+                format!("GET /warm{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+            )
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.head);
+        upstream.push(answer.header("x-conn").unwrap_or("-").to_string());
+        conns.push(conn);
+    }
+    let group: Vec<usize> = (0..count).filter(|&i| upstream[i] == upstream[0]).collect();
+    assert!(
+        group.len() >= 3,
+        "three client connections over one replica connection: {upstream:?}"
+    );
+    let (a1_at, a2_at, v1_at) = (group[0], group[1], group[2]);
+    let mut victim_order = vec![v1_at];
+    victim_order.extend((0..count).filter(|i| ![a1_at, a2_at, v1_at].contains(i)));
+
     let probe = format!("{a2_head}{}", "z".repeat(67));
-    let answer = attacker.exchange("POST", probe.as_bytes()).await;
-    assert_eq!((answer.status, answer.text().as_str()), (200, "/x"));
-    let l = recorder.wait_requests(1, SEEN_WITHIN).await[0].head.len();
+    let answer = ask(&mut conns[a2_at], "POST", probe.as_bytes()).await;
+    assert_eq!(answer, "200 /x", "the probe:\n{}", recorder.dump());
+    let l = recorder.wait_requests(count + 1, SEEN_WITHIN).await[count]
+        .head
+        .len();
 
     let a1 = format!(
         "GET /early HTTP/1.1\r\nHost: x\r\nContent-Length: {l}, {l}\r\n\r\n{}",
         "q".repeat(l)
     );
-    let mut answers = Vec::new();
-    answers.push((
-        "/early",
-        attacker.exchange("GET", a1.as_bytes()).await.text(),
-    ));
     let a2 = format!("{a2_head}{a2_body}");
-    answers.push(("/x", attacker.exchange("POST", a2.as_bytes()).await.text()));
-
-    // Victims, each on its own connection; the edge hands connections to its workers in
-    // turn, so one of them at least shares the attacker's worker.
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let victims = (2 * workers).max(4);
-    let mut victim_paths = Vec::new();
-    for i in 1..=victims {
-        let mut victim = RawConn::connect(edge.listen).await;
+    let mut answers = vec![(
+        "200 /early".to_string(),
+        ask(&mut conns[a1_at], "GET", a1.as_bytes()).await,
+    )];
+    answers.push((
+        "200 /x".to_string(),
+        ask(&mut conns[a2_at], "POST", a2.as_bytes()).await,
+    ));
+    for (n, &at) in victim_order.iter().enumerate() {
+        let i = n + 1;
         let request =
             format!("GET /victim{i} HTTP/1.1\r\nHost: x\r\nCookie: sid=VICTIM{i}\r\n\r\n");
-        let answer = victim.send(request.as_bytes()).await.map(|_| ());
-        let text = match answer {
-            Ok(()) => match victim.read_response("GET").await {
-                Ok(a) => format!("{} {}", a.status, a.text()),
-                Err(e) => format!("{e:?}"),
-            },
-            Err(e) => format!("{e:?}"),
-        };
-        victim_paths.push((format!("/victim{i}"), text));
+        let answer = ask(&mut conns[at], "GET", request.as_bytes()).await;
+        answers.push((format!("200 /victim{i}"), answer));
+    }
+    let victims = victim_order.len();
+    let report = format!("(expected, got): {answers:#?}\n{}", recorder.dump());
+    for (expected, got) in &answers {
+        assert_eq!(got, expected, "a client got another's answer:\n{report}");
     }
 
-    let report = format!(
-        "attacker: {answers:?}\nvictims: {victim_paths:?}\n{}",
-        recorder.dump()
-    );
-    for (path, text) in &answers {
-        assert_eq!(text, path, "the attacker got another answer:\n{report}");
-    }
-    for (path, text) in &victim_paths {
-        assert_eq!(
-            text,
-            &format!("200 {path}"),
-            "a victim got another answer:\n{report}"
-        );
-    }
-
-    let requests = recorder.wait_requests(3 + victims, SEEN_WITHIN).await;
+    let requests = recorder
+        .wait_requests(count + 3 + victims, SEEN_WITHIN)
+        .await;
     for r in &requests {
         assert!(
             !(r.request_line().starts_with("GET /POISON") && r.head.contains("VICTIM")),
@@ -273,24 +291,28 @@ async fn high1_the_poisoning_sequence_gives_every_client_its_own_answer() {
             r.head
         );
     }
-    let mut expected = vec![
+    let mut expected: Vec<String> = (0..count)
+        .map(|i| format!("GET /warm{i} HTTP/1.1"))
+        .collect();
+    expected.extend([
         "POST /x HTTP/1.1".to_string(),
         "GET /early HTTP/1.1".to_string(),
         "POST /x HTTP/1.1".to_string(),
-    ];
+    ]);
     expected.extend((1..=victims).map(|i| format!("GET /victim{i} HTTP/1.1")));
     let lines: Vec<&str> = requests.iter().map(Recorded::request_line).collect();
     assert_eq!(lines, expected, "{report}");
-    let a1_seen = &requests[1];
+    let a1_seen = &requests[count + 1];
     assert_eq!(framing(a1_seen), cl(&l.to_string()), "{:?}", a1_seen.head);
     assert_eq!(a1_seen.body, "q".repeat(l).as_bytes(), "{report}");
-    assert_eq!(requests[2].body, a2_body.as_bytes(), "{report}");
+    assert_eq!(requests[count + 2].body, a2_body.as_bytes(), "{report}");
 
-    let mut clients: Vec<Vec<String>> = vec![
+    let mut clients: Vec<Vec<String>> = (0..count).map(|i| vec![format!("/warm{i} ")]).collect();
+    clients.extend([
         vec!["zzzzzzzz".into()],
         vec!["/early".into(), "qqqqqqqq".into()],
         vec!["a2-inner".into(), "POISON".into()],
-    ];
+    ]);
     clients.extend((1..=victims).map(|i| vec![format!("/victim{i} "), format!("VICTIM{i}\r")]));
     let clients: Vec<Vec<&str>> = clients
         .iter()
@@ -342,64 +364,82 @@ async fn high2_the_replica_gets_one_framing_header_the_edges() {
 
 // ---- MEDIUM: any single client takes a replica out of rotation ----
 
-/// A chunked upload that sends one byte and stalls: 408 for that client after `idle_timeout`
-/// (2 s here; `request_timeout` is 3 s and must not be what ends it), the upload never looks
-/// complete to the replica, and the only replica still serves the next client.
+/// `idle_timeout` 2 s and `request_timeout` 1 s: the client's pace is bounded by the former
+/// only (the old edge counted the upload in `request_timeout`, answered 504 and ejected the
+/// replica).
+fn slow_client_settings() -> EdgeSettings {
+    EdgeSettings {
+        idle_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(1),
+        ..EdgeSettings::default()
+    }
+}
+
+/// Uploads that send one byte and stall (one chunked, one with a length): 408 for each client
+/// after `idle_timeout` (not 504 after `request_timeout`, which is shorter here), the upload
+/// never looks complete to the replica, and the only replica still serves the next client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn medium_a_stalled_upload_is_408_for_its_client_and_the_replica_stays_in() {
-    let idle = Duration::from_secs(2);
-    let settings = EdgeSettings {
-        idle_timeout: idle,
-        request_timeout: Duration::from_secs(3),
-        ..EdgeSettings::default()
-    };
+    let settings = slow_client_settings();
+    let idle = settings.idle_timeout;
     let (edge, recorder) = recorded_edge(Mode::ReadBodyFirst, settings).await;
-    let mut stalled = RawConn::connect(edge.listen).await;
-    stalled
-        .send(
-            format!("POST /stalled HTTP/1.1\r\n{HOST}Transfer-Encoding: chunked\r\n\r\n1\r\nh\r\n")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
+    let cases = [
+        (
+            "/stalled-chunked",
+            "Transfer-Encoding: chunked\r\n\r\n1\r\nh\r\n",
+            te_chunked(),
+        ),
+        ("/stalled-length", "Content-Length: 10\r\n\r\nh", cl("10")),
+    ];
+    let mut conns = Vec::new();
+    for (path, rest, _) in &cases {
+        let mut conn = RawConn::connect(edge.listen).await;
+        conn.send(format!("POST {path} HTTP/1.1\r\n{HOST}{rest}").as_bytes())
+            .await
+            .unwrap();
+        conns.push(conn);
+    }
     let sent = Instant::now();
-    // The edge passed the request on: the replica is part of this exchange.
+    // The edge passed both requests on: the replica is part of these exchanges.
     recorder
-        .wait_for("the stalled request's head", SEEN_WITHIN, |r| {
-            r.iter()
-                .any(|r| r.request_line() == "POST /stalled HTTP/1.1")
+        .wait_for("both stalled requests' heads", SEEN_WITHIN, |r| {
+            r.len() >= 2
         })
         .await;
-    let answer = stalled.read_response("POST").await;
-    let took = sent.elapsed();
-    let answer = answer.unwrap_or_else(|e| panic!("no answer to the stalled upload: {e:?}"));
-    assert_eq!(
-        answer.status,
-        408,
-        "after {took:?}: {}{}",
-        answer.head,
-        answer.text()
-    );
-    assert!(
-        took >= idle - Duration::from_millis(100) && took < idle + Duration::from_millis(2500),
-        "408 after {took:?}, with idle_timeout {idle:?}"
-    );
-    assert!(answer.says_close(), "{}", answer.head);
-    assert!(stalled.closed_within(Duration::from_secs(3)).await);
+    for (conn, (path, _, _)) in conns.iter_mut().zip(&cases) {
+        let answer = conn.read_response("POST").await;
+        let took = sent.elapsed();
+        let answer = answer.unwrap_or_else(|e| panic!("{path}: no answer: {e:?}"));
+        assert_eq!(
+            answer.status,
+            408,
+            "{path}, after {took:?}: {}{}",
+            answer.head,
+            answer.text()
+        );
+        assert!(
+            took >= idle - Duration::from_millis(100) && took < idle + Duration::from_millis(2500),
+            "{path}: 408 after {took:?}, with idle_timeout {idle:?}"
+        );
+        assert!(answer.says_close(), "{path}: {}", answer.head);
+        assert!(conn.closed_within(Duration::from_secs(3)).await, "{path}");
+    }
 
-    // The replica's side: the cut upload ended with its connection, never made to look whole.
+    // The replica's side: each cut upload ended with its connection, never made to look whole.
     let requests = recorder
-        .wait_for("the stalled upload ended", SEEN_WITHIN, |r| {
-            r.first().is_some_and(|r| r.error.is_some() || r.complete)
+        .wait_for("both stalled uploads ended", SEEN_WITHIN, |r| {
+            r.len() >= 2 && r.iter().all(|r| r.error.is_some() || r.complete)
         })
         .await;
-    let cut = &requests[0];
-    assert!(
-        !cut.complete,
-        "the replica got a complete body for an upload the client never finished: {cut:?}"
-    );
-    assert_eq!(framing(cut), te_chunked(), "{:?}", cut.head);
-    recorder.wait_ended(cut.conn, SEEN_WITHIN).await;
+    for (path, _, expected) in &cases {
+        let cut = recorded(&requests, &format!("POST {path} HTTP/1.1"), &recorder);
+        assert!(
+            !cut.complete,
+            "the replica got a complete body for an upload the client never finished: {cut:?}"
+        );
+        assert_eq!(&framing(cut), expected, "{:?}", cut.head);
+        recorder.wait_ended(cut.conn, SEEN_WITHIN).await;
+    }
 
     // Another client, the same single replica: served, and the replica is still in rotation.
     let mut next = RawConn::connect(edge.listen).await;
@@ -416,8 +456,49 @@ async fn medium_a_stalled_upload_is_408_for_its_client_and_the_replica_stays_in(
         healthy.ends_with(" 1"),
         "the replica was ejected: {healthy}"
     );
-    recorder.wait_requests(2, SEEN_WITHIN).await;
-    assert_unmixed(&recorder, &[&["/stalled"], &["/after"]]);
+    recorder.wait_requests(3, SEEN_WITHIN).await;
+    assert_unmixed(
+        &recorder,
+        &[&["/stalled-chunked"], &["/stalled-length"], &["/after"]],
+    );
+}
+
+/// An upload that keeps sending, a byte every 400 ms (under `idle_timeout`) for 2 s (over
+/// `request_timeout`), is served whole: the replica is not blamed for the client's pace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn medium_a_slow_upload_that_keeps_sending_is_served() {
+    let (edge, recorder) = recorded_edge(Mode::ReadBodyFirst, slow_client_settings()).await;
+    let mut slow = RawConn::connect(edge.listen).await;
+    slow.send(
+        format!("POST /slow HTTP/1.1\r\n{HOST}Transfer-Encoding: chunked\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    for byte in b"slow!" {
+        slow.send(&[b'1', b'\r', b'\n', *byte, b'\r', b'\n'])
+            .await
+            .unwrap_or_else(|e| panic!("the edge cut the upload off: {e:?}"));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let answer = ask(&mut slow, "POST", b"0\r\n\r\n").await;
+    let took = started.elapsed();
+    assert_eq!(
+        answer,
+        "200 /slow",
+        "an upload of {took:?}:\n{}",
+        recorder.dump()
+    );
+    let requests = recorder.wait_requests(1, SEEN_WITHIN).await;
+    assert!(requests[0].complete, "{:?}", requests[0]);
+    assert_eq!(requests[0].body, b"slow!");
+    let healthy = upstream_healthy(&edge, "rec.1").await;
+    assert!(
+        healthy.ends_with(" 1"),
+        "the replica was ejected: {healthy}"
+    );
+    assert_eq!(ask(&mut slow, "GET", &get("/after")).await, "200 /after");
+    assert_unmixed(&recorder, &[&["/slow"], &["/after"]]);
 }
 
 /// A GET with `Content-Length: 5, 5` and its 5 bytes: answered, and the next request too (the
@@ -726,4 +807,37 @@ async fn low_an_answer_with_both_framings_is_read_chunked_and_its_connection_clo
         "nothing else went on the first connection"
     );
     assert_unmixed(&recorder, &[&["/both-framings"], &["/after-both"]]);
+}
+
+/// Bytes a replica sends beyond its answer (a body to `HEAD`, more than its `Content-Length`,
+/// here a whole second answer) are never read as the answer to the next request: the
+/// connection they came on is not used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answer_bytes_nobody_asked_for_never_answer_the_next_request() {
+    let (edge, recorder) = recorded_edge(Mode::ReadBodyFirst, EdgeSettings::default()).await;
+    let mut conn = RawConn::connect(edge.listen).await;
+    let head = format!("HEAD /head-body HTTP/1.1\r\n{HOST}\r\n");
+    let answers = [
+        ("200 ", ask(&mut conn, "HEAD", head.as_bytes()).await),
+        ("200 /next1", ask(&mut conn, "GET", &get("/next1")).await),
+        ("200 hello", ask(&mut conn, "GET", &get("/extra")).await),
+        ("200 /next2", ask(&mut conn, "GET", &get("/next2")).await),
+    ];
+    for (expected, got) in &answers {
+        assert_eq!(got, expected, "{answers:?}\n{}", recorder.dump());
+    }
+    let requests = recorder.wait_requests(4, SEEN_WITHIN).await;
+    let on = |line: &str| recorded(&requests, line, &recorder).conn;
+    assert_ne!(
+        on("HEAD /head-body HTTP/1.1"),
+        on("GET /next1 HTTP/1.1"),
+        "{}",
+        recorder.dump()
+    );
+    assert_ne!(
+        on("GET /extra HTTP/1.1"),
+        on("GET /next2 HTTP/1.1"),
+        "{}",
+        recorder.dump()
+    );
 }
