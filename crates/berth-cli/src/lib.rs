@@ -182,6 +182,9 @@ pub enum Command {
         dir: PathBuf,
         #[arg(long = "listen")]
         listen: Vec<std::net::SocketAddr>,
+        /// A TLS listener (certificates from the routing table).
+        #[arg(long = "tls-listen")]
+        tls_listen: Vec<std::net::SocketAddr>,
         #[arg(long)]
         admin: std::net::SocketAddr,
         /// Take the listening sockets over from the edge running in DIR (graceful upgrade).

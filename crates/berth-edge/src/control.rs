@@ -45,6 +45,9 @@ pub struct ControlResponse {
     /// The addresses the edge actually listens on (a `:0` port in the spec is resolved here).
     #[serde(default)]
     pub listen: Vec<std::net::SocketAddr>,
+    /// The TLS listeners among them.
+    #[serde(default)]
+    pub tls_listen: Vec<std::net::SocketAddr>,
     #[serde(default)]
     pub admin: Option<std::net::SocketAddr>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -97,6 +100,7 @@ pub async fn serve(
 #[derive(Debug, Clone)]
 pub struct Bound {
     pub listen: Vec<std::net::SocketAddr>,
+    pub tls_listen: Vec<std::net::SocketAddr>,
     pub admin: std::net::SocketAddr,
 }
 
@@ -111,6 +115,7 @@ fn answer(
         ok: true,
         pid: std::process::id(),
         listen: bound.listen.clone(),
+        tls_listen: bound.tls_listen.clone(),
         admin: Some(bound.admin),
         ..Default::default()
     };

@@ -16,6 +16,7 @@ pub mod pool;
 pub mod proxy;
 pub mod router;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -39,6 +40,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub struct EdgeOptions {
     pub dir: PathBuf,
     pub listen: Vec<SocketAddr>,
+    /// TLS listeners (certificates from the routing table).
+    pub tls_listen: Vec<SocketAddr>,
     pub admin: SocketAddr,
     /// Take the listening sockets over from the edge running in `dir` (graceful upgrade).
     pub takeover: bool,
@@ -104,23 +107,32 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
 
     let handover_socket = options.dir.join("handover.sock");
     let mut taken = None;
+    // (listener, whether it is a TLS listener)
     let (public, admin) = if options.takeover {
         let t = handover::take(&handover_socket)?;
         let public = t
             .public
             .iter()
-            .map(|l| Ok(TcpListener::from_std(l.try_clone()?)?))
+            .map(|l| {
+                let tls = options.tls_listen.contains(&l.local_addr()?);
+                Ok((TcpListener::from_std(l.try_clone()?)?, tls))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let admin = TcpListener::from_std(t.admin.try_clone()?)?;
         taken = Some(t);
         (public, admin)
     } else {
         let mut public = Vec::new();
-        for addr in &options.listen {
+        let addresses = options
+            .listen
+            .iter()
+            .map(|a| (a, false))
+            .chain(options.tls_listen.iter().map(|a| (a, true)));
+        for (addr, tls) in addresses {
             let listener = TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("listening on {addr}"))?;
-            public.push(listener);
+            public.push((listener, tls));
         }
         let admin = TcpListener::bind(options.admin)
             .await
@@ -133,16 +145,27 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", control_path.display()))?;
     std::fs::write(options.dir.join("edge.pid"), std::process::id().to_string())?;
     let bound = Arc::new(control::Bound {
-        listen: public.iter().filter_map(|l| l.local_addr().ok()).collect(),
+        listen: public
+            .iter()
+            .filter_map(|(l, _)| l.local_addr().ok())
+            .collect(),
+        tls_listen: public
+            .iter()
+            .filter(|(_, tls)| *tls)
+            .filter_map(|(l, _)| l.local_addr().ok())
+            .collect(),
         admin: admin.local_addr()?,
     });
+    if let Some(first) = bound.tls_listen.first() {
+        edge.set_https_port(first.port());
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     {
         use std::os::fd::AsRawFd;
         let fds = public
             .iter()
-            .filter_map(|l| Some((l.as_raw_fd(), l.local_addr().ok()?)))
+            .filter_map(|(l, _)| Some((l.as_raw_fd(), l.local_addr().ok()?)))
             .collect();
         handover::offer(
             &handover_socket,
@@ -167,10 +190,11 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
             .spawn(move || run_worker(worker, accepted, edge, connections, stop_rx))?;
     }
     let mut tasks = Vec::new();
-    for listener in public {
+    for (listener, tls) in public {
         tasks.push(tokio::spawn(server::serve_public(
             edge.clone(),
             listener,
+            tls,
             connections.clone(),
             stop_rx.clone(),
             workers.clone(),
@@ -200,9 +224,17 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
         let edge = edge.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(200));
+            let mut ticks = 0u64;
             loop {
                 tick.tick().await;
                 edge.flush_access_log();
+                ticks += 1;
+                // Certificates renewed or replaced on disk are served within ~2 s.
+                if ticks % 10 == 0 {
+                    for error in edge.certs.refresh() {
+                        tracing::warn!("certificate not reloaded (the old one serves): {error}");
+                    }
+                }
             }
         })
     };

@@ -128,6 +128,7 @@ pub struct EdgeMetrics {
     pub upstream_healthy: Family<UpstreamLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub upstream_in_flight: Family<UpstreamLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub table_version: Gauge<u64, AtomicU64>,
+    pub tls_handshakes: Counter,
     /// Per (service, release): the rollout engine's counters.
     stats: Mutex<HashMap<(String, String), Arc<ReleaseStats>>>,
 }
@@ -185,8 +186,15 @@ impl EdgeMetrics {
             "Version of the routing table in use",
             table_version.clone(),
         );
+        let tls_handshakes = Counter::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes completed on the TLS listeners",
+            tls_handshakes.clone(),
+        );
         Self {
             registry,
+            tls_handshakes,
             requests,
             latency,
             bytes_sent,

@@ -7,14 +7,14 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use berth_logfile::LogFile;
-use berth_model::routing::{EdgeSettings, RoutingTable};
+use berth_model::routing::{EdgeSettings, RoutingTable, TlsTable};
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
@@ -29,6 +29,7 @@ use crate::http1::head::Framing;
 use crate::metrics::{EdgeMetrics, UpstreamLabels};
 use crate::pool::{Lease, Pool, StatsRegistry, EJECTION};
 use crate::router::{request_host, Router};
+use crate::tls::CertStore;
 use crate::upstream::{self, Timeouts, UpstreamBody};
 
 /// A body on its way through the edge; its errors say whose fault they are.
@@ -38,7 +39,7 @@ pin_project_lite::pin_project! {
     #[project = AnswerBodyProj]
     enum AnswerBody {
         Upstream { #[pin] body: UpstreamBody },
-        Upgrade { #[pin] body: ProxyBody },
+        Boxed { #[pin] body: ProxyBody },
     }
 }
 
@@ -52,21 +53,21 @@ impl Body for AnswerBody {
     ) -> Poll<Option<Result<Frame<Bytes>, EdgeError>>> {
         match self.project() {
             AnswerBodyProj::Upstream { body } => body.poll_frame(cx),
-            AnswerBodyProj::Upgrade { body } => body.poll_frame(cx),
+            AnswerBodyProj::Boxed { body } => body.poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             AnswerBody::Upstream { body } => body.is_end_stream(),
-            AnswerBody::Upgrade { body } => body.is_end_stream(),
+            AnswerBody::Boxed { body } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             AnswerBody::Upstream { body } => body.size_hint(),
-            AnswerBody::Upgrade { body } => body.size_hint(),
+            AnswerBody::Boxed { body } => body.size_hint(),
         }
     }
 }
@@ -130,6 +131,9 @@ pub struct CompiledTable {
     pub pools: HashMap<String, Pool>,
     pub settings: EdgeSettings,
     pub test_key: Option<String>,
+    /// ACME challenges, HSTS and the HTTPS redirect (the certificates live in the edge's
+    /// [`CertStore`]).
+    pub tls: TlsTable,
 }
 
 impl CompiledTable {
@@ -149,6 +153,10 @@ impl CompiledTable {
             pools,
             settings: table.settings.clone(),
             test_key: table.test_key.clone(),
+            tls: TlsTable {
+                certificates: Vec::new(),
+                ..table.tls.clone()
+            },
         }
     }
 }
@@ -163,6 +171,13 @@ pub struct Edge {
     next_request: AtomicU64,
     /// The first 8 hex digits of the request ids this edge makes.
     request_prefix: String,
+    /// The certificates of the TLS listeners.
+    pub certs: Arc<CertStore>,
+    /// The port of the first TLS listener (0: none), where plain requests are redirected.
+    https_port: AtomicU16,
+    /// The TLS listeners' configuration (None: it could not be built; TLS connections are
+    /// then refused).
+    pub tls_config: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Edge {
@@ -170,6 +185,10 @@ impl Edge {
         let registry = StatsRegistry::default();
         let metrics = EdgeMetrics::new();
         let compiled = CompiledTable::compile(&table, &registry, &metrics);
+        let certs = Arc::new(CertStore::default());
+        for error in certs.apply(&table.tls) {
+            tracing::warn!("certificate not loaded: {error}");
+        }
         Arc::new(Self {
             table: ArcSwap::from_pointee(compiled),
             raw_table: Mutex::new(table),
@@ -178,7 +197,21 @@ impl Edge {
             access_log: access_log.map(AccessLog::new),
             next_request: AtomicU64::new(rand::random::<u32>() as u64),
             request_prefix: format!("{:08x}", rand::random::<u32>()),
+            tls_config: match crate::tls::server_config(certs.clone()) {
+                Ok(config) => Some(config),
+                Err(e) => {
+                    tracing::error!("TLS is off: {e}");
+                    None
+                }
+            },
+            certs,
+            https_port: AtomicU16::new(0),
         })
+    }
+
+    /// Where plain requests for hosts with a certificate are redirected.
+    pub fn set_https_port(&self, port: u16) {
+        self.https_port.store(port, Ordering::Relaxed);
     }
 
     /// Replaces the routing table; applies to the next request. Older versions are ignored.
@@ -195,6 +228,19 @@ impl Edge {
             .map(|t| (t.replica.clone(), t.addr))
             .collect();
         self.registry.retain(&live);
+        if table.tls.certificates
+            != self
+                .raw_table
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .tls
+                .certificates
+            || self.certs.is_empty()
+        {
+            for error in self.certs.apply(&table.tls) {
+                tracing::warn!("certificate not loaded: {error}");
+            }
+        }
         self.metrics.table_version.set(table.version);
         self.table.store(Arc::new(compiled));
         *self.raw_table.lock().unwrap_or_else(|e| e.into_inner()) = table;
@@ -270,6 +316,9 @@ impl Edge {
                 if response.status() != StatusCode::SWITCHING_PROTOCOLS {
                     strip_hop_by_hop(response.headers_mut());
                 }
+                if client.secure {
+                    self.add_hsts(response.headers_mut(), &log.host);
+                }
                 self.finish(response, log, lease, service)
             }
             Err(failed) => {
@@ -284,6 +333,46 @@ impl Edge {
                 self.finish(response, log, failed.lease, failed.service)
             }
         }
+    }
+
+    /// `Strict-Transport-Security` on an answer over TLS for a host with a certificate, unless
+    /// the replica set its own.
+    fn add_hsts(&self, headers: &mut HeaderMap, host: &str) {
+        let table = self.table.load();
+        let Some(hsts) = table.tls.hsts.as_deref() else {
+            return;
+        };
+        if headers.contains_key(header::STRICT_TRANSPORT_SECURITY) || !self.certs.covers(host) {
+            return;
+        }
+        if let Ok(value) = HeaderValue::from_str(hsts) {
+            headers.insert(header::STRICT_TRANSPORT_SECURITY, value);
+        }
+    }
+
+    /// The answer to an ACME HTTP-01 challenge: the key authorization of a token being
+    /// validated, else 404.
+    fn acme_answer(
+        &self,
+        table: &CompiledTable,
+        token: &str,
+    ) -> (Response<AnswerBody>, Option<Lease>, Option<String>) {
+        let (status, body) = match table.tls.challenges.get(token) {
+            Some(authorization) => (StatusCode::OK, Bytes::from(authorization.clone())),
+            None => (
+                StatusCode::NOT_FOUND,
+                Bytes::from_static(b"no such challenge\n"),
+            ),
+        };
+        let mut response = Response::new(AnswerBody::Boxed {
+            body: Full::new(body).map_err(|never| match never {}).boxed(),
+        });
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        (response, None, None)
     }
 
     /// Whether `ip` is one of `[edge] trusted_proxies`.
@@ -330,6 +419,17 @@ impl Edge {
             return Err(EdgeError::bad_request("the request target must be a path").into());
         }
 
+        // The plain listeners: ACME challenges, then the redirect to HTTPS.
+        if !client.secure {
+            if let Some(token) = req.uri().path().strip_prefix(ACME_CHALLENGE_PREFIX) {
+                return Ok(self.acme_answer(&table, token));
+            }
+            let https_port = self.https_port.load(Ordering::Relaxed);
+            if table.tls.redirect_https && https_port != 0 && self.certs.covers(host) {
+                return Ok((https_redirect(host, https_port, req.uri()), None, None));
+            }
+        }
+
         // route
         let Some(service) = table.router.route(host, req.uri().path()) else {
             return Err(ErrorKind::NoRoute.into());
@@ -372,7 +472,7 @@ impl Edge {
                 .await
                 .map_err(|e| Failed::new(e).of(&service))?;
             return Ok((
-                response.map(|body| AnswerBody::Upgrade { body }),
+                response.map(|body| AnswerBody::Boxed { body }),
                 None,
                 Some(service),
             ));
@@ -842,6 +942,32 @@ fn add_via(headers: &mut HeaderMap) {
     } else {
         headers.insert(header::VIA, VIA_BERTH.clone());
     }
+}
+
+/// Where ACME HTTP-01 challenges are asked for (RFC 8555 8.3).
+pub const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// A `301` to the same host, path and query on HTTPS (the references' port-80 listener).
+fn https_redirect(host: &str, port: u16, uri: &Uri) -> Response<AnswerBody> {
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{target}")
+    } else {
+        format!("https://{host}:{port}{target}")
+    };
+    let mut response = Response::new(AnswerBody::Boxed {
+        body: Empty::new().map_err(|never| match never {}).boxed(),
+    });
+    *response.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
 }
 
 /// The client connection a request came on.

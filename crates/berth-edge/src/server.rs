@@ -51,6 +51,8 @@ impl Drop for ConnectionGuard {
 pub struct Accepted {
     stream: std::net::TcpStream,
     client: SocketAddr,
+    /// Accepted on a TLS listener: the worker does the handshake.
+    tls: bool,
     guard: ConnectionGuard,
 }
 
@@ -59,6 +61,7 @@ pub struct Accepted {
 pub async fn serve_public(
     edge: Arc<Edge>,
     listener: TcpListener,
+    tls: bool,
     connections: Arc<Connections>,
     mut shutdown: watch::Receiver<bool>,
     workers: Vec<mpsc::UnboundedSender<Accepted>>,
@@ -87,6 +90,7 @@ pub async fn serve_public(
         let mut accepted = Accepted {
             stream,
             client,
+            tls,
             guard: ConnectionGuard(connections.clone()),
         };
         // A worker that is gone (it could not start its runtime) is skipped.
@@ -118,6 +122,7 @@ pub async fn serve_accepted(
     while let Some(Accepted {
         stream,
         client,
+        tls,
         guard,
     }) = accepted.recv().await
     {
@@ -125,11 +130,49 @@ pub async fn serve_accepted(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
-                crate::http1::serve_connection(edge.clone(), stream, client, shutdown).await;
+                if tls {
+                    serve_tls(edge.clone(), stream, client, shutdown).await;
+                } else {
+                    crate::http1::serve_connection(edge.clone(), stream, client, shutdown).await;
+                }
             }
             edge.metrics.connections.dec();
             drop(guard);
         });
+    }
+}
+
+/// A connection on a TLS listener: the handshake (within `header_timeout`, else dropped), then
+/// HTTP/2 when the client chose `h2` by ALPN, else HTTP/1.x.
+async fn serve_tls(
+    edge: Arc<Edge>,
+    stream: tokio::net::TcpStream,
+    client: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) {
+    let Some(config) = edge.tls_config.clone() else {
+        return;
+    };
+    let timeout = edge.settings().header_timeout;
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!("TLS handshake with {client} failed: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    edge.metrics.tls_handshakes.inc();
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    if h2 {
+        let downstream = Downstream {
+            addr: client,
+            secure: true,
+        };
+        serve_h2(edge, stream, downstream, shutdown).await;
+    } else {
+        crate::http1::serve_connection(edge, stream, client, shutdown).await;
     }
 }
 

@@ -7,10 +7,16 @@
 //!
 //! The corpus: hand-written smuggling cases (those of issue 10 and the classic CL.TE, TE.CL,
 //! TE.TE obfuscations, list-form lengths, duplicate Host, obs-fold, NUL, bare CR, odd chunk
-//! sizes) with the outcome RFC 9112 requires, then a few thousand generated streams.
+//! sizes) with the outcome RFC 9112 requires, then generated streams: 8,000 of two requests
+//! built from tricky pieces (sometimes damaged), 4,000 of two valid requests in all their
+//! spellings (`support/gen.rs`, sometimes damaged). About 15 ms for 1,000 streams in a debug
+//! build.
 //!
 //! A difference found and judged an edge bug is pinned by an `#[ignore = "edge bug: ..."]` test
-//! at the end, with its exact bytes.
+//! at the end, with its exact bytes, and listed in [`KNOWN_EDGE_BUGS`] by the reference's reason,
+//! so the generated comparisons stop at such a request instead of failing on it again; one
+//! difference is by design ([`TOLERATED`]). None found so far is about framing: the two agree on
+//! every message boundary.
 
 #[path = "support/edge.rs"]
 mod edge;
@@ -147,8 +153,9 @@ const KNOWN_EDGE_BUGS: &[(&str, &str)] = &[
 ];
 
 /// Refusals of the reference that the edge may accept by design: the `http` crate's URI type
-/// takes `"`, `{`, `}`, `|`, `^`, `\\` and `%` not followed by two hex digits in a path, as
-/// browsers send them (RFC 9112 3.2: a server SHOULD, not MUST, refuse them; nginx takes them too).
+/// takes `"`, `{`, `}`, `|`, `^` and `\\` in a path (not `<`, `>` or a backquote), which RFC
+/// 3986 leaves out but browsers send as they are (RFC 9112 3.2: a server SHOULD, not MUST,
+/// refuse an invalid request line; nginx takes them too). Only accept/reject differs.
 const TOLERATED: &[&str] = &["target characters"];
 
 /// How a stream's comparison ended.
@@ -289,6 +296,12 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Expect)> {
         ("CL.TE with CL 0", post("Content-Length: 0\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n"), Refused),
         ("TE.CL list", post("Transfer-Encoding: chunked\r\nContent-Length: 5, 5\r\n", "0\r\n\r\n"), Refused),
         ("TE space before colon", post("Transfer-Encoding : chunked\r\n", "0\r\n\r\n"), Refused),
+        ("TE tab before colon", post("Transfer-Encoding\t: chunked\r\n", "0\r\n\r\n"), Refused),
+        ("TE NUL in the name", post("Transfer-Encoding\0: chunked\r\n", "0\r\n\r\n"), Refused),
+        ("TE a comma only", post("Transfer-Encoding: ,\r\n", "0\r\n\r\n"), Refused),
+        ("TE chunked;q=1", post("Transfer-Encoding: chunked;q=1\r\n", "0\r\n\r\n"), Refused),
+        ("CL with a NUL", post("Content-Length: 5\0\r\n", "hello"), Refused),
+        ("CL then a blank CL", post("Content-Length: 5\r\nContent-Length:   \r\n", "hello"), Refused),
         ("TE xchunked", post("Transfer-Encoding: xchunked\r\n", "0\r\n\r\n"), Refused),
         ("TE chunkedx", post("Transfer-Encoding: chunkedx\r\n", "0\r\n\r\n"), Refused),
         ("TE quoted", post("Transfer-Encoding: \"chunked\"\r\n", "0\r\n\r\n"), Refused),
@@ -707,7 +720,7 @@ fn tally(agreement: &Agreement, counters: [&AtomicUsize; 3]) {
     }
 }
 
-const GENERATED: u32 = 4000;
+const GENERATED: u32 = 8000;
 
 /// Two requests built from tricky pieces, sometimes mutated: both readers agree on every request
 /// of the stream (accepted or not, and where each accepted one ends).
@@ -730,6 +743,7 @@ fn generated_streams_are_read_alike() {
         FULL_WITH_ACCEPTED.load(Ordering::Relaxed),
         PARTIAL.load(Ordering::Relaxed),
     );
+    println!("{full} streams compared whole ({accepted} with an accepted request), {partial} up to a known difference");
     // Not vacuous: most streams are compared whole, and many have requests both accept.
     assert!(
         full >= GENERATED as usize / 2 && accepted >= GENERATED as usize / 10,

@@ -25,6 +25,39 @@ pub struct RoutingTable {
     /// reach that release directly, whatever its weight (the private test route of a deploy).
     #[serde(default)]
     pub test_key: Option<String>,
+    /// Certificates to serve on the TLS listeners and ACME challenges to answer on the plain
+    /// ones (absent in tables written before TLS existed).
+    #[serde(default)]
+    pub tls: TlsTable,
+}
+
+/// What the edge needs for TLS: certificate files by host name, and the HTTP-01 challenges
+/// of certificates being issued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TlsTable {
+    /// In order of preference; the first whose hosts match the client's SNI serves it, and the
+    /// first of all serves a client that names no known host.
+    pub certificates: Vec<CertificateFiles>,
+    /// ACME HTTP-01 challenges: token → key authorization, answered on the plain listeners at
+    /// `/.well-known/acme-challenge/TOKEN`.
+    #[serde(default)]
+    pub challenges: BTreeMap<String, String>,
+    /// `Strict-Transport-Security` on answers over TLS for hosts with a certificate (none: not
+    /// sent).
+    #[serde(default)]
+    pub hsts: Option<String>,
+    /// Whether a plain request for a host with a certificate is redirected to HTTPS (301).
+    #[serde(default)]
+    pub redirect_https: bool,
+}
+
+/// A certificate chain and its key, in PEM files, for some host names (`*.example.com` for
+/// any subdomain).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateFiles {
+    pub hosts: Vec<String>,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +208,7 @@ impl RoutingTable {
             services,
             settings: EdgeSettings::from(&spec.edge),
             test_key: None,
+            tls: TlsTable::default(),
         }
     }
 }

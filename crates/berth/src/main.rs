@@ -56,6 +56,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Edge {
         dir,
         listen,
+        tls_listen,
         admin,
         takeover,
     } = cli.command
@@ -63,6 +64,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return berth_edge::run(berth_edge::EdgeOptions {
             dir,
             listen,
+            tls_listen,
             admin,
             takeover,
         })

@@ -102,7 +102,7 @@ fn feed() -> impl Strategy<Value = usize> {
 }
 
 proptest! {
-    #![proptest_config(config(1024))]
+    #![proptest_config(config(2048))]
 
     #[test]
     fn chunked_bodies_decode_to_the_bytes_sent_and_stop_at_their_end(

@@ -33,6 +33,8 @@ pub struct EdgeProcess {
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     pub listen: SocketAddr,
+    /// The first TLS listener, when started with `--tls-listen`.
+    pub tls_listen: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub pid: u32,
     log: PathBuf,
@@ -435,6 +437,7 @@ pub fn table(
             .collect(),
         settings,
         test_key: Some(TEST_KEY.to_string()),
+        tls: Default::default(),
     }
 }
 
@@ -501,6 +504,7 @@ impl EdgeProcess {
             dir: dir.to_path_buf(),
             _tmp: None,
             listen: placeholder,
+            tls_listen: None,
             admin: placeholder,
             pid,
             log,
@@ -514,6 +518,7 @@ impl EdgeProcess {
             if let Ok(answer) = control(&edge.socket(), &ControlRequest::Status).await {
                 if answer.ok && answer.pid == pid {
                     edge.listen = *answer.listen.first().expect("a public listener");
+                    edge.tls_listen = answer.tls_listen.first().copied();
                     edge.admin = answer.admin.expect("an admin listener");
                     break;
                 }

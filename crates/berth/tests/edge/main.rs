@@ -15,3 +15,4 @@ mod protocol;
 mod rollout;
 mod smuggling;
 mod takeover;
+mod tls;
