@@ -230,7 +230,8 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
                 edge.flush_access_log();
                 ticks += 1;
                 // Certificates renewed or replaced on disk are served within ~2 s.
-                if ticks % 10 == 0 {
+                if ticks == 10 {
+                    ticks = 0;
                     for error in edge.certs.refresh() {
                         tracing::warn!("certificate not reloaded (the old one serves): {error}");
                     }

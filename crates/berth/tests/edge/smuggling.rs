@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use berth_edge::ControlRequest;
 use berth_model::routing::EdgeSettings;
 use berth_spec::Balance;
 
@@ -101,6 +102,22 @@ async fn upstream_healthy(edge: &EdgeProcess, replica: &str) -> String {
         })
         .unwrap_or_else(|| panic!("no upstream_healthy line for {replica}:\n{answer}"))
         .to_string()
+}
+
+/// The errors the edge counted against the recorder's release (`r1` of `web`): what the
+/// rollout's error-rate rule reads.
+async fn release_errors(edge: &EdgeProcess) -> u64 {
+    let answer = edge
+        .call(&ControlRequest::Traffic {
+            service: Some("web".to_string()),
+        })
+        .await;
+    let release = answer
+        .traffic
+        .iter()
+        .find(|t| t.release == "r1" && t.requests > 0)
+        .unwrap_or_else(|| panic!("no traffic for release r1: {:?}", answer.traffic));
+    release.errors
 }
 
 /// Sends `request` on `conn` and reads its answer: `"STATUS BODY"`, or what went wrong (the
@@ -456,6 +473,11 @@ async fn medium_a_stalled_upload_is_408_for_its_client_and_the_replica_stays_in(
         healthy.ends_with(" 1"),
         "the replica was ejected: {healthy}"
     );
+    assert_eq!(
+        release_errors(&edge).await,
+        0,
+        "errors counted against the release"
+    );
     recorder.wait_requests(3, SEEN_WITHIN).await;
     assert_unmixed(
         &recorder,
@@ -496,6 +518,11 @@ async fn medium_a_slow_upload_that_keeps_sending_is_served() {
     assert!(
         healthy.ends_with(" 1"),
         "the replica was ejected: {healthy}"
+    );
+    assert_eq!(
+        release_errors(&edge).await,
+        0,
+        "errors counted against the release"
     );
     assert_eq!(ask(&mut slow, "GET", &get("/after")).await, "200 /after");
     assert_unmixed(&recorder, &[&["/slow"], &["/after"]]);
@@ -540,6 +567,11 @@ async fn medium_a_get_with_a_list_content_length_is_served_and_so_is_the_next() 
     assert!(
         healthy.ends_with(" 1"),
         "the replica was ejected: {healthy}"
+    );
+    assert_eq!(
+        release_errors(&edge).await,
+        0,
+        "errors counted against the release"
     );
     assert_unmixed(&recorder, &[&["/get-body", "hello"], &["/after"]]);
 }
@@ -649,6 +681,8 @@ async fn low_http11_needs_exactly_one_host() {
         "{}",
         answer.head
     );
+    recorder.wait_requests(2, SEEN_WITHIN).await;
+    assert_unmixed(&recorder, &[&["/sentinel"], &["/http10"]]);
 }
 
 /// `Connection: Host` does not strip `Host` (the replica would get an HTTP/1.1 request with
@@ -720,6 +754,44 @@ async fn low_identical_content_lengths_reach_the_replica_as_one() {
     );
 }
 
+/// `Content-Length` values that disagree or are not numbers, `Transfer-Encoding` beside
+/// `Content-Length` or on HTTP/1.0: 400 and a close; nothing of them reaches the replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_disagreeing_or_invalid_lengths_and_misplaced_te_are_400() {
+    let (edge, recorder) = recorded_edge(Mode::ReadBodyFirst, EdgeSettings::default()).await;
+    let cases = [
+        ("two values", "HTTP/1.1", "Content-Length: 5, 6\r\n"),
+        (
+            "two headers",
+            "HTTP/1.1",
+            "Content-Length: 5\r\nContent-Length: 6\r\n",
+        ),
+        ("a sign", "HTTP/1.1", "Content-Length: +5\r\n"),
+        ("not a number", "HTTP/1.1", "Content-Length: 5x\r\n"),
+        ("an empty item", "HTTP/1.1", "Content-Length: 5,\r\n"),
+        (
+            "TE and CL",
+            "HTTP/1.1",
+            "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+        ),
+        (
+            "TE on HTTP/1.0",
+            "HTTP/1.0",
+            "Transfer-Encoding: chunked\r\n",
+        ),
+    ];
+    for (what, version, framing) in cases {
+        refused(
+            &edge,
+            what,
+            format!("POST /refused {version}\r\n{HOST}{framing}\r\n0\r\n\r\n{SMUGGLED}").as_bytes(),
+            400,
+        )
+        .await;
+    }
+    only_the_sentinel_reached(&edge, &recorder).await;
+}
+
 /// A client's `X-Request-Id` is never taken: the replica gets the edge's own id (one), and
 /// the answer names that same id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -765,6 +837,7 @@ async fn low_a_clients_request_id_is_not_trusted() {
         ids.push(id);
     }
     assert_ne!(ids[0], ids[1], "two requests, one id");
+    assert_unmixed(&recorder, &[&["/rid1"], &["/rid2"]]);
 }
 
 /// An answer with both `Content-Length: 5` and `Transfer-Encoding: chunked`: read as chunked
@@ -839,5 +912,9 @@ async fn answer_bytes_nobody_asked_for_never_answer_the_next_request() {
         on("GET /next2 HTTP/1.1"),
         "{}",
         recorder.dump()
+    );
+    assert_unmixed(
+        &recorder,
+        &[&["/head-body"], &["/next1"], &["/extra"], &["/next2"]],
     );
 }
