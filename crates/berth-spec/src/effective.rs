@@ -185,6 +185,7 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
             access_log: raw.access_log.unwrap_or(EdgeSpec::DEFAULT_ACCESS_LOG),
             trusted_proxies: raw.trusted_proxies.clone().unwrap_or_default(),
         },
+        tls: crate::tls::build(raw, &folder),
         env: stack_env,
         services,
         accessories,
@@ -220,7 +221,7 @@ fn sticky_spec(sticky: &RawSticky) -> StickySpec {
 }
 
 /// The absolute folder holding the spec file: canonical when it exists.
-fn spec_folder(path: &Path) -> PathBuf {
+pub(crate) fn spec_folder(path: &Path) -> PathBuf {
     let folder = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),

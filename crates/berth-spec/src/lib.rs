@@ -13,6 +13,7 @@ mod check;
 mod effective;
 mod raw;
 mod report;
+pub mod tls;
 mod types;
 mod units;
 mod walk;
@@ -128,6 +129,7 @@ pub fn parse(path: &Path, source: &str, environment: Option<&str>) -> Result<Spe
     }
     let raw = walk::walk(source, root.get_ref(), &mut problems);
     check::check(source, &raw, environment, &mut problems);
+    tls::check_tls(&raw, &effective::spec_folder(path), &mut problems);
     if !problems.is_empty() {
         return Err(problems.into_diagnostics(path, source));
     }

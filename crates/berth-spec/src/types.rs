@@ -28,6 +28,9 @@ pub struct Spec {
     /// `[backup]` (its defaults when not written).
     #[serde(default)]
     pub backup: crate::backup::BackupSpec,
+    /// `[edge] tls_listen`, `[[certificate]]`, `[acme]` (no TLS when not written).
+    #[serde(default)]
+    pub tls: crate::tls::TlsSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -20,6 +20,7 @@ use crate::units::{self, closest, list};
 
 mod backup;
 mod deploy;
+mod tls;
 
 pub(crate) use backup::check_backup;
 
@@ -34,6 +35,8 @@ const TOP_KEYS: &[&str] = &[
     "accessory",
     "volume",
     "route",
+    "certificate",
+    "acme",
     "environment",
     "backup",
 ];
@@ -49,6 +52,9 @@ const EDGE_KEYS: &[&str] = &[
     "request_timeout",
     "access_log",
     "trusted_proxies",
+    "tls_listen",
+    "hsts",
+    "redirect_https",
 ];
 const SERVICE_KEYS: &[&str] = &[
     "run",
@@ -147,6 +153,8 @@ impl Walker<'_> {
                     }
                 }
                 "route" => spec.routes = self.routes(value),
+                "certificate" => spec.certificates = self.certificates(value),
+                "acme" => spec.acme = self.acme(value),
                 "backup" => spec.backup = self.backup(value),
                 "environment" => {
                     for (name, table) in self.named_tables(value, "environment") {
@@ -266,6 +274,37 @@ impl Walker<'_> {
                 }
                 "access_log" => {
                     spec.access_log = self.boolean(value, "edge.access_log", "access_log = true");
+                }
+                "tls_listen" => {
+                    let example = r#"tls_listen = ["0.0.0.0:443"]"#;
+                    let Some(items) = self.array(value, "edge.tls_listen", example) else {
+                        continue;
+                    };
+                    let mut addresses = Vec::new();
+                    for item in items {
+                        if let Some(address) = self.address(item, "edge.tls_listen", example) {
+                            addresses.push(address);
+                        }
+                    }
+                    if addresses.len() == items.len() {
+                        spec.tls_listen = Some(Located {
+                            value: addresses,
+                            span: value.span(),
+                        });
+                    }
+                }
+                "hsts" => {
+                    spec.hsts = self
+                        .string(
+                            value,
+                            "edge.hsts",
+                            r#"hsts = "max-age=31536000; includeSubDomains""#,
+                        )
+                        .map(|h| h.value);
+                }
+                "redirect_https" => {
+                    spec.redirect_https =
+                        self.boolean(value, "edge.redirect_https", "redirect_https = true");
                 }
                 "trusted_proxies" => {
                     let example = r#"trusted_proxies = ["10.0.0.0/8", "192.0.2.7"]"#;

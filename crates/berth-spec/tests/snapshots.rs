@@ -47,6 +47,8 @@ macro_rules! snapshot {
 }
 
 snapshot!(unknown_key_did_you_mean);
+snapshot!(tls_mistakes);
+snapshot!(tls_without_certificate);
 snapshot!(unknown_key_lists_valid);
 snapshot!(wrong_type);
 snapshot!(bad_duration);

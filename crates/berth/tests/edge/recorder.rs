@@ -289,7 +289,7 @@ impl Conn {
         Ok(self.buf.drain(..n).collect())
     }
 
-    /// Takes a line ending in CRLF (returned without it); a bare LF is an error.
+    /// Takes a line ending in CRLF (returned with it); a bare LF is an error.
     async fn line(&mut self) -> Result<Vec<u8>, String> {
         loop {
             if let Some(at) = self.buf.iter().position(|b| *b == b'\n') {
@@ -400,13 +400,15 @@ async fn serve(stream: TcpStream, conn: usize, mode: Mode, name: Arc<str>, share
         let answer = if target == "/head-body" {
             // A body even to HEAD: bytes nobody asked for, after the answer.
             format!(
-                "HTTP/1.1 200 OK\r\nx-backend: {name}\r\nx-conn: {conn}\r\ncontent-length: 5\r\n\r\nhello"
+                "HTTP/1.1 200 OK\r\nx-backend: {name}\r\nx-conn: {conn}\r\n\
+                 content-length: 5\r\n\r\nhello"
             )
             .into_bytes()
         } else if target == "/extra" {
             // More than the length said: a second answer nobody asked for, in the same write.
             format!(
-                "HTTP/1.1 200 OK\r\nx-backend: {name}\r\nx-conn: {conn}\r\ncontent-length: 5\r\n\r\nhello\
+                "HTTP/1.1 200 OK\r\nx-backend: {name}\r\nx-conn: {conn}\r\n\
+                 content-length: 5\r\n\r\nhello\
                  HTTP/1.1 200 OK\r\nx-backend: {name}\r\ncontent-length: 7\r\n\r\n/POISON"
             )
             .into_bytes()

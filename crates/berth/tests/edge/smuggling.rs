@@ -792,8 +792,9 @@ async fn low_disagreeing_or_invalid_lengths_and_misplaced_te_are_400() {
     only_the_sentinel_reached(&edge, &recorder).await;
 }
 
-/// A client's `X-Request-Id` is never taken: the replica gets the edge's own id (one), and
-/// the answer names that same id.
+/// A client's `X-Request-Id` is not taken (no client is a trusted proxy by default; the
+/// trusted-proxy case is `protocol.rs`'s): the replica gets the edge's own id (one), and the
+/// answer names that same id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn low_a_clients_request_id_is_not_trusted() {
     let (edge, recorder) = recorded_edge(Mode::ReadBodyFirst, EdgeSettings::default()).await;
