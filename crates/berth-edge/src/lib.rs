@@ -102,7 +102,7 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
     };
     let edge = Edge::new(table, access_log);
 
-    let handover_socket = options.dir.join("handover.sock");
+    let handover_socket = options.dir.join(handover::SOCKET_FILE);
     let mut taken = None;
     let (public, admin) = if options.takeover {
         let t = handover::take(&handover_socket)?;
