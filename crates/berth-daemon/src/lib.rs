@@ -9,6 +9,7 @@ pub mod api;
 pub mod backup;
 pub mod deploy;
 pub mod edge;
+pub mod keeper;
 pub mod secrets;
 pub mod stack;
 
@@ -183,6 +184,7 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
 async fn bring_up(stack: &Arc<Stack>) -> anyhow::Result<()> {
     stack.ensure_volumes()?;
     stack.start_accessories().await?;
+    keeper::spawn_all(stack);
     let env = stack.env_name().to_string();
     for service in stack.spec.services.values() {
         // The first release is made here; later ones by `berth deploy`.
