@@ -444,3 +444,88 @@ fn a_killed_redis_is_restarted() {
         an_accessory_is_restarted("redis-kill", "redis");
     }
 }
+
+#[test]
+fn the_edge_killed_during_a_canary_leaves_the_deploy_going_or_rolled_back_never_split() {
+    let deploy = |version: &str| {
+        format!(
+            "env = {{ APP_VERSION = \"{version}\" }}\n\n[service.web.deploy]\nstrategy = \"canary\"\ntermination_wait = \"1s\"\nsteps = [{{ weight = 50, pause = \"6s\" }}]\n[service.web.deploy.analysis]\nwindow = \"2s\"\nmin_requests = 20\n"
+        )
+    };
+    let mut stack = Stack::new("edge-kill-canary", &routed_web(2, &deploy("1")));
+    stack.up_and_wait();
+    stack.wait_healthy("web", 2);
+    let load = start_load(&stack, 100);
+    stack.write_spec("edge-kill-canary", &routed_web(2, &deploy("2")));
+    let deploying = {
+        let mut command = berth_command();
+        command.args(["deploy", "web", "--json", "-f", stack.spec_str()]);
+        std::thread::spawn(move || run(command, Duration::from_secs(120)))
+    };
+    let split = load.wait_for("canary traffic", Duration::from_secs(60), |s| {
+        s.version.as_deref() == Some("2")
+    });
+    let old = edge_pid(&stack);
+    let killed_ms = now_ms();
+    signal(old, libc::SIGKILL);
+    let back = load.wait_for("a 200 after the kill", Duration::from_secs(10), |s| {
+        s.ok() && s.sent_ms > killed_ms
+    });
+    let out = deploying.join().expect("the deploy thread");
+    let ended_ms = now_ms();
+    let record: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("no deploy record ({e}): {}\n{}", out.stdout, out.stderr));
+    let state = record["state"].as_str().unwrap_or_default().to_string();
+    load.wait_for("answers after the deploy", Duration::from_secs(10), |s| {
+        s.sent_ms > ended_ms + 1_500
+    });
+    let report = load.stop();
+
+    // After the restart, while the deploy went on: both releases served (the weights survived).
+    let switch_ms = record["steps"]
+        .as_array()
+        .and_then(|steps| {
+            steps.iter().find(|s| {
+                s["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("switch all traffic"))
+            })
+        })
+        .and_then(|s| s["started_ms"].as_i64());
+    let during: Vec<_> = report.between(back.done_ms() + 300, switch_ms.unwrap_or(ended_ms));
+    let on_new = during
+        .iter()
+        .filter(|s| s.version.as_deref() == Some("2"))
+        .count();
+    // Once the deploy is over: one release only.
+    let after: Vec<_> = report.between(ended_ms + 500, i64::MAX);
+    let versions: std::collections::BTreeSet<_> =
+        after.iter().filter_map(|s| s.version.clone()).collect();
+    println!(
+        "RECOVERY edge kill -9 during a canary (split seen at {}): first 200 {} ms after the kill; deploy {state}; {on_new} of {} requests on the new release between the restart and the switch; after the deploy: {versions:?}",
+        split.sent_ms,
+        back.done_ms() - killed_ms,
+        during.len()
+    );
+    assert!(back.done_ms() - killed_ms < 2_000);
+    assert!(
+        state == "succeeded" || state == "rolled_back",
+        "the deploy ended {state}: {}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    let expected = if state == "succeeded" { "2" } else { "1" };
+    assert_eq!(
+        versions,
+        std::collections::BTreeSet::from([expected.to_string()]),
+        "traffic split (or on the wrong release) after the deploy ended {state}"
+    );
+    assert!(after.iter().all(|s| s.ok()), "{:?}", report.failed());
+    if state == "succeeded" && during.len() >= 40 {
+        let share = on_new as f64 * 100.0 / during.len() as f64;
+        assert!(
+            (20.0..=80.0).contains(&share),
+            "after the restart {share:.0}% went to the canary (weight 50)"
+        );
+    }
+}
