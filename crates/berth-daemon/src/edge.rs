@@ -282,6 +282,11 @@ impl EdgeLink {
                     return;
                 }
                 match self.restart().await {
+                    Ok(_) if self.stopped.load(Ordering::Relaxed) => {
+                        // Stopped while it started: it must not outlive the daemon's stop.
+                        let _ = self.client.call(&ControlRequest::Stop).await;
+                        return;
+                    }
                     Ok(next) => {
                         process = next;
                         let pid = process.pid;
