@@ -529,3 +529,33 @@ fn the_edge_killed_during_a_canary_leaves_the_deploy_going_or_rolled_back_never_
         );
     }
 }
+
+#[test]
+fn a_replica_that_exits_leaves_the_pool_before_its_next_health_check() {
+    // Health checks every 1 s and 2 failures to turn unhealthy: without the keeper's own
+    // report the replica would stay in the pool for up to 2 s.
+    let mut stack = Stack::new("exit-leaves-pool", &routed_web(2, ""));
+    stack.up_and_wait();
+    let before = stack.wait_healthy("web", 2);
+    let victim = before[0].clone();
+    let killed = Instant::now();
+    signal(victim.pid(), libc::SIGKILL);
+    wait_for(
+        "web.1 out of the healthy set",
+        Duration::from_secs(5),
+        || {
+            let list = stack.replicas("web");
+            let r = list.iter().find(|r| r.replica == victim.replica)?;
+            (r.health != "healthy" || r.pid != victim.pid).then_some(())
+        },
+    );
+    let gone = killed.elapsed();
+    println!(
+        "RECOVERY replica kill -9 -> out of the pool: {} ms",
+        gone.as_millis()
+    );
+    assert!(
+        gone < Duration::from_millis(900),
+        "the replica left the pool only after {gone:?}"
+    );
+}
