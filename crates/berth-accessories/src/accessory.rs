@@ -158,8 +158,8 @@ impl Accessory {
     /// After server `pid` died: kills what is left of its process group (PostgreSQL's backends
     /// outlive a killed postmaster for a moment and keep its shared memory, which stops a new
     /// server from starting), as the engine's own crash recovery would.
-    pub fn kill_leftovers(&self, pid: u32) {
-        process::kill_group(pid);
+    pub async fn kill_leftovers(&self, pid: u32) {
+        process::kill_group(pid, KILL_WAIT).await;
     }
 
     /// Stops the server, if one runs: a graceful shutdown (PostgreSQL's "fast" mode, SIGTERM

@@ -216,9 +216,39 @@ pub(crate) fn kill_hard(pid: u32) -> Result<()> {
     signal(pid, Signal::SIGKILL)
 }
 
-/// SIGKILLs the process group `pid` led, if anything of it is left.
-pub(crate) fn kill_group(pid: u32) {
-    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+/// SIGKILLs the process group `pid` led, if anything of it is left, and waits (up to `limit`)
+/// until no live (non-zombie) process of it remains.
+pub(crate) async fn kill_group(pid: u32, limit: Duration) {
+    if killpg(Pid::from_raw(pid as i32), Signal::SIGKILL).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + limit;
+    while group_has_live_members(pid) && Instant::now() < deadline {
+        sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether a process that is not a zombie belongs to process group `pgid`.
+fn group_has_live_members(pgid: u32) -> bool {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return false;
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .any(|pid| {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // "PID (COMM) STATE PPID PGRP ...", COMM may hold anything: parse after the last ')'.
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields
+                .first()
+                .is_some_and(|s| !matches!(*s, "Z" | "X" | "x"))
+                && fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
+        })
 }
 
 /// Waits up to `limit` for `pid` to exit; returns whether it did.

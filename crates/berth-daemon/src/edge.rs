@@ -292,11 +292,10 @@ impl EdgeLink {
                         let pid = process.pid;
                         self.pid.store(pid, Ordering::Relaxed);
                         {
+                            // Crash-looping is shown while it is down; once up, it runs.
                             let mut s = self.supervision.lock().unwrap_or_else(|e| e.into_inner());
                             s.restarts += 1;
-                            if !verdict.crash_looping {
-                                s.state = "running";
-                            }
+                            s.state = "running";
                         }
                         self.generation.send_modify(|g| *g += 1);
                         let took = died_at.elapsed().as_millis();

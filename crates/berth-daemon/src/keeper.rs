@@ -158,7 +158,7 @@ async fn keep(stack: Arc<Stack>, name: String) {
         }
         let died_at = Instant::now();
         if let Some(pid) = pid {
-            accessory.kill_leftovers(pid);
+            accessory.kill_leftovers(pid).await;
         }
         let how =
             how.unwrap_or_else(|| "ended (status unknown: started by an earlier daemon)".into());

