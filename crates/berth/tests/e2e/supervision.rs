@@ -168,7 +168,7 @@ fn a_killed_edge_is_restarted_on_its_sockets_and_serves_within_two_seconds() {
     let failed_after: Vec<_> = after.iter().filter(|s| !s.ok()).collect();
     let failed = report.failed();
     println!(
-        "RECOVERY edge kill -9 -> first 200: {recovery} ms ({} of {} requests failed, all around the kill; events: {died:?}, {restarted:?})",
+        "RECOVERY edge kill -9 -> first 200: {recovery} ms ({} of {} requests failed: the keep-alive connections the dead edge held; events: {died:?}, {restarted:?})",
         failed.len(),
         report.samples.len()
     );
@@ -176,10 +176,28 @@ fn a_killed_edge_is_restarted_on_its_sockets_and_serves_within_two_seconds() {
         recovery < 2_000,
         "traffic was back only after {recovery} ms"
     );
+    // What fails is only what the dead edge held: each load thread's keep-alive connection to
+    // it (found broken at the thread's next request, which may come after the new edge served).
+    let fresh_failures: Vec<_> = failed_after
+        .iter()
+        .filter(|s| {
+            !s.error
+                .as_deref()
+                .is_some_and(|e| e.contains("reused connection"))
+        })
+        .collect();
     assert!(
-        failed_after.is_empty(),
-        "requests failed after the new edge served: {failed_after:?}"
+        fresh_failures.is_empty(),
+        "requests on new connections failed after the new edge served: {fresh_failures:?}"
     );
+    for client in 0..4 {
+        let lost = failed.iter().filter(|s| s.client == client).count();
+        assert!(
+            lost <= 1,
+            "load thread {client} lost {lost} requests: {failed:?}"
+        );
+    }
+    assert!(failed.iter().all(|s| s.status == 0), "{failed:?}");
     // Refused connections would mean the listening socket was gone meanwhile.
     let refused: Vec<_> = failed
         .iter()
