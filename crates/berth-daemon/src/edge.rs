@@ -28,6 +28,7 @@ use berth_model::{
 };
 use berth_spec::Spec;
 use tokio::sync::{oneshot, watch};
+use tracing::Instrument;
 
 /// Called with (service, weights) whenever the rollout engine changes a service's weights, so
 /// they are on disk before the edge applies them.
@@ -207,7 +208,11 @@ impl EdgeLink {
         let link = Arc::new(link);
         link.push().await?;
         link.borrow_listeners().await;
-        tokio::spawn(link.clone().keep(process));
+        tokio::spawn(
+            link.clone()
+                .keep(process)
+                .instrument(tracing::info_span!("edge")),
+        );
         Ok((link, adopted))
     }
 

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_model::{EventLevel, RestartPolicy, RestartVerdict};
+use tracing::Instrument;
 
 use crate::stack::Stack;
 
@@ -126,7 +127,8 @@ pub fn dependents(spec: &berth_spec::Spec, accessory: &str) -> Vec<String> {
 /// Starts one keeper per accessory (after they were started or adopted).
 pub fn spawn_all(stack: &Arc<Stack>) {
     for name in stack.accessories.keys() {
-        tokio::spawn(keep(stack.clone(), name.clone()));
+        let span = tracing::info_span!("accessory", name = %name);
+        tokio::spawn(keep(stack.clone(), name.clone()).instrument(span));
     }
 }
 
