@@ -121,9 +121,10 @@ pub fn stack_status(stack: &Stack) -> StackStatus {
         .map(|(name, accessory)| {
             let running = accessory.adopt();
             let watched = stack.accessory_watch.get(name);
-            let state = match (&running, watched.down) {
-                (Some(_), _) => "running",
-                (None, Some(down)) => down,
+            // Down until its keeper saw it ready (a restarted server may run before it is).
+            let state = match (watched.down, &running) {
+                (Some(down), _) => down,
+                (None, Some(_)) => "running",
                 (None, None) => "stopped",
             };
             AccessoryStatus {
