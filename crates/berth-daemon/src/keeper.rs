@@ -162,8 +162,11 @@ async fn keep(stack: Arc<Stack>, name: String) {
         if let Some(pid) = pid {
             accessory.kill_leftovers(pid).await;
         }
-        let how =
-            how.unwrap_or_else(|| "ended (status unknown: started by an earlier daemon)".into());
+        let how = match (pid, how) {
+            (_, Some(how)) => how,
+            (Some(_), None) => "ended (status unknown: started by an earlier daemon)".into(),
+            (None, None) => "not running".into(),
+        };
         let mut verdict = ACCESSORY_RESTARTS.after_death(crashes, ran);
         note_death(&stack, &name, pid, &how, verdict);
         loop {
@@ -233,7 +236,7 @@ fn down_state(verdict: RestartVerdict) -> &'static str {
 fn note_death(stack: &Stack, name: &str, pid: Option<u32>, how: &str, verdict: RestartVerdict) {
     let what = match pid {
         Some(pid) => format!("pid {pid} died: {how}"),
-        None => "not running".to_string(),
+        None => "found not running".to_string(),
     };
     let looping = if verdict.crash_looping {
         format!(
