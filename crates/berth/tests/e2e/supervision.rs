@@ -582,3 +582,56 @@ fn a_replica_that_exits_leaves_the_pool_before_its_next_health_check() {
         "the replica left the pool only after {gone:?}"
     );
 }
+
+#[test]
+fn an_adopted_edge_killed_is_restarted_too() {
+    // The daemon dies hard; the next one adopts the edge (not its child: it polls it) and
+    // borrows its sockets from it.
+    let mut stack = Stack::new("edge-kill-adopted", &routed_web(1, ""));
+    let first = stack.up_and_wait();
+    stack.wait_healthy("web", 1);
+    stack.signal_daemon(first, libc::SIGKILL);
+    stack.wait_daemon_exit(first, Duration::from_secs(10));
+    let second = stack.up_and_wait();
+    assert!(
+        stack
+            .daemon_stdout(second)
+            .contains("adopted 1 running replica(s)"),
+        "{}",
+        stack.daemon_stdout(second)
+    );
+    let old = edge_pid(&stack);
+    let load = start_load(&stack, 50);
+    let killed_ms = now_ms();
+    signal(old, libc::SIGKILL);
+    let back = load.wait_for("a 200 after the kill", Duration::from_secs(10), |s| {
+        s.ok() && s.sent_ms > killed_ms
+    });
+    let report = load.stop();
+    let recovery = back.done_ms() - killed_ms;
+    let died = wait_event(
+        &stack,
+        "edge",
+        &[&format!("pid {old} died"), "status unknown"],
+    );
+    let edge = wait_for("the new edge in status", Duration::from_secs(10), || {
+        let edge = status(&stack)["edge"].clone();
+        (edge["state"] == "running" && edge["restarts"] == 1).then_some(edge)
+    });
+    println!(
+        "RECOVERY adopted edge kill -9 -> first 200: {recovery} ms ({} of {} failed; {died:?})",
+        report.failed().len(),
+        report.samples.len()
+    );
+    assert_ne!(edge["pid"].as_u64(), Some(u64::from(old)), "{edge}");
+    assert!(
+        recovery < 2_000,
+        "traffic was back only after {recovery} ms"
+    );
+    let refused: Vec<_> = report
+        .failed()
+        .into_iter()
+        .filter(|s| s.error.as_deref().is_some_and(|e| e.contains("refused")))
+        .collect();
+    assert!(refused.is_empty(), "connections were refused: {refused:?}");
+}
