@@ -417,11 +417,16 @@ impl Stack {
                         .stop(&replica.record, Duration::from_secs(10))
                         .await;
                 }
-                _ => {
+                still_wanted => {
                     // It died while no daemon watched it: say so before it is replaced.
                     let how = died_while_down(&replica.record.instance_dir);
+                    let next = if still_wanted.is_some() {
+                        "a new replica replaces it"
+                    } else {
+                        "its service is no longer in the spec"
+                    };
                     let message = format!(
-                        "process {} died while the daemon was down ({how}); a new replica replaces it",
+                        "process {} died while the daemon was down ({how}); {next}",
                         replica.record.app_pid
                     );
                     tracing::warn!("{}: {message}", replica.key);
