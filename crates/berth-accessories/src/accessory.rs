@@ -17,7 +17,7 @@ use crate::layout::Layout;
 use crate::lock::FolderLock;
 use crate::port;
 use crate::process::{
-    file_len, is_running, is_server_process, kill_hard, log_tail, read_pid_file, signal,
+    self, file_len, is_running, is_server_process, kill_hard, log_tail, read_pid_file, signal,
     spawn_detached, wait_for_exit,
 };
 use crate::secret;
@@ -142,6 +142,26 @@ impl Accessory {
             .is_some()
     }
 
+    /// Waits until the server `running` names ends (however it ends: a crash, a kill, a stop)
+    /// and returns how, when this process started it (`signal 9 (SIGKILL)`); None for a server
+    /// an earlier process started, whose status nobody can read.
+    pub async fn wait_exit(&self, running: &RunningAccessory) -> Option<String> {
+        let pid = running.pid;
+        process::wait_exit(pid, || {
+            self.existing_layout()
+                .and_then(|layout| self.live_pid(&layout, None))
+                == Some(pid)
+        })
+        .await
+    }
+
+    /// After server `pid` died: kills what is left of its process group (PostgreSQL's backends
+    /// outlive a killed postmaster for a moment and keep its shared memory, which stops a new
+    /// server from starting), as the engine's own crash recovery would.
+    pub async fn kill_leftovers(&self, pid: u32) {
+        process::kill_group(pid, KILL_WAIT).await;
+    }
+
     /// Stops the server, if one runs: a graceful shutdown (PostgreSQL's "fast" mode, SIGTERM
     /// for the others), then SIGKILL to its whole process group after `timeout`. Data stays.
     pub async fn stop(&self, timeout: Duration) -> Result<()> {
@@ -219,6 +239,7 @@ impl Accessory {
         }
         server.provision(&target).await?;
         info!(accessory = %self.config.name, pid, port, "started");
+        process::keep_child(child);
         Ok(self.running(pid, port, &password))
     }
 

@@ -13,6 +13,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::{getpgid, Pid};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
+use tokio::sync::watch;
 use tokio::time::{sleep, timeout, Instant};
 
 use crate::secret::redact;
@@ -47,6 +48,68 @@ pub(crate) fn spawn_detached(command: &mut Command, log: &Path) -> Result<Child>
     command
         .spawn()
         .with_context(|| format!("cannot start {}", Path::new(&program).display()))
+}
+
+/// Exit watchers of the servers this process started, by pid: `None` while running, then how
+/// the server ended.
+static EXITS: std::sync::Mutex<std::collections::BTreeMap<u32, watch::Receiver<Option<String>>>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Keeps a started server's child handle: it is reaped when it ends and how it ended is kept
+/// for [`wait_exit`].
+pub(crate) fn keep_child(mut child: Child) {
+    let Some(pid) = child.id() else { return };
+    let (tx, rx) = watch::channel(None);
+    EXITS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(pid, rx);
+    tokio::spawn(async move {
+        let how = match child.wait().await {
+            Ok(status) => describe_exit(status),
+            Err(e) => format!("ended (waiting for it failed: {e})"),
+        };
+        let _ = tx.send(Some(how));
+    });
+}
+
+/// Waits until `pid` ends: for a server this process started, returns how (`signal 9
+/// (SIGKILL)`); for another one (adopted), polls `alive` and returns None.
+pub(crate) async fn wait_exit(pid: u32, alive: impl Fn() -> bool) -> Option<String> {
+    let watcher = EXITS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&pid)
+        .cloned();
+    if let Some(mut rx) = watcher {
+        let how = rx
+            .wait_for(|s| s.is_some())
+            .await
+            .ok()
+            .and_then(|s| s.clone());
+        EXITS.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
+        return how;
+    }
+    while alive() {
+        sleep(ADOPTED_POLL).await;
+    }
+    None
+}
+
+/// How often a server this process did not start is checked for life.
+const ADOPTED_POLL: Duration = Duration::from_millis(100);
+
+/// `exit 1`, `signal 9 (SIGKILL)`.
+pub(crate) fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(signal)) => match Signal::try_from(signal) {
+            Ok(name) => format!("signal {signal} ({name})"),
+            Err(_) => format!("signal {signal}"),
+        },
+        (None, None) => "ended (status unknown)".into(),
+    }
 }
 
 /// Opens (creating, mode 0600) the log file for appending.
@@ -151,6 +214,41 @@ pub(crate) fn kill_hard(pid: u32) -> Result<()> {
         }
     }
     signal(pid, Signal::SIGKILL)
+}
+
+/// SIGKILLs the process group `pid` led, if anything of it is left, and waits (up to `limit`)
+/// until no live (non-zombie) process of it remains.
+pub(crate) async fn kill_group(pid: u32, limit: Duration) {
+    if killpg(Pid::from_raw(pid as i32), Signal::SIGKILL).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + limit;
+    while group_has_live_members(pid) && Instant::now() < deadline {
+        sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Whether a process that is not a zombie belongs to process group `pgid`.
+fn group_has_live_members(pgid: u32) -> bool {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return false;
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .any(|pid| {
+            let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // "PID (COMM) STATE PPID PGRP ...", COMM may hold anything: parse after the last ')'.
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                return false;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields
+                .first()
+                .is_some_and(|s| !matches!(*s, "Z" | "X" | "x"))
+                && fields.get(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid)
+        })
 }
 
 /// Waits up to `limit` for `pid` to exit; returns whether it did.

@@ -49,9 +49,19 @@ pub fn ps(status: &StackStatus, now: i64) -> String {
     );
     if let Some(edge) = &status.edge {
         let listen: Vec<String> = edge.listen.iter().map(|a| format!("http://{a}")).collect();
+        let restarts = match (edge.restarts, &edge.last_exit) {
+            (0, _) => String::new(),
+            (n, Some(how)) => format!("; {n} restart(s), last death: {how}"),
+            (n, None) => format!("; {n} restart(s)"),
+        };
         out.push_str(&format!(
-            "edge pid {}: {} (metrics on {})\n\n",
-            edge.pid,
+            "edge {}: {} (metrics on {}){restarts}\n\n",
+            match edge.pid {
+                Some(pid) if edge.state == "running" || edge.state.is_empty() =>
+                    format!("pid {pid}"),
+                Some(pid) => format!("pid {pid}, {}", edge.state),
+                None => edge.state.clone(),
+            },
             listen.join(", "),
             edge.admin
                 .map_or("-".into(), |a| format!("http://{a}/metrics"))
@@ -96,6 +106,22 @@ pub fn ps(status: &StackStatus, now: i64) -> String {
         .collect();
     out.push('\n');
     out.push_str(&table(&["SERVICE", "HEALTHY", "RELEASE"], &services));
+    for s in status
+        .services
+        .iter()
+        .filter(|s| !s.dependencies_down.is_empty())
+    {
+        let down: Vec<String> = s
+            .dependencies_down
+            .iter()
+            .map(|d| format!("`{d}`"))
+            .collect();
+        out.push_str(&format!(
+            "{}: dependency {} down\n",
+            s.name,
+            down.join(", ")
+        ));
+    }
     if !status.accessories.is_empty() {
         let rows: Vec<Vec<String>> = status
             .accessories
@@ -106,7 +132,13 @@ pub fn ps(status: &StackStatus, now: i64) -> String {
                     a.engine.clone(),
                     opt(a.pid),
                     opt(a.port),
-                    a.state.clone(),
+                    match (a.restarts, &a.last_exit) {
+                        (0, _) => a.state.clone(),
+                        (n, Some(how)) => {
+                            format!("{} ({n} restart(s), last death: {how})", a.state)
+                        }
+                        (n, None) => format!("{} ({n} restart(s))", a.state),
+                    },
                 ]
             })
             .collect();

@@ -89,6 +89,7 @@ pub fn router(state: ApiState) -> Router {
 
 pub fn stack_status(stack: &Stack) -> StackStatus {
     let replicas = stack.supervisor.board().snapshot();
+    let down = stack.accessory_watch.down();
     let env = stack.env_name().to_string();
     let services = stack
         .spec
@@ -106,6 +107,12 @@ pub fn stack_status(stack: &Stack) -> StackStatus {
                 .iter()
                 .filter(|r| r.service == s.name && r.health == Health::Healthy)
                 .count() as u32,
+            dependencies_down: s
+                .dependencies()
+                .into_iter()
+                .filter(|d| down.contains(*d))
+                .map(str::to_string)
+                .collect(),
         })
         .collect();
     let accessories = stack
@@ -113,17 +120,21 @@ pub fn stack_status(stack: &Stack) -> StackStatus {
         .iter()
         .map(|(name, accessory)| {
             let running = accessory.adopt();
+            let watched = stack.accessory_watch.get(name);
+            // Down until its keeper saw it ready (a restarted server may run before it is).
+            let state = match (watched.down, &running) {
+                (Some(down), _) => down,
+                (None, Some(_)) => "running",
+                (None, None) => "stopped",
+            };
             AccessoryStatus {
                 name: name.clone(),
                 engine: format!("{:?}", stack.spec.accessories[name].engine).to_lowercase(),
                 pid: running.as_ref().map(|r| r.pid),
                 port: running.as_ref().map(|r| r.port),
-                state: if running.is_some() {
-                    "running"
-                } else {
-                    "stopped"
-                }
-                .to_string(),
+                state: state.to_string(),
+                restarts: watched.restarts,
+                last_exit: watched.last_exit,
             }
         })
         .collect();
@@ -135,11 +146,7 @@ pub fn stack_status(stack: &Stack) -> StackStatus {
         services,
         accessories,
         replicas,
-        edge: stack.edge.get().map(|e| berth_model::api::EdgeStatus {
-            pid: e.pid,
-            listen: e.listen.clone(),
-            admin: e.admin,
-        }),
+        edge: stack.edge.get().map(|e| e.status()),
     }
 }
 

@@ -448,6 +448,8 @@ async fn restore_parts(
                     .remove(&part.name)
                     .ok_or_else(|| anyhow!("accessory `{}` is not running", part.name))?;
                 let accessory = &stack.accessories[&part.name];
+                // Stopped on purpose: its keeper must not start it again meanwhile.
+                let _hold = stack.accessory_watch.hold(&part.name);
                 accessory.stop(std::time::Duration::from_secs(30)).await?;
                 let placed =
                     berth_backup::restore_part(folder, part, &RestoreTarget::Server(server)).await;

@@ -1,29 +1,123 @@
 //! The control plane's link to the edge process: start it (or adopt the one already running),
-//! push it a new routing table whenever replica health or rollout weights change, ask it what is
-//! in flight to drain a replica, and stop it. Implements [`TrafficControl`].
+//! keep it alive, push it a new routing table whenever replica health or rollout weights change,
+//! ask it what is in flight to drain a replica, and stop it. Implements [`TrafficControl`].
+//!
+//! Supervision: the link holds duplicates of the edge's listening sockets (lent over the
+//! handover socket). When the edge dies, the death is recorded with its exit status, and a new
+//! edge is started at once (then with the [`RestartPolicy`] back-off): the table it starts from
+//! is written first from the board as it is now (live replicas only, the current weights), and
+//! the new edge takes the duplicates through the same hand-over as an upgrade, so connections
+//! that arrive meanwhile wait in the listen backlog instead of being refused. Knows nothing of
+//! the store: weights and events leave through the recorders it is given.
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use berth_edge::handover;
 use berth_edge::{ControlRequest, EdgeClient};
 use berth_model::routing::Weights;
 use berth_model::traffic::ReleaseTraffic;
-use berth_model::{ReplicaBoard, RoutingTable, StatePaths, TrafficControl};
+use berth_model::{
+    EventLevel, ReplicaBoard, RestartPolicy, RoutingTable, StatePaths, TrafficControl,
+};
 use berth_spec::Spec;
+use tokio::sync::{oneshot, watch};
+use tracing::Instrument;
 
 /// Called with (service, weights) whenever the rollout engine changes a service's weights, so
 /// they are on disk before the edge applies them.
 pub type WeightsRecorder = Box<dyn Fn(&str, &BTreeMap<String, u32>) + Send + Sync>;
 
+/// Called with every event of the edge's life (deaths, restarts), to be kept as `edge` events.
+pub type EventRecorder = Box<dyn Fn(EventLevel, String) + Send + Sync>;
+
+/// How the edge is restarted: at once, then with the replicas' back-off.
+pub const EDGE_RESTARTS: RestartPolicy = RestartPolicy::KEEP_ALIVE;
+
+/// How long a table push or a counters read waits for an edge being restarted.
+const RESTART_WAIT: Duration = Duration::from_secs(10);
+
+/// How often the liveness of an edge this daemon did not start is checked.
+const ADOPTED_POLL: Duration = Duration::from_millis(50);
+
+/// One edge process, as the link watches it.
+struct EdgeProcess {
+    pid: u32,
+    /// Its start time in clock ticks (to tell it from a recycled pid).
+    start_ticks: Option<u64>,
+    started: Instant,
+    /// Its exit status, when it is this daemon's child.
+    exit: Option<oneshot::Receiver<std::io::Result<std::process::ExitStatus>>>,
+}
+
+impl EdgeProcess {
+    fn adopted(pid: u32) -> Self {
+        Self {
+            pid,
+            start_ticks: berth_supervisor::local::proc_start_ticks(pid),
+            // Unknown: counted as having run long enough.
+            started: Instant::now()
+                .checked_sub(EDGE_RESTARTS.stable_after)
+                .unwrap_or_else(Instant::now),
+            exit: None,
+        }
+    }
+
+    fn alive(&self) -> bool {
+        berth_supervisor::local::proc_start_ticks(self.pid)
+            .is_some_and(|t| self.start_ticks.is_none_or(|s| s == t))
+    }
+
+    /// Waits for it to end; returns how (`signal 9`, `exit 1`, or unknown for an edge this
+    /// daemon did not start).
+    async fn ended(&mut self) -> String {
+        if let Some(exit) = self.exit.take() {
+            return match exit.await {
+                Ok(Ok(status)) => describe_exit(status),
+                Ok(Err(e)) => format!("ended (waiting for it failed: {e})"),
+                Err(_) => "ended (status unknown)".into(),
+            };
+        }
+        while self.alive() {
+            tokio::time::sleep(ADOPTED_POLL).await;
+        }
+        "ended (status unknown: started by an earlier daemon)".into()
+    }
+}
+
+/// `signal 9 (SIGKILL)`, `exit 1`.
+fn describe_exit(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit {code}"),
+        (None, Some(signal)) => match nix::sys::signal::Signal::try_from(signal) {
+            Ok(name) => format!("signal {signal} ({name})"),
+            Err(_) => format!("signal {signal}"),
+        },
+        (None, None) => "ended (status unknown)".into(),
+    }
+}
+
+/// What `berth status` shows of the edge's supervision.
+#[derive(Debug, Clone, Default)]
+struct Supervision {
+    /// `running`, `restarting`, `crash-looping` or `stopped`.
+    state: &'static str,
+    restarts: u32,
+    last_exit: Option<String>,
+}
+
 pub struct EdgeLink {
     client: EdgeClient,
     record_weights: WeightsRecorder,
+    record_event: EventRecorder,
+    program: PathBuf,
     /// The private test route's key (see `berth_edge::proxy::TEST_KEY_HEADER`).
     test_key: String,
     dir: PathBuf,
@@ -31,9 +125,15 @@ pub struct EdgeLink {
     board: ReplicaBoard,
     weights: Mutex<Weights>,
     last_version: AtomicU64,
-    /// Set once the edge was asked to stop: no more tables are pushed.
-    stopped: std::sync::atomic::AtomicBool,
-    pub pid: u32,
+    /// Set once the edge was asked to stop: no more tables are pushed, no restarts.
+    stopped: AtomicBool,
+    /// The live edge's pid; 0 while there is none (dead, being restarted, stopped).
+    pid: AtomicU32,
+    supervision: Mutex<Supervision>,
+    /// Duplicates of the edge's listening sockets, handed to the next edge after a death.
+    listeners: Mutex<Option<handover::Listeners>>,
+    /// Counts the edges that came up (the first included): waiters for a restart watch it.
+    generation: watch::Sender<u64>,
     /// Where it listens (ports resolved).
     pub listen: Vec<std::net::SocketAddr>,
     pub admin: Option<std::net::SocketAddr>,
@@ -45,7 +145,8 @@ pub fn edge_dir(paths: &StatePaths) -> PathBuf {
 }
 
 impl EdgeLink {
-    /// Adopts the running edge of this environment, or starts one, and gives it a first table.
+    /// Adopts the running edge of this environment, or starts one, gives it a first table, and
+    /// keeps it alive from then on (see the module doc).
     pub async fn start_or_adopt(
         program: &Path,
         paths: &StatePaths,
@@ -53,43 +154,262 @@ impl EdgeLink {
         board: ReplicaBoard,
         weights: Weights,
         record_weights: WeightsRecorder,
+        record_event: EventRecorder,
     ) -> anyhow::Result<(Arc<Self>, bool)> {
         let dir = edge_dir(paths);
         std::fs::create_dir_all(&dir)?;
         let client = EdgeClient::new(dir.join("control.sock"));
         let running = client.call(&ControlRequest::Status).await.ok();
         let adopted = running.is_some();
-        match &running {
+        let test_key = test_key(&dir)?;
+        let mut link = Self {
+            client,
+            record_weights,
+            record_event,
+            program: program.to_path_buf(),
+            test_key,
+            dir: dir.clone(),
+            spec: spec.clone(),
+            board,
+            weights: Mutex::new(weights),
+            last_version: AtomicU64::new(0),
+            stopped: Default::default(),
+            pid: AtomicU32::new(0),
+            supervision: Mutex::new(Supervision {
+                state: "running",
+                ..Default::default()
+            }),
+            listeners: Mutex::new(None),
+            generation: watch::channel(0).0,
+            listen: Vec::new(),
+            admin: None,
+        };
+        let process = match &running {
             None => {
-                spawn(program, &dir, spec, &client, None).await?;
+                // The table it starts from names only what the board holds now (replicas this
+                // daemon adopted), never replicas of an earlier run that are gone.
+                link.write_table()?;
+                link.spawn(false).await?
             }
             Some(status) if runs_other_binary(status.pid, program) => {
                 tracing::info!(
                     "edge {} runs another berth binary: handing its sockets to a new edge",
                     status.pid
                 );
-                spawn(program, &dir, spec, &client, Some(status.pid)).await?;
+                link.write_table()?;
+                link.spawn(true).await?
             }
-            Some(_) => {}
-        }
-        let status = client.call(&ControlRequest::Status).await?;
-        let test_key = test_key(&dir)?;
-        let link = Arc::new(Self {
-            client,
-            record_weights,
-            test_key,
-            dir,
-            spec: spec.clone(),
-            board,
-            weights: Mutex::new(weights),
-            last_version: AtomicU64::new(0),
-            stopped: Default::default(),
-            pid: status.pid,
-            listen: status.listen,
-            admin: status.admin,
-        });
+            Some(status) => EdgeProcess::adopted(status.pid),
+        };
+        let status = link.client.call(&ControlRequest::Status).await?;
+        link.listen = status.listen;
+        link.admin = status.admin;
+        link.pid.store(process.pid, Ordering::Relaxed);
+        let link = Arc::new(link);
         link.push().await?;
+        link.borrow_listeners().await;
+        tokio::spawn(
+            link.clone()
+                .keep(process)
+                .instrument(tracing::info_span!("edge")),
+        );
         Ok((link, adopted))
+    }
+
+    /// The live edge's pid (None while it is dead or being restarted).
+    pub fn pid(&self) -> Option<u32> {
+        Some(self.pid.load(Ordering::Relaxed)).filter(|&p| p != 0 && pid_alive(p))
+    }
+
+    /// What `berth status` shows.
+    pub fn status(&self) -> berth_model::api::EdgeStatus {
+        let supervision = self
+            .supervision
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let pid = self.pid();
+        let state = match (pid, supervision.state) {
+            (None, "running") => "down",
+            (_, state) => state,
+        };
+        berth_model::api::EdgeStatus {
+            pid,
+            listen: self.listen.clone(),
+            admin: self.admin,
+            state: state.to_string(),
+            restarts: supervision.restarts,
+            last_exit: supervision.last_exit,
+        }
+    }
+
+    /// Asks the edge for duplicates of its listening sockets (kept for a restart).
+    async fn borrow_listeners(&self) {
+        let socket = self.dir.join(handover::SOCKET_FILE);
+        match tokio::task::spawn_blocking(move || handover::share(&socket)).await {
+            Ok(Ok(listeners)) => {
+                *self.listeners.lock().unwrap_or_else(|e| e.into_inner()) = Some(listeners);
+            }
+            Ok(Err(e)) => tracing::warn!(
+                "edge: could not borrow its listening sockets ({e:#}); a restarted edge binds them anew"
+            ),
+            Err(e) => tracing::warn!("edge: borrowing its listening sockets: {e}"),
+        }
+    }
+
+    /// Writes the table the next edge starts from: the board as it is now.
+    fn write_table(&self) -> anyhow::Result<()> {
+        let table = self.table();
+        let file = self.dir.join("table.json");
+        let tmp = self.dir.join("table.json.daemon-tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&table)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &file).with_context(|| format!("writing {}", file.display()))?;
+        Ok(())
+    }
+
+    /// Watches the edge; restarts it whenever it dies, until the link is stopped.
+    async fn keep(self: Arc<Self>, mut process: EdgeProcess) {
+        let mut crashes = 0;
+        loop {
+            let how = process.ended().await;
+            if self.stopped.load(Ordering::Relaxed) {
+                return;
+            }
+            self.pid.store(0, Ordering::Relaxed);
+            let died_at = Instant::now();
+            let mut verdict = EDGE_RESTARTS.after_death(crashes, process.started.elapsed());
+            self.note_death(process.pid, &how, verdict);
+            loop {
+                crashes = verdict.crashes;
+                tokio::time::sleep(verdict.delay).await;
+                if self.stopped.load(Ordering::Relaxed) {
+                    return;
+                }
+                match self.restart().await {
+                    Ok(_) if self.stopped.load(Ordering::Relaxed) => {
+                        // Stopped while it started: it must not outlive the daemon's stop.
+                        let _ = self.client.call(&ControlRequest::Stop).await;
+                        return;
+                    }
+                    Ok(next) => {
+                        process = next;
+                        let pid = process.pid;
+                        self.pid.store(pid, Ordering::Relaxed);
+                        {
+                            // Crash-looping is shown while it is down; once up, it runs.
+                            let mut s = self.supervision.lock().unwrap_or_else(|e| e.into_inner());
+                            s.restarts += 1;
+                            s.state = "running";
+                        }
+                        self.generation.send_modify(|g| *g += 1);
+                        let took = died_at.elapsed().as_millis();
+                        tracing::info!("edge restarted: pid {pid}, {took} ms after its death");
+                        (self.record_event)(
+                            EventLevel::Info,
+                            format!("restarted: pid {pid}, {took} ms after the death"),
+                        );
+                        if let Err(e) = self.push().await {
+                            tracing::warn!("edge: could not push the routing table: {e:#}");
+                        }
+                        if self
+                            .listeners
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .is_none()
+                        {
+                            self.borrow_listeners().await;
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        verdict = EDGE_RESTARTS.after_failed_start(crashes);
+                        tracing::error!("edge: restart failed: {e:#}");
+                        (self.record_event)(
+                            EventLevel::Error,
+                            format!(
+                                "restart failed: {e:#}; next try in {:.1}s",
+                                verdict.delay.as_secs_f32()
+                            ),
+                        );
+                        self.set_state(if verdict.crash_looping {
+                            "crash-looping"
+                        } else {
+                            "restarting"
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_state(&self, state: &'static str) {
+        self.supervision
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .state = state;
+    }
+
+    /// Logs and records a death with how it ended.
+    fn note_death(&self, pid: u32, how: &str, verdict: berth_model::RestartVerdict) {
+        let next = if verdict.delay.is_zero() {
+            "restarting it now".to_string()
+        } else {
+            format!("restarting it in {:.1}s", verdict.delay.as_secs_f32())
+        };
+        let looping = if verdict.crash_looping {
+            format!(
+                " (crash-looping: {} quick deaths in a row)",
+                verdict.crashes
+            )
+        } else {
+            String::new()
+        };
+        tracing::error!("edge pid {pid} died: {how}{looping}; {next}");
+        (self.record_event)(
+            EventLevel::Error,
+            format!("pid {pid} died: {how}{looping}; {next}"),
+        );
+        let mut s = self.supervision.lock().unwrap_or_else(|e| e.into_inner());
+        s.last_exit = Some(how.to_string());
+        s.state = if verdict.crash_looping {
+            "crash-looping"
+        } else {
+            "restarting"
+        };
+    }
+
+    /// Starts a new edge after a death: from a table written now, on the kept listening
+    /// sockets when the link holds them (else it binds them anew).
+    async fn restart(&self) -> anyhow::Result<EdgeProcess> {
+        self.write_table()?;
+        let fds = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|l| l.fds());
+        let Some(fds) = fds else {
+            return self.spawn(false).await;
+        };
+        let (public, admin) = fds?;
+        let socket = handover::bind(&self.dir.join(handover::SOCKET_FILE))?;
+        // The descriptors stay open in `self.listeners` while this runs (the link outlives it).
+        let serving = tokio::task::spawn_blocking(move || {
+            handover::serve_once(socket, &public, admin, Duration::from_secs(10))
+        });
+        let process = self.spawn(true).await?;
+        match serving.await {
+            Ok(Ok(())) => Ok(process),
+            Ok(Err(e)) => Err(e.context("handing the listening sockets to the new edge")),
+            Err(e) => bail!("handing the listening sockets to the new edge: {e}"),
+        }
+    }
+
+    /// Starts an edge; with `takeover`, it takes the listening sockets from whoever serves the
+    /// handover socket (the running edge, or this link after a death).
+    async fn spawn(&self, takeover: bool) -> anyhow::Result<EdgeProcess> {
+        spawn(&self.program, &self.dir, &self.spec, &self.client, takeover).await
     }
 
     /// A version higher than any earlier one, also across daemon restarts.
@@ -135,15 +455,42 @@ impl EdgeLink {
         &self.test_key
     }
 
+    /// Pushes the table for the board as it is now. While the edge is dead and being restarted,
+    /// waits (up to [`RESTART_WAIT`]) for the new one, so a deploy step is not failed by a
+    /// restart (the new edge starts from the same weights anyway).
     pub async fn push(&self) -> anyhow::Result<u64> {
-        let table = self.table();
-        let response = self
-            .client
-            .call(&ControlRequest::Table {
-                table: Box::new(table),
-            })
-            .await?;
-        Ok(response.version)
+        self.call_through_restart(|| ControlRequest::Table {
+            table: Box::new(self.table()),
+        })
+        .await
+        .map(|r| r.version)
+    }
+
+    /// Sends a control request; when it fails because the edge is gone (and the link is not
+    /// stopped), waits for the restarted edge and sends it once more.
+    async fn call_through_restart(
+        &self,
+        request: impl Fn() -> ControlRequest,
+    ) -> anyhow::Result<berth_edge::ControlResponse> {
+        let mut restarted = self.generation.subscribe();
+        let error = match self.client.call(&request()).await {
+            Ok(response) => return Ok(response),
+            Err(e) => e,
+        };
+        if self.stopped.load(Ordering::Relaxed) || self.pid().is_some() {
+            return Err(error);
+        }
+        tracing::info!("edge: waiting for the restarted edge ({error:#})");
+        match tokio::time::timeout(RESTART_WAIT, restarted.changed()).await {
+            Ok(Ok(())) => {
+                self.client.reconnect().await;
+                self.client.call(&request()).await
+            }
+            _ => Err(error.context(format!(
+                "the edge did not come back within {}s",
+                RESTART_WAIT.as_secs()
+            ))),
+        }
     }
 
     /// Pushes a new table on every board change (changes within 5 ms are pushed once).
@@ -167,6 +514,12 @@ impl EdgeLink {
     /// Stops the edge: it stops accepting and finishes what is in flight.
     pub async fn stop(&self) {
         self.stopped.store(true, Ordering::Relaxed);
+        self.set_state("stopped");
+        // The edge closes its listeners when it stops; so does the link.
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if self.client.call(&ControlRequest::Stop).await.is_err() {
             return;
         }
@@ -216,14 +569,19 @@ fn runs_other_binary(pid: u32, program: &Path) -> bool {
     }
 }
 
-/// Starts an edge; with `replacing`, it takes the sockets over from that running edge.
+/// Whether `pid` names a live process (not a zombie).
+fn pid_alive(pid: u32) -> bool {
+    berth_supervisor::local::proc_start_ticks(pid).is_some()
+}
+
+/// Starts an edge; with `takeover`, it takes the listening sockets from the handover socket.
 async fn spawn(
     program: &Path,
     dir: &Path,
     spec: &Spec,
     client: &EdgeClient,
-    replacing: Option<u32>,
-) -> anyhow::Result<u32> {
+    takeover: bool,
+) -> anyhow::Result<EdgeProcess> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -234,7 +592,7 @@ async fn spawn(
         command.arg("--listen").arg(addr.to_string());
     }
     command.arg("--admin").arg(spec.edge.admin.to_string());
-    if replacing.is_some() {
+    if takeover {
         command.arg("--takeover");
     }
     command
@@ -250,15 +608,24 @@ async fn spawn(
         });
     }
     let mut child = command.spawn().context("starting the edge")?;
+    let started = Instant::now();
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         client.reconnect().await;
         let answer = client.call(&ControlRequest::Status).await;
         if answer.is_ok_and(|s| s.pid == pid) {
-            // Reap it in the background once it ends (it is our child while we live).
-            std::thread::spawn(move || child.wait());
-            return Ok(pid);
+            // Reap it once it ends (it is our child while we live) and tell the watcher how.
+            let (tx, rx) = oneshot::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(child.wait());
+            });
+            return Ok(EdgeProcess {
+                pid,
+                start_ticks: berth_supervisor::local::proc_start_ticks(pid),
+                started,
+                exit: Some(rx),
+            });
         }
         if let Ok(Some(status)) = child.try_wait() {
             let log = std::fs::read_to_string(dir.join("edge.log")).unwrap_or_default();
@@ -268,9 +635,10 @@ async fn spawn(
         }
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             bail!("the edge did not answer on its control socket within 10s");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -298,9 +666,9 @@ impl TrafficControl for EdgeLink {
     }
 
     async fn traffic(&self, service: &str) -> anyhow::Result<Vec<ReleaseTraffic>> {
+        // A restarted edge counts from zero; the analysis reads differences that saturate.
         let response = self
-            .client
-            .call(&ControlRequest::Traffic {
+            .call_through_restart(|| ControlRequest::Traffic {
                 service: Some(service.to_string()),
             })
             .await?;

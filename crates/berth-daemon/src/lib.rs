@@ -9,9 +9,11 @@ pub mod api;
 pub mod backup;
 pub mod deploy;
 pub mod edge;
+pub mod keeper;
 pub mod secrets;
 pub mod stack;
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
@@ -180,9 +182,78 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     outcome.map(|_| ())
 }
 
+/// How long a cleanly stopped stack's edge waits for healthy replicas before it opens.
+const EDGE_OPENS_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether the earlier run of this stack ended cleanly: no edge answers on its control socket,
+/// no deploy is left running and no traffic split is left persisted.
+async fn stack_stopped_cleanly(stack: &Stack) -> anyhow::Result<bool> {
+    let env = stack.env_name().to_string();
+    let (running, weights) =
+        stack.with_store(|s| Ok((s.running_deploys(&env)?, s.traffic_weights(&env)?)))?;
+    if !running.is_empty() || !weights.is_empty() {
+        return Ok(false);
+    }
+    let control = edge::edge_dir(&stack.paths).join("control.sock");
+    let client = berth_edge::EdgeClient::new(control);
+    Ok(client
+        .call(&berth_edge::ControlRequest::Status)
+        .await
+        .is_err())
+}
+
+/// Waits (up to `limit`) until [`ready_to_open`] says the edge can open.
+async fn wait_ready_to_open(stack: &Stack, limit: std::time::Duration) {
+    let board = stack.supervisor.board().clone();
+    let mut changes = board.subscribe();
+    let desired: BTreeMap<String, u32> = stack
+        .spec
+        .services
+        .values()
+        .map(|s| (s.name.clone(), stack.desired(s)))
+        .collect();
+    let wait = async {
+        loop {
+            if ready_to_open(&stack.spec, &desired, &board.snapshot()) {
+                return;
+            }
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(limit, wait).await.is_err() {
+        tracing::info!(
+            "no healthy replica for every service within {}s: the edge opens and answers 503 until there is",
+            limit.as_secs()
+        );
+    }
+}
+
+/// Whether every service that takes requests (a port, replicas wanted) has a healthy replica,
+/// or only failed (crash-looping) ones, which waiting would not cure.
+fn ready_to_open(
+    spec: &berth_spec::Spec,
+    desired: &BTreeMap<String, u32>,
+    replicas: &[berth_model::ReplicaStatus],
+) -> bool {
+    spec.services
+        .values()
+        .filter(|s| s.port != berth_spec::PortSpec::None)
+        .filter(|s| desired.get(&s.name).copied().unwrap_or(0) > 0)
+        .all(|s| {
+            let mine: Vec<_> = replicas.iter().filter(|r| r.service == s.name).collect();
+            mine.iter()
+                .any(|r| r.health == berth_model::Health::Healthy)
+                || (!mine.is_empty()
+                    && mine.iter().all(|r| r.health == berth_model::Health::Failed))
+        })
+}
+
 async fn bring_up(stack: &Arc<Stack>) -> anyhow::Result<()> {
     stack.ensure_volumes()?;
     stack.start_accessories().await?;
+    keeper::spawn_all(stack);
     let env = stack.env_name().to_string();
     for service in stack.spec.services.values() {
         // The first release is made here; later ones by `berth deploy`.
@@ -217,6 +288,14 @@ async fn bring_up(stack: &Arc<Stack>) -> anyhow::Result<()> {
     if adopted > 0 {
         println!("berth: adopted {adopted} running replica(s)");
     }
+    if adopted == 0 && stack_stopped_cleanly(stack).await? {
+        // Nothing of an earlier run serves or is half-deployed: the replicas come up before the
+        // edge opens its listener, so the first clients get answers rather than 503s (bounded:
+        // after EDGE_OPENS_AFTER the edge opens anyway and answers 503 + Retry-After until a
+        // replica is healthy).
+        stack.converge_all().await?;
+        wait_ready_to_open(stack, EDGE_OPENS_AFTER).await;
+    }
     stack.start_edge().await?;
     stack.resolve_interrupted_deploys().await?;
     stack.converge_all().await?;
@@ -239,4 +318,83 @@ async fn bring_up(stack: &Arc<Stack>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_model::{Health, ReplicaStatus};
+
+    fn spec() -> berth_spec::Spec {
+        let toml = r#"
+[service.web]
+run = "python3 app.py"
+port = "auto"
+replicas = 2
+
+[service.api]
+run = "./api"
+port = "auto"
+
+[service.worker]
+run = "python3 worker.py"
+"#;
+        berth_spec::parse(std::path::Path::new("/tmp/berth.toml"), toml, None).unwrap()
+    }
+
+    fn replica(service: &str, index: u32, health: Health) -> ReplicaStatus {
+        ReplicaStatus {
+            service: service.into(),
+            replica: format!("{service}.{index}"),
+            index,
+            pid: Some(1),
+            port: Some(8000),
+            health,
+            release: "r1-abc".into(),
+            started_at: None,
+            restarts: 0,
+            last_exit: None,
+            last_log: vec![],
+            limits: None,
+        }
+    }
+
+    fn desired(web: u32, api: u32) -> BTreeMap<String, u32> {
+        BTreeMap::from([
+            ("web".to_string(), web),
+            ("api".to_string(), api),
+            ("worker".to_string(), 1),
+        ])
+    }
+
+    #[test]
+    fn the_edge_opens_once_every_service_with_a_port_has_a_healthy_replica() {
+        let spec = spec();
+        let starting = [
+            replica("web", 1, Health::Healthy),
+            replica("web", 2, Health::Starting),
+            replica("api", 1, Health::Starting),
+        ];
+        assert!(!ready_to_open(&spec, &desired(2, 1), &starting));
+        let ready = [
+            replica("web", 1, Health::Healthy),
+            replica("web", 2, Health::Starting),
+            replica("api", 1, Health::Healthy),
+        ];
+        // The worker (no port) is not waited for.
+        assert!(ready_to_open(&spec, &desired(2, 1), &ready));
+    }
+
+    #[test]
+    fn a_service_without_replicas_wanted_or_only_failed_ones_does_not_hold_the_edge() {
+        let spec = spec();
+        let web_only = [replica("web", 1, Health::Healthy)];
+        assert!(ready_to_open(&spec, &desired(2, 0), &web_only));
+        assert!(!ready_to_open(&spec, &desired(2, 1), &web_only));
+        let failed = [
+            replica("web", 1, Health::Healthy),
+            replica("api", 1, Health::Failed),
+        ];
+        assert!(ready_to_open(&spec, &desired(2, 1), &failed));
+    }
 }

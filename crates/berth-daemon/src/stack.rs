@@ -30,6 +30,8 @@ pub struct Stack {
     program: std::path::PathBuf,
     pub edge: std::sync::OnceLock<Arc<crate::edge::EdgeLink>>,
     pub deploys: crate::deploy::Deploys,
+    /// The accessories' supervision (see [`crate::keeper`]).
+    pub accessory_watch: Arc<crate::keeper::AccessoryWatch>,
 }
 
 impl Stack {
@@ -67,6 +69,7 @@ impl Stack {
             program,
             edge: std::sync::OnceLock::new(),
             deploys: Default::default(),
+            accessory_watch: Default::default(),
         }
     }
 
@@ -82,6 +85,15 @@ impl Stack {
                 tracing::error!("recording the weights of {service}: {e:#}");
             }
         });
+        let store = self.store.clone();
+        let env = self.env_name().to_string();
+        let record_event: crate::edge::EventRecorder = Box::new(move |level, message| {
+            let event = Event::new(level, "edge", message);
+            let store = store.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = store.push_event(&env, &event) {
+                tracing::error!("recording an edge event: {e:#}");
+            }
+        });
         let (link, adopted) = crate::edge::EdgeLink::start_or_adopt(
             &self.program,
             &self.paths,
@@ -89,6 +101,7 @@ impl Stack {
             self.supervisor.board().clone(),
             weights,
             record_weights,
+            record_event,
         )
         .await?;
         let verb = if adopted { "adopted" } else { "started" };
@@ -99,13 +112,13 @@ impl Stack {
             .iter()
             .map(|a| a.to_string())
             .collect();
+        let pid = link.pid().unwrap_or_default();
         tracing::info!(
-            "edge {verb}: pid {}, listening on {}, admin {}",
-            link.pid,
+            "edge {verb}: pid {pid}, listening on {}, admin {}",
             listen.join(", "),
             self.spec.edge.admin
         );
-        self.record(EventLevel::Info, "edge", format!("{verb} pid {}", link.pid));
+        self.record(EventLevel::Info, "edge", format!("{verb} pid {pid}"));
         self.supervisor.set_traffic_control(link.clone());
         link.spawn_sync();
         let _ = self.edge.set(link);
@@ -148,17 +161,31 @@ impl Stack {
                 name,
                 format!("{verb} pid {} port {}", running.pid, running.port),
             );
-            let mut redact = self.redact.lock().unwrap_or_else(|e| e.into_inner());
-            redact.push(running.url.clone());
-            if let Some(password) = url_password(&running.url) {
-                redact.push(password);
-            }
-            self.accessory_env
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(name.clone(), (spec.env.clone(), running.url.clone()));
+            self.set_accessory_running(name, &running);
         }
         Ok(())
+    }
+
+    /// Keeps the URL of a (re)started accessory for the services and the log redaction.
+    pub fn set_accessory_running(&self, name: &str, running: &berth_accessories::RunningAccessory) {
+        let Some(spec) = self.spec.accessories.get(name) else {
+            return;
+        };
+        {
+            let mut redact = self.redact.lock().unwrap_or_else(|e| e.into_inner());
+            if !redact.contains(&running.url) {
+                redact.push(running.url.clone());
+            }
+            if let Some(password) = url_password(&running.url) {
+                if !redact.contains(&password) {
+                    redact.push(password);
+                }
+            }
+        }
+        self.accessory_env
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), (spec.env.clone(), running.url.clone()));
     }
 
     /// The URL (with its password) of a running accessory.
@@ -171,6 +198,7 @@ impl Stack {
     }
 
     pub async fn stop_accessories(&self) {
+        self.accessory_watch.stop();
         for (name, accessory) in &self.accessories {
             if let Err(e) = accessory.stop(Duration::from_secs(30)).await {
                 tracing::warn!("accessory {name}: stopping failed: {e:#}");
@@ -389,7 +417,21 @@ impl Stack {
                         .stop(&replica.record, Duration::from_secs(10))
                         .await;
                 }
-                _ => {}
+                still_wanted => {
+                    // It died while no daemon watched it: say so before it is replaced.
+                    let how = died_while_down(&replica.record.instance_dir);
+                    let next = if still_wanted.is_some() {
+                        "a new replica replaces it"
+                    } else {
+                        "its service is no longer in the spec"
+                    };
+                    let message = format!(
+                        "process {} died while the daemon was down ({how}); {next}",
+                        replica.record.app_pid
+                    );
+                    tracing::warn!("{}: {message}", replica.key);
+                    self.record(EventLevel::Warn, &replica.key.to_string(), message);
+                }
             }
             self.with_store(|s| s.remove_replica(&env, &replica.key))?;
         }
@@ -440,6 +482,17 @@ pub fn spawn_recorder(
             }
         }
     })
+}
+
+/// How a replica that died unwatched ended, from the exit file its shim left (if any).
+fn died_while_down(instance_dir: &std::path::Path) -> String {
+    std::fs::read(instance_dir.join(berth_supervisor::shim::EXIT_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<berth_model::ExitStatus>(&b).ok())
+        .map_or_else(
+            || "its shim died too; exit status unknown".to_string(),
+            |status| status.to_string(),
+        )
 }
 
 /// The password part of `scheme://user:password@host...`, if any.

@@ -105,7 +105,7 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
     };
     let edge = Edge::new(table, access_log);
 
-    let handover_socket = options.dir.join("handover.sock");
+    let handover_socket = options.dir.join(handover::SOCKET_FILE);
     let mut taken = None;
     // (listener, whether it is a TLS listener)
     let (public, admin) = if options.takeover {

@@ -19,9 +19,19 @@ pub struct StackStatus {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EdgeStatus {
-    pub pid: u32,
+    /// The live edge process; None while it is dead or being restarted (never a dead pid).
+    pub pid: Option<u32>,
     pub listen: Vec<std::net::SocketAddr>,
     pub admin: Option<std::net::SocketAddr>,
+    /// `running`, `down`, `restarting`, `crash-looping` or `stopped`.
+    #[serde(default)]
+    pub state: String,
+    /// Restarts by this daemon after the edge died.
+    #[serde(default)]
+    pub restarts: u32,
+    /// How the last edge that died ended (`signal 9 (SIGKILL)`).
+    #[serde(default)]
+    pub last_exit: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,6 +41,9 @@ pub struct ServiceStatus {
     pub desired: u32,
     pub release: Option<String>,
     pub healthy: u32,
+    /// Accessories it uses or `depends_on` that are down now (died, not back yet).
+    #[serde(default)]
+    pub dependencies_down: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,8 +52,14 @@ pub struct AccessoryStatus {
     pub engine: String,
     pub pid: Option<u32>,
     pub port: Option<u16>,
-    /// `running`, `stopped` or `failed: reason`.
+    /// `running`, `stopped`, `restarting` or `crash-looping` (died; Berth starts it again).
     pub state: String,
+    /// Restarts by this daemon after the server died.
+    #[serde(default)]
+    pub restarts: u32,
+    /// How the last server that died ended (`signal 9 (SIGKILL)`).
+    #[serde(default)]
+    pub last_exit: Option<String>,
 }
 
 /// `POST /v1/services/{name}/scale`.

@@ -13,6 +13,7 @@ pub mod event;
 pub mod paths;
 pub mod release;
 pub mod replica;
+pub mod restart;
 pub mod routing;
 pub mod traffic;
 
@@ -23,6 +24,7 @@ pub use event::{Event, EventLevel};
 pub use paths::StatePaths;
 pub use release::{Release, ReleaseId};
 pub use replica::{Health, ReplicaKey, ReplicaStatus};
+pub use restart::{RestartPolicy, RestartVerdict};
 pub use routing::RoutingTable;
 pub use traffic::TrafficControl;
 

@@ -21,6 +21,7 @@ fn service(source: &Path, build: Option<&str>) -> ServiceSpec {
         stop_timeout: Duration::from_secs(10),
         env: BTreeMap::from([("GREETING".to_string(), "hello".to_string())]),
         uses: vec![],
+        depends_on: vec![],
         volumes: vec![],
         health: None,
         memory: None,

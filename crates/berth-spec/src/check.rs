@@ -152,6 +152,11 @@ impl Checker<'_> {
         }
 
         let accessory_names: Vec<&str> = self.raw.accessories.keys().map(String::as_str).collect();
+        for dependency in &service.depends_on {
+            if !self.raw.accessories.contains_key(&dependency.value) {
+                self.unknown_reference(dependency, ("accessory", "accessories"), &accessory_names);
+            }
+        }
         let mut injected: BTreeMap<String, &str> = BTreeMap::new();
         for used in &service.uses {
             let Some(accessory) = self.raw.accessories.get(&used.value) else {

@@ -67,6 +67,11 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
                 stop_timeout: service.stop_timeout.unwrap_or(DEFAULT_STOP_TIMEOUT),
                 env,
                 uses: service.uses.iter().map(|used| used.value.clone()).collect(),
+                depends_on: service
+                    .depends_on
+                    .iter()
+                    .map(|dependency| dependency.value.clone())
+                    .collect(),
                 volumes: service
                     .volumes
                     .iter()

@@ -66,6 +66,8 @@ pub(crate) struct RawService {
     pub stop_timeout: Option<Duration>,
     pub env: BTreeMap<String, String>,
     pub uses: Vec<Located<String>>,
+    /// `depends_on = [...]`: accessories whose outage is shown on the service.
+    pub depends_on: Vec<Located<String>>,
     pub volumes: Vec<Located<String>>,
     pub health: Option<Located<RawHealth>>,
     pub memory: Option<u64>,
@@ -91,6 +93,7 @@ impl RawService {
             stop_timeout: None,
             env: BTreeMap::new(),
             uses: Vec::new(),
+            depends_on: Vec::new(),
             volumes: Vec::new(),
             health: None,
             memory: None,

@@ -80,6 +80,10 @@ pub struct ServiceSpec {
     pub env: BTreeMap<String, String>,
     /// Accessory names, in the order written.
     pub uses: Vec<String>,
+    /// `depends_on`: accessories whose outage is attributed to and shown on this service,
+    /// beside those it uses.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
     /// Volume names, in the order written.
     pub volumes: Vec<String>,
     pub health: Option<HealthSpec>,
@@ -236,6 +240,18 @@ impl Default for EdgeSpec {
 impl ServiceSpec {
     /// Default `deregistration_delay` (that of the references' target groups).
     pub const DEFAULT_DEREGISTRATION_DELAY: Duration = Duration::from_secs(30);
+
+    /// The accessories an outage of which this service feels: those it uses, then those it
+    /// `depends_on`, each once.
+    pub fn dependencies(&self) -> Vec<&str> {
+        let mut all: Vec<&str> = Vec::new();
+        for name in self.uses.iter().chain(&self.depends_on) {
+            if !all.contains(&name.as_str()) {
+                all.push(name);
+            }
+        }
+        all
+    }
 }
 
 /// For serde: specs serialized before `deregistration_delay` existed get the default.

@@ -67,6 +67,7 @@ const SERVICE_KEYS: &[&str] = &[
     "stop_timeout",
     "env",
     "use",
+    "depends_on",
     "volumes",
     "memory",
     "cpu",
@@ -396,6 +397,10 @@ impl Walker<'_> {
                 "env" => service.env = self.env_map(value, &path("env")),
                 "use" => {
                     service.uses = self.name_list(value, &path("use"), r#"use = ["db"]"#);
+                }
+                "depends_on" => {
+                    service.depends_on =
+                        self.name_list(value, &path("depends_on"), r#"depends_on = ["db"]"#);
                 }
                 "volumes" => {
                     service.volumes =

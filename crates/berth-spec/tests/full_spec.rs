@@ -135,6 +135,9 @@ fn full_spec_parses_to_the_written_values() {
     assert_eq!(worker.source, folder);
     assert_eq!(worker.replicas, ReplicaCount { min: 1, max: 1 });
     assert_eq!(worker.stop_timeout, Duration::from_secs(10));
+    assert_eq!(worker.depends_on, strings(&["cache", "db"]));
+    assert_eq!(worker.dependencies(), vec!["db", "cache"]);
+    assert!(spec.services["web"].depends_on.is_empty());
     assert_eq!(worker.volumes, strings(&["uploads", "user-media"]));
     assert_eq!(worker.memory, Some(1 << 30));
     assert_eq!(worker.cpu, Some(2.0));

@@ -60,6 +60,7 @@ snapshot!(route_to_worker);
 snapshot!(duplicate_route);
 snapshot!(health_without_port);
 snapshot!(unknown_accessory);
+snapshot!(unknown_dependency);
 snapshot!(unknown_volume);
 snapshot!(same_variable);
 snapshot!(override_unknown_service);

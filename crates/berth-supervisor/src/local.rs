@@ -17,6 +17,10 @@ use tokio::sync::watch;
 
 use crate::shim::{self, write_atomic, APP_PID_FILE, EXIT_FILE, LAUNCH_FILE, LIMITS_FILE};
 
+/// How often the shim of a replica this daemon did not start is checked: its exit takes it out
+/// of the edge's pool, so it is noticed within this.
+const ADOPTED_POLL: Duration = Duration::from_millis(50);
+
 /// Runs replicas as local processes through `berth shim`.
 pub struct LocalProcessDriver {
     /// The `berth` executable that provides the `shim` subcommand.
@@ -44,7 +48,7 @@ impl LocalProcessDriver {
         let record = record.clone();
         tokio::spawn(async move {
             while process_matches(record.supervisor_pid, record.supervisor_start) {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(ADOPTED_POLL).await;
             }
             // The shim is gone; its application must not outlive it unwatched.
             kill_group_if_alive(record.app_pid);

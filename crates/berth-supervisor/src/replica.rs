@@ -226,7 +226,10 @@ impl Keeper {
             let outcome = self.watch(&record, started, adopted).await;
             match outcome {
                 Outcome::Exited(status) => {
+                    // Out of the edge's pool at once (the link pushes a table on this change),
+                    // not after the next health check or failed requests.
                     self.last_exit = Some(status.to_string());
+                    self.publish(Health::Starting, None);
                     self.last_log = self.driver.tail_log(&record, 10);
                     let ran = Instant::now().duration_since(started);
                     if ran >= STABLE_AFTER {

@@ -79,6 +79,8 @@ pub struct Sample {
     pub replica: Option<String>,
     /// What went wrong when `status` is 0, or the start of the body of a non-200 answer.
     pub error: Option<String>,
+    /// The `Retry-After` header of the answer, if any.
+    pub retry_after: Option<String>,
 }
 
 impl Sample {
@@ -266,11 +268,13 @@ impl User {
             version: None,
             replica: None,
             error: None,
+            retry_after: None,
         };
         match self.exchange(options) {
             Ok(answer) => {
                 sample.status = answer.status;
                 sample.replica = answer.header("x-berth-replica").map(str::to_string);
+                sample.retry_after = answer.header("retry-after").map(str::to_string);
                 if self.keep_cookies {
                     for set in answer.headers_named("set-cookie") {
                         let pair = set.split(';').next().unwrap_or_default();

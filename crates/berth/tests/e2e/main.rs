@@ -15,3 +15,4 @@ mod operations;
 mod postgres;
 mod recovery;
 mod secrets;
+mod supervision;

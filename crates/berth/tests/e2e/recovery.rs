@@ -219,4 +219,15 @@ fn a_replica_that_died_while_no_daemon_ran_is_replaced_on_up() {
         let who = get_json(r.port(), "/whoami");
         assert_eq!(who["replica"], r.replica.as_str());
     }
+    // Not silently replaced: the death is an event, with the status its shim recorded.
+    let events = stack.berth(&["events"]);
+    let line = events
+        .ok()
+        .lines()
+        .find(|l| l.contains("web.1") && l.contains("died while the daemon was down"))
+        .unwrap_or_else(|| panic!("no event for web.1's death:\n{}", events.stdout));
+    assert!(
+        line.contains(&format!("process {} died", before[0].pid())) && line.contains("signal 9"),
+        "{line}"
+    );
 }
