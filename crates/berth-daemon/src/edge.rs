@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use berth_edge::handover;
 use berth_edge::{ControlRequest, EdgeClient};
-use berth_model::routing::Weights;
+use berth_model::routing::{CertificateFiles, TlsTable, Weights};
 use berth_model::traffic::ReleaseTraffic;
 use berth_model::{
     EventLevel, ReplicaBoard, RestartPolicy, RoutingTable, StatePaths, TrafficControl,
@@ -124,6 +124,9 @@ pub struct EdgeLink {
     spec: Spec,
     board: ReplicaBoard,
     weights: Mutex<Weights>,
+    /// What the edge serves over TLS: certificate files and ACME challenges (the spec's files
+    /// from the start; issued certificates as the TLS manager has them).
+    tls: Mutex<TlsTable>,
     last_version: AtomicU64,
     /// Set once the edge was asked to stop: no more tables are pushed, no restarts.
     stopped: AtomicBool,
@@ -137,6 +140,30 @@ pub struct EdgeLink {
     /// Where it listens (ports resolved).
     pub listen: Vec<std::net::SocketAddr>,
     pub admin: Option<std::net::SocketAddr>,
+}
+
+/// What the spec alone says of TLS: its certificate files (in its order), HSTS and the
+/// redirect. Certificates from ACME or the local CA are added by [`EdgeLink::set_tls`].
+fn tls_from_spec(spec: &Spec) -> TlsTable {
+    let certificates = spec
+        .tls
+        .certificates
+        .iter()
+        .filter_map(|c| match &c.source {
+            berth_spec::tls::CertificateSource::Files { cert, key } => Some(CertificateFiles {
+                hosts: c.hosts.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    TlsTable {
+        certificates,
+        challenges: Default::default(),
+        hsts: spec.tls.hsts.clone(),
+        redirect_https: spec.tls.redirect_https,
+    }
 }
 
 /// The edge's folder.
@@ -172,6 +199,7 @@ impl EdgeLink {
             spec: spec.clone(),
             board,
             weights: Mutex::new(weights),
+            tls: Mutex::new(tls_from_spec(spec)),
             last_version: AtomicU64::new(0),
             stopped: Default::default(),
             pid: AtomicU32::new(0),
@@ -392,11 +420,11 @@ impl EdgeLink {
         let Some(fds) = fds else {
             return self.spawn(false).await;
         };
-        let (public, admin) = fds?;
+        let handout = fds?;
         let socket = handover::bind(&self.dir.join(handover::SOCKET_FILE))?;
         // The descriptors stay open in `self.listeners` while this runs (the link outlives it).
         let serving = tokio::task::spawn_blocking(move || {
-            handover::serve_once(socket, &public, admin, Duration::from_secs(10))
+            handover::serve_once(socket, &handout, Duration::from_secs(10))
         });
         let process = self.spawn(true).await?;
         match serving.await {
@@ -447,7 +475,21 @@ impl EdgeLink {
             self.next_version(),
         );
         table.test_key = Some(self.test_key.clone());
+        table.tls = self.tls.lock().unwrap_or_else(|e| e.into_inner()).clone();
         table
+    }
+
+    /// Sets the certificates served (after the spec's own files) and the ACME challenges to
+    /// answer; the next pushed table carries them.
+    pub fn set_tls(
+        &self,
+        issued: Vec<CertificateFiles>,
+        challenges: std::collections::BTreeMap<String, String>,
+    ) {
+        let mut tls = tls_from_spec(&self.spec);
+        tls.certificates.extend(issued);
+        tls.challenges = challenges;
+        *self.tls.lock().unwrap_or_else(|e| e.into_inner()) = tls;
     }
 
     /// The key of the private test route.
@@ -590,6 +632,9 @@ async fn spawn(
     command.arg("edge").arg("--dir").arg(dir);
     for addr in &spec.edge.listen {
         command.arg("--listen").arg(addr.to_string());
+    }
+    for addr in &spec.tls.listen {
+        command.arg("--tls-listen").arg(addr.to_string());
     }
     command.arg("--admin").arg(spec.edge.admin.to_string());
     if takeover {

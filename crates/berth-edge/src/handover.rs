@@ -23,6 +23,9 @@ use tokio::sync::watch;
 #[derive(Debug, Serialize, Deserialize)]
 struct Manifest {
     public: Vec<SocketAddr>,
+    /// The TLS listeners among `public` (absent from edges before TLS: none).
+    #[serde(default)]
+    tls: Vec<SocketAddr>,
     admin: SocketAddr,
 }
 
@@ -44,27 +47,44 @@ enum Handed {
 /// A listener's descriptor and the address it is bound to.
 pub type Described = (RawFd, SocketAddr);
 
+/// The listeners one handover passes: the public ones (the TLS ones among them named), then
+/// the admin one.
+#[derive(Debug, Clone)]
+pub struct Handout {
+    pub public: Vec<Described>,
+    pub tls: Vec<SocketAddr>,
+    pub admin: Described,
+}
+
 /// Duplicates of an edge's listeners, lent with [`share`] (close-on-exec).
 pub struct Listeners {
     pub public: Vec<std::net::TcpListener>,
+    /// The TLS listeners among `public`, by address.
+    pub tls: Vec<SocketAddr>,
     pub admin: std::net::TcpListener,
 }
 
 impl Listeners {
     /// The descriptors and addresses, as [`serve_once`] takes them.
-    pub fn fds(&self) -> anyhow::Result<(Vec<Described>, Described)> {
+    pub fn fds(&self) -> anyhow::Result<Handout> {
         let public = self
             .public
             .iter()
             .map(|l| Ok((l.as_raw_fd(), l.local_addr()?)))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok((public, (self.admin.as_raw_fd(), self.admin.local_addr()?)))
+        Ok(Handout {
+            public,
+            tls: self.tls.clone(),
+            admin: (self.admin.as_raw_fd(), self.admin.local_addr()?),
+        })
     }
 }
 
 /// Listeners received from the old edge.
 pub struct TakenOver {
     pub public: Vec<std::net::TcpListener>,
+    /// The TLS listeners among `public`, by address.
+    pub tls: Vec<SocketAddr>,
     pub admin: std::net::TcpListener,
     /// Tell the old edge we serve (it then stops accepting).
     confirm: UnixStream,
@@ -79,19 +99,14 @@ impl TakenOver {
 
 /// Serves one handover on `socket` (a blocking thread): sends the descriptors of `public` and
 /// `admin`, waits for the new edge to say it serves, then asks this edge to stop.
-pub fn offer(
-    socket: &Path,
-    public: Vec<(RawFd, SocketAddr)>,
-    admin: (RawFd, SocketAddr),
-    stop: watch::Sender<bool>,
-) -> anyhow::Result<()> {
+pub fn offer(socket: &Path, handout: Handout, stop: watch::Sender<bool>) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(socket);
     let listener =
         UnixListener::bind(socket).with_context(|| format!("binding {}", socket.display()))?;
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
-            match hand_over(&mut conn, &public, admin) {
+            match hand_over(&mut conn, &handout) {
                 Ok(Handed::Over) => {
                     tracing::info!("listening sockets handed over; stopping");
                     let _ = stop.send(true);
@@ -105,23 +120,25 @@ pub fn offer(
     Ok(())
 }
 
-fn hand_over(
-    conn: &mut UnixStream,
-    public: &[(RawFd, SocketAddr)],
-    admin: (RawFd, SocketAddr),
-) -> anyhow::Result<Handed> {
+fn hand_over(conn: &mut UnixStream, handout: &Handout) -> anyhow::Result<Handed> {
     let mut request = [0u8; 9];
     conn.read_exact(&mut request)?;
     if &request != TAKEOVER && &request != SHARE {
         bail!("unexpected handover request");
     }
     let manifest = Manifest {
-        public: public.iter().map(|(_, a)| *a).collect(),
-        admin: admin.1,
+        public: handout.public.iter().map(|(_, a)| *a).collect(),
+        tls: handout.tls.clone(),
+        admin: handout.admin.1,
     };
     let mut payload = serde_json::to_vec(&manifest)?;
     payload.push(b'\n');
-    let fds: Vec<RawFd> = public.iter().map(|(fd, _)| *fd).chain([admin.0]).collect();
+    let fds: Vec<RawFd> = handout
+        .public
+        .iter()
+        .map(|(fd, _)| *fd)
+        .chain([handout.admin.0])
+        .collect();
     sendmsg::<()>(
         conn.as_raw_fd(),
         &[IoSlice::new(&payload)],
@@ -155,8 +172,7 @@ pub fn bind(socket: &Path) -> anyhow::Result<UnixListener> {
 /// here.
 pub fn serve_once(
     listener: UnixListener,
-    public: &[(RawFd, SocketAddr)],
-    admin: (RawFd, SocketAddr),
+    handout: &Handout,
     timeout: std::time::Duration,
 ) -> anyhow::Result<()> {
     listener.set_nonblocking(true)?;
@@ -175,7 +191,7 @@ pub fn serve_once(
     };
     conn.set_nonblocking(false)?;
     conn.set_read_timeout(Some(timeout))?;
-    match hand_over(&mut conn, public, admin)? {
+    match hand_over(&mut conn, handout)? {
         Handed::Over => Ok(()),
         Handed::Shared => bail!("asked to lend the sockets instead of taking them"),
     }
@@ -187,15 +203,20 @@ pub fn share(socket: &Path) -> anyhow::Result<Listeners> {
         .with_context(|| format!("connecting to the running edge at {}", socket.display()))?;
     conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
     conn.write_all(SHARE)?;
-    let (public, admin) = receive(&conn, MsgFlags::MSG_CMSG_CLOEXEC)?;
-    Ok(Listeners { public, admin })
+    let (public, tls, admin) = receive(&conn, MsgFlags::MSG_CMSG_CLOEXEC)?;
+    Ok(Listeners { public, tls, admin })
 }
 
 /// Reads the manifest and the descriptors (public listeners, then the admin one).
+#[allow(clippy::type_complexity)]
 fn receive(
     conn: &UnixStream,
     flags: MsgFlags,
-) -> anyhow::Result<(Vec<std::net::TcpListener>, std::net::TcpListener)> {
+) -> anyhow::Result<(
+    Vec<std::net::TcpListener>,
+    Vec<SocketAddr>,
+    std::net::TcpListener,
+)> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut space = nix::cmsg_space!([RawFd; 16]);
     let (received, fds) = {
@@ -227,7 +248,7 @@ fn receive(
     for l in listeners.iter().chain([&admin]) {
         l.set_nonblocking(true)?;
     }
-    Ok((listeners, admin))
+    Ok((listeners, manifest.tls, admin))
 }
 
 /// Takes the listeners over from the edge serving `socket`.
@@ -235,9 +256,10 @@ pub fn take(socket: &Path) -> anyhow::Result<TakenOver> {
     let mut conn = UnixStream::connect(socket)
         .with_context(|| format!("connecting to the running edge at {}", socket.display()))?;
     conn.write_all(TAKEOVER)?;
-    let (listeners, admin) = receive(&conn, MsgFlags::empty())?;
+    let (listeners, tls, admin) = receive(&conn, MsgFlags::empty())?;
     Ok(TakenOver {
         public: listeners,
+        tls,
         admin,
         confirm: conn,
     })
@@ -257,13 +279,12 @@ mod tests {
         let (public, admin) = (loopback(), loopback());
         let (stop, stopped) = watch::channel(false);
         let socket = dir.path().join("handover.sock");
-        offer(
-            &socket,
-            vec![(public.as_raw_fd(), public.local_addr().unwrap())],
-            (admin.as_raw_fd(), admin.local_addr().unwrap()),
-            stop,
-        )
-        .unwrap();
+        let handout = Handout {
+            public: vec![(public.as_raw_fd(), public.local_addr().unwrap())],
+            tls: vec![public.local_addr().unwrap()],
+            admin: (admin.as_raw_fd(), admin.local_addr().unwrap()),
+        };
+        offer(&socket, handout, stop).unwrap();
 
         let lent = share(&socket).unwrap();
         assert_eq!(
@@ -281,16 +302,18 @@ mod tests {
 
         // The edge is gone; the holder hands the duplicates to the next one.
         let next = dir.path().join("next.sock");
-        let (fds, admin_fd) = lent.fds().unwrap();
+        assert_eq!(lent.tls, vec![public.local_addr().unwrap()], "TLS is named");
+        let handout = lent.fds().unwrap();
         let bound = bind(&next).unwrap();
         let server = std::thread::spawn(move || {
-            serve_once(bound, &fds, admin_fd, std::time::Duration::from_secs(5))
+            serve_once(bound, &handout, std::time::Duration::from_secs(5))
         });
         let taken = take(&next).unwrap();
         assert_eq!(
             taken.public[0].local_addr().unwrap(),
             public.local_addr().unwrap()
         );
+        assert_eq!(taken.tls, vec![public.local_addr().unwrap()]);
         taken.confirm().unwrap();
         server.join().unwrap().unwrap();
         drop(lent);

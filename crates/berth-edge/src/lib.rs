@@ -114,7 +114,8 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
             .public
             .iter()
             .map(|l| {
-                let tls = options.tls_listen.contains(&l.local_addr()?);
+                let addr = l.local_addr()?;
+                let tls = t.tls.contains(&addr) || options.tls_listen.contains(&addr);
                 Ok((TcpListener::from_std(l.try_clone()?)?, tls))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -167,12 +168,12 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
             .iter()
             .filter_map(|(l, _)| Some((l.as_raw_fd(), l.local_addr().ok()?)))
             .collect();
-        handover::offer(
-            &handover_socket,
-            fds,
-            (admin.as_raw_fd(), admin.local_addr()?),
-            stop_tx.clone(),
-        )?;
+        let handout = handover::Handout {
+            public: fds,
+            tls: bound.tls_listen.clone(),
+            admin: (admin.as_raw_fd(), admin.local_addr()?),
+        };
+        handover::offer(&handover_socket, handout, stop_tx.clone())?;
     }
     let connections = Arc::new(server::Connections::default());
     let worker_count = std::thread::available_parallelism()

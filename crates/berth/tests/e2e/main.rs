@@ -16,3 +16,4 @@ mod postgres;
 mod recovery;
 mod secrets;
 mod supervision;
+mod tls;
