@@ -9,6 +9,7 @@
 # Environment: DURATION (wrk -d, default 20s), WARMUP (default 2s, not measured), THREADS (2),
 # CONNECTIONS (64), IDLE_CONNS (10000), SKIP_BUILD=1 (use the existing release binary),
 # RSS_COMPARE=0 (skip the idle-connection RSS of nginx and HAProxy, measured for comparison),
+# BERTH_BIN=path (measure that berth binary instead of building this checkout),
 # PATHS ("/ /1k /100k": the cases to run, for a quick look at one), IDLE_CONNS=0 (no memory run).
 #
 # Ports: backend auto (Berth's $PORT), edge 18080 (admin 19090), nginx 18081, HAProxy 18082.
@@ -64,6 +65,13 @@ install_tools() {
 build_berth() {
     local target_dir=${CARGO_TARGET_DIR:-$REPO/target}
     BERTH="$target_dir/release/berth"
+    if [ -n "${BERTH_BIN:-}" ]; then
+        # Another build to compare (e.g. the commit before a change): used as it is.
+        BERTH="$BERTH_BIN"
+        [ -x "$BERTH" ] || die "no binary at $BERTH"
+        log "using $BERTH (BERTH_BIN)"
+        return
+    fi
     if [ "${SKIP_BUILD:-0}" = 1 ] && [ -x "$BERTH" ]; then
         log "using existing $BERTH (SKIP_BUILD=1)"
         return
@@ -344,6 +352,10 @@ NGINX_VERSION=$( (nginx -v 2>&1 || true) | sed 's|.*nginx/||')
 WRK_VERSION=$( (wrk -v 2>&1 || true) | awk 'NR == 1 {print $2}')
 BERTH_REV=$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
 BERTH_DIRTY=$(cd "$REPO" && [ -n "$(git status --porcelain -- crates 2>/dev/null)" ] && echo " (crates modified)" || true)
+if [ -n "${BERTH_BIN:-}" ]; then
+    BERTH_REV="$BERTH_BIN"
+    BERTH_DIRTY=" (BERTH_BIN)"
+fi
 {
     echo "# Edge benchmark, $(date '+%Y-%m-%d %H:%M %Z')"
     echo
