@@ -9,6 +9,7 @@
 pub mod access_line;
 pub mod control;
 pub mod errors;
+pub mod guard;
 pub mod handover;
 pub mod http1;
 pub mod metrics;

@@ -95,6 +95,7 @@ mod tests {
             host: host.map(str::to_string),
             path: path.into(),
             service: service.into(),
+            headers: Default::default(),
         }
     }
 

@@ -29,6 +29,9 @@ pub struct RoutingTable {
     /// ones (absent in tables written before TLS existed).
     #[serde(default)]
     pub tls: TlsTable,
+    /// Maintenance mode, when on.
+    #[serde(default)]
+    pub maintenance: Option<Maintenance>,
 }
 
 /// What the edge needs for TLS: certificate files by host name, and the HTTP-01 challenges
@@ -66,6 +69,9 @@ pub struct RouteEntry {
     pub host: Option<String>,
     pub path: String,
     pub service: String,
+    /// Response headers of this route: set over the defaults; an empty value removes one.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +122,52 @@ pub struct EdgeSettings {
     /// written before it existed: nobody is trusted).
     #[serde(default)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Per-client request rate limits; every rule whose path matches applies.
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimit>,
+    /// Clients no rate or connection limit applies to.
+    #[serde(default)]
+    pub limit_exempt: Vec<ipnet::IpNet>,
+    /// Open connections one client address may have (0: no limit).
+    #[serde(default)]
+    pub max_connections_per_ip: u32,
+    /// Paths only some client addresses may reach (403 for the others).
+    #[serde(default)]
+    pub allow: Vec<AllowRule>,
+    /// Headers added to every answer that does not carry them (security headers); a route's
+    /// own `headers` override them.
+    #[serde(default)]
+    pub response_headers: Vec<(String, String)>,
+    /// Remove the replicas' `Server` header.
+    #[serde(default)]
+    pub hide_server: bool,
+}
+
+/// A GCRA rate limit per client address: `burst` requests at once, then one per
+/// `interval`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Path prefix it applies to (`/` for all).
+    pub path: String,
+    pub interval: Duration,
+    pub burst: u32,
+}
+
+/// Only clients in `from` may reach paths under `path`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllowRule {
+    pub path: String,
+    pub from: Vec<ipnet::IpNet>,
+}
+
+/// Maintenance mode (`berth maintenance on`): 503 with a page, except for `allow`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Maintenance {
+    /// The services in maintenance; empty: all of them.
+    pub services: Vec<String>,
+    pub message: Option<String>,
+    /// Clients that still get through (to check the site before opening it again).
+    pub allow: Vec<ipnet::IpNet>,
 }
 
 /// The spec's defaults (`[edge]` of an empty file): one source of truth.
@@ -136,6 +188,27 @@ impl From<&berth_spec::EdgeSpec> for EdgeSettings {
             request_timeout: edge.request_timeout,
             access_log: edge.access_log,
             trusted_proxies: edge.trusted_proxies.clone(),
+            rate_limits: edge
+                .rate_limits
+                .iter()
+                .map(|l| RateLimit {
+                    path: l.path.clone(),
+                    interval: l.interval,
+                    burst: l.burst,
+                })
+                .collect(),
+            limit_exempt: edge.limit_exempt.clone(),
+            max_connections_per_ip: edge.max_connections_per_ip,
+            allow: edge
+                .allow
+                .iter()
+                .map(|a| AllowRule {
+                    path: a.path.clone(),
+                    from: a.from.clone(),
+                })
+                .collect(),
+            response_headers: edge.response_headers.clone(),
+            hide_server: edge.hide_server,
         }
     }
 }
@@ -154,6 +227,7 @@ impl RoutingTable {
                 host: r.host.clone(),
                 path: r.path.clone(),
                 service: r.service.clone(),
+                headers: r.headers.clone(),
             })
             .collect();
         let mut services = BTreeMap::new();
@@ -209,6 +283,7 @@ impl RoutingTable {
             settings: EdgeSettings::from(&spec.edge),
             test_key: None,
             tls: TlsTable::default(),
+            maintenance: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! Variables are merged from the least to the most specific: the stack's `[env]`, the
 //! environment's `env`, the service's `env`, then the environment's `env` for that service.
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -150,6 +151,7 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
                     .as_ref()
                     .map_or_else(|| "/".to_string(), |path| path.value.clone()),
                 service: route.service.as_ref()?.value.clone(),
+                headers: route.headers.clone(),
             })
         })
         .collect();
@@ -189,6 +191,38 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
                 .unwrap_or(EdgeSpec::DEFAULT_REQUEST_TIMEOUT),
             access_log: raw.access_log.unwrap_or(EdgeSpec::DEFAULT_ACCESS_LOG),
             trusted_proxies: raw.trusted_proxies.clone().unwrap_or_default(),
+            rate_limits: {
+                let global = match raw.global_rate_limit {
+                    None => Some(EdgeSpec::default_rate_limit()),
+                    Some(None) => None,
+                    Some(Some((count, period))) => Some(crate::types::RateLimitSpec {
+                        path: "/".into(),
+                        interval: period / count,
+                        burst: count,
+                    }),
+                };
+                global
+                    .into_iter()
+                    .chain(raw.rate_limits.iter().cloned())
+                    .collect()
+            },
+            limit_exempt: raw
+                .limit_exempt
+                .clone()
+                .unwrap_or_else(EdgeSpec::default_limit_exempt),
+            max_connections_per_ip: raw
+                .max_connections_per_ip
+                .unwrap_or(EdgeSpec::DEFAULT_MAX_CONNECTIONS_PER_IP),
+            allow: raw.allow.clone(),
+            response_headers: {
+                let mut headers: BTreeMap<String, String> =
+                    EdgeSpec::default_response_headers().into_iter().collect();
+                for (name, value) in raw.response_headers.iter().flatten() {
+                    headers.insert(name.clone(), value.clone());
+                }
+                headers.into_iter().filter(|(_, v)| !v.is_empty()).collect()
+            },
+            hide_server: raw.hide_server.unwrap_or(false),
         },
         tls: crate::tls::build(raw, &folder),
         env: stack_env,

@@ -36,6 +36,14 @@ pub(crate) struct RawSpec {
     pub hsts: Option<String>,
     pub redirect_https: Option<bool>,
     pub certificates: Vec<crate::tls::RawCertificate>,
+    /// `[edge] rate_limit`: Some(None) for "off".
+    pub global_rate_limit: Option<Option<(u32, Duration)>>,
+    pub rate_limits: Vec<crate::types::RateLimitSpec>,
+    pub limit_exempt: Option<Vec<ipnet::IpNet>>,
+    pub max_connections_per_ip: Option<u32>,
+    pub allow: Vec<crate::types::AllowSpec>,
+    pub response_headers: Option<BTreeMap<String, String>>,
+    pub hide_server: Option<bool>,
     pub acme: crate::tls::RawAcme,
     pub env: BTreeMap<String, String>,
     pub services: BTreeMap<String, RawService>,
@@ -151,6 +159,7 @@ pub(crate) struct RawRoute {
     pub host: Option<Located<String>>,
     pub path: Option<Located<String>>,
     pub service: Option<Located<String>>,
+    pub headers: BTreeMap<String, String>,
 }
 
 /// One `[environment.NAME]`.

@@ -63,6 +63,34 @@ pub struct EdgeSpec {
     /// Proxies in front of the edge (addresses or CIDR ranges) whose `X-Forwarded-*` and
     /// `X-Request-Id` headers are believed; from any other client they are replaced.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `[[rate_limit]]` (the references' 2,000 requests per 5 minutes per client when none is
+    /// written).
+    pub rate_limits: Vec<RateLimitSpec>,
+    /// `limit_exempt`: clients no rate or connection limit applies to (default: loopback).
+    pub limit_exempt: Vec<ipnet::IpNet>,
+    /// `max_connections_per_ip` (0: no limit).
+    pub max_connections_per_ip: u32,
+    /// `[[allow]]`: paths only some client addresses may reach.
+    pub allow: Vec<AllowSpec>,
+    /// `[edge.headers]` merged over the default security headers (`""` removes one).
+    pub response_headers: Vec<(String, String)>,
+    /// `hide_server`: drop the replicas' `Server` header.
+    pub hide_server: bool,
+}
+
+/// One `[[rate_limit]]`: per client address, `burst` requests at once, then one per `interval`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RateLimitSpec {
+    pub path: String,
+    pub interval: Duration,
+    pub burst: u32,
+}
+
+/// One `[[allow]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AllowSpec {
+    pub path: String,
+    pub from: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -196,6 +224,9 @@ pub struct RouteSpec {
     pub host: Option<String>,
     pub path: String,
     pub service: String,
+    /// Response headers set on this route's answers (over `[edge] headers`; `""` removes one).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 impl EdgeSpec {
@@ -217,6 +248,38 @@ impl EdgeSpec {
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
     /// Default `access_log`.
     pub const DEFAULT_ACCESS_LOG: bool = true;
+    /// Default `max_connections_per_ip`.
+    pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 256;
+
+    /// The references' production WAF rate rule: 2,000 requests per 5 minutes per client.
+    pub fn default_rate_limit() -> RateLimitSpec {
+        RateLimitSpec {
+            path: "/".into(),
+            interval: Duration::from_millis(150), // 300 s / 2,000
+            burst: 2000,
+        }
+    }
+
+    /// Loopback: health checks, local tools and tests are never limited.
+    pub fn default_limit_exempt() -> Vec<ipnet::IpNet> {
+        ["127.0.0.0/8", "::1/128"]
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect()
+    }
+
+    /// Security headers on every answer unless the application or the route sets its own.
+    pub fn default_response_headers() -> Vec<(String, String)> {
+        // Sorted by name, as the merged lists of a spec are.
+        [
+            ("referrer-policy", "strict-origin-when-cross-origin"),
+            ("x-content-type-options", "nosniff"),
+            ("x-frame-options", "SAMEORIGIN"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+    }
 }
 
 impl Default for EdgeSpec {
@@ -233,6 +296,12 @@ impl Default for EdgeSpec {
             request_timeout: EdgeSpec::DEFAULT_REQUEST_TIMEOUT,
             access_log: EdgeSpec::DEFAULT_ACCESS_LOG,
             trusted_proxies: Vec::new(),
+            rate_limits: vec![EdgeSpec::default_rate_limit()],
+            limit_exempt: EdgeSpec::default_limit_exempt(),
+            max_connections_per_ip: EdgeSpec::DEFAULT_MAX_CONNECTIONS_PER_IP,
+            allow: Vec::new(),
+            response_headers: EdgeSpec::default_response_headers(),
+            hide_server: false,
         }
     }
 }

@@ -20,6 +20,7 @@ use crate::units::{self, closest, list};
 
 mod backup;
 mod deploy;
+mod limits;
 mod tls;
 
 pub(crate) use backup::check_backup;
@@ -37,6 +38,8 @@ const TOP_KEYS: &[&str] = &[
     "route",
     "certificate",
     "acme",
+    "rate_limit",
+    "allow",
     "environment",
     "backup",
 ];
@@ -55,6 +58,11 @@ const EDGE_KEYS: &[&str] = &[
     "tls_listen",
     "hsts",
     "redirect_https",
+    "rate_limit",
+    "limit_exempt",
+    "max_connections_per_ip",
+    "headers",
+    "hide_server",
 ];
 const SERVICE_KEYS: &[&str] = &[
     "run",
@@ -91,7 +99,7 @@ const BALANCES: &[&str] = &["least_outstanding", "round_robin"];
 const ACCESSORY_KEYS: &[&str] = &["engine", "database", "user", "port", "env"];
 const ENGINES: &[&str] = &["postgres", "mysql", "redis"];
 const VOLUME_KEYS: &[&str] = &["env"];
-const ROUTE_KEYS: &[&str] = &["host", "path", "service"];
+const ROUTE_KEYS: &[&str] = &["host", "path", "service", "headers"];
 const ENVIRONMENT_KEYS: &[&str] = &["env", "service"];
 const OVERRIDE_KEYS: &[&str] = &["replicas", "min", "max", "memory", "cpu", "env"];
 
@@ -155,6 +163,8 @@ impl Walker<'_> {
                 }
                 "route" => spec.routes = self.routes(value),
                 "certificate" => spec.certificates = self.certificates(value),
+                "rate_limit" => spec.rate_limits = self.rate_limits(value),
+                "allow" => spec.allow = self.allow_rules(value),
                 "acme" => spec.acme = self.acme(value),
                 "backup" => spec.backup = self.backup(value),
                 "environment" => {
@@ -307,37 +317,52 @@ impl Walker<'_> {
                     spec.redirect_https =
                         self.boolean(value, "edge.redirect_https", "redirect_https = true");
                 }
-                "trusted_proxies" => {
-                    let example = r#"trusted_proxies = ["10.0.0.0/8", "192.0.2.7"]"#;
-                    let Some(items) = self.array(value, "edge.trusted_proxies", example) else {
+                "rate_limit" => {
+                    let example = r#"rate_limit = "2000/5m""#;
+                    let Some(text) = self.string(value, "edge.rate_limit", example) else {
                         continue;
                     };
-                    let mut networks = Vec::new();
-                    for item in items {
-                        let Some(text) = self.string(item, "edge.trusted_proxies", example) else {
-                            continue;
-                        };
-                        let parsed = text.value.parse::<ipnet::IpNet>().ok().or_else(|| {
-                            text.value
-                                .parse::<std::net::IpAddr>()
-                                .ok()
-                                .map(ipnet::IpNet::from)
-                        });
-                        match parsed {
-                            Some(network) => networks.push(network),
+                    if text.value == "off" {
+                        spec.global_rate_limit = Some(None);
+                    } else {
+                        match limits::parse_rate(&text.value) {
+                            Some(rate) => spec.global_rate_limit = Some(Some(rate)),
                             None => self.problems.push(
                                 text.span,
-                                format!(
-                                    "invalid address or range \"{}\" in `edge.trusted_proxies`",
-                                    text.value
-                                ),
-                                Some(format!("an IP address or a CIDR range, e.g. {example}")),
+                                format!("invalid rate \"{}\" for `edge.rate_limit`", text.value),
+                                Some(r#"requests per period per client, e.g. "2000/5m" or "10/s"; "off" for none"#.into()),
                             ),
                         }
                     }
-                    if networks.len() == items.len() {
-                        spec.trusted_proxies = Some(networks);
-                    }
+                }
+                "limit_exempt" => {
+                    spec.limit_exempt = self.networks(
+                        value,
+                        "edge.limit_exempt",
+                        r#"limit_exempt = ["127.0.0.0/8", "10.0.0.0/8"]"#,
+                    );
+                }
+                "max_connections_per_ip" => {
+                    spec.max_connections_per_ip = self
+                        .count(
+                            value,
+                            "edge.max_connections_per_ip",
+                            0,
+                            "max_connections_per_ip = 256",
+                        )
+                        .map(|c| c.value);
+                }
+                "headers" => spec.response_headers = self.headers(value, "edge.headers"),
+                "hide_server" => {
+                    spec.hide_server =
+                        self.boolean(value, "edge.hide_server", "hide_server = true");
+                }
+                "trusted_proxies" => {
+                    spec.trusted_proxies = self.networks(
+                        value,
+                        "edge.trusted_proxies",
+                        r#"trusted_proxies = ["10.0.0.0/8", "192.0.2.7"]"#,
+                    );
                 }
                 other => self.unknown_key(key, other, EDGE_KEYS, "[edge]"),
             }
@@ -768,6 +793,7 @@ impl Walker<'_> {
                 host: None,
                 path: None,
                 service: None,
+                headers: Default::default(),
             };
             for (key, value) in table.iter() {
                 match key.get_ref().as_ref() {
@@ -800,6 +826,9 @@ impl Walker<'_> {
                     }
                     "service" => {
                         route.service = self.string(value, &path("service"), r#"service = "web""#);
+                    }
+                    "headers" => {
+                        route.headers = self.headers(value, &path("headers")).unwrap_or_default();
                     }
                     other => self.unknown_key(key, other, ROUTE_KEYS, "[[route]]"),
                 }

@@ -186,17 +186,20 @@ fn full_spec_parses_to_the_written_values() {
             RouteSpec {
                 host: Some("shop.example.com".into()),
                 path: "/".into(),
-                service: "web".into()
+                service: "web".into(),
+                headers: Default::default(),
             },
             RouteSpec {
                 host: None,
                 path: "/api".into(),
-                service: "api".into()
+                service: "api".into(),
+                headers: Default::default(),
             },
             RouteSpec {
                 host: Some("*.example.com".into()),
                 path: "/".into(),
-                service: "web".into()
+                service: "web".into(),
+                headers: Default::default(),
             },
         ]
     );
@@ -260,7 +263,8 @@ fn minimal_spec_gets_the_defaults() {
         vec![RouteSpec {
             host: None,
             path: "/".into(),
-            service: "web".into()
+            service: "web".into(),
+            headers: Default::default(),
         }]
     );
 }

@@ -419,6 +419,7 @@ pub fn route(host: Option<&str>, path: &str, service: &str) -> RouteEntry {
         host: host.map(str::to_string),
         path: path.to_string(),
         service: service.to_string(),
+        headers: Default::default(),
     }
 }
 
@@ -438,6 +439,7 @@ pub fn table(
         settings,
         test_key: Some(TEST_KEY.to_string()),
         tls: Default::default(),
+        maintenance: None,
     }
 }
 
