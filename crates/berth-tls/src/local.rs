@@ -140,6 +140,36 @@ impl LocalCa {
         self.issue_at(hosts, dir, SystemTime::now(), LEAF_VALIDITY)
     }
 
+    /// Issues a leaf into `dir` only when the policy says so: no usable pair there, a host
+    /// missing from it, or within 30 days of expiry at `now`. Returns the files and whether a
+    /// new leaf was written.
+    pub fn ensure(
+        &self,
+        hosts: &[String],
+        dir: &Path,
+        now: SystemTime,
+    ) -> Result<(CertificateFiles, bool)> {
+        let current = match crate::files::check_pair(&dir.join(CERT_FILE), &dir.join(KEY_FILE), now)
+        {
+            Ok(info) => crate::policy::Current::Usable {
+                validity: info.validity(),
+                covers_hosts: info.covers_all(hosts),
+            },
+            Err(_) => crate::policy::Current::Unusable,
+        };
+        match crate::policy::decide(now, current, None) {
+            crate::policy::Renew::Now(_) => Ok((self.issue(hosts, dir)?, true)),
+            _ => Ok((
+                CertificateFiles {
+                    hosts: hosts.to_vec(),
+                    cert: dir.join(CERT_FILE),
+                    key: dir.join(KEY_FILE),
+                },
+                false,
+            )),
+        }
+    }
+
     pub(crate) fn issue_at(
         &self,
         hosts: &[String],
@@ -323,6 +353,26 @@ mod tests {
         let info = read_cert(&second.cert).unwrap();
         assert!(info.covers_all(&hosts(&["a.localhost", "b.localhost"])));
         verify(ca.cert_pem().as_bytes(), &second.cert, "b.localhost").unwrap();
+    }
+
+    #[test]
+    fn ensure_reissues_only_for_new_hosts_or_near_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = LocalCa::load_or_create(&dir.path().join("ca")).unwrap();
+        let leaf_dir = dir.path().join("certs/web");
+        let now = SystemTime::now();
+        let day = Duration::from_secs(24 * 3600);
+        let a = hosts(&["a.localhost"]);
+        assert!(ca.ensure(&a, &leaf_dir, now).unwrap().1, "first: issued");
+        assert!(!ca.ensure(&a, &leaf_dir, now).unwrap().1, "fresh: kept");
+        assert!(!ca.ensure(&a, &leaf_dir, now + 300 * day).unwrap().1);
+        assert!(
+            ca.ensure(&a, &leaf_dir, now + 340 * day).unwrap().1,
+            "near expiry"
+        );
+        let ab = hosts(&["a.localhost", "b.localhost"]);
+        assert!(ca.ensure(&ab, &leaf_dir, now).unwrap().1, "new host");
+        assert!(!ca.ensure(&ab, &leaf_dir, now).unwrap().1);
     }
 
     #[test]

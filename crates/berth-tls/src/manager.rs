@@ -68,6 +68,51 @@ pub struct CertEvent {
     pub kind: EventKind,
 }
 
+impl std::fmt::Display for CertEvent {
+    /// One log line: `certificate web (acme: a.example, b.example) renewed, valid until ...`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "certificate {} ({}: {}) ",
+            self.name,
+            self.source,
+            self.hosts.join(", ")
+        )?;
+        match &self.kind {
+            EventKind::Issued { not_after } => {
+                write!(
+                    f,
+                    "issued, valid until {}",
+                    humantime::format_rfc3339_seconds(*not_after)
+                )
+            }
+            EventKind::Renewed { not_after } => {
+                write!(
+                    f,
+                    "renewed, valid until {}",
+                    humantime::format_rfc3339_seconds(*not_after)
+                )
+            }
+            EventKind::Failed {
+                reason,
+                attempts,
+                retry_in,
+                still_serving,
+            } => {
+                write!(
+                    f,
+                    "not issued (attempt {attempts}): {reason}; next attempt in {}",
+                    humantime::format_duration(*retry_in)
+                )?;
+                if *still_serving {
+                    f.write_str("; the current certificate keeps serving")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
     /// A first certificate (there was no usable one).
@@ -489,6 +534,26 @@ mod tests {
         assert!(m.plan(now).is_empty());
         assert_eq!(m.next_due(now), None);
         assert!(m.tick(now).await.is_empty());
+    }
+
+    #[test]
+    fn an_event_reads_as_one_log_line() {
+        let event = CertEvent {
+            name: "web".into(),
+            hosts: vec!["a.test".into(), "b.test".into()],
+            source: "acme",
+            kind: EventKind::Failed {
+                reason: "acme validation of a.test failed: 404".into(),
+                attempts: 2,
+                retry_in: Duration::from_secs(120),
+                still_serving: true,
+            },
+        };
+        assert_eq!(
+            event.to_string(),
+            "certificate web (acme: a.test, b.test) not issued (attempt 2): acme validation of \
+             a.test failed: 404; next attempt in 2m; the current certificate keeps serving"
+        );
     }
 
     #[test]
