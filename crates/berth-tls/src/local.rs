@@ -154,6 +154,7 @@ impl LocalCa {
             Ok(info) => crate::policy::Current::Usable {
                 validity: info.validity(),
                 covers_hosts: info.covers_all(hosts),
+                same_issuer: true,
             },
             Err(_) => crate::policy::Current::Unusable,
         };

@@ -7,6 +7,7 @@
 //! STATE/ca/ca.pem, ca-key.pem          the local development CA
 //! STATE/acme/account-HOST_PATH.json    ACME account credentials, one per directory URL
 //! STATE/certs/NAME/cert.pem, key.pem   one folder per desired certificate (ACME or local)
+//! STATE/certs/NAME/issuer               `local` or `acme DIRECTORY_URL`: who issued the pair
 //! STATE/certs/NAME/failures.json       failed attempts since the last success (back-off)
 //! ```
 //! Certificates on disk are reused across restarts: a `tick` asks the ACME server nothing (does
@@ -25,6 +26,9 @@ use crate::error::{Result, TlsError};
 use crate::files::{check_pair, write_private, CertInfo};
 use crate::local::{LocalCa, CERT_FILE, KEY_FILE};
 use crate::policy::{backoff, decide, Current, Failures, Renew, Why};
+
+/// The file that records who issued a certificate folder's pair.
+const ISSUER_FILE: &str = "issuer";
 
 /// Where a certificate comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,6 +255,16 @@ impl Manager {
             .collect()
     }
 
+    /// Who issues `d`'s certificate, as recorded in its folder's `issuer` file after each
+    /// issuance: a change (local CA → ACME, staging → production) means a new certificate now.
+    fn issuer(&self, d: &Desired) -> String {
+        match d.source {
+            Source::Acme => format!("acme {}", self.settings.acme.directory_url),
+            Source::Local => "local".to_owned(),
+            Source::Files { .. } => "files".to_owned(),
+        }
+    }
+
     fn observe(&self, d: &Desired, now: SystemTime) -> (Current, Option<CertInfo>) {
         let dir = self.cert_dir(&d.name);
         match check_pair(&dir.join(CERT_FILE), &dir.join(KEY_FILE), now) {
@@ -258,6 +272,8 @@ impl Manager {
                 Current::Usable {
                     validity: info.validity(),
                     covers_hosts: info.covers_all(&d.hosts),
+                    same_issuer: fs::read_to_string(dir.join(ISSUER_FILE))
+                        .is_ok_and(|issuer| issuer.trim() == self.issuer(d)),
                 },
                 Some(info),
             ),
@@ -385,6 +401,9 @@ impl Manager {
             }
             Source::Files { .. } => unreachable!("files are never issued"),
         };
+        // After the pair: a crash in between leaves the old issuer recorded, so the certificate
+        // is issued once more rather than taken for what it is not.
+        write_private(&dir.join(ISSUER_FILE), self.issuer(d).as_bytes())?;
         check_pair(&files.cert, &files.key, SystemTime::now())
     }
 }
@@ -507,6 +526,50 @@ mod tests {
             }]
         ));
         assert_eq!(m.serving(now)[0].hosts, ["a.localhost", "b.localhost"]);
+    }
+
+    #[tokio::test]
+    async fn switching_from_the_local_ca_to_acme_reissues_and_serves_the_old_one_meanwhile() {
+        let state = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let mut m = manager(state.path(), &["a.localhost"]);
+        m.tick(now).await;
+        let local = m.serving(now);
+        let acme = Desired {
+            name: "web".into(),
+            hosts: vec!["a.localhost".into()],
+            source: Source::Acme,
+        };
+        let mut m = Manager::new(
+            Settings {
+                state_dir: state.path().to_path_buf(),
+                acme: AcmeSettings {
+                    // Nothing listens there: the attempt fails fast.
+                    directory_url: "https://127.0.0.1:9/directory".into(),
+                    timeout: Duration::from_secs(10),
+                    ..AcmeSettings::default()
+                },
+            },
+            vec![acme],
+            Arc::new(ChallengeMap::default()),
+        )
+        .unwrap();
+        assert_eq!(m.plan(now)[0].renew, Renew::Now(Why::IssuerChanged));
+        let events = m.tick(now).await;
+        assert!(
+            matches!(
+                events[..],
+                [CertEvent {
+                    kind: EventKind::Failed {
+                        still_serving: true,
+                        ..
+                    },
+                    ..
+                }]
+            ),
+            "{events:?}"
+        );
+        assert_eq!(m.serving(now), local);
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! When to issue or renew a certificate: pure functions of the time, the certificate on disk and
 //! the failures so far. No I/O; the manager does what these decide.
 //!
-//! - No usable certificate, or one that lacks a desired host: issue now.
+//! - No usable certificate, one that lacks a desired host, or one from another issuer than the
+//!   desired one (local CA → ACME, staging → production): issue now.
 //! - A usable one: renew once it is within [`RENEW_BEFORE`] (30 days) of expiry, or within a
 //!   third of its lifetime for certificates shorter than 90 days (so a 6-day certificate is
 //!   renewed 2 days before expiry, not continuously).
@@ -39,10 +40,13 @@ pub struct Failures {
 pub enum Current {
     /// No file, an unreadable one, a key that does not match, or an expired certificate.
     Unusable,
-    /// A usable certificate; `covers_hosts` is false when a desired host is missing from it.
+    /// A usable certificate; `covers_hosts` is false when a desired host is missing from it,
+    /// `same_issuer` false when it came from another source than the one now desired (the
+    /// local CA, another ACME directory such as staging).
     Usable {
         validity: Validity,
         covers_hosts: bool,
+        same_issuer: bool,
     },
 }
 
@@ -53,6 +57,8 @@ pub enum Why {
     Missing,
     /// The certificate does not name every desired host.
     HostsChanged,
+    /// The certificate came from another issuer than the one now desired.
+    IssuerChanged,
     /// The certificate is within its renewal window.
     Expiring,
 }
@@ -93,6 +99,9 @@ pub fn decide(now: SystemTime, current: Current, failures: Option<Failures>) -> 
             covers_hosts: false,
             ..
         } => (Why::HostsChanged, now),
+        Current::Usable {
+            same_issuer: false, ..
+        } => (Why::IssuerChanged, now),
         Current::Usable { validity, .. } => {
             let due = validity
                 .not_after
@@ -138,6 +147,7 @@ mod tests {
                 not_after: t(start + 90),
             },
             covers_hosts: true,
+            same_issuer: true,
         }
     }
 
@@ -173,6 +183,7 @@ mod tests {
                 not_after: t(6),
             },
             covers_hosts: true,
+            same_issuer: true,
         };
         assert_eq!(decide(t(1), six_days, None), Renew::Not(3 * DAY));
         assert_eq!(decide(t(4), six_days, None), Renew::Now(Why::Expiring));
@@ -186,8 +197,22 @@ mod tests {
                 not_after: t(90),
             },
             covers_hosts: false,
+            same_issuer: true,
         };
         assert_eq!(decide(t(1), current, None), Renew::Now(Why::HostsChanged));
+    }
+
+    #[test]
+    fn a_certificate_from_another_issuer_is_replaced_now() {
+        let current = Current::Usable {
+            validity: Validity {
+                not_before: t(0),
+                not_after: t(90),
+            },
+            covers_hosts: true,
+            same_issuer: false,
+        };
+        assert_eq!(decide(t(1), current, None), Renew::Now(Why::IssuerChanged));
     }
 
     #[test]
