@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use berth_model::routing::CertificateFiles;
+use tracing::Instrument;
 
 use crate::acme::{AcmeAccount, AcmeSettings, ChallengeSink};
 use crate::error::{Result, TlsError};
@@ -329,12 +330,14 @@ impl Manager {
             } else {
                 "local"
             };
-            let _span = tracing::info_span!("certificate", name = %d.name, source, ?why).entered();
-            let kind = match self.issue(&d).await {
+            // Instrumented, not entered: a span guard held across an await would make this
+            // future !Send (and the daemon spawns it).
+            let span = tracing::info_span!("certificate", name = %d.name, source, ?why);
+            let kind = match self.issue(&d).instrument(span.clone()).await {
                 Ok(info) => {
                     self.failures.remove(&d.name);
                     let _ = fs::remove_file(self.failures_path(&d.name));
-                    tracing::info!(hosts = ?d.hosts, "certificate issued");
+                    span.in_scope(|| tracing::info!(hosts = ?d.hosts, "certificate issued"));
                     if why == Why::Missing {
                         EventKind::Issued {
                             not_after: info.not_after,
@@ -360,7 +363,9 @@ impl Manager {
                     }
                     let reason = e.to_string();
                     let still_serving = current != Current::Unusable;
-                    tracing::warn!(%reason, attempts, still_serving, "certificate not issued");
+                    span.in_scope(|| {
+                        tracing::warn!(%reason, attempts, still_serving, "certificate not issued")
+                    });
                     EventKind::Failed {
                         reason,
                         attempts,
@@ -597,6 +602,13 @@ mod tests {
         assert!(m.plan(now).is_empty());
         assert_eq!(m.next_due(now), None);
         assert!(m.tick(now).await.is_empty());
+    }
+
+    /// The daemon spawns the tick: its future must be Send.
+    #[allow(dead_code)]
+    fn tick_is_send(manager: &mut Manager) {
+        fn send<T: Send>(_: &T) {}
+        send(&manager.tick(SystemTime::now()));
     }
 
     #[test]
