@@ -265,13 +265,15 @@ impl AcmeAccount {
                 });
             };
             let key_authorization = challenge.key_authorization();
+            // Noted before publishing: if the attempt times out during `publish`, the token is
+            // still withdrawn (withdrawing one that never arrived is harmless).
+            published.push(challenge.token.clone());
             sink.publish(&challenge.token, key_authorization.as_str())
                 .await
                 .map_err(|reason| TlsError::Publish {
                     host: host.clone(),
                     reason,
                 })?;
-            published.push(challenge.token.clone());
             challenge
                 .set_ready()
                 .await
