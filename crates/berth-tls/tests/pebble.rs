@@ -530,3 +530,42 @@ async fn a_restart_reuses_stored_certificates_without_asking_the_server() {
         Renew::After(_)
     ));
 }
+
+/// A sink that cannot reach the edge.
+struct Unreachable;
+
+#[async_trait::async_trait]
+impl berth_tls::ChallengeSink for Unreachable {
+    async fn publish(&self, _token: &str, _key_authorization: &str) -> Result<(), String> {
+        Err("the edge's control socket does not answer".into())
+    }
+
+    async fn withdraw(&self, _token: &str) {}
+}
+
+#[tokio::test]
+async fn a_challenge_that_cannot_be_published_is_never_submitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = challenge_server(Arc::new(ChallengeMap::default())).await;
+    let Some(pebble) = Pebble::start(dir.path(), server.port) else {
+        return;
+    };
+    let state = dir.path().join("state");
+    let mut manager =
+        Manager::new(pebble.settings(&state), desired(), Arc::new(Unreachable)).unwrap();
+    let now = SystemTime::now();
+    let events = manager.tick(now).await;
+    let EventKind::Failed {
+        reason,
+        still_serving,
+        ..
+    } = only_event(&events)
+    else {
+        panic!("{events:?}");
+    };
+    assert!(reason.contains("cannot publish"), "{reason}");
+    assert!(!still_serving);
+    // pebble was never told to validate, so it never asked.
+    assert_eq!(server.requests.load(Ordering::SeqCst), 0);
+    assert!(manager.serving(now).is_empty());
+}
