@@ -1,0 +1,3 @@
+//! Integration tests of berth-tls (one test binary; modules below).
+
+mod pebble;
