@@ -479,15 +479,15 @@ impl EdgeLink {
         table
     }
 
-    /// Sets the certificates served (after the spec's own files) and the ACME challenges to
-    /// answer; the next pushed table carries them.
+    /// Sets the certificates served (all of them, in the spec's order: its files and those
+    /// issued) and the ACME challenges to answer; the next pushed table carries them.
     pub fn set_tls(
         &self,
-        issued: Vec<CertificateFiles>,
+        certificates: Vec<CertificateFiles>,
         challenges: std::collections::BTreeMap<String, String>,
     ) {
         let mut tls = tls_from_spec(&self.spec);
-        tls.certificates.extend(issued);
+        tls.certificates = certificates;
         tls.challenges = challenges;
         *self.tls.lock().unwrap_or_else(|e| e.into_inner()) = tls;
     }

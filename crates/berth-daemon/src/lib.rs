@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod backup;
+pub mod certificates;
 pub mod deploy;
 pub mod edge;
 pub mod keeper;

@@ -121,6 +121,21 @@ impl Stack {
         self.record(EventLevel::Info, "edge", format!("{verb} pid {pid}"));
         self.supervisor.set_traffic_control(link.clone());
         link.spawn_sync();
+        let store = self.store.clone();
+        let env = self.env_name().to_string();
+        crate::certificates::spawn(
+            link.clone(),
+            &self.spec,
+            &self.paths,
+            move |level, message| {
+                let event = Event::new(level, "tls", message);
+                let store = store.lock().unwrap_or_else(|e| e.into_inner());
+                if let Err(e) = store.push_event(&env, &event) {
+                    tracing::error!("recording a certificate event: {e:#}");
+                }
+            },
+        )
+        .context("starting the certificate manager")?;
         let _ = self.edge.set(link);
         Ok(())
     }
