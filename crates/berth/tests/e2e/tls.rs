@@ -152,3 +152,52 @@ fn have_curl() -> bool {
     }
     found
 }
+
+#[test]
+fn a_local_ca_certificate_is_made_served_and_kept_across_a_restart() {
+    if !have_curl() {
+        return;
+    }
+    let tls_port = free_fixed_port();
+    let body = format!(
+        "tls_listen = [\"127.0.0.1:{tls_port}\"]\n\n[[certificate]]\nhosts = [\"shop.test\"]\nlocal = true\n{}\n[[route]]\npath = \"/\"\nservice = \"web\"\n",
+        web(1, "")
+    );
+    let mut stack = Stack::new("tls-local", &body);
+    stack.up_and_wait();
+    stack.wait_healthy("web", 1);
+    let ca = stack.state().join("tls/ca/ca.pem");
+    let (version, code, _) = wait_for("HTTPS with the local CA", Duration::from_secs(30), || {
+        if !ca.is_file() {
+            return None;
+        }
+        curl_https(&ca, tls_port, "/whoami", true).ok()
+    });
+    assert_eq!((version.as_str(), code), ("2", 200));
+    let issued = std::fs::read_dir(stack.state().join("tls/certs"))
+        .unwrap()
+        .count();
+    assert_eq!(issued, 1);
+    let served = std::fs::read(stack.state().join("tls/certs/shop.test/cert.pem")).unwrap();
+    let key_mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(stack.state().join("tls/certs/shop.test/key.pem"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(key_mode & 0o777, 0o600, "the key is private");
+
+    // Stop and start again: the same certificate is served, nothing issued anew.
+    stack.signal_daemon(0, libc::SIGTERM);
+    stack.wait_daemon_exit(0, Duration::from_secs(30));
+    stack.up_and_wait();
+    stack.wait_healthy("web", 1);
+    let (_, code, _) = wait_for("HTTPS after the restart", Duration::from_secs(30), || {
+        curl_https(&ca, tls_port, "/whoami", false).ok()
+    });
+    assert_eq!(code, 200);
+    assert_eq!(
+        std::fs::read(stack.state().join("tls/certs/shop.test/cert.pem")).unwrap(),
+        served,
+        "the stored certificate is reused"
+    );
+}
