@@ -13,7 +13,7 @@
 //! Knows nothing of HTTP framing, routing or replicas.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
@@ -105,9 +105,7 @@ impl Gcra {
 
     fn check_at(&self, ip: IpAddr, now: u64) -> Result<(), Duration> {
         let key = client_key(ip);
-        let mut hasher = self.hasher.build_hasher();
-        key.hash(&mut hasher);
-        let shard = &self.shards[hasher.finish() as usize % SHARDS];
+        let shard = &self.shards[self.hasher.hash_one(key) as usize % SHARDS];
         let mut clients = shard.lock().unwrap_or_else(|e| e.into_inner());
         // The theoretical arrival time of the next request: never in the past.
         let tat = clients.get(&key).copied().unwrap_or(now).max(now);

@@ -1024,11 +1024,14 @@ fn upstream_request(
     headers.remove(TEST_KEY_HEADER);
     headers.remove(TEST_RELEASE_HEADER);
     if !headers.contains_key(header::HOST) {
-        if let Some(authority) = parts.uri.authority() {
-            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
-                headers.insert(header::HOST, v);
-            }
-        }
+        // An HTTP/1.0 client may name no host; the replica speaks HTTP/1.1 and gets the
+        // authority, else an empty Host (RFC 9112 3.2).
+        let host = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .unwrap_or_else(|| HeaderValue::from_static(""));
+        headers.insert(header::HOST, host);
     }
     let forwarded_for = HeaderName::from_static("x-forwarded-for");
     let forwarded_proto = HeaderName::from_static("x-forwarded-proto");

@@ -393,12 +393,14 @@ fn mutated_chunked_bodies_never_hang_and_are_read_as_the_reference_reads_them() 
         let edge_whole = edge::read_body(Framing::Chunked, &mut whole, usize::MAX);
         let mut sliced = BytesMut::from(&input[..]);
         let edge_sliced = edge::read_body(Framing::Chunked, &mut sliced, feed);
-        prop_assert_eq!(
-            &edge_whole,
-            &edge_sliced,
-            "slices change the reading of {}",
-            show(&input)
-        );
+        {
+            prop_assert_eq!(
+                &edge_whole,
+                &edge_sliced,
+                "slices change the reading of {}",
+                show(&input)
+            );
+        }
         if let BodyEnd::Done(n) = edge_whole {
             prop_assert_eq!(&whole[..], &input[n..]);
         }
@@ -407,8 +409,6 @@ fn mutated_chunked_bodies_never_hang_and_are_read_as_the_reference_reads_them() 
             (Ok(Some((n, _))), BodyEnd::Done(m)) if n == m => {}
             (Ok(None), BodyEnd::Incomplete) => {}
             (Err(_), BodyEnd::Refused(_)) => {}
-            // Pinned in differential.rs (edge_bug_control_characters_in_trailer_values_...).
-            (Err("a control character in a trailer value"), BodyEnd::Done(_)) => {}
             _ => prop_assert!(
                 false,
                 "the edge read {:?} and the reference {:?} from {}",
@@ -419,6 +419,47 @@ fn mutated_chunked_bodies_never_hang_and_are_read_as_the_reference_reads_them() 
         }
         Ok(())
     });
+}
+
+/// Whether `input` ends in an unfinished line with a bare CR before its last byte, itself a CR:
+/// the case of `a_bare_cr_is_refused_however_the_bytes_arrive`.
+fn awaits_after_a_bare_cr(input: &[u8]) -> bool {
+    let last_line = match input.iter().rposition(|&b| b == b'\n') {
+        Some(lf) => &input[lf + 1..],
+        None => input,
+    };
+    last_line.len() >= 2
+        && last_line.last() == Some(&b'\r')
+        && last_line[..last_line.len() - 1].contains(&b'\r')
+}
+
+/// A bare CR (one not followed by LF) makes a chunked body invalid whatever comes after it: the
+/// decoder refuses it as soon as it is not the last byte that arrived, however the client's
+/// writes were cut. (Found here: it once waited when a CR also ended what had arrived.)
+#[test]
+fn a_bare_cr_is_refused_however_the_bytes_arrive() {
+    for input in [
+        &b"5\r\0\r"[..],
+        b"5;a\rb\r",
+        b"5\r\r",
+        b"0\r\n\r\0\r",
+        b"0\r\nX: 1\r\r",
+    ] {
+        assert!(awaits_after_a_bare_cr(input));
+        assert!(reference::read_chunked(input).is_err());
+        let one_by_one = edge::read_body(Framing::Chunked, &mut BytesMut::from(input), 1);
+        assert!(
+            matches!(one_by_one, BodyEnd::Refused(_)),
+            "{}: {one_by_one:?} byte by byte",
+            show(input)
+        );
+        let whole = edge::read_body(Framing::Chunked, &mut BytesMut::from(input), usize::MAX);
+        assert!(
+            matches!(whole, BodyEnd::Refused(_)),
+            "{}: refused byte by byte, {whole:?} when read at once",
+            show(input)
+        );
+    }
 }
 
 #[test]

@@ -50,7 +50,8 @@ pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 /// with it). A bare LF ends a line too; a CR anywhere else is not allowed.
 fn line_end(buf: &[u8]) -> Result<Option<(usize, usize)>, &'static str> {
     let Some(lf) = buf.iter().position(|b| *b == b'\n') else {
-        if buf.contains(&b'\r') && buf.last() != Some(&b'\r') {
+        // A CR is allowed only right before the LF still to come: the buffer's last byte.
+        if buf.len() > 1 && buf[..buf.len() - 1].contains(&b'\r') {
             return Err("the chunked body has a bare CR");
         }
         return Ok(None);
@@ -250,12 +251,18 @@ fn chunk_size(line: &[u8]) -> Result<u64, &'static str> {
     }))
 }
 
-/// Whether a trailer line looks like `name: value`.
+/// Whether a trailer line is `name: value`: a token, then a value without control characters
+/// (RFC 9110 5.5; tabs allowed).
 fn is_field_line(line: &[u8]) -> bool {
     match line.iter().position(|b| *b == b':') {
-        Some(colon) if colon > 0 => line[..colon]
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b)),
+        Some(colon) if colon > 0 => {
+            line[..colon]
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+                && line[colon + 1..]
+                    .iter()
+                    .all(|b| *b == b'\t' || (*b >= 0x20 && *b != 0x7f))
+        }
         _ => false,
     }
 }

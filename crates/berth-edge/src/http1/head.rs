@@ -112,6 +112,7 @@ pub fn parse_request(
     let mut headers = header_map(&head, &spans[..count]).map_err(bad)?;
 
     let framing = request_framing(&headers, version)?;
+    check_target(&method, &uri)?;
     check_host(&mut headers, &uri, version)?;
     let connection = connection_tokens(&headers);
     let keep_alive = if version == Version::HTTP_10 {
@@ -194,42 +195,94 @@ pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, EdgeError> {
     Ok(length)
 }
 
-/// An HTTP/1.1 request names its host once (RFC 9112 3.2): two `Host` headers, none, or one
-/// that is not a host are refused. A request in absolute form is routed by its URI's
-/// authority, which then replaces the `Host` header (RFC 9112 3.2.2), so the replica and the
-/// router never see two different hosts.
+/// The request target's form must be one the method allows (RFC 9112 3.2): origin form
+/// (`/path`) or absolute form (`http://host/path`) for every method, `*` for `OPTIONS` only.
+/// `CONNECT` (authority form, a tunnel) is not something a reverse proxy does: 501.
+fn check_target(method: &Method, uri: &Uri) -> Result<(), EdgeError> {
+    if *method == Method::CONNECT {
+        return Err(EdgeError::new(ErrorKind::NotImplemented("CONNECT")));
+    }
+    if uri.scheme().is_some() {
+        let scheme_ok = matches!(uri.scheme_str(), Some("http") | Some("https"));
+        if !scheme_ok || uri.authority().is_none() {
+            return Err(bad("a request target that is not an http(s) URL"));
+        }
+        return Ok(());
+    }
+    if uri.authority().is_some() {
+        // Authority form (`host:443`) belongs to CONNECT.
+        return Err(bad("a request target in authority form"));
+    }
+    let target = uri.path_and_query().map_or("", |p| p.as_str());
+    if target.starts_with('/') || (target == "*" && *method == Method::OPTIONS) {
+        Ok(())
+    } else {
+        Err(bad("a request target that is not a path"))
+    }
+}
+
+/// Whether `value` is a valid `Host` (RFC 9112 3.2, RFC 3986 3.2.2-3.2.3): a name of letters,
+/// digits, `-`, `.`, `_` and `~`, an IPv4 address, or a bracketed IPv6 address; then
+/// optionally `:` and a port of digits.
+pub fn is_valid_host(value: &[u8]) -> bool {
+    let (host, port) = if value.first() == Some(&b'[') {
+        let Some(end) = value.iter().position(|b| *b == b']') else {
+            return false;
+        };
+        let inside = &value[1..end];
+        let valid_v6 = std::str::from_utf8(inside)
+            .ok()
+            .is_some_and(|t| t.parse::<std::net::Ipv6Addr>().is_ok());
+        if !valid_v6 {
+            return false;
+        }
+        (&value[..=end], &value[end + 1..])
+    } else {
+        match value.iter().position(|b| *b == b':') {
+            Some(colon) => (&value[..colon], &value[colon..]),
+            None => (value, &value[value.len()..]),
+        }
+    };
+    let host_ok = host.first() == Some(&b'[')
+        || (!host.is_empty()
+            && host
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b)));
+    let port_ok = port.is_empty()
+        || (port[0] == b':' && port.len() <= 6 && port[1..].iter().all(u8::is_ascii_digit));
+    host_ok && port_ok
+}
+
+/// An HTTP/1.1 request names its host exactly once, validly (RFC 9112 3.2), even when its
+/// target is in absolute form; two `Host` headers, none, or one that is not a host are refused.
+/// A request in absolute form is routed by its URI's authority, which then replaces the
+/// `Host` header (RFC 9112 3.2.2), so the replica and the router never see two different hosts.
 fn check_host(headers: &mut HeaderMap, uri: &Uri, version: Version) -> Result<(), EdgeError> {
     let mut hosts = headers.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
         return Err(bad("more than one Host header"));
     }
+    match host {
+        None if version == Version::HTTP_11 => return Err(bad("an HTTP/1.1 request without Host")),
+        // An empty Host is what a client sends for a target without a host (RFC 9112 3.2).
+        Some(value) if !value.is_empty() && !is_valid_host(value.as_bytes()) => {
+            return Err(bad("an invalid Host header"))
+        }
+        _ => {}
+    }
     if let Some(authority) = uri.authority() {
         if authority.as_str().contains('@') {
             return Err(bad("a request target with user information"));
         }
+        if !is_valid_host(authority.as_str().as_bytes()) {
+            return Err(bad("an invalid host in the request target"));
+        }
         let value =
             HeaderValue::from_str(authority.as_str()).map_err(|_| bad("invalid request target"))?;
         headers.insert(header::HOST, value);
-        return Ok(());
     }
-    match host {
-        None if version == Version::HTTP_11 => Err(bad("an HTTP/1.1 request without Host")),
-        None => Ok(()),
-        Some(value) if value.is_empty() => Ok(()),
-        Some(value) => {
-            let valid = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.parse::<hyper::http::uri::Authority>().ok())
-                .is_some_and(|a| !a.as_str().contains('@'));
-            if valid {
-                Ok(())
-            } else {
-                Err(bad("an invalid Host header"))
-            }
-        }
-    }
+    Ok(())
 }
 
 /// Writes the request line and headers as sent to a replica: origin form, every header but the

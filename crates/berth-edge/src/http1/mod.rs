@@ -18,6 +18,8 @@
 
 mod body;
 pub mod head;
+#[cfg(test)]
+mod props;
 pub mod transport;
 
 use std::future::poll_fn;

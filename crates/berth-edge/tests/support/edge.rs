@@ -1,5 +1,5 @@
 //! The edge's codec driven the way its connection loop drives it: `parse_request` on the
-//! buffer, then the body [`Decoder`] of the head's framing until it is done, what is left being
+//! buffer, then the body `Decoder` of the head's framing until it is done, what is left being
 //! the next request.
 //!
 //! The `Decoder` is `pub(crate)` in `berth_edge::http1`; from an integration test the one public

