@@ -52,6 +52,12 @@ pub enum ErrorKind {
     ClientTimeout,
     /// The client went away mid-request (nginx's 499; nobody reads the page).
     ClientClosed,
+    /// Refused by an allowlist (or, later, the WAF): 403.
+    Forbidden,
+    /// Over a rate limit: 429 with `Retry-After` (seconds).
+    RateLimited(u64),
+    /// The service is in maintenance mode: 503 with `Retry-After`.
+    Maintenance,
     /// No route matches the host and path: 404.
     NoRoute,
     /// The service has no replica that takes traffic now: 503 with `Retry-After`.
@@ -74,8 +80,10 @@ impl ErrorKind {
             | ErrorKind::HeadersTooLarge
             | ErrorKind::BodyTooLarge(_)
             | ErrorKind::ClientTimeout
-            | ErrorKind::ClientClosed => Side::Client,
-            ErrorKind::NoRoute | ErrorKind::NoHealthyReplica => Side::Edge,
+            | ErrorKind::ClientClosed
+            | ErrorKind::Forbidden
+            | ErrorKind::RateLimited(_) => Side::Client,
+            ErrorKind::NoRoute | ErrorKind::NoHealthyReplica | ErrorKind::Maintenance => Side::Edge,
             ErrorKind::UpstreamConnect
             | ErrorKind::UpstreamClosed
             | ErrorKind::UpstreamTimeout
@@ -91,6 +99,9 @@ impl ErrorKind {
             ErrorKind::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::ClientClosed => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Maintenance => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::NoRoute => StatusCode::NOT_FOUND,
             ErrorKind::NoHealthyReplica => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::UpstreamConnect
@@ -111,6 +122,11 @@ impl ErrorKind {
             }
             ErrorKind::ClientTimeout => "The request body stopped arriving.".into(),
             ErrorKind::ClientClosed => "The client closed the connection.".into(),
+            ErrorKind::Forbidden => "This address may not reach this page.".into(),
+            ErrorKind::RateLimited(_) => "Too many requests; slow down and try again.".into(),
+            ErrorKind::Maintenance => {
+                "The site is down for maintenance; please come back shortly.".into()
+            }
             ErrorKind::NoRoute => "No application is routed at this address.".into(),
             ErrorKind::NoHealthyReplica => {
                 "No healthy replica can take this request right now; try again shortly.".into()
@@ -133,6 +149,8 @@ pub struct EdgeError {
     pub retry: Retry,
     /// Detail for the edge's own log (never shown to the client: it may name replicas).
     pub context: Option<String>,
+    /// What the page says instead of the kind's own message (an operator's maintenance text).
+    pub page_message: Option<String>,
 }
 
 impl EdgeError {
@@ -143,6 +161,7 @@ impl EdgeError {
             side: kind.side(),
             retry: Retry::Never,
             context: None,
+            page_message: None,
         }
     }
 
@@ -176,13 +195,25 @@ impl EdgeError {
 
     /// The page for this error.
     pub fn page(&self, request_id: &str) -> Response<Full<Bytes>> {
-        let mut response = page(self.status(), &self.kind.message(), request_id);
-        if self.kind == ErrorKind::NoHealthyReplica {
+        let message = match &self.page_message {
+            Some(text) => html_escape(text),
+            None => self.kind.message(),
+        };
+        let mut response = page(self.status(), &message, request_id);
+        let retry_after = match self.kind {
+            ErrorKind::NoHealthyReplica => Some(5),
+            ErrorKind::Maintenance => Some(60),
+            ErrorKind::RateLimited(seconds) => Some(seconds.max(1)),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("5"));
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        if self.side == Side::Client {
+        if self.side == Side::Client
+            && !matches!(self.kind, ErrorKind::RateLimited(_) | ErrorKind::Forbidden)
+        {
             // The connection's state is unknown after a client's error: it is not reused.
             response
                 .headers_mut()
@@ -190,6 +221,22 @@ impl EdgeError {
         }
         response
     }
+}
+
+/// `text` safe inside HTML.
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl From<ErrorKind> for EdgeError {

@@ -234,6 +234,7 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
                 // Certificates renewed or replaced on disk are served within ~2 s.
                 if ticks == 10 {
                     ticks = 0;
+                    edge.limits.forget_idle();
                     for error in edge.certs.refresh() {
                         tracing::warn!("certificate not reloaded (the old one serves): {error}");
                     }

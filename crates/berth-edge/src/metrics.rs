@@ -119,6 +119,11 @@ impl ReleaseMetrics {
     }
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 pub struct EdgeMetrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -129,6 +134,8 @@ pub struct EdgeMetrics {
     pub upstream_in_flight: Family<UpstreamLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub table_version: Gauge<u64, AtomicU64>,
     pub tls_handshakes: Counter,
+    /// Requests and connections refused by a guard, by reason.
+    pub blocked: Family<ReasonLabels, Counter>,
     /// Per (service, release): the rollout engine's counters.
     stats: Mutex<HashMap<(String, String), Arc<ReleaseStats>>>,
 }
@@ -140,6 +147,11 @@ impl Default for EdgeMetrics {
 }
 
 impl EdgeMetrics {
+    /// Counts one refusal by a guard.
+    pub fn blocked(&self, reason: &'static str) {
+        self.blocked.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("berth_edge");
         let requests = Family::<RequestLabels, Counter>::default();
@@ -186,6 +198,12 @@ impl EdgeMetrics {
             "Version of the routing table in use",
             table_version.clone(),
         );
+        let blocked = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "blocked",
+            "Requests and connections refused by the rate limits, allowlists, connection limits, maintenance mode or the WAF, by reason",
+            blocked.clone(),
+        );
         let tls_handshakes = Counter::default();
         registry.register(
             "tls_handshakes",
@@ -195,6 +213,7 @@ impl EdgeMetrics {
         Self {
             registry,
             tls_handshakes,
+            blocked,
             requests,
             latency,
             bytes_sent,

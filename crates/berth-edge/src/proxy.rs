@@ -25,6 +25,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::access_line::AccessLine;
 use crate::errors::{EdgeError, ErrorKind, Side};
+use crate::guard::{self, ConnectionCounts, RateLimits};
 use crate::http1::head::Framing;
 use crate::metrics::{EdgeMetrics, UpstreamLabels};
 use crate::pool::{Lease, Pool, StatsRegistry, EJECTION};
@@ -131,6 +132,9 @@ pub struct CompiledTable {
     pub pools: HashMap<String, Pool>,
     pub settings: EdgeSettings,
     pub test_key: Option<String>,
+    pub maintenance: Option<berth_model::routing::Maintenance>,
+    /// The security headers added to answers that lack them.
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// ACME challenges, HSTS and the HTTPS redirect (the certificates live in the edge's
     /// [`CertStore`]).
     pub tls: TlsTable,
@@ -153,6 +157,18 @@ impl CompiledTable {
             pools,
             settings: table.settings.clone(),
             test_key: table.test_key.clone(),
+            maintenance: table.maintenance.clone(),
+            response_headers: table
+                .settings
+                .response_headers
+                .iter()
+                .filter_map(|(name, value)| {
+                    Some((
+                        HeaderName::from_bytes(name.as_bytes()).ok()?,
+                        HeaderValue::from_str(value).ok()?,
+                    ))
+                })
+                .collect(),
             tls: TlsTable {
                 certificates: Vec::new(),
                 ..table.tls.clone()
@@ -178,6 +194,10 @@ pub struct Edge {
     /// The TLS listeners' configuration (None: it could not be built; TLS connections are
     /// then refused).
     pub tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// Per-client rate limits (state kept across tables while a rule is unchanged).
+    pub limits: RateLimits,
+    /// Open connections per client address.
+    pub connections_per_ip: ConnectionCounts,
 }
 
 impl Edge {
@@ -185,6 +205,7 @@ impl Edge {
         let registry = StatsRegistry::default();
         let metrics = EdgeMetrics::new();
         let compiled = CompiledTable::compile(&table, &registry, &metrics);
+        let settings_rate_limits = table.settings.rate_limits.clone();
         let certs = Arc::new(CertStore::default());
         for error in certs.apply(&table.tls) {
             tracing::warn!("certificate not loaded: {error}");
@@ -206,7 +227,28 @@ impl Edge {
             },
             certs,
             https_port: AtomicU16::new(0),
+            limits: {
+                let limits = RateLimits::default();
+                limits.set(&settings_rate_limits);
+                limits
+            },
+            connections_per_ip: ConnectionCounts::default(),
         })
+    }
+
+    /// The most connections `ip` may hold open (0: no limit: limits off, an exempt client or a
+    /// trusted proxy, whose connections carry many clients).
+    pub fn connection_limit(&self, ip: IpAddr) -> u32 {
+        let table = self.table.load();
+        let settings = &table.settings;
+        if settings.max_connections_per_ip == 0
+            || guard::is_in(ip, &settings.limit_exempt)
+            || guard::is_in(ip, &settings.trusted_proxies)
+        {
+            0
+        } else {
+            settings.max_connections_per_ip
+        }
     }
 
     /// Where plain requests for hosts with a certificate are redirected.
@@ -241,6 +283,7 @@ impl Edge {
                 tracing::warn!("certificate not loaded: {error}");
             }
         }
+        self.limits.set(&table.settings.rate_limits);
         self.metrics.table_version.set(table.version);
         self.table.store(Arc::new(compiled));
         *self.raw_table.lock().unwrap_or_else(|e| e.into_inner()) = table;
@@ -335,6 +378,48 @@ impl Edge {
         }
     }
 
+    /// The edge's response headers: the `Server` header hidden when asked, the route's own
+    /// headers set (an empty value: no default of that name), then the default security headers
+    /// wherever the application sent none.
+    fn decorate(&self, headers: &mut HeaderMap, host: &str, path: &str) {
+        let table = self.table.load();
+        if table.settings.hide_server {
+            headers.remove(header::SERVER);
+        }
+        let route = table.router.route_entry(host, path);
+        let overrides = route.map(|r| &r.headers).filter(|h| !h.is_empty());
+        if let Some(overrides) = overrides {
+            for (name, value) in overrides {
+                let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+                    continue;
+                };
+                if value.is_empty() {
+                    continue;
+                }
+                if let Ok(value) = HeaderValue::from_str(value) {
+                    headers.insert(name, value);
+                }
+            }
+        }
+        for (name, value) in &table.response_headers {
+            if overrides.is_some_and(|o| o.contains_key(name.as_str())) {
+                continue;
+            }
+            if !headers.contains_key(name) {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+    }
+
+    /// The default security headers, for an answer that belongs to no route (a refused head).
+    pub(crate) fn add_default_headers(&self, headers: &mut HeaderMap) {
+        for (name, value) in &self.table.load().response_headers {
+            if !headers.contains_key(name) {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+    }
+
     /// `Strict-Transport-Security` on an answer over TLS for a host with a certificate, unless
     /// the replica set its own.
     fn add_hsts(&self, headers: &mut HeaderMap, host: &str) {
@@ -419,11 +504,30 @@ impl Edge {
             return Err(EdgeError::bad_request("the request target must be a path").into());
         }
 
-        // The plain listeners: ACME challenges, then the redirect to HTTPS.
+        // The plain listeners: ACME challenges (never limited: the CA validates from anywhere).
         if !client.secure {
             if let Some(token) = req.uri().path().strip_prefix(ACME_CHALLENGE_PREFIX) {
                 return Ok(self.acme_answer(&table, token));
             }
+        }
+
+        // Who the client is (through trusted proxies), what it may reach, how fast.
+        let client_ip =
+            guard::client_ip(client.addr.ip(), req.headers(), &settings.trusted_proxies);
+        if !guard::allowed(&settings.allow, req.uri().path(), client_ip) {
+            self.metrics.blocked("allowlist");
+            return Err(ErrorKind::Forbidden.into());
+        }
+        if !guard::is_in(client_ip, &settings.limit_exempt) {
+            if let Err(wait) = self.limits.check(client_ip, req.uri().path()) {
+                self.metrics.blocked("rate_limit");
+                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                return Err(ErrorKind::RateLimited(seconds).into());
+            }
+        }
+
+        // The plain listeners: the redirect to HTTPS.
+        if !client.secure {
             let https_port = self.https_port.load(Ordering::Relaxed);
             if table.tls.redirect_https && https_port != 0 && self.certs.covers(host) {
                 return Ok((https_redirect(host, https_port, req.uri()), None, None));
@@ -435,6 +539,12 @@ impl Edge {
             return Err(ErrorKind::NoRoute.into());
         };
         let service = service.to_string();
+        if guard::in_maintenance(table.maintenance.as_ref(), &service, client_ip) {
+            self.metrics.blocked("maintenance");
+            let mut error = EdgeError::new(ErrorKind::Maintenance);
+            error.page_message = table.maintenance.as_ref().and_then(|m| m.message.clone());
+            return Err(Failed::new(error).of(&service));
+        }
         let Some(pool) = table.pools.get(&service) else {
             return Err(Failed::new(ErrorKind::NoHealthyReplica.into()).of(&service));
         };
@@ -625,6 +735,9 @@ impl Edge {
         B::Error: Into<EdgeError>,
     {
         let (mut parts, body) = response.into_parts();
+        if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+            self.decorate(&mut parts.headers, &log.host, log.uri.path());
+        }
         add_via(&mut parts.headers);
         parts.headers.insert(
             HeaderName::from_static("x-request-id"),

@@ -30,11 +30,15 @@ impl Router {
 
     /// The service for a request's host (without port, any case) and path.
     pub fn route(&self, host: &str, path: &str) -> Option<&str> {
+        self.route_entry(host, path).map(|r| r.service.as_str())
+    }
+
+    /// The route a request's host and path match.
+    pub fn route_entry(&self, host: &str, path: &str) -> Option<&RouteEntry> {
         let host = host.to_ascii_lowercase();
         self.routes
             .iter()
             .find(|r| host_matches(r.host.as_deref(), &host) && path_matches(&r.path, path))
-            .map(|r| r.service.as_str())
     }
 }
 

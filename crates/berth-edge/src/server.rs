@@ -47,6 +47,36 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// A client address's slot under `max_connections_per_ip`, given back when the connection ends.
+struct AddressSlot {
+    edge: Arc<Edge>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        self.edge.connections_per_ip.close(self.ip);
+    }
+}
+
+/// Takes a connection slot for `client` unless it is over `max_connections_per_ip`. Clients
+/// in `limit_exempt` and trusted proxies (whose connections carry many clients) take none.
+fn address_slot(edge: &Arc<Edge>, client: SocketAddr) -> Result<Option<AddressSlot>, ()> {
+    let ip = client.ip().to_canonical();
+    let max = edge.connection_limit(ip);
+    if max == 0 {
+        return Ok(None);
+    }
+    if edge.connections_per_ip.open(ip, max) {
+        Ok(Some(AddressSlot {
+            edge: edge.clone(),
+            ip,
+        }))
+    } else {
+        Err(())
+    }
+}
+
 /// A client connection accepted by the main runtime, on its way to an edge worker.
 pub struct Accepted {
     stream: std::net::TcpStream,
@@ -54,6 +84,7 @@ pub struct Accepted {
     /// Accepted on a TLS listener: the worker does the handshake.
     tls: bool,
     guard: ConnectionGuard,
+    slot: Option<AddressSlot>,
 }
 
 /// Accepts client connections on `listener` until `shutdown` turns true, and hands them to the
@@ -81,6 +112,15 @@ pub async fn serve_public(
                 continue;
             }
         };
+        let slot = match address_slot(&edge, client) {
+            Ok(slot) => slot,
+            Err(()) => {
+                // Over its connection limit: closed at once, unanswered (as nginx's limit_conn
+                // does for HTTP/1 it answers 503; a bare close costs less under a flood).
+                edge.metrics.blocked("connections");
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let Ok(stream) = stream.into_std() else {
             continue;
@@ -92,6 +132,7 @@ pub async fn serve_public(
             client,
             tls,
             guard: ConnectionGuard(connections.clone()),
+            slot,
         };
         // A worker that is gone (it could not start its runtime) is skipped.
         let mut handed = false;
@@ -124,6 +165,7 @@ pub async fn serve_accepted(
         client,
         tls,
         guard,
+        slot,
     }) = accepted.recv().await
     {
         let edge = edge.clone();
@@ -138,6 +180,7 @@ pub async fn serve_accepted(
             }
             edge.metrics.connections.dec();
             drop(guard);
+            drop(slot);
         });
     }
 }

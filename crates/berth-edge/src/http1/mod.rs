@@ -110,7 +110,7 @@ pub async fn serve_connection<S: ClientStream>(
                     Ok(Some(head)) => break head,
                     Ok(None) => {}
                     Err(error) => {
-                        refuse(&mut write, error, limits.idle).await;
+                        refuse(&edge, &mut write, error, limits.idle).await;
                         linger(write, read.take()).await;
                         return;
                     }
@@ -258,10 +258,16 @@ async fn wait_for_request<S: ClientStream>(
 }
 
 /// Answers a head that cannot be served.
-async fn refuse<W: AsyncWrite + Unpin>(write: &mut W, error: EdgeError, idle: Duration) {
+async fn refuse<W: AsyncWrite + Unpin>(
+    edge: &Edge,
+    write: &mut W,
+    error: EdgeError,
+    idle: Duration,
+) {
     tracing::debug!("refused a request head: {error}");
     let page = error.page("-");
-    let (parts, body) = page.into_parts();
+    let (mut parts, body) = page.into_parts();
+    edge.add_default_headers(&mut parts.headers);
     let body = body
         .collect()
         .await

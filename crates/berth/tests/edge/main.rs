@@ -9,6 +9,7 @@ mod ws;
 
 mod balancing;
 mod failures;
+mod guards;
 mod http1;
 mod lifecycle;
 mod protocol;

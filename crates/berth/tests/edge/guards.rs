@@ -1,0 +1,287 @@
+//! What the edge refuses before a replica sees anything: rate limits (429 and recovery),
+//! allowlists (403, through path tricks, with `X-Forwarded-For` believed only from trusted
+//! proxies), connection limits per address, maintenance mode (503); and the security headers
+//! it adds to answers.
+
+use std::time::{Duration, Instant};
+
+use berth_model::routing::{AllowRule, Maintenance, RateLimit, RoutingTable};
+use berth_spec::Balance;
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::backend::Backend;
+use crate::harness::*;
+
+fn guarded_table(
+    version: u64,
+    backend: &Backend,
+    edit: impl FnOnce(&mut RoutingTable),
+) -> RoutingTable {
+    let mut table = one_service(
+        version,
+        "web",
+        pool(Balance::LeastOutstanding, vec![target(backend, "r1")]),
+    );
+    // Loopback is exempt by default; these tests are the clients to limit.
+    table.settings.limit_exempt = Vec::new();
+    edit(&mut table);
+    table
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_answers_429_with_retry_after_and_recovers() {
+    let edge = EdgeProcess::start().await;
+    let backend = Backend::start("web.1").await;
+    edge.push(&guarded_table(1, &backend, |t| {
+        t.settings.rate_limits = vec![RateLimit {
+            path: "/login".into(),
+            interval: Duration::from_millis(700),
+            burst: 3,
+        }];
+    }))
+    .await;
+    for i in 0..3 {
+        assert_eq!(
+            edge.get("app.test", "/login").await.status,
+            StatusCode::OK,
+            "login {i}"
+        );
+    }
+    let limited = edge.get("app.test", "/login").await;
+    assert_eq!(
+        limited.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        limited.text()
+    );
+    let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "retry-after {retry}");
+    // Other paths are not under this rule.
+    assert_eq!(edge.get("app.test", "/shop").await.status, StatusCode::OK);
+    // The limited request never reached the replica.
+    assert_eq!(
+        backend
+            .paths()
+            .iter()
+            .filter(|p| p.starts_with("/login"))
+            .count(),
+        3
+    );
+
+    // One interval later there is room for one more.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let reply = edge.get("app.test", "/login").await;
+        if reply.status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            Instant::now() < deadline,
+            "the limit never let a request through again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = edge.admin_get("/metrics").await.text();
+    assert!(
+        metrics.contains("berth_edge_blocked_total{reason=\"rate_limit\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowlist_refuses_others_through_path_tricks_and_believes_only_trusted_proxies() {
+    let edge = EdgeProcess::start().await;
+    let backend = Backend::start("web.1").await;
+    let rule = AllowRule {
+        path: "/admin".into(),
+        from: vec!["10.0.0.0/8".parse().unwrap()],
+    };
+    edge.push(&guarded_table(1, &backend, |t| {
+        t.settings.allow = vec![rule.clone()]
+    }))
+    .await;
+    for path in [
+        "/admin",
+        "/ADMIN/users",
+        "//admin",
+        "/%61dmin",
+        "/x/../admin",
+    ] {
+        let reply = edge.get("app.test", path).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{path}: {}",
+            reply.text()
+        );
+    }
+    assert_eq!(edge.get("app.test", "/shop").await.status, StatusCode::OK);
+    // A client's own X-Forwarded-For is not believed...
+    let forged = edge
+        .send(
+            Method::GET,
+            "app.test",
+            "/admin",
+            &[("x-forwarded-for", "10.1.2.3")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(backend.paths().iter().all(|p| !p.contains("admin")));
+
+    // ...a trusted proxy's is.
+    edge.push(&guarded_table(2, &backend, |t| {
+        t.settings.allow = vec![rule];
+        t.settings.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    }))
+    .await;
+    let proxied = edge
+        .send(
+            Method::GET,
+            "app.test",
+            "/admin",
+            &[("x-forwarded-for", "10.1.2.3")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(proxied.status, StatusCode::OK, "{}", proxied.text());
+}
+
+/// Whether the edge closes `stream` without an answer within `within`.
+async fn closed_unanswered(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(within, stream.read(&mut byte)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_per_address_limit_are_closed() {
+    let edge = EdgeProcess::start().await;
+    let backend = Backend::start("web.1").await;
+    edge.push(&guarded_table(1, &backend, |t| {
+        t.settings.max_connections_per_ip = 2
+    }))
+    .await;
+    let mut first = TcpStream::connect(edge.listen).await.unwrap();
+    let mut second = TcpStream::connect(edge.listen).await.unwrap();
+    // Both are counted once the edge accepted them: a request each proves it.
+    for stream in [&mut first, &mut second] {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    }
+    let mut third = TcpStream::connect(edge.listen).await.unwrap();
+    let _ = third
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await;
+    assert!(
+        closed_unanswered(&mut third, Duration::from_secs(5)).await,
+        "a third connection from one address was served"
+    );
+    drop(first);
+    // The slot comes back when a connection ends.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = TcpStream::connect(edge.listen).await.unwrap();
+        again
+            .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), again.read_to_end(&mut answer)).await;
+        if answer.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the freed slot was not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_mode_answers_503_with_the_message_except_to_allowed_clients() {
+    let edge = EdgeProcess::start().await;
+    let backend = Backend::start("web.1").await;
+    edge.push(&guarded_table(1, &backend, |t| {
+        t.maintenance = Some(Maintenance {
+            services: vec![],
+            message: Some("Back at 5 <b>pm</b>".into()),
+            allow: vec![],
+        });
+    }))
+    .await;
+    let reply = edge.get("app.test", "/").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(reply.header("retry-after").is_some());
+    let text = reply.text();
+    assert!(text.contains("Back at 5 &lt;b&gt;pm&lt;/b&gt;"), "{text}");
+    assert_eq!(backend.hits(), 0);
+
+    // The operator's own address gets through to check the site.
+    edge.push(&guarded_table(2, &backend, |t| {
+        t.maintenance = Some(Maintenance {
+            services: vec!["web".into()],
+            message: None,
+            allow: vec!["127.0.0.1/32".parse().unwrap()],
+        });
+    }))
+    .await;
+    assert_eq!(edge.get("app.test", "/").await.status, StatusCode::OK);
+    edge.push(&guarded_table(3, &backend, |_| {})).await;
+    assert_eq!(edge.get("app.test", "/").await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_carry_the_security_headers_and_routes_override_them() {
+    let edge = EdgeProcess::start().await;
+    let backend = Backend::start("web.1").await;
+    edge.push(&guarded_table(1, &backend, |t| {
+        t.settings.response_headers = vec![
+            ("x-content-type-options".into(), "nosniff".into()),
+            ("x-frame-options".into(), "SAMEORIGIN".into()),
+        ];
+        let mut admin = route(None, "/embed", "web");
+        admin.headers.insert("x-frame-options".into(), "".into());
+        admin.headers.insert(
+            "content-security-policy".into(),
+            "default-src 'self'".into(),
+        );
+        t.routes.push(admin);
+    }))
+    .await;
+    let reply = edge.get("app.test", "/").await;
+    assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(reply.header("x-frame-options"), Some("SAMEORIGIN"));
+    // Error pages too.
+    let missing = edge
+        .send(
+            Method::GET,
+            "app.test",
+            "/",
+            &[("content-length", "x")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
+    assert_eq!(missing.header("x-content-type-options"), Some("nosniff"));
+    // A route's own: one set, one default dropped.
+    let embed = edge.get("app.test", "/embed").await;
+    assert_eq!(embed.header("x-frame-options"), None);
+    assert_eq!(
+        embed.header("content-security-policy"),
+        Some("default-src 'self'")
+    );
+    assert_eq!(embed.header("x-content-type-options"), Some("nosniff"));
+}
