@@ -103,6 +103,49 @@ pub async fn scale(client: &ApiClient, service: &str, replicas: u32) -> anyhow::
     Ok(())
 }
 
+/// `berth maintenance on|off|status`.
+pub async fn maintenance(
+    client: &ApiClient,
+    action: &crate::MaintenanceAction,
+) -> anyhow::Result<()> {
+    use berth_model::api::{MaintenanceRequest, MaintenanceStatus};
+    let status: MaintenanceStatus = match action {
+        crate::MaintenanceAction::On {
+            services, message, ..
+        } => {
+            let request = MaintenanceRequest {
+                on: true,
+                services: services.clone(),
+                message: message.clone(),
+            };
+            client.post("/v1/maintenance", &request).await?
+        }
+        crate::MaintenanceAction::Off { .. } => {
+            let request = MaintenanceRequest {
+                on: false,
+                services: Vec::new(),
+                message: None,
+            };
+            client.post("/v1/maintenance", &request).await?
+        }
+        crate::MaintenanceAction::Status { json: true, .. } => {
+            let status: MaintenanceStatus = client.get("/v1/maintenance").await?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            return Ok(());
+        }
+        crate::MaintenanceAction::Status { .. } => client.get("/v1/maintenance").await?,
+    };
+    match (status.on, status.services.is_empty()) {
+        (false, _) => println!("maintenance: off"),
+        (true, true) => println!("maintenance: on for every service"),
+        (true, false) => println!("maintenance: on for {}", status.services.join(", ")),
+    }
+    if let Some(message) = &status.message {
+        println!("message: {message}");
+    }
+    Ok(())
+}
+
 pub async fn restart(client: &ApiClient, service: &str) -> anyhow::Result<()> {
     let status: ServiceStatus = client
         .post(&format!("/v1/services/{}/restart", encode(service)), &())

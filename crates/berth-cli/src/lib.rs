@@ -86,6 +86,12 @@ pub enum Command {
         #[command(flatten)]
         spec: SpecFile,
     },
+    /// Maintenance mode: the edge answers 503 with a page (and `Retry-After`) for the services
+    /// named (all when none), except to `[edge] maintenance_allow`; kept across restarts.
+    Maintenance {
+        #[command(subcommand)]
+        action: MaintenanceAction,
+    },
     /// Restart a service's replicas one at a time, each new one healthy before an old one stops.
     Restart {
         service: String,
@@ -197,6 +203,42 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum MaintenanceAction {
+    /// Turn maintenance mode on.
+    On {
+        /// Services to put in maintenance (default: all).
+        services: Vec<String>,
+        /// The text of the page visitors see.
+        #[arg(long)]
+        message: Option<String>,
+        #[command(flatten)]
+        spec: SpecFile,
+    },
+    /// Turn maintenance mode off.
+    Off {
+        #[command(flatten)]
+        spec: SpecFile,
+    },
+    /// Whether maintenance mode is on.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        spec: SpecFile,
+    },
+}
+
+impl MaintenanceAction {
+    pub fn spec(&self) -> &SpecFile {
+        match self {
+            MaintenanceAction::On { spec, .. }
+            | MaintenanceAction::Off { spec }
+            | MaintenanceAction::Status { spec, .. } => spec,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
 pub enum DeployAction {
     /// Follow a deploy until it ends.
     Watch {
@@ -248,6 +290,7 @@ impl Cli {
             Command::Logs { file, .. } => file.clone(),
             Command::Secrets { action } => action.spec().file.clone(),
             Command::Backup { action } => action.spec().file.clone(),
+            Command::Maintenance { action } => action.spec().file.clone(),
             Command::Restore(args) => args.spec.file.clone(),
             Command::Shim { .. } | Command::Edge { .. } => None,
         };

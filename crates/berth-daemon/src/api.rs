@@ -26,7 +26,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_model::api::{
-    AccessoryStatus, ApiError, EventList, ReleaseList, ScaleRequest, ServiceStatus, StackStatus,
+    AccessoryStatus, ApiError, EventList, MaintenanceRequest, MaintenanceStatus, ReleaseList,
+    ScaleRequest, ServiceStatus, StackStatus,
 };
 use berth_model::Health;
 use berth_supervisor::logs::{self, LogQuery, LogSource};
@@ -81,6 +82,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/deploys/{id}", get(deploy_get))
         .route("/v1/deploys/{id}/cancel", post(deploy_cancel))
         .route("/v1/rollback", post(rollback))
+        .route(
+            "/v1/maintenance",
+            post(maintenance_set).get(maintenance_get),
+        )
         .merge(crate::secrets::routes())
         .merge(crate::backup::routes())
         .fallback(|| async { not_found("no such API endpoint") })
@@ -205,6 +210,90 @@ fn known_service<'a>(
             known.join(", ")
         ))
     })
+}
+
+fn maintenance_status(
+    maintenance: Option<&berth_model::routing::Maintenance>,
+) -> MaintenanceStatus {
+    match maintenance {
+        Some(m) => MaintenanceStatus {
+            on: true,
+            services: m.services.clone(),
+            message: m.message.clone(),
+        },
+        None => MaintenanceStatus {
+            on: false,
+            services: Vec::new(),
+            message: None,
+        },
+    }
+}
+
+async fn maintenance_get(
+    State(state): State<ApiState>,
+) -> Result<Json<MaintenanceStatus>, ApiFailure> {
+    let link = state.stack.edge.get().ok_or_else(|| {
+        ApiFailure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the edge is not up yet".into(),
+        )
+    })?;
+    Ok(Json(maintenance_status(link.maintenance().as_ref())))
+}
+
+/// Turns maintenance mode on or off: the edge answers 503 with the message (and
+/// `Retry-After`) for the services named (all when none), except to `[edge]
+/// maintenance_allow`; kept across restarts.
+async fn maintenance_set(
+    State(state): State<ApiState>,
+    body: Result<Json<MaintenanceRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<MaintenanceStatus>, ApiFailure> {
+    let Json(request) = body.map_err(|e| {
+        bad_request(format!(
+            "expected {{\"on\": true|false, \"services\": [...], \"message\": \"...\"}}: {e}"
+        ))
+    })?;
+    for name in &request.services {
+        known_service(&state, name)?;
+    }
+    if let Some(message) = &request.message {
+        if message.chars().count() > 1000 {
+            return Err(bad_request("the message is longer than 1000 characters"));
+        }
+        if message.chars().any(|c| c.is_control() && c != '\n') {
+            return Err(bad_request("the message has control characters"));
+        }
+    }
+    let stack = state.stack.clone();
+    let link = stack.edge.get().ok_or_else(|| {
+        ApiFailure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the edge is not up yet".into(),
+        )
+    })?;
+    let maintenance = request.on.then(|| berth_model::routing::Maintenance {
+        services: request.services.clone(),
+        message: request.message.clone(),
+        allow: stack.spec.edge.maintenance_allow.clone(),
+    });
+    link.set_maintenance(&stack.paths.env_dir, maintenance.clone())
+        .await
+        .map_err(|e| ApiFailure(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+    let what = if request.services.is_empty() {
+        "every service".to_string()
+    } else {
+        request.services.join(", ")
+    };
+    stack.record(
+        berth_model::EventLevel::Info,
+        "edge",
+        if request.on {
+            format!("maintenance on for {what}")
+        } else {
+            "maintenance off".to_string()
+        },
+    );
+    Ok(Json(maintenance_status(maintenance.as_ref())))
 }
 
 async fn scale(

@@ -127,6 +127,8 @@ pub struct EdgeLink {
     /// What the edge serves over TLS: certificate files and ACME challenges (the spec's files
     /// from the start; issued certificates as the TLS manager has them).
     tls: Mutex<TlsTable>,
+    /// Maintenance mode as last set (kept in `maintenance.json`, so it outlives restarts).
+    maintenance: Mutex<Option<berth_model::routing::Maintenance>>,
     last_version: AtomicU64,
     /// Set once the edge was asked to stop: no more tables are pushed, no restarts.
     stopped: AtomicBool,
@@ -166,6 +168,43 @@ fn tls_from_spec(spec: &Spec) -> TlsTable {
     }
 }
 
+/// Where maintenance mode is kept between runs.
+fn maintenance_file(env_dir: &Path) -> PathBuf {
+    env_dir.join("maintenance.json")
+}
+
+fn read_maintenance(env_dir: &Path) -> Option<berth_model::routing::Maintenance> {
+    let bytes = std::fs::read(maintenance_file(env_dir)).ok()?;
+    match serde_json::from_slice(&bytes) {
+        Ok(maintenance) => maintenance,
+        Err(e) => {
+            tracing::warn!("ignoring an unreadable maintenance.json: {e}");
+            None
+        }
+    }
+}
+
+fn write_maintenance(
+    env_dir: &Path,
+    maintenance: Option<&berth_model::routing::Maintenance>,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = maintenance_file(env_dir);
+    let tmp = file.with_extension("tmp");
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    out.write_all(&serde_json::to_vec(&maintenance)?)?;
+    out.sync_all()?;
+    std::fs::rename(&tmp, &file).with_context(|| format!("writing {}", file.display()))?;
+    Ok(())
+}
+
 /// The edge's folder.
 pub fn edge_dir(paths: &StatePaths) -> PathBuf {
     paths.env_dir.join("edge")
@@ -200,6 +239,7 @@ impl EdgeLink {
             board,
             weights: Mutex::new(weights),
             tls: Mutex::new(tls_from_spec(spec)),
+            maintenance: Mutex::new(read_maintenance(&paths.env_dir)),
             last_version: AtomicU64::new(0),
             stopped: Default::default(),
             pid: AtomicU32::new(0),
@@ -476,7 +516,31 @@ impl EdgeLink {
         );
         table.test_key = Some(self.test_key.clone());
         table.tls = self.tls.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        table.maintenance = self
+            .maintenance
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         table
+    }
+
+    /// Maintenance mode as it is now.
+    pub fn maintenance(&self) -> Option<berth_model::routing::Maintenance> {
+        self.maintenance
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Turns maintenance mode on (`Some`) or off, on disk first, then on the edge.
+    pub async fn set_maintenance(
+        &self,
+        env_dir: &Path,
+        maintenance: Option<berth_model::routing::Maintenance>,
+    ) -> anyhow::Result<()> {
+        write_maintenance(env_dir, maintenance.as_ref())?;
+        *self.maintenance.lock().unwrap_or_else(|e| e.into_inner()) = maintenance;
+        self.push().await.map(|_| ())
     }
 
     /// Sets the certificates served (all of them, in the spec's order: its files and those

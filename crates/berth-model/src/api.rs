@@ -68,6 +68,25 @@ pub struct ScaleRequest {
     pub replicas: u32,
 }
 
+/// `POST /v1/maintenance`: turn maintenance mode on (for `services`, or all when empty) or off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MaintenanceRequest {
+    pub on: bool,
+    #[serde(default)]
+    pub services: Vec<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// `GET /v1/maintenance` and the answer to a change: what is in maintenance now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MaintenanceStatus {
+    pub on: bool,
+    /// Empty while on: every service.
+    pub services: Vec<String>,
+    pub message: Option<String>,
+}
+
 /// Any 4xx/5xx answer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ApiError {

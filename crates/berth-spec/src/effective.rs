@@ -223,6 +223,10 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
                 headers.into_iter().filter(|(_, v)| !v.is_empty()).collect()
             },
             hide_server: raw.hide_server.unwrap_or(false),
+            maintenance_allow: raw
+                .maintenance_allow
+                .clone()
+                .unwrap_or_else(EdgeSpec::default_limit_exempt),
         },
         tls: crate::tls::build(raw, &folder),
         env: stack_env,

@@ -44,6 +44,7 @@ pub(crate) struct RawSpec {
     pub allow: Vec<crate::types::AllowSpec>,
     pub response_headers: Option<BTreeMap<String, String>>,
     pub hide_server: Option<bool>,
+    pub maintenance_allow: Option<Vec<ipnet::IpNet>>,
     pub acme: crate::tls::RawAcme,
     pub env: BTreeMap<String, String>,
     pub services: BTreeMap<String, RawService>,

@@ -76,6 +76,9 @@ pub struct EdgeSpec {
     pub response_headers: Vec<(String, String)>,
     /// `hide_server`: drop the replicas' `Server` header.
     pub hide_server: bool,
+    /// `maintenance_allow`: clients that get through maintenance mode (default: loopback, so
+    /// the operator can check the site from the machine).
+    pub maintenance_allow: Vec<ipnet::IpNet>,
 }
 
 /// One `[[rate_limit]]`: per client address, `burst` requests at once, then one per `interval`.
@@ -302,6 +305,7 @@ impl Default for EdgeSpec {
             allow: Vec::new(),
             response_headers: EdgeSpec::default_response_headers(),
             hide_server: false,
+            maintenance_allow: EdgeSpec::default_limit_exempt(),
         }
     }
 }

@@ -63,6 +63,7 @@ const EDGE_KEYS: &[&str] = &[
     "max_connections_per_ip",
     "headers",
     "hide_server",
+    "maintenance_allow",
 ];
 const SERVICE_KEYS: &[&str] = &[
     "run",
@@ -353,6 +354,13 @@ impl Walker<'_> {
                         .map(|c| c.value);
                 }
                 "headers" => spec.response_headers = self.headers(value, "edge.headers"),
+                "maintenance_allow" => {
+                    spec.maintenance_allow = self.networks(
+                        value,
+                        "edge.maintenance_allow",
+                        r#"maintenance_allow = ["127.0.0.1", "10.0.0.0/8"]"#,
+                    );
+                }
                 "hide_server" => {
                     spec.hide_server =
                         self.boolean(value, "edge.hide_server", "hide_server = true");

@@ -96,6 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             service, replicas, ..
         } => commands::scale(&client, &service, replicas).await,
         Command::Restart { service, .. } => commands::restart(&client, &service).await,
+        Command::Maintenance { action } => commands::maintenance(&client, &action).await,
         Command::Down { .. } => commands::down(&client).await,
         Command::Events { limit, json, .. } => commands::events(&client, limit, json).await,
         Command::Releases { service, json, .. } => {

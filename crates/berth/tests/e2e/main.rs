@@ -11,6 +11,7 @@ mod backup;
 mod cli;
 mod deploy;
 mod lifecycle;
+mod maintenance;
 mod operations;
 mod postgres;
 mod recovery;
