@@ -1,0 +1,195 @@
+//! Whole-request tests: targets, modes, exclusions, `needs_body`.
+
+use super::*;
+
+fn req<'a>(
+    path: &'a str,
+    query: Option<&'a str>,
+    headers: &'a [(&'a [u8], &'a [u8])],
+    body: Option<Body<'a>>,
+) -> RequestParts<'a> {
+    RequestParts {
+        method: b"GET",
+        path: path.as_bytes(),
+        query: query.map(str::as_bytes),
+        headers,
+        body,
+    }
+}
+
+fn waf() -> Waf {
+    Waf::new(WafConfig::default()).unwrap()
+}
+
+#[test]
+fn each_target_is_inspected() {
+    let w = waf();
+    let v = w.inspect(&req("/p", Some("id=1%27%20or%20%271%27%3D%271"), &[], None));
+    assert_eq!(v.findings()[0].location, "query:id");
+    assert!(v.is_blocked());
+
+    let h: &[(&[u8], &[u8])] = &[(b"Cookie", b"a=1; session=<script>alert(1)</script>")];
+    let v = w.inspect(&req("/", None, h, None));
+    assert_eq!(v.findings()[0].location, "cookie:session");
+
+    let h: &[(&[u8], &[u8])] = &[(b"User-Agent", b"() { :;}; /bin/bash -c id")];
+    assert_eq!(
+        w.inspect(&req("/", None, h, None)).findings()[0].location,
+        "header:user-agent"
+    );
+
+    let body = Body {
+        content_type: b"application/json",
+        bytes: br#"{"items":[{"comment":"<img src=x onerror=alert(1)>"}]}"#,
+    };
+    let v = w.inspect(&req("/api", None, &[], Some(body)));
+    assert_eq!(v.findings()[0].location, "body:json:$.items[0].comment");
+
+    let mp = b"--XX\r\nContent-Disposition: form-data; name=\"f\"; filename=\"shell.php\"\r\nContent-Type: image/png\r\n\r\n<?php system($_GET['c']); ?>\r\n--XX--\r\n";
+    let body = Body {
+        content_type: b"multipart/form-data; boundary=XX",
+        bytes: mp,
+    };
+    let v = w.inspect(&req("/upload", None, &[], Some(body)));
+    assert_eq!(
+        v.findings().len(),
+        1,
+        "file contents are not read, the name is: {v:?}"
+    );
+    assert_eq!(v.findings()[0].location, "body:multipart-filename:f");
+
+    let v = w.inspect(&req("/../../etc/passwd", None, &[], None));
+    assert_eq!(v.findings()[0].group, Group::Lfi);
+}
+
+#[test]
+fn benign_shop_request_passes() {
+    let w = waf();
+    let h: &[(&[u8], &[u8])] = &[
+        (b"Host", b"shop.example"),
+        (
+            b"User-Agent",
+            b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        ),
+        (
+            b"Referer",
+            b"https://shop.example/search?q=O%27Brien+%26+Sons",
+        ),
+        (
+            b"Cookie",
+            b"sid=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc-def_ghi; cart=3",
+        ),
+    ];
+    let body = Body { content_type: b"application/x-www-form-urlencoded", bytes: b"name=Se%C3%A1n+O%27Brien&address=12+Main+St+%2342&review=%3Cb%3EGreat%3C%2Fb%3E+shoes%2C+5%2F5" };
+    assert_eq!(
+        w.inspect(&req(
+            "/checkout",
+            Some("utm_source=news&gclid=abc--def"),
+            h,
+            Some(body)
+        )),
+        Verdict::Allow
+    );
+}
+
+#[test]
+fn count_mode_reports_without_blocking_and_off_skips() {
+    let mut c = WafConfig::default();
+    c.set("sqli", "count").unwrap();
+    c.set("xss", "off").unwrap();
+    let w = Waf::new(c).unwrap();
+    let v = w.inspect(&req(
+        "/",
+        Some("a=1%20union%20select%201&b=%3Cscript%3E"),
+        &[],
+        None,
+    ));
+    assert!(!v.is_blocked());
+    assert_eq!(v.findings().len(), 1);
+    assert_eq!(v.findings()[0].action, Action::Count);
+}
+
+#[test]
+fn exclusions_by_group_and_by_target() {
+    let mut c = WafConfig::default();
+    c.exclusions
+        .push(Exclusion::parse("/admin/editor", &["xss"], &["body:form:content"]).unwrap());
+    c.exclusions
+        .push(Exclusion::parse("/legacy", &["sqli"], &[]).unwrap());
+    let w = Waf::new(c).unwrap();
+    let body = Body {
+        content_type: b"application/x-www-form-urlencoded",
+        bytes: b"content=%3Cscript%3Ex()%3C%2Fscript%3E",
+    };
+    assert_eq!(
+        w.inspect(&req("/admin/editor/save", None, &[], Some(body))),
+        Verdict::Allow
+    );
+    let body = Body {
+        content_type: b"application/x-www-form-urlencoded",
+        bytes: b"title=%3Cscript%3Ex()%3C%2Fscript%3E",
+    };
+    assert!(
+        w.inspect(&req("/admin/editor/save", None, &[], Some(body)))
+            .is_blocked(),
+        "other fields are still inspected"
+    );
+    assert_eq!(
+        w.inspect(&req(
+            "/legacy/x",
+            Some("q=1%20union%20select%201"),
+            &[],
+            None
+        )),
+        Verdict::Allow
+    );
+    assert!(w
+        .inspect(&req("/other", Some("q=1%20union%20select%201"), &[], None))
+        .is_blocked());
+}
+
+#[test]
+fn config_errors() {
+    assert_eq!(
+        Exclusion::parse("/x", &["sql"], &[]),
+        Err(ConfigError::UnknownGroup("sql".into()))
+    );
+    assert!(matches!(
+        Exclusion::parse("x", &[], &[]),
+        Err(ConfigError::BadExclusion { .. })
+    ));
+    assert!(matches!(
+        Exclusion::parse("/x", &[], &["bodies"]),
+        Err(ConfigError::BadExclusion { .. })
+    ));
+    assert_eq!(
+        WafConfig::default().set("xss", "log"),
+        Err(ConfigError::UnknownMode("log".into()))
+    );
+    assert_eq!(
+        ConfigError::UnknownGroup("sql".into()).to_string(),
+        "unknown WAF rule group `sql`: use sqli, xss, lfi, rce or php"
+    );
+}
+
+#[test]
+fn needs_body_only_for_parsed_types_with_a_body() {
+    let w = waf();
+    let form: &[(&[u8], &[u8])] = &[
+        (b"Content-Type", b"application/x-www-form-urlencoded"),
+        (b"Content-Length", b"10"),
+    ];
+    assert!(w.needs_body(form, b"/"));
+    let png: &[(&[u8], &[u8])] = &[(b"Content-Type", b"image/png"), (b"Content-Length", b"10")];
+    assert!(!w.needs_body(png, b"/"));
+    let empty: &[(&[u8], &[u8])] = &[
+        (b"Content-Type", b"application/json"),
+        (b"Content-Length", b"0"),
+    ];
+    assert!(!w.needs_body(empty, b"/"));
+    let mut c = WafConfig::default();
+    for g in Group::ALL {
+        c.set(g.name(), "off").unwrap();
+    }
+    assert!(!Waf::new(c).unwrap().needs_body(form, b"/"));
+}
