@@ -616,10 +616,10 @@ impl Run<'_> {
                 None => (pair, None),
             };
             decode::percent_decode_into(n, true, &mut dec);
-            self.value(&dec.clone(), name(n), Kind::Name);
+            self.value(&dec, name(n), Kind::Name);
             if let Some(v) = v {
                 decode::percent_decode_into(v, true, &mut dec);
-                self.value(&dec.clone(), val(n), Kind::Value);
+                self.value(&dec, val(n), Kind::Value);
             }
         }
     }
@@ -685,7 +685,8 @@ impl Run<'_> {
             }
             return;
         }
-        if on(Group::Xss, self.active) {
+        let has = |set: &[u8]| lower.iter().any(|c| set.contains(c));
+        if on(Group::Xss, self.active) && has(b"<:=(`&.-") {
             decode::html_entities_into(lower, &mut self.scratch.html);
             let html = std::mem::take(&mut self.scratch.html);
             let r = xss::detect(&html, &mut self.scratch.b);
@@ -713,7 +714,7 @@ impl Run<'_> {
                 self.report(Group::Rce, r, loc);
             }
         }
-        if on(Group::Php, self.active) {
+        if on(Group::Php, self.active) && has(b"($<[{:=") {
             if let Some(r) = self.waf.rules.php(lower) {
                 self.report(Group::Php, r, loc);
             }

@@ -606,13 +606,13 @@ fn build(pats: &[&str]) -> AhoCorasick {
     AhoCorasick::builder()
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::Standard)
+        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
         .build(pats)
         .expect("static patterns build")
 }
 
 pub(crate) struct Rules {
     sensitive: AhoCorasick,
-    commands: AhoCorasick,
     windows: AhoCorasick,
     php_functions: AhoCorasick,
     php_markers: AhoCorasick,
@@ -627,7 +627,6 @@ impl Rules {
     pub(crate) fn new() -> Self {
         Rules {
             sensitive: build(SENSITIVE_FILES),
-            commands: build(STRONG_COMMANDS),
             windows: build(WINDOWS_MARKERS),
             php_functions: build(PHP_FUNCTIONS),
             php_markers: build(PHP_MARKERS),

@@ -727,9 +727,18 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
         let sqlish = |x: &T| !matches!(x, T::Word | T::Str { closed: false });
         match next {
             T::Logic
-                if rest
-                    .first()
-                    .is_some_and(|&x| value(x) || x == T::LParen || x == T::Op(O::Arith)) =>
+                if rest.first().is_some_and(|&x| {
+                    matches!(
+                        x,
+                        T::Func(_) | T::LParen | T::Kw(K::Bool | K::Null) | T::Op(O::Arith)
+                    )
+                }) || (rest.first().is_some_and(|&x| value(x))
+                    && rest.get(1).is_none_or(|&y| {
+                        matches!(
+                            y,
+                            T::Op(_) | T::Comment | T::Semi | T::Logic | T::RParen | T::Kw(K::Cmp)
+                        )
+                    })) =>
             {
                 return Some("sqli-breakout")
             }
@@ -750,7 +759,7 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 | K::Group
                 | K::Having
                 | K::Procedure,
-            ) => return Some("sqli-breakout"),
+            ) if rest.iter().any(sqlish) => return Some("sqli-breakout"),
             T::Kw(K::Cmp) if rest.iter().any(sqlish) => return Some("sqli-breakout"),
             T::Op(O::Cmp | O::Arith)
                 if rest.iter().any(|x| {
@@ -837,6 +846,7 @@ impl SqliDetector {
         let words = aho_corasick::AhoCorasick::builder()
             .ascii_case_insensitive(true)
             .match_kind(aho_corasick::MatchKind::LeftmostFirst)
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .build(SQL_ONLY_WORDS)
             .expect("static patterns build");
         SqliDetector { words }
