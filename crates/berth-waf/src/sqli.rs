@@ -690,7 +690,7 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                     }
                     if matches!(x, T::Num | T::Str { .. } | T::Kw(K::Bool))
                         && (c.is_none() || matches!(c, Some(T::Comment | T::Semi)))
-                        && (breakout || i == 0 || matches!(t[i - 1], T::Num | T::Str { .. }))
+                        && (breakout || i == 0 || matches!(t[i - 1], T::Str { closed: true }))
                     {
                         return Some("sqli-tautology");
                     }

@@ -153,7 +153,7 @@ fn squeeze(s: &[u8], out: &mut Vec<u8>) {
 }
 
 fn has_script_scheme(s: &[u8], tmp: &mut Vec<u8>) -> bool {
-    if memchr::memchr(b':', s).is_none() {
+    if memchr::memchr(b':', s).is_none() || memchr::memmem::find(s, b"javascript: ").is_some() {
         return false;
     }
     squeeze(s, tmp);
@@ -269,9 +269,12 @@ pub(crate) fn detect(s: &[u8], tmp: &mut Vec<u8>) -> Option<&'static str> {
     }
     // The whole value as a URL.
     let t = s.trim_ascii_start();
+    let prose = memchr::memmem::find(t, b"javascript: ").is_some();
     for sch in SCRIPT_SCHEMES {
         squeeze(&t[..t.len().min(64)], tmp);
-        if starts_with_ci(tmp, sch) && (sch != b"javascript:" || s_has_code_after(tmp, sch.len())) {
+        if starts_with_ci(tmp, sch)
+            && (sch != b"javascript:" || !prose && s_has_code_after(tmp, sch.len()))
+        {
             return Some("xss-script-url");
         }
     }

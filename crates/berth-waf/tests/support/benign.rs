@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use crate::corpus::Case;
+use super::corpus::Case;
 
 fn lines(name: &str) -> Vec<String> {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
