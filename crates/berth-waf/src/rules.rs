@@ -929,7 +929,7 @@ impl Rules {
             {
                 // `<? xml`-free: a blank after `<?` then `xml` is still XML.
                 let r = rest.trim_ascii_start();
-                if !(r.starts_with(b"xml") && !rest.starts_with(b"php")) || rest.is_empty() {
+                if !r.starts_with(b"xml") || rest.starts_with(b"php") || rest.is_empty() {
                     return Some("php-open-tag");
                 }
                 if r.starts_with(b"xml") && memchr::memchr(b';', r).is_some() {

@@ -68,7 +68,7 @@ fn headers(i: usize, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         ("Host".to_string(), "shop.example".to_string()),
         (
             "User-Agent".into(),
-            if i % 2 == 0 { UA } else { UA2 }.into(),
+            if i.is_multiple_of(2) { UA } else { UA2 }.into(),
         ),
         (
             "Accept".into(),
@@ -77,7 +77,7 @@ fn headers(i: usize, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         ("Accept-Language".into(), "en-GB,en;q=0.9,de;q=0.8".into()),
         ("Cookie".into(), cookies(i)),
     ];
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         h.push((
             "Referer".into(),
             format!(

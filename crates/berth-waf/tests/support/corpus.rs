@@ -50,6 +50,7 @@ impl Case {
     }
 
     /// Builds a case from a request-target (`/p?q`), headers and body.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         family: &str,
         rule: u32,
@@ -62,8 +63,8 @@ impl Case {
     ) -> Case {
         let (path, query) = match uri.find('?') {
             Some(p) => (
-                uri[..p].as_bytes().to_vec(),
-                Some(uri[p + 1..].as_bytes().to_vec()),
+                uri.as_bytes()[..p].to_vec(),
+                Some(uri.as_bytes()[p + 1..].to_vec()),
             ),
             None => (uri.as_bytes().to_vec(), None),
         };
