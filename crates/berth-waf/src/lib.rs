@@ -354,12 +354,9 @@ const SKIPPED_HEADERS: &[&str] = &[
     "range",
     "authorization",
     "proxy-authorization",
-    "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
     "x-forwarded-port",
-    "x-real-ip",
-    "forwarded",
     "via",
     "x-request-id",
     "traceparent",
@@ -604,7 +601,7 @@ impl Run<'_> {
         name: impl Fn(&'p [u8]) -> Loc<'p>,
     ) {
         let mut dec = Vec::new();
-        for pair in q.split(|&c| c == b'&' || c == b';') {
+        for pair in q.split(|&c| c == b'&') {
             if self.active == 0 {
                 return;
             }
@@ -617,6 +614,12 @@ impl Run<'_> {
             };
             decode::percent_decode_into(n, true, &mut dec);
             self.value(&dec, name(n), Kind::Name);
+            // An encoded `=` in a name (`a%3D1' or 1=1`) hides a value there: a backend
+            // that decodes twice sees one.
+            if let Some(p) = memchr::memchr(b'=', &dec) {
+                let rest = dec[p + 1..].to_vec();
+                self.value(&rest, name(n), Kind::Value);
+            }
             if let Some(v) = v {
                 decode::percent_decode_into(v, true, &mut dec);
                 self.value(&dec, val(n), Kind::Value);

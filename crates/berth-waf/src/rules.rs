@@ -745,16 +745,53 @@ impl Rules {
                 i += 2;
                 continue;
             }
-            if c == b'$' && matches!(s.get(i + 1), Some(b'@' | b'*')) {
-                i += 2;
-                continue;
+            if c == b'$' && i > 0 && is_word(s[i - 1]) {
+                // Special parameters expand to nothing in a word: ca$@t, c$!at, c$-at.
+                if matches!(
+                    s.get(i + 1),
+                    Some(b'@' | b'*' | b'#' | b'?' | b'!' | b'$' | b'-' | b'0'..=b'9')
+                ) {
+                    i += 2;
+                    continue;
+                }
+                // Unset short variables glued to a word: cat$u, /etc$u/passwd, ${x}.
+                let mut j = i + 1;
+                if s.get(j) == Some(&b'{') {
+                    if let Some(q) = memchr::memchr(b'}', &s[j..]).filter(|&q| q <= 12) {
+                        i = j + q + 1;
+                        continue;
+                    }
+                } else {
+                    while j < s.len() && j < i + 4 && s[j].is_ascii_alphabetic() {
+                        j += 1;
+                    }
+                    if j > i + 1 && s.get(j).is_none_or(|&c| !is_word(c)) {
+                        i = j;
+                        continue;
+                    }
+                }
             }
             tmp.push(c);
             i += 1;
         }
         let t = &tmp[..];
-        if f(t, b"${ifs").is_some() || f(t, b"$ifs").is_some() {
-            return Some("rce-ifs");
+        for v in [
+            &b"${ifs"[..],
+            b"$ifs",
+            b"$shell",
+            b"${shell}",
+            b"${path:",
+            b"$bash_",
+        ] {
+            if f(t, v).is_some() {
+                return Some("rce-shell-variable");
+            }
+        }
+        if let Some(r) = batch(t) {
+            return Some(r);
+        }
+        if let Some(r) = mail_protocol(t) {
+            return Some(r);
         }
         // Absolute paths to binaries: /bin/sh, /usr/bin/id, with globs: /bin/ca?
         for dir in [
@@ -796,11 +833,30 @@ impl Rules {
         }
         // A command after a shell separator, or a command line that is the whole value.
         let mut at = 0;
-        if self
-            .command_at(t, false)
-            .is_some_and(|strong_with_args| strong_with_args)
-        {
+        // The whole value as a command line: quotes and brace expansion around it do not
+        // matter to a shell (`'time' sh -c id`, `{nc,-lvp,777}`).
+        let start = {
+            let mut k = 0;
+            while k < t.len() && matches!(t[k], b'\'' | b'"' | b' ' | b'\t') {
+                k += 1;
+            }
+            &t[k..]
+        };
+        if let Some(inner) = start.strip_prefix(b"{") {
+            if self.command_at(inner, true).is_some() && memchr::memchr(b',', inner).is_some() {
+                return Some("rce-command");
+            }
+        }
+        if self.command_at(start, false) == Some(true) || self.prefixed_command(start) {
             return Some("rce-command");
+        }
+        if let Some(rest) = start
+            .strip_prefix(b"bin/")
+            .or_else(|| start.strip_prefix(b"sbin/"))
+        {
+            if rest.first().is_some_and(|c| c.is_ascii_alphabetic()) {
+                return Some("rce-binary-path");
+            }
         }
         while at < t.len() {
             let c = t[at];
@@ -911,6 +967,57 @@ impl Rules {
             return Some(true);
         }
         None
+    }
+
+    /// `time sh -c id`, `nohup who`, `strace id`: a command runner followed by a command.
+    fn prefixed_command(&self, s: &[u8]) -> bool {
+        const RUNNERS: &[&[u8]] = &[
+            b"time",
+            b"nohup",
+            b"strace",
+            b"ltrace",
+            b"nice",
+            b"sudo",
+            b"doas",
+            b"env",
+            b"timeout",
+            b"xargs",
+            b"exec",
+            b"command",
+            b"builtin",
+            b"stdbuf",
+            b"chroot",
+            b"busybox",
+            b"watch",
+            b"unbuffer",
+            b"setsid",
+            b"taskset",
+            b"ionice",
+            b"su",
+        ];
+        let end = s
+            .iter()
+            .position(|c| !c.is_ascii_alphanumeric())
+            .unwrap_or(s.len());
+        if end == 0 || !RUNNERS.contains(&&s[..end]) {
+            return false;
+        }
+        let rest = &s[end..];
+        let arg = rest.trim_ascii_start();
+        if arg.len() == rest.len() {
+            return false;
+        }
+        let arg = arg.strip_prefix(b"-").map_or(arg, |a| {
+            // Skip one option (`timeout -s 9`, `nice -n 5`).
+            let e = a.iter().position(|&c| c == b' ').unwrap_or(a.len());
+            a[e..].trim_ascii_start()
+        });
+        let w = arg
+            .iter()
+            .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-' || *c == b'.'))
+            .unwrap_or(arg.len());
+        w > 0
+            && (STRONG_COMMANDS.iter().any(|c| c.as_bytes() == &arg[..w]) || arg.starts_with(b"/"))
     }
 
     /// PHP injection. `s` is canonical, lower-cased.
@@ -1179,6 +1286,148 @@ impl Rules {
         }
         None
     }
+}
+
+/// Windows batch control flow: `for [/d|/r|/l|/f ...] %x in (...) do ...` and
+/// `if [/i] [not] exist|defined|errorlevel ...` or `if a==b cmd`.
+fn batch(t: &[u8]) -> Option<&'static str> {
+    let words = |s: &[u8]| -> bool {
+        s.first().is_some_and(|c| {
+            c.is_ascii_whitespace()
+                || *c == b'/'
+                || *c == b'('
+                || *c == b'"'
+                || *c == b'['
+                || *c == b'%'
+        })
+    };
+    let mut from = 0;
+    while from < t.len() {
+        let seg = &t[from..];
+        let at_boundary = from == 0 || !is_word(t[from - 1]);
+        if at_boundary && seg.starts_with(b"for") && words(&seg[3..]) {
+            // `%x in (` ... `) do`
+            let body = &seg[3..seg.len().min(400)];
+            if let Some(p) = memchr::memchr(b'%', body) {
+                let after = &body[p..];
+                if let Some(q) = memchr::memmem::find(after, b" in ") {
+                    let tail = &after[q + 4..];
+                    if tail.trim_ascii_start().starts_with(b"(") {
+                        if let Some(c) = memchr::memchr(b')', tail) {
+                            if tail[c + 1..].trim_ascii_start().starts_with(b"do") {
+                                return Some("rce-windows-batch");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if at_boundary && seg.starts_with(b"if") && words(&seg[2..]) {
+            let mut r = seg[2..].trim_ascii_start();
+            for opt in [&b"/i"[..], b"not"] {
+                if let Some(x) = r.strip_prefix(opt) {
+                    if x.first().is_none_or(|c| !is_word(*c)) {
+                        r = x.trim_ascii_start();
+                    }
+                }
+            }
+            for kw in [&b"exist"[..], b"defined", b"errorlevel", b"cmdextversion"] {
+                if r.starts_with(kw) && r.get(kw.len()).is_some_and(|c| c.is_ascii_whitespace()) {
+                    return Some("rce-windows-batch");
+                }
+            }
+            // A comparison between two operands, then a command: `if %a%==b echo`, `if "x" equ "y"`.
+            let head = &r[..r.len().min(80)];
+            if memchr::memmem::find(head, b"==").is_some() {
+                return Some("rce-windows-batch");
+            }
+            for op in [
+                &b" equ "[..],
+                b" neq ",
+                b" lss ",
+                b" leq ",
+                b" gtr ",
+                b" geq ",
+            ] {
+                if memchr::memmem::find(head, op).is_some() {
+                    return Some("rce-windows-batch");
+                }
+            }
+        }
+        from += 1;
+        match memchr::memchr2(b'f', b'i', &t[from..]) {
+            Some(p) => from += p,
+            None => break,
+        }
+    }
+    None
+}
+
+/// Mail protocol injection: a line break in a value followed by an SMTP, IMAP or POP3 command.
+fn mail_protocol(t: &[u8]) -> Option<&'static str> {
+    const SMTP: &[&[u8]] = &[
+        b"mail from:",
+        b"rcpt to:",
+        b"ehlo ",
+        b"helo ",
+        b"data\r",
+        b"data\n",
+        b"auth login",
+        b"auth plain",
+        b"starttls",
+        b"vrfy ",
+        b"expn ",
+    ];
+    const IMAP: &[&[u8]] = &[
+        b"login",
+        b"authenticate",
+        b"select",
+        b"examine",
+        b"status",
+        b"append",
+        b"store",
+        b"fetch",
+        b"uid",
+        b"capability",
+        b"lsub",
+        b"expunge",
+        b"logout",
+        b"noop",
+        b"create",
+        b"delete",
+        b"rename",
+        b"subscribe",
+        b"list",
+    ];
+    const POP3: &[&[u8]] = &[b"retr ", b"dele ", b"stat\r", b"uidl", b"apop ", b"quit\r"];
+    let mut from = 0;
+    while let Some(p) = memchr::memchr(b'\n', &t[from..]) {
+        let line = &t[from + p + 1..];
+        from += p + 1;
+        let line = line.trim_ascii_start();
+        if SMTP.iter().any(|c| line.starts_with(c)) || POP3.iter().any(|c| line.starts_with(c)) {
+            return Some("rce-mail-injection");
+        }
+        // IMAP: a short tag, a blank, a command.
+        let tag = line
+            .iter()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .count();
+        // IMAP tags carry a digit (`a001`); prose lines starting with a word do not.
+        let tagged = line[..tag].iter().any(|c| c.is_ascii_digit());
+        if (1..=8).contains(&tag) && tagged && line.get(tag) == Some(&b' ') {
+            let cmd = &line[tag + 1..];
+            if let Some(c) = IMAP.iter().find(|c| cmd.starts_with(c)) {
+                if cmd
+                    .get(c.len())
+                    .is_none_or(|&x| x == b' ' || x == b'\r' || x == b'\n')
+                {
+                    return Some("rce-mail-injection");
+                }
+            }
+        }
+    }
+    None
 }
 
 /// `../`, `..\` (folded), `/..` at the end, `..;/`: a `..` that stands as a path segment.

@@ -10,7 +10,9 @@
 /// Token classes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum T {
-    Str { closed: bool },
+    Str {
+        closed: bool,
+    },
     Num,
     Kw(K),
     Logic,
@@ -23,12 +25,15 @@ pub(crate) enum T {
     Semi,
     Comment,
     Var,
+    /// A backtick-quoted identifier.
+    Ident,
 }
 
 /// Keyword kinds that the patterns tell apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum K {
     Union,
+    Except,
     Select,
     From,
     Insert,
@@ -92,6 +97,7 @@ const MAX_TOKENS: usize = 48;
 fn keyword(w: &[u8]) -> Option<T> {
     let k = match w {
         b"union" => K::Union,
+        b"except" | b"intersect" | b"minus" => K::Except,
         b"select" => K::Select,
         b"from" => K::From,
         b"insert" => K::Insert,
@@ -289,7 +295,7 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                     j += 1;
                 }
                 out.push(if c == b'`' {
-                    T::Word
+                    T::Ident
                 } else {
                     T::Str { closed }
                 });
@@ -495,7 +501,13 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
 fn value(t: T) -> bool {
     matches!(
         t,
-        T::Num | T::Str { .. } | T::Word | T::Var | T::Kw(K::Null | K::Bool) | T::Func(_)
+        T::Num
+            | T::Str { .. }
+            | T::Word
+            | T::Ident
+            | T::Var
+            | T::Kw(K::Null | K::Bool)
+            | T::Func(_)
     )
 }
 
@@ -521,15 +533,46 @@ fn is_stmt(t: T) -> bool {
 /// The patterns, in order; each returns its rule id. `breakout` is set when the first token
 /// is the string the value closed (a quote context).
 fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
+    // Inline comments (`DROP/**/TABLE`) separate tokens like blanks; only their presence counts.
+    let mut buf = [T::Comma; MAX_TOKENS];
+    let mut m = 0;
+    let mut inline_comment = false;
+    for (k, &x) in t.iter().enumerate() {
+        if x == T::Comment && k + 1 < t.len() && !(breakout && k == 1) {
+            inline_comment = true;
+            continue;
+        }
+        buf[m] = x;
+        m += 1;
+    }
+    let t = &buf[..m];
     let n = t.len();
     let has = |p: &dyn Fn(T) -> bool| t.iter().any(|&x| p(x));
-    let comment = has(&|x| x == T::Comment);
+    let comment = inline_comment || has(&|x| x == T::Comment);
 
     for i in 0..n {
         let a = t[i];
         let b = t.get(i + 1).copied();
         let c = t.get(i + 2).copied();
         match (a, b) {
+            // EXCEPT / INTERSECT SELECT|VALUES(...) with SQL after it
+            (T::Kw(K::Except), Some(T::Kw(K::Select) | T::Func(_)))
+                if c.is_some_and(|x| !matches!(x, T::Word)) =>
+            {
+                return Some("sqli-union")
+            }
+            // `x AS "alias" FROM`, `` ` AS `alias` FROM ``
+            (T::Kw(K::As), Some(T::Str { closed: true } | T::Ident))
+                if c == Some(T::Kw(K::From)) =>
+            {
+                return Some("sqli-select")
+            }
+            // `if(2=`, `ascii(x)>1`: a SQL function around a comparison
+            (T::Func(F::Sql), Some(T::LParen))
+                if c.is_some_and(value) && matches!(t.get(i + 3), Some(T::Op(O::Cmp))) =>
+            {
+                return Some("sqli-function")
+            }
             // UNION [ALL|DISTINCT] SELECT
             (T::Kw(K::Union), Some(T::Kw(K::Select) | T::Func(_))) => return Some("sqli-union"),
             (T::Kw(K::Union), Some(T::Kw(K::All)))
@@ -581,7 +624,9 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 return Some("sqli-statement")
             }
             (T::Kw(K::Alter), Some(T::Kw(K::Table))) => return Some("sqli-statement"),
-            (T::Kw(K::Drop | K::Truncate), Some(T::Word)) if comment || c == Some(T::Semi) => {
+            (T::Kw(K::Drop | K::Truncate), Some(T::Word | T::Ident))
+                if comment || c == Some(T::Semi) =>
+            {
                 return Some("sqli-statement")
             }
             // SELECT list FROM / SELECT f(
@@ -589,7 +634,7 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 T::Kw(K::Select),
                 Some(T::Func(F::Strong | F::Sql) | T::Var | T::Num | T::Op(O::Arith)),
             ) => return Some("sqli-select"),
-            (T::Kw(K::Select), Some(T::Word | T::Str { .. }))
+            (T::Kw(K::Select), Some(T::Word | T::Ident | T::Str { .. }))
                 if matches!(c, Some(T::Kw(K::From) | T::Comma)) =>
             {
                 return Some("sqli-select")
@@ -640,7 +685,7 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 return Some("sqli-clause")
             }
             (T::Kw(K::Case), Some(T::Kw(K::When))) => return Some("sqli-clause"),
-            (T::Kw(K::Procedure), Some(T::Kw(K::Procedure) | T::LParen)) => {
+            (T::Kw(K::Procedure), Some(T::Kw(K::Procedure) | T::LParen | T::Func(_))) => {
                 return Some("sqli-clause")
             }
             // Postgres casts `::int`.
@@ -655,7 +700,9 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             }
             // JSON operators on strings: '{...}'::jsonb @> '...'
             (T::Str { .. }, Some(T::Op(O::Json)))
-                if c.is_some_and(|x| matches!(x, T::Str { .. } | T::Num | T::Kw(K::Other))) =>
+                if c.is_some_and(|x| {
+                    matches!(x, T::Str { .. } | T::Num | T::Kw(K::Other) | T::Word)
+                }) =>
             {
                 return Some("sqli-json-operator")
             }
@@ -713,7 +760,7 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 ) && (i + 3 == n
                     || matches!(
                         t.get(i + 3),
-                        Some(T::Comment | T::Semi | T::RParen | T::Logic)
+                        Some(T::Comment | T::Semi | T::RParen | T::Logic | T::Op(O::Cmp))
                     ))
             {
                 return Some("sqli-tautology");
@@ -780,6 +827,16 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
 
 /// Names only a database has: system catalogs, extended procedures, SQL-only types.
 const SQL_ONLY_WORDS: &[&str] = &[
+    "pg_sleep",
+    "load_file",
+    "group_concat",
+    "concat_ws",
+    "extractvalue",
+    "updatexml",
+    "pg_read_file",
+    "lo_import",
+    "sys_eval",
+    "dbms_pipe.receive_message",
     "information_schema",
     "pg_catalog",
     "pg_shadow",
@@ -837,6 +894,34 @@ const SQL_ONLY_WORDS: &[&str] = &[
     "schema_name",
 ];
 
+/// MySQL reads `1.e(`, `1.e.tables`, `1.e)` as a number followed by code: a known way to
+/// glue keywords to numbers past filters.
+fn number_evasion(s: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(p) = memchr::memmem::find(&s[from..], b".e") {
+        let at = from + p;
+        from = at + 2;
+        let digit_before = at > 0 && s[at - 1].is_ascii_digit();
+        let start_ok = {
+            let mut k = at;
+            while k > 0 && s[k - 1].is_ascii_digit() {
+                k -= 1;
+            }
+            k == 0 || !(s[k - 1].is_ascii_alphanumeric() || s[k - 1] == b'.' || s[k - 1] == b'_')
+        };
+        let after = s.get(at + 2).copied();
+        let code_after = match after {
+            Some(b'(') | Some(b')') => true,
+            Some(b'.') => s.get(at + 3).is_some_and(|c| c.is_ascii_alphabetic()),
+            _ => false,
+        };
+        if digit_before && start_ok && code_after {
+            return true;
+        }
+    }
+    false
+}
+
 pub(crate) struct SqliDetector {
     words: aho_corasick::AhoCorasick,
 }
@@ -864,6 +949,9 @@ impl SqliDetector {
             if !ident(before) && !ident(after) {
                 return Some("sqli-system-object");
             }
+        }
+        if number_evasion(lower) {
+            return Some("sqli-number-evasion");
         }
         tokenize(lower, None, toks);
         if let Some(r) = patterns(toks, false) {
