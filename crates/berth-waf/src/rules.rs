@@ -115,7 +115,8 @@ const RESTRICTED_PATH_SUFFIXES: &[&str] = &[
     "~",
 ];
 
-/// Unix and Windows commands that are rarely prose; matched after a shell separator or at the
+/// Commands a value should not carry: Unix tools (coreutils, shells, interpreters, network and
+/// admin tools, the GTFOBins kind) and Windows ones. Matched after a shell separator, or at the
 /// start of a value with shell-like arguments.
 const STRONG_COMMANDS: &[&str] = &[
     "wget",
@@ -126,6 +127,13 @@ const STRONG_COMMANDS: &[&str] = &[
     "csh",
     "tcsh",
     "dash",
+    "ash",
+    "fish",
+    "yash",
+    "posh",
+    "elvish",
+    "busybox",
+    "sh",
     "nc",
     "ncat",
     "netcat",
@@ -134,11 +142,17 @@ const STRONG_COMMANDS: &[&str] = &[
     "uname",
     "ifconfig",
     "ipconfig",
+    "iwconfig",
     "chmod",
     "chown",
     "chgrp",
+    "chattr",
+    "lsattr",
+    "setfacl",
+    "getfacl",
     "nslookup",
     "passwd",
+    "chpasswd",
     "python",
     "python2",
     "python3",
@@ -146,39 +160,399 @@ const STRONG_COMMANDS: &[&str] = &[
     "ruby",
     "php",
     "lua",
+    "luajit",
     "node",
+    "nodejs",
+    "deno",
+    "bun",
+    "irb",
+    "pry",
+    "jjs",
+    "jrunscript",
+    "tclsh",
+    "wish",
+    "expect",
+    "gdb",
+    "lldb",
+    "strace",
+    "ltrace",
+    "valgrind",
     "nmap",
+    "masscan",
+    "nikto",
+    "hydra",
+    "hashcat",
+    "msfconsole",
+    "msfvenom",
+    "sqlmap",
     "telnet",
     "useradd",
     "adduser",
     "usermod",
     "userdel",
+    "deluser",
     "groupadd",
+    "groupdel",
+    "visudo",
     "crontab",
     "sudo",
+    "doas",
     "su",
     "systemctl",
+    "journalctl",
+    "loginctl",
+    "timedatectl",
+    "hostnamectl",
     "pkill",
     "killall",
     "nohup",
     "base64",
+    "base32",
+    "basenc",
     "xxd",
+    "hexdump",
     "mkfifo",
     "mknod",
     "tftp",
     "ftp",
+    "lftp",
+    "sftp",
     "scp",
     "ssh",
+    "sshpass",
+    "ssh-keygen",
+    "ssh-keyscan",
+    "ssh-agent",
     "rsync",
     "gcc",
+    "g++",
     "cc",
-    "chattr",
+    "c89",
+    "c99",
+    "clang",
+    "tcc",
+    "nasm",
+    "ld",
     "chroot",
+    "unshare",
+    "nsenter",
+    "capsh",
+    "setarch",
     "lsof",
-    "strace",
     "netstat",
-    "ss",
     "iptables",
+    "ip6tables",
+    "nft",
+    "ufw",
+    "tcpdump",
+    "tshark",
+    "ss",
+    "route",
+    "arp",
+    "traceroute",
+    "mtr",
+    "fping",
+    "hping3",
+    "whois",
+    "dig",
+    "host",
+    "ping",
+    "getent",
+    "lastlog",
+    "last",
+    "finger",
+    "pstree",
+    "ps",
+    "top",
+    "htop",
+    "free",
+    "uptime",
+    "vmstat",
+    "iostat",
+    "dmesg",
+    "dmidecode",
+    "lspci",
+    "lsusb",
+    "lsblk",
+    "fdisk",
+    "mkfs",
+    "mount",
+    "umount",
+    "blkid",
+    "printenv",
+    "env",
+    "export",
+    "set",
+    "unset",
+    "alias",
+    "history",
+    "id",
+    "groups",
+    "users",
+    "who",
+    "w",
+    "cat",
+    "tac",
+    "rev",
+    "od",
+    "strings",
+    "head",
+    "tail",
+    "more",
+    "less",
+    "nl",
+    "sort",
+    "uniq",
+    "cut",
+    "paste",
+    "tr",
+    "sed",
+    "awk",
+    "gawk",
+    "mawk",
+    "nawk",
+    "grep",
+    "egrep",
+    "fgrep",
+    "rg",
+    "find",
+    "locate",
+    "xargs",
+    "tee",
+    "wc",
+    "diff",
+    "cmp",
+    "comm",
+    "split",
+    "csplit",
+    "shuf",
+    "fold",
+    "fmt",
+    "column",
+    "expand",
+    "unexpand",
+    "ls",
+    "dir",
+    "vdir",
+    "stat",
+    "file",
+    "du",
+    "df",
+    "touch",
+    "mkdir",
+    "rmdir",
+    "rm",
+    "mv",
+    "cp",
+    "ln",
+    "install",
+    "dd",
+    "shred",
+    "truncate",
+    "tar",
+    "zip",
+    "unzip",
+    "gzip",
+    "gunzip",
+    "bzip2",
+    "xz",
+    "7z",
+    "cpio",
+    "ar",
+    "unrar",
+    "zcat",
+    "zless",
+    "zgrep",
+    "bzcat",
+    "openssl",
+    "gpg",
+    "md5sum",
+    "sha1sum",
+    "sha256sum",
+    "sha512sum",
+    "kill",
+    "sleep",
+    "echo",
+    "printf",
+    "yes",
+    "timeout",
+    "time",
+    "watch",
+    "nice",
+    "renice",
+    "ionice",
+    "taskset",
+    "stdbuf",
+    "setsid",
+    "flock",
+    "script",
+    "screen",
+    "tmux",
+    "tmate",
+    "vi",
+    "vim",
+    "nvim",
+    "vimdiff",
+    "rvim",
+    "rview",
+    "view",
+    "ex",
+    "ed",
+    "nano",
+    "pico",
+    "emacs",
+    "joe",
+    "mcedit",
+    "apt",
+    "apt-get",
+    "aptitude",
+    "dpkg",
+    "rpm",
+    "yum",
+    "dnf",
+    "zypper",
+    "pacman",
+    "apk",
+    "opkg",
+    "snap",
+    "flatpak",
+    "pip",
+    "pip3",
+    "gem",
+    "npm",
+    "npx",
+    "yarn",
+    "pnpm",
+    "composer",
+    "cargo",
+    "go",
+    "make",
+    "cmake",
+    "ant",
+    "mvn",
+    "gradle",
+    "java",
+    "javac",
+    "jar",
+    "docker",
+    "podman",
+    "kubectl",
+    "helm",
+    "lxc",
+    "virsh",
+    "vagrant",
+    "terraform",
+    "ansible",
+    "ansible-playbook",
+    "ansible-config",
+    "ansible-galaxy",
+    "chef",
+    "knife",
+    "puppet",
+    "salt",
+    "salt-call",
+    "git",
+    "svn",
+    "hg",
+    "mysql",
+    "psql",
+    "sqlite3",
+    "redis-cli",
+    "mongo",
+    "mongosh",
+    "cqlsh",
+    "isql",
+    "sqlplus",
+    "mail",
+    "mailx",
+    "sendmail",
+    "mutt",
+    "wall",
+    "write",
+    "mesg",
+    "logger",
+    "at",
+    "batch",
+    "shutdown",
+    "reboot",
+    "halt",
+    "poweroff",
+    "init",
+    "telinit",
+    "service",
+    "update-rc.d",
+    "chkconfig",
+    "runlevel",
+    "ldconfig",
+    "ldd",
+    "readelf",
+    "objdump",
+    "nm",
+    "gdbserver",
+    "perf",
+    "bpftrace",
+    "sysctl",
+    "modprobe",
+    "insmod",
+    "rmmod",
+    "lsmod",
+    "sestatus",
+    "setenforce",
+    "getenforce",
+    "aa-disable",
+    "aa-enforce",
+    "aa-complain",
+    "aa-status",
+    "auditctl",
+    "base58",
+    "bc",
+    "dc",
+    "units",
+    "factor",
+    "jq",
+    "yq",
+    "xmllint",
+    "xsltproc",
+    "pandoc",
+    "latex",
+    "pdflatex",
+    "xelatex",
+    "tex",
+    "man",
+    "info",
+    "links",
+    "lynx",
+    "w3m",
+    "elinks",
+    "aria2c",
+    "axel",
+    "wput",
+    "ncftp",
+    "smbclient",
+    "rpcclient",
+    "enum4linux",
+    "crackmapexec",
+    "impacket-psexec",
+    "evil-winrm",
+    "certbot",
+    "openvpn",
+    "wg",
+    "cowsay",
+    "cowthink",
+    "neofetch",
+    "screenfetch",
+    "ncdu",
+    "iftop",
+    "nethogs",
+    "nload",
+    "bmon",
+    "dstat",
+    "pidstat",
+    "mpstat",
+    "sar",
+    "iotop",
+    "atop",
+    "glances",
     "powershell",
     "pwsh",
     "cmd",
@@ -192,122 +566,45 @@ const STRONG_COMMANDS: &[&str] = &[
     "cscript",
     "wscript",
     "net",
+    "net1",
+    "netsh",
     "reg",
+    "regedit",
+    "regini",
+    "sc",
     "schtasks",
     "tasklist",
     "taskkill",
     "systeminfo",
+    "nltest",
+    "dsquery",
+    "vssadmin",
+    "wevtutil",
+    "bcdedit",
+    "bcdboot",
+    "diskpart",
+    "icacls",
+    "cacls",
+    "takeown",
+    "attrib",
+    "xcopy",
+    "robocopy",
+    "msiexec",
+    "msbuild",
+    "installutil",
+    "regasm",
+    "regsvcs",
+    "forfiles",
+    "pcalua",
+    "cmstp",
+    "odbcconf",
+    "mavinject",
+    "hh",
     "iex",
     "iwr",
-    "vssadmin",
-    "icacls",
-    "sh",
-    "rm",
-    "cat",
-    "ls",
-    "id",
-    "ps",
-    "env",
-    "vi",
-    "vim",
-    "awk",
-    "gawk",
-    "sed",
-    "dd",
-    "xargs",
-    "tac",
-    "rev",
-    "od",
-    "strings",
-    "hexdump",
-    "printenv",
-    "sleep",
-    "ping",
-    "echo",
-    "printf",
-    "touch",
-    "mkdir",
-    "cp",
-    "mv",
-    "find",
-    "grep",
-    "egrep",
-    "head",
-    "tail",
-    "more",
-    "less",
-    "nl",
-    "sort",
-    "uniq",
-    "tee",
-    "kill",
-    "ls",
-    "dir",
+    "irm",
+    "ver",
     "type",
-    "wc",
-    "tar",
-    "zip",
-    "unzip",
-    "gzip",
-    "gunzip",
-    "openssl",
-    "eval",
-    "exec",
-    "export",
-    "time",
-    "timeout",
-    "watch",
-    "host",
-    "dig",
-    "who",
-    "w",
-    "last",
-    "uptime",
-    "df",
-    "du",
-    "mount",
-    "file",
-    "stat",
-    "set",
-    "sysctl",
-    "ln",
-    "locate",
-    "which",
-    "whereis",
-    "hostname",
-    "diff",
-    "cut",
-    "tr",
-    "java",
-    "jar",
-    "npm",
-    "pip",
-    "gem",
-    "git",
-    "svn",
-    "docker",
-    "kubectl",
-    "vuln",
-    "ex",
-    "view",
-    "busybox",
-    "nice",
-    "rpm",
-    "apt",
-    "apt-get",
-    "yum",
-    "dnf",
-    "pip3",
-    "shutdown",
-    "reboot",
-    "halt",
-    "init",
-    "service",
-    "sc",
-    "at",
-    "fc",
-    "pushd",
-    "popd",
     "del",
     "copy",
     "move",
@@ -315,22 +612,24 @@ const STRONG_COMMANDS: &[&str] = &[
     "start",
     "call",
     "for",
-    "ver",
-    "whoami.exe",
-    "ipconfig.exe",
 ];
 
-/// Commands that are also everyday English words: they count only with a shell-looking
-/// argument after them or as the whole remainder of a separator (`;id`).
+/// Commands that are also everyday words (or names of languages and products): they count only
+/// with a shell-looking argument after them or as the whole remainder of a separator (`;id`).
 const WEAK_COMMANDS: &[&str] = &[
-    "cat", "ls", "id", "ps", "env", "vi", "sleep", "ping", "echo", "touch", "find", "head", "tail",
-    "more", "less", "sort", "tee", "kill", "dir", "type", "time", "watch", "host", "who", "w",
-    "last", "file", "stat", "set", "which", "cut", "tr", "view", "nice", "at", "start", "call",
-    "for", "copy", "move", "del", "ren", "init", "service", "net", "reg", "ex", "sc", "fc", "dig",
-    "df", "du", "ln", "wc", "nl", "cp", "mv", "rm", "su", "ss", "cc", "sh", "od", "rev", "tac",
-    "ver", "apt", "eval", "exec", "export", "diff", "printf", "mkdir", "uptime", "mount", "locate",
-    "whereis", "hostname", "timeout", "uniq", "tar", "zip", "node", "ruby", "java", "jar", "git",
-    "make", "sed", "awk", "grep", "dd", "jobs", "shutdown",
+    "as", "ar", "at", "bc", "cat", "comm", "column", "date", "diff", "ed", "expand", "expect",
+    "file", "find", "fish", "fold", "fmt", "format", "free", "grep", "groups", "head", "history",
+    "host", "install", "join", "kill", "last", "less", "links", "look", "mail", "make", "man",
+    "more", "mount", "nano", "nice", "paste", "pr", "red", "rev", "script", "screen", "set",
+    "sort", "split", "start", "tail", "task", "tee", "time", "top", "touch", "type", "users",
+    "view", "wall", "watch", "wc", "which", "who", "w", "yes", "zip", "id", "ps", "ls", "rm", "mv",
+    "cp", "ln", "dd", "df", "du", "nl", "tr", "od", "vi", "ex", "cut", "env", "sed", "awk", "tar",
+    "git", "node", "ruby", "java", "php", "python", "perl", "lua", "mysql", "docker", "helm",
+    "vagrant", "latex", "info", "finger", "route", "ping", "dig", "echo", "printf", "sleep",
+    "stat", "dir", "vdir", "call", "for", "copy", "move", "del", "ren", "ver", "net", "sc", "reg",
+    "init", "service", "apt", "batch", "logger", "write", "units", "factor", "jar", "go", "gem",
+    "npm", "pip", "cargo", "chef", "knife", "puppet", "salt", "snap", "ip", "ss", "su", "alias",
+    "export", "unset", "apk", "dc", "hash", "jq",
 ];
 
 /// PowerShell and Windows forms that mean command execution anywhere.
@@ -502,6 +801,22 @@ const PHP_FUNCTIONS: &[&str] = &[
     "preg_match",
     "preg_split",
     "stream_get_contents",
+    "bzdecompress",
+    "zlib_decode",
+    "unpack",
+    "pack",
+    "intval",
+    "strval",
+    "floatval",
+    "strip_tags",
+    "htmlspecialchars",
+    "stripslashes",
+    "addslashes",
+    "settype",
+    "gettype",
+    "filter_var",
+    "array_map",
+    "assert_options",
 ];
 
 /// PHP words that are also English: they count only when called with code-looking arguments.
@@ -551,6 +866,8 @@ const PHP_WEAK: &[&str] = &[
     "sprintf",
     "readfile",
     "audiofile",
+    "pack",
+    "unpack",
 ];
 
 const PHP_MARKERS: &[&str] = &[
@@ -612,6 +929,8 @@ fn build(pats: &[&str]) -> AhoCorasick {
 }
 
 pub(crate) struct Rules {
+    commands: std::collections::HashSet<&'static [u8]>,
+    weak: std::collections::HashSet<&'static [u8]>,
     sensitive: AhoCorasick,
     windows: AhoCorasick,
     php_functions: AhoCorasick,
@@ -626,6 +945,12 @@ fn is_word(c: u8) -> bool {
 impl Rules {
     pub(crate) fn new() -> Self {
         Rules {
+            commands: STRONG_COMMANDS
+                .iter()
+                .chain(WEAK_COMMANDS)
+                .map(|c| c.as_bytes())
+                .collect(),
+            weak: WEAK_COMMANDS.iter().map(|c| c.as_bytes()).collect(),
             sensitive: build(SENSITIVE_FILES),
             windows: build(WINDOWS_MARKERS),
             php_functions: build(PHP_FUNCTIONS),
@@ -911,12 +1236,10 @@ impl Rules {
         while word.last() == Some(&b'.') {
             word = &word[..word.len() - 1];
         }
-        let known =
-            STRONG_COMMANDS.iter().any(|c| c.as_bytes() == word) || glob_matches_command(word);
-        if !known {
+        let Some(word) = self.command_name(word) else {
             return None;
-        }
-        let weak = WEAK_COMMANDS.iter().any(|c| c.as_bytes() == word);
+        };
+        let weak = self.weak.contains(word);
         let rest = &s[end..];
         let arg = rest.trim_ascii_start();
         let spaced = rest.len() != arg.len() || rest.first().is_some_and(|&c| c == b'\t');
@@ -965,6 +1288,38 @@ impl Rules {
         }
         if spaced && shell_arg && !weak {
             return Some(true);
+        }
+        None
+    }
+
+    /// The command a word names: itself, without a version (`python3.10`, `php7`), or the part
+    /// before a dash (`ansible-config`); a glob (`ca?`) that matches one.
+    fn command_name<'a>(&self, word: &'a [u8]) -> Option<&'a [u8]> {
+        if self.commands.contains(word) {
+            return Some(word);
+        }
+        let bare = {
+            let mut e = word.len();
+            while e > 0 && (word[e - 1].is_ascii_digit() || word[e - 1] == b'.') {
+                e -= 1;
+            }
+            &word[..e]
+        };
+        if bare.len() >= 2
+            && bare.len() < word.len()
+            && self.commands.contains(bare)
+            && !self.weak.contains(bare)
+        {
+            return Some(bare);
+        }
+        if let Some(d) = word.iter().position(|&c| c == b'-') {
+            let head = &word[..d];
+            if head.len() >= 3 && self.commands.contains(head) && !self.weak.contains(head) {
+                return Some(head);
+            }
+        }
+        if glob_matches_command(word) {
+            return Some(word);
         }
         None
     }
@@ -1073,6 +1428,9 @@ impl Rules {
                 }
             }
         }
+        if php_directive(s) {
+            return Some("php-variable-or-directive");
+        }
         for m in self.php_wrappers.find_iter(s) {
             let before = m.start().checked_sub(1).map(|i| s[i]);
             if before.is_none_or(|c| !is_word(c) && c != b'.') {
@@ -1093,15 +1451,21 @@ impl Rules {
         for m in self.php_functions.find_iter(s) {
             let before = m.start().checked_sub(1).map(|i| s[i]);
             let after_name = s.get(m.end()).copied();
+            let name = PHP_FUNCTIONS[m.pattern().as_usize()].as_bytes();
+            // Names with an underscore are PHP's alone; glued to other letters they still run
+            // (`FOOcall_user_func()` calls a function named by the attacker's prefix trick).
+            let glued_ok = name.contains(&b'_');
             if before.is_some_and(|c| {
-                is_word(c) || c == b'-' || c == b'.' && !s[..m.start()].ends_with(b"'.")
+                (is_word(c) && !glued_ok)
+                    || c == b'-'
+                    || c == b'.' && !s[..m.start()].ends_with(b"'.")
             }) || after_name.is_some_and(is_word)
             {
                 continue;
             }
-            let name = PHP_FUNCTIONS[m.pattern().as_usize()].as_bytes();
             let mut j = m.end();
             let mut gap = false;
+            let mut commented = false;
             loop {
                 while j < s.len() && s[j].is_ascii_whitespace() {
                     j += 1;
@@ -1112,6 +1476,7 @@ impl Rules {
                         Some(p) => {
                             j += p + 4;
                             gap = true;
+                            commented = true;
                             continue;
                         }
                         None => break,
@@ -1122,6 +1487,7 @@ impl Rules {
                         Some(p) => {
                             j += p + 1;
                             gap = true;
+                            commented = true;
                             continue;
                         }
                         None => break,
@@ -1142,9 +1508,10 @@ impl Rules {
             }
             let args = s[j + 1..].trim_ascii_start();
             let weak = PHP_WEAK.iter().any(|w| w.as_bytes() == name);
-            let code_args = args
-                .first()
-                .is_some_and(|&c| matches!(c, b'$' | b'"' | b'\'' | b')' | b'(' | b'_'))
+            let code_args = commented
+                || args
+                    .first()
+                    .is_some_and(|&c| matches!(c, b'$' | b'"' | b'\'' | b')' | b'(' | b'_'))
                 || args.iter().take(40).any(|&c| c == b'$' || c == b';');
             if !weak || code_args || (!gap && memchr::memchr(b')', args).is_some()) {
                 // A plain English word with a gap before a parenthesis (`exec (`) needs more.
@@ -1154,12 +1521,22 @@ impl Rules {
                 return Some("php-function-call");
             }
         }
+        // Functions of PHP's extension families (`posix_getuid()`, `zlib_decode(`, `mb_ereg(`).
+        if let Some(r) = php_family_call(s) {
+            return Some(r);
+        }
         // Variable functions: $a(...), ${...}(...), $a[..](...), $_[..]{..}(...).
         let mut from = 0;
         while let Some(p) = memchr::memchr(b'$', &s[from..]) {
             let at = from + p;
             from = at + 1;
             let mut j = at + 1;
+            while j < s.len()
+                && s[j] == b' '
+                && s.get(j + 1).is_some_and(|&c| c == b' ' || c == b'{')
+            {
+                j += 1;
+            }
             let start = j;
             if s.get(j) == Some(&b'{') {
                 match memchr::memchr(b'}', &s[j..]) {
@@ -1181,13 +1558,14 @@ impl Rules {
                     j += 1;
                 }
                 match s.get(j) {
-                    Some(b'[') | Some(b'{') => {
-                        let close = if s[j] == b'[' { b']' } else { b'}' };
-                        match memchr::memchr(close, &s[j..]) {
-                            Some(q) if q > 1 => j += q + 1,
-                            _ => break,
-                        }
-                    }
+                    Some(b'[') | Some(b'{') => match matching(&s[j..]) {
+                        Some(q) if q > 1 => j += q + 1,
+                        _ => break,
+                    },
+                    Some(b'#') => match memchr::memchr(b'\n', &s[j..]) {
+                        Some(q) => j += q + 1,
+                        None => break,
+                    },
                     Some(b'/') if s.get(j + 1) == Some(&b'*') => match f(&s[j + 2..], b"*/") {
                         Some(q) => j += q + 4,
                         None => break,
@@ -1217,25 +1595,67 @@ impl Rules {
                 return Some("php-variable-function");
             }
         }
-        // `(system)(ls)`, `("system")("id")`, `[system][0](ls)`.
-        let mut from = 0;
-        while let Some(p) = f(&s[from..], b")(") {
-            let at = from + p;
-            from = at + 2;
-            let open = s[..at].iter().rposition(|&c| c == b'(');
-            if let Some(o) = open {
-                let inner = s[o + 1..at].trim_ascii();
-                let strip = |c: &u8| *c == b'"' || *c == b'\'' || c.is_ascii_whitespace();
-                let a = inner.iter().position(|c| !strip(c)).unwrap_or(inner.len());
-                let b = inner.iter().rposition(|c| !strip(c)).map_or(a, |p| p + 1);
-                let inner = &inner[a..b.max(a)];
-                if !inner.is_empty()
-                    && inner.iter().all(|&c| is_word(c))
-                    && self
-                        .php_functions
-                        .find(inner)
-                        .is_some_and(|m| m.start() == 0 && m.end() == inner.len())
-                {
+        // Callable expressions: `(system)(ls)`, `("sys"."tem")('id')`, `[system][0](ls)`,
+        // `(/* x */system)(ls)`: a call on a bracketed expression that spells a PHP function.
+        if let Some(r) = self.php_callable_expression(s) {
+            return Some(r);
+        }
+        None
+    }
+
+    fn php_callable_expression(&self, s: &[u8]) -> Option<&'static str> {
+        let mut letters = Vec::new();
+        for (i, w) in s.windows(2).enumerate() {
+            if !matches!(w[0], b')' | b']' | b'}') {
+                continue;
+            }
+            let mut k = i + 1;
+            while k < s.len() && s[k].is_ascii_whitespace() {
+                k += 1;
+            }
+            if s.get(k) != Some(&b'(') {
+                continue;
+            }
+            // The letters of what comes before, `\xNN` escapes decoded, separators dropped.
+            let from = i.saturating_sub(80);
+            let before = &s[from..=i];
+            letters.clear();
+            let mut q = 0;
+            while q < before.len() {
+                if before[q] == b'\\' && before.get(q + 1) == Some(&b'x') && q + 3 < before.len() {
+                    if let Ok(v) = u8::from_str_radix(
+                        std::str::from_utf8(&before[q + 2..q + 4]).unwrap_or("zz"),
+                        16,
+                    ) {
+                        letters.push(v.to_ascii_lowercase());
+                        q += 4;
+                        continue;
+                    }
+                }
+                if before[q].is_ascii_alphabetic() || before[q] == b'_' {
+                    letters.push(before[q]);
+                }
+                q += 1;
+            }
+            for f in [
+                &b"system"[..],
+                b"passthru",
+                b"shell_exec",
+                b"exec",
+                b"popen",
+                b"proc_open",
+                b"eval",
+                b"assert",
+                b"phpinfo",
+                b"pcntl_exec",
+                b"create_function",
+                b"call_user_func",
+                b"base64_decode",
+                b"file_put_contents",
+                b"include",
+                b"require",
+            ] {
+                if memchr::memmem::find(&letters, f).is_some() {
                     return Some("php-function-call");
                 }
             }
@@ -1448,6 +1868,159 @@ fn traversal(t: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// A php.ini directive being set: `opcache.jit=...`, `mbstring.func_overload = 7`,
+/// `memory_limit = 512M`.
+fn php_directive(s: &[u8]) -> bool {
+    const SECTIONS: &[&[u8]] = &[
+        b"opcache.",
+        b"mbstring.",
+        b"session.",
+        b"pcre.",
+        b"zend.",
+        b"xdebug.",
+        b"apc.",
+        b"mysqli.",
+        b"pdo_mysql.",
+        b"phar.",
+        b"zlib.",
+        b"assert.",
+        b"date.",
+        b"soap.",
+        b"sqlite3.",
+        b"openssl.",
+    ];
+    const DIRECTIVES: &[&[u8]] = &[
+        b"memory_limit",
+        b"max_execution_time",
+        b"max_input_time",
+        b"post_max_size",
+        b"upload_max_filesize",
+        b"upload_tmp_dir",
+        b"short_open_tag",
+        b"register_globals",
+        b"magic_quotes_gpc",
+        b"expose_php",
+        b"log_errors",
+        b"html_errors",
+        b"enable_dl",
+        b"user_ini.filename",
+        b"sys_temp_dir",
+        b"doc_root",
+        b"user_dir",
+        b"cgi.force_redirect",
+    ];
+    let Some(eq) = memchr::memchr(b'=', s) else {
+        return false;
+    };
+    let key = s[..eq].trim_ascii();
+    let start = key
+        .iter()
+        .rposition(|&c| !(is_word(c) || c == b'.'))
+        .map_or(0, |p| p + 1);
+    let key = &key[start..];
+    SECTIONS
+        .iter()
+        .any(|p| key.starts_with(p) && key.len() > p.len())
+        || DIRECTIVES.contains(&key)
+}
+
+/// The offset of the bracket closing the one `s` starts with.
+fn matching(s: &[u8]) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, &c) in s.iter().enumerate().take(256) {
+        match c {
+            b'[' | b'{' | b'(' => depth += 1,
+            b']' | b'}' | b')' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Calls of functions from PHP's extension families, named by their prefix.
+fn php_family_call(s: &[u8]) -> Option<&'static str> {
+    const FAMILIES: &[&[u8]] = &[
+        b"posix_",
+        b"pcntl_",
+        b"proc_",
+        b"shell_",
+        b"zlib_",
+        b"gz",
+        b"bz",
+        b"str_",
+        b"array_",
+        b"call_user_",
+        b"func_get_",
+        b"get_defined_",
+        b"get_",
+        b"ini_",
+        b"assert_",
+        b"file_",
+        b"preg_",
+        b"mb_",
+        b"iconv_",
+        b"stream_",
+        b"ob_",
+        b"openssl_",
+        b"hash_",
+        b"curl_",
+        b"mysqli_",
+        b"mysql_",
+        b"session_",
+        b"spl_",
+        b"class_",
+        b"method_",
+        b"property_",
+        b"set_",
+        b"restore_",
+        b"register_",
+        b"highlight_",
+        b"show_",
+        b"php_",
+        b"phpinfo",
+        b"var_",
+        b"debug_",
+        b"error_",
+        b"symlink",
+        b"readlink",
+        b"escapeshell",
+    ];
+    let mut from = 0;
+    while let Some(p) = memchr::memchr(b'(', &s[from..]) {
+        let paren = from + p;
+        from = paren + 1;
+        let mut e = paren;
+        while e > 0 && s[e - 1].is_ascii_whitespace() {
+            e -= 1;
+        }
+        let mut b = e;
+        while b > 0 && is_word(s[b - 1]) {
+            b -= 1;
+        }
+        let name = &s[b..e];
+        if name.len() < 5
+            || !name.contains(&b'_')
+                && !name.starts_with(b"gz")
+                && !name.starts_with(b"bz")
+                && name != b"phpinfo"
+        {
+            continue;
+        }
+        if FAMILIES
+            .iter()
+            .any(|f| name.starts_with(f) && name.len() > f.len())
+        {
+            return Some("php-function-call");
+        }
+    }
+    None
 }
 
 /// `ca?`, `c*t`, `/???/c?t`: a shell glob that could stand for a strong command.
