@@ -93,8 +93,14 @@ const KNOWN_EDGE_BUGS: &[(&str, &str)] = &[
         "invalid Host, the target naming the host",
         "edge_bug_a_target_with_an_authority_stands_in_for_a_missing_or_invalid_host",
     ),
-    ("invalid Host port", "edge_bug_a_port_that_is_not_digits_is_accepted"),
-    ("target authority", "edge_bug_a_port_that_is_not_digits_is_accepted"),
+    (
+        "invalid Host port",
+        "edge_bug_a_port_that_is_not_digits_is_accepted",
+    ),
+    (
+        "target authority",
+        "edge_bug_a_port_that_is_not_digits_is_accepted",
+    ),
     (
         "a control character in a trailer value",
         "edge_bug_control_characters_in_trailer_values_are_accepted",
@@ -781,7 +787,10 @@ fn target_bytes_beyond_rfc_3986_are_tolerated_and_framed_alike() {
     let edge = edge::read_stream(raw);
     assert_eq!(edge.len(), 2);
     assert_eq!(edge[0].len(), Some(raw.len() - 31));
-    for refused in [&b"GET /a<b HTTP/1.1\r\nHost: x\r\n\r\n"[..], b"GET /a`b HTTP/1.1\r\nHost: x\r\n\r\n"] {
+    for refused in [
+        &b"GET /a<b HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"GET /a`b HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
         assert_eq!(
             agree_fully(refused).map(|seen| seen.first().cloned()),
             Ok(Some(Seen::Refused))

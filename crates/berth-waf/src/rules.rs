@@ -1269,7 +1269,13 @@ impl Rules {
             || (!arg.is_empty() && memchr::memchr3(b';', b'|', b'&', arg).is_some());
         if after_sep {
             if arg.is_empty() {
-                return Some(false);
+                // `;id`, `|ls`: a bare command ends the value. Everyday words (`; more`,
+                // `& red`) do not count bare.
+                const BARE: &[&[u8]] = &[
+                    b"id", b"ls", b"ps", b"w", b"who", b"env", b"pwd", b"df", b"du", b"dir",
+                    b"ver", b"sh", b"su", b"vi",
+                ];
+                return (!weak || BARE.contains(&word)).then_some(false);
             }
             if !spaced
                 && !rest.is_empty()

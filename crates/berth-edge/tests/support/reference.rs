@@ -368,8 +368,7 @@ fn absolute_authority(target: &str) -> Option<&str> {
     let (scheme, rest) = target.split_once("://")?;
     let mut s = scheme.bytes();
     let first_alpha = s.next().is_some_and(|b| b.is_ascii_alphabetic());
-    if !first_alpha
-        || !s.all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
+    if !first_alpha || !s.all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.')
     {
         return None;
     }

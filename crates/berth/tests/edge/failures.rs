@@ -312,7 +312,11 @@ async fn a_replica_that_dies_under_get_load_costs_no_get() {
         failed.extend(client.await.expect("client task"));
     }
     assert!(hits_before > 0, "the dying replica took part of the load");
-    assert!(failed.is_empty(), "{} GETs failed: {failed:?}", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} GETs failed: {failed:?}",
+        failed.len()
+    );
     assert!(survivor.hits() > CLIENTS * PER_CLIENT / 2);
 }
 
@@ -339,7 +343,10 @@ async fn a_get_closed_unanswered_goes_to_another_replica_but_a_post_is_never_sen
         assert_eq!(reply.status, StatusCode::OK, "GET {i}: {}", reply.text());
         assert_eq!(reply.backend(), "web.1");
     }
-    assert!(dying.accepted() > 0, "round robin sent GETs to the dying replica");
+    assert!(
+        dying.accepted() > 0,
+        "round robin sent GETs to the dying replica"
+    );
     assert_eq!(dying.answered(), 0);
 
     // POSTs: those that meet the dying replica fail; none reaches the survivor after it.
@@ -348,7 +355,13 @@ async fn a_get_closed_unanswered_goes_to_another_replica_but_a_post_is_never_sen
     let mut bad_gateway = 0;
     for _ in 0..6 {
         let reply = edge
-            .send(Method::POST, "app.test", "/echo-body", &[], Bytes::from_static(b"write"))
+            .send(
+                Method::POST,
+                "app.test",
+                "/echo-body",
+                &[],
+                Bytes::from_static(b"write"),
+            )
             .await;
         match reply.status.as_u16() {
             200 => {}
@@ -359,6 +372,9 @@ async fn a_get_closed_unanswered_goes_to_another_replica_but_a_post_is_never_sen
     let on_dying = dying.accepted() - dying_before;
     let on_survivor = survivor.hits() - survivor_before;
     assert!(on_dying > 0, "round robin sent POSTs to the dying replica");
-    assert_eq!(bad_gateway, on_dying, "each POST the dying replica took failed, once");
+    assert_eq!(
+        bad_gateway, on_dying,
+        "each POST the dying replica took failed, once"
+    );
     assert_eq!(on_survivor + on_dying, 6, "no POST was sent twice");
 }
