@@ -20,6 +20,20 @@ fn main() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(corpus::default_corpus_dir);
     let waf = Waf::new(WafConfig::default()).expect("default config");
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--shop-only")
+        .and_then(|p| args.get(p + 1))
+        .and_then(|n| n.parse().ok())
+    {
+        // For profiling: only the shop corpus, n rounds.
+        let shop = benign::shop_requests();
+        println!(
+            "shop: {:.0} ns/request",
+            corpus::ns_per_request(&waf, &shop, n)
+        );
+        return;
+    }
     let cases = corpus::load_crs(&dir).unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(2)

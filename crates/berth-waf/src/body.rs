@@ -187,9 +187,9 @@ fn multipart(run: &mut Run<'_>, boundary: &[u8], body: &[u8]) {
         let end = starts.get(n + 1).copied().unwrap_or(body.len());
         let part = &body[p..end.max(p)];
         // Headers end at the first empty line.
-        let (head, content) = match memchr::memmem::find(part, b"\r\n\r\n") {
+        let (head, content) = match crate::find(part, b"\r\n\r\n") {
             Some(q) => (&part[..q], &part[q + 4..]),
-            None => match memchr::memmem::find(part, b"\n\n") {
+            None => match crate::find(part, b"\n\n") {
                 Some(q) => (&part[..q], &part[q + 2..]),
                 None => (part, &b""[..]),
             },

@@ -389,7 +389,9 @@ pub struct Waf {
     rules: rules::Rules,
 }
 
-/// Per-request scratch buffers.
+/// Per-request scratch buffers, kept per thread between requests so a request allocates
+/// nothing for them once the buffers have grown.
+#[derive(Default)]
 struct Scratch {
     canon: Vec<u8>,
     lower: Vec<u8>,
@@ -397,6 +399,10 @@ struct Scratch {
     a: Vec<u8>,
     b: Vec<u8>,
     toks: Vec<sqli::T>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::Cell<Scratch> = std::cell::Cell::new(Scratch::default());
 }
 
 /// The state of one inspection.
@@ -497,14 +503,7 @@ impl Waf {
             active,
             partial,
             findings: Vec::new(),
-            scratch: Scratch {
-                canon: Vec::new(),
-                lower: Vec::new(),
-                html: Vec::new(),
-                a: Vec::new(),
-                b: Vec::new(),
-                toks: Vec::new(),
-            },
+            scratch: SCRATCH.with(|s| s.take()),
         };
         run.path(req.path);
         if let Some(q) = req.query {
@@ -548,10 +547,14 @@ impl Waf {
             let bytes = &b.bytes[..b.bytes.len().min(self.config.max_body_bytes)];
             body::inspect(&mut run, b.content_type, bytes);
         }
-        if run.findings.is_empty() {
+        let Run {
+            findings, scratch, ..
+        } = run;
+        SCRATCH.with(|s| s.replace(scratch));
+        if findings.is_empty() {
             Verdict::Allow
         } else {
-            Verdict::Findings(run.findings)
+            Verdict::Findings(findings)
         }
     }
 }
@@ -692,7 +695,7 @@ impl Run<'_> {
         if on(Group::Xss, self.active) && has(b"<:=(`&.-") {
             decode::html_entities_into(lower, &mut self.scratch.html);
             let html = std::mem::take(&mut self.scratch.html);
-            let r = xss::detect(&html, &mut self.scratch.b);
+            let r = xss::detect(lower, &html, &mut self.scratch.b);
             self.scratch.html = html;
             if let Some(r) = r {
                 self.report(Group::Xss, r, loc);
@@ -747,6 +750,25 @@ impl Run<'_> {
             action,
         });
     }
+}
+
+/// Substring search tuned for the short values a request carries and for many different
+/// needles: `memchr` for the first byte, then a compare (building a `memmem` searcher per call
+/// costs more than it saves here).
+#[inline]
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let Some((&first, rest)) = needle.split_first() else {
+        return Some(0);
+    };
+    let mut from = 0;
+    while from + needle.len() <= haystack.len() {
+        let p = from + memchr::memchr(first, &haystack[from..haystack.len() - rest.len()])?;
+        if &haystack[p + 1..p + needle.len()] == rest {
+            return Some(p);
+        }
+        from = p + 1;
+    }
+    None
 }
 
 #[cfg(test)]

@@ -921,7 +921,6 @@ const PHP_WRAPPERS: &[&str] = &[
 
 fn build(pats: &[&str]) -> AhoCorasick {
     AhoCorasick::builder()
-        .ascii_case_insensitive(true)
         .match_kind(MatchKind::Standard)
         .kind(Some(aho_corasick::AhoCorasickKind::DFA))
         .build(pats)
@@ -984,14 +983,15 @@ impl Rules {
             i += 1;
         }
         let t = &tmp[..];
-        let f = memchr::memmem::find;
+        let f = crate::find;
         if traversal(t) {
             return Some("lfi-traversal");
         }
         if f(t, b"file://").is_some() || f(t, b"file:/").is_some_and(|p| p == 0) {
             return Some("lfi-file-scheme");
         }
-        for m in self.sensitive.find_iter(t) {
+        let maybe_file = memchr::memchr3(b'/', b'.', b'_', t).is_some();
+        for m in self.sensitive.find_iter(if maybe_file { t } else { &[] }) {
             let before = m.start().checked_sub(1).map(|i| t[i]);
             let after = t.get(m.end()).copied();
             let pat = SENSITIVE_FILES[m.pattern().as_usize()].as_bytes();
@@ -1030,7 +1030,7 @@ impl Rules {
         }
         if path.starts_with(b"/proc/")
             || path.starts_with(b"/etc/")
-            || memchr::memmem::find(path, b"/proc/").is_some()
+            || crate::find(path, b"/proc/").is_some()
         {
             return Some("lfi-sensitive-file");
         }
@@ -1039,7 +1039,7 @@ impl Rules {
 
     /// Remote command execution. `s` is canonical, lower-cased.
     pub(crate) fn rce(&self, s: &[u8], tmp: &mut Vec<u8>) -> Option<&'static str> {
-        let f = memchr::memmem::find;
+        let f = crate::find;
         // Shellshock.
         if f(s, b"() {").is_some() || f(s, b"(){").is_some() {
             return Some("rce-shellshock");
@@ -1383,7 +1383,7 @@ impl Rules {
 
     /// PHP injection. `s` is canonical, lower-cased.
     pub(crate) fn php(&self, s: &[u8]) -> Option<&'static str> {
-        let f = memchr::memmem::find;
+        let f = crate::find;
         // Opening tags: `<?php`, `<?=`, `<?` + blank (not `<?xml`), `[php]`, `{php}`.
         let mut from = 0;
         while let Some(p) = f(&s[from..], b"<?") {
@@ -1418,7 +1418,13 @@ impl Rules {
         {
             return Some("php-open-tag");
         }
-        for m in self.php_markers.find_iter(s) {
+        let has_dollar = memchr::memchr(b'$', s).is_some();
+        let has_eq = memchr::memchr(b'=', s).is_some();
+        let has_paren = memchr::memchr(b'(', s).is_some();
+        for m in self
+            .php_markers
+            .find_iter(if has_dollar || has_eq { s } else { &[] })
+        {
             let pat = PHP_MARKERS[m.pattern().as_usize()].as_bytes();
             let before = m.start().checked_sub(1).map(|i| s[i]);
             if pat[0] == b'$' || before.is_none_or(|c| !is_word(c)) {
@@ -1437,7 +1443,14 @@ impl Rules {
         if php_directive(s) {
             return Some("php-variable-or-directive");
         }
-        for m in self.php_wrappers.find_iter(s) {
+        for m in self
+            .php_wrappers
+            .find_iter(if crate::find(s, b"://").is_some() {
+                s
+            } else {
+                &[]
+            })
+        {
             let before = m.start().checked_sub(1).map(|i| s[i]);
             if before.is_none_or(|c| !is_word(c) && c != b'.') {
                 return Some("php-wrapper");
@@ -1453,8 +1466,15 @@ impl Rules {
                 }
             }
         }
+        // Everything below is a call.
+        if !has_paren {
+            return None;
+        }
         // Calls: name ( ... with comments or blanks in between.
-        for m in self.php_functions.find_iter(s) {
+        for m in self
+            .php_functions
+            .find_iter(if has_paren { s } else { &[] })
+        {
             let before = m.start().checked_sub(1).map(|i| s[i]);
             let after_name = s.get(m.end()).copied();
             let name = PHP_FUNCTIONS[m.pattern().as_usize()].as_bytes();
@@ -1661,7 +1681,7 @@ impl Rules {
                 b"include",
                 b"require",
             ] {
-                if memchr::memmem::find(&letters, f).is_some() {
+                if crate::find(&letters, f).is_some() {
                     return Some("php-function-call");
                 }
             }
@@ -1736,7 +1756,7 @@ fn batch(t: &[u8]) -> Option<&'static str> {
             let body = &seg[3..seg.len().min(400)];
             if let Some(p) = memchr::memchr(b'%', body) {
                 let after = &body[p..];
-                if let Some(q) = memchr::memmem::find(after, b" in ") {
+                if let Some(q) = crate::find(after, b" in ") {
                     let tail = &after[q + 4..];
                     if tail.trim_ascii_start().starts_with(b"(") {
                         if let Some(c) = memchr::memchr(b')', tail) {
@@ -1764,7 +1784,7 @@ fn batch(t: &[u8]) -> Option<&'static str> {
             }
             // A comparison between two operands, then a command: `if %a%==b echo`, `if "x" equ "y"`.
             let head = &r[..r.len().min(80)];
-            if memchr::memmem::find(head, b"==").is_some() {
+            if crate::find(head, b"==").is_some() {
                 return Some("rce-windows-batch");
             }
             for op in [
@@ -1775,7 +1795,7 @@ fn batch(t: &[u8]) -> Option<&'static str> {
                 b" gtr ",
                 b" geq ",
             ] {
-                if memchr::memmem::find(head, op).is_some() {
+                if crate::find(head, op).is_some() {
                     return Some("rce-windows-batch");
                 }
             }
@@ -1862,7 +1882,7 @@ fn traversal(t: &[u8]) -> bool {
         return true;
     }
     let mut from = 0;
-    while let Some(p) = memchr::memmem::find(&t[from..], b"..") {
+    while let Some(p) = crate::find(&t[from..], b"..") {
         let at = from + p;
         from = at + 1;
         let before_ok = at == 0 || !(t[at - 1] == b'.' || is_word(t[at - 1]) || t[at - 1] == b'-');
@@ -2031,7 +2051,7 @@ fn php_family_call(s: &[u8]) -> Option<&'static str> {
 
 /// `ca?`, `c*t`, `/???/c?t`: a shell glob that could stand for a strong command.
 fn glob_matches_command(word: &[u8]) -> bool {
-    if !word.iter().any(|&c| c == b'?' || c == b'*' || c == b'[') || word.len() < 2 {
+    if !word.iter().any(|&c| c == b'?' || c == b'*') || word.len() < 2 || word.len() > 16 {
         return false;
     }
     let letters = word.iter().filter(|c| c.is_ascii_alphabetic()).count();

@@ -86,6 +86,8 @@ pub(crate) enum F {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum O {
     Cmp,
+    /// `*`: `select *`, `count(*)`.
+    Star,
     Arith,
     Cast,
     Json,
@@ -362,7 +364,7 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                         k += 1;
                     }
                     if k + 1 < n && s[k] == b'/' && s[k + 1] == b'*' {
-                        match memchr::memmem::find(&s[k + 2..], b"*/") {
+                        match crate::find(&s[k + 2..], b"*/") {
                             Some(p) => k = k + 2 + p + 2,
                             None => break,
                         }
@@ -370,7 +372,7 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                     }
                     break;
                 }
-                if k < n && s[k] == b'(' {
+                if k < n && s[k] == b'(' && w != b"values" {
                     out.push(T::Func(function_kind(w)));
                 } else if let Some(t) = keyword(w) {
                     out.push(t);
@@ -443,7 +445,7 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                     i = j;
                 } else {
                     out.push(T::Comment);
-                    i = match memchr::memmem::find(&s[i + 2..], b"*/") {
+                    i = match crate::find(&s[i + 2..], b"*/") {
                         Some(p) => i + 2 + p + 2,
                         None => n,
                     };
@@ -485,7 +487,11 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                     1
                 };
             }
-            b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'&' | b'|' | b'~' => {
+            b'*' => {
+                out.push(T::Op(O::Star));
+                i += 1;
+            }
+            b'+' | b'-' | b'/' | b'%' | b'^' | b'&' | b'|' | b'~' => {
                 out.push(T::Op(O::Arith));
                 i += 1;
             }
@@ -555,8 +561,26 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
         let b = t.get(i + 1).copied();
         let c = t.get(i + 2).copied();
         match (a, b) {
+            // VALUES ('a', 1, ...
+            (T::Kw(K::Values), Some(T::LParen))
+                if matches!(c, Some(T::Str { .. } | T::Num | T::Kw(K::Null)))
+                    && matches!(t.get(i + 3), Some(T::Comma)) =>
+            {
+                return Some("sqli-statement")
+            }
+            // An assignment list: `x = 'a', 0x1a`, `col = 'v', (5)`
+            (T::Word | T::Ident, Some(T::Op(O::Cmp)))
+                if matches!(c, Some(T::Str { closed: true }))
+                    && matches!(t.get(i + 3), Some(T::Comma))
+                    && matches!(
+                        t.get(i + 4),
+                        Some(T::Num | T::LParen | T::Str { .. } | T::Kw(K::Null))
+                    ) =>
+            {
+                return Some("sqli-statement")
+            }
             // EXCEPT / INTERSECT SELECT|VALUES(...) with SQL after it
-            (T::Kw(K::Except), Some(T::Kw(K::Select) | T::Func(_)))
+            (T::Kw(K::Except), Some(T::Kw(K::Select | K::Values) | T::Func(_)))
                 if c.is_some_and(|x| !matches!(x, T::Word)) =>
             {
                 return Some("sqli-union")
@@ -632,7 +656,7 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             // SELECT list FROM / SELECT f(
             (
                 T::Kw(K::Select),
-                Some(T::Func(F::Strong | F::Sql) | T::Var | T::Num | T::Op(O::Arith)),
+                Some(T::Func(F::Strong | F::Sql) | T::Var | T::Num | T::Op(O::Star)),
             ) => return Some("sqli-select"),
             (T::Kw(K::Select), Some(T::Word | T::Ident | T::Str { .. }))
                 if matches!(c, Some(T::Kw(K::From) | T::Comma)) =>
@@ -808,7 +832,7 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 | K::Procedure,
             ) if rest.iter().any(sqlish) => return Some("sqli-breakout"),
             T::Kw(K::Cmp) if rest.iter().any(sqlish) => return Some("sqli-breakout"),
-            T::Op(O::Cmp | O::Arith)
+            T::Op(O::Cmp | O::Arith | O::Star)
                 if rest.iter().any(|x| {
                     matches!(x, T::Comment | T::Logic | T::Semi | T::Func(_) | T::Kw(_))
                 }) || matches!(rest.first(), Some(T::Str { closed: true })) =>
@@ -898,7 +922,7 @@ const SQL_ONLY_WORDS: &[&str] = &[
 /// glue keywords to numbers past filters.
 fn number_evasion(s: &[u8]) -> bool {
     let mut from = 0;
-    while let Some(p) = memchr::memmem::find(&s[from..], b".e") {
+    while let Some(p) = crate::find(&s[from..], b".e") {
         let at = from + p;
         from = at + 2;
         let digit_before = at > 0 && s[at - 1].is_ascii_digit();
@@ -929,7 +953,6 @@ pub(crate) struct SqliDetector {
 impl SqliDetector {
     pub(crate) fn new() -> Self {
         let words = aho_corasick::AhoCorasick::builder()
-            .ascii_case_insensitive(true)
             .match_kind(aho_corasick::MatchKind::LeftmostFirst)
             .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .build(SQL_ONLY_WORDS)

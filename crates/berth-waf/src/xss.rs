@@ -140,6 +140,17 @@ const SINKS: &[&[u8]] = &[
     b"settimeout(",
     b"setinterval(",
     b"import(",
+    b".call`",
+    b".apply`",
+    b"${alert",
+    b"${eval",
+    b"${prompt",
+    b"new function(",
+    b"reflect.apply",
+    b"reflect.construct",
+    b"top[",
+    b"self[",
+    b"window[",
 ];
 
 fn starts_with_ci(s: &[u8], p: &[u8]) -> bool {
@@ -153,7 +164,7 @@ fn squeeze(s: &[u8], out: &mut Vec<u8>) {
 }
 
 fn has_script_scheme(s: &[u8], tmp: &mut Vec<u8>) -> bool {
-    if memchr::memchr(b':', s).is_none() || memchr::memmem::find(s, b"javascript: ").is_some() {
+    if memchr::memchr(b':', s).is_none() || crate::find(s, b"javascript: ").is_some() {
         return false;
     }
     squeeze(s, tmp);
@@ -218,21 +229,80 @@ fn has_handler(attrs: &[u8]) -> bool {
 }
 
 fn dangerous_css(s: &[u8]) -> bool {
-    let f = memchr::memmem::find;
+    let f = crate::find;
     f(s, b"expression(").is_some()
         || f(s, b"behavior:").is_some()
         || f(s, b"behaviour:").is_some()
         || f(s, b"-moz-binding").is_some()
+        || f(s, b"url(javascript").is_some()
+        || f(s, b"url(vbscript").is_some()
+        || f(s, b"@import").is_some()
 }
 
-pub(crate) fn detect(s: &[u8], tmp: &mut Vec<u8>) -> Option<&'static str> {
+/// Attributes that load or run content whatever the tag: namespaces pulling in other markup,
+/// form actions, inline documents.
+const DANGEROUS_ATTRS: &[&[u8]] = &[
+    b"xmlns",
+    b"xlink:href",
+    b"formaction",
+    b"srcdoc",
+    b"xsi:schemalocation",
+    b"fscommand",
+    b"seeksegmenttime",
+];
+
+fn has_attr(attrs: &[u8], name: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(p) = crate::find(&attrs[from..], name) {
+        let at = from + p;
+        from = at + 1;
+        let before_ok = at == 0
+            || matches!(
+                attrs[at - 1],
+                b' ' | b'\t' | b'\n' | b'\r' | b'/' | b'"' | b'\''
+            );
+        let after = attrs[at + name.len()..].trim_ascii_start();
+        if before_ok && (after.first() == Some(&b'=') || after.first() == Some(&b':')) {
+            return true;
+        }
+    }
+    false
+}
+
+/// A script scheme whose letters only line up once entities and blanks are removed.
+fn obfuscated_scheme(raw: &[u8], s: &[u8], tmp: &mut Vec<u8>) -> bool {
+    if memchr::memchr(b':', s).is_none() {
+        return false;
+    }
+    squeeze(s, tmp);
+    for scheme in [&b"javascript:"[..], b"vbscript:", b"livescript:"] {
+        if crate::find(tmp, scheme).is_some()
+            && crate::find(raw, scheme).is_none()
+            && crate::find(s, scheme).is_none()
+        {
+            return true;
+        }
+    }
+    false
+}
+/// `raw` is the value before HTML entities were decoded, `s` after (both lower-cased).
+pub(crate) fn detect(raw: &[u8], s: &[u8], tmp: &mut Vec<u8>) -> Option<&'static str> {
+    // UTF-7 markup (`+ADw-script+AD4-`), which old browsers decode.
+    if crate::find(s, b"+adw-").is_some() || crate::find(s, b"+ad4-").is_some() {
+        return Some("xss-utf7");
+    }
+    // A script scheme spelled with entities or blanks inside (`ja&tab;vascript:`) is never
+    // prose: only an evasion writes it that way.
+    if obfuscated_scheme(raw, s, tmp) {
+        return Some("xss-script-url");
+    }
     // Tags.
     let mut from = 0;
     while let Some(p) = memchr::memchr(b'<', &s[from..]) {
         let lt = from + p;
         from = lt + 1;
         let mut i = lt + 1;
-        while i < s.len() && (s[i] == b'/' || s[i] == b'<' || s[i] == b'%') {
+        while i < s.len() && matches!(s[i], b'/' | b'<' | b'%' | b'?' | b':' | b'!') {
             i += 1;
         }
         let name_start = i;
@@ -260,16 +330,19 @@ pub(crate) fn detect(s: &[u8], tmp: &mut Vec<u8>) -> Option<&'static str> {
         if has_handler(attrs) {
             return Some("xss-event-handler");
         }
+        if name == b"include" || DANGEROUS_ATTRS.iter().any(|a| has_attr(attrs, a)) {
+            return Some("xss-attribute");
+        }
         if has_script_scheme(attrs, tmp) {
             return Some("xss-script-url");
         }
-        if memchr::memmem::find(attrs, b"style").is_some() && dangerous_css(attrs) {
+        if crate::find(attrs, b"style").is_some() && dangerous_css(attrs) {
             return Some("xss-css");
         }
     }
     // The whole value as a URL.
     let t = s.trim_ascii_start();
-    let prose = memchr::memmem::find(t, b"javascript: ").is_some();
+    let prose = crate::find(t, b"javascript: ").is_some();
     for sch in SCRIPT_SCHEMES {
         squeeze(&t[..t.len().min(64)], tmp);
         if starts_with_ci(tmp, sch)
@@ -280,7 +353,7 @@ pub(crate) fn detect(s: &[u8], tmp: &mut Vec<u8>) -> Option<&'static str> {
     }
     // A break-out of an attribute value: `" onmouseover=...`, `' autofocus onfocus=...`.
     let mut from = 0;
-    while let Some(p) = memchr::memmem::find(&s[from..], b"on") {
+    while let Some(p) = crate::find(&s[from..], b"on") {
         let at = from + p;
         from = at + 2;
         let prev = if at == 0 { b' ' } else { s[at - 1] };
@@ -310,7 +383,7 @@ pub(crate) fn detect(s: &[u8], tmp: &mut Vec<u8>) -> Option<&'static str> {
     }
     // JavaScript sinks and break-outs.
     for sink in SINKS {
-        if memchr::memmem::find(s, sink).is_some() {
+        if crate::find(s, sink).is_some() {
             return Some("xss-js-sink");
         }
     }
@@ -319,7 +392,7 @@ pub(crate) fn detect(s: &[u8], tmp: &mut Vec<u8>) -> Option<&'static str> {
     }
     for f in [&b"alert"[..], b"prompt", b"confirm", b"eval"] {
         let mut from = 0;
-        while let Some(p) = memchr::memmem::find(&s[from..], f) {
+        while let Some(p) = crate::find(&s[from..], f) {
             let at = from + p;
             from = at + f.len();
             let before = s[..at].trim_ascii_end();
@@ -343,7 +416,10 @@ mod tests {
     use super::*;
 
     fn hit(s: &str) -> Option<&'static str> {
-        detect(s.to_ascii_lowercase().as_bytes(), &mut Vec::new())
+        let l = s.to_ascii_lowercase();
+        let mut h = Vec::new();
+        crate::decode::html_entities_into(l.as_bytes(), &mut h);
+        detect(l.as_bytes(), &h, &mut Vec::new())
     }
 
     #[test]
