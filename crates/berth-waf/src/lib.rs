@@ -670,7 +670,7 @@ impl Run<'_> {
         // or PHP syntax; SQL keywords alone (`information_schema`) are still looked at.
         let plain = lower
             .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || b" _-.,@:+/".contains(&c) || c >= 0x80);
+            .all(|&c| c.is_ascii_alphanumeric() || b" _-.,@:/".contains(&c) || c >= 0x80);
         let on = |g: Group, active: u8| active & mask & g.bit() != 0;
         if on(Group::Sqli, self.active) {
             if let Some(r) = self.waf.sqli.detect(lower, &mut self.scratch.toks) {

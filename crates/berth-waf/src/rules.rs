@@ -617,19 +617,199 @@ const STRONG_COMMANDS: &[&str] = &[
 /// Commands that are also everyday words (or names of languages and products): they count only
 /// with a shell-looking argument after them or as the whole remainder of a separator (`;id`).
 const WEAK_COMMANDS: &[&str] = &[
-    "as", "ar", "at", "bc", "cat", "comm", "column", "date", "diff", "ed", "expand", "expect",
-    "file", "find", "fish", "fold", "fmt", "format", "free", "grep", "groups", "head", "history",
-    "host", "install", "join", "kill", "last", "less", "links", "look", "mail", "make", "man",
-    "more", "mount", "nano", "nice", "paste", "pr", "red", "rev", "script", "screen", "set",
-    "sort", "split", "start", "tail", "task", "tee", "time", "top", "touch", "type", "users",
-    "view", "wall", "watch", "wc", "which", "who", "w", "yes", "zip", "id", "ps", "ls", "rm", "mv",
-    "cp", "ln", "dd", "df", "du", "nl", "tr", "od", "vi", "ex", "cut", "env", "sed", "awk", "tar",
-    "git", "node", "ruby", "java", "php", "python", "perl", "lua", "mysql", "docker", "helm",
-    "vagrant", "latex", "info", "finger", "route", "ping", "dig", "echo", "printf", "sleep",
-    "stat", "dir", "vdir", "call", "for", "copy", "move", "del", "ren", "ver", "net", "sc", "reg",
-    "init", "service", "apt", "batch", "logger", "write", "units", "factor", "jar", "go", "gem",
-    "npm", "pip", "cargo", "chef", "knife", "puppet", "salt", "snap", "ip", "ss", "su", "alias",
-    "export", "unset", "apk", "dc", "hash", "jq",
+    "as",
+    "ar",
+    "at",
+    "bc",
+    "cat",
+    "comm",
+    "column",
+    "date",
+    "diff",
+    "ed",
+    "expand",
+    "expect",
+    "file",
+    "find",
+    "fish",
+    "fold",
+    "fmt",
+    "format",
+    "free",
+    "grep",
+    "groups",
+    "head",
+    "history",
+    "host",
+    "install",
+    "join",
+    "kill",
+    "last",
+    "less",
+    "links",
+    "look",
+    "mail",
+    "make",
+    "man",
+    "more",
+    "mount",
+    "nano",
+    "nice",
+    "paste",
+    "pr",
+    "red",
+    "rev",
+    "script",
+    "screen",
+    "set",
+    "sort",
+    "split",
+    "start",
+    "tail",
+    "task",
+    "tee",
+    "time",
+    "top",
+    "touch",
+    "type",
+    "users",
+    "view",
+    "wall",
+    "watch",
+    "wc",
+    "which",
+    "who",
+    "w",
+    "yes",
+    "zip",
+    "id",
+    "ps",
+    "ls",
+    "rm",
+    "mv",
+    "cp",
+    "ln",
+    "dd",
+    "df",
+    "du",
+    "nl",
+    "tr",
+    "od",
+    "vi",
+    "ex",
+    "cut",
+    "env",
+    "sed",
+    "awk",
+    "tar",
+    "git",
+    "node",
+    "ruby",
+    "java",
+    "php",
+    "python",
+    "perl",
+    "lua",
+    "mysql",
+    "docker",
+    "helm",
+    "vagrant",
+    "latex",
+    "info",
+    "finger",
+    "route",
+    "ping",
+    "dig",
+    "echo",
+    "printf",
+    "sleep",
+    "stat",
+    "dir",
+    "vdir",
+    "call",
+    "for",
+    "copy",
+    "move",
+    "del",
+    "ren",
+    "ver",
+    "net",
+    "sc",
+    "reg",
+    "init",
+    "service",
+    "apt",
+    "batch",
+    "logger",
+    "write",
+    "units",
+    "factor",
+    "jar",
+    "go",
+    "gem",
+    "npm",
+    "pip",
+    "cargo",
+    "chef",
+    "knife",
+    "puppet",
+    "salt",
+    "snap",
+    "ip",
+    "ss",
+    "su",
+    "alias",
+    "export",
+    "unset",
+    "apk",
+    "dc",
+    "hash",
+    "jq",
+    "wish",
+    "yarn",
+    "ash",
+    "dash",
+    "bash",
+    "posh",
+    "elvish",
+    "bun",
+    "pry",
+    "ruby",
+    "hydra",
+    "lynx",
+    "strings",
+    "shred",
+    "flock",
+    "joe",
+    "rpm",
+    "yum",
+    "pacman",
+    "composer",
+    "ant",
+    "mongo",
+    "mutt",
+    "reboot",
+    "halt",
+    "perf",
+    "axel",
+    "glances",
+    "atop",
+    "sar",
+    "timeout",
+    "vim",
+    "nano",
+    "pico",
+    "clang",
+    "ld",
+    "nft",
+    "mtr",
+    "nm",
+    "tex",
+    "locate",
+    "terraform",
+    "emacs",
+    "screen",
+    "curl",
 ];
 
 /// PowerShell and Windows forms that mean command execution anywhere.
@@ -1172,7 +1352,10 @@ impl Rules {
                 return Some("rce-command");
             }
         }
-        if self.command_at(start, false) == Some(true) || self.prefixed_command(start) {
+        if self.command_at(start, false) == Some(true)
+            || self.prefixed_command(start)
+            || self.technical_command(start)
+        {
             return Some("rce-command");
         }
         if let Some(rest) = start
@@ -1266,7 +1449,8 @@ impl Rules {
             )
         }) || memchr::memchr(b'/', arg)
             .is_some_and(|p| p < 32 && !arg[..p].contains(&b' '))
-            || (!arg.is_empty() && memchr::memchr3(b';', b'|', b'&', arg).is_some());
+            || (!arg.is_empty() && memchr::memchr3(b';', b'|', b'&', arg).is_some())
+            || looks_like_host(arg);
         if after_sep {
             if arg.is_empty() {
                 // `;id`, `|ls`: a bare command ends the value. Everyday words (`; more`,
@@ -1328,6 +1512,24 @@ impl Rules {
             return Some(word);
         }
         None
+    }
+
+    /// A value that is a command line of a tool no prose names (`visudo`, `nmap -sS x`,
+    /// `ansible all -m ping`): the command alone or followed by a blank.
+    fn technical_command(&self, s: &[u8]) -> bool {
+        let end = s
+            .iter()
+            .position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')))
+            .unwrap_or(s.len());
+        if end < 2 {
+            return false;
+        }
+        let rest = &s[end..];
+        if !rest.is_empty() && !rest[0].is_ascii_whitespace() {
+            return false;
+        }
+        self.command_name(&s[..end])
+            .is_some_and(|name| !self.weak.contains(name))
     }
 
     /// `time sh -c id`, `nohup who`, `strace id`: a command runner followed by a command.
@@ -1950,6 +2152,27 @@ fn php_directive(s: &[u8]) -> bool {
         .iter()
         .any(|p| key.starts_with(p) && key.len() > p.len())
         || DIRECTIVES.contains(&key)
+}
+
+/// Whether the first word of `arg` is a URL, a host name or an address (`curl evil.com`).
+fn looks_like_host(arg: &[u8]) -> bool {
+    let w = &arg[..arg
+        .iter()
+        .position(|c| c.is_ascii_whitespace())
+        .unwrap_or(arg.len())];
+    if crate::find(w, b"://").is_some() {
+        return true;
+    }
+    let labels = w.split(|&c| c == b'.' || c == b':').collect::<Vec<_>>();
+    labels.len() >= 2
+        && labels
+            .iter()
+            .all(|l| !l.is_empty() && l.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-'))
+        && labels.last().is_some_and(|l| {
+            l.len() >= 2
+                && (l.iter().all(|c| c.is_ascii_alphabetic())
+                    || l.iter().all(|c| c.is_ascii_digit()))
+        })
 }
 
 /// The offset of the bracket closing the one `s` starts with.

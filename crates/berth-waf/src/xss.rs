@@ -192,7 +192,7 @@ fn has_script_scheme(s: &[u8], tmp: &mut Vec<u8>) -> bool {
 
 fn s_has_code_after(sq: &[u8], at: usize) -> bool {
     sq.get(at)
-        .is_some_and(|&c| c.is_ascii_alphanumeric() || b"(/['\"`{_$!+-~;".contains(&c))
+        .is_some_and(|&c| c.is_ascii_alphanumeric() || b"(/['\"`{_$!+-~;\\".contains(&c))
 }
 
 fn is_tag_name_char(c: u8) -> bool {
@@ -381,9 +381,10 @@ pub(crate) fn detect(raw: &[u8], s: &[u8], tmp: &mut Vec<u8>) -> Option<&'static
             }
         }
     }
-    // JavaScript sinks and break-outs.
+    // JavaScript sinks and break-outs, blanks removed (`[] . sort . call ``).
+    squeeze(s, tmp);
     for sink in SINKS {
-        if crate::find(s, sink).is_some() {
+        if crate::find(tmp, sink).is_some() {
             return Some("xss-js-sink");
         }
     }
