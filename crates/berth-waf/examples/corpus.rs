@@ -32,6 +32,24 @@ fn main() {
             "shop: {:.0} ns/request",
             corpus::ns_per_request(&waf, &shop, n)
         );
+        let mut kinds: Vec<String> = shop
+            .iter()
+            .map(|c| c.test.rsplit_once('-').unwrap().0.to_string())
+            .collect();
+        kinds.sort();
+        kinds.dedup();
+        for k in kinds {
+            let set: Vec<_> = shop
+                .iter()
+                .filter(|c| c.test.rsplit_once('-').unwrap().0 == k)
+                .cloned()
+                .collect();
+            println!(
+                "  {k:<12} {:>6.0} ns/request ({} requests)",
+                corpus::ns_per_request(&waf, &set, n),
+                set.len()
+            );
+        }
         return;
     }
     let cases = corpus::load_crs(&dir).unwrap_or_else(|e| {

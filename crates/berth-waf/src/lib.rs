@@ -15,6 +15,7 @@
 
 mod body;
 mod decode;
+mod lexicon;
 mod rules;
 mod sqli;
 mod xss;
@@ -399,6 +400,7 @@ struct Scratch {
     a: Vec<u8>,
     b: Vec<u8>,
     toks: Vec<sqli::T>,
+    hits: Vec<lexicon::Hit>,
 }
 
 thread_local! {
@@ -666,26 +668,56 @@ impl Run<'_> {
     }
 
     fn detect(&mut self, lower: &[u8], loc: Loc<'_>, _kind: Kind, mask: u8) {
+        let mut hits = std::mem::take(&mut self.scratch.hits);
+        self.waf.rules.lexicon.scan(lower, &mut hits);
+        self.detect_with(lower, &hits, loc, mask);
+        self.scratch.hits = hits;
+    }
+
+    fn detect_with(&mut self, lower: &[u8], hits: &[lexicon::Hit], loc: Loc<'_>, mask: u8) {
         // Values made only of word characters and a few separators cannot carry markup, shell
         // or PHP syntax; SQL keywords alone (`information_schema`) are still looked at.
         let plain = lower
             .iter()
             .all(|&c| c.is_ascii_alphanumeric() || b" _-.,@:/".contains(&c) || c >= 0x80);
         let on = |g: Group, active: u8| active & mask & g.bit() != 0;
+        // One word of letters, digits and `_-.` (ids, tokens, slugs, most names): only the
+        // names that are dangerous alone (`information_schema`, `.htaccess`, `visudo`) matter.
+        let inert = lower
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || b"_-.".contains(&c));
+        if inert {
+            if on(Group::Sqli, self.active) {
+                if let Some(r) = self.waf.sqli.detect_word(lower, hits) {
+                    self.report(Group::Sqli, r, loc);
+                }
+            }
+            if on(Group::Lfi, self.active) {
+                if let Some(r) = self.waf.rules.lfi(lower, Some(hits), &mut self.scratch.a) {
+                    self.report(Group::Lfi, r, loc);
+                }
+            }
+            if on(Group::Rce, self.active) {
+                if let Some(r) = self.waf.rules.rce_word(lower) {
+                    self.report(Group::Rce, r, loc);
+                }
+            }
+            return;
+        }
         if on(Group::Sqli, self.active) {
-            if let Some(r) = self.waf.sqli.detect(lower, &mut self.scratch.toks) {
+            if let Some(r) = self.waf.sqli.detect(lower, hits, &mut self.scratch.toks) {
                 self.report(Group::Sqli, r, loc);
             }
         }
         if plain && !lower.contains(&b'/') {
             // No markup, no path, no shell metacharacters; `wget http:...` has a `/`.
             if on(Group::Lfi, self.active) {
-                if let Some(r) = self.waf.rules.lfi(lower, &mut self.scratch.a) {
+                if let Some(r) = self.waf.rules.lfi(lower, Some(hits), &mut self.scratch.a) {
                     self.report(Group::Lfi, r, loc);
                 }
             }
             if on(Group::Rce, self.active) && lower.contains(&b' ') {
-                if let Some(r) = self.waf.rules.rce(lower, &mut self.scratch.a) {
+                if let Some(r) = self.waf.rules.rce(lower, Some(hits), &mut self.scratch.a) {
                     self.report(Group::Rce, r, loc);
                 }
             }
@@ -702,20 +734,26 @@ impl Run<'_> {
             }
         }
         if on(Group::Lfi, self.active) {
-            if let Some(r) = self.waf.rules.lfi(lower, &mut self.scratch.a) {
+            if let Some(r) = self.waf.rules.lfi(lower, Some(hits), &mut self.scratch.a) {
                 self.report(Group::Lfi, r, loc);
             }
         }
         if on(Group::Rce, self.active) {
-            let r = self.waf.rules.rce(lower, &mut self.scratch.a).or_else(|| {
-                // Shell payloads inside markup-escaped values (`&#x7B;`).
-                if memchr::memchr(b'&', lower).is_some() {
-                    decode::html_entities_into(lower, &mut self.scratch.html);
-                    self.waf.rules.rce(&self.scratch.html, &mut self.scratch.b)
-                } else {
-                    None
-                }
-            });
+            let r = self
+                .waf
+                .rules
+                .rce(lower, Some(hits), &mut self.scratch.a)
+                .or_else(|| {
+                    // Shell payloads inside markup-escaped values (`&#x7B;`).
+                    if memchr::memchr(b'&', lower).is_some() {
+                        decode::html_entities_into(lower, &mut self.scratch.html);
+                        self.waf
+                            .rules
+                            .rce(&self.scratch.html, None, &mut self.scratch.b)
+                    } else {
+                        None
+                    }
+                });
             if let Some(r) = r {
                 self.report(Group::Rce, r, loc);
             }

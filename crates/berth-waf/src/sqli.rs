@@ -850,7 +850,7 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
 }
 
 /// Names only a database has: system catalogs, extended procedures, SQL-only types.
-const SQL_ONLY_WORDS: &[&str] = &[
+pub(crate) const SQL_ONLY_WORDS: &[&str] = &[
     "pg_sleep",
     "load_file",
     "group_concat",
@@ -946,28 +946,26 @@ fn number_evasion(s: &[u8]) -> bool {
     false
 }
 
-pub(crate) struct SqliDetector {
-    words: aho_corasick::AhoCorasick,
-}
+pub(crate) struct SqliDetector;
 
 impl SqliDetector {
     pub(crate) fn new() -> Self {
-        let words = aho_corasick::AhoCorasick::builder()
-            .match_kind(aho_corasick::MatchKind::LeftmostFirst)
-            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-            .build(SQL_ONLY_WORDS)
-            .expect("static patterns build");
-        SqliDetector { words }
+        SqliDetector
     }
 
-    /// `lower` is the canonical, lower-cased value.
-    pub(crate) fn detect(&self, lower: &[u8], toks: &mut Vec<T>) -> Option<&'static str> {
-        if lower.is_empty() {
-            return None;
-        }
-        for m in self.words.find_iter(lower) {
-            let before = m.start().checked_sub(1).map(|i| lower[i]);
-            let after = lower.get(m.end()).copied();
+    /// Names only a database has, in a value (`lower`: canonical, lower-cased).
+    /// `hits`: the lexicon's matches in `lower`.
+    pub(crate) fn detect_word(
+        &self,
+        lower: &[u8],
+        hits: &[crate::lexicon::Hit],
+    ) -> Option<&'static str> {
+        for m in hits
+            .iter()
+            .filter(|h| h.family == crate::lexicon::Family::Sql)
+        {
+            let before = m.start.checked_sub(1).map(|i| lower[i]);
+            let after = lower.get(m.end).copied();
             let ident = |c: Option<u8>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_');
             if !ident(before) && !ident(after) {
                 return Some("sqli-system-object");
@@ -975,6 +973,22 @@ impl SqliDetector {
         }
         if number_evasion(lower) {
             return Some("sqli-number-evasion");
+        }
+        None
+    }
+
+    /// `lower` is the canonical, lower-cased value.
+    pub(crate) fn detect(
+        &self,
+        lower: &[u8],
+        hits: &[crate::lexicon::Hit],
+        toks: &mut Vec<T>,
+    ) -> Option<&'static str> {
+        if lower.is_empty() {
+            return None;
+        }
+        if let Some(r) = self.detect_word(lower, hits) {
+            return Some(r);
         }
         tokenize(lower, None, toks);
         if let Some(r) = patterns(toks, false) {
@@ -998,7 +1012,11 @@ mod tests {
 
     fn hit(s: &str) -> Option<&'static str> {
         let d = SqliDetector::new();
-        d.detect(s.to_ascii_lowercase().as_bytes(), &mut Vec::new())
+        let r = crate::rules::Rules::new();
+        let l = s.to_ascii_lowercase();
+        let mut h = Vec::new();
+        r.lexicon.scan(l.as_bytes(), &mut h);
+        d.detect(l.as_bytes(), &h, &mut Vec::new())
     }
 
     #[test]

@@ -343,8 +343,11 @@ pub(crate) fn detect(raw: &[u8], s: &[u8], tmp: &mut Vec<u8>) -> Option<&'static
     // The whole value as a URL.
     let t = s.trim_ascii_start();
     let prose = crate::find(t, b"javascript: ").is_some();
-    for sch in SCRIPT_SCHEMES {
+    let has_colon = memchr::memchr(b':', t).is_some();
+    if has_colon {
         squeeze(&t[..t.len().min(64)], tmp);
+    }
+    for sch in SCRIPT_SCHEMES.iter().filter(|_| has_colon) {
         if starts_with_ci(tmp, sch)
             && (sch != b"javascript:" || !prose && s_has_code_after(tmp, sch.len()))
         {
@@ -352,7 +355,11 @@ pub(crate) fn detect(raw: &[u8], s: &[u8], tmp: &mut Vec<u8>) -> Option<&'static
         }
     }
     // A break-out of an attribute value: `" onmouseover=...`, `' autofocus onfocus=...`.
-    let mut from = 0;
+    let mut from = if memchr::memchr(b'=', s).is_some() {
+        0
+    } else {
+        s.len()
+    };
     while let Some(p) = crate::find(&s[from..], b"on") {
         let at = from + p;
         from = at + 2;
@@ -382,14 +389,20 @@ pub(crate) fn detect(raw: &[u8], s: &[u8], tmp: &mut Vec<u8>) -> Option<&'static
         }
     }
     // JavaScript sinks and break-outs, blanks removed (`[] . sort . call ``).
+    if !s.iter().any(|c| b".([`$-".contains(c)) {
+        return None;
+    }
     squeeze(s, tmp);
     for sink in SINKS {
         if crate::find(tmp, sink).is_some() {
             return Some("xss-js-sink");
         }
     }
-    if dangerous_css(s) && memchr::memchr(b':', s).is_some() {
+    if memchr::memchr(b':', s).is_some() && dangerous_css(s) {
         return Some("xss-css");
+    }
+    if memchr::memchr2(b'(', b'`', s).is_none() {
+        return None;
     }
     for f in [&b"alert"[..], b"prompt", b"confirm", b"eval"] {
         let mut from = 0;
