@@ -8,6 +8,7 @@ pub(crate) enum Family {
     Sql,
     File,
     Windows,
+    Js,
 }
 
 /// A word list match: which list, which entry, where.

@@ -14,6 +14,7 @@
 //! buffers.
 
 mod body;
+mod chars;
 mod decode;
 mod lexicon;
 mod rules;
@@ -675,65 +676,60 @@ impl Run<'_> {
     }
 
     fn detect_with(&mut self, lower: &[u8], hits: &[lexicon::Hit], loc: Loc<'_>, mask: u8) {
-        // Values made only of word characters and a few separators cannot carry markup, shell
-        // or PHP syntax; SQL keywords alone (`information_schema`) are still looked at.
-        let plain = lower
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || b" _-.,@:/".contains(&c) || c >= 0x80);
         let on = |g: Group, active: u8| active & mask & g.bit() != 0;
-        // One word of letters, digits and `_-.` (ids, tokens, slugs, most names): only the
-        // names that are dangerous alone (`information_schema`, `.htaccess`, `visudo`) matter.
-        let inert = lower
-            .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || b"_-.".contains(&c));
-        if inert {
-            if on(Group::Sqli, self.active) {
-                if let Some(r) = self.waf.sqli.detect_word(lower, hits) {
-                    self.report(Group::Sqli, r, loc);
-                }
-            }
-            if on(Group::Lfi, self.active) {
-                if let Some(r) = self.waf.rules.lfi(lower, Some(hits), &mut self.scratch.a) {
-                    self.report(Group::Lfi, r, loc);
-                }
-            }
-            if on(Group::Rce, self.active) {
-                if let Some(r) = self.waf.rules.rce_word(lower) {
-                    self.report(Group::Rce, r, loc);
-                }
-            }
-            return;
-        }
+        // Which punctuation the value holds decides which detectors can match at all: most
+        // values (ids, tokens, names, prose) need one or two of them, not five.
+        let cs = chars::summary(lower);
+        use chars::*;
+        let sql_syntax = cs.any(
+            QUOTE
+                | EQ
+                | LT
+                | GT
+                | PAREN
+                | SEMI
+                | DASH
+                | HASH
+                | SLASH
+                | PIPE
+                | AMP
+                | AT
+                | COLON
+                | STAR
+                | BANG
+                | TILDE
+                | SPACE,
+        );
         if on(Group::Sqli, self.active) {
-            if let Some(r) = self.waf.sqli.detect(lower, hits, &mut self.scratch.toks) {
+            let r = if sql_syntax {
+                self.waf.sqli.detect(lower, hits, &mut self.scratch.toks)
+            } else {
+                self.waf.sqli.detect_word(lower, hits)
+            };
+            if let Some(r) = r {
                 self.report(Group::Sqli, r, loc);
             }
         }
-        if plain && !lower.contains(&b'/') {
-            // No markup, no path, no shell metacharacters; `wget http:...` has a `/`.
-            if on(Group::Lfi, self.active) {
-                if let Some(r) = self.waf.rules.lfi(lower, Some(hits), &mut self.scratch.a) {
-                    self.report(Group::Lfi, r, loc);
-                }
-            }
-            if on(Group::Rce, self.active) && lower.contains(&b' ') {
-                if let Some(r) = self.waf.rules.rce(lower, Some(hits), &mut self.scratch.a) {
-                    self.report(Group::Rce, r, loc);
-                }
-            }
-            return;
-        }
-        let has = |set: &[u8]| lower.iter().any(|c| set.contains(c));
-        if on(Group::Xss, self.active) && has(b"<:=(`&.-") {
+        let js_hit = hits.iter().any(|h| h.family == lexicon::Family::Js);
+        if on(Group::Xss, self.active)
+            && (js_hit
+                || cs.any(LT | COLON | EQ | PAREN | BACKTICK | AMP | PLUS | BRACKET | DOLLAR))
+        {
             decode::html_entities_into(lower, &mut self.scratch.html);
             let html = std::mem::take(&mut self.scratch.html);
-            let r = xss::detect(lower, &html, &mut self.scratch.b);
+            let r = xss::detect(lower, &html, js_hit, &mut self.scratch.b);
             self.scratch.html = html;
             if let Some(r) = r {
                 self.report(Group::Xss, r, loc);
             }
         }
-        if on(Group::Lfi, self.active) {
+        let file_hit = hits.iter().any(|h| h.family == lexicon::Family::File);
+        if on(Group::Lfi, self.active)
+            && (file_hit
+                || cs.any(SLASH | BACKSLASH | COLON)
+                || (cs.any(DOT) && find(lower, b"..").is_some())
+                || find(lower, b"0x").is_some())
+        {
             if let Some(r) = self.waf.rules.lfi(lower, Some(hits), &mut self.scratch.a) {
                 self.report(Group::Lfi, r, loc);
             }
@@ -742,14 +738,15 @@ impl Run<'_> {
             let r = self
                 .waf
                 .rules
-                .rce(lower, Some(hits), &mut self.scratch.a)
+                .rce(lower, Some(hits), cs, &mut self.scratch.a)
                 .or_else(|| {
                     // Shell payloads inside markup-escaped values (`&#x7B;`).
-                    if memchr::memchr(b'&', lower).is_some() {
+                    if cs.any(AMP) {
                         decode::html_entities_into(lower, &mut self.scratch.html);
+                        let c2 = chars::summary(&self.scratch.html);
                         self.waf
                             .rules
-                            .rce(&self.scratch.html, None, &mut self.scratch.b)
+                            .rce(&self.scratch.html, None, c2, &mut self.scratch.b)
                     } else {
                         None
                     }
@@ -758,7 +755,8 @@ impl Run<'_> {
                 self.report(Group::Rce, r, loc);
             }
         }
-        if on(Group::Php, self.active) && has(b"($<[{:=") {
+        if on(Group::Php, self.active) && cs.any(PAREN | DOLLAR | LT | BRACKET | BRACE | COLON | EQ)
+        {
             if let Some(r) = self.waf.rules.php(lower) {
                 self.report(Group::Php, r, loc);
             }
@@ -798,6 +796,14 @@ pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     let Some((&first, rest)) = needle.split_first() else {
         return Some(0);
     };
+    if haystack.len() < needle.len() {
+        return None;
+    }
+    if haystack.len() < 48 {
+        // Short values: a plain loop beats setting up a vector search per needle.
+        return (0..=haystack.len() - needle.len())
+            .find(|&i| haystack[i] == first && &haystack[i + 1..i + needle.len()] == rest);
+    }
     let mut from = 0;
     while from + needle.len() <= haystack.len() {
         let p = from + memchr::memchr(first, &haystack[from..haystack.len() - rest.len()])?;

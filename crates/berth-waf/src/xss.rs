@@ -125,32 +125,32 @@ const SCRIPT_SCHEMES: &[&[u8]] = &[
     b"data:text/xml",
 ];
 
-const SINKS: &[&[u8]] = &[
-    b"document.cookie",
-    b"document.write",
-    b"document.domain",
-    b"document.location",
-    b"window.location",
-    b".innerhtml",
-    b".outerhtml",
-    b"string.fromcharcode",
-    b"-moz-binding",
-    b"<![cdata[",
-    b".constructor(",
-    b"settimeout(",
-    b"setinterval(",
-    b"import(",
-    b".call`",
-    b".apply`",
-    b"${alert",
-    b"${eval",
-    b"${prompt",
-    b"new function(",
-    b"reflect.apply",
-    b"reflect.construct",
-    b"top[",
-    b"self[",
-    b"window[",
+pub(crate) const SINKS: &[&str] = &[
+    "document.cookie",
+    "document.write",
+    "document.domain",
+    "document.location",
+    "window.location",
+    ".innerhtml",
+    ".outerhtml",
+    "string.fromcharcode",
+    "-moz-binding",
+    "<![cdata[",
+    ".constructor(",
+    "settimeout(",
+    "setinterval(",
+    "import(",
+    ".call`",
+    ".apply`",
+    "${alert",
+    "${eval",
+    "${prompt",
+    "new function(",
+    "reflect.apply",
+    "reflect.construct",
+    "top[",
+    "self[",
+    "window[",
 ];
 
 fn starts_with_ci(s: &[u8], p: &[u8]) -> bool {
@@ -286,7 +286,12 @@ fn obfuscated_scheme(raw: &[u8], s: &[u8], tmp: &mut Vec<u8>) -> bool {
     false
 }
 /// `raw` is the value before HTML entities were decoded, `s` after (both lower-cased).
-pub(crate) fn detect(raw: &[u8], s: &[u8], tmp: &mut Vec<u8>) -> Option<&'static str> {
+pub(crate) fn detect(
+    raw: &[u8],
+    s: &[u8],
+    js_hit: bool,
+    tmp: &mut Vec<u8>,
+) -> Option<&'static str> {
     // UTF-7 markup (`+ADw-script+AD4-`), which old browsers decode.
     if crate::find(s, b"+adw-").is_some() || crate::find(s, b"+ad4-").is_some() {
         return Some("xss-utf7");
@@ -388,22 +393,24 @@ pub(crate) fn detect(raw: &[u8], s: &[u8], tmp: &mut Vec<u8>) -> Option<&'static
             }
         }
     }
-    // JavaScript sinks and break-outs, blanks removed (`[] . sort . call ``).
-    if !s.iter().any(|c| b".([`$-".contains(c)) {
-        return None;
+    // JavaScript sinks and break-outs: found by the lexicon in the value as it came, or here
+    // once entities and blanks are gone (`[] . sort . call ``, `document&#46;cookie`).
+    if js_hit {
+        return Some("xss-js-sink");
     }
-    squeeze(s, tmp);
-    for sink in SINKS {
-        if crate::find(tmp, sink).is_some() {
-            return Some("xss-js-sink");
+    if raw != s || s.iter().any(|c| b"([`$".contains(c)) {
+        squeeze(s, tmp);
+        for sink in SINKS {
+            if crate::find(tmp, sink.as_bytes()).is_some() {
+                return Some("xss-js-sink");
+            }
         }
     }
     if memchr::memchr(b':', s).is_some() && dangerous_css(s) {
         return Some("xss-css");
     }
-    if memchr::memchr2(b'(', b'`', s).is_none() {
-        return None;
-    }
+    // Calls need a parenthesis or a template literal.
+    memchr::memchr2(b'(', b'`', s)?;
     for f in [&b"alert"[..], b"prompt", b"confirm", b"eval"] {
         let mut from = 0;
         while let Some(p) = crate::find(&s[from..], f) {
@@ -433,7 +440,11 @@ mod tests {
         let l = s.to_ascii_lowercase();
         let mut h = Vec::new();
         crate::decode::html_entities_into(l.as_bytes(), &mut h);
-        detect(l.as_bytes(), &h, &mut Vec::new())
+        let r = crate::rules::Rules::new();
+        let mut hits = Vec::new();
+        r.lexicon.scan(l.as_bytes(), &mut hits);
+        let js = hits.iter().any(|h| h.family == crate::lexicon::Family::Js);
+        detect(l.as_bytes(), &h, js, &mut Vec::new())
     }
 
     #[test]
