@@ -43,16 +43,24 @@ fn crs_corpus_numbers_hold() {
     }
     let waf = Waf::new(WafConfig::default()).unwrap();
     let cases = corpus::load_crs(&dir).unwrap();
-    let (_, _, all) = corpus::tally(&waf, &cases);
+    let (dev, held, all) = corpus::tally(&waf, &cases);
+    eprintln!(
+        "{}",
+        dev.render("CRS corpus, development half (even rule ids)")
+    );
+    eprintln!(
+        "{}",
+        held.render("CRS corpus, held-out half (odd rule ids)")
+    );
     eprintln!("{}", all.render("CRS corpus, all"));
     // Floors: what the detectors reach today (see docs/waf.md). Issue 13's targets (SQLi and
     // XSS 90%, the others 80%) are not all met yet; raise these as they are.
     let floors = [
-        ("sqli", 0.70),
-        ("xss", 0.55),
+        ("sqli", 0.78),
+        ("xss", 0.76),
         ("lfi", 0.80),
-        ("rce", 0.25),
-        ("php", 0.70),
+        ("rce", 0.70),
+        ("php", 0.85),
     ];
     for (fam, floor) in floors {
         let (b, t) = all.get(fam, true);
