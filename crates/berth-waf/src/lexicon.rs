@@ -32,17 +32,17 @@ impl Lexicon {
             .flat_map(|(f, l)| l.iter().map(move |p| (*f, *p)))
             .collect();
         let ac = AhoCorasick::builder()
-            .match_kind(MatchKind::Standard)
+            .match_kind(MatchKind::LeftmostLongest)
             .kind(Some(AhoCorasickKind::DFA))
             .build(tags.iter().map(|(_, p)| p))
             .expect("static patterns build");
         Lexicon { ac, tags }
     }
 
-    /// All matches in `s` (lower-cased), overlapping ones included.
+    /// The matches in `s` (lower-cased), leftmost-longest, not overlapping.
     pub(crate) fn scan(&self, s: &[u8], out: &mut Vec<Hit>) {
         out.clear();
-        for m in self.ac.find_overlapping_iter(s) {
+        for m in self.ac.find_iter(s) {
             let (family, pattern) = self.tags[m.pattern().as_usize()];
             out.push(Hit {
                 family,

@@ -1573,14 +1573,7 @@ impl Rules {
     fn rce_unquoted(&self, t: &[u8], cs: crate::chars::Chars) -> Option<&'static str> {
         use crate::chars::*;
         let f = crate::find;
-        for v in [
-            &b"${ifs"[..],
-            b"$ifs",
-            b"$shell",
-            b"${shell}",
-            b"${path:",
-            b"$bash_",
-        ] {
+        for v in if cs.any(DOLLAR) { &SHELL_VARS[..] } else { &[] } {
             if f(t, v).is_some() {
                 return Some("rce-shell-variable");
             }
@@ -1609,7 +1602,7 @@ impl Rules {
             }
         }
         // Command substitution: $( ... ) and `...`.
-        if let Some(p) = f(t, b"$(") {
+        if let Some(p) = if cs.any(DOLLAR) { f(t, b"$(") } else { None } {
             let inner = &t[p + 2..];
             if inner
                 .first()
@@ -1936,10 +1929,11 @@ impl Rules {
                 }
             }
         }
-        if f(s, b"[php]").is_some()
-            || f(s, b"{php}").is_some()
-            || f(s, b"[/php]").is_some()
-            || f(s, b"{/php}").is_some()
+        if memchr::memchr2(b'[', b'{', s).is_some()
+            && (f(s, b"[php]").is_some()
+                || f(s, b"{php}").is_some()
+                || f(s, b"[/php]").is_some()
+                || f(s, b"{/php}").is_some())
         {
             return Some("php-open-tag");
         }
@@ -2532,6 +2526,15 @@ fn looks_like_host(arg: &[u8]) -> bool {
                     || l.iter().all(|c| c.is_ascii_digit()))
         })
 }
+
+const SHELL_VARS: [&[u8]; 6] = [
+    b"${ifs",
+    b"$ifs",
+    b"$shell",
+    b"${shell}",
+    b"${path:",
+    b"$bash_",
+];
 
 const BIN_DIRS: [&[u8]; 5] = [
     b"/bin/",

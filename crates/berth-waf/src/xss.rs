@@ -293,7 +293,9 @@ pub(crate) fn detect(
     tmp: &mut Vec<u8>,
 ) -> Option<&'static str> {
     // UTF-7 markup (`+ADw-script+AD4-`), which old browsers decode.
-    if crate::find(s, b"+adw-").is_some() || crate::find(s, b"+ad4-").is_some() {
+    if memchr::memchr(b'+', s).is_some()
+        && (crate::find(s, b"+adw-").is_some() || crate::find(s, b"+ad4-").is_some())
+    {
         return Some("xss-utf7");
     }
     // A script scheme spelled with entities or blanks inside (`ja&tab;vascript:`) is never
