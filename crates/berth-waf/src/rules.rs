@@ -1976,7 +1976,15 @@ impl Rules {
             }
         }
         // Serialized objects: O:8:"stdClass":..., C:..., a:2:{...
-        for (i, w) in s.windows(2).enumerate() {
+        for (i, w) in s
+            .windows(2)
+            .enumerate()
+            .skip(if memchr::memchr(b':', s).is_some() {
+                0
+            } else {
+                s.len()
+            })
+        {
             if (w[0] == b'o' || w[0] == b'c') && w[1] == b':' && (i == 0 || !is_word(s[i - 1])) {
                 let rest = &s[i + 2..];
                 let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
@@ -2150,10 +2158,10 @@ impl Rules {
 
     fn php_callable_expression(&self, s: &[u8]) -> Option<&'static str> {
         let mut letters = Vec::new();
-        for (i, w) in s.windows(2).enumerate() {
-            if !matches!(w[0], b')' | b']' | b'}') {
-                continue;
-            }
+        let mut next = 0;
+        while let Some(p) = memchr::memchr3(b')', b']', b'}', &s[next..]) {
+            let i = next + p;
+            next = i + 1;
             let mut k = i + 1;
             while k < s.len() && s[k].is_ascii_whitespace() {
                 k += 1;

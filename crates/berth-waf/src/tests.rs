@@ -193,3 +193,43 @@ fn needs_body_only_for_parsed_types_with_a_body() {
     }
     assert!(!Waf::new(c).unwrap().needs_body(form, b"/"));
 }
+
+#[test]
+fn waf_is_shared_across_edge_workers() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Waf>();
+    send_sync::<Verdict>();
+}
+
+#[test]
+fn a_body_past_the_limit_is_inspected_up_to_it() {
+    let c = WafConfig {
+        max_body_bytes: 16,
+        ..WafConfig::default()
+    };
+    let w = Waf::new(c).unwrap();
+    let body = Body {
+        content_type: b"application/x-www-form-urlencoded",
+        bytes: b"a=hello&pad=xxxxxxxxxxxx&b=1%27%20or%201%3D1--",
+    };
+    assert_eq!(
+        w.inspect(&req("/", None, &[], Some(body))),
+        Verdict::Allow,
+        "the attack lies past 16 bytes"
+    );
+    let w = waf();
+    assert!(w.inspect(&req("/", None, &[], Some(body))).is_blocked());
+}
+
+#[test]
+fn a_cut_json_body_still_has_its_strings_inspected() {
+    let w = waf();
+    let body = Body {
+        content_type: b"application/json",
+        bytes: br##"{"a":"<script>alert(1)</script>","b":"#"##,
+    };
+    assert_eq!(
+        w.inspect(&req("/", None, &[], Some(body))).findings()[0].group,
+        Group::Xss
+    );
+}

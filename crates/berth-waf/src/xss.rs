@@ -400,7 +400,8 @@ pub(crate) fn detect(
     if js_hit {
         return Some("xss-js-sink");
     }
-    if raw != s || s.iter().any(|c| b"([`$".contains(c)) {
+    let spaced_gadget = s.contains(&b' ') && s.iter().any(|c| b"[`$".contains(c));
+    if raw != s || spaced_gadget {
         squeeze(s, tmp);
         for sink in SINKS {
             if crate::find(tmp, sink.as_bytes()).is_some() {
