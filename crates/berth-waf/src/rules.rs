@@ -1389,6 +1389,10 @@ impl Rules {
         hits: Option<&[Hit]>,
         tmp: &mut Vec<u8>,
     ) -> Option<&'static str> {
+        // A UNC path (`\\\\host\\share`): Windows opens it over SMB.
+        if s.starts_with(b"\\\\") && s.get(2).is_some_and(|c| c.is_ascii_alphanumeric()) {
+            return Some("lfi-unc-path");
+        }
         // Fold `\` to `/` and the `0x2e`/`0x2f`/`0x5c` spellings some parsers accept.
         if memchr::memchr(b'\\', s).is_none() && crate::find(s, b"0x").is_none() {
             return match hits {
@@ -2408,6 +2412,10 @@ fn traversal(t: &[u8]) -> bool {
     if t == b".." {
         return true;
     }
+    // Filter bypasses that become `../` once a naive filter strips `../` once.
+    if crate::find(t, b"....//").is_some() || crate::find(t, b"..././").is_some() {
+        return true;
+    }
     let mut from = 0;
     while let Some(p) = crate::find(&t[from..], b"..") {
         let at = from + p;
@@ -2686,6 +2694,8 @@ mod tests {
         let r = Rules::new();
         let mut t = Vec::new();
         for a in [
+            "....//....//secret.txt",
+            "\\\\attacker\\share\\x",
             "../../../etc/passwd",
             "..\\..\\boot.ini",
             "0x2e0x2e/0x2e0x2e/x",

@@ -579,6 +579,15 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             {
                 return Some("sqli-statement")
             }
+            // SQL functions glued by arithmetic or `||`: `char(65)+char(66)`, `chr(1)||chr(2)`
+            (T::RParen, Some(T::Op(O::Arith) | T::Logic))
+                if matches!(c, Some(T::Func(F::Sql | F::Strong)))
+                    && t[..i]
+                        .iter()
+                        .any(|&x| matches!(x, T::Func(F::Sql | F::Strong))) =>
+            {
+                return Some("sqli-function")
+            }
             // EXCEPT / INTERSECT SELECT|VALUES(...) with SQL after it
             (T::Kw(K::Except), Some(T::Kw(K::Select | K::Values) | T::Func(_)))
                 if c.is_some_and(|x| !matches!(x, T::Word)) =>
@@ -1048,6 +1057,7 @@ mod tests {
             "' or 'x' <",
             "INFORMATION_SCHEMA",
             "1=1",
+            "char(65)+char(66)",
         ] {
             assert!(hit(a).is_some(), "missed: {a}");
         }
