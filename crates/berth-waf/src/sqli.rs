@@ -830,16 +830,38 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             {
                 return Some("sqli-breakout")
             }
-            T::Kw(
-                K::Union
-                | K::Select
-                | K::Waitfor
-                | K::Into
-                | K::Order
-                | K::Group
-                | K::Having
-                | K::Procedure,
-            ) if rest.iter().any(sqlish) => return Some("sqli-breakout"),
+            // `' union select`, `" union all select`, `') union (select`
+            T::Kw(K::Union)
+                if matches!(
+                    rest.first(),
+                    Some(T::Kw(K::Select) | T::Func(_) | T::LParen)
+                ) || (rest.first() == Some(&T::Kw(K::All))
+                    && matches!(rest.get(1), Some(T::Kw(K::Select) | T::Func(_) | T::LParen))) =>
+            {
+                return Some("sqli-breakout")
+            }
+            // `' select 1`, `" select * from`, `' select @@version`: a select list, not prose
+            T::Kw(K::Select)
+                if matches!(
+                    rest.first(),
+                    Some(
+                        T::Num
+                            | T::Func(_)
+                            | T::Var
+                            | T::Op(O::Star)
+                            | T::Str { closed: true }
+                            | T::Kw(K::Null)
+                            | T::LParen
+                    )
+                ) || rest.contains(&T::Kw(K::From)) =>
+            {
+                return Some("sqli-breakout")
+            }
+            T::Kw(K::Waitfor | K::Into | K::Order | K::Group | K::Having | K::Procedure)
+                if rest.iter().any(sqlish) =>
+            {
+                return Some("sqli-breakout")
+            }
             T::Kw(K::Cmp) if rest.iter().any(sqlish) => return Some("sqli-breakout"),
             T::Op(O::Cmp | O::Arith | O::Star)
                 if rest.iter().any(|x| {

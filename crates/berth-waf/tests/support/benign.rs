@@ -286,6 +286,39 @@ pub fn shop_requests() -> Vec<Case> {
             Some(body),
         );
     }
+    // Tricky but ordinary text: emoticons, inch marks, SQL and shell words in prose, Windows
+    // paths, prices with `<` and `>`: in a search, a review form and a JSON comment each.
+    for (i, t) in lines("tricky.txt").iter().enumerate() {
+        push(
+            "tricky-search",
+            "GET",
+            format!("/search?q={}", form_encode(t)),
+            headers(i, &[]),
+            None,
+        );
+        push(
+            "tricky-form",
+            "POST",
+            "/contact".into(),
+            headers(i, &[("Content-Type", "application/x-www-form-urlencoded")]),
+            Some(format!(
+                "subject=Question&message={}&order={}",
+                form_encode(t),
+                10000 + i
+            )),
+        );
+        push(
+            "tricky-json",
+            "POST",
+            "/api/v1/comments".into(),
+            headers(i, &[("Content-Type", "application/json")]),
+            Some(format!(
+                "{{\"comment\":{},\"product\":{}}}",
+                json_str(t),
+                500 + i
+            )),
+        );
+    }
     // Links and redirects carrying URLs, emails, base64 and tokens in parameters.
     for i in 0..20 {
         let uri = match i % 5 {
