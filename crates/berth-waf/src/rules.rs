@@ -1551,7 +1551,7 @@ impl Rules {
                 // Unset short variables glued to a word: cat$u, /etc$u/passwd, ${x}.
                 let mut j = i + 1;
                 if s.get(j) == Some(&b'{') {
-                    if let Some(q) = memchr::memchr(b'}', &s[j..]).filter(|&q| q <= 12) {
+                    if let Some(q) = memchr::memchr(b'}', &s[j..s.len().min(j + 13)]) {
                         i = j + q + 1;
                         continue;
                     }
@@ -1639,11 +1639,10 @@ impl Rules {
         if cs.any(BRACE) {
             let mut from = 0;
             while let Some(p) = memchr::memchr(b'{', &t[from..]) {
-                let inner = &t[from + p + 1..];
+                let inner = &t[from + p + 1..t.len().min(from + p + 1 + 256)];
                 from += p + 1;
-                let w = inner.iter().position(|&c| c == b',').unwrap_or(0);
+                let w = inner.iter().take(25).position(|&c| c == b',').unwrap_or(0);
                 if w > 0
-                    && w <= 24
                     && memchr::memchr(b'}', inner).is_some_and(|c| c > w)
                     && self.command_name(&inner[..w]).is_some()
                 {
@@ -1704,7 +1703,13 @@ impl Rules {
                 _ => 0,
             };
             if sep_len > 0 {
-                let rest = t[at + sep_len..].trim_ascii_start();
+                let rest = &t[at + sep_len..];
+                let blanks = rest
+                    .iter()
+                    .take(16)
+                    .take_while(|c| c.is_ascii_whitespace())
+                    .count();
+                let rest = &rest[blanks..];
                 // Tolerate a leading `.`/`{`/`(`/`!`/`-` grouping: `;{cat,/etc/passwd}`.
                 let rest = rest
                     .strip_prefix(b"{")
@@ -2279,7 +2284,11 @@ fn batch(t: &[u8]) -> Option<&'static str> {
         })
     };
     let mut from = 0;
-    while from < t.len() {
+    // Look at the first 64 `for`/`if` candidates at most: a value of `if if if ...` must not
+    // cost a scan per word.
+    let mut budget = 64;
+    while from < t.len() && budget > 0 {
+        budget -= 1;
         let seg = &t[from..];
         let at_boundary = from == 0 || !is_word(t[from - 1]);
         if at_boundary && seg.starts_with(b"for") && words(&seg[3..]) {
@@ -2381,7 +2390,12 @@ fn mail_protocol(t: &[u8]) -> Option<&'static str> {
     while let Some(p) = memchr::memchr(b'\n', &t[from..]) {
         let line = &t[from + p + 1..];
         from += p + 1;
-        let line = line.trim_ascii_start();
+        let blanks = line
+            .iter()
+            .take(16)
+            .take_while(|&&c| c == b' ' || c == b'\t')
+            .count();
+        let line = &line[blanks..];
         if SMTP.iter().any(|c| line.starts_with(c)) || POP3.iter().any(|c| line.starts_with(c)) {
             return Some("rce-mail-injection");
         }

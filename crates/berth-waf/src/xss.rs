@@ -309,7 +309,7 @@ pub(crate) fn detect(
         let lt = from + p;
         from = lt + 1;
         let mut i = lt + 1;
-        while i < s.len() && matches!(s[i], b'/' | b'<' | b'%' | b'?' | b':' | b'!') {
+        while i < s.len() && i < lt + 4 && matches!(s[i], b'/' | b'<' | b'%' | b'?' | b':' | b'!') {
             i += 1;
         }
         let name_start = i;
@@ -325,9 +325,12 @@ pub(crate) fn detect(
             Some(c) => &full[c + 1..],
             None => full,
         };
-        let end = match memchr::memchr(b'>', &s[i..]) {
+        // A tag's attributes end at `>`, at the next `<`, or after 1 KiB: an unclosed `<a`
+        // must not make every later `<` rescan the rest of the value.
+        let window = &s[i..s.len().min(i + 1024)];
+        let end = match memchr::memchr2(b'>', b'<', window) {
             Some(q) => i + q,
-            None => s.len(),
+            None => i + window.len(),
         };
         let attrs = &s[i..end];
         let tag_boundary = i == s.len() || !is_tag_name_char(s[i]);

@@ -81,3 +81,85 @@ fn time_grows_about_linearly() {
         large / small
     );
 }
+
+/// Inputs built to make a scanner rescan: one short pattern repeated to the body limit. Each
+/// must cost about what ordinary text of the same size costs.
+#[test]
+fn pathological_repetitions_stay_cheap() {
+    let w = waf();
+    let size = 64 * 1024;
+    let cost = |v: &[u8]| {
+        let mut best = u128::MAX;
+        for _ in 0..2 {
+            let t = std::time::Instant::now();
+            for ct in CONTENT_TYPES {
+                std::hint::black_box(w.inspect(&RequestParts {
+                    method: b"POST",
+                    path: b"/x",
+                    query: None,
+                    headers: &[(b"X-Data", v)],
+                    body: Some(Body {
+                        content_type: ct,
+                        bytes: v,
+                    }),
+                }));
+            }
+            best = best.min(t.elapsed().as_nanos());
+        }
+        best.max(1)
+    };
+    let prose =
+        b"The quick brown fox jumps over the lazy dog, twice; then it rests. ".repeat(size / 68);
+    let base = cost(&prose);
+    let patterns: &[&[u8]] = &[
+        b"<a",
+        b"<a on",
+        b"alert(",
+        b")(",
+        b"$a[",
+        b"for %a in (",
+        b"if ",
+        b"..",
+        b"<?",
+        b"on",
+        b"/*",
+        b"'",
+        b"(",
+        b"<<",
+        b"{",
+        b"[",
+        b";cat ",
+        b"&#",
+        b"%25",
+        b"\"",
+        b"`",
+        b"${",
+        b"-- ",
+        b"\n",
+        b"a:",
+        b"0x",
+        b"javascript:",
+        b"\\",
+        b"o:1:",
+        b"</",
+        b"=",
+        b"&",
+        b"|",
+        b"select ",
+        b"union ",
+        b"or 1=1 ",
+    ];
+    let mut slow = Vec::new();
+    for p in patterns {
+        let v = p.repeat(size / p.len());
+        let c = cost(&v);
+        if c > base * 20 + 20_000_000 {
+            slow.push(format!("{:?}: {} µs", String::from_utf8_lossy(p), c / 1000));
+        }
+    }
+    assert!(
+        slow.is_empty(),
+        "ordinary text: {} µs; too slow: {slow:?}",
+        base / 1000
+    );
+}
