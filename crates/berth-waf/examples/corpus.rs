@@ -81,7 +81,7 @@ fn main() {
         shop.len(),
         corpus::pct(fp.len(), shop.len())
     );
-    for f in &fp {
+    for f in fp.iter().take(20) {
         println!("  FP {f}");
     }
 

@@ -384,6 +384,11 @@ const SKIPPED_HEADERS: &[&str] = &[
     "x-xsrf-token",
 ];
 
+/// Header families never inspected: client hints and fetch metadata (`sec-ch-ua`,
+/// `sec-fetch-*`: structured values a browser fills, no application data), content
+/// negotiation and conditionals.
+const SKIPPED_HEADER_PREFIXES: &[&str] = &["sec-", "accept-", "if-", "access-control-"];
+
 /// The compiled WAF. Cheap to share (`Arc<Waf>`); `inspect` takes `&self`.
 pub struct Waf {
     config: WafConfig,
@@ -534,6 +539,9 @@ impl Waf {
             } else if !SKIPPED_HEADERS
                 .iter()
                 .any(|s| name.eq_ignore_ascii_case(s.as_bytes()))
+                && !SKIPPED_HEADER_PREFIXES.iter().any(|p| {
+                    name.len() > p.len() && name[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+                })
             {
                 let lname = name.to_ascii_lowercase();
                 let kind = if memchr::memmem::find(&lname, b"filename").is_some()

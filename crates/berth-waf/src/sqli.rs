@@ -572,10 +572,7 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             (T::Word | T::Ident, Some(T::Op(O::Cmp)))
                 if matches!(c, Some(T::Str { closed: true }))
                     && matches!(t.get(i + 3), Some(T::Comma))
-                    && matches!(
-                        t.get(i + 4),
-                        Some(T::Num | T::LParen | T::Str { .. } | T::Kw(K::Null))
-                    ) =>
+                    && matches!(t.get(i + 4), Some(T::Num | T::LParen | T::Kw(K::Null))) =>
             {
                 return Some("sqli-statement")
             }

@@ -77,6 +77,23 @@ fn headers(i: usize, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         ("Accept-Language".into(), "en-GB,en;q=0.9,de;q=0.8".into()),
         ("Cookie".into(), cookies(i)),
     ];
+    if i.is_multiple_of(2) {
+        // What a current Chrome sends besides.
+        for (n, v) in [
+            ("sec-ch-ua", "\"Google Chrome\";v=\"131\", \"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\""),
+            ("sec-ch-ua-mobile", "?0"),
+            ("sec-ch-ua-platform", "\"Windows\""),
+            ("sec-ch-ua-full-version-list", "\"Google Chrome\";v=\"131.0.6778.86\", \"Chromium\";v=\"131.0.6778.86\", \"Not_A Brand\";v=\"24.0.0.0\""),
+            ("Sec-Fetch-Site", "same-origin"),
+            ("Sec-Fetch-Mode", "navigate"),
+            ("Upgrade-Insecure-Requests", "1"),
+            ("Priority", "u=0, i"),
+            ("X-Requested-With", "XMLHttpRequest"),
+            ("If-None-Match", "W/\"5e-1a2b3c\""),
+        ] {
+            h.push((n.to_string(), v.to_string()));
+        }
+    }
     if i.is_multiple_of(3) {
         h.push((
             "Referer".into(),
@@ -241,19 +258,19 @@ pub fn shop_requests() -> Vec<Case> {
             4 => ("/api/v1/payments/intent", format!("{{\"amount\":{},\"currency\":\"EUR\",\"payment_method\":\"pm_1NxYz2AbCdEfGhIj{}\",\"return_url\":\"https://shop.example/checkout/complete?order=ORD-{}\",\"metadata\":{{\"coupon\":\"SAVE-20%\"}}}}", 4999 + i, i, 7000 + i)),
             _ => ("/api/v1/events", format!("{{\"event\":\"add_to_cart\",\"page\":\"/products/oak-table-lamp?ref=home\",\"ts\":{},\"props\":{{\"price\":\"€49.99\",\"label\":\"Lamp (2 pack) - oak & brass\"}}}}", 1764460000 + i)),
         };
-        push(
-            "api",
-            "POST",
-            uri.into(),
-            headers(
-                i,
-                &[
-                    ("Content-Type", "application/json; charset=utf-8"),
-                    ("X-Api-Version", "2026-11-01"),
-                ],
-            ),
-            Some(body),
-        );
+        // API clients sign and key their requests.
+        let key = format!("7f3c2a1e-4b5d-4c8e-9a0f-{:012}", i);
+        let extra = [
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("X-Api-Version", "2026-11-01"),
+            ("Idempotency-Key", key.as_str()),
+            ("Signature-Input", "sig1=(\"@method\" \"@target-uri\" \"content-digest\");created=1764460000;keyid=\"shop-key-1\";alg=\"ed25519\""),
+            ("Signature", "sig1=:K2qGT5srn2OGbOIDzQ6kYT+ruaycnDAAUpKv+ePFfD0=:"),
+            ("Content-Digest", "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:"),
+            ("Stripe-Signature", "t=1764460000,v1=5257a869e7ecebeda32affa62cdca3fa51cad7e77a0e56ff536d0ce8e108d8bd"),
+            ("X-Amz-Date", "20261130T024500Z"),
+        ];
+        push("api", "POST", uri.into(), headers(i, &extra), Some(body));
     }
     // Uploads: images and documents with descriptions (file contents are binary-ish).
     let files = [
