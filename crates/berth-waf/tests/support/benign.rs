@@ -59,6 +59,12 @@ fn cookies(i: usize) -> String {
         "remember_token=SGVsbG9Xb3JsZFRoaXNJc0FCYXNlNjRFbmNvZGVkU3RyaW5n==; theme=dark".into(),
         "recently_viewed=123%2C456%2C789; csrftoken=Zt1QYc0dO4mK2q8hB7xv5wJ3nR6pL9sF".into(),
         "PHPSESSID=9k2j3h4g5f6d7s8a9q0w1e2r3t; wp-settings-1=libraryContent%3Dbrowse%26editor%3Dtinymce".into(),
+        // Consent managers, analytics and carts keep structured data in cookies.
+        "OptanonConsent=isGpcEnabled=0&datestamp=Mon+Nov+30+2026+02%3A45%3A00+GMT%2B0100+(Central+European+Standard+Time)&version=202310.1.0&browserGpcFlag=0&isIABGlobal=false&hosts=&consentId=0b6c1a2e-7d3f&interactionCount=1&landingPath=NotLandingPage&groups=C0001%3A1%2CC0002%3A0%2CC0004%3A0; OptanonAlertBoxClosed=2026-11-30T01:45:00.000Z".into(),
+        "_ga_ABC123XYZ=GS1.1.1764460000.3.1.1764460100.0.0.0; _fbp=fb.1.1764460000000.123456789; _gcl_au=1.1.987654321.1764460000".into(),
+        "cart=%7B%22items%22%3A%5B%7B%22id%22%3A1001%2C%22qty%22%3A2%2C%22note%22%3A%22gift%20wrap%22%7D%5D%2C%22currency%22%3A%22EUR%22%7D; ab_test=checkout_v2%3Dvariant_b".into(),
+        "CookieConsent={stamp:%27-1%27%2Cnecessary:true%2Cpreferences:true%2Cstatistics:false%2Cmarketing:false%2Cmethod:%27explicit%27%2Cver:1%2Cutc:1764460000000%2Cregion:%27de%27}; user_pref=%7B%22theme%22%3A%22dark%22%2C%22lang%22%3A%22de-DE%22%7D".into(),
+        "__stripe_mid=5a1b2c3d-4e5f-6789-abcd-ef0123456789a1b2c3; __cf_bm=Xy7Zq.AbCdEfGhIjKlMnOpQrStUvWxYz-1764460000-1.0.1.1-abcdefghijklmnopqrstuvwxyz0123456789; intercom-id-abc=12345678-90ab-cdef-1234-567890abcdef".into(),
     ];
     v[i % v.len()].clone()
 }
