@@ -10,8 +10,10 @@
 //!
 //! It never knows sockets, the edge, async runtimes, the spec file or logging: the edge hands it
 //! borrowed parts and acts on the [`Verdict`] (403 page, access-log fields, metrics). Everything
-//! is precompiled in [`Waf::new`]; [`Waf::inspect`] does no I/O and allocates only small scratch
-//! buffers.
+//! is precompiled in [`Waf::new`]; [`Waf::inspect`] does no I/O and keeps nothing between
+//! requests but per-thread scratch buffers and a small memory of values every group found
+//! clean (a browser's `User-Agent`, a client's cookies), which saves work and never changes a
+//! verdict.
 
 mod body;
 mod chars;
@@ -179,6 +181,10 @@ pub struct WafConfig {
     pub php: Mode,
     /// How much of a body is inspected; the rest passes unread (default 64 KiB).
     pub max_body_bytes: usize,
+    /// Remember, per thread, the last values found clean by every group (a browser's
+    /// `User-Agent`, a client's cookies), so the next request that repeats one skips it. The
+    /// verdict is the same either way; this only saves work (default on).
+    pub remember_clean_values: bool,
     pub exclusions: Vec<Exclusion>,
 }
 
@@ -191,6 +197,7 @@ impl Default for WafConfig {
             rce: Mode::Block,
             php: Mode::Block,
             max_body_bytes: 64 * 1024,
+            remember_clean_values: true,
             exclusions: Vec::new(),
         }
     }
@@ -407,6 +414,42 @@ struct Scratch {
     b: Vec<u8>,
     toks: Vec<sqli::T>,
     hits: Vec<lexicon::Hit>,
+    clean: CleanValues,
+}
+
+/// A few recently seen values that every group found clean, by hash, compared in full.
+#[derive(Default)]
+struct CleanValues {
+    slots: Vec<(u64, Vec<u8>)>,
+}
+
+impl CleanValues {
+    const SLOTS: usize = 64;
+
+    fn hash(raw: &[u8]) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in raw {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h
+    }
+
+    fn contains(&self, h: u64, raw: &[u8]) -> bool {
+        self.slots
+            .get(h as usize % Self::SLOTS)
+            .is_some_and(|(k, v)| *k == h && v == raw)
+    }
+
+    fn insert(&mut self, h: u64, raw: &[u8]) {
+        if self.slots.is_empty() {
+            self.slots.resize_with(Self::SLOTS, Default::default);
+        }
+        let slot = &mut self.slots[h as usize % Self::SLOTS];
+        slot.0 = h;
+        slot.1.clear();
+        slot.1.extend_from_slice(raw);
+    }
 }
 
 thread_local! {
@@ -421,6 +464,8 @@ struct Run<'w> {
     /// Exclusions that apply to this path and name targets.
     partial: Vec<&'w Exclusion>,
     findings: Vec<Finding>,
+    /// Rule matches so far, excluded ones included: a value is clean only if none matched.
+    matched: usize,
     scratch: Scratch,
 }
 
@@ -511,6 +556,7 @@ impl Waf {
             active,
             partial,
             findings: Vec::new(),
+            matched: 0,
             scratch: SCRATCH.with(|s| s.take()),
         };
         run.path(req.path);
@@ -663,6 +709,24 @@ impl Run<'_> {
         if self.active == 0 || raw.is_empty() {
             return;
         }
+        // Long values that repeat across requests (user agents, cookies) are looked up first.
+        let all = Group::ALL.iter().fold(0, |m, g| m | g.bit());
+        let remember = self.waf.config.remember_clean_values
+            && kind != Kind::Filename
+            && (24..=2048).contains(&raw.len());
+        let h = if remember { CleanValues::hash(raw) } else { 0 };
+        if remember && self.scratch.clean.contains(h, raw) {
+            return;
+        }
+        let complete = self.active == all;
+        let matched_before = self.matched;
+        self.value_uncached(raw, loc, kind);
+        if remember && complete && self.matched == matched_before {
+            self.scratch.clean.insert(h, raw);
+        }
+    }
+
+    fn value_uncached(&mut self, raw: &[u8], loc: Loc<'_>, kind: Kind) {
         let s = &mut self.scratch;
         decode::canonical(raw, &mut s.canon, &mut s.a);
         decode::lower_into(&s.canon, &mut s.lower);
@@ -775,6 +839,7 @@ impl Run<'_> {
         if self.active & group.bit() == 0 {
             return;
         }
+        self.matched += 1;
         let location = loc.render();
         if self.partial.iter().any(|e| {
             (e.groups.is_empty() || e.groups.contains(&group)) && e.covers_target(&location)

@@ -233,3 +233,25 @@ fn a_cut_json_body_still_has_its_strings_inspected() {
         Group::Xss
     );
 }
+
+#[test]
+fn a_remembered_clean_value_does_not_hide_an_attack_elsewhere() {
+    let w = waf();
+    let ua: &[u8] = b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+    let h: &[(&[u8], &[u8])] = &[(b"User-Agent", ua)];
+    assert_eq!(
+        w.inspect(&req("/", Some("q=shoes"), h, None)),
+        Verdict::Allow
+    );
+    assert!(w
+        .inspect(&req("/", Some("q=1%27%20or%20%271%27%3D%271"), h, None))
+        .is_blocked());
+    // An attack value is never remembered as clean, even when an exclusion let it pass.
+    let mut c = WafConfig::default();
+    c.exclusions
+        .push(Exclusion::parse("/editor", &[], &["header:x-note"]).unwrap());
+    let w = Waf::new(c).unwrap();
+    let note: &[(&[u8], &[u8])] = &[(b"X-Note", b"<script>alert(document.cookie)</script>")];
+    assert_eq!(w.inspect(&req("/editor", None, note, None)), Verdict::Allow);
+    assert!(w.inspect(&req("/other", None, note, None)).is_blocked());
+}

@@ -78,3 +78,29 @@ fn crs_corpus_numbers_hold() {
         "{fb}/{ft} near-miss benign cases blocked"
     );
 }
+
+#[test]
+fn remembering_clean_values_never_changes_a_verdict() {
+    let dir = corpus::default_corpus_dir();
+    let mut cases = benign::shop_requests();
+    if dir.exists() {
+        cases.extend(corpus::load_crs(&dir).unwrap());
+    }
+    let warm = Waf::new(WafConfig::default()).unwrap();
+    let cold = Waf::new(WafConfig {
+        remember_clean_values: false,
+        ..WafConfig::default()
+    })
+    .unwrap();
+    // Twice over, so the second pass meets every value remembered by the first.
+    for round in 0..2 {
+        for c in &cases {
+            assert_eq!(
+                c.inspect(&warm),
+                c.inspect(&cold),
+                "round {round}: {}",
+                c.test
+            );
+        }
+    }
+}
