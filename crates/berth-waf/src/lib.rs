@@ -171,6 +171,38 @@ impl Exclusion {
     }
 }
 
+/// A group's mode for requests under a path prefix (`/api` → `sqli` in `count`); the longest
+/// matching prefix wins over the group's default.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModeOverride {
+    pub path_prefix: String,
+    pub group: Group,
+    pub mode: Mode,
+}
+
+impl ModeOverride {
+    /// Builds an override from the spec's strings.
+    pub fn parse(path_prefix: &str, group: &str, mode: &str) -> Result<Self, ConfigError> {
+        let o = ModeOverride {
+            path_prefix: path_prefix.to_string(),
+            group: group.parse()?,
+            mode: mode.parse()?,
+        };
+        o.validate()?;
+        Ok(o)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.path_prefix.starts_with('/') {
+            return Err(ConfigError::BadOverride {
+                prefix: self.path_prefix.clone(),
+                reason: "the path prefix must start with `/`".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Configuration, built by the edge from the spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WafConfig {
@@ -186,6 +218,8 @@ pub struct WafConfig {
     /// verdict is the same either way; this only saves work (default on).
     pub remember_clean_values: bool,
     pub exclusions: Vec<Exclusion>,
+    /// Per-path modes (`/api` → `sqli` in `count`), over the defaults above.
+    pub overrides: Vec<ModeOverride>,
 }
 
 impl Default for WafConfig {
@@ -199,6 +233,7 @@ impl Default for WafConfig {
             max_body_bytes: 64 * 1024,
             remember_clean_values: true,
             exclusions: Vec::new(),
+            overrides: Vec::new(),
         }
     }
 }
@@ -212,6 +247,15 @@ impl WafConfig {
             Group::Rce => self.rce,
             Group::Php => self.php,
         }
+    }
+
+    /// A group's mode for a request path: the longest matching override, else the default.
+    pub fn mode_at(&self, g: Group, path: &[u8]) -> Mode {
+        self.overrides
+            .iter()
+            .filter(|o| o.group == g && path.starts_with(o.path_prefix.as_bytes()))
+            .max_by_key(|o| o.path_prefix.len())
+            .map_or(self.mode(g), |o| o.mode)
     }
 
     /// Sets a group's mode from the spec's strings (`set("sqli", "count")`).
@@ -238,6 +282,8 @@ pub enum ConfigError {
     UnknownMode(String),
     #[error("bad WAF exclusion for `{prefix}`: {reason}")]
     BadExclusion { prefix: String, reason: String },
+    #[error("bad WAF mode override for `{prefix}`: {reason}")]
+    BadOverride { prefix: String, reason: String },
     #[error("max_body_bytes must be at most 16 MiB, not {0}")]
     BodyLimit(usize),
 }
@@ -466,6 +512,8 @@ struct Run<'w> {
     findings: Vec<Finding>,
     /// Rule matches so far, excluded ones included: a value is clean only if none matched.
     matched: usize,
+    /// Each group's mode at this request's path.
+    modes: [Mode; 5],
     scratch: Scratch,
 }
 
@@ -474,6 +522,9 @@ impl Waf {
     pub fn new(config: WafConfig) -> Result<Waf, ConfigError> {
         for e in &config.exclusions {
             e.validate()?;
+        }
+        for o in &config.overrides {
+            o.validate()?;
         }
         if config.max_body_bytes > 16 << 20 {
             return Err(ConfigError::BodyLimit(config.max_body_bytes));
@@ -498,7 +549,7 @@ impl Waf {
     fn active_groups(&self, path: &[u8]) -> (u8, Vec<&Exclusion>) {
         let mut active = 0u8;
         for g in Group::ALL {
-            if self.config.mode(g) != Mode::Off {
+            if self.config.mode_at(g, path) != Mode::Off {
                 active |= g.bit();
             }
         }
@@ -557,6 +608,7 @@ impl Waf {
             partial,
             findings: Vec::new(),
             matched: 0,
+            modes: Group::ALL.map(|g| self.config.mode_at(g, req.path)),
             scratch: SCRATCH.with(|s| s.take()),
         };
         run.path(req.path);
@@ -846,7 +898,7 @@ impl Run<'_> {
         }) {
             return;
         }
-        let action = match self.waf.config.mode(group) {
+        let action = match self.modes[group as usize] {
             Mode::Block => Action::Block,
             Mode::Count => Action::Count,
             Mode::Off => return,

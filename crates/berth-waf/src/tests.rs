@@ -255,3 +255,37 @@ fn a_remembered_clean_value_does_not_hide_an_attack_elsewhere() {
     assert_eq!(w.inspect(&req("/editor", None, note, None)), Verdict::Allow);
     assert!(w.inspect(&req("/other", None, note, None)).is_blocked());
 }
+
+#[test]
+fn mode_overrides_by_path_prefix() {
+    let mut c = WafConfig::default();
+    c.overrides
+        .push(ModeOverride::parse("/api", "sqli", "count").unwrap());
+    c.overrides
+        .push(ModeOverride::parse("/api/admin", "sqli", "block").unwrap());
+    c.overrides
+        .push(ModeOverride::parse("/static", "xss", "off").unwrap());
+    let w = Waf::new(c).unwrap();
+    let q = Some("q=1%20union%20select%201");
+    let v = w.inspect(&req("/api/items", q, &[], None));
+    assert!(!v.is_blocked());
+    assert_eq!(v.findings()[0].action, Action::Count);
+    assert!(
+        w.inspect(&req("/api/admin/users", q, &[], None))
+            .is_blocked(),
+        "the longest prefix wins"
+    );
+    assert!(w.inspect(&req("/shop", q, &[], None)).is_blocked());
+    assert_eq!(
+        w.inspect(&req("/static/x", Some("a=%3Cscript%3E"), &[], None)),
+        Verdict::Allow
+    );
+    assert!(matches!(
+        ModeOverride::parse("api", "sqli", "count"),
+        Err(ConfigError::BadOverride { .. })
+    ));
+    assert_eq!(
+        ModeOverride::parse("/a", "sqli", "warn"),
+        Err(ConfigError::UnknownMode("warn".into()))
+    );
+}
