@@ -289,3 +289,13 @@ fn mode_overrides_by_path_prefix() {
         Err(ConfigError::UnknownMode("warn".into()))
     );
 }
+
+#[test]
+#[ignore = "timing, run by hand: cargo test --release -p berth-waf building_a_waf -- --ignored --nocapture"]
+fn building_a_waf_is_cheap() {
+    let t = std::time::Instant::now();
+    for _ in 0..20 {
+        std::hint::black_box(waf());
+    }
+    eprintln!("Waf::new: {} µs", t.elapsed().as_micros() / 20);
+}
