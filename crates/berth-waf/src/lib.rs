@@ -840,6 +840,11 @@ impl Run<'_> {
                 || cs.any(LT | COLON | EQ | PAREN | BACKTICK | AMP | PLUS | BRACKET | DOLLAR))
         {
             decode::html_entities_into(lower, &mut self.scratch.html);
+            if self.scratch.html.contains(&b'&') && self.scratch.html.len() < lower.len() {
+                // Entities inside entities (`&amp;lt;`): one more round, as for `%`.
+                decode::html_entities_into(&self.scratch.html, &mut self.scratch.b);
+                std::mem::swap(&mut self.scratch.html, &mut self.scratch.b);
+            }
             let html = std::mem::take(&mut self.scratch.html);
             let r = xss::detect(lower, &html, js_hit, &mut self.scratch.b);
             self.scratch.html = html;

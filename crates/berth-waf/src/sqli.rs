@@ -65,9 +65,10 @@ pub(crate) enum K {
     Bool,
     All,
     As,
-    /// `like`, `rlike`, `regexp`, `glob`, `sounds`, `similar`, `is`, `not`, `in`, `between`,
-    /// `mod`, `div`: comparison-ish keywords.
+    /// `sounds`, `is`, `not`, `in`, `between`, `mod`, `div`: comparison-ish keywords.
     Cmp,
+    /// `like`, `rlike`, `regexp`, `glob`, `similar`: pattern comparisons.
+    Like,
     Procedure,
     Other,
 }
@@ -133,8 +134,9 @@ fn keyword(w: &[u8]) -> Option<T> {
         b"true" | b"false" => K::Bool,
         b"all" | b"distinct" => K::All,
         b"as" => K::As,
-        b"like" | b"rlike" | b"regexp" | b"glob" | b"sounds" | b"similar" | b"is" | b"not"
-        | b"in" | b"between" | b"mod" | b"div" | b"escape" | b"collate" => K::Cmp,
+        b"like" | b"rlike" | b"regexp" | b"glob" | b"similar" => K::Like,
+        b"sounds" | b"is" | b"not" | b"in" | b"between" | b"mod" | b"div" | b"escape"
+        | b"collate" => K::Cmp,
         b"procedure" | b"analyse" | b"analyze" => K::Procedure,
         b"and" | b"or" | b"xor" => return Some(T::Logic),
         b"shutdown" | b"grant" | b"revoke" | b"rename" | b"handler" | b"load" | b"replace"
@@ -698,7 +700,8 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             (T::Kw(K::Declare), Some(T::Comment)) => return Some("sqli-statement"),
             // GROUP BY ... HAVING / ORDER BY n / ORDER BY f(
             (T::Kw(K::Having), Some(x))
-                if value(x) && c.is_some_and(|y| matches!(y, T::Op(O::Cmp) | T::Kw(K::Cmp))) =>
+                if value(x)
+                    && c.is_some_and(|y| matches!(y, T::Op(O::Cmp) | T::Kw(K::Cmp | K::Like))) =>
             {
                 return Some("sqli-clause")
             }
@@ -759,7 +762,7 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 );
             if before_ok {
                 if let Some(x) = b {
-                    if value(x) && matches!(c, Some(T::Op(O::Cmp) | T::Kw(K::Cmp))) {
+                    if value(x) && matches!(c, Some(T::Op(O::Cmp) | T::Kw(K::Cmp | K::Like))) {
                         // `x or y = z`: prose rarely compares; SQL does.
                         if !matches!(x, T::Word) || breakout || i == 0 || t[i - 1] != T::Word {
                             return Some("sqli-tautology");
@@ -779,7 +782,7 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
         }
         // `1=1`, `'a'='a'`: a literal compared with a literal.
         if matches!(a, T::Num | T::Str { closed: true })
-            && matches!(b, Some(T::Op(O::Cmp)))
+            && matches!(b, Some(T::Op(O::Cmp) | T::Kw(K::Like)))
             && matches!(c, Some(T::Num | T::Str { .. }))
         {
             let prev = if i > 0 { Some(t[i - 1]) } else { None };
@@ -813,7 +816,12 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                     && rest.get(1).is_none_or(|&y| {
                         matches!(
                             y,
-                            T::Op(_) | T::Comment | T::Semi | T::Logic | T::RParen | T::Kw(K::Cmp)
+                            T::Op(_)
+                                | T::Comment
+                                | T::Semi
+                                | T::Logic
+                                | T::RParen
+                                | T::Kw(K::Cmp | K::Like)
                         )
                     })) =>
             {
@@ -859,7 +867,7 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             {
                 return Some("sqli-breakout")
             }
-            T::Kw(K::Cmp) if rest.iter().any(sqlish) => return Some("sqli-breakout"),
+            T::Kw(K::Cmp | K::Like) if rest.iter().any(sqlish) => return Some("sqli-breakout"),
             T::Op(O::Cmp | O::Arith | O::Star)
                 if rest.iter().any(|x| {
                     matches!(x, T::Comment | T::Logic | T::Semi | T::Func(_) | T::Kw(_))
