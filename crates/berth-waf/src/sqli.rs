@@ -1085,6 +1085,7 @@ mod tests {
             "INFORMATION_SCHEMA",
             "1=1",
             "char(65)+char(66)",
+            "42 like 42",
         ] {
             assert!(hit(a).is_some(), "missed: {a}");
         }
@@ -1120,6 +1121,8 @@ mod tests {
             "Dr. D'Angelo, 12 O'Connell St.",
             "'foo';'bar';'def'",
             "my--slugified-url",
+            "I like 2 of them",
+            "5 in 1 charger",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }

@@ -299,3 +299,16 @@ fn building_a_waf_is_cheap() {
     }
     eprintln!("Waf::new: {} µs", t.elapsed().as_micros() / 20);
 }
+
+#[test]
+fn entities_inside_entities_are_decoded_for_xss() {
+    let w = waf();
+    let body = Body {
+        content_type: b"application/xml",
+        bytes: b"<r><a p=\"&amp;lt;script&amp;gt;alert(1)\"/></r>",
+    };
+    assert_eq!(
+        w.inspect(&req("/", None, &[], Some(body))).findings()[0].group,
+        Group::Xss
+    );
+}
