@@ -701,7 +701,7 @@ impl Run<'_> {
             return;
         }
         let lower = std::mem::take(&mut self.scratch.lower);
-        self.detect(&lower, Loc::Path, Kind::Value, !Group::Lfi.bit());
+        self.detect(&lower, Loc::Path, !Group::Lfi.bit());
         self.scratch.lower = lower;
     }
 
@@ -788,11 +788,11 @@ impl Run<'_> {
                 self.report(Group::Php, r, loc);
             }
         }
-        self.detect(&lower, loc, kind, 0xff);
+        self.detect(&lower, loc, 0xff);
         self.scratch.lower = lower;
     }
 
-    fn detect(&mut self, lower: &[u8], loc: Loc<'_>, _kind: Kind, mask: u8) {
+    fn detect(&mut self, lower: &[u8], loc: Loc<'_>, mask: u8) {
         let mut hits = std::mem::take(&mut self.scratch.hits);
         self.waf.rules.lexicon.scan(lower, &mut hits);
         self.detect_with(lower, &hits, loc, mask);
