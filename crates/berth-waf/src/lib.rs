@@ -589,7 +589,8 @@ impl Waf {
         if !has_body || body::kind(ct).is_none() {
             return false;
         }
-        let (active, partial) = self.active_groups(path);
+        let scope = scope_path(path);
+        let (active, partial) = self.active_groups(&scope);
         active != 0
             && !partial
                 .iter()
@@ -598,7 +599,10 @@ impl Waf {
 
     /// Inspects a request.
     pub fn inspect(&self, req: &RequestParts<'_>) -> Verdict {
-        let (active, partial) = self.active_groups(req.path);
+        // Exclusions and overrides match the path the application will see: decoded, dot
+        // segments resolved (`/admin/editor/../../search` is `/search`, not the editor).
+        let scope = scope_path(req.path);
+        let (active, partial) = self.active_groups(&scope);
         if active == 0 {
             return Verdict::Allow;
         }
@@ -608,7 +612,7 @@ impl Waf {
             partial,
             findings: Vec::new(),
             matched: 0,
-            modes: Group::ALL.map(|g| self.config.mode_at(g, req.path)),
+            modes: Group::ALL.map(|g| self.config.mode_at(g, &scope)),
             scratch: SCRATCH.with(|s| s.take()),
         };
         run.path(req.path);
@@ -916,6 +920,40 @@ impl Run<'_> {
             action,
         });
     }
+}
+
+/// The path exclusions and overrides are matched against: percent-decoded (repeatedly, like
+/// values), `\` as `/`, and dot segments removed as RFC 3986 does.
+fn scope_path(raw: &[u8]) -> Vec<u8> {
+    let (mut p, mut tmp) = (raw.to_vec(), Vec::new());
+    decode::decode_repeated(&mut p, &mut tmp, decode::MAX_DECODE_ROUNDS);
+    let mut out: Vec<&[u8]> = Vec::new();
+    let replaced: Vec<u8> = p
+        .iter()
+        .map(|&c| if c == b'\\' { b'/' } else { c })
+        .collect();
+    let segs: Vec<&[u8]> = replaced.split(|&c| c == b'/').collect();
+    let last = segs.len().saturating_sub(1);
+    for (i, seg) in segs.iter().enumerate() {
+        match *seg {
+            b"." => {}
+            b".." => {
+                if out.len() > 1 {
+                    out.pop();
+                }
+            }
+            _ => out.push(seg),
+        }
+        // A trailing `.` or `..` leaves a trailing slash.
+        if i == last && (*seg == b"." || *seg == b"..") {
+            out.push(b"");
+        }
+    }
+    let mut r = out.join(&b'/');
+    if r.first() != Some(&b'/') {
+        r.insert(0, b'/');
+    }
+    r
 }
 
 /// Substring search tuned for the short values a request carries and for many different

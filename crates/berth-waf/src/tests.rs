@@ -312,3 +312,32 @@ fn entities_inside_entities_are_decoded_for_xss() {
         Group::Xss
     );
 }
+
+#[test]
+fn exclusions_match_the_resolved_path() {
+    assert_eq!(super::scope_path(b"/admin/editor/../../search"), b"/search");
+    assert_eq!(
+        super::scope_path(b"/admin/editor/%2e%2e/%2e%2e/search"),
+        b"/search"
+    );
+    assert_eq!(super::scope_path(b"/a/./b/"), b"/a/b/");
+    assert_eq!(super::scope_path(b"/../../x"), b"/x");
+    assert_eq!(
+        super::scope_path(b"/admin/editor/save"),
+        b"/admin/editor/save"
+    );
+    let mut c = WafConfig::default();
+    c.exclusions
+        .push(Exclusion::parse("/admin/editor", &[], &[]).unwrap());
+    let w = Waf::new(c).unwrap();
+    let q = Some("q=%3Cscript%3Ealert(1)%3C%2Fscript%3E");
+    assert_eq!(
+        w.inspect(&req("/admin/editor/save", q, &[], None)),
+        Verdict::Allow
+    );
+    assert!(
+        w.inspect(&req("/admin/editor/../../search", q, &[], None))
+            .is_blocked(),
+        "a climb out of an excluded prefix is not excluded"
+    );
+}
