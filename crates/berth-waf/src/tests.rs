@@ -1,0 +1,343 @@
+//! Whole-request tests: targets, modes, exclusions, `needs_body`.
+
+use super::*;
+
+fn req<'a>(
+    path: &'a str,
+    query: Option<&'a str>,
+    headers: &'a [(&'a [u8], &'a [u8])],
+    body: Option<Body<'a>>,
+) -> RequestParts<'a> {
+    RequestParts {
+        method: b"GET",
+        path: path.as_bytes(),
+        query: query.map(str::as_bytes),
+        headers,
+        body,
+    }
+}
+
+fn waf() -> Waf {
+    Waf::new(WafConfig::default()).unwrap()
+}
+
+#[test]
+fn each_target_is_inspected() {
+    let w = waf();
+    let v = w.inspect(&req("/p", Some("id=1%27%20or%20%271%27%3D%271"), &[], None));
+    assert_eq!(v.findings()[0].location, "query:id");
+    assert!(v.is_blocked());
+
+    let h: &[(&[u8], &[u8])] = &[(b"Cookie", b"a=1; session=<script>alert(1)</script>")];
+    let v = w.inspect(&req("/", None, h, None));
+    assert_eq!(v.findings()[0].location, "cookie:session");
+
+    let h: &[(&[u8], &[u8])] = &[(b"User-Agent", b"() { :;}; /bin/bash -c id")];
+    assert_eq!(
+        w.inspect(&req("/", None, h, None)).findings()[0].location,
+        "header:user-agent"
+    );
+
+    let body = Body {
+        content_type: b"application/json",
+        bytes: br#"{"items":[{"comment":"<img src=x onerror=alert(1)>"}]}"#,
+    };
+    let v = w.inspect(&req("/api", None, &[], Some(body)));
+    assert_eq!(v.findings()[0].location, "body:json:$.items[0].comment");
+
+    let mp = b"--XX\r\nContent-Disposition: form-data; name=\"f\"; filename=\"shell.php\"\r\nContent-Type: image/png\r\n\r\n<?php system($_GET['c']); ?>\r\n--XX--\r\n";
+    let body = Body {
+        content_type: b"multipart/form-data; boundary=XX",
+        bytes: mp,
+    };
+    let v = w.inspect(&req("/upload", None, &[], Some(body)));
+    assert_eq!(
+        v.findings().len(),
+        1,
+        "file contents are not read, the name is: {v:?}"
+    );
+    assert_eq!(v.findings()[0].location, "body:multipart-filename:f");
+
+    let v = w.inspect(&req("/../../etc/passwd", None, &[], None));
+    assert_eq!(v.findings()[0].group, Group::Lfi);
+}
+
+#[test]
+fn benign_shop_request_passes() {
+    let w = waf();
+    let h: &[(&[u8], &[u8])] = &[
+        (b"Host", b"shop.example"),
+        (
+            b"User-Agent",
+            b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        ),
+        (
+            b"Referer",
+            b"https://shop.example/search?q=O%27Brien+%26+Sons",
+        ),
+        (
+            b"Cookie",
+            b"sid=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc-def_ghi; cart=3",
+        ),
+    ];
+    let body = Body { content_type: b"application/x-www-form-urlencoded", bytes: b"name=Se%C3%A1n+O%27Brien&address=12+Main+St+%2342&review=%3Cb%3EGreat%3C%2Fb%3E+shoes%2C+5%2F5" };
+    assert_eq!(
+        w.inspect(&req(
+            "/checkout",
+            Some("utm_source=news&gclid=abc--def"),
+            h,
+            Some(body)
+        )),
+        Verdict::Allow
+    );
+}
+
+#[test]
+fn count_mode_reports_without_blocking_and_off_skips() {
+    let mut c = WafConfig::default();
+    c.set("sqli", "count").unwrap();
+    c.set("xss", "off").unwrap();
+    let w = Waf::new(c).unwrap();
+    let v = w.inspect(&req(
+        "/",
+        Some("a=1%20union%20select%201&b=%3Cscript%3E"),
+        &[],
+        None,
+    ));
+    assert!(!v.is_blocked());
+    assert_eq!(v.findings().len(), 1);
+    assert_eq!(v.findings()[0].action, Action::Count);
+}
+
+#[test]
+fn exclusions_by_group_and_by_target() {
+    let mut c = WafConfig::default();
+    c.exclusions
+        .push(Exclusion::parse("/admin/editor", &["xss"], &["body:form:content"]).unwrap());
+    c.exclusions
+        .push(Exclusion::parse("/legacy", &["sqli"], &[]).unwrap());
+    let w = Waf::new(c).unwrap();
+    let body = Body {
+        content_type: b"application/x-www-form-urlencoded",
+        bytes: b"content=%3Cscript%3Ex()%3C%2Fscript%3E",
+    };
+    assert_eq!(
+        w.inspect(&req("/admin/editor/save", None, &[], Some(body))),
+        Verdict::Allow
+    );
+    let body = Body {
+        content_type: b"application/x-www-form-urlencoded",
+        bytes: b"title=%3Cscript%3Ex()%3C%2Fscript%3E",
+    };
+    assert!(
+        w.inspect(&req("/admin/editor/save", None, &[], Some(body)))
+            .is_blocked(),
+        "other fields are still inspected"
+    );
+    assert_eq!(
+        w.inspect(&req(
+            "/legacy/x",
+            Some("q=1%20union%20select%201"),
+            &[],
+            None
+        )),
+        Verdict::Allow
+    );
+    assert!(w
+        .inspect(&req("/other", Some("q=1%20union%20select%201"), &[], None))
+        .is_blocked());
+}
+
+#[test]
+fn config_errors() {
+    assert_eq!(
+        Exclusion::parse("/x", &["sql"], &[]),
+        Err(ConfigError::UnknownGroup("sql".into()))
+    );
+    assert!(matches!(
+        Exclusion::parse("x", &[], &[]),
+        Err(ConfigError::BadExclusion { .. })
+    ));
+    assert!(matches!(
+        Exclusion::parse("/x", &[], &["bodies"]),
+        Err(ConfigError::BadExclusion { .. })
+    ));
+    assert_eq!(
+        WafConfig::default().set("xss", "log"),
+        Err(ConfigError::UnknownMode("log".into()))
+    );
+    assert_eq!(
+        ConfigError::UnknownGroup("sql".into()).to_string(),
+        "unknown WAF rule group `sql`: use sqli, xss, lfi, rce or php"
+    );
+}
+
+#[test]
+fn needs_body_only_for_parsed_types_with_a_body() {
+    let w = waf();
+    let form: &[(&[u8], &[u8])] = &[
+        (b"Content-Type", b"application/x-www-form-urlencoded"),
+        (b"Content-Length", b"10"),
+    ];
+    assert!(w.needs_body(form, b"/"));
+    let png: &[(&[u8], &[u8])] = &[(b"Content-Type", b"image/png"), (b"Content-Length", b"10")];
+    assert!(!w.needs_body(png, b"/"));
+    let empty: &[(&[u8], &[u8])] = &[
+        (b"Content-Type", b"application/json"),
+        (b"Content-Length", b"0"),
+    ];
+    assert!(!w.needs_body(empty, b"/"));
+    let mut c = WafConfig::default();
+    for g in Group::ALL {
+        c.set(g.name(), "off").unwrap();
+    }
+    assert!(!Waf::new(c).unwrap().needs_body(form, b"/"));
+}
+
+#[test]
+fn waf_is_shared_across_edge_workers() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Waf>();
+    send_sync::<Verdict>();
+}
+
+#[test]
+fn a_body_past_the_limit_is_inspected_up_to_it() {
+    let c = WafConfig {
+        max_body_bytes: 16,
+        ..WafConfig::default()
+    };
+    let w = Waf::new(c).unwrap();
+    let body = Body {
+        content_type: b"application/x-www-form-urlencoded",
+        bytes: b"a=hello&pad=xxxxxxxxxxxx&b=1%27%20or%201%3D1--",
+    };
+    assert_eq!(
+        w.inspect(&req("/", None, &[], Some(body))),
+        Verdict::Allow,
+        "the attack lies past 16 bytes"
+    );
+    let w = waf();
+    assert!(w.inspect(&req("/", None, &[], Some(body))).is_blocked());
+}
+
+#[test]
+fn a_cut_json_body_still_has_its_strings_inspected() {
+    let w = waf();
+    let body = Body {
+        content_type: b"application/json",
+        bytes: br##"{"a":"<script>alert(1)</script>","b":"#"##,
+    };
+    assert_eq!(
+        w.inspect(&req("/", None, &[], Some(body))).findings()[0].group,
+        Group::Xss
+    );
+}
+
+#[test]
+fn a_remembered_clean_value_does_not_hide_an_attack_elsewhere() {
+    let w = waf();
+    let ua: &[u8] = b"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+    let h: &[(&[u8], &[u8])] = &[(b"User-Agent", ua)];
+    assert_eq!(
+        w.inspect(&req("/", Some("q=shoes"), h, None)),
+        Verdict::Allow
+    );
+    assert!(w
+        .inspect(&req("/", Some("q=1%27%20or%20%271%27%3D%271"), h, None))
+        .is_blocked());
+    // An attack value is never remembered as clean, even when an exclusion let it pass.
+    let mut c = WafConfig::default();
+    c.exclusions
+        .push(Exclusion::parse("/editor", &[], &["header:x-note"]).unwrap());
+    let w = Waf::new(c).unwrap();
+    let note: &[(&[u8], &[u8])] = &[(b"X-Note", b"<script>alert(document.cookie)</script>")];
+    assert_eq!(w.inspect(&req("/editor", None, note, None)), Verdict::Allow);
+    assert!(w.inspect(&req("/other", None, note, None)).is_blocked());
+}
+
+#[test]
+fn mode_overrides_by_path_prefix() {
+    let mut c = WafConfig::default();
+    c.overrides
+        .push(ModeOverride::parse("/api", "sqli", "count").unwrap());
+    c.overrides
+        .push(ModeOverride::parse("/api/admin", "sqli", "block").unwrap());
+    c.overrides
+        .push(ModeOverride::parse("/static", "xss", "off").unwrap());
+    let w = Waf::new(c).unwrap();
+    let q = Some("q=1%20union%20select%201");
+    let v = w.inspect(&req("/api/items", q, &[], None));
+    assert!(!v.is_blocked());
+    assert_eq!(v.findings()[0].action, Action::Count);
+    assert!(
+        w.inspect(&req("/api/admin/users", q, &[], None))
+            .is_blocked(),
+        "the longest prefix wins"
+    );
+    assert!(w.inspect(&req("/shop", q, &[], None)).is_blocked());
+    assert_eq!(
+        w.inspect(&req("/static/x", Some("a=%3Cscript%3E"), &[], None)),
+        Verdict::Allow
+    );
+    assert!(matches!(
+        ModeOverride::parse("api", "sqli", "count"),
+        Err(ConfigError::BadOverride { .. })
+    ));
+    assert_eq!(
+        ModeOverride::parse("/a", "sqli", "warn"),
+        Err(ConfigError::UnknownMode("warn".into()))
+    );
+}
+
+#[test]
+#[ignore = "timing, run by hand: cargo test --release -p berth-waf building_a_waf -- --ignored --nocapture"]
+fn building_a_waf_is_cheap() {
+    let t = std::time::Instant::now();
+    for _ in 0..20 {
+        std::hint::black_box(waf());
+    }
+    eprintln!("Waf::new: {} µs", t.elapsed().as_micros() / 20);
+}
+
+#[test]
+fn entities_inside_entities_are_decoded_for_xss() {
+    let w = waf();
+    let body = Body {
+        content_type: b"application/xml",
+        bytes: b"<r><a p=\"&amp;lt;script&amp;gt;alert(1)\"/></r>",
+    };
+    assert_eq!(
+        w.inspect(&req("/", None, &[], Some(body))).findings()[0].group,
+        Group::Xss
+    );
+}
+
+#[test]
+fn exclusions_match_the_resolved_path() {
+    assert_eq!(super::scope_path(b"/admin/editor/../../search"), b"/search");
+    assert_eq!(
+        super::scope_path(b"/admin/editor/%2e%2e/%2e%2e/search"),
+        b"/search"
+    );
+    assert_eq!(super::scope_path(b"/a/./b/"), b"/a/b/");
+    assert_eq!(super::scope_path(b"/../../x"), b"/x");
+    assert_eq!(
+        super::scope_path(b"/admin/editor/save"),
+        b"/admin/editor/save"
+    );
+    let mut c = WafConfig::default();
+    c.exclusions
+        .push(Exclusion::parse("/admin/editor", &[], &[]).unwrap());
+    let w = Waf::new(c).unwrap();
+    let q = Some("q=%3Cscript%3Ealert(1)%3C%2Fscript%3E");
+    assert_eq!(
+        w.inspect(&req("/admin/editor/save", q, &[], None)),
+        Verdict::Allow
+    );
+    assert!(
+        w.inspect(&req("/admin/editor/../../search", q, &[], None))
+            .is_blocked(),
+        "a climb out of an excluded prefix is not excluded"
+    );
+}

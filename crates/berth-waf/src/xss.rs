@@ -1,0 +1,501 @@
+//! Cross-site scripting: an HTML tag scanner that looks for what executes script, not for
+//! markup as such.
+//!
+//! Plain formatting markup is allowed (`<b>`, `<i>`, `<em>`, `<strong>`, `<p>`, `<br>`, `<ul>`,
+//! `<li>`, `<a href="https://...">`, `<img src="https://...">`, and any other tag), so a review
+//! with `<b>bold</b>` passes. What is blocked:
+//! - tags that run or load active content: `script`, `iframe`, `frame`, `frameset`, `object`,
+//!   `embed`, `applet`, `base`, `meta`, `link`, `style`, `svg`, `math`, `template`, `isindex`,
+//!   `import`, `vmlframe`, `xss`, `xml` (also with a namespace prefix, `<x:script>`);
+//! - any event-handler attribute (`on...=`) on any tag;
+//! - script URLs (`javascript:`, `vbscript:`, `livescript:`, `data:text/html`,
+//!   `data:image/svg+xml`) in a tag or as the whole value;
+//! - CSS that runs script (`expression(`, `behavior:`, `-moz-binding`, `url(javascript:`);
+//! - an attribute break-out (`" onmouseover=`) and JavaScript break-outs calling
+//!   `alert`/`prompt`/`confirm`/`eval` or touching `document.cookie`-like sinks.
+//!
+//! The input is the canonical value with HTML entities decoded, lower-cased.
+
+const DANGEROUS_TAGS: &[&[u8]] = &[
+    b"script",
+    b"iframe",
+    b"frame",
+    b"frameset",
+    b"object",
+    b"embed",
+    b"applet",
+    b"base",
+    b"meta",
+    b"link",
+    b"style",
+    b"svg",
+    b"math",
+    b"template",
+    b"isindex",
+    b"import",
+    b"vmlframe",
+    b"xss",
+    b"xml",
+    b"layer",
+    b"ilayer",
+    b"bgsound",
+    b"handler",
+    b"listener",
+    b"animate",
+    b"set",
+    b"portal",
+    b"noembed",
+];
+
+/// Event names for handlers written outside a tag (an attribute break-out), where a bare
+/// `on...=` could be prose or a parameter.
+const EVENTS: &[&[u8]] = &[
+    b"abort",
+    b"activate",
+    b"afterprint",
+    b"afterscriptexecute",
+    b"animation",
+    b"auxclick",
+    b"beforecopy",
+    b"beforecut",
+    b"beforeprint",
+    b"beforescriptexecute",
+    b"beforeunload",
+    b"begin",
+    b"blur",
+    b"bounce",
+    b"canplay",
+    b"change",
+    b"click",
+    b"close",
+    b"contextmenu",
+    b"copy",
+    b"cut",
+    b"dblclick",
+    b"drag",
+    b"drop",
+    b"end",
+    b"error",
+    b"finish",
+    b"focus",
+    b"hashchange",
+    b"input",
+    b"invalid",
+    b"key",
+    b"load",
+    b"message",
+    b"mouse",
+    b"move",
+    b"pagehide",
+    b"pageshow",
+    b"paste",
+    b"pointer",
+    b"popstate",
+    b"propertychange",
+    b"readystatechange",
+    b"repeat",
+    b"reset",
+    b"resize",
+    b"scroll",
+    b"search",
+    b"select",
+    b"show",
+    b"start",
+    b"submit",
+    b"toggle",
+    b"touch",
+    b"transition",
+    b"unload",
+    b"wheel",
+    b"filterchange",
+    b"cuechange",
+    b"durationchange",
+    b"play",
+    b"seek",
+    b"timeupdate",
+];
+
+const SCRIPT_SCHEMES: &[&[u8]] = &[
+    b"javascript:",
+    b"vbscript:",
+    b"livescript:",
+    b"data:text/html",
+    b"data:image/svg",
+    b"data:application/x",
+    b"data:text/xml",
+];
+
+pub(crate) const SINKS: &[&str] = &[
+    "document.cookie",
+    "document.write",
+    "document.domain",
+    "document.location",
+    "window.location",
+    ".innerhtml",
+    ".outerhtml",
+    "string.fromcharcode",
+    "-moz-binding",
+    "<![cdata[",
+    ".constructor(",
+    "settimeout(",
+    "setinterval(",
+    "import(",
+    ".call`",
+    ".apply`",
+    "${alert",
+    "${eval",
+    "${prompt",
+    "new function(",
+    "reflect.apply",
+    "reflect.construct",
+    "top[",
+    "self[",
+    "window[",
+];
+
+fn starts_with_ci(s: &[u8], p: &[u8]) -> bool {
+    s.len() >= p.len() && s[..p.len()].eq_ignore_ascii_case(p)
+}
+
+/// Removes the characters a browser ignores inside a URL scheme (`java\tscript:`).
+fn squeeze(s: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend(s.iter().copied().filter(|&c| c > b' '));
+}
+
+fn has_script_scheme(s: &[u8], tmp: &mut Vec<u8>) -> bool {
+    if memchr::memchr(b':', s).is_none() || crate::find(s, b"javascript: ").is_some() {
+        return false;
+    }
+    squeeze(s, tmp);
+    let sq = &tmp[..];
+    let mut from = 0;
+    while let Some(p) = memchr::memchr(b':', &sq[from..]) {
+        let colon = from + p;
+        for sch in SCRIPT_SCHEMES {
+            let name = &sch[..sch.iter().position(|&c| c == b':').unwrap_or(sch.len())];
+            if colon >= name.len() && &sq[colon - name.len()..colon] == name {
+                let start = colon - name.len();
+                let prev_ok = start == 0 || !sq[start - 1].is_ascii_alphanumeric();
+                if prev_ok && starts_with_ci(&sq[start..], sch) {
+                    // `javascript:` must be followed by code, not prose (`javascript: the book`).
+                    if name != b"javascript" || s_has_code_after(sq, colon + 1) {
+                        return true;
+                    }
+                }
+            }
+        }
+        from = colon + 1;
+    }
+    false
+}
+
+fn s_has_code_after(sq: &[u8], at: usize) -> bool {
+    sq.get(at)
+        .is_some_and(|&c| c.is_ascii_alphanumeric() || b"(/['\"`{_$!+-~;\\".contains(&c))
+}
+
+fn is_tag_name_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b':' || c == b'-' || c == b'_'
+}
+
+/// Looks for an `on<letters>=` handler in a tag's attribute area.
+fn has_handler(attrs: &[u8]) -> bool {
+    let mut i = 0;
+    while i + 2 < attrs.len() {
+        if attrs[i] == b'o'
+            && attrs[i + 1] == b'n'
+            && (i == 0
+                || !attrs[i - 1].is_ascii_alphanumeric()
+                    && attrs[i - 1] != b'-'
+                    && attrs[i - 1] != b'_')
+        {
+            let mut j = i + 2;
+            while j < attrs.len() && (attrs[j].is_ascii_alphabetic() || attrs[j] == b'-') {
+                j += 1;
+            }
+            if j > i + 2 {
+                while j < attrs.len() && attrs[j].is_ascii_whitespace() {
+                    j += 1;
+                }
+                if attrs.get(j) == Some(&b'=') {
+                    return true;
+                }
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+fn dangerous_css(s: &[u8]) -> bool {
+    let f = crate::find;
+    f(s, b"expression(").is_some()
+        || f(s, b"behavior:").is_some()
+        || f(s, b"behaviour:").is_some()
+        || f(s, b"-moz-binding").is_some()
+        || f(s, b"url(javascript").is_some()
+        || f(s, b"url(vbscript").is_some()
+        || f(s, b"@import").is_some()
+}
+
+/// Attributes that load or run content whatever the tag: namespaces pulling in other markup,
+/// form actions, inline documents.
+const DANGEROUS_ATTRS: &[&[u8]] = &[
+    b"xmlns",
+    b"xlink:href",
+    b"formaction",
+    b"srcdoc",
+    b"xsi:schemalocation",
+    b"fscommand",
+    b"seeksegmenttime",
+];
+
+fn has_attr(attrs: &[u8], name: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(p) = crate::find(&attrs[from..], name) {
+        let at = from + p;
+        from = at + 1;
+        let before_ok = at == 0
+            || matches!(
+                attrs[at - 1],
+                b' ' | b'\t' | b'\n' | b'\r' | b'/' | b'"' | b'\''
+            );
+        let after = attrs[at + name.len()..].trim_ascii_start();
+        if before_ok && (after.first() == Some(&b'=') || after.first() == Some(&b':')) {
+            return true;
+        }
+    }
+    false
+}
+
+/// A script scheme whose letters only line up once entities and blanks are removed.
+fn obfuscated_scheme(raw: &[u8], s: &[u8], tmp: &mut Vec<u8>) -> bool {
+    if memchr::memchr(b':', s).is_none() {
+        return false;
+    }
+    squeeze(s, tmp);
+    for scheme in [&b"javascript:"[..], b"vbscript:", b"livescript:"] {
+        if crate::find(tmp, scheme).is_some()
+            && crate::find(raw, scheme).is_none()
+            && crate::find(s, scheme).is_none()
+        {
+            return true;
+        }
+    }
+    false
+}
+/// `raw` is the value before HTML entities were decoded, `s` after (both lower-cased).
+pub(crate) fn detect(
+    raw: &[u8],
+    s: &[u8],
+    js_hit: bool,
+    tmp: &mut Vec<u8>,
+) -> Option<&'static str> {
+    // UTF-7 markup (`+ADw-script+AD4-`), which old browsers decode.
+    if memchr::memchr(b'+', s).is_some()
+        && (crate::find(s, b"+adw-").is_some() || crate::find(s, b"+ad4-").is_some())
+    {
+        return Some("xss-utf7");
+    }
+    // A script scheme spelled with entities or blanks inside (`ja&tab;vascript:`) is never
+    // prose: only an evasion writes it that way.
+    if obfuscated_scheme(raw, s, tmp) {
+        return Some("xss-script-url");
+    }
+    // Tags.
+    let mut from = 0;
+    while let Some(p) = memchr::memchr(b'<', &s[from..]) {
+        let lt = from + p;
+        from = lt + 1;
+        let mut i = lt + 1;
+        while i < s.len() && i < lt + 4 && matches!(s[i], b'/' | b'<' | b'%' | b'?' | b':' | b'!') {
+            i += 1;
+        }
+        let name_start = i;
+        while i < s.len() && is_tag_name_char(s[i]) {
+            i += 1;
+        }
+        if i == name_start || !s[name_start].is_ascii_alphabetic() {
+            continue;
+        }
+        let full = &s[name_start..i];
+        // `<x:script>`: the local name counts.
+        let name = match full.iter().rposition(|&c| c == b':') {
+            Some(c) => &full[c + 1..],
+            None => full,
+        };
+        // A tag's attributes end at `>`, at the next `<`, or after 1 KiB: an unclosed `<a`
+        // must not make every later `<` rescan the rest of the value.
+        let window = &s[i..s.len().min(i + 1024)];
+        let end = match memchr::memchr2(b'>', b'<', window) {
+            Some(q) => i + q,
+            None => i + window.len(),
+        };
+        let attrs = &s[i..end];
+        let tag_boundary = i == s.len() || !is_tag_name_char(s[i]);
+        if tag_boundary && DANGEROUS_TAGS.contains(&name) {
+            return Some("xss-tag");
+        }
+        if has_handler(attrs) {
+            return Some("xss-event-handler");
+        }
+        if name == b"include" || DANGEROUS_ATTRS.iter().any(|a| has_attr(attrs, a)) {
+            return Some("xss-attribute");
+        }
+        if has_script_scheme(attrs, tmp) {
+            return Some("xss-script-url");
+        }
+        if crate::find(attrs, b"style").is_some() && dangerous_css(attrs) {
+            return Some("xss-css");
+        }
+    }
+    // The whole value as a URL.
+    let t = s.trim_ascii_start();
+    let prose = crate::find(t, b"javascript: ").is_some();
+    let has_colon = memchr::memchr(b':', t).is_some();
+    if has_colon {
+        squeeze(&t[..t.len().min(64)], tmp);
+    }
+    for sch in SCRIPT_SCHEMES.iter().filter(|_| has_colon) {
+        if starts_with_ci(tmp, sch)
+            && (sch != b"javascript:" || !prose && s_has_code_after(tmp, sch.len()))
+        {
+            return Some("xss-script-url");
+        }
+    }
+    // A break-out of an attribute value: `" onmouseover=...`, `' autofocus onfocus=...`.
+    let mut from = if memchr::memchr(b'=', s).is_some() {
+        0
+    } else {
+        s.len()
+    };
+    while let Some(p) = crate::find(&s[from..], b"on") {
+        let at = from + p;
+        from = at + 2;
+        let prev = if at == 0 { b' ' } else { s[at - 1] };
+        if prev.is_ascii_alphabetic() {
+            continue;
+        }
+        let rest = &s[at + 2..];
+        if let Some(ev) = EVENTS.iter().find(|e| rest.starts_with(e)) {
+            let mut j = ev.len();
+            while j < rest.len() && rest[j].is_ascii_alphabetic() {
+                j += 1;
+            }
+            while j < rest.len() && rest[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            if rest.get(j) == Some(&b'=') {
+                let quoted_before = s[..at]
+                    .iter()
+                    .rev()
+                    .take(32)
+                    .any(|&c| c == b'"' || c == b'\'' || c == b'`');
+                if quoted_before || at == 0 || prev.is_ascii_whitespace() || prev == b'/' {
+                    return Some("xss-attribute-breakout");
+                }
+            }
+        }
+    }
+    // JavaScript sinks and break-outs: found by the lexicon in the value as it came, or here
+    // once entities and blanks are gone (`[] . sort . call ``, `document&#46;cookie`).
+    if js_hit {
+        return Some("xss-js-sink");
+    }
+    let spaced_gadget = s.contains(&b' ') && s.iter().any(|c| b"[`$".contains(c));
+    if raw != s || spaced_gadget {
+        squeeze(s, tmp);
+        for sink in SINKS {
+            if crate::find(tmp, sink.as_bytes()).is_some() {
+                return Some("xss-js-sink");
+            }
+        }
+    }
+    if memchr::memchr(b':', s).is_some() && dangerous_css(s) {
+        return Some("xss-css");
+    }
+    // Calls need a parenthesis or a template literal.
+    memchr::memchr2(b'(', b'`', s)?;
+    for f in [&b"alert"[..], b"prompt", b"confirm", b"eval"] {
+        let mut from = 0;
+        while let Some(p) = crate::find(&s[from..], f) {
+            let at = from + p;
+            from = at + f.len();
+            let before = s[..at].trim_ascii_end();
+            let prev_ok = before
+                .last()
+                .is_none_or(|c| b";'\"`({=+|&>:,-*/!".contains(c));
+            let after = s[at + f.len()..].trim_ascii_start();
+            let call = after.first().is_some_and(|&c| c == b'(' || c == b'`')
+                || after.starts_with(b".call")
+                || after.starts_with(b".apply");
+            if prev_ok && call && memchr::memchr2(b')', b'`', after).is_some() {
+                return Some("xss-js-call");
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(s: &str) -> Option<&'static str> {
+        let l = s.to_ascii_lowercase();
+        let mut h = Vec::new();
+        crate::decode::html_entities_into(l.as_bytes(), &mut h);
+        let r = crate::rules::Rules::new();
+        let mut hits = Vec::new();
+        r.lexicon.scan(l.as_bytes(), &mut hits);
+        let js = hits.iter().any(|h| h.family == crate::lexicon::Family::Js);
+        detect(l.as_bytes(), &h, js, &mut Vec::new())
+    }
+
+    #[test]
+    fn attacks() {
+        for a in [
+            "<script>alert(1)</script>",
+            "<script >alert(1);</script>",
+            "<img src=x onerror=alert(1)>",
+            "<svg/onload=alert()>",
+            "<a href=\"javascript:alert(1)\">x</a>",
+            "<a href=\"java\tscript:alert(1)\">x</a>",
+            "javascript:alert(document.cookie)",
+            "\" onmouseover=\"alert(1)",
+            "' autofocus onfocus=alert(1) x='",
+            "<x:script xmlns:x=\"http://www.w3.org/1999/xhtml\">",
+            "<iframe src=//evil>",
+            "<div style=\"width: expression(alert(1))\">",
+            "\";alert(1)//",
+            "<body onload=alert(1)>",
+            "data:text/html;base64,PHNjcmlwdD4=",
+            "<object data=x>",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+    }
+
+    #[test]
+    fn benign_look_alikes() {
+        for b in [
+            "<b>bold</b> and <i>italic</i>",
+            "<p>Great shoes!<br>Would buy again</p>",
+            "<a href=\"https://example.com/p/1\">link</a>",
+            "<img src=\"https://cdn.example.com/a.png\" alt=\"photo\">",
+            "I <3 this product",
+            "price < 50 and > 20",
+            "JavaScript: The Good Parts",
+            "Turn it on = off switch",
+            "one=1&two=2",
+            "Set a price alert(s) for me",
+            "Don't confirm (yet)",
+            "online=true",
+            "scripted drama",
+            "**Markdown** _review_ with `code`",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Runs the measuring tool's logic over the CRS corpus and the shop corpus and holds the
+//! numbers reached so far, so a change that loses detection or adds false positives fails.
+//!
+//! The corpus lives outside the repository (`../shared/waf-corpus` beside the checkout). When
+//! it is absent the corpus test fails under `CI=true` and is skipped with a message otherwise.
+
+mod support;
+
+use berth_waf::{Waf, WafConfig};
+use support::{benign, corpus};
+
+#[test]
+fn shop_corpus_is_under_half_a_percent_blocked() {
+    let waf = Waf::new(WafConfig::default()).unwrap();
+    let shop = benign::shop_requests();
+    assert!(
+        shop.len() >= 300,
+        "the shop corpus has {} requests",
+        shop.len()
+    );
+    let blocked: Vec<_> = shop
+        .iter()
+        .filter(|c| c.inspect(&waf).is_blocked())
+        .map(|c| c.test.clone())
+        .collect();
+    assert!(
+        blocked.len() * 200 < shop.len(),
+        "{} of {} shop requests blocked: {blocked:?}",
+        blocked.len(),
+        shop.len()
+    );
+}
+
+#[test]
+fn crs_corpus_numbers_hold() {
+    let dir = corpus::default_corpus_dir();
+    if !dir.exists() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("the WAF corpus is missing at {}", dir.display());
+        }
+        eprintln!("skipped: no WAF corpus at {}", dir.display());
+        return;
+    }
+    let waf = Waf::new(WafConfig::default()).unwrap();
+    let cases = corpus::load_crs(&dir).unwrap();
+    let (dev, held, all) = corpus::tally(&waf, &cases);
+    eprintln!(
+        "{}",
+        dev.render("CRS corpus, development half (even rule ids)")
+    );
+    eprintln!(
+        "{}",
+        held.render("CRS corpus, held-out half (odd rule ids)")
+    );
+    eprintln!("{}", all.render("CRS corpus, all"));
+    // Floors: what the detectors reach today (see docs/waf.md). Issue 13's targets (SQLi and
+    // XSS 90%, the others 80%) are not all met yet; raise these as they are.
+    let floors = [
+        ("sqli", 0.78),
+        ("xss", 0.76),
+        ("lfi", 0.80),
+        ("rce", 0.70),
+        ("php", 0.85),
+    ];
+    for (fam, floor) in floors {
+        let (b, t) = all.get(fam, true);
+        assert!(t > 0, "no {fam} attack cases loaded");
+        assert!(
+            b as f64 >= floor * t as f64,
+            "{fam}: {b}/{t} attacks blocked, below the floor of {floor}"
+        );
+    }
+    // Near-miss benign cases: fewer than ModSecurity's 162/548 (30%), by a margin.
+    let (fb, ft) = all.total(false);
+    assert!(ft > 400, "only {ft} benign cases loaded");
+    assert!(
+        fb * 100 < ft * 15,
+        "{fb}/{ft} near-miss benign cases blocked"
+    );
+}
+
+#[test]
+fn remembering_clean_values_never_changes_a_verdict() {
+    let dir = corpus::default_corpus_dir();
+    let mut cases = benign::shop_requests();
+    if dir.exists() {
+        cases.extend(corpus::load_crs(&dir).unwrap());
+    }
+    let warm = Waf::new(WafConfig::default()).unwrap();
+    let cold = Waf::new(WafConfig {
+        remember_clean_values: false,
+        ..WafConfig::default()
+    })
+    .unwrap();
+    // Twice over, so the second pass meets every value remembered by the first.
+    for round in 0..2 {
+        for c in &cases {
+            assert_eq!(
+                c.inspect(&warm),
+                c.inspect(&cold),
+                "round {round}: {}",
+                c.test
+            );
+        }
+    }
+}

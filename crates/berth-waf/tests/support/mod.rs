@@ -1,0 +1,2 @@
+pub mod benign;
+pub mod corpus;
