@@ -124,6 +124,13 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct WafLabels {
+    pub group: &'static str,
+    pub rule: &'static str,
+    pub action: &'static str,
+}
+
 pub struct EdgeMetrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -136,6 +143,8 @@ pub struct EdgeMetrics {
     pub tls_handshakes: Counter,
     /// Requests and connections refused by a guard, by reason.
     pub blocked: Family<ReasonLabels, Counter>,
+    /// WAF findings by group, rule and action (block or count).
+    pub waf_findings: Family<WafLabels, Counter>,
     /// Per (service, release): the rollout engine's counters.
     stats: Mutex<HashMap<(String, String), Arc<ReleaseStats>>>,
 }
@@ -147,6 +156,17 @@ impl Default for EdgeMetrics {
 }
 
 impl EdgeMetrics {
+    /// Counts one WAF finding.
+    pub fn waf_finding(&self, group: &'static str, rule: &'static str, action: &'static str) {
+        self.waf_findings
+            .get_or_create(&WafLabels {
+                group,
+                rule,
+                action,
+            })
+            .inc();
+    }
+
     /// Counts one refusal by a guard.
     pub fn blocked(&self, reason: &'static str) {
         self.blocked.get_or_create(&ReasonLabels { reason }).inc();
@@ -204,6 +224,12 @@ impl EdgeMetrics {
             "Requests and connections refused by the rate limits, allowlists, connection limits, maintenance mode or the WAF, by reason",
             blocked.clone(),
         );
+        let waf_findings = Family::<WafLabels, Counter>::default();
+        registry.register(
+            "waf_findings",
+            "WAF findings by rule group, rule and action (block or count)",
+            waf_findings.clone(),
+        );
         let tls_handshakes = Counter::default();
         registry.register(
             "tls_handshakes",
@@ -214,6 +240,7 @@ impl EdgeMetrics {
             registry,
             tls_handshakes,
             blocked,
+            waf_findings,
             requests,
             latency,
             bytes_sent,

@@ -32,6 +32,7 @@ use crate::pool::{Lease, Pool, StatsRegistry, EJECTION};
 use crate::router::{request_host, Router};
 use crate::tls::CertStore;
 use crate::upstream::{self, Timeouts, UpstreamBody};
+use berth_waf::{Action as WafAction, Body as WafBody, RequestParts as WafRequest, Waf, WafConfig};
 
 /// A body on its way through the edge; its errors say whose fault they are.
 pub type ProxyBody = BoxBody<Bytes, EdgeError>;
@@ -198,6 +199,8 @@ pub struct Edge {
     pub limits: RateLimits,
     /// Open connections per client address.
     pub connections_per_ip: ConnectionCounts,
+    /// The WAF of the table in use, with the settings it was built from.
+    waf: ArcSwap<Option<(berth_spec::WafSpec, Arc<Waf>)>>,
 }
 
 impl Edge {
@@ -206,6 +209,7 @@ impl Edge {
         let metrics = EdgeMetrics::new();
         let compiled = CompiledTable::compile(&table, &registry, &metrics);
         let settings_rate_limits = table.settings.rate_limits.clone();
+        let settings_waf = table.settings.waf.clone();
         let certs = Arc::new(CertStore::default());
         for error in certs.apply(&table.tls) {
             tracing::warn!("certificate not loaded: {error}");
@@ -233,6 +237,7 @@ impl Edge {
                 limits
             },
             connections_per_ip: ConnectionCounts::default(),
+            waf: ArcSwap::from_pointee(build_waf(None, settings_waf.as_ref())),
         })
     }
 
@@ -284,6 +289,18 @@ impl Edge {
             }
         }
         self.limits.set(&table.settings.rate_limits);
+        let current = self.waf.load_full();
+        let unchanged = match (current.as_ref(), table.settings.waf.as_ref()) {
+            (Some((spec, _)), Some(wanted)) => spec == wanted,
+            (None, None) => true,
+            _ => false,
+        };
+        if !unchanged {
+            self.waf.store(Arc::new(build_waf(
+                current.as_ref().as_ref(),
+                table.settings.waf.as_ref(),
+            )));
+        }
         self.metrics.table_version.set(table.version);
         self.table.store(Arc::new(compiled));
         *self.raw_table.lock().unwrap_or_else(|e| e.into_inner()) = table;
@@ -332,7 +349,7 @@ impl Edge {
         client: Downstream,
     ) -> Response<ProxyBody>
     where
-        B: Body<Data = Bytes, Error = EdgeError> + Send + Sync + 'static,
+        B: Body<Data = Bytes, Error = EdgeError> + Send + Sync + Unpin + 'static,
     {
         let started = Instant::now();
         let trusted = self.is_trusted_proxy(client.addr.ip());
@@ -376,6 +393,80 @@ impl Edge {
                 self.finish(response, log, failed.lease, failed.service)
             }
         }
+    }
+
+    /// Runs the WAF over a request: its head, and, when a group reads bodies of its content
+    /// type, up to `max_body_bytes` of its body (returned, to be sent on first). Blocked:
+    /// 403. Every finding is logged with its rule and counted.
+    async fn firewall<B>(
+        &self,
+        waf: &Waf,
+        req: Request<B>,
+        framing: Framing,
+        request_id: &HeaderValue,
+    ) -> Result<(Request<B>, Vec<Bytes>), EdgeError>
+    where
+        B: Body<Data = Bytes, Error = EdgeError> + Unpin,
+    {
+        let (head, mut body) = req.into_parts();
+        let headers: Vec<(&[u8], &[u8])> = head
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+            .collect();
+        let path = head.uri.path().as_bytes();
+        let mut prefix = Vec::new();
+        let mut bytes = Vec::new();
+        if framing.has_body() && waf.needs_body(&headers, path) {
+            let limit = waf.max_body_bytes();
+            while bytes.len() < limit {
+                let Some(frame) = body.frame().await else {
+                    break;
+                };
+                if let Ok(data) = frame?.into_data() {
+                    bytes.extend_from_slice(&data);
+                    prefix.push(data);
+                }
+            }
+        }
+        let content_type = head
+            .headers
+            .get(header::CONTENT_TYPE)
+            .map_or(&b""[..], |v| v.as_bytes());
+        let parts = WafRequest {
+            method: head.method.as_str().as_bytes(),
+            path,
+            query: head.uri.query().map(str::as_bytes),
+            headers: &headers,
+            body: (!bytes.is_empty()).then_some(WafBody {
+                content_type,
+                bytes: &bytes,
+            }),
+        };
+        let verdict = waf.inspect(&parts);
+        for finding in verdict.findings() {
+            let action = match finding.action {
+                WafAction::Block => "block",
+                WafAction::Count => "count",
+            };
+            tracing::info!(
+                request_id = request_id.to_str().unwrap_or("-"),
+                "waf {action}: {} rule {} at {}",
+                finding.group.name(),
+                finding.rule_id,
+                finding.location
+            );
+            self.metrics
+                .waf_finding(finding.group.name(), finding.rule_id, action);
+        }
+        if verdict.is_blocked() {
+            self.metrics.blocked("waf");
+            let mut error = EdgeError::new(ErrorKind::Forbidden);
+            error.page_message = Some("The request was blocked by the firewall.".into());
+            return Err(error);
+        }
+        drop(headers);
+        Ok((Request::from_parts(head, body), prefix))
     }
 
     /// The edge's response headers: the `Server` header hidden when asked, the route's own
@@ -477,7 +568,7 @@ impl Edge {
         request_id: &HeaderValue,
     ) -> Result<(Response<AnswerBody>, Option<Lease>, Option<String>), Failed>
     where
-        B: Body<Data = Bytes, Error = EdgeError> + Send + Sync + 'static,
+        B: Body<Data = Bytes, Error = EdgeError> + Send + Sync + Unpin + 'static,
     {
         let table = self.table.load_full();
         let settings = &table.settings;
@@ -549,6 +640,22 @@ impl Edge {
             return Err(Failed::new(ErrorKind::NoHealthyReplica.into()).of(&service));
         };
 
+        // The WAF: the head, and the first bytes of a body it reads.
+        let mut req = req;
+        let mut inspected: Vec<Bytes> = Vec::new();
+        let waf = self
+            .waf
+            .load()
+            .as_ref()
+            .as_ref()
+            .map(|(_, waf)| waf.clone());
+        if let Some(waf) = waf {
+            (req, inspected) = self
+                .firewall(&waf, req, framing, request_id)
+                .await
+                .map_err(|e| Failed::new(e).of(&service))?;
+        }
+
         // upstream_peer
         let test_release = test_route(req.headers(), table.test_key.as_deref());
         let lease = match &test_release {
@@ -592,6 +699,11 @@ impl Edge {
         let (parts, body) = req.into_parts();
         let replayable = !framing.has_body() && is_idempotent(&parts.method);
         let mut body: ProxyBody = if framing.has_body() {
+            // What the WAF read goes first, counted against max_body like the rest.
+            let body = PrefixedBody {
+                prefix: inspected.into(),
+                inner: body,
+            };
             ClientBody::new(body, settings.max_body).boxed()
         } else {
             // Nothing to read: the body (and with it the client's read half) goes home now.
@@ -605,6 +717,7 @@ impl Edge {
             stall: settings.request_timeout,
         };
         let mut retried = false;
+        let started = Instant::now();
         loop {
             let sent = upstream::send(
                 &lease.upstream.stats,
@@ -648,6 +761,15 @@ impl Edge {
                         lease.upstream.target.replica,
                         next.upstream.target.replica
                     );
+                    // The failed attempt still counts against its release (a canary that
+                    // refuses connections is failing), though the client is served.
+                    if let Some(metrics) = lease.upstream.metrics.as_ref() {
+                        metrics.observe(
+                            error.status().as_u16(),
+                            started.elapsed().as_secs_f64(),
+                            0,
+                        );
+                    }
                     lease = next;
                     retried = true;
                 }
@@ -1177,6 +1299,86 @@ fn upstream_request(
     headers.insert(HeaderName::from_static("x-request-id"), request_id.clone());
     add_via(&mut headers);
     (uri, headers)
+}
+
+/// The WAF for `spec` (none: off). A configuration the WAF refuses (the spec checked it, so
+/// only a table from a newer Berth) keeps the WAF that was running.
+fn build_waf(
+    current: Option<&(berth_spec::WafSpec, Arc<Waf>)>,
+    spec: Option<&berth_spec::WafSpec>,
+) -> Option<(berth_spec::WafSpec, Arc<Waf>)> {
+    let spec = spec?;
+    let config = || -> Result<WafConfig, berth_waf::ConfigError> {
+        let mut config = WafConfig {
+            max_body_bytes: spec.max_body as usize,
+            ..WafConfig::default()
+        };
+        for (group, mode) in &spec.modes {
+            config.set(group, mode)?;
+        }
+        for exclusion in &spec.exclusions {
+            let groups: Vec<&str> = exclusion.groups.iter().map(String::as_str).collect();
+            let targets: Vec<&str> = exclusion.targets.iter().map(String::as_str).collect();
+            config.exclusions.push(berth_waf::Exclusion::parse(
+                &exclusion.path,
+                &groups,
+                &targets,
+            )?);
+        }
+        for o in &spec.overrides {
+            config
+                .overrides
+                .push(berth_waf::ModeOverride::parse(&o.path, &o.group, &o.mode)?);
+        }
+        Ok(config)
+    };
+    match config().and_then(Waf::new) {
+        Ok(waf) => Some((spec.clone(), Arc::new(waf))),
+        Err(e) => {
+            tracing::error!("the WAF settings were refused ({e}); the WAF keeps its last ones");
+            current.cloned()
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A body whose first frames were already read (by the WAF): those, then the rest.
+    struct PrefixedBody<B> {
+        prefix: std::collections::VecDeque<Bytes>,
+        #[pin]
+        inner: B,
+    }
+}
+
+impl<B: Body<Data = Bytes, Error = EdgeError>> Body for PrefixedBody<B> {
+    type Data = Bytes;
+    type Error = EdgeError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, EdgeError>>> {
+        let this = self.project();
+        if let Some(data) = this.prefix.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        this.inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_empty() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let buffered: u64 = self.prefix.iter().map(|b| b.len() as u64).sum();
+        let inner = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + buffered);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + buffered);
+        }
+        hint
+    }
 }
 
 /// The framing of a request's body, from the body itself: the HTTP/1 head parser made it from

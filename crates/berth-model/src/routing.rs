@@ -141,6 +141,9 @@ pub struct EdgeSettings {
     /// Remove the replicas' `Server` header.
     #[serde(default)]
     pub hide_server: bool,
+    /// The WAF (none in tables written before it existed: off).
+    #[serde(default)]
+    pub waf: Option<berth_spec::WafSpec>,
 }
 
 /// A GCRA rate limit per client address: `burst` requests at once, then one per
@@ -209,6 +212,7 @@ impl From<&berth_spec::EdgeSpec> for EdgeSettings {
                 .collect(),
             response_headers: edge.response_headers.clone(),
             hide_server: edge.hide_server,
+            waf: Some(edge.waf.clone()),
         }
     }
 }

@@ -227,6 +227,7 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
                 .maintenance_allow
                 .clone()
                 .unwrap_or_else(EdgeSpec::default_limit_exempt),
+            waf: raw.waf.clone().unwrap_or_default(),
         },
         tls: crate::tls::build(raw, &folder),
         env: stack_env,

@@ -45,6 +45,7 @@ pub(crate) struct RawSpec {
     pub response_headers: Option<BTreeMap<String, String>>,
     pub hide_server: Option<bool>,
     pub maintenance_allow: Option<Vec<ipnet::IpNet>>,
+    pub waf: Option<crate::types::WafSpec>,
     pub acme: crate::tls::RawAcme,
     pub env: BTreeMap<String, String>,
     pub services: BTreeMap<String, RawService>,

@@ -79,6 +79,60 @@ pub struct EdgeSpec {
     /// `maintenance_allow`: clients that get through maintenance mode (default: loopback, so
     /// the operator can check the site from the machine).
     pub maintenance_allow: Vec<ipnet::IpNet>,
+    /// `[waf]` (on, blocking, when not written).
+    pub waf: WafSpec,
+}
+
+/// The WAF's rule groups and modes (`[waf]`), as the spec names them.
+pub const WAF_GROUPS: &[&str] = &["sqli", "xss", "lfi", "rce", "php"];
+pub const WAF_MODES: &[&str] = &["block", "count", "off"];
+
+/// `[waf]`: the web application firewall of the edge (the references' WAFv2 web ACL).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WafSpec {
+    /// `mode`: every group's mode unless set one by one.
+    pub default_mode: String,
+    /// Group → `block`, `count` or `off`.
+    pub modes: BTreeMap<String, String>,
+    /// How much of a body is inspected (bytes).
+    pub max_body: u64,
+    pub exclusions: Vec<WafExclusion>,
+    pub overrides: Vec<WafOverride>,
+}
+
+impl Default for WafSpec {
+    /// Every group blocking, as the references' managed rule groups do.
+    fn default() -> Self {
+        Self {
+            default_mode: "block".into(),
+            modes: WAF_GROUPS
+                .iter()
+                .map(|g| (g.to_string(), "block".to_string()))
+                .collect(),
+            max_body: 64 * 1024,
+            exclusions: Vec::new(),
+            overrides: Vec::new(),
+        }
+    }
+}
+
+/// `[[waf.exclude]]`: parts of requests under `path` the WAF skips.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct WafExclusion {
+    pub path: String,
+    /// Empty: all groups.
+    pub groups: Vec<String>,
+    /// `query:q`, `cookie:*`, `body:form:content`...; empty: the whole request.
+    pub targets: Vec<String>,
+}
+
+/// `[[waf.override]]`: a group's mode under `path`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WafOverride {
+    pub path: String,
+    pub group: String,
+    pub mode: String,
 }
 
 /// One `[[rate_limit]]`: per client address, `burst` requests at once, then one per `interval`.
@@ -306,6 +360,7 @@ impl Default for EdgeSpec {
             response_headers: EdgeSpec::default_response_headers(),
             hide_server: false,
             maintenance_allow: EdgeSpec::default_limit_exempt(),
+            waf: WafSpec::default(),
         }
     }
 }

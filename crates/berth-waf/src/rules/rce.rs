@@ -1151,7 +1151,32 @@ impl Rules {
                 .is_some()
             || start[..first_end].ends_with(b".")
                 && self.command_name(&start[..first_end - 1]).is_some();
+        // A lone word (`nc`, `r2`: a state code, a product name) is no command line: without a
+        // space or a shell metacharacter nothing runs with arguments or chains.
+        let lone_word = !start.iter().any(|&c| {
+            c.is_ascii_whitespace()
+                || matches!(
+                    c,
+                    b';' | b'|'
+                        | b'&'
+                        | b'$'
+                        | b'`'
+                        | b'<'
+                        | b'>'
+                        | b'('
+                        | b')'
+                        | b'{'
+                        | b'}'
+                        | b'/'
+                        | b'\\'
+                        | b'\''
+                        | b'"'
+                        | b','
+                        | b'+'
+                )
+        });
         if starts_with_command
+            && !lone_word
             && (self.command_at(start, false) == Some(true)
                 || self.prefixed_command(start)
                 || self.technical_command(start))

@@ -285,3 +285,101 @@ async fn answers_carry_the_security_headers_and_routes_override_them() {
     );
     assert_eq!(embed.header("x-content-type-options"), Some("nosniff"));
 }
+
+fn waf_table(
+    version: u64,
+    backend: &Backend,
+    edit: impl FnOnce(&mut berth_spec::WafSpec),
+) -> RoutingTable {
+    guarded_table(version, backend, |t| {
+        let mut waf = berth_spec::WafSpec::default();
+        edit(&mut waf);
+        t.settings.waf = Some(waf);
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waf_blocks_counts_or_lets_through_and_reads_bodies() {
+    let edge = EdgeProcess::start().await;
+    let backend = Backend::start("web.1").await;
+    edge.push(&waf_table(1, &backend, |_| {})).await;
+    let attack = "/search?q=1%27%20OR%20%271%27%3D%271";
+    let blocked = edge.get("app.test", attack).await;
+    assert_eq!(blocked.status, StatusCode::FORBIDDEN, "{}", blocked.text());
+    assert!(blocked.text().contains("firewall"));
+    assert!(backend.paths().iter().all(|p| !p.starts_with("/search")));
+    // A shop's ordinary requests pass.
+    for path in [
+        "/search?q=O%27Brien%27s+shoes",
+        "/products?sort=price&utm_source=news&state=NC",
+        "/cart?item=r2",
+    ] {
+        assert_eq!(
+            edge.get("app.test", path).await.status,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+
+    // A form body is read (the first bytes) and still reaches the replica whole.
+    let clean: String = (0..20_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    let form = format!("comment=nice+shoes&filler={clean}");
+    let reply = edge
+        .send(
+            Method::POST,
+            "app.test",
+            "/echo",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Bytes::from(form.clone()),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, form.as_bytes(), "the body arrives byte-exact");
+    let xss = edge
+        .send(
+            Method::POST,
+            "app.test",
+            "/echo",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Bytes::from_static(b"comment=%3Cscript%3Ealert(document.cookie)%3C%2Fscript%3E"),
+        )
+        .await;
+    assert_eq!(xss.status, StatusCode::FORBIDDEN);
+
+    // Count: logged and counted, not blocked; an exclusion skips a path; off is off.
+    edge.push(&waf_table(2, &backend, |w| {
+        w.modes.insert("sqli".into(), "count".into());
+        w.exclusions.push(berth_spec::WafExclusion {
+            path: "/admin/editor".into(),
+            groups: vec!["xss".into()],
+            targets: vec![],
+        });
+    }))
+    .await;
+    assert_eq!(edge.get("app.test", attack).await.status, StatusCode::OK);
+    let editor = edge
+        .send(
+            Method::POST,
+            "app.test",
+            "/admin/editor/save",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Bytes::from_static(b"html=%3Cscript%3Ealert(1)%3C%2Fscript%3E"),
+        )
+        .await;
+    assert_eq!(editor.status, StatusCode::OK, "excluded");
+    let metrics = edge.admin_get("/metrics").await.text();
+    assert!(
+        metrics.contains("berth_edge_waf_findings_total{group=\"sqli\"")
+            && metrics.contains("action=\"count\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("berth_edge_blocked_total{reason=\"waf\"}"),
+        "{metrics}"
+    );
+    edge.push(&guarded_table(3, &backend, |t| t.settings.waf = None))
+        .await;
+    assert_eq!(edge.get("app.test", attack).await.status, StatusCode::OK);
+}

@@ -140,8 +140,9 @@ async fn failures_count_against_the_release_that_failed() {
     for _ in 0..4 {
         assert_eq!(edge.get("app.test", "/fail").await.status.as_u16(), 500);
     }
-    // The new release's replica goes away: a POST (not retried) gets the edge's 502, and it
-    // counts against r2 too.
+    // The new release's replica goes away: a POST that cannot connect would be sent to
+    // another replica, but the old release has weight 0 (a retry stays within the weights), so
+    // it gets the edge's 502, and it counts against r2 too.
     let gone = new.addr;
     drop(new);
     let dead = berth_model::routing::Target {
