@@ -305,3 +305,86 @@ async fn the_plain_listener_redirects_answers_acme_challenges_and_https_sends_hs
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["strict-transport-security"], "max-age=31536000");
 }
+
+/// The graceful upgrade with TLS listeners: a new edge takes the sockets over (the hand-over
+/// names which are TLS) while clients open TLS connections without a pause; not one fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_under_tls_load_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let shop = ca.leaf(dir.path(), "shop", &["shop.test"]);
+    let edge_dir = dir.path().join("edge");
+    let mut old = tls_edge(&edge_dir).await;
+    let backend = Backend::start("web.1").await;
+    let tls = TlsTable {
+        certificates: vec![shop],
+        ..TlsTable::default()
+    };
+    old.push(&tls_table(1, &backend, tls)).await;
+    let addr = old.tls_listen.unwrap();
+    let config = ca.client_config(&[b"h2", b"http/1.1"]);
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for id in 0..4 {
+        let (config, stop) = (config.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let (mut ok, mut failures) = (0usize, Vec::new());
+            for i in 0..2000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let attempt = async {
+                    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+                    let name = ServerName::try_from("shop.test").unwrap();
+                    let tls = tokio_rustls::TlsConnector::from(config.clone())
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok::<_, String>(get_over(tls, "shop.test", "/").await)
+                };
+                match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+                    Ok(Ok((status, _, _, body)))
+                        if status == StatusCode::OK && &body[..] == b"web.1" =>
+                    {
+                        ok += 1
+                    }
+                    Ok(Ok((status, _, _, _))) => {
+                        failures.push(format!("client {id} #{i}: {status}"))
+                    }
+                    Ok(Err(e)) => failures.push(format!("client {id} #{i}: {e}")),
+                    Err(_) => failures.push(format!("client {id} #{i}: timed out")),
+                }
+            }
+            (ok, failures)
+        }));
+    }
+    // Load first, then the takeover in the middle of it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let new = EdgeProcess::start_with_args(&edge_dir, &["--takeover"]).await;
+    assert_eq!(
+        new.tls_listen,
+        Some(addr),
+        "the TLS listener was handed over as TLS"
+    );
+    let exited = old.wait_exit(Duration::from_secs(40)).await;
+    assert!(exited.success(), "the old edge ended: {exited}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failures) = (0, Vec::new());
+    for client in clients {
+        let (n, f) = client.await.unwrap();
+        ok += n;
+        failures.extend(f);
+    }
+    assert!(ok > 20, "too little load: {ok}");
+    assert!(
+        failures.is_empty(),
+        "{} of {} TLS requests failed: {failures:?}",
+        failures.len(),
+        ok + failures.len()
+    );
+    // The new edge serves TLS on its own.
+    let stream = connect(config, addr, "shop.test").await;
+    assert_eq!(get_over(stream, "shop.test", "/").await.0, StatusCode::OK);
+}
