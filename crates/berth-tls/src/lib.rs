@@ -49,6 +49,8 @@ pub mod files;
 pub mod local;
 pub mod manager;
 pub mod policy;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use acme::{AcmeAccount, AcmeSettings, ChallengeMap, ChallengeSink, LETS_ENCRYPT};
 pub use error::TlsError;

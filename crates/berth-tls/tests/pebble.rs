@@ -10,66 +10,24 @@
 //! where that is a failure.
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener as StdListener};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use berth_model::routing::CertificateFiles;
-use berth_tls::acme::{account_file, AcmeSettings, ChallengeMap};
+use berth_tls::acme::{account_file, ChallengeMap};
 use berth_tls::policy::Renew;
-use berth_tls::{CertEvent, Desired, EventKind, LocalCa, Manager, Settings, Source};
+use berth_tls::testing::{Pebble, VALIDITY_DAYS};
+use berth_tls::{CertEvent, Desired, EventKind, Manager, Source};
 use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
-/// The validity pebble gives its certificates here, like Let's Encrypt's.
-const VALIDITY_DAYS: u32 = 90;
 const HOSTS: [&str; 2] = ["app.berth.test", "www.berth.test"];
-
-/// A child process killed and reaped when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn find(binary: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
-        .map(|dir| dir.join(binary))
-        .find(|p| p.is_file())
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits (bounded) until something listens on `addr`.
-fn wait_listening(addr: SocketAddr, what: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} does not listen on {addr}; its log:\n{}",
-            fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// The HTTP-01 answers, served on loopback like the edge's plain listener would.
 struct ChallengeServer {
@@ -135,128 +93,12 @@ async fn challenge_server(map: Arc<ChallengeMap>) -> ChallengeServer {
     }
 }
 
-/// pebble and its DNS server, started for one test.
-struct Pebble {
-    directory_url: String,
-    management: SocketAddr,
-    /// The CA that signed pebble's own HTTPS certificate.
-    server_root: PathBuf,
-    pebble: Option<Proc>,
-    _dns: Proc,
-}
-
-impl Pebble {
-    /// Starts pebble whose HTTP-01 validation connects to 127.0.0.1:`http_port`. `None` (and a
-    /// message) when pebble is not installed, outside CI.
-    fn start(dir: &Path, http_port: u16) -> Option<Pebble> {
-        let (Some(pebble), Some(challtestsrv)) = (find("pebble"), find("pebble-challtestsrv"))
-        else {
-            let message = "pebble and pebble-challtestsrv are not installed (Debian package \
-                           `pebble`: apt-get install pebble)";
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{message}");
-            }
-            eprintln!("skipped: {message}");
-            return None;
-        };
-
-        // pebble's own HTTPS certificate, from a throwaway CA the client is told to trust.
-        let ca = LocalCa::load_or_create(&dir.join("pebble-ca")).unwrap();
-        let tls = ca
-            .issue(
-                &["127.0.0.1".into(), "localhost".into()],
-                &dir.join("pebble-tls"),
-            )
-            .unwrap();
-
-        let dns_port = free_port();
-        let dns_management = free_port();
-        let dns_log = dir.join("challtestsrv.log");
-        let dns = Proc(
-            Command::new(challtestsrv)
-                .args(["-management", &format!("127.0.0.1:{dns_management}")])
-                .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
-                .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
-                .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-                .stdin(Stdio::null())
-                .stdout(fs::File::create(&dns_log).unwrap())
-                .stderr(fs::File::create(dir.join("challtestsrv.err")).unwrap())
-                .spawn()
-                .unwrap(),
-        );
-        wait_listening(
-            format!("127.0.0.1:{dns_management}").parse().unwrap(),
-            "pebble-challtestsrv",
-            &dns_log,
-        );
-
-        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let management: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let config = serde_json::json!({
-            "pebble": {
-                "listenAddress": listen.to_string(),
-                "managementListenAddress": management.to_string(),
-                "certificate": tls.cert,
-                "privateKey": tls.key,
-                "httpPort": http_port,
-                "tlsPort": free_port(),
-                "ocspResponderURL": "",
-                "externalAccountBindingRequired": false,
-                "certificateValidityPeriod": u64::from(VALIDITY_DAYS) * 24 * 3600,
-            }
-        });
-        let config_path = dir.join("pebble.json");
-        fs::write(&config_path, config.to_string()).unwrap();
-        let log = dir.join("pebble.log");
-        let pebble = Proc(
-            Command::new(pebble)
-                .arg("-config")
-                .arg(&config_path)
-                .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
-                // Validate at once; always validate afresh (no authorization reuse, so a
-                // renewal really answers challenges); no random badNonce (instant-acme retries
-                // them, but the tests stay deterministic).
-                .env("PEBBLE_VA_NOSLEEP", "1")
-                .env("PEBBLE_AUTHZREUSE", "0")
-                .env("PEBBLE_WFE_NONCEREJECT", "0")
-                .stdin(Stdio::null())
-                .stdout(fs::File::create(&log).unwrap())
-                .stderr(fs::File::create(dir.join("pebble.err")).unwrap())
-                .spawn()
-                .unwrap(),
-        );
-        wait_listening(listen, "pebble", &log);
-        wait_listening(management, "pebble's management interface", &log);
-        Some(Pebble {
-            directory_url: format!("https://{listen}/dir"),
-            management,
-            server_root: ca.cert_path().to_path_buf(),
-            pebble: Some(pebble),
-            _dns: dns,
-        })
-    }
-
-    fn settings(&self, state_dir: &Path) -> Settings {
-        Settings {
-            state_dir: state_dir.to_path_buf(),
-            acme: AcmeSettings {
-                directory_url: self.directory_url.clone(),
-                contact: vec!["mailto:ops@berth.test".into()],
-                server_root: Some(self.server_root.clone()),
-                timeout: Duration::from_secs(60),
-            },
-        }
-    }
-
-    fn stop(&mut self) {
-        self.pebble = None;
-    }
-
-    /// pebble's root CA (made afresh at each start), from its management interface.
-    async fn root(&self) -> Vec<u8> {
+/// pebble's root CA (made afresh at each start), from its management interface.
+async fn pebble_root(pebble: &Pebble) -> Vec<u8> {
+    {
         let mut roots = rustls::RootCertStore::empty();
         roots
-            .add(CertificateDer::from_pem_file(&self.server_root).unwrap())
+            .add(CertificateDer::from_pem_file(&pebble.server_root).unwrap())
             .unwrap();
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -266,7 +108,7 @@ impl Pebble {
         .with_root_certificates(roots)
         .with_no_client_auth();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = tokio::net::TcpStream::connect(self.management)
+        let tcp = tokio::net::TcpStream::connect(pebble.management)
             .await
             .unwrap();
         let name = ServerName::try_from("127.0.0.1").unwrap();
@@ -379,7 +221,7 @@ async fn issues_a_certificate_that_chains_to_pebbles_root() {
     let serving = manager.serving(now);
     assert_eq!(serving.len(), 1);
     assert_eq!(serving[0].hosts, HOSTS);
-    let root = pebble.root().await;
+    let root = pebble_root(&pebble).await;
     for host in HOSTS {
         verify(&root, &serving[0], host).await;
     }
@@ -466,7 +308,7 @@ async fn renews_30_days_before_expiry_and_a_failed_renewal_keeps_the_old_certifi
     assert_eq!(renewed, first, "same files, new contents");
     assert_ne!(fs::read(&renewed[0].cert).unwrap(), first_cert);
     assert_ne!(fs::read(&renewed[0].key).unwrap(), first_key, "a fresh key");
-    let root = pebble.root().await;
+    let root = pebble_root(&pebble).await;
     for host in HOSTS {
         verify(&root, &renewed[0], host).await;
     }

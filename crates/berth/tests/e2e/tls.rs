@@ -201,3 +201,101 @@ fn a_local_ca_certificate_is_made_served_and_kept_across_a_restart() {
         "the stored certificate is reused"
     );
 }
+
+/// pebble's root (made afresh at each start), fetched from its management interface with curl.
+fn pebble_root(pebble: &berth_tls::testing::Pebble, into: &Path) {
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(&pebble.server_root)
+        .arg(format!("https://{}/roots/0", pebble.management))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::fs::write(into, &output.stdout).unwrap();
+}
+
+#[test]
+fn an_acme_certificate_is_issued_through_the_edge_and_reused_after_a_restart() {
+    if !have_curl() {
+        return;
+    }
+    let tls_port = free_fixed_port();
+    let mut stack = Stack::new("tls-acme", "");
+    // pebble validates HTTP-01 on the edge's plain listener; its DNS maps every name to
+    // 127.0.0.1.
+    let Some(mut pebble) =
+        berth_tls::testing::Pebble::start(&stack.path().join("pebble"), stack.edge_port)
+    else {
+        return;
+    };
+    let tls_dir = stack.path().join("tls");
+    std::fs::create_dir_all(&tls_dir).unwrap();
+    std::fs::copy(&pebble.server_root, tls_dir.join("pebble-https.pem")).unwrap();
+    let body = format!(
+        "tls_listen = [\"127.0.0.1:{tls_port}\"]\n\n[[certificate]]\nhosts = [\"shop.berth.test\"]\nacme = true\n\n[acme]\ndirectory = \"{}\"\nemail = \"ops@berth.test\"\nca = \"tls/pebble-https.pem\"\n{}\n[[route]]\npath = \"/\"\nservice = \"web\"\n",
+        pebble.directory_url,
+        web(1, "")
+    );
+    stack.write_spec("tls-acme", &body);
+    stack.up_and_wait();
+    stack.wait_healthy("web", 1);
+    let root = tls_dir.join("pebble-root.pem");
+    pebble_root(&pebble, &root);
+
+    // Issued through the edge (the challenge answered on its plain listener), then served.
+    let https = |path: &str| -> Result<(String, u16, String), String> {
+        let output = Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--cacert"])
+            .arg(&root)
+            .args([
+                "--resolve",
+                &format!("shop.berth.test:{tls_port}:127.0.0.1"),
+                "-w",
+                "\n%{http_version} %{http_code}",
+                &format!("https://shop.berth.test:{tls_port}{path}"),
+            ])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (body, last) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let (version, code) = last.split_once(' ').unwrap_or(("", "0"));
+        Ok((
+            version.to_string(),
+            code.parse().unwrap_or(0),
+            body.to_string(),
+        ))
+    };
+    let (_, code, _) = wait_for(
+        "the ACME certificate to be served",
+        Duration::from_secs(60),
+        || https("/whoami").ok(),
+    );
+    assert_eq!(code, 200);
+    let events = stack.berth(&["events", "--json", "--limit", "200"]);
+    assert!(events.ok().contains("issued"), "{}", events.stdout);
+    let cert = stack.state().join("tls/certs/shop.berth.test/cert.pem");
+    let issued = std::fs::read(&cert).unwrap();
+
+    // pebble gone, the stack restarted: the stored certificate serves without asking it.
+    pebble.stop();
+    stack.signal_daemon(0, libc::SIGTERM);
+    stack.wait_daemon_exit(0, Duration::from_secs(30));
+    stack.up_and_wait();
+    stack.wait_healthy("web", 1);
+    let (_, code, _) = wait_for("HTTPS after the restart", Duration::from_secs(30), || {
+        https("/whoami").ok()
+    });
+    assert_eq!(code, 200);
+    assert_eq!(
+        std::fs::read(&cert).unwrap(),
+        issued,
+        "the stored certificate is reused"
+    );
+}
