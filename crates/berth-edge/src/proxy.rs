@@ -318,6 +318,20 @@ impl Edge {
         self.table.load().settings.clone()
     }
 
+    /// The limits a client connection runs under, copied out of the table in use (a
+    /// connection keeps these few numbers, never a clone of the whole settings: an idle
+    /// connection must cost next to nothing).
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        let table = self.table.load();
+        let s = &table.settings;
+        ConnectionLimits {
+            max_header: s.max_header,
+            max_body: s.max_body,
+            idle_timeout: s.idle_timeout,
+            header_timeout: s.header_timeout,
+        }
+    }
+
     /// The id of a request: a trusted proxy's `X-Request-Id` when it is well-formed, else a new
     /// one. Any other client's is never taken: it could choose the id that logs and error pages
     /// show (and collide with another request's).
@@ -1203,6 +1217,15 @@ fn https_redirect(host: &str, port: u16, uri: &Uri) -> Response<AnswerBody> {
         response.headers_mut().insert(header::LOCATION, value);
     }
     response
+}
+
+/// What a client connection needs of the settings (see [`Edge::connection_limits`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max_header: u64,
+    pub max_body: u64,
+    pub idle_timeout: std::time::Duration,
+    pub header_timeout: std::time::Duration,
 }
 
 /// The client connection a request came on.

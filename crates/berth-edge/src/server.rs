@@ -196,7 +196,7 @@ async fn serve_tls(
     let Some(config) = edge.tls_config.clone() else {
         return;
     };
-    let timeout = edge.settings().header_timeout;
+    let timeout = edge.connection_limits().header_timeout;
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => stream,
@@ -229,7 +229,7 @@ pub(crate) async fn serve_h2<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let settings = edge.settings();
+    let settings = edge.connection_limits();
     let (idle_timeout, header_timeout) = (settings.idle_timeout, settings.header_timeout);
     let check_every = idle_timeout
         .min(header_timeout)
