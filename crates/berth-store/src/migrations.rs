@@ -92,6 +92,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (environment, service)
     );
     "#,
+    // 3: the releases whose `migrate` command succeeded, per environment (so `berth up` migrates
+    // a release once, and a restart does not migrate it again).
+    r#"
+    CREATE TABLE migrated_releases (
+        environment TEXT    NOT NULL,
+        service     TEXT    NOT NULL,
+        release_id  TEXT    NOT NULL,
+        at          INTEGER NOT NULL,
+        PRIMARY KEY (environment, service, release_id)
+    );
+    "#,
 ];
 
 /// Applies the migrations of `migrations` the database has not seen yet, each in its own
