@@ -9,6 +9,7 @@ pub mod client;
 pub mod commands;
 pub mod deploy;
 pub mod render;
+pub mod run;
 pub mod secrets;
 
 use std::path::PathBuf;
@@ -169,6 +170,22 @@ pub enum Command {
         #[command(flatten)]
         spec: SpecFile,
     },
+    /// Run a one-off task of a service's release (its folder, env, accessory URLs, volumes and
+    /// secrets): attached to this terminal, its exit status returned; or `--detach`ed, logged.
+    Run {
+        service: String,
+        /// A release of the service (see `berth releases`) [default: the current one].
+        #[arg(long)]
+        release: Option<String>,
+        /// Let the daemon run it, keep its log, and print its id.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        spec: SpecFile,
+        /// The command: one word is a shell command line, several are run as given.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
     /// Encrypted, versioned secrets injected into the services that declare them.
     Secrets {
         #[command(subcommand)]
@@ -280,6 +297,7 @@ impl Cli {
             | Command::Events { spec, .. }
             | Command::Releases { spec, .. }
             | Command::Deploys { spec, .. }
+            | Command::Run { spec, .. }
             | Command::Rollback { spec, .. } => spec.file.clone(),
             Command::Deploy { action, spec, .. } => match action {
                 Some(DeployAction::Watch { spec, .. } | DeployAction::Cancel { spec, .. }) => {
