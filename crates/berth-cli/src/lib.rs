@@ -362,6 +362,41 @@ mod tests {
     }
 
     #[test]
+    fn run_takes_the_command_after_two_dashes() {
+        let cli = Cli::parse_from([
+            "berth",
+            "run",
+            "web",
+            "-f",
+            "x.toml",
+            "--release",
+            "r2-ab",
+            "--",
+            "python3",
+            "-c",
+            "print(1)",
+        ]);
+        assert_eq!(cli.spec_file(), PathBuf::from("x.toml"));
+        match cli.command {
+            Command::Run {
+                service,
+                release,
+                detach,
+                command,
+                ..
+            } => {
+                assert_eq!(service, "web");
+                assert_eq!(release.as_deref(), Some("r2-ab"));
+                assert!(!detach);
+                assert_eq!(command, ["python3", "-c", "print(1)"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A command is required.
+        assert!(Cli::try_parse_from(["berth", "run", "web"]).is_err());
+    }
+
+    #[test]
     fn the_command_line_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();

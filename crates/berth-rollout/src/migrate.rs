@@ -1,6 +1,7 @@
 //! Migrations: the service's `migrate` command, run once as a one-off task from the new
 //! release's folder with the service's env, before any traffic moves. Its output goes to a log
-//! file (secret values masked); a failure or a timeout stops the deploy.
+//! file (secret values masked); a failure or a timeout stops the deploy. The daemon also runs
+//! its other one-off tasks without a terminal (`berth run --detach`, cron entries) with [`run`].
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -509,4 +509,5 @@ fn the_django_example_serves_pages_after_one_berth_up() {
     let (status, list) = http(port, "GET", "/api/notes/", b"").unwrap();
     assert_eq!(status, 200);
     assert!(list.contains("written by the e2e test"), "{list}");
+    println!("[django] berth up:\n{}", stack.daemon_stdout(0));
 }
