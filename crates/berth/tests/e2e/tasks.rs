@@ -102,7 +102,10 @@ with open(os.environ["MARKER"], "a") as f:
         r#"env = {{ MARKER = "{}"{} }}
 
 [service.web.deploy]
-migrate = "python3 migrate.py""#,
+migrate = "python3 migrate.py"
+
+[service.web.deploy.analysis]
+window = "1s""#,
         marker.display(),
         if fail { r#", MIGRATE_FAIL = "1""# } else { "" }
     );
@@ -191,6 +194,33 @@ fn a_failing_first_migration_keeps_the_release_out_of_traffic() {
     stack.up_and_wait();
     stack.wait_healthy("web", 2);
     assert_eq!(lines(&marker), 1);
+}
+
+#[test]
+fn a_deploy_replaces_a_release_held_by_its_first_migration() {
+    let (mut stack, marker) = migrating_stack("first-migrate-deploy", true);
+    stack.up_and_wait();
+    let held = wait_event(
+        &stack,
+        &["first migration", "exit 4"],
+        Duration::from_secs(5),
+    );
+    assert!(held.contains("no replica of it starts"), "{held}");
+    let spec = fs::read_to_string(stack.spec_str()).unwrap();
+    fs::write(
+        stack.spec_str(),
+        spec.replace(r#", MIGRATE_FAIL = "1""#, ""),
+    )
+    .unwrap();
+    // Nothing of the held release serves, so there is nothing to keep healthy (no --force).
+    let out = stack.berth(&["deploy", "web"]);
+    assert!(out.success(), "{out:?}");
+    let replicas = stack.wait_healthy("web", 2);
+    let release = replicas[0].release.clone();
+    assert_eq!(fs::read_to_string(&marker).unwrap().trim(), release);
+    let status: Value = serde_json::from_str(stack.berth(&["status", "--json"]).ok()).unwrap();
+    assert!(status["services"][0]["held"].is_null(), "{status}");
+    assert_eq!(status["services"][0]["release"], release.as_str());
 }
 
 /// A web service with a secret and a plain variable, up and healthy.
