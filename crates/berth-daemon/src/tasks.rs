@@ -246,8 +246,8 @@ pub async fn migrate(
     Ok(outcome)
 }
 
-/// Whether `release` of `service` has a migration that never succeeded in this environment and
-/// no replica record (it never served here).
+/// Whether `release` of `service` has a migration that never succeeded in this environment: it
+/// never served here (its replicas start only after it).
 pub fn never_served(stack: &Stack, service: &str, release: &ReleaseId) -> bool {
     let Some(spec) = stack.release_service_spec(service, release) else {
         return false;
@@ -257,14 +257,8 @@ pub fn never_served(stack: &Stack, service: &str, release: &ReleaseId) -> bool {
     }
     let env = stack.env_name().to_string();
     stack
-        .with_store(|s| {
-            Ok(!s.is_migrated(&env, service, &release.0)?
-                && !s
-                    .replicas(&env)?
-                    .iter()
-                    .any(|r| r.key.service == service && &r.release == release))
-        })
-        .unwrap_or(false)
+        .with_store(|s| s.is_migrated(&env, service, &release.0))
+        .is_ok_and(|migrated| !migrated)
 }
 
 /// Where the first-boot migration of a release logs.
@@ -279,8 +273,8 @@ pub fn first_migration_log(stack: &Stack, service: &str, release: &ReleaseId) ->
 /// `berth up`: runs the service's `migrate` for its current release when that release was
 /// never migrated in this environment, before any replica of it starts. A failure holds the
 /// service (no replica of the release is started; `berth status` and the events say why, with
-/// the log's tail). A release that replicas already ran (recorded before migrations were
-/// recorded) counts as migrated.
+/// the log's tail). The releases current when the store began recording migrations count as
+/// migrated (see the store's migration 3).
 pub async fn migrate_on_up(stack: &Stack, service: &str) -> anyhow::Result<()> {
     let plan = stack.current_plan(service)?;
     let Some(command) = plan.service.deploy.migrate.clone() else {
@@ -288,20 +282,7 @@ pub async fn migrate_on_up(stack: &Stack, service: &str) -> anyhow::Result<()> {
     };
     let env = stack.env_name().to_string();
     let release = plan.release.id.clone();
-    let (migrated, ran) = stack.with_store(|s| {
-        Ok((
-            s.is_migrated(&env, service, &release.0)?,
-            s.replicas(&env)?
-                .iter()
-                .any(|r| r.key.service == service && r.release == release),
-        ))
-    })?;
-    if migrated {
-        return Ok(());
-    }
-    if ran {
-        stack
-            .with_store(|s| s.mark_migrated(&env, service, &release.0, berth_model::now_unix()))?;
+    if stack.with_store(|s| s.is_migrated(&env, service, &release.0))? {
         return Ok(());
     }
     let log = first_migration_log(stack, service, &release);
