@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use berth_model::EventLevel;
 use chrono::{DateTime, Local, TimeZone};
+use tracing::Instrument;
 
 use crate::stack::Stack;
 use crate::tasks;
@@ -205,31 +206,37 @@ fn start(stack: &Arc<Stack>, entry: &Entry, due: DateTime<Local>) {
     let label = entry.label();
     let service = entry.service.clone();
     let command = entry.run.clone();
-    tokio::spawn(async move {
-        let began = Instant::now();
-        let outcome = tasks::run_logged(&plan, &command, &log, tasks::TASK_TIMEOUT).await;
-        let (level, how) = match outcome {
-            Ok(o) if o.success => (EventLevel::Info, o.how),
-            Ok(o) => (
-                EventLevel::Error,
-                format!("failed ({}): {}", o.how, tasks::tail(&o)),
-            ),
-            Err(e) => (EventLevel::Error, format!("could not run: {e:#}")),
-        };
-        stack.record(
-            level,
-            &service,
-            format!(
-                "{label}: run due at {} on {}: {how} after {:.1}s; log {}",
-                due.format("%Y-%m-%d %H:%M"),
-                plan.release.id,
-                began.elapsed().as_secs_f64(),
-                log.display()
-            ),
-        );
-        prune_logs(&dir);
-        running.store(false, Ordering::SeqCst);
-    });
+    let span =
+        tracing::info_span!("cron", service = %entry.service, entry = entry.index, due = %due);
+    tokio::spawn(
+        async move {
+            let began = Instant::now();
+            let outcome = tasks::run_logged(&plan, &command, &log, tasks::TASK_TIMEOUT).await;
+            let (level, how) = match outcome {
+                Ok(o) if o.success => (EventLevel::Info, o.how),
+                Ok(o) => (
+                    EventLevel::Error,
+                    format!("failed ({}): {}", o.how, tasks::tail(&o)),
+                ),
+                Err(e) => (EventLevel::Error, format!("could not run: {e:#}")),
+            };
+            stack.record(
+                level,
+                &service,
+                format!(
+                    "{label}: run due at {} on {}: {how} after {:.1}s; log {}",
+                    due.format("%Y-%m-%d %H:%M"),
+                    plan.release.id,
+                    began.elapsed().as_secs_f64(),
+                    log.display()
+                ),
+            );
+            prune_logs(&dir);
+            running.store(false, Ordering::SeqCst);
+            tracing::info!("run ended");
+        }
+        .instrument(span),
+    );
 }
 
 /// Keeps the newest [`LOGS_KEPT`] logs of an entry (their names sort by time).

@@ -37,6 +37,8 @@ use berth_model::{EventLevel, ReleaseId};
 use berth_rollout::migrate::MigrationOutcome;
 use berth_supervisor::ServicePlan;
 
+use tracing::Instrument;
+
 use crate::stack::Stack;
 
 /// How long a detached or scheduled task may run before it is stopped.
@@ -174,24 +176,29 @@ pub fn spawn_detached(
         ),
     );
     let stack = stack.clone();
-    tokio::spawn(async move {
-        let began = Instant::now();
-        let outcome = run_logged(&plan, &command, &log, TASK_TIMEOUT).await;
-        let (level, how) = match outcome {
-            Ok(o) if o.success => (EventLevel::Info, o.how),
-            Ok(o) => (EventLevel::Warn, format!("{}: {}", o.how, tail(&o))),
-            Err(e) => (EventLevel::Error, format!("could not run: {e:#}")),
-        };
-        stack.record(
-            level,
-            &plan.service.name,
-            format!(
-                "task {id}: {how} after {:.1}s; log {}",
-                began.elapsed().as_secs_f64(),
-                log.display()
-            ),
-        );
-    });
+    let span = tracing::info_span!("task", id = %id, service = %plan.service.name, release = %plan.release.id);
+    tokio::spawn(
+        async move {
+            let began = Instant::now();
+            let outcome = run_logged(&plan, &command, &log, TASK_TIMEOUT).await;
+            let (level, how) = match outcome {
+                Ok(o) if o.success => (EventLevel::Info, o.how),
+                Ok(o) => (EventLevel::Warn, format!("{}: {}", o.how, tail(&o))),
+                Err(e) => (EventLevel::Error, format!("could not run: {e:#}")),
+            };
+            stack.record(
+                level,
+                &plan.service.name,
+                format!(
+                    "task {id}: {how} after {:.1}s; log {}",
+                    began.elapsed().as_secs_f64(),
+                    log.display()
+                ),
+            );
+            tracing::info!("ended");
+        }
+        .instrument(span),
+    );
     Ok(answer)
 }
 
@@ -288,7 +295,8 @@ pub async fn migrate_on_up(stack: &Stack, service: &str) -> anyhow::Result<()> {
     let log = first_migration_log(stack, service, &release);
     println!("berth: {service}: migrating release {release}: {command}");
     let began = Instant::now();
-    let outcome = migrate(stack, &plan, &command, &log).await;
+    let span = tracing::info_span!("migration", service = %service, release = %release);
+    let outcome = migrate(stack, &plan, &command, &log).instrument(span).await;
     match outcome {
         Ok(o) if o.success => {
             stack.record(
