@@ -11,14 +11,17 @@
 //! createsuperuser` or a shell: job control, window size and Ctrl-C work as for any program) or
 //! its pipes, and the CLI returns the task's exit status. The daemon hands it the release folder
 //! and the environment over the API (`POST /v1/tasks/environment`). That answer carries secret
-//! values, which is acceptable because the API is a unix socket of mode 0600 in the 0700 state
-//! folder: only the stack's owner reaches it, and that user can already read `master.key` and
+//! values, which is acceptable because the API is a unix socket of mode 0600: only the stack's
+//! owner (and root) can connect, and that user can already read `.berth/master.key` (0600) and
 //! decrypt every secret. The handler never logs it, its `Debug` prints variable names only, and
 //! the CLI passes the values in the task's environment (execve's envp, readable in
-//! `/proc/PID/environ` by the same user only), never in argv, so `ps` does not show them. Passing
-//! a pty or fds from a daemon-spawned process over the socket (SCM_RIGHTS) would keep the values
-//! in the daemon, but it would make the daemon a terminal relay (resize, signals, job control)
-//! for no gain in who can see them. The CLI then reports how the task ended
+//! `/proc/PID/environ` by the same user only), never in argv, so `ps` does not show them. The other
+//! way, the CLI passing its terminal's fds to the daemon (SCM_RIGHTS) for a daemon-spawned task,
+//! would keep the values in the daemon, but the task would run in the daemon's session without
+//! a controlling terminal: no Ctrl-C or job control from the terminal, and no `/dev/tty` (which
+//! Python's `getpass`, behind `createsuperuser`'s password prompt, opens) unless the daemon
+//! relayed signals and window sizes through a pty of its own; and it gains nothing in who can
+//! see the values, since the socket's only users can decrypt them anyway. The CLI then reports how the task ended
 //! (`POST /v1/tasks/ended`) and the daemon records the event (who, the command with secret
 //! values masked, exit status; never the environment).
 //!
