@@ -267,6 +267,50 @@ fn berth_run_without_a_terminal() {
     assert!(event.contains("[redacted]"), "{event}");
     assert!(event.contains(&release), "{event}");
 
+    // While a task runs, its secret is in its environment, in no process's command line.
+    let ready = stack.path().join("task-ready");
+    let go = stack.path().join("task-go");
+    let mut running = berth_command()
+        .arg("-f")
+        .arg(stack.spec_str())
+        .args(["run", "web", "--"])
+        .arg(format!(
+            "touch {}; while [ ! -e {} ]; do sleep 0.05; done",
+            ready.display(),
+            go.display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the task to run", Duration::from_secs(10), || {
+        ready.exists().then_some(())
+    });
+    let needle = TOKEN.as_bytes();
+    let mut task_pid = None;
+    for (pid, cmdline) in all_cmdlines() {
+        assert!(
+            !cmdline.windows(needle.len()).any(|w| w == needle),
+            "the secret is in the command line of {pid}"
+        );
+        let go_bytes = go.display().to_string().into_bytes();
+        if cmdline.starts_with(b"/bin/sh\0-c\0")
+            && cmdline
+                .windows(go_bytes.len())
+                .any(|w| w == go_bytes.as_slice())
+        {
+            task_pid = Some(pid);
+        }
+    }
+    let task_pid = task_pid.expect("the task's shell");
+    let environ = fs::read(format!("/proc/{task_pid}/environ")).unwrap();
+    assert!(environ.windows(needle.len()).any(|w| w == needle));
+    fs::write(&go, "").unwrap();
+    wait_for("the task to end", Duration::from_secs(10), || {
+        running.try_wait().unwrap()
+    });
+
     // Several words are run as given; exit 0 is success.
     let out = stack.berth(&["run", "web", "--", "python3", "-c", "print('a b')"]);
     assert_eq!(out.ok().trim(), "a b");
