@@ -9,6 +9,7 @@ pub mod client;
 pub mod commands;
 pub mod deploy;
 pub mod render;
+pub mod run;
 pub mod secrets;
 
 use std::path::PathBuf;
@@ -169,6 +170,22 @@ pub enum Command {
         #[command(flatten)]
         spec: SpecFile,
     },
+    /// Run a one-off task of a service's release (its folder, env, accessory URLs, volumes and
+    /// secrets): attached to this terminal, its exit status returned; or `--detach`ed, logged.
+    Run {
+        service: String,
+        /// A release of the service (see `berth releases`) [default: the current one].
+        #[arg(long)]
+        release: Option<String>,
+        /// Let the daemon run it, keep its log, and print its id.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        spec: SpecFile,
+        /// The command: one word is a shell command line, several are run as given.
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
     /// Encrypted, versioned secrets injected into the services that declare them.
     Secrets {
         #[command(subcommand)]
@@ -280,6 +297,7 @@ impl Cli {
             | Command::Events { spec, .. }
             | Command::Releases { spec, .. }
             | Command::Deploys { spec, .. }
+            | Command::Run { spec, .. }
             | Command::Rollback { spec, .. } => spec.file.clone(),
             Command::Deploy { action, spec, .. } => match action {
                 Some(DeployAction::Watch { spec, .. } | DeployAction::Cancel { spec, .. }) => {
@@ -341,6 +359,41 @@ mod tests {
         ));
         assert_eq!(cli.spec_file(), PathBuf::from("x.toml"));
         assert!(Cli::try_parse_from(["berth", "deploy", "--source", "a", "--rev", "b"]).is_err());
+    }
+
+    #[test]
+    fn run_takes_the_command_after_two_dashes() {
+        let cli = Cli::parse_from([
+            "berth",
+            "run",
+            "web",
+            "-f",
+            "x.toml",
+            "--release",
+            "r2-ab",
+            "--",
+            "python3",
+            "-c",
+            "print(1)",
+        ]);
+        assert_eq!(cli.spec_file(), PathBuf::from("x.toml"));
+        match cli.command {
+            Command::Run {
+                service,
+                release,
+                detach,
+                command,
+                ..
+            } => {
+                assert_eq!(service, "web");
+                assert_eq!(release.as_deref(), Some("r2-ab"));
+                assert!(!detach);
+                assert_eq!(command, ["python3", "-c", "print(1)"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A command is required.
+        assert!(Cli::try_parse_from(["berth", "run", "web"]).is_err());
     }
 
     #[test]

@@ -106,6 +106,11 @@ pub fn ps(status: &StackStatus, now: i64) -> String {
         .collect();
     out.push('\n');
     out.push_str(&table(&["SERVICE", "HEALTHY", "RELEASE"], &services));
+    for s in &status.services {
+        if let Some(reason) = &s.held {
+            out.push_str(&format!("{}: not serving: {reason}\n", s.name));
+        }
+    }
     for s in status
         .services
         .iter()

@@ -14,6 +14,9 @@
 //! GET  /v1/deploys/ID                   one deploy record
 //! POST /v1/deploys/ID/cancel            roll a running deploy back
 //! POST /v1/rollback                     {"service", "to"?}
+//! POST /v1/tasks/environment            {"service", "release"?}: folder and env of a task
+//! POST /v1/tasks/ended                  `berth run` reports how its task ended (an event)
+//! POST /v1/tasks                        {"service", "release"?, "command", "user"}: detached
 //! ```
 
 use std::sync::Arc;
@@ -82,6 +85,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/deploys/{id}", get(deploy_get))
         .route("/v1/deploys/{id}/cancel", post(deploy_cancel))
         .route("/v1/rollback", post(rollback))
+        .route("/v1/tasks/environment", post(task_environment))
+        .route("/v1/tasks/ended", post(task_ended))
+        .route("/v1/tasks", post(task_detached))
         .route(
             "/v1/maintenance",
             post(maintenance_set).get(maintenance_get),
@@ -118,6 +124,7 @@ pub fn stack_status(stack: &Stack) -> StackStatus {
                 .filter(|d| down.contains(*d))
                 .map(str::to_string)
                 .collect(),
+            held: stack.held(&s.name),
         })
         .collect();
     let accessories = stack
@@ -441,7 +448,55 @@ async fn down(State(state): State<ApiState>) -> (StatusCode, Json<serde_json::Va
     )
 }
 
+impl From<crate::tasks::TaskRefusal> for ApiFailure {
+    fn from(refusal: crate::tasks::TaskRefusal) -> Self {
+        use crate::tasks::TaskRefusal;
+        match refusal {
+            TaskRefusal::NotFound(m) => not_found(m),
+            TaskRefusal::Held(m) => ApiFailure(StatusCode::CONFLICT, m),
+            TaskRefusal::Other(e) => e.into(),
+        }
+    }
+}
+
+/// The folder and environment of a task (secret values included; never logged).
+async fn task_environment(
+    State(state): State<ApiState>,
+    Json(request): Json<berth_model::api::TaskRequest>,
+) -> Result<Json<berth_model::api::TaskEnvironment>, ApiFailure> {
+    let plan = crate::tasks::task_plan(&state.stack, &request.service, request.release.as_deref())?;
+    Ok(Json(crate::tasks::environment(&plan)))
+}
+
+async fn task_ended(
+    State(state): State<ApiState>,
+    Json(ended): Json<berth_model::api::TaskEnded>,
+) -> Result<Json<serde_json::Value>, ApiFailure> {
+    let plan = crate::tasks::task_plan(&state.stack, &ended.service, Some(&ended.release))?;
+    crate::tasks::record_ended(&state.stack, &plan, &ended);
+    Ok(Json(serde_json::json!({})))
+}
+
+async fn task_detached(
+    State(state): State<ApiState>,
+    Json(request): Json<berth_model::api::DetachedTaskRequest>,
+) -> Result<Json<berth_model::api::DetachedTask>, ApiFailure> {
+    let plan = crate::tasks::task_plan(&state.stack, &request.service, request.release.as_deref())?;
+    Ok(Json(crate::tasks::spawn_detached(
+        &state.stack,
+        plan,
+        request.command,
+        request.user,
+    )?))
+}
+
 fn refuse_during_deploy(stack: &Stack, service: &str) -> Result<(), ApiFailure> {
+    if let Some(reason) = stack.held(service) {
+        return Err(ApiFailure(
+            StatusCode::CONFLICT,
+            format!("`{service}` is held: {reason}; fix it and `berth deploy {service}`"),
+        ));
+    }
     match stack.deploys.running(service) {
         Some(id) => Err(ApiFailure(
             StatusCode::CONFLICT,

@@ -387,7 +387,7 @@ pub async fn restore(stack: &Stack, id: &str, only: Option<&str>) -> anyhow::Res
     };
     // Writers come back whatever happened.
     let mut start_errors = Vec::new();
-    for service in &writers {
+    for service in writers.iter().filter(|s| stack.held(s).is_none()) {
         let spec = &stack.spec.services[service];
         let started = match stack.current_plan(service) {
             Ok(plan) => {

@@ -42,7 +42,7 @@ struct Running {
 pub struct Deploys {
     running: Mutex<HashMap<String, Running>>,
     /// Two migrations never run at once (they share the environment's databases).
-    migrate_lock: tokio::sync::Mutex<()>,
+    pub(crate) migrate_lock: tokio::sync::Mutex<()>,
 }
 
 impl Deploys {
@@ -374,10 +374,14 @@ impl Stack {
 
         // 1. Pre-flight.
         let step = journal.begin("pre-flight");
+        // A held release (its first migration failed) never served: nothing to keep or to
+        // roll back to.
+        let held = self.held(&name);
         let old_plan = journal
             .record
             .from_release
             .clone()
+            .filter(|_| held.is_none())
             .and_then(|id| self.plan_for_release(&name, &id).ok());
         let old_healthy = match &old_plan {
             Some(plan) => self.healthy_of(&name, &plan.release.id.0),
@@ -413,6 +417,9 @@ impl Stack {
                     .collect::<Vec<_>>()
                     .join(", ")
             ));
+        }
+        if let Some(reason) = &held {
+            notes.push(format!("replacing a held release ({reason})"));
         }
         if !stack_changes.is_empty() {
             notes.push(format!(
@@ -509,25 +516,13 @@ impl Stack {
         let mut migrated = false;
         if let (Some(command), false) = (&service.deploy.migrate, journal.record.rollback) {
             let step = journal.begin(&format!("migrate: {command}"));
-            let _lock = self.deploys.migrate_lock.lock().await;
             let log = self
                 .paths
                 .env_dir
                 .join("deploys")
                 .join(format!("{}-migrate.log", journal.record.id));
-            let _ = std::fs::create_dir_all(log.parent().unwrap_or(&self.paths.env_dir));
             let began = Instant::now();
-            let mut env = new_plan.env.clone();
-            env.insert("BERTH_MIGRATION".into(), "1".into());
-            let outcome = berth_rollout::migrate::run(
-                command,
-                std::path::Path::new(&new_release.dir),
-                &env,
-                &new_plan.redact,
-                &log,
-                service.deploy.migrate_timeout,
-            )
-            .await;
+            let outcome = crate::tasks::migrate(self, &new_plan, command, &log).await;
             match outcome {
                 Ok(o) if o.success => {
                     migrated = true;
@@ -589,6 +584,7 @@ impl Stack {
                 {
                     tracing::error!("recording the current release of {name}: {e:#}");
                 }
+                self.set_held(&name, None);
                 if let Some(at) = retire_at {
                     let old = journal
                         .record

@@ -8,11 +8,13 @@
 pub mod api;
 pub mod backup;
 pub mod certificates;
+pub mod cron;
 pub mod deploy;
 pub mod edge;
 pub mod keeper;
 pub mod secrets;
 pub mod stack;
+pub mod tasks;
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -153,7 +155,11 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
                     stack.env_name(),
                     socket.display()
                 );
+                let cron = cron::spawn(stack.clone());
                 let reason = (&mut stop_requested).await;
+                if let Some(cron) = cron {
+                    cron.abort();
+                }
                 Ok(reason)
             }
             Err(e) => Err(e),
@@ -211,7 +217,10 @@ async fn wait_ready_to_open(stack: &Stack, limit: std::time::Duration) {
         .spec
         .services
         .values()
-        .map(|s| (s.name.clone(), stack.desired(s)))
+        .map(|s| match stack.held(&s.name) {
+            Some(_) => (s.name.clone(), 0),
+            None => (s.name.clone(), stack.desired(s)),
+        })
         .collect();
     let wait = async {
         loop {
@@ -266,7 +275,13 @@ async fn bring_up(stack: &Arc<Stack>) -> anyhow::Result<()> {
                     .ok()
                     .flatten()
             })
-            .filter(|r| berth_release::is_complete(std::path::Path::new(&r.dir)));
+            .filter(|r| berth_release::is_complete(std::path::Path::new(&r.dir)))
+            // A release held back by a failed first migration never served: when the source
+            // or config changed since (the fix), a new release replaces it.
+            .filter(|r| {
+                !(tasks::never_served(stack, &service.name, &r.id)
+                    && berth_release::fingerprint(service).is_ok_and(|f| f != r.fingerprint))
+            });
         match current {
             None => {
                 let release = stack.release_for(service).await?;
@@ -284,6 +299,11 @@ async fn bring_up(stack: &Arc<Stack>) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+    // A release never migrated in this environment is migrated before any replica of it
+    // starts; a failure holds the service (see `tasks::migrate_on_up`).
+    for service in stack.spec.services.values() {
+        tasks::migrate_on_up(stack, &service.name).await?;
     }
     let adopted = stack.adopt_replicas().await?;
     if adopted > 0 {

@@ -226,6 +226,9 @@ pub async fn restart_users(stack: &Stack, name: &str) -> anyhow::Result<Vec<Stri
     let store = store(&stack.paths, stack.env_name());
     for service_name in &services {
         let service = &stack.spec.services[service_name];
+        if stack.held(service_name).is_some() {
+            continue; // no replica runs; its next release pins the new version
+        }
         let plan = stack.current_plan(service_name)?;
         let release = plan.release.id.to_string();
         store.update(|s| s.pin(service_name, &release, &service.secrets))?;

@@ -32,6 +32,11 @@ pub struct Stack {
     pub deploys: crate::deploy::Deploys,
     /// The accessories' supervision (see [`crate::keeper`]).
     pub accessory_watch: Arc<crate::keeper::AccessoryWatch>,
+    /// Services whose current release is held out of service, with why (its first migration
+    /// failed): no replica of it is started until a deploy replaces it.
+    held: Mutex<BTreeMap<String, String>>,
+    /// Ids of detached tasks.
+    pub tasks: crate::tasks::TaskCounter,
 }
 
 impl Stack {
@@ -70,6 +75,8 @@ impl Stack {
             edge: std::sync::OnceLock::new(),
             deploys: Default::default(),
             accessory_watch: Default::default(),
+            held: Mutex::default(),
+            tasks: Default::default(),
         }
     }
 
@@ -138,6 +145,24 @@ impl Stack {
         .context("starting the certificate manager")?;
         let _ = self.edge.set(link);
         Ok(())
+    }
+
+    /// Why the service's current release is held out of service, if it is.
+    pub fn held(&self, service: &str) -> Option<String> {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(service)
+            .cloned()
+    }
+
+    /// Holds the service (`Some(reason)`) or lets it run again (`None`).
+    pub fn set_held(&self, service: &str, reason: Option<String>) {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        match reason {
+            Some(reason) => held.insert(service.to_string(), reason),
+            None => held.remove(service),
+        };
     }
 
     pub fn env_name(&self) -> &str {
@@ -453,10 +478,14 @@ impl Stack {
         Ok(adopted)
     }
 
-    /// Brings every service to its desired replicas of its current release.
+    /// Brings every service to its desired replicas of its current release (held ones stay
+    /// without replicas).
     pub async fn converge_all(&self) -> anyhow::Result<()> {
         let mut failures = Vec::new();
         for service in self.spec.services.values() {
+            if self.held(&service.name).is_some() {
+                continue;
+            }
             let plan = self.current_plan(&service.name)?;
             if let Err(e) = self
                 .supervisor

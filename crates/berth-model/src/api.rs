@@ -44,6 +44,10 @@ pub struct ServiceStatus {
     /// Accessories it uses or `depends_on` that are down now (died, not back yet).
     #[serde(default)]
     pub dependencies_down: Vec<String>,
+    /// Why no replica of the service is started (its release's first migration failed, with
+    /// the log tail), if that is so.
+    #[serde(default)]
+    pub held: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,4 +107,68 @@ pub struct EventList {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReleaseList {
     pub releases: Vec<crate::Release>,
+}
+
+/// `POST /v1/tasks/environment`: what `berth run` needs to run a one-off task itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRequest {
+    pub service: String,
+    /// A release of the service (default: its current release).
+    #[serde(default)]
+    pub release: Option<String>,
+}
+
+/// The answer to [`TaskRequest`]: the release's folder and exactly the environment a replica
+/// of that release gets (secret values included: this only crosses the 0600 socket).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct TaskEnvironment {
+    pub service: String,
+    pub release: String,
+    pub dir: String,
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for TaskEnvironment {
+    /// Names only: the values may be secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskEnvironment")
+            .field("service", &self.service)
+            .field("release", &self.release)
+            .field("dir", &self.dir)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// `POST /v1/tasks/ended`: `berth run` reports how the task it ran ended (an event).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskEnded {
+    pub service: String,
+    pub release: String,
+    pub command: String,
+    /// The OS user who ran it.
+    pub user: String,
+    /// `exit 0`, `signal 2 (SIGINT)`.
+    pub how: String,
+    pub success: bool,
+    pub seconds: f64,
+}
+
+/// `POST /v1/tasks`: `berth run --detach`; the daemon runs the task and keeps its log.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DetachedTaskRequest {
+    pub service: String,
+    #[serde(default)]
+    pub release: Option<String>,
+    pub command: String,
+    pub user: String,
+}
+
+/// The answer to [`DetachedTaskRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DetachedTask {
+    pub id: String,
+    pub release: String,
+    /// The task's log file (secret values masked).
+    pub log: String,
 }

@@ -31,6 +31,7 @@ fn service(source: &Path, build: Option<&str>) -> ServiceSpec {
         sticky: None,
         deploy: Default::default(),
         secrets: Vec::new(),
+        cron: Vec::new(),
     }
 }
 

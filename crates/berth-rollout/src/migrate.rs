@@ -1,6 +1,7 @@
 //! Migrations: the service's `migrate` command, run once as a one-off task from the new
 //! release's folder with the service's env, before any traffic moves. Its output goes to a log
-//! file (secret values masked); a failure or a timeout stops the deploy.
+//! file (secret values masked); a failure or a timeout stops the deploy. The daemon also runs
+//! its other one-off tasks without a terminal (`berth run --detach`, cron entries) with [`run`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -49,25 +50,29 @@ pub async fn run(
     let mut child = cmd.spawn()?;
     let pid = child.id();
     let mut out = tokio::fs::File::create(log).await?;
-    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    for stream in [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel::<(&'static str, String)>();
+    for (name, stream) in [
+        (
+            "stdout",
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ),
+        (
+            "stderr",
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ),
+    ] {
+        let Some(stream) = stream else { continue };
         let tx = lines_tx.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stream).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if tx.send(line).is_err() {
+                if tx.send((name, line)).is_err() {
                     break;
                 }
             }
@@ -76,13 +81,16 @@ pub async fn run(
     drop(lines_tx);
     let mut tail: Vec<String> = Vec::new();
     let collect = async {
-        while let Some(line) = lines_rx.recv().await {
+        while let Some((name, line)) = lines_rx.recv().await {
             let mut line = line;
             for secret in redact.iter().filter(|s| s.len() >= 4) {
                 line = line.replace(secret.as_str(), "[redacted]");
             }
-            let _ = out.write_all(line.as_bytes()).await;
-            let _ = out.write_all(b"\n").await;
+            // Like a replica's log: a timestamp and the stream before each line.
+            let stamp = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+            let _ = out
+                .write_all(format!("{stamp} {name} {line}\n").as_bytes())
+                .await;
             tail.push(line);
             if tail.len() > 10 {
                 tail.remove(0);
@@ -157,7 +165,7 @@ mod tests {
             "{written}"
         );
         assert!(!written.contains("hunter22"));
-        assert!(written.contains("oops"));
+        assert!(written.contains(" stderr oops"), "{written}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

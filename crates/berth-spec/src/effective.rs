@@ -100,6 +100,7 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
                     .map(|deploy| deploy.value.clone())
                     .unwrap_or_default(),
                 secrets: service.secrets.iter().map(|s| s.value.clone()).collect(),
+                cron: service.cron.clone(),
             };
             (name.clone(), spec)
         })

@@ -89,6 +89,8 @@ pub(crate) struct RawService {
     pub deploy: Option<Located<crate::types::DeploySpec>>,
     /// `secrets = [...]`: names of secrets injected into the replicas.
     pub secrets: Vec<Located<String>>,
+    /// `[[service.NAME.cron]]`: scheduled one-off tasks.
+    pub cron: Vec<crate::types::CronSpec>,
 }
 
 impl RawService {
@@ -113,6 +115,7 @@ impl RawService {
             sticky: None,
             deploy: None,
             secrets: Vec::new(),
+            cron: Vec::new(),
         }
     }
 }

@@ -193,6 +193,17 @@ pub struct ServiceSpec {
     /// one set with `--as-file`), in the order written.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// `[[service.NAME.cron]]`: one-off tasks of the current release run on a schedule.
+    #[serde(default)]
+    pub cron: Vec<CronSpec>,
+}
+
+/// One `[[service.NAME.cron]]` entry: `run` (with `sh -c`, in the release's folder, with the
+/// service's environment) at each time `schedule` (five-field cron, local time) names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CronSpec {
+    pub schedule: String,
+    pub run: String,
 }
 
 /// How the edge picks the replica of a service that gets a request (`balance`).

@@ -19,6 +19,7 @@ use crate::types::{Balance, Engine, PortSpec};
 use crate::units::{self, closest, list};
 
 mod backup;
+mod cron;
 mod deploy;
 mod limits;
 mod tls;
@@ -88,6 +89,7 @@ const SERVICE_KEYS: &[&str] = &[
     "sticky",
     "deploy",
     "secrets",
+    "cron",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -475,6 +477,7 @@ impl Walker<'_> {
                     });
                 }
                 "secrets" => service.secrets = self.secret_names(value, &path("secrets")),
+                "cron" => service.cron = self.cron(&name.value, value),
                 other => self.unknown_key(key, other, SERVICE_KEYS, &label),
             }
         }

@@ -7,6 +7,7 @@
 
 mod deploys;
 mod events;
+mod migrated;
 mod migrations;
 mod releases;
 mod replicas;

@@ -92,6 +92,21 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (environment, service)
     );
     "#,
+    // 3: the releases whose `migrate` command succeeded, per environment (so `berth up` migrates
+    // a release once, and a restart does not migrate it again).
+    r#"
+    CREATE TABLE migrated_releases (
+        environment TEXT    NOT NULL,
+        service     TEXT    NOT NULL,
+        release_id  TEXT    NOT NULL,
+        at          INTEGER NOT NULL,
+        PRIMARY KEY (environment, service, release_id)
+    );
+    -- The releases current before this table existed ran (their migrations were applied by a
+    -- deploy or by hand): `berth up` must not migrate them again.
+    INSERT INTO migrated_releases (environment, service, release_id, at)
+        SELECT environment, service, release_id, 0 FROM current_releases;
+    "#,
 ];
 
 /// Applies the migrations of `migrations` the database has not seen yet, each in its own
@@ -168,6 +183,26 @@ mod tests {
             assert_eq!(user_version(&store.conn).unwrap(), MIGRATIONS.len());
             store.set_desired_replicas("default", "web", 1).unwrap();
         }
+    }
+
+    #[test]
+    fn the_releases_current_before_migrations_were_recorded_count_as_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let mut conn = crate::open_connection(&path).unwrap();
+            migrate(&mut conn, &MIGRATIONS[..2]).unwrap();
+            conn.execute_batch(
+                "INSERT INTO releases (service, id, seq, fingerprint, dir, created_at, spec_hash, source_rev)
+                     VALUES ('web', 'r1-aaaa', 1, 'f', '/x', 0, 'h', NULL);
+                 INSERT INTO current_releases (environment, service, release_id)
+                     VALUES ('default', 'web', 'r1-aaaa');",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert!(store.is_migrated("default", "web", "r1-aaaa").unwrap());
+        assert!(!store.is_migrated("staging", "web", "r1-aaaa").unwrap());
     }
 
     #[test]

@@ -145,6 +145,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             berth_cli::secrets::run(client, &spec_file, cli.env.as_deref(), action).await
         }
         Command::Backup { action } => berth_cli::backup::run(&client, action).await,
+        Command::Run {
+            service,
+            release,
+            detach,
+            command,
+            ..
+        } => {
+            berth_cli::run::run(
+                &client,
+                berth_cli::run::RunOptions {
+                    service,
+                    release,
+                    detach,
+                    command,
+                },
+            )
+            .await
+        }
         Command::Restore(args) => berth_cli::backup::restore(&client, args).await,
         Command::Up { .. }
         | Command::Shim { .. }

@@ -1046,6 +1046,10 @@ print("migrated", flush=True)
     };
     stack.write_spec("deploy-migrate", &body(2, &env("1", false), deploy_table));
     let r1 = bring_up(&mut stack, 2);
+    // The first `berth up` migrated r1 before its replicas started.
+    let first_boot = fs::read_to_string(&marker).expect("the first berth up migrated");
+    assert_eq!(first_boot.lines().count(), 1, "{first_boot}");
+    assert!(first_boot.starts_with("1 1 "), "{first_boot}");
     let before = stack.replicas("web");
     let load = start_load(&stack);
 
@@ -1076,7 +1080,11 @@ print("migrated", flush=True)
             .collect::<Vec<_>>(),
         "the replicas were touched"
     );
-    assert!(!marker.exists(), "the failing migration wrote the marker");
+    assert_eq!(
+        fs::read_to_string(&marker).unwrap(),
+        first_boot,
+        "the failing migration wrote the marker"
+    );
 
     // A good one runs once, from the new release, before its first user request.
     stack.write_spec("deploy-migrate", &body(2, &env("3", false), deploy_table));
@@ -1093,8 +1101,12 @@ print("migrated", flush=True)
         .lines()
         .map(str::to_string)
         .collect();
-    assert_eq!(lines.len(), 1, "one migration run: {lines:?}");
-    let fields: Vec<&str> = lines[0].split(' ').collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "one migration run after the first boot's: {lines:?}"
+    );
+    let fields: Vec<&str> = lines[1].split(' ').collect();
     assert_eq!(&fields[..2], ["3", "1"], "the new release's env: {lines:?}");
     let migrated_at: i64 = fields[2].parse().unwrap();
     let first = report

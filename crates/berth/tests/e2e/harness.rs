@@ -456,6 +456,11 @@ impl Stack {
 
     /// Starts `berth up -f SPEC` in the background; returns its number.
     pub fn up(&mut self) -> usize {
+        self.up_with_env(&[])
+    }
+
+    /// Starts `berth up -f SPEC` with more variables in its environment; returns its number.
+    pub fn up_with_env(&mut self, env: &[(&str, &str)]) -> usize {
         let n = self.daemons.len();
         let stdout = self.path().join("logs").join(format!("up-{n}.out"));
         let stderr = self.path().join("logs").join(format!("up-{n}.err"));
@@ -463,6 +468,7 @@ impl Stack {
         command
             .args(["up", "-f", self.spec_str()])
             .env("BERTH_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(fs::File::create(&stdout).unwrap())
             .stderr(fs::File::create(&stderr).unwrap());

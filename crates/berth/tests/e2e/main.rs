@@ -17,4 +17,5 @@ mod postgres;
 mod recovery;
 mod secrets;
 mod supervision;
+mod tasks;
 mod tls;
