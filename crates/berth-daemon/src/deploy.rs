@@ -668,6 +668,7 @@ impl Stack {
                     started_ms: berth_model::deploy::now_ms(),
                     finished_ms: Some(berth_model::deploy::now_ms()),
                     detail: format!("{stopped} replica(s)"),
+                    analysis: None,
                 });
                 let _ = stack.with_store(|s| s.update_deploy(&record));
             }
