@@ -134,6 +134,12 @@ impl Journal for RecordJournal {
         self.record.traffic.requests = requests;
         self.record.traffic.errors = errors;
     }
+
+    fn judgment(&mut self, step: usize, numbers: &berth_model::deploy::Judgment) {
+        if let Some(s) = self.record.steps.get_mut(step) {
+            s.analysis = Some(numbers.clone());
+        }
+    }
 }
 
 impl Stack {
