@@ -32,6 +32,8 @@ pub struct Analysis {
     window: (Instant, Vec<ReleaseTraffic>),
     /// The old release's last finished window with at least `min_requests` requests.
     reference: Option<ReleaseTraffic>,
+    /// The new release's canary weight in the current window (None: not a canary step).
+    weight: Option<u32>,
     unhealthy_since: HashMap<String, Instant>,
 }
 
@@ -72,6 +74,7 @@ impl Analysis {
             traffic_since: None,
             window: (Instant::now(), at_start),
             reference: None,
+            weight: None,
             unhealthy_since: HashMap::new(),
         }
     }
@@ -84,9 +87,11 @@ impl Analysis {
         }
     }
 
-    /// Starts a new window (a canary step, the switch) at the counters `now`. The old
-    /// release's traffic in the window that ends becomes the reference when it is enough.
-    pub fn begin_window(&mut self, now: Vec<ReleaseTraffic>) {
+    /// Starts a new window (a canary step at `weight`, the switch: None) at the counters
+    /// `now`. The old release's traffic in the window that ends becomes the reference when it is
+    /// enough.
+    pub fn begin_window(&mut self, now: Vec<ReleaseTraffic>, weight: Option<u32>) {
+        self.weight = weight;
         if let Some(old) = &self.old_release {
             let last = between(&self.window.1, &now, old);
             if last.requests >= self.spec.min_requests {
@@ -193,6 +198,7 @@ impl Analysis {
             window: self.window_age(),
             crash_looped,
             unhealthy,
+            weight: self.weight,
         };
         judge::judge(&baseline, &canary, &Rules::from(&self.spec))
     }
@@ -253,7 +259,7 @@ mod tests {
             Some("r1"),
             vec![history.clone()],
         );
-        a.begin_window(vec![history.clone()]);
+        a.begin_window(vec![history.clone()], Some(25));
         let now = vec![sum(&history, &traffic("r1", 200, 3)), traffic("r2", 100, 3)];
         let (baseline, canary) = a.windows(&now);
         assert_eq!(baseline.traffic.requests, 200);
@@ -276,7 +282,7 @@ mod tests {
             sum(&start[0], &traffic("r1", 200, 3)),
             traffic("r2", 100, 3),
         ];
-        a.begin_window(step_end.clone());
+        a.begin_window(step_end.clone(), None);
         // The switch: r1 serves nothing more.
         let later = vec![step_end[0].clone(), traffic("r2", 400, 3)];
         let (baseline, canary) = a.windows(&later);

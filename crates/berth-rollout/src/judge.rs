@@ -45,6 +45,9 @@ pub struct Canary {
     pub crash_looped: Option<(String, String)>,
     /// The replica unhealthy for longest, and for how long.
     pub unhealthy: Option<(String, Duration)>,
+    /// The canary's weight (percent of user traffic) during the window; None when both
+    /// releases' replicas carry the same load (a rolling deploy, after the switch).
+    pub weight: Option<u32>,
 }
 
 /// The thresholds (from `[service.NAME.deploy.analysis]`).
@@ -191,9 +194,12 @@ pub fn judge(baseline: &Baseline, canary: &Canary, rules: &Rules) -> Verdict {
         }
     }
 
-    // the distribution test, route by route, then all routes together
+    // the distribution test, route by route, then all routes together; not while the canary's
+    // replicas carry more load each than the old ones (a step over 50%: as many replicas, more
+    // traffic), where an equal release answers slower under load
+    let loaded = canary.weight.is_some_and(|w| w > 50 && w < 100);
     let alpha = rules.significance / judged.len().max(1) as f64;
-    for r in &judged {
+    for r in judged.iter().filter(|_| !loaded) {
         let (Some(test), Some(cm), Some(bm)) = (&r.test, r.canary_median, r.baseline_median) else {
             continue;
         };
@@ -205,7 +211,7 @@ pub fn judge(baseline: &Baseline, canary: &Canary, rules: &Rules) -> Verdict {
             return decide(Outcome::Fail, Some("latency-shift"), message, numbers);
         }
     }
-    if let Some((z, delta, median_shift)) = combined {
+    if let Some((z, delta, median_shift)) = combined.filter(|_| !loaded) {
         let p = upper_tail(z);
         if judged.len() > 1
             && p < rules.significance
@@ -773,6 +779,7 @@ mod tests {
             window: Duration::from_secs(1),
             crash_looped: None,
             unhealthy: Some(("web.3".into(), Duration::from_secs(121))),
+            weight: None,
         };
         let v = judge(
             &Baseline {
@@ -783,6 +790,31 @@ mod tests {
             &Rules::default(),
         );
         assert_eq!(v.rule, Some("health"), "{}", v.message);
+    }
+
+    #[test]
+    fn the_shift_test_waits_for_steps_where_the_canary_carries_no_more_load_per_replica() {
+        let mut rng = Rng(21);
+        let old = release("r1", vec![route("/", 300, || rng.latency_ms(5.0))]);
+        let new = release("r2", vec![route("/", 60, || 60.0 + rng.latency_ms(5.0))]);
+        let at = |weight| {
+            judge(
+                &Baseline {
+                    traffic: old.clone(),
+                    adjacent: false,
+                },
+                &Canary {
+                    traffic: new.clone(),
+                    window: Duration::from_secs(10),
+                    weight: Some(weight),
+                    ..Default::default()
+                },
+                &Rules::default(),
+            )
+        };
+        assert_eq!(at(25).rule, Some("latency-shift"));
+        assert_eq!(at(50).rule, Some("latency-shift"));
+        assert_eq!(at(75).outcome, Outcome::Pass, "{}", at(75).message);
     }
 
     #[test]

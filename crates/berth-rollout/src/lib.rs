@@ -340,7 +340,7 @@ impl Rollout {
                 }
                 let now = self.sample().await;
                 analysis.traffic_started(now.clone());
-                analysis.begin_window(now);
+                analysis.begin_window(now, Some(canary.weight));
                 if let Err(v) = self.watch(analysis, canary.pause, step, journal).await {
                     journal.end(step, StepState::Failed, &v.message);
                     return Err(v);
@@ -367,7 +367,7 @@ impl Rollout {
         let switched = Instant::now();
         let now = self.sample().await;
         analysis.traffic_started(now.clone());
-        analysis.begin_window(now);
+        analysis.begin_window(now, None);
         journal.end(step, StepState::Done, "100%");
         self.post_checks(journal).await?;
         self.bake(analysis, journal).await?;
