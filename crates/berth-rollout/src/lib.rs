@@ -576,7 +576,6 @@ impl Rollout {
             let rule = verdict.rule.unwrap_or("latency");
             // Before any user traffic, only the health rule speaks.
             if analysis.at_traffic.is_some() || rule == "health" {
-                journal.judgment(step, &verdict.numbers);
                 return Err(Verdict {
                     rule: rule.into(),
                     message: verdict.message,
