@@ -1,7 +1,8 @@
 //! The rollout engine: replaces the replicas of a service's old release by those of a new one
 //! with a strategy (rolling, blue/green, canary), runs the smoke checks, analyses the new
 //! release while it takes traffic, and rolls back automatically when a rule fires: traffic goes
-//! back to the old release first, then the new replicas stop.
+//! back to the old release first, then the new replicas stop. The rules are [`judge::judge`], a
+//! pure function of both releases' traffic over the same window; [`Analysis`] picks the windows.
 //!
 //! It drives the [`Supervisor`] (start, wait healthy, stop) and the edge through
 //! [`TrafficControl`] (weights, drains, per-release counters), and writes what it does to a
@@ -469,12 +470,13 @@ impl Rollout {
         let now = self.sample().await;
         let verdict = analysis.judge(self.supervisor.board(), &now);
         journal.judgment(step, &verdict.numbers);
-        let mut detail = verdict.message;
-        if verdict.outcome == judge::Outcome::Inconclusive {
+        let detail = if verdict.outcome == judge::Outcome::Inconclusive {
             // After the switch there is nothing left to hold back: too little traffic is said,
             // not judged (a canary step is where too little traffic stops a deploy).
-            detail.push_str(": no traffic verdict");
-        }
+            format!("no traffic verdict since the switch: {}", verdict.message)
+        } else {
+            verdict.message
+        };
         journal.end(step, StepState::Done, &detail);
         Ok(())
     }
