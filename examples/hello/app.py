@@ -43,6 +43,8 @@ UPLOADS_DIR = os.environ.get("UPLOADS_DIR", "")
 FAIL_HEALTH = os.environ.get("FAIL_HEALTH", "") not in ("", "0", "false", "no")
 ERROR_RATE = _env_number("ERROR_RATE", 0.0, float, 0.0, 1.0)
 SLOW_MS = _env_number("SLOW_MS", 0, int, 0)
+# Comma-separated path prefixes SLOW_MS applies to (all paths when empty).
+SLOW_PATHS = [p for p in os.environ.get("SLOW_PATHS", "").split(",") if p.strip()]
 BOOT_MS = _env_number("BOOT_MS", 0, int, 0)
 
 _log_lock = threading.Lock()
@@ -122,7 +124,9 @@ class Handler(BaseHTTPRequestHandler):
         try:
             path = urllib.parse.urlsplit(self.path).path
             if path != "/health":
-                if SLOW_MS:
+                if SLOW_MS and (
+                    not SLOW_PATHS or any(path.startswith(p.strip()) for p in SLOW_PATHS)
+                ):
                     time.sleep(SLOW_MS / 1000)
                 if ERROR_RATE and random.random() < ERROR_RATE:
                     return self.reply(500, "injected error (ERROR_RATE)\n")
@@ -168,6 +172,10 @@ class Handler(BaseHTTPRequestHandler):
             return self.index() if read else self.not_allowed("GET, HEAD")
         if path == "/whoami":
             return self.whoami() if read else self.not_allowed("GET, HEAD")
+        if path == "/sleep":
+            if not read:
+                return self.not_allowed("GET, HEAD")
+            return self.sleep()
         if path == "/visits":
             if read:
                 return self.visits(record=False)
@@ -184,6 +192,16 @@ class Handler(BaseHTTPRequestHandler):
                 return self.get_file(name)
             return self.not_allowed("GET, HEAD, PUT")
         return self.reply(404, "not found\n")
+
+    def sleep(self):
+        """`/sleep?ms=N`: answers after N ms (at most 10 s), for a slow path of any release."""
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        try:
+            ms = min(max(int(query.get("ms", ["0"])[0]), 0), 10_000)
+        except ValueError:
+            return self.reply(400, "ms must be a whole number\n")
+        time.sleep(ms / 1000)
+        return self.reply_json(200, dict(self._identity(), slept_ms=ms))
 
     def not_allowed(self, allow):
         self.reply(405, "method not allowed\n", headers={"Allow": allow})
@@ -347,7 +365,7 @@ def main():
     server.daemon_threads = True
     switches = [
         f"{k}={os.environ[k]}"
-        for k in ("FAIL_HEALTH", "ERROR_RATE", "SLOW_MS", "BOOT_MS")
+        for k in ("FAIL_HEALTH", "ERROR_RATE", "SLOW_MS", "SLOW_PATHS", "BOOT_MS")
         if os.environ.get(k)
     ]
     log(

@@ -198,6 +198,11 @@ pub async fn follow(client: &ApiClient, id: u64, json: bool) -> anyhow::Result<D
             } else {
                 progress(json, &line);
             }
+            if let Some(numbers) = &step.analysis {
+                for line in judgment_lines(numbers) {
+                    progress(json, &line);
+                }
+            }
             printed_end += 1;
             printed_start = printed_start.max(printed_end);
         }
@@ -217,6 +222,48 @@ pub async fn follow(client: &ApiClient, id: u64, json: bool) -> anyhow::Result<D
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The analysis' numbers under a judged step: one line per route pattern.
+fn judgment_lines(j: &berth_model::deploy::Judgment) -> Vec<String> {
+    let ms = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}ms"));
+    let num = |v: Option<f64>, f: fn(f64) -> String| v.map_or_else(|| "-".to_string(), f);
+    let mut lines = vec![format!(
+        "      {}: new {} req ({} 5xx), old {} req ({} 5xx){} in {:.1}s; p99 {} vs {}",
+        j.outcome,
+        j.canary_requests,
+        j.canary_errors,
+        j.baseline_requests,
+        j.baseline_errors,
+        if j.adjacent_baseline {
+            " (old: its last window)"
+        } else {
+            ""
+        },
+        j.window_ms as f64 / 1000.0,
+        ms(j.canary_p99_ms),
+        ms(j.baseline_p99_ms),
+    )];
+    for r in j.routes.iter().take(8) {
+        lines.push(format!(
+            "      {:<16} new {:>5} old {:>5}  median {:>6} vs {:>6}  p99 {:>6} vs {:>6}  U {} p {} delta {}{}",
+            r.route,
+            r.canary_requests,
+            r.baseline_requests,
+            ms(r.canary_median_ms),
+            ms(r.baseline_median_ms),
+            ms(r.canary_p99_ms),
+            ms(r.baseline_p99_ms),
+            num(r.u, |v| format!("{v:.0}")),
+            num(r.p_value, |v| format!("{v:.1e}")),
+            num(r.cliffs_delta, |v| format!("{v:+.2}")),
+            if r.judged { "" } else { "  (too few to compare)" },
+        ));
+    }
+    if j.routes.len() > 8 {
+        lines.push(format!("      ... {} more routes", j.routes.len() - 8));
+    }
+    lines
 }
 
 fn spinner(elapsed: Duration) -> char {

@@ -134,6 +134,12 @@ impl Journal for RecordJournal {
         self.record.traffic.requests = requests;
         self.record.traffic.errors = errors;
     }
+
+    fn judgment(&mut self, step: usize, numbers: &berth_model::deploy::Judgment) {
+        if let Some(s) = self.record.steps.get_mut(step) {
+            s.analysis = Some(numbers.clone());
+        }
+    }
 }
 
 impl Stack {
@@ -664,6 +670,7 @@ impl Stack {
                     started_ms: berth_model::deploy::now_ms(),
                     finished_ms: Some(berth_model::deploy::now_ms()),
                     detail: format!("{stopped} replica(s)"),
+                    analysis: None,
                 });
                 let _ = stack.with_store(|s| s.update_deploy(&record));
             }

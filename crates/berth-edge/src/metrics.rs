@@ -3,9 +3,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use berth_model::traffic::{latency_bucket, ReleaseTraffic, LATENCY_BUCKETS};
+use berth_model::traffic::{
+    latency_bucket, ReleaseTraffic, RouteTraffic, LATENCY_BUCKETS, MAX_ROUTES, OTHER_ROUTE,
+};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -39,15 +41,14 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
-/// Counters of one release for the rollout engine's analysis: cheap to update (no lookups, one
-/// atomic add per counter) and read whole through the control socket.
-pub struct ReleaseStats {
+/// Requests, failures and a latency histogram: one atomic add per counter.
+struct Counters {
     requests: AtomicU64,
     errors: AtomicU64,
     latency: [AtomicU64; LATENCY_BUCKETS],
 }
 
-impl Default for ReleaseStats {
+impl Default for Counters {
     fn default() -> Self {
         Self {
             requests: AtomicU64::new(0),
@@ -57,17 +58,17 @@ impl Default for ReleaseStats {
     }
 }
 
-impl ReleaseStats {
-    pub fn observe(&self, status: u16, seconds: f64) {
+impl Counters {
+    fn observe(&self, status: u16, micros: u64) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if status >= 500 {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
-        let micros = (seconds * 1_000_000.0) as u64;
         self.latency[latency_bucket(micros)].fetch_add(1, Ordering::Relaxed);
     }
 
-    fn snapshot(&self, service: &str, release: &str) -> ReleaseTraffic {
+    /// Requests, errors and the histogram (trailing empty buckets left out).
+    fn read(&self) -> (u64, u64, Vec<u64>) {
         let mut latency: Vec<u64> = self
             .latency
             .iter()
@@ -76,12 +77,86 @@ impl ReleaseStats {
         while latency.last() == Some(&0) {
             latency.pop();
         }
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+            latency,
+        )
+    }
+}
+
+/// Counters of one release for the rollout engine's analysis, whole and per route pattern
+/// (`berth_model::traffic::route_pattern`): cheap to update and read whole through the control
+/// socket. They only grow; the rollout engine takes the difference of two readings to get a
+/// window. Memory is bounded: at most `MAX_ROUTES` patterns (~0.9 KiB each), then `other`.
+#[derive(Default)]
+pub struct ReleaseStats {
+    all: Counters,
+    routes: RwLock<Vec<(Box<str>, Arc<Counters>)>>,
+}
+
+impl ReleaseStats {
+    /// Counts a finished request of route pattern `route` (None: counted for the release only).
+    pub fn observe(&self, route: Option<&str>, status: u16, seconds: f64) {
+        let micros = (seconds * 1_000_000.0) as u64;
+        self.all.observe(status, micros);
+        if let Some(route) = route {
+            self.route(route).observe(status, micros);
+        }
+    }
+
+    /// The counters of `route`, made on first use while fewer than `MAX_ROUTES` exist.
+    fn route(&self, route: &str) -> Arc<Counters> {
+        let find = |routes: &[(Box<str>, Arc<Counters>)], name: &str| {
+            routes
+                .iter()
+                .find(|(r, _)| &**r == name)
+                .map(|(_, c)| c.clone())
+        };
+        {
+            let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = find(&routes, route) {
+                return c;
+            }
+        }
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        let name = if routes.len() < MAX_ROUTES || routes.iter().any(|(r, _)| &**r == route) {
+            route
+        } else {
+            OTHER_ROUTE
+        };
+        if let Some(c) = find(&routes, name) {
+            return c;
+        }
+        let c = Arc::new(Counters::default());
+        routes.push((name.into(), c.clone()));
+        c
+    }
+
+    fn snapshot(&self, service: &str, release: &str) -> ReleaseTraffic {
+        let (requests, errors, latency) = self.all.read();
+        let routes = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(route, c)| {
+                let (requests, errors, latency) = c.read();
+                RouteTraffic {
+                    route: route.to_string(),
+                    requests,
+                    errors,
+                    latency,
+                }
+            })
+            .collect();
         ReleaseTraffic {
             service: service.to_string(),
             release: release.to_string(),
-            requests: self.requests.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
+            requests,
+            errors,
             latency,
+            routes,
         }
     }
 }
@@ -100,7 +175,9 @@ pub struct ReleaseMetrics {
 }
 
 impl ReleaseMetrics {
-    pub fn observe(&self, status: u16, seconds: f64, bytes: u64) {
+    /// Counts a finished request; `route` is its route pattern for the rollout engine's
+    /// per-route counters (`berth_model::traffic::route_pattern`).
+    pub fn observe(&self, route: Option<&str>, status: u16, seconds: f64, bytes: u64) {
         let class = (status / 100).min(5);
         self.requests[class as usize]
             .get_or_init(|| {
@@ -115,7 +192,7 @@ impl ReleaseMetrics {
             .inc();
         self.latency.observe(seconds);
         self.bytes.inc_by(bytes);
-        self.stats.observe(status, seconds);
+        self.stats.observe(route, status, seconds);
     }
 }
 
@@ -291,5 +368,29 @@ impl EdgeMetrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_counted_apart_up_to_the_cap_then_as_other() {
+        let metrics = EdgeMetrics::new();
+        let m = metrics.release("web", "r1");
+        for i in 0..MAX_ROUTES + 10 {
+            m.observe(Some(&format!("/r{i}")), 200, 0.002, 10);
+        }
+        m.observe(Some("/r0"), 503, 0.5, 10);
+        m.observe(None, 200, 0.002, 10);
+        let t = &metrics.traffic(Some("web"))[0];
+        assert_eq!(t.requests, MAX_ROUTES as u64 + 12);
+        assert_eq!(t.errors, 1);
+        assert_eq!(t.routes.len(), MAX_ROUTES + 1);
+        let r0 = t.route("/r0").unwrap();
+        assert_eq!((r0.requests, r0.errors), (2, 1));
+        assert_eq!(t.route(OTHER_ROUTE).unwrap().requests, 10);
+        assert!(t.route(&format!("/r{}", MAX_ROUTES + 1)).is_none());
     }
 }

@@ -940,15 +940,29 @@ impl Edge {
     fn record(&self, record: &RequestRecord, lease: Option<&Lease>, bytes: u64) {
         let metrics = lease.and_then(|l| l.upstream.metrics.as_ref());
         let duration = record.log.started.elapsed();
+        let table = self.table.load();
         match metrics {
-            Some(m) => m.observe(record.status, duration.as_secs_f64(), bytes),
+            Some(m) => {
+                // The route pattern, for the rollout engine's per-route counters.
+                let path = record.log.uri.path();
+                let route = table
+                    .router
+                    .route_entry(&record.log.host, path)
+                    .map(|r| berth_model::traffic::route_pattern(&r.path, path));
+                m.observe(
+                    route.as_deref(),
+                    record.status,
+                    duration.as_secs_f64(),
+                    bytes,
+                )
+            }
             // No replica was chosen (an error page): a lookup, off the hot path.
             None => self
                 .metrics
                 .release(record.service.as_deref().unwrap_or("-"), "-")
-                .observe(record.status, duration.as_secs_f64(), bytes),
+                .observe(None, record.status, duration.as_secs_f64(), bytes),
         }
-        let enabled = self.table.load().settings.access_log;
+        let enabled = table.settings.access_log;
         if let Some(log) = self.access_log.as_ref().filter(|_| enabled) {
             let line = AccessLine {
                 at: record.log.at,

@@ -61,6 +61,63 @@ pub struct DeployStep {
     pub finished_ms: Option<i64>,
     /// What happened, in a line ("4/4 healthy", "error rate 0.0% of 230 requests").
     pub detail: String,
+    /// For a step the analysis judged (a canary step, the analysis window): the numbers of the
+    /// last judgment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Judgment>,
+}
+
+/// The numbers behind one judgment of the new release (the canary) against the old one (the
+/// baseline) over the same time window: what `berth deploy watch` and `--json` show.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Judgment {
+    /// `pass`, `fail` or `inconclusive`.
+    pub outcome: String,
+    /// The rule that decided (`error-rate`, `latency`, `latency-shift`, `too-few-requests`...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Length of the window, in milliseconds.
+    pub window_ms: u64,
+    /// True when the baseline is the old release's last window rather than this one (after a
+    /// full switch the old release takes no more traffic).
+    #[serde(default)]
+    pub adjacent_baseline: bool,
+    pub canary_requests: u64,
+    pub canary_errors: u64,
+    pub baseline_requests: u64,
+    pub baseline_errors: u64,
+    /// Over the judged routes, the baseline weighted by the canary's route mix.
+    pub canary_p99_ms: Option<f64>,
+    pub baseline_p99_ms: Option<f64>,
+    /// Combined over the judged routes (weighted by the canary's mix): Cliff's delta and the
+    /// one-sided p-value (Stouffer's z of the routes' Mann-Whitney tests).
+    pub cliffs_delta: Option<f64>,
+    pub p_value: Option<f64>,
+    pub routes: Vec<RouteJudgment>,
+}
+
+/// One route pattern's comparison (see [`Judgment`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteJudgment {
+    pub route: String,
+    pub canary_requests: u64,
+    pub baseline_requests: u64,
+    /// Whether both releases served enough requests of this route to compare them.
+    pub judged: bool,
+    /// Share of the canary's judged requests.
+    pub weight: f64,
+    pub canary_median_ms: Option<f64>,
+    pub baseline_median_ms: Option<f64>,
+    pub canary_p99_ms: Option<f64>,
+    pub baseline_p99_ms: Option<f64>,
+    /// Mann-Whitney U of the canary (pairs where the canary was slower, ties counted half).
+    pub u: Option<f64>,
+    /// One-sided (canary slower), normal approximation with tie correction.
+    pub p_value: Option<f64>,
+    /// P(canary slower) - P(canary faster), -1 to 1.
+    pub cliffs_delta: Option<f64>,
+    /// Canary median / baseline median.
+    pub median_ratio: Option<f64>,
 }
 
 /// Which rule ended a deploy that did not succeed, with the numbers.
@@ -118,6 +175,7 @@ impl DeployRecord {
             started_ms: now_ms(),
             finished_ms: None,
             detail: String::new(),
+            analysis: None,
         });
         self.steps.len() - 1
     }

@@ -64,6 +64,78 @@ pub struct ReleaseTraffic {
     pub errors: u64,
     /// Counts per bucket (see [`latency_bucket`]); may be shorter than [`LATENCY_BUCKETS`].
     pub latency: Vec<u64>,
+    /// The same counters per route pattern (the matched route's path prefix and the next path
+    /// segment, ids folded to `:id`; at most [`MAX_ROUTES`] per release, the rest under
+    /// [`OTHER_ROUTE`]). Empty from an edge that does not count per route.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RouteTraffic>,
+}
+
+/// The most route patterns the edge counts apart per release; later ones are counted together
+/// under [`OTHER_ROUTE`].
+pub const MAX_ROUTES: usize = 64;
+
+/// Where the edge counts the requests of route patterns beyond [`MAX_ROUTES`].
+pub const OTHER_ROUTE: &str = "other";
+
+/// What the edge counted for one route pattern of one release (see [`ReleaseTraffic::routes`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTraffic {
+    pub route: String,
+    pub requests: u64,
+    pub errors: u64,
+    /// Counts per bucket (see [`latency_bucket`]); may be shorter than [`LATENCY_BUCKETS`].
+    pub latency: Vec<u64>,
+}
+
+impl RouteTraffic {
+    /// What happened between `earlier` and `self` (see [`ReleaseTraffic::since`]).
+    pub fn since(&self, earlier: &RouteTraffic) -> RouteTraffic {
+        if self.requests < earlier.requests {
+            return self.clone();
+        }
+        RouteTraffic {
+            route: self.route.clone(),
+            requests: self.requests - earlier.requests,
+            errors: self.errors.saturating_sub(earlier.errors),
+            latency: bucket_difference(&self.latency, &earlier.latency),
+        }
+    }
+}
+
+/// `later - earlier`, bucket by bucket.
+fn bucket_difference(later: &[u64], earlier: &[u64]) -> Vec<u64> {
+    later
+        .iter()
+        .enumerate()
+        .map(|(i, n)| n.saturating_sub(earlier.get(i).copied().unwrap_or(0)))
+        .collect()
+}
+
+/// The route pattern the edge counts a request under: the matched route's path prefix, then
+/// the request path's next segment (`/api` + `/api/users/7` → `/api/users`; `/` + `/whoami` →
+/// `/whoami`), with a segment that holds a digit or is longer than 32 bytes folded to `:id`.
+/// Bounded by construction: at most two segments of at most 32 bytes beyond the prefix.
+pub fn route_pattern(prefix: &str, path: &str) -> String {
+    let prefix = prefix.trim_end_matches('/');
+    let rest = path.get(prefix.len()..).unwrap_or("");
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let segment = rest.trim_start_matches('/').split('/').next().unwrap_or("");
+    let mut out = String::with_capacity(prefix.len() + 1 + segment.len().min(32));
+    out.push_str(prefix);
+    if segment.is_empty() {
+        if out.is_empty() {
+            out.push('/');
+        }
+        return out;
+    }
+    out.push('/');
+    if segment.len() > 32 || segment.bytes().any(|b| b.is_ascii_digit()) {
+        out.push_str(":id");
+    } else {
+        out.push_str(segment);
+    }
+    out
 }
 
 impl ReleaseTraffic {
@@ -73,16 +145,26 @@ impl ReleaseTraffic {
         if self.requests < earlier.requests {
             return self.clone();
         }
-        let latency = (0..self.latency.len())
-            .map(|i| self.latency[i].saturating_sub(earlier.latency.get(i).copied().unwrap_or(0)))
+        let empty = RouteTraffic::default();
+        let routes = self
+            .routes
+            .iter()
+            .map(|r| r.since(earlier.route(&r.route).unwrap_or(&empty)))
+            .filter(|r| r.requests > 0)
             .collect();
         ReleaseTraffic {
             service: self.service.clone(),
             release: self.release.clone(),
             requests: self.requests - earlier.requests,
             errors: self.errors.saturating_sub(earlier.errors),
-            latency,
+            latency: bucket_difference(&self.latency, &earlier.latency),
+            routes,
         }
+    }
+
+    /// The counters of one route pattern.
+    pub fn route(&self, route: &str) -> Option<&RouteTraffic> {
+        self.routes.iter().find(|r| r.route == route)
     }
 
     /// Percent of requests that failed (0 without requests).
@@ -153,5 +235,39 @@ mod tests {
         let p99 = window.quantile(0.99).unwrap();
         assert!(p99 >= Duration::from_millis(300) && p99 < Duration::from_millis(400));
         assert_eq!(ReleaseTraffic::default().quantile(0.99), None);
+    }
+
+    #[test]
+    fn route_windows_subtract_by_name() {
+        let route = |name: &str, requests: u64| RouteTraffic {
+            route: name.into(),
+            requests,
+            errors: 0,
+            latency: vec![requests],
+        };
+        let before = ReleaseTraffic {
+            requests: 10,
+            routes: vec![route("/a", 10)],
+            ..Default::default()
+        };
+        let after = ReleaseTraffic {
+            requests: 25,
+            routes: vec![route("/a", 12), route("/b", 13)],
+            ..Default::default()
+        };
+        let window = after.since(&before);
+        assert_eq!(window.routes, vec![route("/a", 2), route("/b", 13)]);
+    }
+
+    #[test]
+    fn route_patterns_are_bounded() {
+        assert_eq!(route_pattern("/", "/"), "/");
+        assert_eq!(route_pattern("/", "/whoami?x=1"), "/whoami");
+        assert_eq!(route_pattern("/", "/users/42/edit"), "/users");
+        assert_eq!(route_pattern("/", "/42"), "/:id");
+        assert_eq!(route_pattern("/api", "/api"), "/api");
+        assert_eq!(route_pattern("/api/", "/api/users/7"), "/api/users");
+        assert_eq!(route_pattern("/api", "/api/v2"), "/api/:id");
+        assert_eq!(route_pattern("/", &format!("/{}", "a".repeat(40))), "/:id");
     }
 }

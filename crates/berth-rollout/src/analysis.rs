@@ -1,43 +1,22 @@
-//! The circuit breaker: the rules that roll a deploy back, evaluated on the new release's health
-//! (from the replica board) and its traffic (from the edge's counters), with the references'
-//! defaults: health failing for 2 minutes, error rate over 5%, p99 over 3x the old release's.
+//! The circuit breaker: which windows of the edge's counters the [`judge`](crate::judge) compares,
+//! and how long the new release's replicas have been unhealthy. The rules themselves (health
+//! failing for 2 minutes, error rate over 5%, p99 over 3x the old release's, the Mann-Whitney
+//! test per route) are the judge's, a pure function.
+//!
+//! The baseline is always the old release's traffic in the same window as the new release's:
+//! the counters are read when a window starts (the deploy, each canary step, the switch) and at
+//! every look, and both releases' differences are compared. The old release's history before the
+//! window is never the baseline. After a full switch the old release takes no traffic: its last
+//! window with enough requests is the baseline then (flagged `adjacent_baseline`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use berth_model::deploy::Verdict;
 use berth_model::traffic::ReleaseTraffic;
 use berth_model::{Health, ReplicaBoard};
 use berth_spec::AnalysisSpec;
 
-/// The fewest requests (of the new release, and of the old one for its baseline) a p99 is
-/// compared on.
-pub const LATENCY_MIN_SAMPLES: u64 = 100;
-
-/// The numbers of one analysis, for the journal.
-#[derive(Debug, Clone, Default)]
-pub struct Reading {
-    pub new: ReleaseTraffic,
-    pub baseline: ReleaseTraffic,
-}
-
-impl Reading {
-    pub fn describe(&self) -> String {
-        let p99 = |t: &ReleaseTraffic| {
-            t.quantile(0.99)
-                .map(|d| format!("{}ms", d.as_millis()))
-                .unwrap_or_else(|| "-".into())
-        };
-        format!(
-            "{} requests, {:.1}% errors, p99 {} (old: {} requests, p99 {})",
-            self.new.requests,
-            self.new.error_percent(),
-            p99(&self.new),
-            self.baseline.requests,
-            p99(&self.baseline)
-        )
-    }
-}
+use crate::judge::{self, Baseline, Canary, Rules};
 
 /// Evaluates the rules for one deploy.
 pub struct Analysis {
@@ -45,20 +24,40 @@ pub struct Analysis {
     pub service: String,
     pub new_release: String,
     pub old_release: Option<String>,
-    /// The edge's counters when the deploy started (the old release's baseline runs from here).
-    pub at_start: Vec<ReleaseTraffic>,
     /// The edge's counters when the new release first took user traffic.
     pub at_traffic: Option<Vec<ReleaseTraffic>>,
     /// When the new release first took user traffic.
     pub traffic_since: Option<Instant>,
+    /// Where the current window starts: when, and the counters then.
+    window: (Instant, Vec<ReleaseTraffic>),
+    /// The old release's last finished window with at least `min_requests` requests.
+    reference: Option<ReleaseTraffic>,
+    /// The new release's canary weight in the current window (None: not a canary step).
+    weight: Option<u32>,
     unhealthy_since: HashMap<String, Instant>,
 }
+
+/// A crash-looped replica (name, last exit), and the replica unhealthy longest (name, for).
+type ReplicaTrouble = (Option<(String, String)>, Option<(String, Duration)>);
 
 fn find<'a>(all: &'a [ReleaseTraffic], release: &str) -> Option<&'a ReleaseTraffic> {
     all.iter().find(|t| t.release == release)
 }
 
+/// What `release` served between two readings of the counters.
+fn between(before: &[ReleaseTraffic], now: &[ReleaseTraffic], release: &str) -> ReleaseTraffic {
+    let empty = ReleaseTraffic::default();
+    match find(now, release) {
+        Some(current) => current.since(find(before, release).unwrap_or(&empty)),
+        None => ReleaseTraffic {
+            release: release.to_string(),
+            ..ReleaseTraffic::default()
+        },
+    }
+}
+
 impl Analysis {
+    /// `at_start`: the edge's counters when the deploy started (the first window starts there).
     pub fn new(
         spec: AnalysisSpec,
         service: &str,
@@ -71,9 +70,11 @@ impl Analysis {
             service: service.to_string(),
             new_release: new_release.to_string(),
             old_release: old_release.map(str::to_string),
-            at_start,
             at_traffic: None,
             traffic_since: None,
+            window: (Instant::now(), at_start),
+            reference: None,
+            weight: None,
             unhealthy_since: HashMap::new(),
         }
     }
@@ -84,6 +85,25 @@ impl Analysis {
             self.at_traffic = Some(now);
             self.traffic_since = Some(Instant::now());
         }
+    }
+
+    /// Starts a new window (a canary step at `weight`, the switch: None) at the counters
+    /// `now`. The old release's traffic in the window that ends becomes the reference when it is
+    /// enough.
+    pub fn begin_window(&mut self, now: Vec<ReleaseTraffic>, weight: Option<u32>) {
+        self.weight = weight;
+        if let Some(old) = &self.old_release {
+            let last = between(&self.window.1, &now, old);
+            if last.requests >= self.spec.min_requests {
+                self.reference = Some(last);
+            }
+        }
+        self.window = (Instant::now(), now);
+    }
+
+    /// How long the current window has run.
+    pub fn window_age(&self) -> Duration {
+        self.window.0.elapsed()
     }
 
     /// Whether the analysis window (from the first user traffic) is over.
@@ -100,73 +120,65 @@ impl Analysis {
         }
     }
 
-    /// The new release's traffic since it first took some, and the old release's since the
-    /// deploy started.
-    pub fn reading(&self, now: &[ReleaseTraffic]) -> Reading {
-        let empty = ReleaseTraffic::default();
-        let new = match (&self.at_traffic, find(now, &self.new_release)) {
-            (Some(before), Some(current)) => {
-                current.since(find(before, &self.new_release).unwrap_or(&empty))
+    /// The new release's requests and failures since it first took user traffic.
+    pub fn totals(&self, now: &[ReleaseTraffic]) -> (u64, u64) {
+        match &self.at_traffic {
+            Some(before) => {
+                let t = between(before, now, &self.new_release);
+                (t.requests, t.errors)
             }
-            _ => ReleaseTraffic::default(),
-        };
-        // The old release's baseline: what it served during this deploy, or, when that is too
-        // little to compare a p99 on (a blue/green switch comes seconds after the start), all it
-        // served since the edge started.
-        let baseline = match self
-            .old_release
-            .as_deref()
-            .and_then(|old| Some((old, find(now, old)?)))
-        {
-            Some((old, current)) => {
-                let during = current.since(find(&self.at_start, old).unwrap_or(&empty));
-                if during.requests >= self.spec.min_requests.max(LATENCY_MIN_SAMPLES) {
-                    during
-                } else {
-                    current.clone()
-                }
-            }
-            None => ReleaseTraffic::default(),
-        };
-        Reading { new, baseline }
+            None => (0, 0),
+        }
     }
 
-    /// The health rule: a replica of the new release that crash-looped, or failed its health
-    /// checks for longer than `health_window`.
-    pub fn health_verdict(&mut self, board: &ReplicaBoard) -> Option<Verdict> {
+    /// Both releases over the current window (the counters `now` minus those at its start);
+    /// the old release's last window when it served too little in this one.
+    pub fn windows(&self, now: &[ReleaseTraffic]) -> (Baseline, ReleaseTraffic) {
+        let canary = between(&self.window.1, now, &self.new_release);
+        let baseline = match &self.old_release {
+            Some(old) => {
+                let same = between(&self.window.1, now, old);
+                match &self.reference {
+                    Some(reference) if same.requests < self.spec.min_requests => Baseline {
+                        traffic: reference.clone(),
+                        adjacent: true,
+                    },
+                    _ => Baseline {
+                        traffic: same,
+                        adjacent: false,
+                    },
+                }
+            }
+            None => Baseline::default(),
+        };
+        (baseline, canary)
+    }
+
+    /// The new release's health as the judge reads it: a crash-looped replica, and the replica
+    /// unhealthy for longest (tracked from the first look that saw it unhealthy).
+    fn health(&mut self, board: &ReplicaBoard) -> ReplicaTrouble {
         let now = Instant::now();
+        let mut crashed = None;
+        let mut unhealthy: Option<(String, Duration)> = None;
         for status in board.snapshot() {
             if status.service != self.service || status.release != self.new_release {
                 continue;
             }
             match status.health {
                 Health::Failed => {
-                    return Some(Verdict {
-                        rule: "health".into(),
-                        message: format!(
-                            "{} of {} crash-looped (last exit: {})",
-                            status.replica,
-                            self.new_release,
-                            status.last_exit.as_deref().unwrap_or("none")
-                        ),
-                    })
+                    crashed.get_or_insert((
+                        status.replica.clone(),
+                        status.last_exit.clone().unwrap_or_else(|| "none".into()),
+                    ));
                 }
                 Health::Unhealthy => {
                     let since = *self
                         .unhealthy_since
                         .entry(status.replica.clone())
                         .or_insert(now);
-                    if now.duration_since(since) >= self.spec.health_window {
-                        return Some(Verdict {
-                            rule: "health".into(),
-                            message: format!(
-                                "{} of {} failed its health checks for {}s (limit {}s)",
-                                status.replica,
-                                self.new_release,
-                                now.duration_since(since).as_secs(),
-                                self.spec.health_window.as_secs()
-                            ),
-                        });
+                    let age = now.duration_since(since);
+                    if unhealthy.as_ref().is_none_or(|(_, longest)| age > *longest) {
+                        unhealthy = Some((status.replica.clone(), age));
                     }
                 }
                 _ => {
@@ -174,129 +186,108 @@ impl Analysis {
                 }
             }
         }
-        None
+        (crashed, unhealthy)
     }
 
-    /// The traffic rules (error rate, latency), once the new release has served enough requests.
-    pub fn traffic_verdict(&self, reading: &Reading) -> Option<Verdict> {
-        let new = &reading.new;
-        if new.requests < self.spec.min_requests {
-            return None;
-        }
-        let rate = new.error_percent();
-        if rate > self.spec.error_rate {
-            return Some(Verdict {
-                rule: "error-rate".into(),
-                message: format!(
-                    "{rate:.1}% of {} requests to {} failed (limit {:.1}%)",
-                    new.requests, self.new_release, self.spec.error_rate
-                ),
-            });
-        }
-        // A p99 of a few dozen requests is just the slowest one or two (a cold first request).
-        let latency_samples = self.spec.min_requests.max(LATENCY_MIN_SAMPLES);
-        let base = &reading.baseline;
-        if new.requests >= latency_samples && base.requests >= latency_samples {
-            if let (Some(p99), Some(base_p99)) = (new.quantile(0.99), base.quantile(0.99)) {
-                let limit = base_p99.mul_f64(self.spec.latency_factor);
-                if p99 > limit && p99 >= base_p99 + self.spec.latency_margin {
-                    return Some(Verdict {
-                        rule: "latency".into(),
-                        message: format!(
-                            "p99 of {} is {}ms, over {:.1}x the {}ms of {} (limit {}ms)",
-                            self.new_release,
-                            p99.as_millis(),
-                            self.spec.latency_factor,
-                            base_p99.as_millis(),
-                            self.old_release.as_deref().unwrap_or("-"),
-                            limit.max(base_p99 + self.spec.latency_margin).as_millis()
-                        ),
-                    });
-                }
-            }
-        }
-        None
+    /// One look: the judge on the current window and the new release's health.
+    pub fn judge(&mut self, board: &ReplicaBoard, now: &[ReleaseTraffic]) -> judge::Verdict {
+        let (crash_looped, unhealthy) = self.health(board);
+        let (baseline, traffic) = self.windows(now);
+        let canary = Canary {
+            traffic,
+            window: self.window_age(),
+            crash_looped,
+            unhealthy,
+            weight: self.weight,
+        };
+        judge::judge(&baseline, &canary, &Rules::from(&self.spec))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_model::traffic::{latency_bucket, LATENCY_BUCKETS};
+    use berth_model::traffic::{latency_bucket, RouteTraffic, LATENCY_BUCKETS};
 
-    fn traffic(release: &str, requests: u64, errors: u64, millis: u64) -> ReleaseTraffic {
+    fn traffic(release: &str, requests: u64, millis: u64) -> ReleaseTraffic {
         let mut latency = vec![0; LATENCY_BUCKETS];
         latency[latency_bucket(millis * 1000)] = requests;
         ReleaseTraffic {
             service: "web".into(),
             release: release.into(),
             requests,
-            errors,
+            errors: 0,
+            routes: vec![RouteTraffic {
+                route: "/".into(),
+                requests,
+                errors: 0,
+                latency: latency.clone(),
+            }],
             latency,
         }
     }
 
-    fn analysis() -> Analysis {
-        let spec = AnalysisSpec {
-            min_requests: 20,
-            ..AnalysisSpec::default()
+    fn sum(a: &ReleaseTraffic, b: &ReleaseTraffic) -> ReleaseTraffic {
+        let add = |x: &[u64], y: &[u64]| -> Vec<u64> {
+            (0..x.len().max(y.len()))
+                .map(|i| x.get(i).unwrap_or(&0) + y.get(i).unwrap_or(&0))
+                .collect()
         };
+        ReleaseTraffic {
+            service: a.service.clone(),
+            release: a.release.clone(),
+            requests: a.requests + b.requests,
+            errors: a.errors + b.errors,
+            latency: add(&a.latency, &b.latency),
+            routes: vec![RouteTraffic {
+                route: "/".into(),
+                requests: a.requests + b.requests,
+                errors: 0,
+                latency: add(&a.routes[0].latency, &b.routes[0].latency),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_baseline_is_the_same_window_not_the_history() {
+        // A long slow history (400 ms) of r1, then a window where both serve at 3 ms.
+        let history = traffic("r1", 5000, 400);
         let mut a = Analysis::new(
-            spec,
+            AnalysisSpec::default(),
             "web",
             "r2",
             Some("r1"),
-            vec![traffic("r1", 100, 0, 2)],
+            vec![history.clone()],
         );
-        a.traffic_started(vec![traffic("r1", 150, 0, 2)]);
-        a
+        a.begin_window(vec![history.clone()], Some(25));
+        let now = vec![sum(&history, &traffic("r1", 200, 3)), traffic("r2", 100, 3)];
+        let (baseline, canary) = a.windows(&now);
+        assert_eq!(baseline.traffic.requests, 200);
+        assert!(!baseline.adjacent);
+        assert_eq!(canary.requests, 100);
     }
 
     #[test]
-    fn no_verdict_before_the_minimum_request_count() {
-        let a = analysis();
-        let now = vec![traffic("r1", 300, 0, 2), traffic("r2", 10, 10, 2)];
-        assert_eq!(a.traffic_verdict(&a.reading(&now)), None);
-    }
-
-    #[test]
-    fn error_rate_over_the_limit_fires_with_the_numbers() {
-        let a = analysis();
-        let now = vec![traffic("r1", 300, 0, 2), traffic("r2", 40, 8, 2)];
-        let v = a.traffic_verdict(&a.reading(&now)).unwrap();
-        assert_eq!(v.rule, "error-rate");
-        assert!(
-            v.message.contains("20.0% of 40 requests to r2"),
-            "{}",
-            v.message
+    fn after_the_switch_the_last_window_is_the_baseline() {
+        let start = vec![traffic("r1", 1000, 3)];
+        let mut a = Analysis::new(
+            AnalysisSpec::default(),
+            "web",
+            "r2",
+            Some("r1"),
+            start.clone(),
         );
-        let fine = vec![traffic("r1", 300, 0, 2), traffic("r2", 40, 2, 2)];
-        assert_eq!(a.traffic_verdict(&a.reading(&fine)), None);
-    }
-
-    #[test]
-    fn latency_fires_only_over_the_factor_and_the_margin() {
-        let a = analysis();
-        // Old: 200 requests at 2 ms since the start. New: 300 ms.
-        let slow = vec![traffic("r1", 300, 0, 2), traffic("r2", 120, 0, 300)];
-        let v = a.traffic_verdict(&a.reading(&slow)).unwrap();
-        assert_eq!(v.rule, "latency", "{v:?}");
-        // Too few requests for a p99.
-        let few = vec![traffic("r1", 300, 0, 2), traffic("r2", 40, 0, 300)];
-        assert_eq!(a.traffic_verdict(&a.reading(&few)), None);
-        // 4x but only a few milliseconds slower: noise, not a regression.
-        let noise = vec![traffic("r1", 300, 0, 2), traffic("r2", 120, 0, 8)];
-        assert_eq!(a.traffic_verdict(&a.reading(&noise)), None);
-    }
-
-    #[test]
-    fn a_short_pre_switch_falls_back_to_the_old_release_history() {
-        let a = analysis();
-        // The old release served only 50 requests during the deploy (a quick blue/green switch):
-        // its 150 since the edge started are the baseline.
-        let slow = vec![traffic("r1", 150, 0, 2), traffic("r2", 120, 0, 300)];
-        let reading = a.reading(&slow);
-        assert_eq!(reading.baseline.requests, 150);
-        assert_eq!(a.traffic_verdict(&reading).unwrap().rule, "latency");
+        // A canary step: r1 serves 200 more, r2 100.
+        let step_end = vec![
+            sum(&start[0], &traffic("r1", 200, 3)),
+            traffic("r2", 100, 3),
+        ];
+        a.begin_window(step_end.clone(), None);
+        // The switch: r1 serves nothing more.
+        let later = vec![step_end[0].clone(), traffic("r2", 400, 3)];
+        let (baseline, canary) = a.windows(&later);
+        assert!(baseline.adjacent);
+        assert_eq!(baseline.traffic.requests, 200);
+        assert_eq!(canary.requests, 300);
     }
 }

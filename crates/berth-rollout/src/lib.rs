@@ -1,7 +1,8 @@
 //! The rollout engine: replaces the replicas of a service's old release by those of a new one
 //! with a strategy (rolling, blue/green, canary), runs the smoke checks, analyses the new
 //! release while it takes traffic, and rolls back automatically when a rule fires: traffic goes
-//! back to the old release first, then the new replicas stop.
+//! back to the old release first, then the new replicas stop. The rules are [`judge::judge`], a
+//! pure function of both releases' traffic over the same window; [`Analysis`] picks the windows.
 //!
 //! It drives the [`Supervisor`] (start, wait healthy, stop) and the edge through
 //! [`TrafficControl`] (weights, drains, per-release counters), and writes what it does to a
@@ -9,6 +10,7 @@
 //! (pre-flight, backup, migration, records) is the daemon's.
 
 pub mod analysis;
+pub mod judge;
 pub mod migrate;
 pub mod smoke;
 
@@ -16,10 +18,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use berth_model::deploy::{StepState, Verdict};
+use berth_model::deploy::{Judgment, StepState, Verdict};
 use berth_model::traffic::ReleaseTraffic;
 use berth_model::{Health, ReplicaKey, TrafficControl};
-use berth_spec::{DeploySpec, Strategy};
+use berth_spec::{DeploySpec, Inconclusive, Strategy};
 use berth_supervisor::{ServicePlan, Supervisor};
 use tokio::sync::watch;
 
@@ -33,6 +35,8 @@ pub trait Journal: Send {
     fn end(&mut self, step: usize, state: StepState, detail: &str);
     /// The new release's user requests and failures so far.
     fn traffic(&mut self, requests: u64, errors: u64);
+    /// The numbers of the analysis' last judgment during `step`.
+    fn judgment(&mut self, _step: usize, _numbers: &Judgment) {}
 }
 
 /// One rollout of a service from its old release to a new one.
@@ -214,7 +218,7 @@ impl Rollout {
                 if analysis.at_traffic.is_none() {
                     analysis.traffic_started(self.sample().await);
                 }
-                self.judge(analysis, journal).await.inspect_err(|v| {
+                self.judge(analysis, step, journal).await.inspect_err(|v| {
                     journal.end(step, StepState::Failed, &v.message);
                 })?;
             }
@@ -335,13 +339,20 @@ impl Rollout {
                         message: format!("could not set the weights: {e:#}"),
                     });
                 }
-                analysis.traffic_started(self.sample().await);
-                if let Err(v) = self.watch(analysis, canary.pause, journal).await {
+                let now = self.sample().await;
+                analysis.traffic_started(now.clone());
+                analysis.begin_window(now, Some(canary.weight));
+                if let Err(v) = self.watch(analysis, canary.pause, step, journal).await {
                     journal.end(step, StepState::Failed, &v.message);
                     return Err(v);
                 }
-                let reading = analysis.reading(&self.sample().await);
-                journal.end(step, StepState::Done, &reading.describe());
+                match self.conclude(analysis, step, journal).await {
+                    Ok(detail) => journal.end(step, StepState::Done, &detail),
+                    Err(v) => {
+                        journal.end(step, StepState::Failed, &v.message);
+                        return Err(v);
+                    }
+                }
             }
         }
 
@@ -355,7 +366,9 @@ impl Rollout {
             });
         }
         let switched = Instant::now();
-        analysis.traffic_started(self.sample().await);
+        let now = self.sample().await;
+        analysis.traffic_started(now.clone());
+        analysis.begin_window(now, None);
         journal.end(step, StepState::Done, "100%");
         self.post_checks(journal).await?;
         self.bake(analysis, journal).await?;
@@ -450,20 +463,71 @@ impl Rollout {
             "analysis for {}",
             humantime::format_duration(Duration::from_secs(left.as_secs().max(1)))
         ));
-        if let Err(v) = self.watch(analysis, left, journal).await {
+        if let Err(v) = self.watch(analysis, left, step, journal).await {
             journal.end(step, StepState::Failed, &v.message);
             return Err(v);
         }
-        let reading = analysis.reading(&self.sample().await);
-        let mut detail = reading.describe();
-        if reading.new.requests < analysis.spec.min_requests {
-            detail.push_str(&format!(
-                "; fewer than {} requests: no traffic verdict",
-                analysis.spec.min_requests
-            ));
-        }
+        let now = self.sample().await;
+        let verdict = analysis.judge(self.supervisor.board(), &now);
+        journal.judgment(step, &verdict.numbers);
+        let detail = if verdict.outcome == judge::Outcome::Inconclusive {
+            // After the switch there is nothing left to hold back: too little traffic is said,
+            // not judged (a canary step is where too little traffic stops a deploy).
+            format!("no traffic verdict since the switch: {}", verdict.message)
+        } else {
+            verdict.message
+        };
         journal.end(step, StepState::Done, &detail);
         Ok(())
+    }
+
+    /// After a canary step's pause: a pass goes on; too few requests wait up to `max_wait`
+    /// for more, then the step is inconclusive, which rolls back (or, with
+    /// `inconclusive = "pause"`, holds the canary at its weight until a verdict or a cancel).
+    async fn conclude(
+        &self,
+        analysis: &mut Analysis,
+        step: usize,
+        journal: &mut dyn Journal,
+    ) -> Result<String, Verdict> {
+        let waited = Instant::now();
+        loop {
+            if let Some(v) = self.cancelled() {
+                return Err(v);
+            }
+            let now = self.sample().await;
+            let verdict = analysis.judge(self.supervisor.board(), &now);
+            journal.judgment(step, &verdict.numbers);
+            let (requests, errors) = analysis.totals(&now);
+            journal.traffic(requests, errors);
+            match verdict.outcome {
+                judge::Outcome::Pass => return Ok(verdict.message),
+                judge::Outcome::Fail => {
+                    return Err(Verdict {
+                        rule: verdict.rule.unwrap_or("latency").into(),
+                        message: verdict.message,
+                    })
+                }
+                judge::Outcome::Inconclusive => {
+                    let pause = analysis.spec.inconclusive == Inconclusive::Pause;
+                    if !pause && waited.elapsed() >= analysis.spec.max_wait {
+                        return Err(Verdict {
+                            rule: "inconclusive".into(),
+                            message: format!(
+                                "{} after waiting {}s more",
+                                verdict.message,
+                                waited.elapsed().as_secs()
+                            ),
+                        });
+                    }
+                }
+            }
+            let mut cancel = self.cancel.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = cancel.wait_for(|c| *c) => {}
+            }
+        }
     }
 
     /// Evaluates the rules every tick for `duration`.
@@ -471,6 +535,7 @@ impl Rollout {
         &self,
         analysis: &mut Analysis,
         duration: Duration,
+        step: usize,
         journal: &mut dyn Journal,
     ) -> Result<(), Verdict> {
         let until = Instant::now() + duration;
@@ -478,7 +543,7 @@ impl Rollout {
             if let Some(v) = self.cancelled() {
                 return Err(v);
             }
-            self.judge(analysis, journal).await?;
+            self.judge(analysis, step, journal).await?;
             let now = Instant::now();
             if now >= until {
                 return Ok(());
@@ -491,20 +556,32 @@ impl Rollout {
         }
     }
 
-    /// One look at the rules.
+    /// One look at the rules: a failing rule ends the step; too few requests do not (yet).
     async fn judge(
         &self,
         analysis: &mut Analysis,
+        step: usize,
         journal: &mut dyn Journal,
     ) -> Result<(), Verdict> {
-        if let Some(v) = analysis.health_verdict(self.supervisor.board()) {
-            return Err(v);
-        }
+        let now = if analysis.at_traffic.is_some() {
+            self.sample().await
+        } else {
+            Vec::new()
+        };
+        let verdict = analysis.judge(self.supervisor.board(), &now);
         if analysis.at_traffic.is_some() {
-            let reading = analysis.reading(&self.sample().await);
-            journal.traffic(reading.new.requests, reading.new.errors);
-            if let Some(v) = analysis.traffic_verdict(&reading) {
-                return Err(v);
+            let (requests, errors) = analysis.totals(&now);
+            journal.traffic(requests, errors);
+            journal.judgment(step, &verdict.numbers);
+        }
+        if verdict.outcome == judge::Outcome::Fail {
+            let rule = verdict.rule.unwrap_or("latency");
+            // Before any user traffic, only the health rule speaks.
+            if analysis.at_traffic.is_some() || rule == "health" {
+                return Err(Verdict {
+                    rule: rule.into(),
+                    message: verdict.message,
+                });
             }
         }
         Ok(())

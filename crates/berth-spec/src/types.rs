@@ -542,8 +542,41 @@ pub struct AnalysisSpec {
     pub latency_factor: f64,
     /// ...when it is also at least this much slower (a 1 ms → 3 ms change is noise, not a regression).
     pub latency_margin: Duration,
-    /// No error-rate or latency verdict before the new release served this many requests.
+    /// No error-rate or latency verdict before the new release served this many requests in
+    /// the window; a canary step with fewer is inconclusive, never a pass.
     pub min_requests: u64,
+    /// A route pattern is compared only when both releases served this many of its requests in
+    /// the window.
+    pub min_route_requests: u64,
+    /// The Mann-Whitney test's one-sided significance level (divided by the routes compared).
+    pub significance: f64,
+    /// The smallest Cliff's delta (-1 to 1: P(new slower) - P(new faster)) that fails a route.
+    pub min_effect: f64,
+    /// How long a canary step waits past its pause for enough requests to judge.
+    pub max_wait: Duration,
+    /// What an inconclusive canary step (still too few requests after `max_wait`) does.
+    pub inconclusive: Inconclusive,
+}
+
+/// `inconclusive = "rollback" | "pause"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Inconclusive {
+    /// Roll back, as a failed rule does.
+    #[default]
+    Rollback,
+    /// Hold the canary at its weight until there are enough requests for a verdict (or
+    /// `berth deploy cancel`).
+    Pause,
+}
+
+impl Inconclusive {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Inconclusive::Rollback => "rollback",
+            Inconclusive::Pause => "pause",
+        }
+    }
 }
 
 impl Amount {
@@ -649,6 +682,11 @@ impl Default for AnalysisSpec {
             latency_factor: 3.0,
             latency_margin: Duration::from_millis(25),
             min_requests: 50,
+            min_route_requests: 20,
+            significance: 0.01,
+            min_effect: 0.33,
+            max_wait: Duration::from_secs(5 * 60),
+            inconclusive: Inconclusive::Rollback,
         }
     }
 }

@@ -415,3 +415,31 @@ fn the_hello_example_is_valid() {
     );
     assert_eq!(spec.volumes["uploads"].env, "UPLOADS_DIR");
 }
+
+#[test]
+fn canary_analysis_keys_parse_to_their_values_and_default_to_rollback() {
+    let source = r#"
+[service.web]
+run = "python3 app.py"
+port = "auto"
+
+[service.web.deploy.analysis]
+min_route_requests = 30
+significance = 0.05
+min_effect = 0.5
+max_wait = "30s"
+inconclusive = "pause"
+"#;
+    let spec = berth_spec::parse(Path::new("berth.toml"), source, None)
+        .unwrap_or_else(|diagnostics| panic!("{diagnostics}"));
+    let a = &spec.services["web"].deploy.analysis;
+    assert_eq!(a.min_route_requests, 30);
+    assert_eq!(a.significance, 0.05);
+    assert_eq!(a.min_effect, 0.5);
+    assert_eq!(a.max_wait, std::time::Duration::from_secs(30));
+    assert_eq!(a.inconclusive, berth_spec::Inconclusive::Pause);
+    let defaults = berth_spec::AnalysisSpec::default();
+    assert_eq!(defaults.inconclusive, berth_spec::Inconclusive::Rollback);
+    assert_eq!(defaults.min_route_requests, 20);
+    assert_eq!(defaults.max_wait, std::time::Duration::from_secs(300));
+}

@@ -2,7 +2,9 @@
 //! read key by key into a [`DeploySpec`] with the references' defaults for what is not written.
 
 use super::{type_name, Value, Walker};
-use crate::types::{Amount, AnalysisSpec, CanaryStep, DeploySpec, SmokeCheck, Strategy};
+use crate::types::{
+    Amount, AnalysisSpec, CanaryStep, DeploySpec, Inconclusive, SmokeCheck, Strategy,
+};
 use crate::units::closest;
 use toml::de::DeValue;
 
@@ -30,6 +32,11 @@ const ANALYSIS_KEYS: &[&str] = &[
     "latency_factor",
     "latency_margin",
     "min_requests",
+    "min_route_requests",
+    "significance",
+    "min_effect",
+    "max_wait",
+    "inconclusive",
 ];
 
 impl Walker<'_> {
@@ -451,6 +458,82 @@ impl Walker<'_> {
                         self.count(value, &path("min_requests"), 1, "min_requests = 50")
                     {
                         analysis.min_requests = u64::from(n.value);
+                    }
+                }
+                "min_route_requests" => {
+                    if let Some(n) = self.count(
+                        value,
+                        &path("min_route_requests"),
+                        1,
+                        "min_route_requests = 20",
+                    ) {
+                        analysis.min_route_requests = u64::from(n.value);
+                    }
+                }
+                "significance" => {
+                    if let Some(p) =
+                        self.number(value, &path("significance"), "significance = 0.01")
+                    {
+                        if p > 0.0 && p < 0.5 {
+                            analysis.significance = p;
+                        } else {
+                            self.problems.push(
+                                value.span(),
+                                format!(
+                                    "`{}` is a probability: over 0 and under 0.5",
+                                    path("significance")
+                                ),
+                                Some("e.g. significance = 0.01 (the default)".into()),
+                            );
+                        }
+                    }
+                }
+                "min_effect" => {
+                    if let Some(d) = self.number(value, &path("min_effect"), "min_effect = 0.33") {
+                        if d > 0.0 && d <= 1.0 {
+                            analysis.min_effect = d;
+                        } else {
+                            self.problems.push(
+                                value.span(),
+                                format!(
+                                    "`{}` is a Cliff's delta: over 0, at most 1",
+                                    path("min_effect")
+                                ),
+                                Some(
+                                    "e.g. min_effect = 0.33 (the default: a medium effect)".into(),
+                                ),
+                            );
+                        }
+                    }
+                }
+                "max_wait" => {
+                    if let Some(d) = self.duration(value, &path("max_wait"), r#"max_wait = "5m""#) {
+                        analysis.max_wait = d;
+                    }
+                }
+                "inconclusive" => {
+                    if let Some(text) =
+                        self.string(value, &path("inconclusive"), r#"inconclusive = "rollback""#)
+                    {
+                        match text.value.as_str() {
+                            "rollback" => analysis.inconclusive = Inconclusive::Rollback,
+                            "pause" => analysis.inconclusive = Inconclusive::Pause,
+                            other => {
+                                let did_you_mean = closest(other, &["rollback", "pause"])
+                                    .map(|s| format!(r#"did you mean "{s}"? "#))
+                                    .unwrap_or_default();
+                                self.problems.push(
+                                    text.span,
+                                    format!(
+                                        "unknown value \"{other}\" for `{}`",
+                                        path("inconclusive")
+                                    ),
+                                    Some(format!(
+                                        r#"{did_you_mean}it is "rollback" (the default) or "pause""#
+                                    )),
+                                );
+                            }
+                        }
                     }
                 }
                 other => self.unknown_key(key, other, ANALYSIS_KEYS, &label),
