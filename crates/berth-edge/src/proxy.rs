@@ -779,6 +779,7 @@ impl Edge {
                     // refuses connections is failing), though the client is served.
                     if let Some(metrics) = lease.upstream.metrics.as_ref() {
                         metrics.observe(
+                            None,
                             error.status().as_u16(),
                             started.elapsed().as_secs_f64(),
                             0,
