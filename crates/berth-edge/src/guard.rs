@@ -205,17 +205,19 @@ impl RateLimits {
 /// Open client connections per address (the TCP peer), for `max_connections_per_ip`.
 #[derive(Default)]
 pub struct ConnectionCounts {
-    shards: [Mutex<HashMap<IpAddr, u32>>; SHARDS],
+    shards: [Mutex<HashMap<u128, u32>>; SHARDS],
     hasher: std::collections::hash_map::RandomState,
 }
 
 impl ConnectionCounts {
-    fn shard(&self, ip: IpAddr) -> &Mutex<HashMap<IpAddr, u32>> {
-        &self.shards[self.hasher.hash_one(ip) as usize % SHARDS]
+    fn shard(&self, key: u128) -> &Mutex<HashMap<u128, u32>> {
+        &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
     }
 
-    /// Takes a connection slot for `ip` if it has fewer than `max` (0: no limit).
+    /// Takes a connection slot for `ip` (IPv6 by its /64, like the rate limits) if it has
+    /// fewer than `max` (0: no limit).
     pub fn open(&self, ip: IpAddr, max: u32) -> bool {
+        let ip = client_key(ip);
         let mut counts = self.shard(ip).lock().unwrap_or_else(|e| e.into_inner());
         let count = counts.entry(ip).or_insert(0);
         if max > 0 && *count >= max {
@@ -229,6 +231,7 @@ impl ConnectionCounts {
     }
 
     pub fn close(&self, ip: IpAddr) {
+        let ip = client_key(ip);
         let mut counts = self.shard(ip).lock().unwrap_or_else(|e| e.into_inner());
         if let Some(count) = counts.get_mut(&ip) {
             *count -= 1;
@@ -239,6 +242,7 @@ impl ConnectionCounts {
     }
 
     pub fn count(&self, ip: IpAddr) -> u32 {
+        let ip = client_key(ip);
         let counts = self.shard(ip).lock().unwrap_or_else(|e| e.into_inner());
         counts.get(&ip).copied().unwrap_or(0)
     }
@@ -264,14 +268,19 @@ pub fn normalize_path(path: &str) -> Option<String> {
     let text = text.replace('\\', "/").to_ascii_lowercase();
     let mut segments: Vec<&str> = Vec::new();
     for segment in text.split('/') {
-        match segment {
+        // `;` parameters (`/admin;x=1`, `/..;/admin`) are not part of the segment for Java
+        // servers: off before the dot segments are resolved.
+        match segment.split(';').next().unwrap_or(segment) {
             "" | "." => {}
             ".." => {
                 segments.pop();
             }
-            // `;` parameters (`/admin;x=1`) are not part of the segment for Java servers.
-            other => segments.push(other.split(';').next().unwrap_or(other)),
+            other => segments.push(other),
         }
+    }
+    if segments.iter().any(|s| s.contains('%')) {
+        // Still encoded after two rounds: no path an application would agree on.
+        return None;
     }
     Some(format!("/{}", segments.join("/")))
 }
@@ -459,6 +468,10 @@ mod tests {
             "/./admin",
             "/admin;jsessionid=1",
             "\\admin",
+            "/x/..;/admin",
+            "/..;/admin",
+            "/.;/admin",
+            "/%2e%2e%3b/admin",
         ] {
             assert!(!allowed(&rules, path, outsider), "{path} let through");
             assert!(

@@ -431,7 +431,7 @@ impl Edge {
         let path = head.uri.path().as_bytes();
         let mut prefix = Vec::new();
         let mut bytes = Vec::new();
-        if framing.has_body() && waf.needs_body(&headers, path) {
+        if framing.has_body() && waf.reads_body(&headers, path) {
             let limit = waf.max_body_bytes();
             while bytes.len() < limit {
                 let Some(frame) = body.frame().await else {
@@ -604,6 +604,30 @@ impl Edge {
                 return Err(ErrorKind::BodyTooLarge(settings.max_body).into());
             }
         }
+        // The host, once and valid, over HTTP/2 too (the HTTP/1 parser checked its own).
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        let host_ok = match (hosts.next(), hosts.next()) {
+            (_, Some(_)) => false,
+            (Some(h), None) => h.is_empty() || crate::http1::head::is_valid_host(h.as_bytes()),
+            (None, None) => true,
+        } && req
+            .uri()
+            .authority()
+            .is_none_or(|a| crate::http1::head::is_valid_host(a.as_str().as_bytes()));
+        if !host_ok {
+            return Err(EdgeError::bad_request("an invalid Host").into());
+        }
+        // Two content types would let the WAF read the body as one thing and the replica as
+        // another.
+        if req
+            .headers()
+            .get_all(header::CONTENT_TYPE)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return Err(EdgeError::bad_request("more than one Content-Type").into());
+        }
         let path = req.uri().path();
         if (path.is_empty() || !path.starts_with('/')) && req.method() != Method::OPTIONS {
             return Err(EdgeError::bad_request("the request target must be a path").into());
@@ -624,7 +648,10 @@ impl Edge {
             return Err(ErrorKind::Forbidden.into());
         }
         if !guard::is_in(client_ip, &settings.limit_exempt) {
-            if let Err(wait) = self.limits.check(client_ip, req.uri().path()) {
+            // Limits match the path as an application reads it (`/LOGIN`, `/%6cogin`).
+            let normal = guard::normalize_path(req.uri().path());
+            let path = normal.as_deref().unwrap_or("/");
+            if let Err(wait) = self.limits.check(client_ip, path) {
                 self.metrics.blocked("rate_limit");
                 let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 return Err(ErrorKind::RateLimited(seconds).into());
@@ -692,6 +719,18 @@ impl Edge {
         };
 
         if is_upgrade(req.headers()) {
+            let websocket = req
+                .headers()
+                .get(header::UPGRADE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
+            if !websocket {
+                // A raw pipe to a replica (h2c, anything else) would pass every guard.
+                return Err(Failed::new(EdgeError::new(ErrorKind::NotImplemented(
+                    "upgrades other than WebSocket",
+                )))
+                .of(&service));
+            }
             if framing.has_body() {
                 return Err(Failed::new(EdgeError::bad_request(
                     "an upgrade request cannot carry a body",
@@ -711,7 +750,7 @@ impl Edge {
 
         // forward
         let (parts, body) = req.into_parts();
-        let replayable = !framing.has_body() && is_idempotent(&parts.method);
+        let replayable = !framing.has_body() && upstream::is_idempotent(&parts.method);
         let mut body: ProxyBody = if framing.has_body() {
             // What the WAF read goes first, counted against max_body like the rest.
             let body = PrefixedBody {
@@ -753,10 +792,10 @@ impl Edge {
                 // The client's own body failed: its error, never counted against the replica.
                 return Err(Failed::new(error).of(&service));
             }
-            if matches!(
-                error.kind,
-                ErrorKind::UpstreamConnect | ErrorKind::UpstreamTimeout
-            ) {
+            // Only a refused connection ejects: a timeout can be a client's doing (a slow
+            // endpoint asked for on purpose), and ejecting on it would let one client empty
+            // the pool.
+            if error.kind == ErrorKind::UpstreamConnect {
                 lease.upstream.stats.eject(EJECTION);
                 tracing::warn!(
                     "{}: ejected for {}s: {error}",
@@ -1208,6 +1247,19 @@ fn add_via(headers: &mut HeaderMap) {
     }
 }
 
+/// Client-identity headers a replica might believe, removed from requests of clients that are
+/// not trusted proxies (the `X-Forwarded-*` ones are replaced by the edge's own).
+const SPOOFABLE: &[&str] = &[
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "true-client-ip",
+    "cf-connecting-ip",
+];
+
 /// Where ACME HTTP-01 challenges are asked for (RFC 8555 8.3).
 pub const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
@@ -1305,6 +1357,12 @@ fn upstream_request(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             .unwrap_or_else(|| HeaderValue::from_static(""));
         headers.insert(header::HOST, host);
+    }
+    if !client.trusted {
+        // Other ways to claim a client's identity: only a trusted proxy may make them.
+        for name in SPOOFABLE {
+            headers.remove(*name);
+        }
     }
     let forwarded_for = HeaderName::from_static("x-forwarded-for");
     let forwarded_proto = HeaderName::from_static("x-forwarded-proto");
@@ -1481,13 +1539,6 @@ impl<B: Body<Data = Bytes, Error = EdgeError>> Body for ClientBody<B> {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-    )
 }
 
 pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {

@@ -80,10 +80,10 @@ pub fn request_host(req: &hyper::Request<impl Sized>) -> String {
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // [::1]:8080
-        return host
-            .split(']')
-            .next()
-            .map_or(host, |h| &host[..h.len() + 1]);
+        return match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
     }
     host.rsplit_once(':')
         .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))

@@ -164,13 +164,29 @@ pub async fn send(
                 };
                 return Ok(Response::from_parts(parts, body));
             }
-            Err(e) if e.kind == ErrorKind::UpstreamClosed && pooled && head_only && !retried => {
+            // Sent again on a new connection only when nothing of it can have acted twice.
+            Err(e)
+                if e.kind == ErrorKind::UpstreamClosed
+                    && pooled
+                    && head_only
+                    && is_idempotent(method)
+                    && !retried =>
+            {
                 retried = true;
                 continue;
             }
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Methods a replica must be able to receive twice without a second effect (RFC 9110 9.2.2,
+/// less PUT and DELETE: applications rarely make those truly idempotent).
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
 }
 
 async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, EdgeError> {

@@ -574,19 +574,24 @@ impl Waf {
     /// Whether the edge should buffer this request's body: it has one (by its headers), its
     /// content type is one the WAF parses, and some group runs on bodies at this path.
     pub fn needs_body(&self, headers: &[(&[u8], &[u8])], path: &[u8]) -> bool {
-        let mut ct = None;
-        let mut has_body = false;
-        for (n, v) in headers {
-            if n.eq_ignore_ascii_case(b"content-type") {
-                ct = Some(*v);
-            } else if n.eq_ignore_ascii_case(b"content-length") {
-                has_body |= v.trim_ascii() != b"0";
-            } else if n.eq_ignore_ascii_case(b"transfer-encoding") {
-                has_body = true;
-            }
-        }
+        let has_body = headers.iter().any(|(n, v)| {
+            (n.eq_ignore_ascii_case(b"content-length") && v.trim_ascii() != b"0")
+                || n.eq_ignore_ascii_case(b"transfer-encoding")
+        });
+        has_body && self.reads_body(headers, path)
+    }
+
+    /// Whether the WAF reads a body of this request, knowing one follows (the edge knows from
+    /// the framing it decided, HTTP/2 streams included, which need no length header). The
+    /// content type is the first one (the one the edge forwards to decide on; the edge refuses
+    /// requests with two).
+    pub fn reads_body(&self, headers: &[(&[u8], &[u8])], path: &[u8]) -> bool {
+        let ct = headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(b"content-type"))
+            .map(|(_, v)| *v);
         let Some(ct) = ct else { return false };
-        if !has_body || body::kind(ct).is_none() {
+        if body::kind(ct).is_none() {
             return false;
         }
         let scope = scope_path(path);
@@ -935,6 +940,8 @@ fn scope_path(raw: &[u8]) -> Vec<u8> {
     let segs: Vec<&[u8]> = replaced.split(|&c| c == b'/').collect();
     let last = segs.len().saturating_sub(1);
     for (i, seg) in segs.iter().enumerate() {
+        // `;` parameters are not part of the segment for Java servers (`/..;/admin`).
+        let seg = &seg.split(|&c| c == b';').next().unwrap_or(seg);
         match *seg {
             b"." => {}
             b".." => {

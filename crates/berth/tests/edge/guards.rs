@@ -383,3 +383,109 @@ async fn the_waf_blocks_counts_or_lets_through_and_reads_bodies() {
         .await;
     assert_eq!(edge.get("app.test", attack).await.status, StatusCode::OK);
 }
+
+/// What a security review found, pinned: an HTTP/2 body without a length is read by the WAF;
+/// two content types are refused; rate limits match the path as applications read it; other
+/// client-identity headers are dropped; only WebSocket upgrades pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_waf_and_the_guards_cannot_be_sidestepped() {
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let edge = EdgeProcess::start().await;
+    let backend = Backend::start("web.1").await;
+    edge.push(&waf_table(1, &backend, |_| {})).await;
+
+    // HTTP/2 (prior knowledge), a form streamed in DATA frames with no content-length.
+    let tcp = TcpStream::connect(edge.listen).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+        Ok(Frame::data(Bytes::from_static(
+            b"q=1%27%20union%20select%20",
+        ))),
+        Ok(Frame::data(Bytes::from_static(
+            b"password%20from%20users--",
+        ))),
+    ];
+    let request = hyper::Request::builder()
+        .method(Method::POST)
+        .uri("http://app.test/search")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(StreamBody::new(futures_iter(frames)))
+        .unwrap();
+    assert!(request.headers().get("content-length").is_none());
+    let answer = sender.send_request(request).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::FORBIDDEN);
+
+    // Two content types.
+    let reply = edge
+        .send(
+            Method::POST,
+            "app.test",
+            "/echo",
+            &[
+                ("content-type", "text/plain"),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            Bytes::from_static(b"q=%3Cscript%3Ealert(1)%3C%2Fscript%3E"),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+
+    // Other identity headers never reach the replica from an untrusted client.
+    let reply = edge
+        .send(
+            Method::GET,
+            "app.test",
+            "/echo-headers",
+            &[
+                ("forwarded", "for=10.0.0.1;proto=https"),
+                ("x-real-ip", "10.0.0.1"),
+            ],
+            Bytes::new(),
+        )
+        .await;
+    let seen: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&reply.body).unwrap();
+    assert!(
+        !seen.contains_key("forwarded") && !seen.contains_key("x-real-ip"),
+        "{seen:?}"
+    );
+
+    // A non-WebSocket upgrade is not tunnelled.
+    let reply = edge
+        .send(
+            Method::GET,
+            "app.test",
+            "/",
+            &[("connection", "upgrade"), ("upgrade", "h2c")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED);
+
+    // Rate limits see `/LOGIN` and `/%6cogin` as `/login`.
+    edge.push(&guarded_table(2, &backend, |t| {
+        t.settings.rate_limits = vec![RateLimit {
+            path: "/login".into(),
+            interval: Duration::from_secs(60),
+            burst: 1,
+        }];
+    }))
+    .await;
+    assert_eq!(edge.get("app.test", "/login").await.status, StatusCode::OK);
+    for path in ["/LOGIN", "/%6cogin", "//login", "/x/../login"] {
+        let reply = edge.get("app.test", path).await;
+        assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{path}");
+    }
+}
+
+/// An iterator as a stream (for a body of frames with no known length).
+fn futures_iter<T>(items: Vec<T>) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::iter(items)
+}

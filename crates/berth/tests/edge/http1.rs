@@ -619,3 +619,26 @@ async fn idle_keep_alive_connections_are_counted_and_stay_usable() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A POST without a body (`Content-Length: 0`) that met a pooled connection the replica closed
+/// unanswered is not sent again: the replica may have acted on it before closing (found by the
+/// security review; the edge once resent any body-less request there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bodiless_post_on_a_dropped_pooled_connection_is_not_sent_again() {
+    let raw = RawBackend::start("raw.1", RawMode::DropSecondRequest).await;
+    let edge = edge_with(pool(Balance::LeastOutstanding, vec![raw.target("raw.1")])).await;
+    let mut conn = RawConn::connect(edge.listen).await;
+    assert_eq!(conn.exchange("GET", &get("/")).await.status, 200);
+    assert_eq!(raw.accepted(), 1);
+    let post = format!("POST /pay HTTP/1.1\r\n{HOST}Content-Length: 0\r\n\r\n").into_bytes();
+    let answer = conn.exchange("POST", &post).await;
+    assert_eq!(answer.status, 502, "{}{}", answer.head, answer.text());
+    assert_eq!(
+        raw.accepted(),
+        1,
+        "no second connection carried the POST again"
+    );
+    // A GET in the same place is sent again on a new connection.
+    let answer = conn.exchange("GET", &get("/")).await;
+    assert_eq!(answer.status, 200);
+}
