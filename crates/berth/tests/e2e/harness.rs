@@ -561,6 +561,30 @@ impl Stack {
     }
 
     /// Runs `berth -f SPEC ARGS`.
+    /// `(subject, message)` of the stack's events (`berth events --json`), oldest first.
+    pub fn events(&self) -> Vec<(String, String)> {
+        let out = self.berth(&["events", "--json", "--limit", "1000"]);
+        let v: Value =
+            serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
+        let list = v
+            .as_array()
+            .or_else(|| v["events"].as_array())
+            .cloned()
+            .unwrap_or_default();
+        let mut all: Vec<(i64, String, String)> = list
+            .iter()
+            .map(|e| {
+                (
+                    e["at"].as_i64().unwrap_or_default(),
+                    e["subject"].as_str().unwrap_or_default().to_string(),
+                    e["message"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        all.sort_by_key(|e| e.0);
+        all.into_iter().map(|(_, s, m)| (s, m)).collect()
+    }
+
     pub fn berth(&self, args: &[&str]) -> Output {
         let mut command = berth_command();
         command.arg("-f").arg(&self.spec).args(args);

@@ -28,29 +28,6 @@ fn status(stack: &Stack) -> Value {
     serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("status --json: {e}: {}", out.stdout))
 }
 
-/// `(subject, message)` of the stack's events, oldest first.
-fn events(stack: &Stack) -> Vec<(String, String)> {
-    let out = stack.berth(&["events", "--json", "--limit", "1000"]);
-    let v: Value = serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
-    let list = v
-        .as_array()
-        .or_else(|| v["events"].as_array())
-        .cloned()
-        .unwrap_or_default();
-    let mut all: Vec<(i64, String, String)> = list
-        .iter()
-        .map(|e| {
-            (
-                e["at"].as_i64().unwrap_or_default(),
-                e["subject"].as_str().unwrap_or_default().to_string(),
-                e["message"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    all.sort_by_key(|(at, _, _)| *at);
-    all.into_iter().map(|(_, s, m)| (s, m)).collect()
-}
-
 /// Waits for an event of `subject` whose message holds every one of `words`.
 #[track_caller]
 fn wait_event(stack: &Stack, subject: &str, words: &[&str]) -> String {
@@ -58,7 +35,8 @@ fn wait_event(stack: &Stack, subject: &str, words: &[&str]) -> String {
         &format!("an event of `{subject}` with {words:?}"),
         Duration::from_secs(20),
         || {
-            events(stack)
+            stack
+                .events()
                 .into_iter()
                 .find(|(s, m)| s == subject && words.iter().all(|w| m.contains(w)))
                 .map(|(_, m)| m)
@@ -388,7 +366,7 @@ fn a_killed_postgres_is_restarted_writes_succeed_again_and_none_is_lost() {
             .map(|_| ())
     });
     let acked = writer.finish();
-    for (subject, message) in events(&stack) {
+    for (subject, message) in stack.events() {
         if subject == "db" {
             println!("db event: {message}");
         }

@@ -16,34 +16,12 @@ use crate::harness::*;
 
 const TOKEN: &str = "tok-7c1f0e-run-SECRET";
 
-/// The events of the stack, oldest first, as (subject, message).
-fn events(stack: &Stack) -> Vec<(String, String)> {
-    let out = stack.berth(&["events", "--json", "--limit", "1000"]);
-    let v: Value = serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("{e}: {}", out.stdout));
-    let list = v
-        .as_array()
-        .or_else(|| v["events"].as_array())
-        .cloned()
-        .unwrap_or_default();
-    let mut all: Vec<(i64, String, String)> = list
-        .iter()
-        .map(|e| {
-            (
-                e["at"].as_i64().unwrap_or_default(),
-                e["subject"].as_str().unwrap_or_default().to_string(),
-                e["message"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
-    all.sort_by_key(|e| e.0);
-    all.into_iter().map(|(_, s, m)| (s, m)).collect()
-}
-
 /// Waits (bounded) for an event whose message contains every one of `parts`; returns it.
 #[track_caller]
 fn wait_event(stack: &Stack, parts: &[&str], timeout: Duration) -> String {
     wait_for(&format!("an event with {parts:?}"), timeout, || {
-        events(stack)
+        stack
+            .events()
             .into_iter()
             .map(|(_, m)| m)
             .find(|m| parts.iter().all(|p| m.contains(p)))
@@ -51,7 +29,8 @@ fn wait_event(stack: &Stack, parts: &[&str], timeout: Duration) -> String {
 }
 
 fn count_events(stack: &Stack, parts: &[&str]) -> usize {
-    events(stack)
+    stack
+        .events()
         .iter()
         .filter(|(_, m)| parts.iter().all(|p| m.contains(p)))
         .count()
@@ -347,7 +326,7 @@ fn berth_run_without_a_terminal() {
     assert!(written.contains("detached-done"), "{written}");
     assert!(written.contains("token=[redacted]"), "{written}");
     assert!(!written.contains(TOKEN));
-    for (_, message) in events(&stack) {
+    for (_, message) in stack.events() {
         assert!(!message.contains(TOKEN), "{message}");
     }
 
