@@ -66,7 +66,12 @@ pub fn installed(engine: Engine) -> bool {
     };
     for name in needed {
         if program(name).is_none() {
-            eprintln!("skipped: `{name}` is not installed");
+            // Under CI a missing server is a failure, never a quiet pass.
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "`{name}` is not installed (CI installs postgresql, mariadb-server and redis-server)"
+            );
+            eprintln!("skipped: `{name}` is not installed (apt-get install postgresql mariadb-server redis-server)");
             return false;
         }
     }
