@@ -38,16 +38,27 @@ fn curl_https(
     path: &str,
     http2: bool,
 ) -> Result<(String, u16, String), String> {
+    curl_https_to("shop.test", ca, port, path, http2)
+}
+
+/// [`curl_https`] to `host`.
+fn curl_https_to(
+    host: &str,
+    ca: &Path,
+    port: u16,
+    path: &str,
+    http2: bool,
+) -> Result<(String, u16, String), String> {
     let output = Command::new("curl")
         .args(["-sS", "--max-time", "5", "--cacert"])
         .arg(ca)
         .args([
             "--resolve",
-            &format!("shop.test:{port}:127.0.0.1"),
+            &format!("{host}:{port}:127.0.0.1"),
             if http2 { "--http2" } else { "--http1.1" },
             "-w",
             "\n%{http_version} %{http_code}",
-            &format!("https://shop.test:{port}{path}"),
+            &format!("https://{host}:{port}{path}"),
         ])
         .output()
         .map_err(|e| format!("running curl: {e}"))?;
@@ -247,31 +258,7 @@ fn an_acme_certificate_is_issued_through_the_edge_and_reused_after_a_restart() {
     pebble_root(&pebble, &root);
 
     // Issued through the edge (the challenge answered on its plain listener), then served.
-    let https = |path: &str| -> Result<(String, u16, String), String> {
-        let output = Command::new("curl")
-            .args(["-sS", "--max-time", "5", "--cacert"])
-            .arg(&root)
-            .args([
-                "--resolve",
-                &format!("shop.berth.test:{tls_port}:127.0.0.1"),
-                "-w",
-                "\n%{http_version} %{http_code}",
-                &format!("https://shop.berth.test:{tls_port}{path}"),
-            ])
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !output.status.success() {
-            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
-        }
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        let (body, last) = text.rsplit_once('\n').unwrap_or(("", &text));
-        let (version, code) = last.split_once(' ').unwrap_or(("", "0"));
-        Ok((
-            version.to_string(),
-            code.parse().unwrap_or(0),
-            body.to_string(),
-        ))
-    };
+    let https = |path: &str| curl_https_to("shop.berth.test", &root, tls_port, path, true);
     let (_, code, _) = wait_for(
         "the ACME certificate to be served",
         Duration::from_secs(60),
