@@ -43,6 +43,9 @@ pub const EDGE_RESTARTS: RestartPolicy = RestartPolicy::KEEP_ALIVE;
 /// How long a table push or a counters read waits for an edge being restarted.
 const RESTART_WAIT: Duration = Duration::from_secs(10);
 
+/// How often the link reads the edge's counters (see [`EdgeLink::spawn_readings`]).
+const TRAFFIC_READING_EVERY: Duration = Duration::from_secs(2);
+
 /// How often the liveness of an edge this daemon did not start is checked.
 const ADOPTED_POLL: Duration = Duration::from_millis(50);
 
@@ -137,6 +140,8 @@ pub struct EdgeLink {
     supervision: Mutex<Supervision>,
     /// Duplicates of the edge's listening sockets, handed to the next edge after a death.
     listeners: Mutex<Option<handover::Listeners>>,
+    /// The edge's counters read every [`TRAFFIC_READING_EVERY`], for the deploys' baselines.
+    readings: Mutex<berth_model::traffic::TrafficReadings>,
     /// Counts the edges that came up (the first included): waiters for a restart watch it.
     generation: watch::Sender<u64>,
     /// Where it listens (ports resolved).
@@ -248,6 +253,7 @@ impl EdgeLink {
                 ..Default::default()
             }),
             listeners: Mutex::new(None),
+            readings: Mutex::default(),
             generation: watch::channel(0).0,
             listen: Vec::new(),
             admin: None,
@@ -599,6 +605,34 @@ impl EdgeLink {
         }
     }
 
+    /// Reads the edge's counters every [`TRAFFIC_READING_EVERY`] into `readings`.
+    pub fn spawn_readings(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let link = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(TRAFFIC_READING_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if link.stopped.load(Ordering::Relaxed) {
+                    return;
+                }
+                let answer = link
+                    .client
+                    .call(&ControlRequest::Traffic { service: None })
+                    .await;
+                match answer {
+                    Ok(response) => link
+                        .readings
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .record(Instant::now(), response.traffic),
+                    // The edge is restarting; the supervision says so.
+                    Err(e) => tracing::debug!("edge: reading the counters: {e:#}"),
+                }
+            }
+        })
+    }
+
     /// Pushes a new table on every board change (changes within 5 ms are pushed once).
     pub fn spawn_sync(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let link = self.clone();
@@ -782,6 +816,17 @@ impl TrafficControl for EdgeLink {
             })
             .await?;
         Ok(response.traffic)
+    }
+
+    async fn traffic_before(
+        &self,
+        service: &str,
+        age: Duration,
+    ) -> Option<(Duration, Vec<ReleaseTraffic>)> {
+        self.readings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .at_least(Instant::now(), age, service)
     }
 
     async fn drain(&self, replica: &str, timeout: Duration) {

@@ -128,6 +128,7 @@ impl Stack {
         self.record(EventLevel::Info, "edge", format!("{verb} pid {pid}"));
         self.supervisor.set_traffic_control(link.clone());
         link.spawn_sync();
+        link.spawn_readings();
         let store = self.store.clone();
         let env = self.env_name().to_string();
         crate::certificates::spawn(

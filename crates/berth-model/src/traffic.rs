@@ -26,6 +26,15 @@ pub trait TrafficControl: Send + Sync + 'static {
     async fn refresh(&self) -> anyhow::Result<()>;
     /// What the edge counted per release of `service` since it started.
     async fn traffic(&self, service: &str) -> anyhow::Result<Vec<ReleaseTraffic>>;
+    /// What the edge had counted for `service` at least `age` ago (else as early as there is a
+    /// reading), with how long ago that was; None when there is no earlier reading.
+    async fn traffic_before(
+        &self,
+        _service: &str,
+        _age: Duration,
+    ) -> Option<(Duration, Vec<ReleaseTraffic>)> {
+        None
+    }
 }
 
 /// Buckets of a [`Latency`] histogram: four per power of two of microseconds (about 19%
@@ -194,9 +203,124 @@ impl ReleaseTraffic {
     }
 }
 
+/// The edge's counters as read every few seconds, newest last, so that a deploy can look at
+/// the traffic just before it started (the baseline of a blue/green switch, when the old
+/// release takes no traffic after it). Bounded: at most [`TrafficReadings::CAPACITY`] readings;
+/// when full, every other reading of the older half is dropped, so the span covered grows while
+/// the memory does not.
+#[derive(Debug, Default)]
+pub struct TrafficReadings {
+    readings: std::collections::VecDeque<(std::time::Instant, Vec<ReleaseTraffic>)>,
+}
+
+impl TrafficReadings {
+    /// The most readings kept.
+    pub const CAPACITY: usize = 96;
+
+    /// Adds the reading taken at `at` (readings come in time order).
+    pub fn record(&mut self, at: std::time::Instant, traffic: Vec<ReleaseTraffic>) {
+        if self.readings.len() >= Self::CAPACITY {
+            let older = self.readings.len() / 2;
+            let mut index = 0;
+            self.readings.retain(|_| {
+                let keep = index >= older || index % 2 == 0;
+                index += 1;
+                keep
+            });
+        }
+        self.readings.push_back((at, traffic));
+    }
+
+    /// The newest reading at least `age` older than `now`, else the oldest there is, with its
+    /// age; only `service`'s releases. None before the first reading.
+    pub fn at_least(
+        &self,
+        now: std::time::Instant,
+        age: Duration,
+        service: &str,
+    ) -> Option<(Duration, Vec<ReleaseTraffic>)> {
+        let (at, traffic) = self
+            .readings
+            .iter()
+            .rev()
+            .find(|(at, _)| now.saturating_duration_since(*at) >= age)
+            .or_else(|| self.readings.front())?;
+        let only: Vec<ReleaseTraffic> = traffic
+            .iter()
+            .filter(|t| t.service == service)
+            .cloned()
+            .collect();
+        Some((now.saturating_duration_since(*at), only))
+    }
+
+    pub fn len(&self) -> usize {
+        self.readings.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.readings.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn reading(service: &str, release: &str, requests: u64) -> Vec<ReleaseTraffic> {
+        vec![ReleaseTraffic {
+            service: service.into(),
+            release: release.into(),
+            requests,
+            ..Default::default()
+        }]
+    }
+
+    #[test]
+    fn readings_give_the_newest_one_old_enough_else_the_oldest() {
+        let start = std::time::Instant::now();
+        let mut readings = TrafficReadings::default();
+        let now = start + Duration::from_secs(30);
+        assert!(readings
+            .at_least(now, Duration::from_secs(8), "web")
+            .is_none());
+        for i in 0..7u64 {
+            readings.record(start + Duration::from_secs(5 * i), reading("web", "r1", i));
+        }
+        // Readings at 0, 5, ..., 30 s; 8 s before 30 s is 22 s: the newest old enough is 20 s.
+        let (age, found) = readings
+            .at_least(now, Duration::from_secs(8), "web")
+            .unwrap();
+        assert_eq!(age, Duration::from_secs(10));
+        assert_eq!(found[0].requests, 4);
+        // Older than all of them: the oldest.
+        let (age, found) = readings
+            .at_least(now, Duration::from_secs(600), "web")
+            .unwrap();
+        assert_eq!(age, Duration::from_secs(30));
+        assert_eq!(found[0].requests, 0);
+        // Another service's releases are left out.
+        let (_, found) = readings
+            .at_least(now, Duration::from_secs(8), "api")
+            .unwrap();
+        assert!(found.is_empty());
+    }
+
+    #[test]
+    fn readings_stay_bounded_and_keep_the_newest_and_the_oldest() {
+        let start = std::time::Instant::now();
+        let mut readings = TrafficReadings::default();
+        for i in 0..10_000u64 {
+            readings.record(start + Duration::from_secs(i), reading("web", "r1", i));
+        }
+        assert!(readings.len() <= TrafficReadings::CAPACITY);
+        let now = start + Duration::from_secs(9_999);
+        let (age, newest) = readings.at_least(now, Duration::ZERO, "web").unwrap();
+        assert_eq!((age, newest[0].requests), (Duration::ZERO, 9_999));
+        let (_, oldest) = readings
+            .at_least(now, Duration::from_secs(100_000), "web")
+            .unwrap();
+        assert_eq!(oldest[0].requests, 0);
+    }
 
     #[test]
     fn buckets_are_contiguous_and_ordered() {

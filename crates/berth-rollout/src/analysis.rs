@@ -7,7 +7,9 @@
 //! the counters are read when a window starts (the deploy, each canary step, the switch) and at
 //! every look, and both releases' differences are compared. The old release's history before the
 //! window is never the baseline. After a full switch the old release takes no traffic: its last
-//! window with enough requests is the baseline then (flagged `adjacent_baseline`).
+//! window with enough requests is the baseline then (flagged `adjacent_baseline`), which may be
+//! the analysis window just before the deploy started (the link reads the counters every few
+//! seconds), so a switch soon after the start is judged too.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -57,14 +59,23 @@ fn between(before: &[ReleaseTraffic], now: &[ReleaseTraffic], release: &str) -> 
 }
 
 impl Analysis {
-    /// `at_start`: the edge's counters when the deploy started (the first window starts there).
+    /// `at_start`: the edge's counters when the deploy started (the first window starts there);
+    /// `earlier`: the counters about one analysis window before that, when the link kept them.
+    /// The old release's traffic between the two is the first reference: a blue/green switch
+    /// right after the deploy starts still has a baseline of the same length as its window.
     pub fn new(
         spec: AnalysisSpec,
         service: &str,
         new_release: &str,
         old_release: Option<&str>,
+        earlier: Option<Vec<ReleaseTraffic>>,
         at_start: Vec<ReleaseTraffic>,
     ) -> Self {
+        let reference = match (old_release, earlier) {
+            (Some(old), Some(earlier)) => Some(between(&earlier, &at_start, old))
+                .filter(|last| last.requests >= spec.min_requests),
+            _ => None,
+        };
         Self {
             spec,
             service: service.to_string(),
@@ -73,7 +84,7 @@ impl Analysis {
             at_traffic: None,
             traffic_since: None,
             window: (Instant::now(), at_start),
-            reference: None,
+            reference,
             weight: None,
             unhealthy_since: HashMap::new(),
         }
@@ -257,6 +268,7 @@ mod tests {
             "web",
             "r2",
             Some("r1"),
+            None,
             vec![history.clone()],
         );
         a.begin_window(vec![history.clone()], Some(25));
@@ -275,6 +287,7 @@ mod tests {
             "web",
             "r2",
             Some("r1"),
+            None,
             start.clone(),
         );
         // A canary step: r1 serves 200 more, r2 100.
@@ -289,5 +302,52 @@ mod tests {
         assert!(baseline.adjacent);
         assert_eq!(baseline.traffic.requests, 200);
         assert_eq!(canary.requests, 300);
+    }
+
+    #[test]
+    fn a_switch_right_after_the_start_is_judged_against_the_window_before_it() {
+        // Read a window before the deploy: r1 had served 1000; at the start 1300 (300 at 4 ms).
+        let earlier = vec![traffic("r1", 1000, 400)];
+        let start = vec![sum(&earlier[0], &traffic("r1", 300, 4))];
+        let mut a = Analysis::new(
+            AnalysisSpec::default(),
+            "web",
+            "r2",
+            Some("r1"),
+            Some(earlier),
+            start.clone(),
+        );
+        // Blue/green: the switch comes at once, r1 serves 2 more in flight, r2 everything else.
+        a.begin_window(vec![sum(&start[0], &traffic("r1", 2, 4))], None);
+        let later = vec![
+            sum(&start[0], &traffic("r1", 2, 4)),
+            traffic("r2", 500, 900),
+        ];
+        let (baseline, canary) = a.windows(&later);
+        assert!(baseline.adjacent);
+        assert_eq!(baseline.traffic.requests, 300);
+        assert_eq!(
+            baseline.traffic.quantile(0.99),
+            traffic("r1", 1, 4).quantile(0.99)
+        );
+        assert_eq!(canary.requests, 500);
+    }
+
+    #[test]
+    fn too_little_traffic_before_the_start_is_no_reference() {
+        let earlier = vec![traffic("r1", 1000, 3)];
+        let start = vec![sum(&earlier[0], &traffic("r1", 5, 3))];
+        let mut a = Analysis::new(
+            AnalysisSpec::default(),
+            "web",
+            "r2",
+            Some("r1"),
+            Some(earlier),
+            start.clone(),
+        );
+        a.begin_window(start.clone(), None);
+        let (baseline, _) = a.windows(&[start[0].clone(), traffic("r2", 500, 3)]);
+        assert!(!baseline.adjacent);
+        assert_eq!(baseline.traffic.requests, 0);
     }
 }

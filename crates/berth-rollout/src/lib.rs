@@ -124,12 +124,18 @@ impl Rollout {
     pub async fn run(&self, journal: &mut dyn Journal) -> Outcome {
         let lock = self.supervisor.lock_service(self.service());
         let _guard = lock.lock().await;
+        let earlier = self
+            .traffic
+            .traffic_before(self.service(), self.deploy.analysis.window)
+            .await
+            .map(|(_, traffic)| traffic);
         let at_start = self.sample().await;
         let mut analysis = Analysis::new(
             self.deploy.analysis.clone(),
             self.service(),
             &self.new_release(),
             self.old_release().as_deref(),
+            earlier,
             at_start,
         );
         let result = match self.strategy {
