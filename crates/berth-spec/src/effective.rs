@@ -101,6 +101,16 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
                     .unwrap_or_default(),
                 secrets: service.secrets.iter().map(|s| s.value.clone()).collect(),
                 cron: service.cron.clone(),
+                autoscale: replica_count(&replicas)
+                    .ok()
+                    .filter(|count| count.min < count.max)
+                    .map(|_| {
+                        service
+                            .autoscale
+                            .as_ref()
+                            .map(|autoscale| autoscale.value.clone())
+                            .unwrap_or_default()
+                    }),
             };
             (name.clone(), spec)
         })

@@ -91,6 +91,8 @@ pub(crate) struct RawService {
     pub secrets: Vec<Located<String>>,
     /// `[[service.NAME.cron]]`: scheduled one-off tasks.
     pub cron: Vec<crate::types::CronSpec>,
+    /// `[service.NAME.autoscale]` as written (defaults applied); the span covers its key.
+    pub autoscale: Option<Located<crate::autoscale::AutoscaleSpec>>,
 }
 
 impl RawService {
@@ -116,6 +118,7 @@ impl RawService {
             deploy: None,
             secrets: Vec::new(),
             cron: Vec::new(),
+            autoscale: None,
         }
     }
 }

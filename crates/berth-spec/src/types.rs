@@ -196,6 +196,10 @@ pub struct ServiceSpec {
     /// `[[service.NAME.cron]]`: one-off tasks of the current release run on a schedule.
     #[serde(default)]
     pub cron: Vec<CronSpec>,
+    /// How the replica count follows the load between `replicas.min` and `replicas.max`; set
+    /// exactly when `min < max` (the references' targets when no table is written).
+    #[serde(default)]
+    pub autoscale: Option<crate::autoscale::AutoscaleSpec>,
 }
 
 /// One `[[service.NAME.cron]]` entry: `run` (with `sh -c`, in the release's folder, with the

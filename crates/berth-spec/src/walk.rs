@@ -18,6 +18,7 @@ use crate::report::Problems;
 use crate::types::{Balance, Engine, PortSpec};
 use crate::units::{self, closest, list};
 
+mod autoscale;
 mod backup;
 mod cron;
 mod deploy;
@@ -90,6 +91,7 @@ const SERVICE_KEYS: &[&str] = &[
     "deploy",
     "secrets",
     "cron",
+    "autoscale",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -478,6 +480,13 @@ impl Walker<'_> {
                 }
                 "secrets" => service.secrets = self.secret_names(value, &path("secrets")),
                 "cron" => service.cron = self.cron(&name.value, value),
+                "autoscale" => {
+                    service.autoscale =
+                        self.autoscale(&name.value, value).map(|autoscale| Located {
+                            value: autoscale,
+                            span: key.span(),
+                        });
+                }
                 other => self.unknown_key(key, other, SERVICE_KEYS, &label),
             }
         }
