@@ -97,6 +97,9 @@ pub struct WafSpec {
     pub modes: BTreeMap<String, String>,
     /// How much of a body is inspected (bytes).
     pub max_body: u64,
+    /// `oversize`: what happens to a body the WAF reads that is longer than `max_body`.
+    #[serde(default)]
+    pub oversize: WafOversize,
     pub exclusions: Vec<WafExclusion>,
     pub overrides: Vec<WafOverride>,
 }
@@ -111,10 +114,22 @@ impl Default for WafSpec {
                 .map(|g| (g.to_string(), "block".to_string()))
                 .collect(),
             max_body: 64 * 1024,
+            oversize: WafOversize::default(),
             exclusions: Vec::new(),
             overrides: Vec::new(),
         }
     }
+}
+
+/// What the WAF does with a body longer than `max_body` (AWS WAF's oversize handling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WafOversize {
+    /// The first `max_body` bytes are inspected, the rest passes (AWS WAF's `CONTINUE`).
+    #[default]
+    Continue,
+    /// The request is refused with 403 (AWS WAF's `MATCH` on a blocking rule).
+    Block,
 }
 
 /// `[[waf.exclude]]`: parts of requests under `path` the WAF skips.
