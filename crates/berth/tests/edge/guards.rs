@@ -451,6 +451,23 @@ async fn a_body_longer_than_the_waf_reads_is_refused_only_when_asked() {
     assert!(metrics.contains("rule=\"oversize\""), "{metrics}");
 }
 
+/// The admin listener is open to every local user: `/table` shows the routing table without
+/// the key of the private test route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_table_hides_the_test_route_key() {
+    let edge = EdgeProcess::start().await;
+    let backend = Backend::start("web.1").await;
+    let key = "k3y-0f-the-test-route-e2e";
+    edge.push(&guarded_table(1, &backend, |t| {
+        t.test_key = Some(key.into())
+    }))
+    .await;
+    let table = edge.admin_get("/table").await;
+    assert_eq!(table.status, StatusCode::OK);
+    assert!(!table.text().contains(key), "{}", table.text());
+    assert!(table.text().contains("(hidden)"), "{}", table.text());
+}
+
 /// What a security review found, pinned: an HTTP/2 body without a length is read by the WAF;
 /// two content types are refused; rate limits match the path as applications read it; other
 /// client-identity headers are dropped; only WebSocket upgrades pass.
