@@ -234,6 +234,8 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
                 headers.into_iter().filter(|(_, v)| !v.is_empty()).collect()
             },
             hide_server: raw.hide_server.unwrap_or(false),
+            workers: raw.workers.flatten(),
+            pin_workers: raw.pin_workers.unwrap_or(false),
             maintenance_allow: raw
                 .maintenance_allow
                 .clone()

@@ -44,6 +44,9 @@ pub(crate) struct RawSpec {
     pub allow: Vec<crate::types::AllowSpec>,
     pub response_headers: Option<BTreeMap<String, String>>,
     pub hide_server: Option<bool>,
+    /// `workers`: Some(None) for "auto".
+    pub workers: Option<Option<u32>>,
+    pub pin_workers: Option<bool>,
     pub maintenance_allow: Option<Vec<ipnet::IpNet>>,
     pub waf: Option<crate::types::WafSpec>,
     pub acme: crate::tls::RawAcme,

@@ -81,6 +81,12 @@ pub struct EdgeSpec {
     pub maintenance_allow: Vec<ipnet::IpNet>,
     /// `[waf]` (on, blocking, when not written).
     pub waf: WafSpec,
+    /// `workers`: the edge's worker threads (None, "auto": one per core the edge may run on).
+    #[serde(default)]
+    pub workers: Option<u32>,
+    /// `pin_workers`: worker i runs only on the i-th core the edge may run on.
+    #[serde(default)]
+    pub pin_workers: bool,
 }
 
 /// The WAF's rule groups and modes (`[waf]`), as the spec names them.
@@ -391,6 +397,8 @@ impl Default for EdgeSpec {
             hide_server: false,
             maintenance_allow: EdgeSpec::default_limit_exempt(),
             waf: WafSpec::default(),
+            workers: None,
+            pin_workers: false,
         }
     }
 }

@@ -59,6 +59,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tls_listen,
         admin,
         takeover,
+        workers,
+        pin_workers,
     } = cli.command
     {
         return berth_edge::run(berth_edge::EdgeOptions {
@@ -67,6 +69,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tls_listen,
             admin,
             takeover,
+            workers: workers.map(|n| n as usize),
+            pin_workers,
         })
         .await;
     }
