@@ -10,7 +10,11 @@
 # CONNECTIONS (64), IDLE_CONNS (10000), SKIP_BUILD=1 (use the existing release binary),
 # RSS_COMPARE=0 (skip the idle-connection RSS of nginx and HAProxy, measured for comparison),
 # BERTH_BIN=path (measure that berth binary instead of building this checkout),
-# PATHS ("/ /1k /100k": the cases to run, for a quick look at one), IDLE_CONNS=0 (no memory run).
+# PATHS ("/ /1k /100k": the cases to run, for a quick look at one), IDLE_CONNS=0 (no memory run),
+# PIN (1: pin the proxy under test to cores of its own with `taskset`, the backend and wrk to the
+# others; default 1 on machines with at least 2 cores), PROXY_CORES / LOAD_CORES (taskset lists;
+# default: the last half of the cores, at most 4, for the proxy, the rest for the load),
+# WORKERS (each proxy's workers/threads; default: as many as PROXY_CORES has, else the cores).
 #
 # Ports: backend auto (Berth's $PORT), edge 18080 (admin 19090), nginx 18081, HAProxy 18082.
 # Writes bench/results/edge-<date>.md. Cleans up everything it started, also on failure.
@@ -24,6 +28,25 @@ CONNECTIONS=${CONNECTIONS:-64}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 RSS_COMPARE=${RSS_COMPARE:-1}
 PATHS=${PATHS:-/ /1k /100k}
+CORES=$(nproc)
+if [ "$CORES" -ge 2 ]; then PIN=${PIN:-1}; else PIN=0; fi
+if [ "$PIN" = 1 ]; then
+    # The proxy gets the last half of the cores (at most 4); wrk and the backend the rest.
+    proxy_n=$((CORES / 2 < 4 ? CORES / 2 : 4))
+    PROXY_CORES=${PROXY_CORES:-$((CORES - proxy_n))-$((CORES - 1))}
+    LOAD_CORES=${LOAD_CORES:-0-$((CORES - proxy_n - 1))}
+    # taskset lists to a count of cores ("1", "4-7", "0,2").
+    count_cores() { python3 -c '
+import sys
+n = 0
+for part in sys.argv[1].split(","):
+    a, _, b = part.partition("-")
+    n += int(b or a) - int(a) + 1
+print(n)' "$1"; }
+    WORKERS=${WORKERS:-$(count_cores "$PROXY_CORES")}
+else
+    WORKERS=${WORKERS:-$CORES}
+fi
 EDGE_PORT=18080
 ADMIN_PORT=19090
 NGINX_PORT=18081
@@ -184,13 +207,15 @@ run_wrk() { # name url proxy-pids...
     local name=$1 url=$2; shift 2
     local case_name=${url#http://*/}
     local out="$WORK/wrk-$name-${case_name:-root}.txt"
-    run_bg wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "$url" >/dev/null 2>&1
+    local on=()
+    [ "$PIN" = 1 ] && on=(taskset -c "$LOAD_CORES")
+    run_bg "${on[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "$url" >/dev/null 2>&1
     local p0 b0 m0 p1 b1 m1 t0 t1
     p0=$(cpu_ticks "$@"); b0=$(cpu_ticks "$BACKEND_PID"); m0=$(machine_ticks); t0=$(date +%s.%N)
     # The shell's `times` (a builtin: no fork) adds up the CPU time of the children it reaped;
     # between the two snapshots that is wrk alone.
     times >"$WORK/times.0"
-    run_bg wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$out" 2>&1
+    run_bg "${on[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$out" 2>&1
     times >"$WORK/times.1"
     p1=$(cpu_ticks "$@"); b1=$(cpu_ticks "$BACKEND_PID"); m1=$(machine_ticks); t1=$(date +%s.%N)
     W_RPS=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$out")
@@ -220,6 +245,8 @@ run_wrk() { # name url proxy-pids...
     W_WRK_CPU=$(awk -v w="$wrk_s" -v s="$secs" 'BEGIN{printf "%.0f%%", w/s*100}')
     W_BACKEND_CPU=$(printf '%.0f%%' "$backend")
     if [ $# -gt 0 ]; then W_PROXY_CPU=$(printf '%.0f%%' "$proxy"); else W_PROXY_CPU="-"; fi
+    # Requests per second of proxy CPU: the per-core efficiency.
+    W_PER_CPU=$(awk -v r="${W_RPS:-0}" -v p="$proxy" -v n=$# 'BEGIN{ if (n > 0 && p > 0) printf "%.0f", r / (p / 100); else print "-" }')
     W_SOFTIRQ=$(printf '%.0f%%' "$softirq")
     W_OTHER_CPU=$(awk -v b="$busy" -v p="$proxy" -v k="$backend" -v w="$wrk_s" -v s="$secs" -v q="$softirq" \
         'BEGIN{o = b - q - p - k - w/s*100; if (o < 0) o = 0; printf "%.0f%%", o}')
@@ -238,7 +265,7 @@ start_stack() {
     STACK="$WORK/stack"
     mkdir -p "$STACK/html"
     cp "$TEMPLATES/backend-nginx.conf.tmpl" "$TEMPLATES/backend-start.sh" "$STACK/"
-    sed -e "s|@EDGE_PORT@|$EDGE_PORT|g" -e "s|@ADMIN_PORT@|$ADMIN_PORT|g" \
+    sed -e "s|@EDGE_PORT@|$EDGE_PORT|g" -e "s|@ADMIN_PORT@|$ADMIN_PORT|g" -e "s|@WORKERS@|$WORKERS|g" \
         "$TEMPLATES/berth.toml.tmpl" >"$STACK/berth.toml"
     head -c 1024 /dev/zero | tr '\0' 'a' >"$STACK/html/1k"
     head -c 102400 /dev/zero | tr '\0' 'b' >"$STACK/html/100k"
@@ -281,7 +308,7 @@ print(r["port"], r["pid"] or "", s["edge"]["pid"])' "$WORK/status.json")
 # 3. nginx and HAProxy as proxies to the same backend.
 # ---------------------------------------------------------------------------------------------
 render() { # template output port
-    sed -e "s|@PORT@|$3|g" -e "s|@BACKEND_PORT@|$BACKEND_PORT|g" -e "s|@RUN@|$(dirname "$2")|g" \
+    sed -e "s|@PORT@|$3|g" -e "s|@BACKEND_PORT@|$BACKEND_PORT|g" -e "s|@RUN@|$(dirname "$2")|g" -e "s|@WORKERS@|$WORKERS|g" \
         -e "s|@USER@|$(id -un)|g" -e "s|@GROUP@|$(id -gn)|g" "$1" >"$2"
 }
 
@@ -313,6 +340,25 @@ start_proxies() {
     wait_port "$NGINX_PORT" nginx
     wait_port "$HAPROXY_PORT" HAProxy
     wait_port "$EDGE_PORT" "Berth's edge"
+    pin_all
+}
+
+# Every thread of a process and of its children onto the cores of a taskset list.
+pin() { # cores pid...
+    local cores=$1 pid c; shift
+    for pid in "$@"; do
+        [ -n "$pid" ] || continue
+        taskset -a -p -c "$cores" "$pid" >/dev/null
+        for c in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do taskset -a -p -c "$cores" "$c" >/dev/null; done
+    done
+}
+
+# With PIN=1: each proxy on PROXY_CORES, the backend on LOAD_CORES (wrk too: see run_wrk).
+pin_all() {
+    [ "$PIN" = 1 ] || return 0
+    log "pinning: proxies on cores $PROXY_CORES ($WORKERS workers each), backend and wrk on $LOAD_CORES"
+    pin "$PROXY_CORES" "$EDGE_PID" "$NGINX_PID" "$HAPROXY_PID"
+    pin "$LOAD_CORES" "$BACKEND_PID"
 }
 
 # Every target answers every case with the right body before anything is measured.
@@ -362,9 +408,14 @@ fi
     echo "- Machine: $(nproc) cores ($(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)), Linux $(uname -r)"
     echo "- Load: \`wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency\` (after a $WARMUP warm-up), wrk $WRK_VERSION, all on loopback on the same machine"
     echo "- Backend: one nginx $NGINX_VERSION worker (\`/\` = \"ok\\n\", \`/1k\`, \`/100k\` static files, access log off), started by Berth"
-    echo "- Berth edge: git $BERTH_REV$BERTH_DIRTY, release build, one single-threaded tokio runtime per core ($(nproc) edge workers), access log on"
-    echo "- nginx $NGINX_VERSION proxy: 2 workers, upstream keepalive 64, HTTP/1.1 to the backend, access log on (file)"
-    echo "- HAProxy $HAPROXY_VERSION: nbthread 2, mode http, http-reuse always, http-keep-alive, httplog to stdout (file)"
+    echo "- Berth edge: git $BERTH_REV$BERTH_DIRTY, release build, $WORKERS edge workers (single-threaded tokio runtimes, each accepting on its own socket duplicate), access log on"
+    echo "- nginx $NGINX_VERSION proxy: $WORKERS workers, upstream keepalive 64, HTTP/1.1 to the backend, access log on (file)"
+    echo "- HAProxy $HAPROXY_VERSION: nbthread $WORKERS, mode http, http-reuse always, http-keep-alive, httplog to stdout (file)"
+    if [ "$PIN" = 1 ]; then
+        echo "- Pinned (taskset): each proxy on cores $PROXY_CORES; the backend and wrk on cores $LOAD_CORES"
+    else
+        echo "- Not pinned: the proxies, the backend and wrk share all cores"
+    fi
     echo "- CPU columns: CPU time / wall time during the measured run, 100% = one core, $(nproc) cores in all: the proxy's processes, the backend nginx, wrk, the kernel's softirq time (loopback TCP delivery, charged to no process), everything else on the machine (\"other\": not part of the benchmark), and idle"
     echo "- Load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
@@ -386,16 +437,16 @@ for case_path in $PATHS; do
         run_wrk "$target" "http://127.0.0.1:$port$case_path" "${pids[@]}"
         [ "$target" = direct ] && direct_rps=$W_RPS
         ratio=$(awk -v a="$W_RPS" -v b="$direct_rps" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }')
-        rows+=("$name|$W_RPS|$W_P50|$W_P99|$ratio|$W_PROXY_CPU|$W_BACKEND_CPU|$W_WRK_CPU|$W_SOFTIRQ|$W_OTHER_CPU|$W_IDLE|$W_ERRORS")
+        rows+=("$name|$W_RPS|$W_P50|$W_P99|$ratio|$W_PROXY_CPU|$W_PER_CPU|$W_BACKEND_CPU|$W_WRK_CPU|$W_SOFTIRQ|$W_OTHER_CPU|$W_IDLE|$W_ERRORS")
     done
 
     # Terminal table.
     echo
     echo "$label — wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
-    printf '%-17s %8s %8s %8s %9s | %6s %8s %5s %7s %6s %5s | %s\n' target req/s p50_ms p99_ms vs_direct proxy backend wrk softirq other idle "wrk errors"
+    printf '%-17s %8s %8s %8s %9s | %6s %9s %8s %5s %7s %6s %5s | %s\n' target req/s p50_ms p99_ms vs_direct proxy req/cpu-s backend wrk softirq other idle "wrk errors"
     for row in "${rows[@]}"; do
-        IFS='|' read -r a b c d e f g h i j k l <<<"$row"
-        printf '%-17s %8s %8s %8s %9s | %6s %8s %5s %7s %6s %5s | %s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h" "$i" "$j" "$k" "$l"
+        IFS='|' read -r a b c d e f m g h i j k l <<<"$row"
+        printf '%-17s %8s %8s %8s %9s | %6s %9s %8s %5s %7s %6s %5s | %s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$m" "$g" "$h" "$i" "$j" "$k" "$l"
     done
     echo
 
@@ -403,11 +454,11 @@ for case_path in $PATHS; do
     {
         echo "## $label"
         echo
-        echo "| target | req/s | p50 (ms) | p99 (ms) | req/s vs direct | proxy CPU | backend CPU | wrk CPU | softirq | other CPU | idle | wrk errors |"
-        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        echo "| target | req/s | p50 (ms) | p99 (ms) | req/s vs direct | proxy CPU | req/s per proxy CPU-s | backend CPU | wrk CPU | softirq | other CPU | idle | wrk errors |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
         for row in "${rows[@]}"; do
-            IFS='|' read -r a b c d e f g h i j k l <<<"$row"
-            echo "| $a | $b | $c | $d | $e | $f | $g | $h | $i | $j | $k | $l |"
+            IFS='|' read -r a b c d e f m g h i j k l <<<"$row"
+            echo "| $a | $b | $c | $d | $e | $f | $m | $g | $h | $i | $j | $k | $l |"
         done
         echo
     } >>"$REPORT"
