@@ -19,6 +19,7 @@ use crate::types::{Balance, Engine, PortSpec};
 use crate::units::{self, closest, list};
 
 mod backup;
+mod container;
 mod cron;
 mod deploy;
 mod limits;
@@ -45,6 +46,7 @@ const TOP_KEYS: &[&str] = &[
     "waf",
     "environment",
     "backup",
+    "containers",
 ];
 const STACK_KEYS: &[&str] = &["name", "keep_releases"];
 const EDGE_KEYS: &[&str] = &[
@@ -90,6 +92,10 @@ const SERVICE_KEYS: &[&str] = &[
     "deploy",
     "secrets",
     "cron",
+    "image",
+    "dockerfile",
+    "target",
+    "network",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -173,6 +179,7 @@ impl Walker<'_> {
                 "waf" => spec.waf = self.waf(value),
                 "acme" => spec.acme = self.acme(value),
                 "backup" => spec.backup = self.backup(value),
+                "containers" => spec.container_socket = self.containers(value),
                 "environment" => {
                     for (name, table) in self.named_tables(value, "environment") {
                         if name.value == "default" {
@@ -407,6 +414,7 @@ impl Walker<'_> {
                     }
                     // An empty command was reported; keep it so "no `run`" is not reported too.
                     service.run = Some(run.map_or(String::new(), |run| run.value));
+                    service.run_span = Some(entry_span(key, value));
                 }
                 "build" => {
                     service.build = self
@@ -416,6 +424,10 @@ impl Walker<'_> {
                             r#"build = "pip install -r requirements.txt""#,
                         )
                         .map(|build| build.value);
+                    service.build_span = Some(entry_span(key, value));
+                }
+                "image" | "dockerfile" | "target" | "network" => {
+                    self.container_key(&name.value, key, value, &mut service.container);
                 }
                 "source" => {
                     service.source = self
@@ -494,12 +506,14 @@ impl Walker<'_> {
                 );
             }
         }
-        if service.run.is_none() {
+        if service.container.is_container() || service.container.target.is_some() {
+            self.check_container(&name.value, &service);
+        } else if service.run.is_none() {
             self.problems.push(
                 value.span(),
                 format!("service `{}` has no `run` command", name.value),
                 Some(format!(
-                    r#"add the command that starts it to {label}, e.g. run = "python3 app.py""#
+                    r#"add the command that starts it to {label}, e.g. run = "python3 app.py", or give it an image = "..." or a dockerfile = "Dockerfile""#
                 )),
             );
         }
