@@ -304,6 +304,25 @@ fn normalize(path: &Path) -> PathBuf {
     normalized
 }
 
+/// The container of a service, when it has `image` or `dockerfile` (checked: not both).
+fn container_spec(raw: &crate::raw::RawContainer) -> Option<crate::types::ContainerSpec> {
+    use crate::types::{ContainerSpec, ImageSource};
+    let image = match (&raw.image, &raw.dockerfile) {
+        (Some(image), _) => ImageSource::Pull {
+            reference: image.value.clone(),
+        },
+        (None, Some(dockerfile)) => ImageSource::Build {
+            dockerfile: dockerfile.value.clone(),
+            target: raw.target.as_ref().map(|t| t.value.clone()),
+        },
+        (None, None) => return None,
+    };
+    Some(ContainerSpec {
+        image,
+        network: raw.network.as_ref().map(|n| n.value).unwrap_or_default(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,23 +342,4 @@ mod tests {
         assert!(folder.ends_with("no/such/dir"));
         assert!(spec_folder(Path::new("berth.toml")).is_absolute());
     }
-}
-
-/// The container of a service, when it has `image` or `dockerfile` (checked: not both).
-fn container_spec(raw: &crate::raw::RawContainer) -> Option<crate::types::ContainerSpec> {
-    use crate::types::{ContainerSpec, ImageSource};
-    let image = match (&raw.image, &raw.dockerfile) {
-        (Some(image), _) => ImageSource::Pull {
-            reference: image.value.clone(),
-        },
-        (None, Some(dockerfile)) => ImageSource::Build {
-            dockerfile: dockerfile.value.clone(),
-            target: raw.target.as_ref().map(|t| t.value.clone()),
-        },
-        (None, None) => return None,
-    };
-    Some(ContainerSpec {
-        image,
-        network: raw.network.as_ref().map(|n| n.value).unwrap_or_default(),
-    })
 }
