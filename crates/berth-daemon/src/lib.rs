@@ -351,6 +351,31 @@ async fn bring_up(stack: &Arc<Stack>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The container driver, when a service runs in containers: the engine is found and pinged
+/// before anything is touched, and each way that fails names the fix.
+async fn connect_containers(
+    spec: &berth_spec::Spec,
+) -> anyhow::Result<Option<Arc<berth_container::ContainerDriver>>> {
+    let Some(first) = spec.services.values().find(|s| s.container.is_some()) else {
+        return Ok(None);
+    };
+    let socket = berth_container::resolve_socket(
+        spec.containers.socket.as_deref(),
+        std::env::var("DOCKER_HOST").ok().as_deref(),
+        |p| p.exists(),
+    )
+    .with_context(|| format!("service `{}` runs in containers", first.name))?;
+    let engine = berth_container::Engine::connect(&socket)
+        .await
+        .with_context(|| format!("service `{}` runs in containers", first.name))?;
+    tracing::info!("container engine at {}", socket.display());
+    Ok(Some(berth_container::ContainerDriver::new(
+        engine,
+        LOG_MAX_BYTES,
+        LOG_KEEP,
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,29 +453,4 @@ run = "python3 worker.py"
         ];
         assert!(ready_to_open(&spec, &desired(2, 1), &failed));
     }
-}
-
-/// The container driver, when a service runs in containers: the engine is found and pinged
-/// before anything is touched, and each way that fails names the fix.
-async fn connect_containers(
-    spec: &berth_spec::Spec,
-) -> anyhow::Result<Option<Arc<berth_container::ContainerDriver>>> {
-    let Some(first) = spec.services.values().find(|s| s.container.is_some()) else {
-        return Ok(None);
-    };
-    let socket = berth_container::resolve_socket(
-        spec.containers.socket.as_deref(),
-        std::env::var("DOCKER_HOST").ok().as_deref(),
-        |p| p.exists(),
-    )
-    .with_context(|| format!("service `{}` runs in containers", first.name))?;
-    let engine = berth_container::Engine::connect(&socket)
-        .await
-        .with_context(|| format!("service `{}` runs in containers", first.name))?;
-    tracing::info!("container engine at {}", socket.display());
-    Ok(Some(berth_container::ContainerDriver::new(
-        engine,
-        LOG_MAX_BYTES,
-        LOG_KEEP,
-    )))
 }
