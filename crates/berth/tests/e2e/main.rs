@@ -9,6 +9,7 @@ mod load;
 
 mod backup;
 mod cli;
+mod containers;
 mod deploy;
 mod lifecycle;
 mod maintenance;

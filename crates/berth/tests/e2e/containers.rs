@@ -1,0 +1,345 @@
+//! Container replicas end to end, against a real Podman (Debian's `podman` with `runc`, configured
+//! as `.ci/run` does) through its Docker API service, which the test starts on a socket of its
+//! own and stops. The image is built by `berth up` from a Dockerfile in the stack folder whose
+//! base is a static busybox (`busybox-static`): no registry is needed. The stack serves through
+//! the edge; a rolling deploy of a changed image under a steady loopback load fails no request;
+//! a daemon killed with SIGKILL leaves the containers serving and the next `berth up` adopts
+//! them; `berth down` removes the containers and keeps the volume.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::*;
+use crate::load::{now_ms, Load, LoadOptions};
+
+/// Podman's Docker API service on a temporary socket; stopped on drop.
+struct PodmanService {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for PodmanService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts Podman's API service, or (outside CI) returns `None` naming the Debian packages when
+/// Podman or a static busybox is missing. Under `CI=true` a missing tool fails the test.
+fn podman_service() -> Option<PodmanService> {
+    let missing = if Command::new("podman").arg("--version").output().is_err() {
+        Some("podman (apt-get install podman runc)")
+    } else if !Path::new("/bin/busybox").is_file() {
+        Some("a static busybox (apt-get install busybox-static)")
+    } else {
+        None
+    };
+    if let Some(what) = missing {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and {what} is missing"
+        );
+        eprintln!("skipping: {what} is not installed");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("podman.sock");
+    let child = Command::new("podman")
+        .args(["system", "service", "--time=0"])
+        .arg(format!("unix://{}", socket.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting podman system service");
+    let service = PodmanService {
+        child,
+        socket,
+        _dir: dir,
+    };
+    wait_for("podman's API socket", Duration::from_secs(20), || {
+        std::os::unix::net::UnixStream::connect(&service.socket)
+            .ok()
+            .map(|_| ())
+    });
+    Some(service)
+}
+
+/// Removes (through the podman CLI) every container labelled with the stack, whatever the test
+/// left; runs after the stack's own cleanup.
+struct Containers(String);
+
+impl Containers {
+    fn ids(&self) -> Vec<String> {
+        let out = Command::new("podman")
+            .args(["ps", "-aq", "--filter"])
+            .arg(format!("label=berth.stack={}", self.0))
+            .output()
+            .expect("podman ps");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn running(&self) -> usize {
+        let out = Command::new("podman")
+            .args(["ps", "-q", "--filter"])
+            .arg(format!("label=berth.stack={}", self.0))
+            .output()
+            .expect("podman ps");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .count()
+    }
+}
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        let ids = self.ids();
+        if !ids.is_empty() {
+            let _ = Command::new("podman")
+                .args(["rm", "-f", "-t", "0"])
+                .args(&ids)
+                .output();
+        }
+        let _ = Command::new("podman")
+            .args(["image", "prune", "-f", "--filter"])
+            .arg(format!("label=berth.e2e={}", self.0))
+            .output();
+    }
+}
+
+const DOCKERFILE: &str = r#"FROM scratch AS base
+COPY busybox /bin/busybox
+RUN ["/bin/busybox", "--install", "-s", "/bin"]
+
+FROM base AS web
+LABEL berth.e2e=e2e-containers
+COPY www /www
+CMD ["/bin/sh", "-c", "echo \"web $BERTH_REPLICA up on $PORT\"; exec httpd -f -p \"$PORT\" -h /www"]
+"#;
+
+/// `/cgi-bin/whoami`: the JSON the load client reads (release, version), plus the replica and
+/// whether the volume is mounted.
+const WHOAMI: &str = r#"#!/bin/sh
+printf 'Content-Type: application/json\r\n\r\n'
+printf '{"release":"%s","version":"%s","replica":"%s","volume":"%s"}\n' "$BERTH_RELEASE" "$(cat /www/version)" "$BERTH_REPLICA" "$(test -d "$UPLOADS_DIR" && echo mounted)"
+"#;
+
+fn body(socket: &Path) -> String {
+    format!(
+        r#"
+[containers]
+socket = "{}"
+
+[service.web]
+dockerfile = "Dockerfile"
+target = "web"
+source = "app"
+port = "auto"
+replicas = 2
+memory = "64M"
+stop_timeout = "5s"
+volumes = ["uploads"]
+
+[service.web.health]
+path = "/health"
+interval = "1s"
+timeout = "1s"
+healthy_threshold = 1
+unhealthy_threshold = 2
+grace_period = "2s"
+
+[service.web.deploy]
+strategy = "rolling"
+max_surge = 1
+[service.web.deploy.analysis]
+window = "3s"
+min_requests = 20
+
+[volume.uploads]
+
+[[route]]
+path = "/"
+service = "web"
+"#,
+        socket.display()
+    )
+}
+
+fn write_version(stack: &Stack, version: &str) {
+    fs::write(stack.path().join("app/www/version"), version).unwrap();
+}
+
+/// `GET /cgi-bin/whoami` through the edge, parsed.
+fn whoami(port: u16) -> Option<Value> {
+    match http(port, "GET", "/cgi-bin/whoami", b"") {
+        Ok((200, body)) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
+}
+
+/// The image a release runs, from its release folder.
+fn release_image(stack: &Stack, release: &str) -> String {
+    let file = stack
+        .path()
+        .join(".berth/releases/web")
+        .join(release)
+        .join(".berth-image.json");
+    let v: Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+    v["id"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn container_replicas_serve_deploy_without_errors_survive_the_daemon_and_go_down() {
+    let Some(podman) = podman_service() else {
+        return;
+    };
+    let containers = Containers("e2e-containers".into());
+    let mut stack = Stack::new("containers", &body(&podman.socket));
+    let app = stack.path().join("app");
+    fs::copy("/bin/busybox", app.join("busybox")).unwrap();
+    fs::write(app.join("Dockerfile"), DOCKERFILE).unwrap();
+    fs::create_dir_all(app.join("www/cgi-bin")).unwrap();
+    fs::write(app.join("www/health"), "ok\n").unwrap();
+    fs::write(app.join("www/cgi-bin/whoami"), WHOAMI).unwrap();
+    fs::set_permissions(
+        app.join("www/cgi-bin/whoami"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    write_version(&stack, "1");
+
+    // Up: the image is built from the Dockerfile, two containers serve through the edge.
+    let started = Instant::now();
+    stack.up_and_wait();
+    let list = stack.wait_healthy("web", 2);
+    println!(
+        "[containers] up with 2 healthy containers in {:?}",
+        started.elapsed()
+    );
+    let r1 = list[0].release.clone();
+    assert!(
+        list.iter()
+            .all(|r| r.limits.as_deref() == Some("memory 64 MiB (container)")),
+        "{list:#?}"
+    );
+    assert_eq!(containers.running(), 2);
+    let port = stack.edge_port;
+    let answer = wait_for("the edge to route to web", Duration::from_secs(15), || {
+        whoami(port)
+    });
+    assert_eq!(answer["release"], r1.as_str(), "{answer}");
+    assert_eq!(answer["version"], "1", "{answer}");
+    assert_eq!(answer["volume"], "mounted", "{answer}");
+    // Published on loopback only: the replica's own port answers on 127.0.0.1.
+    assert!(matches!(
+        http(list[0].port(), "GET", "/health", b""),
+        Ok((200, _))
+    ));
+    // The container's output is in the replica's log.
+    let log = wait_for("the replica log", Duration::from_secs(10), || {
+        let log = stack.replica_log("web.1");
+        log.contains("up on").then_some(log)
+    });
+    assert!(log.contains("stdout web web.1 up on"), "{log}");
+
+    // A rolling deploy of a changed image under load: no request fails.
+    write_version(&stack, "2");
+    let load = Load::start(LoadOptions {
+        path: "/cgi-bin/whoami".into(),
+        rate: 100,
+        threads: 4,
+        max_requests: 6_000,
+        max_duration: Duration::from_secs(60),
+        ..LoadOptions::whoami(port)
+    });
+    wait_for("the load to get going", Duration::from_secs(10), || {
+        (load.count() >= 100).then_some(())
+    });
+    let t0 = now_ms();
+    let out = stack.berth(&["deploy", "web", "--json"]);
+    let t1 = now_ms();
+    std::thread::sleep(Duration::from_secs(1));
+    let report = load.stop();
+    println!(
+        "[containers] rolling deploy took {} ms; load: {}",
+        t1 - t0,
+        report.describe()
+    );
+    assert!(
+        out.success(),
+        "the deploy failed:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    let record: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(record["state"], "succeeded", "{record}");
+    let r2 = record["to_release"].as_str().unwrap().to_string();
+    assert_ne!(r2, r1);
+    assert_ne!(
+        release_image(&stack, &r1),
+        release_image(&stack, &r2),
+        "the changed context makes a new image"
+    );
+    let failed = report.failed();
+    assert!(report.samples.len() >= 300, "{}", report.describe());
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the deploy; first: {:?}",
+        failed.len(),
+        report.samples.len(),
+        failed.first()
+    );
+    assert!(!report.on(&r1).is_empty() && !report.on(&r2).is_empty());
+    assert!(report
+        .on(&r2)
+        .iter()
+        .all(|s| s.version.as_deref() == Some("2")));
+    assert!(report
+        .between(t1, i64::MAX)
+        .iter()
+        .all(|s| s.release.as_deref() == Some(r2.as_str())));
+    wait_for("the old containers to go", Duration::from_secs(15), || {
+        (containers.running() == 2).then_some(())
+    });
+
+    // The daemon dies hard: the containers keep serving; the next `berth up` adopts them.
+    let before: Vec<String> = containers.ids();
+    stack.signal_daemon(0, libc::SIGKILL);
+    stack.wait_daemon_exit(0, Duration::from_secs(10));
+    assert_eq!(whoami(port).unwrap()["release"], r2.as_str());
+    let n = stack.up();
+    stack.wait_up_line(n);
+    assert!(
+        stack
+            .daemon_stdout(n)
+            .contains("adopted 2 running replica(s)"),
+        "{}",
+        stack.daemon_stdout(n)
+    );
+    let adopted = stack.wait_healthy("web", 2);
+    assert!(adopted.iter().all(|r| r.release == r2));
+    let mut after = containers.ids();
+    let mut before = before;
+    before.sort();
+    after.sort();
+    assert_eq!(before, after, "the same containers, none restarted");
+    assert_eq!(whoami(port).unwrap()["version"], "2");
+
+    // `berth down`: containers removed, the volume kept.
+    stack.berth(&["down"]).ok();
+    stack.wait_daemon_exit(n, Duration::from_secs(30));
+    assert!(containers.ids().is_empty(), "{:?}", containers.ids());
+    assert!(stack.state().join("volumes/uploads").is_dir());
+    drop(stack);
+    drop(containers);
+    drop(podman);
+}
