@@ -311,6 +311,36 @@ fn container_replicas_serve_deploy_without_errors_survive_the_daemon_and_go_down
         (containers.running() == 2).then_some(())
     });
 
+    // A Dockerfile that fails to build: the deploy stops at its release step with the build's
+    // error, and what runs is not touched.
+    let good = fs::read_to_string(app.join("Dockerfile")).unwrap();
+    fs::write(
+        app.join("Dockerfile"),
+        good.replace(
+            "COPY www /www",
+            "RUN [\"/bin/sh\", \"-c\", \"echo cannot build; exit 3\"]",
+        ),
+    )
+    .unwrap();
+    let running: Vec<String> = containers.ids();
+    let out = stack.berth(&["deploy", "web", "--json"]);
+    assert!(!out.success(), "{}", out.stdout);
+    let record: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(record["state"], "failed", "{record}");
+    let text = record.to_string();
+    assert!(
+        text.contains("building the image of `web` failed"),
+        "{text}"
+    );
+    assert!(text.contains("cannot build"), "{text}");
+    assert_eq!(
+        containers.ids(),
+        running,
+        "the running containers were not touched"
+    );
+    assert_eq!(whoami(port).unwrap()["release"], r2.as_str());
+    fs::write(app.join("Dockerfile"), good).unwrap();
+
     // The daemon dies hard: the containers keep serving; the next `berth up` adopts them.
     let before: Vec<String> = containers.ids();
     stack.signal_daemon(0, libc::SIGKILL);
@@ -342,4 +372,22 @@ fn container_replicas_serve_deploy_without_errors_survive_the_daemon_and_go_down
     drop(stack);
     drop(containers);
     drop(podman);
+}
+
+#[test]
+fn an_engine_that_is_not_running_stops_berth_up_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("podman.sock");
+    let mut stack = Stack::new("containers-no-engine", &body(&socket));
+    fs::write(stack.path().join("app/Dockerfile"), DOCKERFILE).unwrap();
+    let n = stack.up();
+    let status = stack.wait_daemon_exit(n, Duration::from_secs(20));
+    assert!(!status.success());
+    let err = stack.daemon_stderr(n);
+    assert!(err.contains("service `web` runs in containers"), "{err}");
+    assert!(err.contains("is not running"), "{err}");
+    assert!(err.contains("podman system service"), "{err}");
+    // Nothing was started: no replica, no edge.
+    assert!(stack.edges().is_empty());
+    assert!(!stack.state().join("replicas").exists());
 }
