@@ -300,7 +300,11 @@ async fn bring_up(stack: &Arc<Stack>) -> anyhow::Result<()> {
                 }
             }
             Some(release) => {
-                stack.ensure_image(service, &release).await?;
+                // The settings the release was made with say whether it is an image.
+                let made_with = stack
+                    .release_service_spec(&service.name, &release.id)
+                    .unwrap_or_else(|| service.clone());
+                stack.ensure_image(&made_with, &release).await?;
                 if berth_release::fingerprint(service).is_ok_and(|f| f != release.fingerprint) {
                     println!(
                         "berth: {}: the source or config changed since release {}; `berth deploy {}` rolls it out",
