@@ -123,17 +123,20 @@ RUN ["/bin/busybox", "--install", "-s", "/bin"]
 FROM base AS web
 LABEL berth.e2e=e2e-containers
 COPY www /www
-CMD ["/bin/sh", "-c", "echo \"web $BERTH_REPLICA up on $PORT\"; exec httpd -f -p \"$PORT\" -h /www"]
+CMD ["/bin/sh", "-c", "echo \"web $BERTH_REPLICA up on $PORT with token $API_TOKEN\"; exec httpd -f -p \"$PORT\" -h /www"]
 "#;
 
 /// `/cgi-bin/whoami`: the JSON the load client reads (release, version), plus the replica and
 /// whether the volume is mounted.
 const WHOAMI: &str = r#"#!/bin/sh
 printf 'Content-Type: application/json\r\n\r\n'
-printf '{"release":"%s","version":"%s","replica":"%s","volume":"%s"}\n' "$BERTH_RELEASE" "$(cat /www/version)" "$BERTH_REPLICA" "$(test -d "$UPLOADS_DIR" && echo mounted)"
+key=$(head -c 11 "$TLS_KEY_FILE")
+( echo x >> "$TLS_KEY_FILE" ) 2>/dev/null && key_mode=writable || key_mode=read-only
+printf '{"release":"%s","version":"%s","replica":"%s","volume":"%s","key":"%s","key_mode":"%s"}\n' "$BERTH_RELEASE" "$(cat /www/version)" "$BERTH_REPLICA" "$(test -d "$UPLOADS_DIR" && echo mounted)" "$key" "$key_mode"
 "#;
 
-fn body(socket: &Path) -> String {
+/// The stack; `extra` goes into `[service.web]`.
+fn body(socket: &Path, extra: &str) -> String {
     format!(
         r#"
 [containers]
@@ -148,6 +151,7 @@ replicas = 2
 memory = "64M"
 stop_timeout = "5s"
 volumes = ["uploads"]
+{extra}
 
 [service.web.health]
 path = "/health"
@@ -172,6 +176,31 @@ service = "web"
 "#,
         socket.display()
     )
+}
+
+const TOKEN: &str = "tok-3f9a1c77e2b54d0c8a16";
+
+/// `berth secrets set NAME ARGS` with `value` on standard input.
+fn set_secret(stack: &Stack, name: &str, value: &str, args: &[&str]) {
+    use std::io::Write;
+    let mut child = berth_command()
+        .arg("-f")
+        .arg(&stack.spec)
+        .args(["secrets", "set", name])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(value.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
 }
 
 fn write_version(stack: &Stack, version: &str) {
@@ -203,7 +232,10 @@ fn container_replicas_serve_deploy_without_errors_survive_the_daemon_and_go_down
         return;
     };
     let containers = Containers("e2e-containers".into());
-    let mut stack = Stack::new("containers", &body(&podman.socket));
+    let mut stack = Stack::new(
+        "containers",
+        &body(&podman.socket, r#"secrets = ["API_TOKEN", "TLS_KEY"]"#),
+    );
     let app = stack.path().join("app");
     fs::copy("/bin/busybox", app.join("busybox")).unwrap();
     fs::write(app.join("Dockerfile"), DOCKERFILE).unwrap();
@@ -216,6 +248,13 @@ fn container_replicas_serve_deploy_without_errors_survive_the_daemon_and_go_down
     )
     .unwrap();
     write_version(&stack, "1");
+    set_secret(&stack, "API_TOKEN", TOKEN, &[]);
+    set_secret(
+        &stack,
+        "TLS_KEY",
+        "-----BEGIN KEY-----\nabc\n",
+        &["--as-file"],
+    );
 
     // Up: the image is built from the Dockerfile, two containers serve through the edge.
     let started = Instant::now();
@@ -239,6 +278,9 @@ fn container_replicas_serve_deploy_without_errors_survive_the_daemon_and_go_down
     assert_eq!(answer["release"], r1.as_str(), "{answer}");
     assert_eq!(answer["version"], "1", "{answer}");
     assert_eq!(answer["volume"], "mounted", "{answer}");
+    // The secret file is mounted read-only at the path $TLS_KEY_FILE names.
+    assert_eq!(answer["key"], "-----BEGIN ", "{answer}");
+    assert_eq!(answer["key_mode"], "read-only", "{answer}");
     // Published on loopback only: the replica's own port answers on 127.0.0.1.
     assert!(matches!(
         http(list[0].port(), "GET", "/health", b""),
@@ -250,6 +292,9 @@ fn container_replicas_serve_deploy_without_errors_survive_the_daemon_and_go_down
         log.contains("up on").then_some(log)
     });
     assert!(log.contains("stdout web web.1 up on"), "{log}");
+    // The secret in the environment, printed by the app, is masked in the log.
+    assert!(log.contains("with token [redacted]"), "{log}");
+    assert!(!log.contains(TOKEN), "{log}");
 
     // A rolling deploy of a changed image under load: no request fails.
     write_version(&stack, "2");
@@ -378,7 +423,7 @@ fn container_replicas_serve_deploy_without_errors_survive_the_daemon_and_go_down
 fn an_engine_that_is_not_running_stops_berth_up_with_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("podman.sock");
-    let mut stack = Stack::new("containers-no-engine", &body(&socket));
+    let mut stack = Stack::new("containers-no-engine", &body(&socket, ""));
     fs::write(stack.path().join("app/Dockerfile"), DOCKERFILE).unwrap();
     let n = stack.up();
     let status = stack.wait_daemon_exit(n, Duration::from_secs(20));
