@@ -49,6 +49,9 @@ cleanup() {
   local left
   left=$(podman ps -aq --filter label=berth.stack=bench-containers 2>/dev/null || true)
   [ -n "$left" ] && podman rm -f -t 0 $left >/dev/null 2>&1 || true
+  local tags
+  tags=$(podman images --format '{{.Repository}}:{{.Tag}}' --filter reference=berth/bench-containers-web 2>/dev/null || true)
+  [ -n "$tags" ] && podman rmi $tags >/dev/null 2>&1 || true
   [ -n "$PODMAN_PID" ] && kill "$PODMAN_PID" 2>/dev/null && wait "$PODMAN_PID" 2>/dev/null || true
   [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
 }
