@@ -319,3 +319,73 @@ async fn a_stopped_engine_is_named_with_the_fix() {
     assert!(err.contains("is not running"), "{err}");
     assert!(err.contains("podman system service"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_no_record_names_are_removed_by_label() {
+    let Some(podman) = podman() else { return };
+    let engine = Engine::connect(&podman.socket).await.unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let ctx = work.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    context(&ctx, "stray");
+    let tag = format!("berth/test-strays:{}", std::process::id());
+    let id = engine
+        .build("web", &ctx, "Dockerfile", Some("web"), &tag, |_| {})
+        .await
+        .unwrap();
+    let stack = format!("s{}", std::process::id());
+    let replicas = work.path().join("replicas/web.1");
+    let launch = LaunchSpec {
+        key: ReplicaKey::new("web".to_string(), 1),
+        release: ReleaseId("r1-00000000".into()),
+        command: String::new(),
+        cwd: ctx.clone(),
+        env: BTreeMap::from([("PORT".to_string(), free_port().to_string())]),
+        port: None,
+        instance_dir: replicas.join("run-1"),
+        log_file: replicas.join("current.log"),
+        log_max_bytes: 1 << 20,
+        log_keep: 2,
+        memory: None,
+        cpu: None,
+        cgroup: String::new(),
+        redact: vec![],
+        container: Some(ContainerLaunch {
+            image: id,
+            network: "bridge".into(),
+            mounts: vec![],
+            labels: BTreeMap::from([
+                ("berth.stack".to_string(), stack.clone()),
+                ("berth.env".to_string(), "default".to_string()),
+            ]),
+            stop_timeout: Duration::from_secs(2),
+        }),
+    };
+    let driver = ContainerDriver::new(engine.clone(), 1 << 20, 2);
+    let record = driver.start(&launch).await.unwrap();
+    let container = record.container.clone().unwrap();
+    // Recorded: kept. Another environment of the same stack: not looked at.
+    assert_eq!(
+        driver
+            .remove_strays(&stack, "default", std::slice::from_ref(&container))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        driver.remove_strays(&stack, "staging", &[]).await.unwrap(),
+        0
+    );
+    assert!(driver.is_running(&record));
+    // No record names it: removed, and its watcher sees the end.
+    assert_eq!(
+        driver.remove_strays(&stack, "default", &[]).await.unwrap(),
+        1
+    );
+    let status = tokio::time::timeout(Duration::from_secs(15), driver.wait(&record))
+        .await
+        .expect("the removed container's end is seen");
+    assert!(!status.success(), "{status}");
+    assert!(!driver.is_running(&record));
+    let _ = Command::new("podman").args(["rmi", &tag]).output();
+}
