@@ -2,7 +2,8 @@
 //! as `.ci/run` does) through its Docker API service, which the test starts on a socket of its
 //! own and stops. The image is built by `berth up` from a Dockerfile in the stack folder whose
 //! base is a static busybox (`busybox-static`): no registry is needed. The stack serves through
-//! the edge; a rolling deploy of a changed image under a steady loopback load fails no request;
+//! the edge; rolling, blue/green and canary deploys of a changed image under a steady loopback
+//! load fail no request;
 //! a daemon killed with SIGKILL leaves the containers serving and the next `berth up` adopts
 //! them; `berth down` removes the containers and keeps the volume.
 
@@ -468,16 +469,32 @@ fn an_engine_that_is_not_running_stops_berth_up_with_the_fix() {
 
 #[test]
 fn a_bluegreen_deploy_of_container_replicas_fails_no_request() {
+    deploy_under_load(
+        "bluegreen",
+        "strategy = \"bluegreen\"\ntermination_wait = \"1s\"\n[[service.web.deploy.check]]\npath = \"/cgi-bin/whoami\"\nstatus = 200\ncontains = \"release\"",
+    );
+}
+
+#[test]
+fn a_canary_deploy_of_container_replicas_fails_no_request() {
+    deploy_under_load(
+        "canary",
+        "strategy = \"canary\"\ntermination_wait = \"1s\"\nsteps = [{ weight = 25, pause = \"2s\" }, { weight = 50, pause = \"2s\" }]\n[[service.web.deploy.check]]\npath = \"/health\"\nstatus = 200",
+    );
+}
+
+/// A stack of 2 container replicas deployed with `deploy` (the start of
+/// `[service.web.deploy]`) under 100 requests/s: no request fails, the new release carries
+/// everything once the deploy returned, the old group is retired.
+fn deploy_under_load(strategy: &str, deploy: &str) {
     let Some(podman) = podman_service() else {
         return;
     };
-    let containers = Containers("e2e-containers-bg".into());
-    let spec = body(&podman.socket, "").replace(
-        "strategy = \"rolling\"\nmax_surge = 1",
-        "strategy = \"bluegreen\"\ntermination_wait = \"1s\"\n[[service.web.deploy.check]]\npath = \"/cgi-bin/whoami\"\nstatus = 200\ncontains = \"release\"",
-    );
-    assert!(spec.contains("bluegreen"), "{spec}");
-    let mut stack = container_stack("containers-bg", &spec);
+    let name = format!("containers-{strategy}");
+    let containers = Containers(format!("e2e-{name}"));
+    let spec = body(&podman.socket, "").replace("strategy = \"rolling\"\nmax_surge = 1", deploy);
+    assert!(spec.contains(strategy), "{spec}");
+    let mut stack = container_stack(&name, &spec);
     stack.up_and_wait();
     let r1 = stack.wait_healthy("web", 2)[0].release.clone();
     let port = stack.edge_port;
@@ -493,7 +510,7 @@ fn a_bluegreen_deploy_of_container_replicas_fails_no_request() {
     std::thread::sleep(Duration::from_secs(1));
     let report = load.stop();
     println!(
-        "[containers] blue/green deploy took {} ms; load: {}",
+        "[containers] {strategy} deploy took {} ms; load: {}",
         t1 - t0,
         report.describe()
     );
@@ -505,7 +522,7 @@ fn a_bluegreen_deploy_of_container_replicas_fails_no_request() {
     );
     let record: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(record["state"], "succeeded", "{record}");
-    assert_eq!(record["strategy"], "bluegreen", "{record}");
+    assert_eq!(record["strategy"], strategy, "{record}");
     let r2 = record["to_release"].as_str().unwrap().to_string();
     assert_ne!(r2, r1);
     let failed = report.failed();
