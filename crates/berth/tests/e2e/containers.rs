@@ -3,9 +3,8 @@
 //! own and stops. The image is built by `berth up` from a Dockerfile in the stack folder whose
 //! base is a static busybox (`busybox-static`): no registry is needed. The stack serves through
 //! the edge; rolling, blue/green and canary deploys of a changed image under a steady loopback
-//! load fail no request;
-//! a daemon killed with SIGKILL leaves the containers serving and the next `berth up` adopts
-//! them; `berth down` removes the containers and keeps the volume.
+//! load fail no request; a daemon killed with SIGKILL leaves the containers serving and the next
+//! `berth up` adopts them; `berth down` removes the containers and keeps the volume.
 
 use std::fs;
 use std::path::{Path, PathBuf};
