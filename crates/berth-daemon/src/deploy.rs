@@ -454,6 +454,11 @@ impl Stack {
                 .and_then(|r| r.ok_or_else(|| anyhow!("release {id} of `{name}` is gone"))),
             None => self.release_for(&service).await,
         };
+        // A release chosen by id may be a container release whose image the engine lost.
+        let new_release = match new_release {
+            Ok(r) => self.ensure_image(&service, &r).await.map(|()| r),
+            Err(e) => Err(e),
+        };
         let new_release = match new_release {
             Ok(r) => r,
             Err(e) => {

@@ -88,7 +88,15 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
 
     let store = Store::open(paths.db())?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let driver = LocalProcessDriver::new(options.program.clone());
+    let containers = connect_containers(&spec).await?;
+    let local: Arc<dyn berth_model::Driver> = LocalProcessDriver::new(options.program.clone());
+    let driver: Arc<dyn berth_model::Driver> = match &containers {
+        Some(containers) => Arc::new(berth_supervisor::dispatch::DriverByKind {
+            process: local,
+            container: Some(containers.clone()),
+        }),
+        None => local,
+    };
     let supervisor = Supervisor::new(
         driver,
         ReplicaBoard::new(),
@@ -108,6 +116,7 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         options.program.clone(),
     );
     secrets::attach_passwords(&mut stack, accessory_passwords);
+    stack.containers = containers;
     let stack = Arc::new(stack);
     let _backup_schedule = backup::spawn_scheduler(stack.clone());
     let recorder =
@@ -293,6 +302,11 @@ async fn bring_up(stack: &Arc<Stack>) -> anyhow::Result<()> {
                 }
             }
             Some(release) => {
+                // The settings the release was made with say whether it is an image.
+                let made_with = stack
+                    .release_service_spec(&service.name, &release.id)
+                    .unwrap_or_else(|| service.clone());
+                stack.ensure_image(&made_with, &release).await?;
                 if berth_release::fingerprint(service).is_ok_and(|f| f != release.fingerprint) {
                     println!(
                         "berth: {}: the source or config changed since release {}; `berth deploy {}` rolls it out",
@@ -341,6 +355,31 @@ async fn bring_up(stack: &Arc<Stack>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The container driver, when a service runs in containers: the engine is found and pinged
+/// before anything is touched, and each way that fails names the fix.
+async fn connect_containers(
+    spec: &berth_spec::Spec,
+) -> anyhow::Result<Option<Arc<berth_container::ContainerDriver>>> {
+    let Some(first) = spec.services.values().find(|s| s.container.is_some()) else {
+        return Ok(None);
+    };
+    let socket = berth_container::resolve_socket(
+        spec.containers.socket.as_deref(),
+        std::env::var("DOCKER_HOST").ok().as_deref(),
+        |p| p.exists(),
+    )
+    .with_context(|| format!("service `{}` runs in containers", first.name))?;
+    let engine = berth_container::Engine::connect(&socket)
+        .await
+        .with_context(|| format!("service `{}` runs in containers", first.name))?;
+    tracing::info!("container engine at {}", socket.display());
+    Ok(Some(berth_container::ContainerDriver::new(
+        engine,
+        LOG_MAX_BYTES,
+        LOG_KEEP,
+    )))
 }
 
 #[cfg(test)]

@@ -37,6 +37,8 @@ pub struct Stack {
     held: Mutex<BTreeMap<String, String>>,
     /// Ids of detached tasks.
     pub tasks: crate::tasks::TaskCounter,
+    /// The container driver, when a service runs in containers.
+    pub containers: Option<Arc<berth_container::ContainerDriver>>,
 }
 
 impl Stack {
@@ -77,6 +79,7 @@ impl Stack {
             accessory_watch: Default::default(),
             held: Mutex::default(),
             tasks: Default::default(),
+            containers: None,
         }
     }
 
@@ -266,6 +269,7 @@ impl Stack {
         if let Some(release) =
             existing.filter(|r| berth_release::is_complete(std::path::Path::new(&r.dir)))
         {
+            self.ensure_image(service, &release).await?;
             return Ok(release);
         }
         let seq = self.with_store(|s| s.next_release_seq(&service.name))?;
@@ -278,6 +282,11 @@ impl Stack {
             })
             .await
             .with_context(|| format!("building a release of `{}`", service.name))?;
+        if let Err(e) = self.ensure_image(service, &release).await {
+            // No half-made release: the folder goes, the next try starts over.
+            let _ = std::fs::remove_dir_all(&release.dir);
+            return Err(e);
+        }
         self.with_store(|s| s.insert_release(&release))?;
         self.record(
             EventLevel::Info,
@@ -286,6 +295,41 @@ impl Stack {
         );
         self.prune_releases(&service.name)?;
         Ok(release)
+    }
+
+    /// For a container service: the release's image, built or pulled and pinned now unless the
+    /// engine has it already. Nothing else is touched, so a failure leaves what runs running.
+    pub async fn ensure_image(
+        &self,
+        service: &ServiceSpec,
+        release: &Release,
+    ) -> anyhow::Result<()> {
+        if service.container.is_none() {
+            return Ok(());
+        }
+        let containers = self.containers.as_ref().ok_or_else(|| {
+            anyhow!(
+                "`{}` runs in containers, but this daemon started without a container engine; restart it (`berth down`, `berth up`) to connect one",
+                service.name
+            )
+        })?;
+        let name = service.name.clone();
+        let image = berth_container::ensure_release_image(
+            containers.engine(),
+            &self.spec.stack.name,
+            service,
+            release,
+            |line| tracing::info!("{name} image | {line}"),
+        )
+        .await
+        .with_context(|| format!("making the image of release {} of `{name}`", release.id))?;
+        tracing::info!(
+            "{name}: release {} runs image {} ({})",
+            release.id,
+            image.id,
+            image.tag
+        );
+        Ok(())
     }
 
     /// Keeps the newest `keep_releases` releases of a service and any that replicas run.
@@ -346,7 +390,12 @@ impl Stack {
         env.insert("BERTH_RELEASE".into(), release.id.to_string());
         env.insert("BERTH_ENV".into(), self.env_name().to_string());
         env.insert("BERTH_STACK".into(), self.spec.stack.name.clone());
+        let container = match &service.container {
+            Some(container) => Some(self.container_launch(service, container, &release, &env)?),
+            None => None,
+        };
         Ok(ServicePlan {
+            container,
             service: service.clone(),
             release,
             env,
@@ -358,6 +407,62 @@ impl Stack {
                 .cloned()
                 .chain(secret_values)
                 .collect(),
+        })
+    }
+
+    /// What a container replica of `release` needs besides the common launch: the pinned
+    /// image, volumes (read-write) and secret files (read-only) mounted at their host paths,
+    /// so the variables naming them hold inside the container too.
+    fn container_launch(
+        &self,
+        service: &ServiceSpec,
+        container: &berth_spec::ContainerSpec,
+        release: &Release,
+        env: &BTreeMap<String, String>,
+    ) -> anyhow::Result<berth_model::ContainerLaunch> {
+        let image = berth_container::ReleaseImage::read(std::path::Path::new(&release.dir))
+            .ok_or_else(|| {
+                anyhow!(
+                    "release {} of `{}` has no image yet ({} is missing in its folder)",
+                    release.id,
+                    service.name,
+                    berth_container::IMAGE_FILE
+                )
+            })?;
+        let mut mounts = Vec::new();
+        for name in &service.volumes {
+            let dir = self.paths.volume(name);
+            mounts.push(berth_model::BindMount {
+                source: dir.clone(),
+                target: dir,
+                read_only: false,
+            });
+        }
+        for name in &service.secrets {
+            if let Some(file) = env.get(&format!("{name}_FILE")) {
+                mounts.push(berth_model::BindMount {
+                    source: file.into(),
+                    target: file.into(),
+                    read_only: true,
+                });
+            }
+        }
+        let labels = BTreeMap::from([
+            (
+                berth_container::plan::LABEL_STACK.to_string(),
+                self.spec.stack.name.clone(),
+            ),
+            (
+                berth_container::plan::LABEL_ENV.to_string(),
+                self.env_name().to_string(),
+            ),
+        ]);
+        Ok(berth_model::ContainerLaunch {
+            image: image.id,
+            network: container.network.as_str().to_string(),
+            mounts,
+            labels,
+            stop_timeout: service.stop_timeout,
         })
     }
 
@@ -475,6 +580,23 @@ impl Stack {
                 }
             }
             self.with_store(|s| s.remove_replica(&env, &replica.key))?;
+        }
+        if let Some(containers) = &self.containers {
+            // Containers of this stack no record names (a daemon killed between creating one
+            // and recording it) would hold ports and memory unseen: found by label, removed.
+            let recorded: Vec<String> = self
+                .with_store(|s| s.replicas(&env))?
+                .into_iter()
+                .filter_map(|r| r.record.container)
+                .collect();
+            match containers
+                .remove_strays(&self.spec.stack.name, &env, &recorded)
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("removed {n} container(s) no record named"),
+                Err(e) => tracing::warn!("looking for stray containers: {e}"),
+            }
         }
         Ok(adopted)
     }

@@ -1,7 +1,8 @@
 //! The `Driver` trait: how a replica process is started, watched and stopped.
 //!
-//! The supervisor decides *when* replicas run; a driver decides *how*. Local processes are the
-//! first driver; Docker, ECS and Kubernetes drivers implement the same trait later.
+//! The supervisor decides *when* replicas run; a driver decides *how*: local processes
+//! (`berth-supervisor`), containers through a Docker-compatible engine (`berth-container`);
+//! ECS and Kubernetes drivers implement the same trait later.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -40,6 +41,32 @@ pub struct LaunchSpec {
     pub cgroup: String,
     /// Values that must never appear in captured logs: replaced by `[redacted]`.
     pub redact: Vec<String>,
+    /// Run as a container of this image instead of `sh -c command` (`command` and `cwd` unused).
+    #[serde(default)]
+    pub container: Option<ContainerLaunch>,
+}
+
+/// What a container replica needs besides the common launch settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerLaunch {
+    /// The image, pinned: its id (`sha256:...`).
+    pub image: String,
+    /// `"bridge"` (the port published on 127.0.0.1) or `"host"`.
+    pub network: String,
+    /// Host paths bind-mounted at the same path in the container.
+    pub mounts: Vec<BindMount>,
+    /// Labels that let a restarted daemon recognise the container (stack, environment).
+    pub labels: BTreeMap<String, String>,
+    /// How long a stop waits before the engine kills the container.
+    pub stop_timeout: Duration,
+}
+
+/// One bind mount of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub read_only: bool,
 }
 
 /// What identifies a started process, durably: enough for a restarted daemon to find it again.
@@ -56,6 +83,10 @@ pub struct ProcessRecord {
     pub started_at: i64,
     /// The limits applied, or why they could not be.
     pub limits: Option<String>,
+    /// The container's id, for a container replica (`supervisor_pid` and `app_pid` are then its
+    /// main process as the host sees it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 /// How a replica process ended.
@@ -102,4 +133,8 @@ pub trait Driver: Send + Sync + 'static {
     fn is_running(&self, record: &ProcessRecord) -> bool;
     /// The last `n` lines the process logged.
     fn tail_log(&self, record: &ProcessRecord, n: usize) -> Vec<String>;
+    /// A process an earlier daemon started is taken over: a driver that captures output
+    /// itself (rather than through a process that outlives the daemon) resumes here, masking
+    /// `redact`.
+    fn adopted(&self, _record: &ProcessRecord, _redact: &[String]) {}
 }

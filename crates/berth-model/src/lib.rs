@@ -19,7 +19,7 @@ pub mod traffic;
 
 pub use board::ReplicaBoard;
 pub use deploy::{DeployRecord, DeployState};
-pub use driver::{Driver, ExitStatus, LaunchSpec, ProcessRecord};
+pub use driver::{BindMount, ContainerLaunch, Driver, ExitStatus, LaunchSpec, ProcessRecord};
 pub use event::{Event, EventLevel};
 pub use paths::StatePaths;
 pub use release::{Release, ReleaseId};

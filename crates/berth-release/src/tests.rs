@@ -33,6 +33,7 @@ fn service(source: &Path, build: Option<&str>) -> ServiceSpec {
         secrets: Vec::new(),
         cron: Vec::new(),
         autoscale: None,
+        container: None,
     }
 }
 
@@ -435,4 +436,31 @@ fn release_id_shapes() {
     for bad in ["r-abc", "r1-", "r1-xyz", "x1-abc", "r1-abc.tmp", "r1abc"] {
         assert!(!looks_like_release_id(bad), "{bad}");
     }
+}
+
+#[test]
+fn the_container_settings_are_part_of_the_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    write_app(dir.path());
+    let process = service(dir.path(), None);
+    let mut image = process.clone();
+    image.container = Some(berth_spec::ContainerSpec {
+        image: berth_spec::ImageSource::Build {
+            dockerfile: "Dockerfile".into(),
+            target: None,
+        },
+        network: Default::default(),
+    });
+    let mut staged = image.clone();
+    staged.container = Some(berth_spec::ContainerSpec {
+        image: berth_spec::ImageSource::Build {
+            dockerfile: "Dockerfile".into(),
+            target: Some("production".into()),
+        },
+        network: Default::default(),
+    });
+    let prints = [&process, &image, &staged].map(|s| fingerprint(s).unwrap());
+    assert_ne!(prints[0], prints[1]);
+    assert_ne!(prints[1], prints[2]);
+    assert_eq!(prints[1], fingerprint(&image).unwrap());
 }

@@ -231,6 +231,11 @@ pub(crate) fn hash_tree(service: &ServiceSpec, copy_to: Option<&Path>) -> anyhow
         hasher.entry(root, entry, copy_to)?;
     }
     hasher.config(&service.run, service.build.as_deref(), &service.env);
+    if let Some(container) = &service.container {
+        // Only when set, so the fingerprints of process services stay what they were.
+        hasher.field(b"container");
+        hasher.field(&serde_json::to_vec(container).context("hashing the container settings")?);
+    }
     if let Some(dest) = copy_to {
         // Folder modes last (deepest first), so a read-only folder does not block its contents.
         for entry in entries.iter().rev() {

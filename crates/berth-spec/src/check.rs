@@ -179,11 +179,27 @@ impl Checker<'_> {
             }
         }
         let mut injected: BTreeMap<String, &str> = BTreeMap::new();
+        let bridged = service.container.is_container()
+            && service
+                .container
+                .network
+                .as_ref()
+                .is_none_or(|n| n.value == crate::types::ContainerNetwork::Bridge);
         for used in &service.uses {
             let Some(accessory) = self.raw.accessories.get(&used.value) else {
                 self.unknown_reference(used, ("accessory", "accessories"), &accessory_names);
                 continue;
             };
+            if bridged {
+                self.problems.push(
+                    used.span.clone(),
+                    format!(
+                        "container service `{name}` on a bridge network cannot reach accessory `{}`, which listens on the host's loopback",
+                        used.value
+                    ),
+                    Some(format!(r#"add network = "host" to {label}"#)),
+                );
+            }
             let variable = match (&accessory.env, accessory.engine) {
                 (Some(variable), _) => variable.clone(),
                 (None, Some(engine)) => engine.default_env().to_string(),

@@ -111,6 +111,7 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
                             .map(|autoscale| autoscale.value.clone())
                             .unwrap_or_default()
                     }),
+                container: container_spec(&service.container),
             };
             (name.clone(), spec)
         })
@@ -243,6 +244,9 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
             waf: raw.waf.clone().unwrap_or_default(),
         },
         tls: crate::tls::build(raw, &folder),
+        containers: crate::types::ContainersSpec {
+            socket: raw.container_socket.as_ref().map(PathBuf::from),
+        },
         env: stack_env,
         services,
         accessories,
@@ -310,6 +314,25 @@ fn normalize(path: &Path) -> PathBuf {
         normalized.push(".");
     }
     normalized
+}
+
+/// The container of a service, when it has `image` or `dockerfile` (checked: not both).
+fn container_spec(raw: &crate::raw::RawContainer) -> Option<crate::types::ContainerSpec> {
+    use crate::types::{ContainerSpec, ImageSource};
+    let image = match (&raw.image, &raw.dockerfile) {
+        (Some(image), _) => ImageSource::Pull {
+            reference: image.value.clone(),
+        },
+        (None, Some(dockerfile)) => ImageSource::Build {
+            dockerfile: dockerfile.value.clone(),
+            target: raw.target.as_ref().map(|t| t.value.clone()),
+        },
+        (None, None) => return None,
+    };
+    Some(ContainerSpec {
+        image,
+        network: raw.network.as_ref().map(|n| n.value).unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]

@@ -58,6 +58,8 @@ pub(crate) struct RawSpec {
     pub environments: BTreeMap<String, RawEnvironment>,
     /// `[backup]`, defaults applied.
     pub backup: Option<Located<crate::backup::BackupSpec>>,
+    /// `[containers] socket`.
+    pub container_socket: Option<String>,
 }
 
 /// `replicas`, `min` and `max` as written; each span covers `key = value`.
@@ -96,6 +98,27 @@ pub(crate) struct RawService {
     pub cron: Vec<crate::types::CronSpec>,
     /// `[service.NAME.autoscale]` as written (defaults applied); the span covers its key.
     pub autoscale: Option<Located<crate::autoscale::AutoscaleSpec>>,
+    /// `image`, `dockerfile`, `target`, `network` as written.
+    pub container: RawContainer,
+    /// Spans of `run` and `build` (for conflicts with `image`/`dockerfile`).
+    pub run_span: Option<Range<usize>>,
+    pub build_span: Option<Range<usize>>,
+}
+
+/// The container keys of one `[service.NAME]`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawContainer {
+    pub image: Option<Located<String>>,
+    pub dockerfile: Option<Located<String>>,
+    pub target: Option<Located<String>>,
+    pub network: Option<Located<crate::types::ContainerNetwork>>,
+}
+
+impl RawContainer {
+    /// Whether the service's replicas are containers.
+    pub fn is_container(&self) -> bool {
+        self.image.is_some() || self.dockerfile.is_some()
+    }
 }
 
 impl RawService {
@@ -122,6 +145,9 @@ impl RawService {
             secrets: Vec::new(),
             cron: Vec::new(),
             autoscale: None,
+            container: RawContainer::default(),
+            run_span: None,
+            build_span: None,
         }
     }
 }

@@ -31,6 +31,9 @@ pub struct Spec {
     /// `[edge] tls_listen`, `[[certificate]]`, `[acme]` (no TLS when not written).
     #[serde(default)]
     pub tls: crate::tls::TlsSpec,
+    /// `[containers]`.
+    #[serde(default)]
+    pub containers: ContainersSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -221,6 +224,58 @@ pub struct ServiceSpec {
     /// exactly when `min < max` (the references' targets when no table is written).
     #[serde(default)]
     pub autoscale: Option<crate::autoscale::AutoscaleSpec>,
+    /// `image` or `dockerfile`: the replicas are containers of this image (`run` and `build`
+    /// are then empty); `None`: local processes.
+    #[serde(default)]
+    pub container: Option<ContainerSpec>,
+}
+
+/// Where a container service's image comes from and how its containers are networked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub image: ImageSource,
+    pub network: ContainerNetwork,
+}
+
+/// `image = "..."` or `dockerfile = "..."` (+ `target`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ImageSource {
+    /// An image reference pulled from a registry (or already present in the engine).
+    Pull { reference: String },
+    /// Built from the release folder (the service's `source`) as context.
+    Build {
+        /// Path of the Dockerfile, relative to the context.
+        dockerfile: String,
+        /// Stage of a multi-stage build.
+        target: Option<String>,
+    },
+}
+
+/// `network`: how a container reaches and is reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerNetwork {
+    /// Its own network namespace; the replica's port is published on 127.0.0.1 only.
+    #[default]
+    Bridge,
+    /// The host's network (reaches accessories on the host's loopback).
+    Host,
+}
+
+impl ContainerNetwork {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerNetwork::Bridge => "bridge",
+            ContainerNetwork::Host => "host",
+        }
+    }
+}
+
+/// `[containers]`: the container engine (Docker or Podman's Docker-compatible service).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainersSpec {
+    /// `socket`: the engine's unix socket; `None`: `DOCKER_HOST`, else the usual places.
+    pub socket: Option<PathBuf>,
 }
 
 /// One `[[service.NAME.cron]]` entry: `run` (with `sh -c`, in the release's folder, with the

@@ -20,6 +20,7 @@ use crate::units::{self, closest, list};
 
 mod autoscale;
 mod backup;
+mod container;
 mod cron;
 mod deploy;
 mod limits;
@@ -46,6 +47,7 @@ const TOP_KEYS: &[&str] = &[
     "waf",
     "environment",
     "backup",
+    "containers",
 ];
 const STACK_KEYS: &[&str] = &["name", "keep_releases"];
 const EDGE_KEYS: &[&str] = &[
@@ -94,6 +96,10 @@ const SERVICE_KEYS: &[&str] = &[
     "secrets",
     "cron",
     "autoscale",
+    "image",
+    "dockerfile",
+    "target",
+    "network",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -177,6 +183,7 @@ impl Walker<'_> {
                 "waf" => spec.waf = self.waf(value),
                 "acme" => spec.acme = self.acme(value),
                 "backup" => spec.backup = self.backup(value),
+                "containers" => spec.container_socket = self.containers(value),
                 "environment" => {
                     for (name, table) in self.named_tables(value, "environment") {
                         if name.value == "default" {
@@ -445,6 +452,7 @@ impl Walker<'_> {
                     }
                     // An empty command was reported; keep it so "no `run`" is not reported too.
                     service.run = Some(run.map_or(String::new(), |run| run.value));
+                    service.run_span = Some(entry_span(key, value));
                 }
                 "build" => {
                     service.build = self
@@ -454,6 +462,10 @@ impl Walker<'_> {
                             r#"build = "pip install -r requirements.txt""#,
                         )
                         .map(|build| build.value);
+                    service.build_span = Some(entry_span(key, value));
+                }
+                "image" | "dockerfile" | "target" | "network" => {
+                    self.container_key(&name.value, key, value, &mut service.container);
                 }
                 "source" => {
                     service.source = self
@@ -539,12 +551,14 @@ impl Walker<'_> {
                 );
             }
         }
-        if service.run.is_none() {
+        if service.container.is_container() || service.container.target.is_some() {
+            self.check_container(&name.value, &service);
+        } else if service.run.is_none() {
             self.problems.push(
                 value.span(),
                 format!("service `{}` has no `run` command", name.value),
                 Some(format!(
-                    r#"add the command that starts it to {label}, e.g. run = "python3 app.py""#
+                    r#"add the command that starts it to {label}, e.g. run = "python3 app.py", or give it an image = "..." or a dockerfile = "Dockerfile""#
                 )),
             );
         }

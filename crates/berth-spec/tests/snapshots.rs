@@ -48,6 +48,7 @@ macro_rules! snapshot {
 
 snapshot!(unknown_key_did_you_mean);
 snapshot!(cron_mistakes);
+snapshot!(container_mistakes);
 snapshot!(tls_mistakes);
 snapshot!(tls_without_certificate);
 snapshot!(unknown_key_lists_valid);

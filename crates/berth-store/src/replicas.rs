@@ -102,6 +102,7 @@ mod tests {
             instance_dir: PathBuf::from(format!("/stack/.berth/run/web.1-{pid}")),
             started_at: 1_700_000_000,
             limits: Some("memory 256 MiB".into()),
+            container: None,
         }
     }
 

@@ -2,10 +2,12 @@
 //!
 //! It decides *when* replicas start and stop (scale, rolling restart, release change, crash,
 //! failed health check); a [`Driver`] decides *how* (local processes through
-//! [`local::LocalProcessDriver`] today). Replica status is published on the [`ReplicaBoard`];
-//! what must outlive the daemon (process records, events) is sent to the daemon as
-//! [`SupervisorEvent`]s, so this crate knows nothing of the store.
+//! [`local::LocalProcessDriver`], or [`dispatch::DriverByKind`] that sends container replicas to
+//! a container driver). Replica status is published on the [`ReplicaBoard`]; what must outlive
+//! the daemon (process records, events) is sent to the daemon as [`SupervisorEvent`]s, so this
+//! crate knows nothing of the store.
 
+pub mod dispatch;
 pub mod health;
 pub mod limits;
 pub mod local;
@@ -148,6 +150,7 @@ impl Supervisor {
         if !self.driver.is_running(&record) {
             return false;
         }
+        self.driver.adopted(&record, &plan.redact);
         if let Some(p) = port {
             self.taken_ports(&key.service)
                 .lock()

@@ -141,6 +141,7 @@ impl Driver for LocalProcessDriver {
             instance_dir: dir.clone(),
             started_at: berth_model::now_unix(),
             limits,
+            container: None,
         })
     }
 

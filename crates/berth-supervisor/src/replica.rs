@@ -8,14 +8,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_model::{
-    Driver, Event, EventLevel, ExitStatus, Health, LaunchSpec, ProcessRecord, Release,
-    ReplicaBoard, ReplicaKey, ReplicaStatus,
+    ContainerLaunch, Driver, Event, EventLevel, ExitStatus, Health, LaunchSpec, ProcessRecord,
+    Release, ReplicaBoard, ReplicaKey, ReplicaStatus,
 };
 use berth_spec::{PortSpec, ServiceSpec};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::health::{self, HealthTracker};
 use crate::SupervisorEvent;
+
+/// Container labels a replica adds to its plan's (which name the stack and environment).
+pub const LABEL_SERVICE: &str = "berth.service";
+pub const LABEL_REPLICA: &str = "berth.replica";
+pub const LABEL_RELEASE: &str = "berth.release";
 
 /// A process that ran at least this long before ending does not count as crash-looping.
 pub const STABLE_AFTER: Duration = Duration::from_secs(30);
@@ -34,6 +39,9 @@ pub struct ServicePlan {
     pub env: BTreeMap<String, String>,
     /// Secret values to mask in captured logs.
     pub redact: Vec<String>,
+    /// For a container service: the pinned image, network, mounts and the stack's labels (each
+    /// replica adds its own service, replica and release labels).
+    pub container: Option<ContainerLaunch>,
 }
 
 /// Where replicas keep their files, and how their logs and control groups are named.
@@ -164,6 +172,18 @@ impl Keeper {
                 self.paths.cgroup_prefix, self.key, self.instance
             ),
             redact: self.plan.redact.clone(),
+            container: self.plan.container.clone().map(|mut container| {
+                container
+                    .labels
+                    .insert(LABEL_SERVICE.into(), self.key.service.clone());
+                container
+                    .labels
+                    .insert(LABEL_REPLICA.into(), self.key.to_string());
+                container
+                    .labels
+                    .insert(LABEL_RELEASE.into(), self.plan.release.id.to_string());
+                container
+            }),
         };
         let record = self
             .driver

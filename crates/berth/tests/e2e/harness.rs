@@ -197,6 +197,8 @@ pub struct Replica {
     pub restarts: u64,
     pub last_exit: Option<String>,
     pub last_log: Vec<String>,
+    /// The limits applied (`berth ps`'s LIMITS column).
+    pub limits: Option<String>,
 }
 
 impl Replica {
@@ -223,6 +225,7 @@ impl Replica {
                 .iter()
                 .map(|l| l.as_str().unwrap_or_default().to_string())
                 .collect(),
+            limits: v["limits"].as_str().map(str::to_string),
         }
     }
 

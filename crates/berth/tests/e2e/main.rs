@@ -10,6 +10,7 @@ mod load;
 mod autoscale;
 mod backup;
 mod cli;
+mod containers;
 mod deploy;
 mod lifecycle;
 mod maintenance;
