@@ -30,7 +30,7 @@ use std::time::Duration;
 
 pub use agg::Agg;
 pub use query::{Points, Query, Statistic};
-pub use store::{MaintainReport, Store, WriteReport};
+pub use store::{Latest, MaintainReport, Store, WriteReport};
 
 /// The store's errors.
 #[derive(Debug, thiserror::Error)]

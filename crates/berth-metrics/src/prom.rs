@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::agg::Agg;
+use crate::store::Latest;
 
 /// Longest metric or label name kept.
 pub const MAX_NAME: usize = 200;
@@ -156,10 +156,10 @@ fn parse_line(line: &str) -> Option<Option<PromSample>> {
 /// Writes the newest values as gauges `berth_NAME{labels}`: the interval's average, and for
 /// `latency_ms` its p50 and p99 as `berth_latency_ms_p50` / `_p99`. `app:` series (a replica's
 /// own metrics, which the replica exposes itself) are left out.
-pub fn encode(latest: &[(String, BTreeMap<String, String>, Agg)]) -> String {
+pub fn encode(latest: &[Latest]) -> String {
     let mut out = String::new();
     let mut last_name = String::new();
-    for (name, labels, agg) in latest {
+    for Latest { name, labels, agg } in latest {
         if name.starts_with("app:") || !name.chars().all(is_name_char) {
             continue;
         }
@@ -208,6 +208,7 @@ fn encode_labels(labels: &BTreeMap<String, String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::agg::Agg;
 
     #[test]
     fn reads_what_prometheus_client_writes() {
@@ -271,13 +272,21 @@ up{} 1
         lat.add(2.0, 99);
         lat.add(300.0, 1);
         let latest = vec![
-            (
-                "cpu_percent".to_string(),
-                BTreeMap::from([("service".to_string(), "web\"1".to_string())]),
-                Agg::value(12.5),
-            ),
-            ("latency_ms".to_string(), BTreeMap::new(), lat),
-            ("app:orders".to_string(), BTreeMap::new(), Agg::value(1.0)),
+            Latest {
+                name: "cpu_percent".to_string(),
+                labels: BTreeMap::from([("service".to_string(), "web\"1".to_string())]),
+                agg: Agg::value(12.5),
+            },
+            Latest {
+                name: "latency_ms".to_string(),
+                labels: BTreeMap::new(),
+                agg: lat,
+            },
+            Latest {
+                name: "app:orders".to_string(),
+                labels: BTreeMap::new(),
+                agg: Agg::value(1.0),
+            },
         ];
         let text = encode(&latest);
         assert!(

@@ -39,6 +39,14 @@ CREATE TABLE IF NOT EXISTS points (
 ) WITHOUT ROWID;
 ";
 
+/// A series' newest raw interval (see [`Store::latest`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Latest {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub agg: Agg,
+}
+
 /// What a write did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct WriteReport {
@@ -358,11 +366,7 @@ impl Store {
 
     /// Every series' newest raw interval not older than `max_age` before `now`:
     /// (name, labels, that interval's datapoints).
-    pub fn latest(
-        &self,
-        now: SystemTime,
-        max_age: Duration,
-    ) -> Result<Vec<(String, BTreeMap<String, String>, Agg)>, Error> {
+    pub fn latest(&self, now: SystemTime, max_age: Duration) -> Result<Vec<Latest>, Error> {
         let inner = self.lock();
         let since = unix(now) - max_age.as_secs() as i64;
         let mut out = Vec::new();
@@ -376,10 +380,14 @@ impl Store {
             };
             if let Some(agg) = read_point(&inner.conn, 0, *id, t)? {
                 let labels = serde_json::from_str(labels).unwrap_or_default();
-                out.push((name.clone(), labels, agg));
+                out.push(Latest {
+                    name: name.clone(),
+                    labels,
+                    agg,
+                });
             }
         }
-        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
         Ok(out)
     }
 }
