@@ -37,6 +37,8 @@ pub struct Stack {
     held: Mutex<BTreeMap<String, String>>,
     /// Ids of detached tasks.
     pub tasks: crate::tasks::TaskCounter,
+    /// The metrics store and collector settings (set once at start-up).
+    pub metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl Stack {
@@ -77,6 +79,7 @@ impl Stack {
             accessory_watch: Default::default(),
             held: Mutex::default(),
             tasks: Default::default(),
+            metrics: Default::default(),
         }
     }
 
