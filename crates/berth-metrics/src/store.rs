@@ -364,11 +364,14 @@ impl Store {
         })
     }
 
-    /// Every series' newest raw interval not older than `max_age` before `now`:
-    /// (name, labels, that interval's datapoints).
+    /// Every series' newest raw interval that may hold a sample taken within `max_age` before
+    /// `now` (series that stopped, e.g. of a replica gone, are left out).
     pub fn latest(&self, now: SystemTime, max_age: Duration) -> Result<Vec<Latest>, Error> {
         let inner = self.lock();
-        let since = unix(now) - max_age.as_secs() as i64;
+        // A raw interval is stamped with its start: one that began up to a step before
+        // `now - max_age` may still hold a sample that recent.
+        let step = self.config.tiers[0].step.as_secs() as i64;
+        let since = unix(now) - max_age.as_secs() as i64 - step;
         let mut out = Vec::new();
         let mut stmt = inner.conn.prepare_cached(
             "SELECT t FROM points WHERE tier = 0 AND series = ?1 ORDER BY t DESC LIMIT 1",

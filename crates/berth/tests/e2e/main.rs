@@ -12,6 +12,7 @@ mod cli;
 mod deploy;
 mod lifecycle;
 mod maintenance;
+mod metrics;
 mod operations;
 mod postgres;
 mod recovery;
