@@ -218,16 +218,28 @@ async fn collect(stack: &Stack, memory: &mut Memory, at: f64) -> Vec<Sample> {
         }
     }
 
-    // Accessories: up or down as their keepers see them, and what their servers say.
+    // Accessories: up or down as their keepers see them, and what their servers say (asked
+    // all at once, each bounded by the engine's client timeout).
     let down = stack.accessory_watch.down();
-    for name in stack.spec.accessories.keys() {
+    let mut asks = tokio::task::JoinSet::new();
+    for (name, accessory) in &stack.accessories {
         let up = !down.contains(name);
-        samples.push(Sample::value(
-            "accessory_up",
-            &[("accessory", name)],
-            &format!("accessory:{name}"),
-            if up { 1.0 } else { 0.0 },
-        ));
+        samples.push(sample::accessory_up(name, up));
+        if up {
+            let (name, accessory) = (name.clone(), accessory.clone());
+            asks.spawn(async move {
+                let stats = tokio::time::timeout(SCRAPE_TIMEOUT * 3, accessory.stats()).await;
+                (name, stats)
+            });
+        }
+    }
+    while let Some(done) = asks.join_next().await {
+        match done {
+            Ok((name, Ok(Ok(stats)))) => samples.extend(sample::accessory_samples(&name, &stats)),
+            Ok((name, Ok(Err(e)))) => tracing::debug!("metrics: accessory {name}: {e:#}"),
+            Ok((name, Err(_))) => tracing::debug!("metrics: accessory {name}: no answer in time"),
+            Err(_) => {}
+        }
     }
 
     // The host.

@@ -351,6 +351,35 @@ pub fn app_samples(
         .collect()
 }
 
+/// `accessory_up`: 1 up, 0 down.
+pub fn accessory_up(name: &str, up: bool) -> Sample {
+    Sample::value(
+        "accessory_up",
+        &[("accessory", name)],
+        &format!("accessory:{name}"),
+        if up { 1.0 } else { 0.0 },
+    )
+}
+
+/// What an accessory's server said: `accessory_connections`, `database_bytes`.
+pub fn accessory_samples(name: &str, stats: &berth_accessories::AccessoryStats) -> Vec<Sample> {
+    let owner = format!("accessory:{name}");
+    [
+        ("accessory_connections", stats.connections),
+        ("database_bytes", stats.database_bytes),
+    ]
+    .into_iter()
+    .filter_map(|(metric, value)| {
+        Some(Sample::value(
+            metric,
+            &[("accessory", name)],
+            &owner,
+            value? as f64,
+        ))
+    })
+    .collect()
+}
+
 /// The host as read.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct HostReading {
@@ -556,6 +585,22 @@ berth_edge_blocked_total{reason="rate_limit"} 0
         assert_eq!(out[0].labels["exported_service"], "fake");
         assert_eq!(out[0].labels["shop"], "a");
         assert_eq!(out[0].owner, "replica:web.1");
+    }
+
+    #[test]
+    fn accessory_numbers_are_labelled_by_accessory() {
+        let stats = berth_accessories::AccessoryStats {
+            connections: Some(3),
+            database_bytes: None,
+        };
+        let out = accessory_samples("db", &stats);
+        assert_eq!(out.len(), 1);
+        assert_eq!(value(&out, "accessory_connections"), Some(3.0));
+        assert_eq!(out[0].labels["accessory"], "db");
+        assert_eq!(
+            value(&[accessory_up("db", false)], "accessory_up"),
+            Some(0.0)
+        );
     }
 
     #[test]
