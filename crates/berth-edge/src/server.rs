@@ -595,16 +595,22 @@ async fn admin(
         "/metrics" => {
             edge.refresh_upstream_gauges();
             let own = edge.metrics.encode();
-            // The daemon's newest values, when it answers in time (else the edge's own only).
-            let daemon = match crate::observe::get(
-                &observe.socket,
-                "/v1/metrics/prometheus",
-                crate::observe::METRICS_WAIT,
-            )
-            .await
-            {
-                Ok((200, _, body)) => String::from_utf8(body.to_vec()).unwrap_or_default(),
-                _ => String::new(),
+            // The daemon's newest values, when it answers in time (else the edge's own only);
+            // not for the daemon's own collector, which asks for `?edge_only=1`.
+            let edge_only = req.uri().query() == Some("edge_only=1");
+            let daemon = if edge_only {
+                String::new()
+            } else {
+                match crate::observe::get(
+                    &observe.socket,
+                    "/v1/metrics/prometheus",
+                    crate::observe::METRICS_WAIT,
+                )
+                .await
+                {
+                    Ok((200, _, body)) => String::from_utf8(body.to_vec()).unwrap_or_default(),
+                    _ => String::new(),
+                }
             };
             (
                 StatusCode::OK,

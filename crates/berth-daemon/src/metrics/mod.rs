@@ -197,12 +197,18 @@ async fn collect(stack: &Stack, memory: &mut Memory, at: f64) -> Vec<Sample> {
         if admin.ip().is_unspecified() {
             admin.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
+        // Off loopback the admin listener wants its token (the edge made it in its folder).
+        let token =
+            std::fs::read_to_string(crate::edge::edge_dir(&stack.paths).join("admin.token"))
+                .ok()
+                .map(|t| format!("Bearer {}", t.trim()));
+        let authorization = token.as_deref().map(|t| ("authorization", t));
         match read::get_text(
             admin,
-            "/metrics",
+            "/metrics?edge_only=1",
             8 * APP_SCRAPE_LIMIT,
             SCRAPE_TIMEOUT,
-            None,
+            authorization,
         )
         .await
         {
