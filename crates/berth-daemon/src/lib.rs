@@ -109,10 +109,17 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     );
     secrets::attach_passwords(&mut stack, accessory_passwords);
     let stack = Arc::new(stack);
-    let metrics = metrics::open(&paths)?;
-    let _ = stack.metrics.set(metrics.clone());
-    let collector = metrics::spawn(stack.clone(), metrics.clone());
-    let observe = metrics::serve_observe(&paths, metrics)?;
+    // The metrics history is not worth a stack that does not start: without it, the stack
+    // runs and the metrics API says why it is missing.
+    let (collector, observe) = match metrics::start(&stack) {
+        Ok(tasks) => tasks,
+        Err(e) => {
+            let message = format!("metrics are off: {e:#}");
+            eprintln!("berth: warning: {message}");
+            stack.record(EventLevel::Warn, "metrics", message);
+            (tokio::spawn(async {}), tokio::spawn(async {}))
+        }
+    };
     let _backup_schedule = backup::spawn_scheduler(stack.clone());
     let recorder =
         stack::spawn_recorder(stack.store.clone(), stack.env_name().to_string(), events_rx);

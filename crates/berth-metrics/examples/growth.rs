@@ -18,7 +18,11 @@ fn main() {
     let path = dir.join("metrics.db");
     let store = Store::open(&path, Config::default()).unwrap();
     let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    let labels = [("service", "web"), ("replica", "web.1"), ("release", "r1-abc")];
+    let labels = [
+        ("service", "web"),
+        ("replica", "web.1"),
+        ("release", "r1-abc"),
+    ];
     let owner = "replica:web.1";
     let began = Instant::now();
     let mut write_time = Duration::ZERO;

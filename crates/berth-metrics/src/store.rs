@@ -890,6 +890,40 @@ mod tests {
     }
 
     #[test]
+    fn the_newest_interval_of_live_series_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("m.db"), Config::default()).unwrap();
+        store
+            .write(
+                at(T0),
+                &[Sample::value(
+                    "open_fds",
+                    &[("replica", "gone.1")],
+                    "o",
+                    5.0,
+                )],
+            )
+            .unwrap();
+        for (t, v) in [(T0 + 100, 1.0), (T0 + 111, 2.0), (T0 + 115, 4.0)] {
+            store
+                .write(
+                    at(t),
+                    &[Sample::value(
+                        "cpu_percent",
+                        &[("replica", "web.1")],
+                        "o",
+                        v,
+                    )],
+                )
+                .unwrap();
+        }
+        let latest = store.latest(at(T0 + 116), Duration::from_secs(3)).unwrap();
+        assert_eq!(latest.len(), 1, "{latest:?}");
+        assert_eq!(latest[0].name, "cpu_percent");
+        assert_eq!(latest[0].agg.avg(), Some(3.0));
+    }
+
+    #[test]
     fn a_file_from_a_newer_berth_is_refused_not_rewritten() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.db");

@@ -96,6 +96,17 @@ pub fn open(paths: &StatePaths) -> anyhow::Result<Arc<Metrics>> {
     }))
 }
 
+/// Opens the store, starts the collector and serves `observe.sock`: (collector, server).
+pub fn start(
+    stack: &Arc<Stack>,
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>)> {
+    let metrics = open(&stack.paths)?;
+    let _ = stack.metrics.set(metrics.clone());
+    let observe = serve_observe(&stack.paths, metrics.clone())?;
+    let collector = spawn(stack.clone(), metrics);
+    Ok((collector, observe))
+}
+
 /// What the collector remembers between two rounds.
 #[derive(Default)]
 struct Memory {
