@@ -223,7 +223,11 @@ async fn names(State(metrics): State<Arc<Metrics>>) -> Response {
 async fn prometheus(State(metrics): State<Arc<Metrics>>) -> Response {
     let store = metrics.store.clone();
     let max_age = metrics.interval * 3;
-    match tokio::task::spawn_blocking(move || store.latest(SystemTime::now(), max_age)).await {
+    match tokio::task::spawn_blocking(move || {
+        store.latest(SystemTime::now(), max_age, |name| !name.starts_with("app:"))
+    })
+    .await
+    {
         Ok(Ok(latest)) => (
             [(
                 header::CONTENT_TYPE,
