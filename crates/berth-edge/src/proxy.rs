@@ -418,6 +418,7 @@ impl Edge {
         req: Request<B>,
         framing: Framing,
         request_id: &HeaderValue,
+        service: &str,
     ) -> Result<(Request<B>, Vec<Bytes>), EdgeError>
     where
         B: Body<Data = Bytes, Error = EdgeError> + Unpin,
@@ -475,6 +476,7 @@ impl Edge {
         }
         if verdict.is_blocked() {
             self.metrics.blocked("waf");
+            self.metrics.waf_blocked(service);
             let mut error = EdgeError::new(ErrorKind::Forbidden);
             error.page_message = Some("The request was blocked by the firewall.".into());
             return Err(error);
@@ -692,7 +694,7 @@ impl Edge {
             .map(|(_, waf)| waf.clone());
         if let Some(waf) = waf {
             (req, inspected) = self
-                .firewall(&waf, req, framing, request_id)
+                .firewall(&waf, req, framing, request_id, &service)
                 .await
                 .map_err(|e| Failed::new(e).of(&service))?;
         }
