@@ -6,6 +6,7 @@
 //! API until Ctrl-C, SIGTERM or `berth down`; then it stops replicas gracefully and exits 0.
 
 pub mod api;
+pub mod autoscaler;
 pub mod backup;
 pub mod certificates;
 pub mod cron;
@@ -168,9 +169,10 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
                     socket.display()
                 );
                 let cron = cron::spawn(stack.clone());
+                let autoscaler = autoscaler::spawn(stack.clone());
                 let reason = (&mut stop_requested).await;
-                if let Some(cron) = cron {
-                    cron.abort();
+                for task in [cron, autoscaler].into_iter().flatten() {
+                    task.abort();
                 }
                 Ok(reason)
             }

@@ -8,6 +8,7 @@
 //! is collected rather than the first one (`walk`), checked as a whole (`check`), and turned into
 //! the effective spec of the selected environment (`effective`).
 
+pub mod autoscale;
 mod backup;
 mod check;
 mod effective;
@@ -18,6 +19,7 @@ mod types;
 mod units;
 mod walk;
 
+pub use autoscale::AutoscaleSpec;
 pub use backup::{parse_schedule, BackupDestination, BackupSpec, RetentionSpec};
 pub use types::*;
 
