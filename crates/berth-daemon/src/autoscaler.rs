@@ -1,12 +1,12 @@
 //! The autoscaler's loop: per service with `min < max`, every `autoscale.interval`, measure
 //! (requests per serving replica per minute from the edge's counters as the link reads them;
-//! the service's replica count; whether a deploy runs), ask the pure
+//! the replicas' average CPU % over the interval from the metrics history; the service's
+//! replica count; whether a deploy runs), ask the pure
 //! [`berth_autoscale::decide`], and turn a decision to scale into the same path as `berth
 //! scale`: the count kept in the store, an event with the numbers, `converge` (a new replica
 //! takes traffic once healthy; a replica scaled in is drained through the edge first).
-//!
-//! CPU is not measured here yet: until the metrics collector feeds it, only the requests target
-//! drives scaling (a service whose only target is `cpu` holds its count, and says so).
+//! Without metrics (the store could not be opened, or no round yet) CPU is not measured and only
+//! the requests target drives scaling.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,9 +98,34 @@ async fn measure(stack: &Stack, service: &str, policy: &AutoscaleSpec) -> Signal
         .count() as u32;
     Signals {
         replicas,
-        cpu_percent: None,
+        cpu_percent: cpu_percent(stack, service, policy.interval),
         requests_per_replica: requests_per_replica(stack, service, policy.interval, serving).await,
         deploying,
+    }
+}
+
+/// The service's average CPU % (of one core) over its replicas in about the last `interval`
+/// (at least two collector rounds), from the metrics history; None without data.
+fn cpu_percent(stack: &Stack, service: &str, interval: Duration) -> Option<f64> {
+    let metrics = stack.metrics.get()?;
+    let now = std::time::SystemTime::now();
+    let window = interval
+        .max(metrics.interval * 2)
+        .max(Duration::from_secs(1));
+    let query = berth_metrics::Query {
+        name: "cpu_percent".into(),
+        labels: [("service".to_string(), service.to_string())].into(),
+        from: now.checked_sub(window)?,
+        to: now,
+        step: Duration::from_secs(window.as_secs().max(1)),
+        statistic: berth_metrics::Statistic::Avg,
+    };
+    match metrics.store.query_merged(&query) {
+        Ok(points) => points.points.first().and_then(|p| p.1),
+        Err(e) => {
+            tracing::debug!("autoscale {service}: reading cpu_percent: {e}");
+            None
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod cron;
 pub mod deploy;
 pub mod edge;
 pub mod keeper;
+pub mod metrics;
 pub mod secrets;
 pub mod stack;
 pub mod tasks;
@@ -118,6 +119,17 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     secrets::attach_passwords(&mut stack, accessory_passwords);
     stack.containers = containers;
     let stack = Arc::new(stack);
+    // The metrics history is not worth a stack that does not start: without it, the stack
+    // runs and the metrics API says why it is missing.
+    let (collector, observe) = match metrics::start(&stack) {
+        Ok(tasks) => tasks,
+        Err(e) => {
+            let message = format!("metrics are off: {e:#}");
+            eprintln!("berth: warning: {message}");
+            stack.record(EventLevel::Warn, "metrics", message);
+            (tokio::spawn(async {}), tokio::spawn(async {}))
+        }
+    };
     let _backup_schedule = backup::spawn_scheduler(stack.clone());
     let recorder =
         stack::spawn_recorder(stack.store.clone(), stack.env_name().to_string(), events_rx);
@@ -191,6 +203,8 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     supervisor.stop_all().await;
     stack.stop_accessories().await;
     server.abort();
+    collector.abort();
+    observe.abort();
     let _ = std::fs::remove_file(&socket);
     drop(supervisor);
     drop(stack);

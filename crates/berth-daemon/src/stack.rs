@@ -39,6 +39,8 @@ pub struct Stack {
     pub tasks: crate::tasks::TaskCounter,
     /// The container driver, when a service runs in containers.
     pub containers: Option<Arc<berth_container::ContainerDriver>>,
+    /// The metrics store and collector settings (set once at start-up).
+    pub metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl Stack {
@@ -80,6 +82,7 @@ impl Stack {
             held: Mutex::default(),
             tasks: Default::default(),
             containers: None,
+            metrics: Default::default(),
         }
     }
 

@@ -420,6 +420,7 @@ impl Edge {
         req: Request<B>,
         framing: Framing,
         request_id: &HeaderValue,
+        service: &str,
     ) -> Result<(Request<B>, Vec<Frame<Bytes>>), EdgeError>
     where
         B: Body<Data = Bytes, Error = EdgeError> + Unpin,
@@ -472,6 +473,7 @@ impl Edge {
                     );
                     self.metrics.waf_finding("size", "oversize", "block");
                     self.metrics.blocked("waf");
+                    self.metrics.waf_blocked(service);
                     let mut error = EdgeError::new(ErrorKind::Forbidden);
                     error.page_message =
                         Some("The request body is larger than the firewall inspects.".into());
@@ -518,6 +520,7 @@ impl Edge {
         }
         if verdict.is_blocked() {
             self.metrics.blocked("waf");
+            self.metrics.waf_blocked(service);
             let mut error = EdgeError::new(ErrorKind::Forbidden);
             error.page_message = Some("The request was blocked by the firewall.".into());
             return Err(error);
@@ -735,7 +738,7 @@ impl Edge {
             .map(|(spec, waf)| (spec.oversize, waf.clone()));
         if let Some((oversize, waf)) = waf {
             (req, inspected) = self
-                .firewall(&waf, oversize, req, framing, request_id)
+                .firewall(&waf, oversize, req, framing, request_id, &service)
                 .await
                 .map_err(|e| Failed::new(e).of(&service))?;
         }

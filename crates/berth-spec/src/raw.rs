@@ -96,6 +96,8 @@ pub(crate) struct RawService {
     pub secrets: Vec<Located<String>>,
     /// `[[service.NAME.cron]]`: scheduled one-off tasks.
     pub cron: Vec<crate::types::CronSpec>,
+    /// `metrics = { path = ... }`: the replicas' own Prometheus metrics.
+    pub metrics: Option<crate::types::AppMetricsSpec>,
     /// `[service.NAME.autoscale]` as written (defaults applied); the span covers its key.
     pub autoscale: Option<Located<crate::autoscale::AutoscaleSpec>>,
     /// `image`, `dockerfile`, `target`, `network` as written.
@@ -144,6 +146,7 @@ impl RawService {
             deploy: None,
             secrets: Vec::new(),
             cron: Vec::new(),
+            metrics: None,
             autoscale: None,
             container: RawContainer::default(),
             run_span: None,

@@ -228,6 +228,16 @@ pub struct ServiceSpec {
     /// are then empty); `None`: local processes.
     #[serde(default)]
     pub container: Option<ContainerSpec>,
+    /// `metrics = { path = "/metrics" }`: each replica's own Prometheus metrics, scraped by
+    /// the daemon's collector and stored as `app:NAME`.
+    #[serde(default)]
+    pub metrics: Option<AppMetricsSpec>,
+}
+
+/// Where a service's replicas expose their Prometheus metrics (`metrics = { path = ... }`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppMetricsSpec {
+    pub path: String,
 }
 
 /// Where a container service's image comes from and how its containers are networked.

@@ -24,6 +24,7 @@ mod container;
 mod cron;
 mod deploy;
 mod limits;
+mod metrics;
 mod tls;
 mod waf;
 
@@ -95,6 +96,7 @@ const SERVICE_KEYS: &[&str] = &[
     "deploy",
     "secrets",
     "cron",
+    "metrics",
     "autoscale",
     "image",
     "dockerfile",
@@ -437,6 +439,7 @@ impl Walker<'_> {
             return service;
         };
         let path = |key: &str| format!("service.{}.{key}", name.value);
+        let mut metrics_span = None;
         for (key, value) in table.iter() {
             match key.get_ref().as_ref() {
                 "run" => {
@@ -528,6 +531,10 @@ impl Walker<'_> {
                 }
                 "secrets" => service.secrets = self.secret_names(value, &path("secrets")),
                 "cron" => service.cron = self.cron(&name.value, value),
+                "metrics" => {
+                    metrics_span = Some(value.span());
+                    service.metrics = self.app_metrics(&name.value, value);
+                }
                 "autoscale" => {
                     service.autoscale =
                         self.autoscale(&name.value, value).map(|autoscale| Located {
@@ -536,6 +543,18 @@ impl Walker<'_> {
                         });
                 }
                 other => self.unknown_key(key, other, SERVICE_KEYS, &label),
+            }
+        }
+        if let (Some(_), Some(span)) = (&service.metrics, metrics_span) {
+            if !service.port.has_port() {
+                self.problems.push(
+                    span,
+                    format!(
+                        "service `{}` has no port, so there are no metrics to scrape",
+                        name.value
+                    ),
+                    Some(r#"give the service a port (port = "auto"), or remove `metrics`"#.into()),
+                );
             }
         }
         if let Some(deploy) = &service.deploy {

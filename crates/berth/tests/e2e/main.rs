@@ -14,6 +14,7 @@ mod containers;
 mod deploy;
 mod lifecycle;
 mod maintenance;
+mod metrics;
 mod operations;
 mod postgres;
 mod recovery;

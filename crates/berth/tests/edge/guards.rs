@@ -379,6 +379,14 @@ async fn the_waf_blocks_counts_or_lets_through_and_reads_bodies() {
         metrics.contains("berth_edge_blocked_total{reason=\"waf\"}"),
         "{metrics}"
     );
+    // Per service too (the daemon's `waf_blocked` series).
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("berth_edge_waf_blocked_total{service=\"")
+                && !l.ends_with(" 0")),
+        "{metrics}"
+    );
     edge.push(&guarded_table(3, &backend, |t| t.settings.waf = None))
         .await;
     assert_eq!(edge.get("app.test", attack).await.status, StatusCode::OK);
