@@ -709,8 +709,16 @@ impl Run<'_> {
         {
             return;
         }
-        let lower = std::mem::take(&mut self.scratch.lower);
+        let mut lower = std::mem::take(&mut self.scratch.lower);
         self.detect(&lower, Loc::Path, !Group::Lfi.bit());
+        // A `+` in a path is a literal plus, but applications that route a segment into a form
+        // decoder read it as a blank (`/item/5'+union+select+1`): SQL sees it that way too.
+        if lower.contains(&b'+') && lower.iter().any(|&c| matches!(c, b'\'' | b'"' | b'`')) {
+            for c in lower.iter_mut().filter(|c| **c == b'+') {
+                *c = b' ';
+            }
+            self.detect(&lower, Loc::Path, Group::Sqli.bit());
+        }
         self.scratch.lower = lower;
     }
 

