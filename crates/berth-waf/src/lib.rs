@@ -854,7 +854,9 @@ impl Run<'_> {
         let js_hit = hits.iter().any(|h| h.family == lexicon::Family::Js);
         if on(Group::Xss, self.active)
             && (js_hit
-                || cs.any(LT | COLON | EQ | PAREN | BACKTICK | AMP | PLUS | BRACKET | DOLLAR))
+                || cs.any(
+                    LT | COLON | EQ | PAREN | BACKTICK | AMP | PLUS | BRACKET | DOLLAR | BACKSLASH,
+                ))
         {
             decode::html_entities_into(lower, &mut self.scratch.html);
             if self.scratch.html.contains(&b'&') && self.scratch.html.len() < lower.len() {
