@@ -168,7 +168,7 @@ fn describe(c: &corpus::Case) -> String {
         let n = String::from_utf8_lossy(n);
         if !matches!(
             n.to_ascii_lowercase().as_str(),
-            "host" | "user-agent" | "accept" | "content-type" | "content-length"
+            "host" | "accept" | "content-type" | "content-length"
         ) {
             s.push_str(&format!(" [{n}: {}]", String::from_utf8_lossy(v)));
         }

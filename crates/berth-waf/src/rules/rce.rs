@@ -1001,13 +1001,21 @@ impl Rules {
         // Undo the quoting tricks shells ignore: c\at, c''at, c""at, ca$@t, $u, ${x}, 'cu'rl,
         // pi``ng, pi$()ng, ${}.
         if !cs.any(BACKSLASH | QUOTE | DOLLAR | LT | GT) {
-            return self.rce_unquoted(s, cs);
+            return self.rce_unquoted(s, cs, false);
         }
         tmp.clear();
         let mut i = 0;
+        // Whether a word had an empty construct, a special parameter or a quote pair cut into
+        // it (`pi``ng`, `ca$@t`, `""p""y`): no one types that but to hide a command.
+        let mut obfuscated = false;
         while i < s.len() {
             let c = s[i];
             let word_before = i > 0 && s[i - 1].is_ascii_alphanumeric();
+            // ANSI-C and locale quoting: `$'whoami'`, `$"id"` are quoted words.
+            if c == b'$' && matches!(s.get(i + 1), Some(b'\'' | b'"')) {
+                i += 1;
+                continue;
+            }
             // Empty constructs expand to nothing: `` ``, $(), <(), >(), ${}, and '' / "" at a
             // word's edge (`""p""y`).
             let empty = match (c, s.get(i + 1), s.get(i + 2)) {
@@ -1022,6 +1030,7 @@ impl Rules {
                 _ => 0,
             };
             if empty > 0 {
+                obfuscated |= word_before && s.get(i + empty).is_some_and(|n| is_word(*n));
                 i += empty;
                 continue;
             }
@@ -1038,9 +1047,10 @@ impl Rules {
                                 || n.is_ascii_whitespace()
                                 || n == b'\''
                                 || n == b'"'
-                                || matches!(n, b';' | b'|' | b'&')
+                                || matches!(n, b';' | b'|' | b'&' | b',' | b'}' | b')')
                         })
                     {
+                        obfuscated |= word_before || s.get(i + q + 2).is_some_and(|n| is_word(*n));
                         tmp.extend_from_slice(inner);
                         i += q + 2;
                         continue;
@@ -1058,8 +1068,9 @@ impl Rules {
                 // Special parameters expand to nothing in a word: ca$@t, c$!at, c$-at.
                 if matches!(
                     s.get(i + 1),
-                    Some(b'@' | b'*' | b'#' | b'?' | b'!' | b'$' | b'-' | b'0'..=b'9')
+                    Some(b'@' | b'*' | b'#' | b'?' | b'!' | b'$' | b'-' | b'_' | b'0'..=b'9')
                 ) {
+                    obfuscated = true;
                     i += 2;
                     continue;
                 }
@@ -1084,12 +1095,18 @@ impl Rules {
             i += 1;
         }
         let t = std::mem::take(tmp);
-        let r = self.rce_unquoted(&t, crate::chars::summary(&t));
+        let r = self.rce_unquoted(&t, crate::chars::summary(&t), obfuscated);
         *tmp = t;
         r
     }
 
-    fn rce_unquoted(&self, t: &[u8], cs: crate::chars::Chars) -> Option<&'static str> {
+    /// `obfuscated`: the value had shell obfuscation inside a word (see [`Self::rce`]).
+    fn rce_unquoted(
+        &self,
+        t: &[u8],
+        cs: crate::chars::Chars,
+        obfuscated: bool,
+    ) -> Option<&'static str> {
         use crate::chars::*;
         let f = crate::find;
         for v in if cs.any(DOLLAR) { &SHELL_VARS[..] } else { &[] } {
@@ -1136,6 +1153,9 @@ impl Rules {
                         .map_or(t.len().min(p + 64), |e| p + e);
                     if glob_path_is_binary(&t[p..end]) {
                         return Some("rce-binary-path");
+                    }
+                    if glob_names_sensitive_file(&t[p..end]) {
+                        return Some("rce-glob-file");
                     }
                 }
             }
@@ -1250,6 +1270,11 @@ impl Rules {
                         | b'+'
                 )
         });
+        // An obfuscated value that starts with any command, even an everyday word
+        // (`pi``ng 10.0.0.1`, `k''ill -9 1`).
+        if starts_with_command && obfuscated {
+            return Some("rce-command");
+        }
         if starts_with_command
             && !lone_word
             && (self.command_at(start, false) == Some(true)
@@ -1765,6 +1790,20 @@ fn glob_path_is_binary(p: &[u8]) -> bool {
         && (STRONG_COMMANDS.iter().any(|c| c.as_bytes() == last) || glob_matches_command(last))
 }
 
+/// `/etc/?asswd`, `/e??/sh*ow`: a wildcard path only a shell expands, naming a sensitive file.
+fn glob_names_sensitive_file(p: &[u8]) -> bool {
+    let Some(rel) = p.strip_prefix(b"/") else {
+        return false;
+    };
+    let wild = rel.iter().filter(|&&c| matches!(c, b'?' | b'*')).count();
+    let letters = rel.iter().filter(|c| c.is_ascii_alphabetic()).count();
+    wild > 0
+        && letters >= 2
+        && super::SENSITIVE_FILES
+            .iter()
+            .any(|f| f.starts_with("etc/") && glob(rel, f.as_bytes()))
+}
+
 fn glob_matches_any(p: &[u8], words: &[&[u8]]) -> bool {
     p.iter().any(|&c| matches!(c, b'?' | b'*' | b'[')) && words.iter().any(|w| glob(p, w))
 }
@@ -1962,6 +2001,34 @@ mod class_tests {
             "{,a,b}",
             "c++ course",
             "python+django developer",
+        ] {
+            assert_eq!(hit(&r, b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn obfuscated_words_and_globbed_files() {
+        let r = Rules::new();
+        for a in [
+            "p``ing -c 1 192.0.2.7",
+            "k''ill -9 1",
+            "ki$()ll -9 1",
+            "z;$'uname' -a",
+            "{,$'uname',-a}",
+            "x;tac /e?c/pas?wd",
+            "less /???/?h?dow",
+            "u$_name -a",
+        ] {
+            assert!(hit(&r, a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "rock''n''roll",
+            "don''t stop",
+            "it's $'5' off",
+            "/etc/?utm=1",
+            "size ? /e?",
+            "He''s a killer",
+            "ping pong table",
         ] {
             assert_eq!(hit(&r, b), None, "false positive: {b}");
         }
