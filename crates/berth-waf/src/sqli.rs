@@ -996,6 +996,42 @@ fn number_evasion(s: &[u8]) -> bool {
     false
 }
 
+/// A whole value that is a number probing how the server parses numbers: one past (or at) the
+/// 32- and 64-bit integer limits, where ids wrap around or overflow (`4294967296`,
+/// `-2147483649`), and the doubles near the smallest normal one that hung the Java and PHP number
+/// parsers (`2.2250738585072011e-308`), or an exponent past the double range (`1e309`).
+fn boundary_number(s: &[u8]) -> bool {
+    let t = s.trim_ascii();
+    let t = t
+        .strip_prefix(b"-")
+        .or_else(|| t.strip_prefix(b"+"))
+        .unwrap_or(t);
+    if t.len() < 5 || !t[0].is_ascii_digit() {
+        return false;
+    }
+    if t.starts_with(b"2.225073858507201") || t.starts_with(b"0.0000000000000000000") {
+        return t
+            .iter()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'-'));
+    }
+    if let Some(exp) = t.strip_prefix(b"1e").or_else(|| t.strip_prefix(b"1.0e")) {
+        return exp.len() == 3 && exp.iter().all(u8::is_ascii_digit) && exp > &b"308"[..];
+    }
+    const LIMITS: &[&[u8]] = &[
+        b"2147483647",
+        b"2147483648",
+        b"2147483649",
+        b"4294967295",
+        b"4294967296",
+        b"4294967297",
+        b"9223372036854775807",
+        b"9223372036854775808",
+        b"18446744073709551615",
+        b"18446744073709551616",
+    ];
+    LIMITS.contains(&t)
+}
+
 /// A keyword cut in two by an inline comment: `sel/**/ect`, `un/*x*/ion`, `dr/**/op`. SQL itself
 /// reads two words there; the split only exists to slip a keyword past a filter, and prose never
 /// writes `/*` inside a word.
@@ -1077,6 +1113,9 @@ impl SqliDetector {
         }
         if number_evasion(lower) {
             return Some("sqli-number-evasion");
+        }
+        if boundary_number(lower) {
+            return Some("sqli-boundary-number");
         }
         None
     }
@@ -1229,6 +1268,30 @@ mod tests {
             "it's 1, 2, 3",
             "size 'M', red",
             "the '90s, 80s, 70s",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn numbers_at_the_parsers_limits() {
+        for a in [
+            "4294967297",
+            "-2147483649",
+            "9223372036854775808",
+            "2.2250738585072012e-308",
+            "1e400",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "4294967",
+            "42949672960",
+            "1e30",
+            "2.5",
+            "order 2147483600",
+            "+44 20 7946 0958",
+            "10000",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }

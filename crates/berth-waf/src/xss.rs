@@ -190,6 +190,30 @@ fn has_script_scheme(s: &[u8], tmp: &mut Vec<u8>) -> bool {
     false
 }
 
+/// After `!entity`: `[%] name` then `system`, `public` or a quoted value, as a DTD declares one.
+fn entity_declaration(s: &[u8]) -> bool {
+    let Some(rest) = s
+        .first()
+        .filter(|c| c.is_ascii_whitespace())
+        .map(|_| s.trim_ascii_start())
+    else {
+        return false;
+    };
+    let rest = rest
+        .strip_prefix(b"%")
+        .map_or(rest, |r| r.trim_ascii_start());
+    let name = rest
+        .iter()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b':'))
+        .count();
+    let after = &rest[name..];
+    if name == 0 || !after.first().is_some_and(|c| c.is_ascii_whitespace()) {
+        return false;
+    }
+    let decl = after.trim_ascii_start();
+    decl.starts_with(b"system") || decl.starts_with(b"public") || decl.starts_with(b"\"")
+}
+
 /// The value with `\xHH` and `\u00HH` escapes turned into their bytes, when it has any.
 fn js_unescape(s: &[u8]) -> Option<Vec<u8>> {
     let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
@@ -413,6 +437,13 @@ fn detect_at(
         let seven = seven_bit(s);
         if seven.contains(&b'<') && detect_at(&seven, &seven, false, tmp, 2).is_some() {
             return Some("xss-us-ascii");
+        }
+    }
+    // A DTD entity declaration (`<!ENTITY x SYSTEM "file:///...">`, `<!ENTITY % p ...>`): the
+    // start of XML external entity injection; no text or markup a shop takes declares one.
+    if let Some(p) = crate::find(s, b"!entity") {
+        if entity_declaration(&s[p + 7..]) {
+            return Some("xss-xml-entity");
         }
     }
     // UTF-7 markup (`+ADw-script+AD4-`), which old browsers decode.
@@ -684,6 +715,24 @@ mod tests {
             "\\x41\\x42 is AB",
             "path\\u0041\\temp",
             "\\x3c3 love it",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn dtd_entity_declarations() {
+        for a in [
+            "<!DOCTYPE d [<!ENTITY e SYSTEM \"file:///etc/hostname\">]>",
+            "!ENTITY % p PUBLIC \"x\" \"http://h.example/x.dtd\"",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "Entity framework!",
+            "the !entity tag",
+            "Wow!Entity system",
+            "best !entity in the public eye",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }
