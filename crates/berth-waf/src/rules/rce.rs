@@ -1030,7 +1030,14 @@ impl Rules {
                 _ => 0,
             };
             if empty > 0 {
-                obfuscated |= word_before && s.get(i + empty).is_some_and(|n| is_word(*n));
+                // Quote pairs count inside a word (prose writes `''quoted''`); the other empty
+                // constructs at either edge of one (`ping$() x`).
+                let word_after = s.get(i + empty).is_some_and(|n| is_word(*n));
+                obfuscated |= if c == b'\'' || c == b'"' {
+                    word_before && word_after
+                } else {
+                    word_before || word_after
+                };
                 i += empty;
                 continue;
             }
@@ -1275,6 +1282,19 @@ impl Rules {
         if starts_with_command && obfuscated {
             return Some("rce-command");
         }
+        // Any command with a GNU long option (`env --version`, `ruby --disable-gems x`): prose
+        // does not glue `--` to a word.
+        if starts_with_command {
+            let arg = &start[first_end..];
+            let opt = arg.trim_ascii_start();
+            if opt.len() < arg.len()
+                && opt.starts_with(b"--")
+                && opt.len() >= 4
+                && opt[2..4].iter().all(u8::is_ascii_alphabetic)
+            {
+                return Some("rce-command");
+            }
+        }
         if starts_with_command
             && !lone_word
             && (self.command_at(start, false) == Some(true)
@@ -1488,6 +1508,16 @@ impl Rules {
             && !self.weak.contains(bare)
         {
             return Some(bare);
+        }
+        // `python3.10`: a versioned name whose major-version form is a command.
+        if let Some(dot) = word.iter().position(|&c| c == b'.') {
+            let head = &word[..dot];
+            if word[dot..].iter().all(|c| c.is_ascii_digit() || *c == b'.')
+                && self.commands.contains(head)
+                && !self.weak.contains(head)
+            {
+                return Some(head);
+            }
         }
         if let Some(d) = word.iter().position(|&c| c == b'-') {
             let head = &word[..d];
@@ -2013,11 +2043,14 @@ mod class_tests {
             "p``ing -c 1 192.0.2.7",
             "k''ill -9 1",
             "ki$()ll -9 1",
+            "ping$() -c 1 192.0.2.7",
             "z;$'uname' -a",
             "{,$'uname',-a}",
             "x;tac /e?c/pas?wd",
             "less /???/?h?dow",
             "u$_name -a",
+            "\"\"u\"\"n\"\"a\"\"m\"\"e\"\" \"\"-\"\"a\"\"",
+            "\"\"p\"\"y\"\"t\"\"h\"\"o\"\"n\"\"3\"\".\"\"1\"\"0\"\" \"\"c\"\"m\"\"d\"\"",
         ] {
             assert!(hit(&r, a).is_some(), "missed: {a}");
         }
@@ -2029,6 +2062,24 @@ mod class_tests {
             "size ? /e?",
             "He''s a killer",
             "ping pong table",
+        ] {
+            assert_eq!(hit(&r, b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn commands_with_long_options() {
+        let r = Rules::new();
+        for a in ["env --help", "tar --version", "ruby --disable-gems x.rb"] {
+            assert!(hit(&r, a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "Birthday bash -- come along",
+            "cat -- the musical",
+            "time --",
+            "Ruby red --",
+            "Wish list -- 2 items",
+            "--version",
         ] {
             assert_eq!(hit(&r, b), None, "false positive: {b}");
         }
