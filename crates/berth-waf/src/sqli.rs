@@ -619,6 +619,18 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             }
             // Functions only SQL has.
             (T::Func(F::Strong), _) => return Some("sqli-function"),
+            // A SQL function called with no arguments as another call's argument:
+            // `concat(0x3a,user())`, `lower(user())`.
+            (T::Func(F::Sql), Some(T::LParen))
+                if c == Some(T::RParen)
+                    && i > 0
+                    && matches!(t[i - 1], T::Comma | T::LParen)
+                    && t[..i]
+                        .iter()
+                        .any(|&x| matches!(x, T::Func(F::Sql | F::Strong))) =>
+            {
+                return Some("sqli-function")
+            }
             // WAITFOR DELAY / TIME
             (T::Kw(K::Waitfor), Some(T::Kw(K::Delay) | T::Word | T::Str { .. })) => {
                 return Some("sqli-time-delay")
@@ -770,7 +782,11 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                     }
                     if matches!(x, T::Num | T::Str { .. } | T::Kw(K::Bool))
                         && (c.is_none() || matches!(c, Some(T::Comment | T::Semi)))
-                        && (breakout || i == 0 || matches!(t[i - 1], T::Str { closed: true }))
+                        && (breakout
+                            || i == 0
+                            || matches!(t[i - 1], T::Str { closed: true })
+                            // `1 and true`: a number, then a boolean, and nothing else.
+                            || (i == 1 && t[0] == T::Num && x == T::Kw(K::Bool)))
                     {
                         return Some("sqli-tautology");
                     }
@@ -960,6 +976,9 @@ pub(crate) const SQL_ONLY_WORDS: &[&str] = &[
     "nvarchar",
     "varchar",
     "@@version",
+    "current_user",
+    "session_user",
+    "system_user",
     "@@datadir",
     "@@hostname",
     "table_schema",
@@ -1292,6 +1311,27 @@ mod tests {
             "order 2147483600",
             "+44 20 7946 0958",
             "10000",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn niladic_calls_and_bare_booleans() {
+        for a in [
+            "lower(user())",
+            "concat(0x7e,version())",
+            "7 or true",
+            "select session_user",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "user() guide",
+            "Buy 1 and true love follows",
+            "true or false",
+            "the current user",
+            "count (users)",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }

@@ -584,9 +584,29 @@ fn detect_at(
                 .last()
                 .is_none_or(|c| b";'\"`({=+|&>:,-*/!".contains(c));
             let after = s[at + f.len()..].trim_ascii_start();
+            // Called directly, optionally (`alert?.(1)`), through a parenthesised reference
+            // (`(alert)(1)`, `(0,eval)(x)`), or handed to an array method as its callback
+            // (`[1].map(alert)`).
+            let wrapped = before.last() == Some(&b'(') || before.ends_with(b",");
+            let callback = before.last() == Some(&b'(')
+                && after.first() == Some(&b')')
+                && [
+                    &b".map"[..],
+                    b".foreach",
+                    b".filter",
+                    b".find",
+                    b".some",
+                    b".every",
+                    b".then",
+                ]
+                .iter()
+                .any(|m| before[..before.len() - 1].ends_with(m));
             let call = after.first().is_some_and(|&c| c == b'(' || c == b'`')
                 || after.starts_with(b".call")
-                || after.starts_with(b".apply");
+                || after.starts_with(b".apply")
+                || after.starts_with(b"?.(")
+                || wrapped && after.starts_with(b")(")
+                || callback;
             if prev_ok && call && memchr::memchr2(b')', b'`', after).is_some() {
                 return Some("xss-js-call");
             }
@@ -733,6 +753,26 @@ mod tests {
             "the !entity tag",
             "Wow!Entity system",
             "best !entity in the public eye",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn indirect_calls() {
+        for a in [
+            "(confirm)(document.domain)",
+            "x=prompt?.(1)",
+            "[7].forEach(alert)",
+            "(0,eval)('x')",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "Set a price (alert) (1 item)",
+            "(alert) sound (loud)",
+            "map (confirm) later",
+            "confirm?. (yes)",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }
