@@ -1545,8 +1545,30 @@ impl Rules {
         if !rest.is_empty() && !rest[0].is_ascii_whitespace() {
             return false;
         }
-        self.command_name(&s[..end])
-            .is_some_and(|name| !self.weak.contains(name))
+        // A tool's name followed by plain words is a name or a search (`John Smith`, `nmap
+        // tutorial`, `kubectl cheat sheet`, `python3 crash course`); a command line has an
+        // option, a path, a host, a variable or shell punctuation among its arguments, or the
+        // name is one no prose writes (`ansible-vault`, `python3.10`), or nothing but blanks
+        // follows it.
+        let typed = &s[..end];
+        let technical_name = typed.iter().any(|c| matches!(c, b'-' | b'_' | b'.'));
+        let shell_args = technical_name
+            || rest.trim_ascii().is_empty()
+            || rest
+                .split(|c| c.is_ascii_whitespace())
+                .filter(|w| !w.is_empty())
+                .take(8)
+                .any(|w| {
+                    matches!(w[0], b'-' | b'/' | b'$' | b'~' | b'.' | b'\\')
+                        || w.iter().any(|c| {
+                            matches!(c, b'|' | b';' | b'&' | b'<' | b'>' | b'=' | b'*' | b'`')
+                        })
+                        || looks_like_host(w)
+                });
+        shell_args
+            && self
+                .command_name(&s[..end])
+                .is_some_and(|name| !self.weak.contains(name))
     }
 
     /// `time sh -c id`, `nohup who`, `strace id`: a command runner followed by a command.
@@ -1762,6 +1784,14 @@ fn looks_like_host(arg: &[u8]) -> bool {
         return true;
     }
     let labels = w.split(|&c| c == b'.' || c == b':').collect::<Vec<_>>();
+    // An IPv4 address (`10.0.0.1`: its last label may be one digit).
+    if labels.len() == 4
+        && labels
+            .iter()
+            .all(|l| (1..=3).contains(&l.len()) && l.iter().all(u8::is_ascii_digit))
+    {
+        return true;
+    }
     labels.len() >= 2
         && labels
             .iter()
@@ -2080,6 +2110,33 @@ mod class_tests {
             "Ruby red --",
             "Wish list -- 2 items",
             "--version",
+        ] {
+            assert_eq!(hit(&r, b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn tool_names_before_plain_words_are_prose() {
+        let r = Rules::new();
+        for a in [
+            "nmap -sV 192.0.2.1",
+            "john --wordlist=w.txt h",
+            "kubectl get pods -A",
+            "hping3 192.0.2.9",
+        ] {
+            assert!(hit(&r, a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "John Smith",
+            "john doe",
+            "nmap tutorial",
+            "kubectl cheat sheet",
+            "Medusa and Perseus",
+            "vault 7 door",
+            "Consul general",
+            "Kind regards",
+            "tree house",
+            "python3 crash course",
         ] {
             assert_eq!(hit(&r, b), None, "false positive: {b}");
         }
