@@ -998,6 +998,9 @@ impl Rules {
                 return Some("rce-windows");
             }
         }
+        if cs.any(DOLLAR) && SHELL_VARS.iter().any(|v| f(s, v).is_some()) {
+            return Some("rce-shell-variable");
+        }
         // Undo the quoting tricks shells ignore: c\at, c''at, c""at, ca$@t, $u, ${x}, 'cu'rl,
         // pi``ng, pi$()ng, ${}.
         if !cs.any(BACKSLASH | QUOTE | DOLLAR | LT | GT) {
@@ -1011,6 +1014,30 @@ impl Rules {
         while i < s.len() {
             let c = s[i];
             let word_before = i > 0 && s[i - 1].is_ascii_alphanumeric();
+            // `$IFS`/`${IFS}` is a blank to the shell (the variable check reports it too).
+            if c == b'$' {
+                let ifs = if s[i + 1..].starts_with(b"{ifs}") {
+                    6
+                } else if s[i + 1..].starts_with(b"ifs")
+                    && s.get(i + 4).is_none_or(|n| !is_word(*n))
+                {
+                    4
+                } else {
+                    0
+                };
+                if ifs > 0 {
+                    tmp.push(b' ');
+                    obfuscated = true;
+                    i += ifs;
+                    continue;
+                }
+            }
+            // A backslash-newline is a line continuation: `c\<LF>at`.
+            if c == b'\\' && matches!(s.get(i + 1), Some(b'\n')) {
+                obfuscated |= word_before;
+                i += 2;
+                continue;
+            }
             // ANSI-C and locale quoting: `$'whoami'`, `$"id"` are quoted words.
             if c == b'$' && matches!(s.get(i + 1), Some(b'\'' | b'"')) {
                 i += 1;
@@ -1429,8 +1456,59 @@ impl Rules {
         }) || memchr::memchr(b'/', arg)
             .is_some_and(|p| p < 32 && !arg[..p].contains(&b' '))
             || (!arg.is_empty() && memchr::memchr3(b';', b'|', b'&', arg).is_some())
-            || looks_like_host(arg);
+            || looks_like_host(arg)
+            // A Windows drive or share path: `c:\`, `\\host\share`.
+            || arg.len() >= 3
+                && arg[0].is_ascii_alphabetic()
+                && arg[1] == b':'
+                && matches!(arg[2], b'\\' | b'/');
+        // `net user x /add`, `net localgroup administrators`: the Windows account and share
+        // tool with its subcommand.
+        if matches!(word, b"net" | b"net1") && spaced {
+            const SUB: &[&[u8]] = &[
+                b"user",
+                b"localgroup",
+                b"group",
+                b"share",
+                b"use",
+                b"view",
+                b"session",
+                b"accounts",
+                b"start",
+                b"stop",
+            ];
+            let sub = arg
+                .iter()
+                .position(|c| !c.is_ascii_alphabetic())
+                .map_or(arg, |e| &arg[..e]);
+            let after = &arg[sub.len()..];
+            // English subcommands (`user`, `use`, `view`...) need a `/switch` or the value's end
+            // after a separator; the others (`localgroup`, `share`) are never prose.
+            let prose_word = !matches!(sub, b"localgroup" | b"share" | b"session" | b"accounts");
+            let tail = after.trim_ascii();
+            if SUB.contains(&sub)
+                && (after.is_empty() || after[0].is_ascii_whitespace())
+                && (!prose_word
+                    || memchr::memchr(b'/', tail).is_some()
+                    || after_sep && tail.is_empty())
+            {
+                return Some(true);
+            }
+        }
         if after_sep {
+            // A time-delay probe: `;sleep 5`, `|timeout 9` ending the value or a command.
+            if matches!(word, b"sleep" | b"timeout") {
+                let n = arg.iter().take_while(|c| c.is_ascii_digit()).count();
+                let tail = arg[n..].trim_ascii_start();
+                if n > 0
+                    && n < 4
+                    && tail
+                        .first()
+                        .is_none_or(|c| matches!(c, b';' | b'|' | b'&' | b'#' | b'`' | b')'))
+                {
+                    return Some(false);
+                }
+            }
             if arg.is_empty() {
                 // `;id`, `|ls`: a bare command ends the value. Everyday words (`; more`,
                 // `& red`) do not count bare.
@@ -1469,6 +1547,10 @@ impl Rules {
             return false;
         };
         let v = v.strip_prefix(b"{").unwrap_or(v);
+        // `$0` is the running shell: `;$0 -c id`.
+        if v.first() == Some(&b'0') && v[1..].starts_with(b" -c ") {
+            return true;
+        }
         let n = v.iter().take_while(|&&c| is_word(c)).count();
         if n == 0 || n > 16 || !v[0].is_ascii_alphabetic() {
             return false;
@@ -2137,6 +2219,35 @@ mod class_tests {
             "Kind regards",
             "tree house",
             "python3 crash course",
+        ] {
+            assert_eq!(hit(&r, b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn ifs_continuations_delays_and_windows_tools() {
+        let r = Rules::new();
+        for a in [
+            "q;uname${IFS}-a",
+            "q;sleep${IFS}9",
+            "q|sleep 7",
+            "q&&timeout 12;",
+            "q;una\\\nme -a",
+            "q;$0 -c uname",
+            "q & net localgroup administrators",
+            "net user eve S3cret /add",
+            "q|dir d:\\users",
+        ] {
+            assert!(hit(&r, a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "Great mattress; sleep 8 hours a night",
+            "quiet; sleep well",
+            "Net user guide",
+            "net use of funds",
+            "Gross & net user count",
+            "dir: c:\\temp is full",
+            "ifs and buts",
         ] {
             assert_eq!(hit(&r, b), None, "false positive: {b}");
         }
