@@ -685,21 +685,37 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             }
             (T::Kw(K::Select), Some(_)) if comment => return Some("sqli-select"),
             // ; followed by a statement
+            // (`; drop-down is broken`: a hyphenated word; statements that change objects
+            // need an object after them, not a minus.)
             (T::Semi, Some(x))
                 if is_stmt(x)
                     && c.is_some_and(|y| {
                         !matches!(y, T::Word)
-                            || matches!(
-                                x,
-                                T::Kw(
-                                    K::Drop
-                                        | K::Truncate
-                                        | K::Declare
-                                        | K::Exec
-                                        | K::Waitfor
-                                        | K::Select
+                            && !(y == T::Op(O::Arith)
+                                && matches!(
+                                    x,
+                                    T::Kw(
+                                        K::Drop
+                                            | K::Create
+                                            | K::Alter
+                                            | K::Truncate
+                                            | K::Update
+                                            | K::Delete
+                                            | K::Insert
+                                    )
+                                ))
+                            || y == T::Word
+                                && matches!(
+                                    x,
+                                    T::Kw(
+                                        K::Drop
+                                            | K::Truncate
+                                            | K::Declare
+                                            | K::Exec
+                                            | K::Waitfor
+                                            | K::Select
+                                    )
                                 )
-                            )
                     }) =>
             {
                 return Some("sqli-stacked")
@@ -1313,6 +1329,19 @@ mod tests {
             "10000",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn hyphenated_words_after_a_semicolon() {
+        for b in [
+            "The \"select\" button doesn't work; drop-down is broken",
+            "great; create-a-card kit",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+        for a in ["x; drop table t", "1;select -1", "'; truncate accounts --"] {
+            assert!(hit(a).is_some(), "missed: {a}");
         }
     }
 

@@ -1210,12 +1210,19 @@ impl Rules {
         // Command substitution: $( ... ) and `...`.
         if let Some(p) = if cs.any(DOLLAR) { f(t, b"$(") } else { None } {
             let inner = &t[p + 2..];
-            if inner
-                .first()
-                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'/' || *c == b'(')
-                && memchr::memchr(b')', inner).is_some()
-            {
-                return Some("rce-substitution");
+            // What runs inside is a command, or a path, options, variables or a pipeline; a
+            // parenthesised word after a dollar sign is a price (`$(cheap)`).
+            if let Some(close) = memchr::memchr(b')', inner) {
+                let body = &inner[..close];
+                if body.first().is_some_and(|c| *c == b'/' || *c == b'(')
+                    || body.first().is_some_and(u8::is_ascii_alphabetic)
+                        && (self.command_at(body, true).is_some()
+                            || body.iter().any(|c| {
+                                matches!(c, b'/' | b'-' | b'$' | b'|' | b';' | b'`' | b'\'')
+                            }))
+                {
+                    return Some("rce-substitution");
+                }
             }
         }
         if let Some(p) = memchr::memchr(b'`', t) {
@@ -1370,7 +1377,10 @@ impl Rules {
                     .or_else(|| rest.strip_prefix(b"("))
                     .or_else(|| rest.strip_prefix(b". "))
                     .unwrap_or(rest);
-                if self.command_at(rest, true).is_some() || self.variable_command(t, rest) {
+                if self.command_at(rest, true).is_some()
+                    || self.variable_command(t, rest)
+                    || delay_probe(rest, blanks == 0)
+                {
                     return Some("rce-command");
                 }
                 at += sep_len;
@@ -1496,19 +1506,6 @@ impl Rules {
             }
         }
         if after_sep {
-            // A time-delay probe: `;sleep 5`, `|timeout 9` ending the value or a command.
-            if matches!(word, b"sleep" | b"timeout") {
-                let n = arg.iter().take_while(|c| c.is_ascii_digit()).count();
-                let tail = arg[n..].trim_ascii_start();
-                if n > 0
-                    && n < 4
-                    && tail
-                        .first()
-                        .is_none_or(|c| matches!(c, b';' | b'|' | b'&' | b'#' | b'`' | b')'))
-                {
-                    return Some(false);
-                }
-            }
             if arg.is_empty() {
                 // `;id`, `|ls`: a bare command ends the value. Everyday words (`; more`,
                 // `& red`) do not count bare.
@@ -1885,6 +1882,27 @@ fn looks_like_host(arg: &[u8]) -> bool {
         })
 }
 
+/// A time-delay probe after a separator: `;sleep 5`, `| timeout 9 ;`. Glued to its separator or
+/// closed by another one; prose ends with `; sleep 8` too.
+fn delay_probe(rest: &[u8], glued: bool) -> bool {
+    let Some(arg) = rest
+        .strip_prefix(b"sleep")
+        .or_else(|| rest.strip_prefix(b"timeout"))
+    else {
+        return false;
+    };
+    if !arg.first().is_some_and(|c| *c == b' ' || *c == b'\t') {
+        return false;
+    }
+    let arg = arg.trim_ascii_start();
+    let n = arg.iter().take_while(|c| c.is_ascii_digit()).count();
+    let tail = arg[n..].trim_ascii_start();
+    let closed = tail
+        .first()
+        .is_some_and(|c| matches!(c, b';' | b'|' | b'&' | b'#' | b'`' | b')'));
+    n > 0 && n < 4 && (closed || tail.is_empty() && glued)
+}
+
 /// A shell or interpreter followed by its run-this-code flag and the code.
 fn inline_code_flag(word: &[u8], arg: &[u8]) -> bool {
     let flag: &[u8] = match word {
@@ -2242,6 +2260,8 @@ mod class_tests {
         }
         for b in [
             "Great mattress; sleep 8 hours a night",
+            "It's 'sleep' time; sleep 8",
+            "cat & dog $(cheap)",
             "quiet; sleep well",
             "Net user guide",
             "net use of funds",
