@@ -519,6 +519,14 @@ fn value(t: T) -> bool {
     )
 }
 
+/// Statements that change an object and name it right after the keyword (`drop table`).
+fn needs_object(t: T) -> bool {
+    matches!(
+        t,
+        T::Kw(K::Drop | K::Create | K::Alter | K::Truncate | K::Update | K::Delete | K::Insert)
+    )
+}
+
 fn is_stmt(t: T) -> bool {
     matches!(
         t,
@@ -690,20 +698,7 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             (T::Semi, Some(x))
                 if is_stmt(x)
                     && c.is_some_and(|y| {
-                        !matches!(y, T::Word)
-                            && !(y == T::Op(O::Arith)
-                                && matches!(
-                                    x,
-                                    T::Kw(
-                                        K::Drop
-                                            | K::Create
-                                            | K::Alter
-                                            | K::Truncate
-                                            | K::Update
-                                            | K::Delete
-                                            | K::Insert
-                                    )
-                                ))
+                        !(matches!(y, T::Word) || y == T::Op(O::Arith) && needs_object(x))
                             || y == T::Word
                                 && matches!(
                                     x,
