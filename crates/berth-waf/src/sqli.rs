@@ -613,6 +613,18 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             {
                 return Some("sqli-function")
             }
+            // `unhex('61')='a'`, `ord('x')>1`: a SQL function's result compared with a literal,
+            // after a logic operator.
+            (T::Func(F::Sql), Some(T::LParen))
+                if i > 0
+                    && t[i - 1] == T::Logic
+                    && matches!(c, Some(T::Num | T::Str { closed: true }))
+                    && t.get(i + 3) == Some(&T::RParen)
+                    && matches!(t.get(i + 4), Some(T::Op(O::Cmp) | T::Kw(K::Like)))
+                    && matches!(t.get(i + 5), Some(T::Num | T::Str { .. })) =>
+            {
+                return Some("sqli-function")
+            }
             // UNION [ALL|DISTINCT] SELECT
             (T::Kw(K::Union), Some(T::Kw(K::Select) | T::Func(_))) => return Some("sqli-union"),
             (T::Kw(K::Union), Some(T::Kw(K::All)))
@@ -1347,6 +1359,7 @@ mod tests {
             "concat(0x7e,version())",
             "7 or true",
             "select session_user",
+            "2 and unhex('41')='A'",
         ] {
             assert!(hit(a).is_some(), "missed: {a}");
         }
@@ -1356,6 +1369,8 @@ mod tests {
             "true or false",
             "the current user",
             "count (users)",
+            "lower(case) = best",
+            "Tom and char(ming) = 5 stars",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }
