@@ -839,6 +839,22 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             }
         }
     }
+    // A whole value that is a column list of quoted strings and numbers or nulls (`'', '', 13`,
+    // `'a', null, 7`): the padding of a UNION's select list.
+    if !breakout
+        && n >= 5
+        && matches!(t[0], T::Str { closed: true })
+        && t.iter().enumerate().all(|(k, &x)| {
+            if k % 2 == 0 {
+                matches!(x, T::Num | T::Str { closed: true } | T::Kw(K::Null))
+            } else {
+                x == T::Comma
+            }
+        })
+        && t.iter().any(|&x| matches!(x, T::Num | T::Kw(K::Null)))
+    {
+        return Some("sqli-union");
+    }
     if breakout && n >= 2 {
         // The value closed the string it was put into; what follows decides.
         let next = t[1];
@@ -1360,6 +1376,8 @@ mod tests {
             "7 or true",
             "select session_user",
             "2 and unhex('41')='A'",
+            "'x', null, 3",
+            "'', '', '', 4",
         ] {
             assert!(hit(a).is_some(), "missed: {a}");
         }
@@ -1371,6 +1389,9 @@ mod tests {
             "count (users)",
             "lower(case) = best",
             "Tom and char(ming) = 5 stars",
+            "'red', 'blue', 'green'",
+            "'70s, '80s, 90s",
+            "2, 3, 4",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }
