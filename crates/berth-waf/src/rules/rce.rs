@@ -989,6 +989,9 @@ impl Rules {
                 return Some(r);
             }
         }
+        if cs.any(DOT) && runtime_reflection(s) {
+            return Some("rce-template-injection");
+        }
         let mut own = Vec::new();
         let hits = match hits {
             Some(h) => h,
@@ -1928,6 +1931,25 @@ fn template_injection(s: &[u8], cs: crate::chars::Chars) -> Option<&'static str>
     None
 }
 
+/// Reaching the runtime by reflection, with or without template delimiters (OGNL, SpEL, EL
+/// and Jinja payloads come in many wrappers): `java.lang.Runtime`, `Class.forName(`,
+/// `.__class__.__mro__`, `.__globals__`.
+fn runtime_reflection(s: &[u8]) -> bool {
+    const MARKERS: &[&[u8]] = &[
+        b"java.lang.runtime",
+        b"java.lang.processbuilder",
+        b"getruntime().exec(",
+        b"class.forname(",
+        b".__class__",
+        b".__globals__",
+        b".__builtins__",
+        b".__subclasses__(",
+        b".__mro__",
+        b".__init__.__globals__",
+    ];
+    MARKERS.iter().any(|m| crate::find(s, m).is_some())
+}
+
 /// `7*7`, `1337 * 1337`: a template engine that answers 49 has been found.
 fn arithmetic_probe(body: &[u8]) -> bool {
     let Some(star) = memchr::memchr(b'*', body) else {
@@ -2416,6 +2438,9 @@ mod class_tests {
             "${${upper:j}ndi:dns://h.example/x}",
             "${${env:NOPE:-j}ndi${env:NOPE:-:}ldap://h.example/a}",
             "${${::-j}${::-n}${::-d}${::-i}:ldap://h.example/a}",
+            "#set($r='')$r.class.forName('java.lang.Runtime')",
+            "(#rt=@java.lang.Runtime@getRuntime()).exec('id')",
+            "x.__class__.__mro__[1]",
         ] {
             assert!(hit(&r, a).is_some(), "missed: {a}");
         }
@@ -2427,6 +2452,8 @@ mod class_tests {
             "jndi tutorial ${chapter}",
             "2 * 3 = 6 <% sale %>",
             "{{ 5 * x }}",
+            "Java.lang tutorial; class names",
+            "my__class__notes.txt",
         ] {
             assert_eq!(hit(&r, b), None, "false positive: {b}");
         }
