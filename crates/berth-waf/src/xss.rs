@@ -320,6 +320,52 @@ fn is_tag_name_char(c: u8) -> bool {
 
 /// Looks for an `on<letters>=` handler in a tag's attribute area.
 fn has_handler(attrs: &[u8]) -> bool {
+    framework_handler(attrs) || dom_handler(attrs)
+}
+
+/// Event bindings of client-side frameworks, which run their value as an expression: AngularJS
+/// `ng-click=`/`data-ng-mouseover=`, Vue `v-on:click=`/`@click=`, Alpine `x-on:click=`, htmx
+/// `hx-on:click=`/`hx-on::after-request=`.
+fn framework_handler(attrs: &[u8]) -> bool {
+    const PREFIXES: &[&[u8]] = &[
+        b"ng-",
+        b"data-ng-",
+        b"x-ng-",
+        b"v-on:",
+        b"@",
+        b"x-on:",
+        b"hx-on",
+    ];
+    let mut i = 0;
+    while i < attrs.len() {
+        let at_name = i == 0 || attrs[i - 1].is_ascii_whitespace() || attrs[i - 1] == b'/';
+        if at_name {
+            for p in PREFIXES {
+                if let Some(rest) = attrs[i..].strip_prefix(*p) {
+                    let n = rest
+                        .iter()
+                        .take_while(|c| {
+                            c.is_ascii_alphanumeric() || matches!(c, b'-' | b':' | b'.')
+                        })
+                        .count();
+                    let name = &rest[..n];
+                    let event =
+                        p.starts_with(b"ng") || p.starts_with(b"data-") || p.starts_with(b"x-ng");
+                    // AngularJS directives that evaluate: ng-click, ng-focus... ng-init.
+                    let evaluates =
+                        !event || name == b"init" || EVENTS.iter().any(|e| name.starts_with(e));
+                    if n > 0 && evaluates && rest[n..].trim_ascii_start().first() == Some(&b'=') {
+                        return true;
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+fn dom_handler(attrs: &[u8]) -> bool {
     let mut i = 0;
     while i + 2 < attrs.len() {
         if attrs[i] == b'o'
@@ -773,6 +819,27 @@ mod tests {
             "(alert) sound (loud)",
             "map (confirm) later",
             "confirm?. (yes)",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn framework_event_bindings() {
+        for a in [
+            "<div ng-click=$event.view.alert(1)>",
+            "<p data-ng-init=\"x=1\">",
+            "<button @click=\"fetch('//h.example')\">",
+            "<a v-on:mouseover=\"x()\">",
+            "<i x-on:focus=\"y\">",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "<div ng-class=\"big\">",
+            "email me @ <b>home</b>",
+            "<a href=\"https://example.com/@click\">x</a>",
+            "reach us @click=here",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }
