@@ -7,12 +7,16 @@
 //! - tags that run or load active content: `script`, `iframe`, `frame`, `frameset`, `object`,
 //!   `embed`, `applet`, `base`, `meta`, `link`, `style`, `svg`, `math`, `template`, `isindex`,
 //!   `import`, `vmlframe`, `xss`, `xml` (also with a namespace prefix, `<x:script>`);
-//! - any event-handler attribute (`on...=`) on any tag;
+//! - any event-handler attribute (`on...=`) on any tag, and client-side frameworks' event
+//!   bindings (`ng-click=`, `@click=`, `v-on:`, `x-on:`, `hx-on`);
 //! - script URLs (`javascript:`, `vbscript:`, `livescript:`, `data:text/html`,
 //!   `data:image/svg+xml`) in a tag or as the whole value;
 //! - CSS that runs script (`expression(`, `behavior:`, `-moz-binding`, `url(javascript:`);
 //! - an attribute break-out (`" onmouseover=`) and JavaScript break-outs calling
 //!   `alert`/`prompt`/`confirm`/`eval` or touching `document.cookie`-like sinks.
+//!
+//! - markup hidden in JavaScript string escapes (`\x3c`, `\u003c`) or with the high bit set
+//!   (`\xbcscript\xbe`, as US-ASCII readers see it), and DTD entity declarations.
 //!
 //! The input is the canonical value with HTML entities decoded, lower-cased.
 

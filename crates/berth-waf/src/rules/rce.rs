@@ -1,6 +1,7 @@
 //! Remote command execution: commands after shell separators or as a whole command line,
-//! binaries by path, substitutions, shell quoting tricks, Windows `cmd`/PowerShell/batch forms and
-//! mail protocol injection.
+//! binaries by path, substitutions, shell quoting tricks, Windows `cmd`/PowerShell/batch forms,
+//! mail protocol injection, and server-side template / expression-language injection and Log4j
+//! JNDI lookups (they run code on the server, as a command does).
 
 use super::{is_word, Rules};
 use crate::lexicon::{Family, Hit};
