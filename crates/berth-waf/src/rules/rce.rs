@@ -460,6 +460,7 @@ pub(super) const STRONG_COMMANDS: &[&str] = &[
     "net1",
     "netsh",
     "reg",
+    "findstr",
     "regedit",
     "regini",
     "sc",
@@ -1012,7 +1013,15 @@ impl Rules {
         }
         // Undo the quoting tricks shells ignore: c\at, c''at, c""at, ca$@t, $u, ${x}, 'cu'rl,
         // pi``ng, pi$()ng, ${}.
-        if !cs.any(BACKSLASH | QUOTE | DOLLAR | LT | GT) {
+        // PowerShell's format operator reassembling a word: `("{1}{0}" -f 'x','ie')`.
+        if cs.any(BRACE) && f(s, b"{0}").is_some() && f(s, b"{1}").is_some() {
+            if let Some(p) = f(s, b"-f ") {
+                if f(&s[p..], b"'").or_else(|| f(&s[p..], b"\"")).is_some() {
+                    return Some("rce-windows");
+                }
+            }
+        }
+        if !cs.any(BACKSLASH | QUOTE | DOLLAR | LT | GT) && memchr::memchr(b'^', s).is_none() {
             return self.rce_unquoted(s, cs, false);
         }
         tmp.clear();
@@ -1040,6 +1049,12 @@ impl Rules {
                     i += ifs;
                     continue;
                 }
+            }
+            // cmd.exe drops a caret before a character: `w^h^o^a^m^i`.
+            if c == b'^' && word_before && s.get(i + 1).is_some_and(|n| n.is_ascii_alphanumeric()) {
+                obfuscated = true;
+                i += 1;
+                continue;
             }
             // A backslash-newline is a line continuation: `c\<LF>at`.
             if c == b'\\' && matches!(s.get(i + 1), Some(b'\n')) {
@@ -1483,6 +1498,20 @@ impl Rules {
                 && matches!(arg[2], b'\\' | b'/');
         // `net user x /add`, `net localgroup administrators`: the Windows account and share
         // tool with its subcommand.
+        // `reg query HKLM\...`, `reg save hklm\sam x`: the registry tool on a hive.
+        if word == b"reg" && spaced {
+            let sub = arg
+                .iter()
+                .position(|c| !c.is_ascii_alphabetic())
+                .map_or(arg, |e| &arg[..e]);
+            if matches!(
+                sub,
+                b"query" | b"add" | b"delete" | b"save" | b"export" | b"import" | b"load" | b"copy"
+            ) && arg[sub.len()..].trim_ascii_start().starts_with(b"hk")
+            {
+                return Some(true);
+            }
+        }
         if matches!(word, b"net" | b"net1") && spaced {
             const SUB: &[&[u8]] = &[
                 b"user",
@@ -2455,6 +2484,29 @@ mod class_tests {
             "{{ 5 * x }}",
             "Java.lang tutorial; class names",
             "my__class__notes.txt",
+        ] {
+            assert_eq!(hit(&r, b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn windows_obfuscation_and_tools() {
+        let r = Rules::new();
+        for a in [
+            "x & un^am^e",
+            "x | c^m^d /c ver",
+            "&(\"{1}{0}\" -f 'x','ie') 'y'",
+            "x & reg save HKLM\\SYSTEM s.hiv",
+            "x | findstr /si secret *.xml",
+        ] {
+            assert!(hit(&r, a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "2^10 = 1024",
+            "x^2 + y^2",
+            "Reg query about my order",
+            "reg add-on",
+            "Use {0} and {1} in templates -f flag",
         ] {
             assert_eq!(hit(&r, b), None, "false positive: {b}");
         }
