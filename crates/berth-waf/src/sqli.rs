@@ -688,6 +688,14 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 return Some("sqli-statement")
             }
             (T::Kw(K::Alter), Some(T::Kw(K::Table))) => return Some("sqli-statement"),
+            // CREATE TEMP|TEMPORARY|UNLOGGED TABLE x
+            (T::Kw(K::Create), Some(T::Word))
+                if c == Some(T::Kw(K::Table))
+                    && (matches!(t.get(i + 3), Some(T::Func(_)))
+                        || t.get(i + 3) == Some(&T::Word) && t.get(i + 4) == Some(&T::LParen)) =>
+            {
+                return Some("sqli-statement")
+            }
             (T::Kw(K::Drop | K::Truncate), Some(T::Word | T::Ident))
                 if comment || c == Some(T::Semi) =>
             {
@@ -1090,6 +1098,23 @@ fn boundary_number(s: &[u8]) -> bool {
     LIMITS.contains(&t)
 }
 
+/// PostgreSQL's `COPY ... TO|FROM PROGRAM 'cmd'`, which runs a shell command on the database
+/// server.
+fn copy_program(s: &[u8]) -> bool {
+    let Some(c) = crate::find(s, b"copy") else {
+        return false;
+    };
+    let Some(p) = crate::find(&s[c..], b" program") else {
+        return false;
+    };
+    let before = s[..c + p].trim_ascii_end();
+    let after = s[c + p + 8..].trim_ascii_start();
+    (before.ends_with(b" to") || before.ends_with(b" from"))
+        && after
+            .first()
+            .is_some_and(|q| matches!(q, b'\'' | b'"' | b'$'))
+}
+
 /// A keyword cut in two by an inline comment: `sel/**/ect`, `un/*x*/ion`, `dr/**/op`. SQL itself
 /// reads two words there; the split only exists to slip a keyword past a filter, and prose never
 /// writes `/*` inside a word.
@@ -1193,6 +1218,9 @@ impl SqliDetector {
         }
         if comment_split_keyword(lower) {
             return Some("sqli-comment-obfuscation");
+        }
+        if copy_program(lower) {
+            return Some("sqli-statement");
         }
         tokenize(lower, None, toks);
         if let Some(r) = patterns(toks, false) {
@@ -1378,6 +1406,8 @@ mod tests {
             "2 and unhex('41')='A'",
             "'x', null, 3",
             "'', '', '', 4",
+            "x'; copy (select 1) to program 'uname'--",
+            "1; create temporary table q(a text)",
         ] {
             assert!(hit(a).is_some(), "missed: {a}");
         }
@@ -1392,6 +1422,9 @@ mod tests {
             "'red', 'blue', 'green'",
             "'70s, '80s, 90s",
             "2, 3, 4",
+            "copy to a program manager",
+            "Copy the file to program folder 'docs'",
+            "create custom table runner",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }
