@@ -696,8 +696,10 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             {
                 return Some("sqli-statement")
             }
+            // `drop x;` inside a value (`'; drop users;`), not as its first words: a value that
+            // starts `drop shipping; union jack` is a list.
             (T::Kw(K::Drop | K::Truncate), Some(T::Word | T::Ident))
-                if comment || c == Some(T::Semi) =>
+                if comment || c == Some(T::Semi) && i > 0 =>
             {
                 return Some("sqli-statement")
             }
@@ -1388,10 +1390,16 @@ mod tests {
         for b in [
             "The \"select\" button doesn't work; drop-down is broken",
             "great; create-a-card kit",
+            "drop shipping; union jack flag",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }
-        for a in ["x; drop table t", "1;select -1", "'; truncate accounts --"] {
+        for a in [
+            "x; drop table t",
+            "1;select -1",
+            "'; truncate accounts --",
+            "1; drop users;",
+        ] {
             assert!(hit(a).is_some(), "missed: {a}");
         }
     }
