@@ -1218,10 +1218,11 @@ impl SqliDetector {
         if let Some(r) = self.detect_word(lower, hits) {
             return Some(r);
         }
-        if comment_split_keyword(lower) {
+        // Both need a rare byte: `*` for a comment, a quote or `$` for PROGRAM's command.
+        if memchr::memchr(b'*', lower).is_some() && comment_split_keyword(lower) {
             return Some("sqli-comment-obfuscation");
         }
-        if copy_program(lower) {
+        if memchr::memchr3(b'\'', b'"', b'$', lower).is_some() && copy_program(lower) {
             return Some("sqli-statement");
         }
         tokenize(lower, None, toks);

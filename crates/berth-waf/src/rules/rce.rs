@@ -1184,7 +1184,9 @@ impl Rules {
         }
         if cs.any(SLASH) {
             // Bash's network redirections: `exec 5<>/dev/tcp/host/port`, `>& /dev/udp/..`.
-            if f(t, b"/dev/tcp/").is_some() || f(t, b"/dev/udp/").is_some() {
+            if f(t, b"/dev/").is_some()
+                && (f(t, b"/dev/tcp/").is_some() || f(t, b"/dev/udp/").is_some())
+            {
                 return Some("rce-network-redirect");
             }
             // A path spelled with globs that a shell expands to a binary: `/???/c?t`,
@@ -2041,7 +2043,14 @@ fn runtime_reflection(s: &[u8]) -> bool {
         b".__mro__",
         b".__init__.__globals__",
     ];
-    MARKERS.iter().any(|m| crate::find(s, m).is_some())
+    // Every marker holds `java.lang.`, `forname(`, `getruntime(` or `.__`: one look for each
+    // first.
+    let f = crate::find;
+    (f(s, b"java.lang.").is_some()
+        || f(s, b"forname(").is_some()
+        || f(s, b"getruntime(").is_some()
+        || f(s, b"__").is_some())
+        && MARKERS.iter().any(|m| f(s, m).is_some())
 }
 
 /// `7*7`, `1337 * 1337`: a template engine that answers 49 has been found.
@@ -2535,6 +2544,7 @@ mod class_tests {
             "#set($r='')$r.class.forName('java.lang.Runtime')",
             "(#rt=@java.lang.Runtime@getRuntime()).exec('id')",
             "x.__class__.__mro__[1]",
+            "a.getRuntime().exec('id')",
         ] {
             assert!(hit(&r, a).is_some(), "missed: {a}");
         }
