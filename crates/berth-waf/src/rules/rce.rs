@@ -1411,7 +1411,11 @@ impl Rules {
                 if self.command_at(rest, true).is_some()
                     || self.variable_command(t, rest)
                     || delay_probe(rest, blanks == 0)
-                    || (at <= first_text && c != b'&' && self.leading_command(rest))
+                    // (A newline does not count: a textarea may start with a blank line;
+                    // brands start with `&`.)
+                    || (at <= first_text
+                        && matches!(c, b';' | b'|')
+                        && self.leading_command(rest))
                 {
                     return Some("rce-command");
                 }
@@ -2599,6 +2603,8 @@ mod class_tests {
             "& other stories",
             "| size | colour |",
             "more to come; stay tuned",
+            "\n\nMore than I expected",
+            "\ncat food is great",
         ] {
             assert_eq!(hit(&r, b), None, "false positive: {b}");
         }
@@ -2614,7 +2620,6 @@ mod class_tests {
             "time curl h.example",
             ";top -b",
             "| more notes.txt",
-            "\n cat notes",
         ] {
             assert!(hit(&r, a).is_some(), "missed: {a}");
         }
