@@ -714,3 +714,59 @@ fn a_release_image_is_pushed_to_a_registry_with_its_digest() {
         "{unreachable:?}"
     );
 }
+
+/// A container release that never passes its health checks is rolled back under load: no user
+/// request fails, the old containers keep serving, and the new ones are gone.
+#[test]
+fn a_container_release_failing_its_health_checks_is_rolled_back_under_load() {
+    let Some(podman) = podman_service() else {
+        return;
+    };
+    let containers = Containers("e2e-containers-rollback".into());
+    let mut stack = container_stack("containers-rollback", &body(&podman.socket, ""));
+    stack.up_and_wait();
+    let r1 = stack.wait_healthy("web", 2)[0].release.clone();
+    let port = stack.edge_port;
+    wait_for("the edge to route to web", Duration::from_secs(15), || {
+        whoami(port)
+    });
+    let before: Vec<String> = containers.ids();
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // Release 2 has no /health: its containers start, answer, and never turn healthy.
+    write_version(&stack, "2");
+    fs::remove_file(stack.path().join("app/www/health")).unwrap();
+    let load = start_load(port);
+    let out = stack.berth(&["deploy", "web", "--json"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let report = load.stop();
+    println!("[containers] failing release: {}", report.describe());
+    assert!(!out.success(), "the deploy succeeded:\n{}", out.stdout);
+    let record: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(record["state"], "rolled_back", "{record}");
+    assert_eq!(record["verdict"]["rule"], "health", "{record}");
+    assert!(report.samples.len() >= 300, "{}", report.describe());
+    assert!(
+        report.failed().is_empty(),
+        "{} requests failed: {}",
+        report.failed().len(),
+        report.describe()
+    );
+    assert!(
+        report
+            .samples
+            .iter()
+            .all(|s| s.release.as_deref() == Some(r1.as_str())),
+        "a user reached the failing release: {}",
+        report.describe()
+    );
+    // The same two containers serve; the failing ones were stopped and removed.
+    wait_for("only the old containers", Duration::from_secs(20), || {
+        (containers.ids() == before).then_some(())
+    });
+    let serving = stack.wait_healthy("web", 2);
+    assert!(serving.iter().all(|r| r.release == r1), "{serving:?}");
+    drop(stack);
+    drop(containers);
+    drop(podman);
+}
