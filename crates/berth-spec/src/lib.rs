@@ -8,9 +8,11 @@
 //! is collected rather than the first one (`walk`), checked as a whole (`check`), and turned into
 //! the effective spec of the selected environment (`effective`).
 
+pub mod alarm;
 mod backup;
 mod check;
 mod effective;
+pub mod metric_names;
 mod raw;
 mod report;
 pub mod tls;

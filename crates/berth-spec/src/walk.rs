@@ -18,6 +18,7 @@ use crate::report::Problems;
 use crate::types::{Balance, Engine, PortSpec};
 use crate::units::{self, closest, list};
 
+mod alarm;
 mod backup;
 mod cron;
 mod deploy;
@@ -25,6 +26,7 @@ mod limits;
 mod tls;
 mod waf;
 
+pub(crate) use alarm::check_alarms;
 pub(crate) use backup::check_backup;
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -45,6 +47,9 @@ const TOP_KEYS: &[&str] = &[
     "waf",
     "environment",
     "backup",
+    "alarm",
+    "alarms",
+    "notify",
 ];
 const STACK_KEYS: &[&str] = &["name", "keep_releases"];
 const EDGE_KEYS: &[&str] = &[
@@ -173,6 +178,13 @@ impl Walker<'_> {
                 "waf" => spec.waf = self.waf(value),
                 "acme" => spec.acme = self.acme(value),
                 "backup" => spec.backup = self.backup(value),
+                "alarm" => spec.alarms = self.alarm_list(value),
+                "alarms" => spec.alarms_table = self.alarms_table(value),
+                "notify" => {
+                    let (targets, declared) = self.notify_targets(value);
+                    spec.notify = targets;
+                    spec.notify_declared = declared;
+                }
                 "environment" => {
                     for (name, table) in self.named_tables(value, "environment") {
                         if name.value == "default" {
