@@ -113,6 +113,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The alarms with their state (OK, ALARM, INSUFFICIENT_DATA), reason and last transition.
+    Alarms {
+        #[command(flatten)]
+        spec: SpecFile,
+        #[arg(long)]
+        json: bool,
+    },
     /// Releases, newest first.
     Releases {
         service: Option<String>,
@@ -295,6 +302,7 @@ impl Cli {
             | Command::Restart { spec, .. }
             | Command::Down { spec }
             | Command::Events { spec, .. }
+            | Command::Alarms { spec, .. }
             | Command::Releases { spec, .. }
             | Command::Deploys { spec, .. }
             | Command::Run { spec, .. }

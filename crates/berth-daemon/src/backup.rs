@@ -179,6 +179,9 @@ pub async fn backup_now(stack: &Stack, reason: &str) -> anyhow::Result<BackupSum
             if let Err(e) = remember_failure(stack, &id, reason, &error) {
                 tracing::warn!("cannot record the failed backup: {e:#}");
             }
+            if let Some(alarms) = crate::alarms::AlarmContext::of(stack) {
+                alarms.backup_failed(&id, reason, &error);
+            }
         }
     }
     result

@@ -110,6 +110,9 @@ impl RecordJournal {
         let summary = self.record.summary();
         tracing::info!("{summary}");
         self.stack.record(level, &self.record.service, summary);
+        if let Some(alarms) = crate::alarms::AlarmContext::of(&self.stack) {
+            alarms.deploy_finished(&self.record);
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! daemon left running, brings every service to its desired replica count, and serves the local
 //! API until Ctrl-C, SIGTERM or `berth down`; then it stops replicas gracefully and exits 0.
 
+pub mod alarms;
 pub mod api;
 pub mod backup;
 pub mod certificates;
@@ -84,6 +85,7 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     std::fs::write(paths.lock(), std::process::id().to_string())?;
     secrets::check_declared(&spec, &paths)?;
     let accessory_passwords = secrets::accessory_passwords(&spec, &paths)?;
+    let notify_targets = alarms::targets(&spec, &paths)?;
 
     let store = Store::open(paths.db())?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -108,6 +110,11 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     );
     secrets::attach_passwords(&mut stack, accessory_passwords);
     let stack = Arc::new(stack);
+    let _ = stack.notifier.set(alarms::start_notifier(
+        notify_targets,
+        stack.store.clone(),
+        stack.env_name().to_string(),
+    ));
     let _backup_schedule = backup::spawn_scheduler(stack.clone());
     let recorder =
         stack::spawn_recorder(stack.store.clone(), stack.env_name().to_string(), events_rx);
@@ -156,9 +163,13 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
                     socket.display()
                 );
                 let cron = cron::spawn(stack.clone());
+                let alarms = alarms::start_evaluation(&stack);
                 let reason = (&mut stop_requested).await;
                 if let Some(cron) = cron {
                     cron.abort();
+                }
+                if let Some(alarms) = alarms {
+                    alarms.abort();
                 }
                 Ok(reason)
             }

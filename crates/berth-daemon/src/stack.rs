@@ -37,6 +37,10 @@ pub struct Stack {
     held: Mutex<BTreeMap<String, String>>,
     /// Ids of detached tasks.
     pub tasks: crate::tasks::TaskCounter,
+    /// The `[notify.NAME]` targets' queues (set once at start; see [`crate::alarms`]).
+    pub notifier: std::sync::OnceLock<Arc<berth_notify::Notifier>>,
+    /// Whether the alarms are evaluated (a metrics source is wired).
+    pub evaluating_alarms: std::sync::atomic::AtomicBool,
 }
 
 impl Stack {
@@ -77,6 +81,8 @@ impl Stack {
             accessory_watch: Default::default(),
             held: Mutex::default(),
             tasks: Default::default(),
+            notifier: std::sync::OnceLock::new(),
+            evaluating_alarms: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

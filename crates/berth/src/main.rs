@@ -99,6 +99,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Maintenance { action } => commands::maintenance(&client, &action).await,
         Command::Down { .. } => commands::down(&client).await,
         Command::Events { limit, json, .. } => commands::events(&client, limit, json).await,
+        Command::Alarms { json, .. } => commands::alarms(&client, json).await,
         Command::Releases { service, json, .. } => {
             commands::releases(&client, service.as_deref(), json).await
         }
