@@ -84,7 +84,7 @@ pub fn condition(alarm: &AlarmSpec) -> String {
         alarm.statistic,
         alarm.metric,
         alarm.comparison.as_str(),
-        alarm.threshold,
+        short(alarm.threshold),
         alarm.datapoints_to_alarm,
         alarm.evaluation_periods,
         humantime::format_duration(alarm.period)
@@ -433,6 +433,17 @@ pub fn spawn_evaluator(
             }
         }
     })
+}
+
+/// A threshold for people: at most four decimals, no trailing zeros (`80`, `0.0333`).
+fn short(value: f64) -> String {
+    let text = format!("{value:.4}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text.is_empty() || text == "-" {
+        "0".to_string()
+    } else {
+        text.to_string()
+    }
 }
 
 fn unix(at: SystemTime) -> i64 {
