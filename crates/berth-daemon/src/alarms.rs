@@ -456,6 +456,45 @@ fn rfc3339(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 
+/// The alarms of a deploy's analysis: an alarm watching the service (`service = ...`) that
+/// entered ALARM since this watch was made (the deploy's start) counts against the new release.
+/// One already in ALARM before the deploy does not (the deploy may be its fix).
+pub fn watch(
+    store: &Arc<Mutex<Store>>,
+    environment: &str,
+    alarms: &[AlarmSpec],
+) -> Arc<dyn berth_rollout::AlarmWatch> {
+    Arc::new(StoreWatch {
+        store: store.clone(),
+        environment: environment.to_string(),
+        since: unix(SystemTime::now()),
+        alarms: alarms
+            .iter()
+            .filter_map(|a| Some((a.labels.get("service")?.clone(), a.name.clone())))
+            .collect(),
+    })
+}
+
+struct StoreWatch {
+    store: Arc<Mutex<Store>>,
+    environment: String,
+    since: i64,
+    /// (service, alarm name).
+    alarms: Vec<(String, String)>,
+}
+
+impl berth_rollout::AlarmWatch for StoreWatch {
+    fn firing(&self, service: &str) -> Option<(String, String)> {
+        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        self.alarms
+            .iter()
+            .filter(|(s, _)| s == service)
+            .filter_map(|(_, name)| store.alarm_state(&self.environment, name).ok().flatten())
+            .find(|state| state.state == AlarmState::Alarm.as_str() && state.since >= self.since)
+            .map(|state| (state.name, state.reason))
+    }
+}
+
 /// Starts evaluating the stack's alarms when a metrics source is available in this build.
 ///
 /// NOT WIRED YET: the metrics store (`berth-metrics`, another branch) is the source; until it is
@@ -725,5 +764,47 @@ mod tests {
         assert_eq!(evaluation_interval(&alarm), Duration::from_secs(60));
         alarm.period = Duration::from_secs(10);
         assert_eq!(evaluation_interval(&alarm), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn only_an_alarm_that_fires_during_the_deploy_counts_against_it() {
+        let folder = tempfile::tempdir().unwrap();
+        let store = Arc::new(Mutex::new(
+            Store::open(folder.path().join("state.db")).unwrap(),
+        ));
+        let now = unix(SystemTime::now());
+        let record = |name: &str, state: &str, at: i64| {
+            store
+                .lock()
+                .unwrap()
+                .record_alarm_evaluation("default", name, state, "Threshold Crossed", at)
+                .unwrap();
+        };
+        // Already in ALARM before the deploy: its fix must be deployable.
+        record("web-high-cpu", "ALARM", now - 600);
+        let alarms = vec![
+            cpu_alarm(&[]),
+            AlarmSpec {
+                name: "web-5xx".into(),
+                ..cpu_alarm(&[])
+            },
+            AlarmSpec {
+                name: "api-5xx".into(),
+                labels: [("service".to_string(), "api".to_string())].into(),
+                ..cpu_alarm(&[])
+            },
+        ];
+        let watch = watch(&store, "default", &alarms);
+        assert_eq!(watch.firing("web"), None);
+        record("web-5xx", "OK", now);
+        record("api-5xx", "ALARM", now + 1);
+        assert_eq!(watch.firing("web"), None);
+        record("web-5xx", "ALARM", now + 2);
+        assert_eq!(
+            watch.firing("web"),
+            Some(("web-5xx".to_string(), "Threshold Crossed".to_string()))
+        );
+        assert_eq!(watch.firing("api").unwrap().0, "api-5xx");
+        assert_eq!(watch.firing("worker"), None);
     }
 }

@@ -584,6 +584,11 @@ impl Stack {
             deploy: service.deploy.clone(),
             strategy,
             cancel,
+            alarms: Some(crate::alarms::watch(
+                &self.store,
+                self.env_name(),
+                &self.spec.alarms,
+            )),
         };
         match rollout.run(&mut journal).await {
             Outcome::Succeeded { retire_at } => {
@@ -923,6 +928,7 @@ impl Stack {
                         deploy: service.deploy.clone(),
                         strategy: service.deploy.strategy,
                         cancel,
+                        alarms: None,
                     };
                     rollout.roll_back(&mut journal).await;
                     journal.finish(DeployState::RolledBack, Some(verdict));
