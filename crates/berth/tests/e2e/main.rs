@@ -7,6 +7,7 @@
 mod harness;
 mod load;
 
+mod alarms;
 mod backup;
 mod cli;
 mod deploy;
