@@ -51,6 +51,7 @@ _log_lock = threading.Lock()
 _state_lock = threading.Lock()
 _local_visits = 0  # used when there is no database
 _in_flight = 0
+_served = 0  # requests answered other than /health and /metrics (for /metrics)
 _stopping = threading.Event()
 
 
@@ -119,10 +120,14 @@ class Handler(BaseHTTPRequestHandler):
         global _in_flight
         self._t0 = time.monotonic()
         self._body_read = False
+        global _served
         with _state_lock:
             _in_flight += 1
         try:
             path = urllib.parse.urlsplit(self.path).path
+            if path not in ("/health", "/metrics"):
+                with _state_lock:
+                    _served += 1
             if path != "/health":
                 if SLOW_MS and (
                     not SLOW_PATHS or any(path.startswith(p.strip()) for p in SLOW_PATHS)
@@ -168,6 +173,10 @@ class Handler(BaseHTTPRequestHandler):
             if FAIL_HEALTH:
                 return self.reply(503, "failing (FAIL_HEALTH)\n")
             return self.reply(200, "ok\n")
+        if path == "/metrics":
+            if not read:
+                return self.not_allowed("GET, HEAD")
+            return self.metrics()
         if path == "/":
             return self.index() if read else self.not_allowed("GET, HEAD")
         if path == "/whoami":
@@ -192,6 +201,19 @@ class Handler(BaseHTTPRequestHandler):
                 return self.get_file(name)
             return self.not_allowed("GET, HEAD, PUT")
         return self.reply(404, "not found\n")
+
+    def metrics(self):
+        """`/metrics`: the app's own counters in the Prometheus text format."""
+        with _state_lock:
+            served, in_flight = _served, _in_flight
+        body = (
+            "# HELP hello_requests_total Requests answered (not /health or /metrics)\n"
+            "# TYPE hello_requests_total counter\n"
+            f'hello_requests_total{{version="{VERSION}"}} {served}\n'
+            "# TYPE hello_in_flight gauge\n"
+            f"hello_in_flight {in_flight}\n"
+        )
+        return self.reply(200, body, "text/plain; version=0.0.4; charset=utf-8")
 
     def sleep(self):
         """`/sleep?ms=N`: answers after N ms (at most 10 s), for a slow path of any release."""

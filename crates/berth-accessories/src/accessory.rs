@@ -135,6 +135,26 @@ impl Accessory {
         Some(self.running(pid, port, &password))
     }
 
+    /// Connections and database size as the running server reports them (an error when no
+    /// server runs or it does not answer in a few seconds).
+    pub async fn stats(&self) -> Result<crate::server::AccessoryStats> {
+        let layout = self
+            .existing_layout()
+            .ok_or_else(|| anyhow::anyhow!("accessory `{}` has no folder", self.config.name))?;
+        let port = port::read(&layout.port_file)
+            .ok()
+            .flatten()
+            .ok_or_else(|| anyhow::anyhow!("accessory `{}` has no port", self.config.name))?;
+        let password = match &self.password {
+            Some(given) => given.0.clone(),
+            None => secret::load(&layout.password_file)?.unwrap_or_default(),
+        };
+        let server = Server::locate(self.config.engine, &self.search, &layout)?;
+        let user = ServerUser::current();
+        let target = self.target(&layout, &user, port, &password);
+        server.stats(&target).await
+    }
+
     /// Whether a server of this accessory is running.
     pub fn is_alive(&self) -> bool {
         self.existing_layout()

@@ -52,3 +52,4 @@ mod user;
 
 pub use accessory::Accessory;
 pub use config::{AccessoryConfig, RunningAccessory};
+pub use server::AccessoryStats;

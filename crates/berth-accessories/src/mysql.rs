@@ -115,6 +115,19 @@ impl Mysql {
         }
     }
 
+    /// `Threads_connected`, and the data and index bytes of the accessory's database.
+    pub async fn stats(&self, target: &Target<'_>) -> Result<crate::server::AccessoryStats> {
+        let mut client = self.admin_client(target);
+        client.arg("--connect-timeout=2").arg("-e").arg(format!(
+            "SHOW GLOBAL STATUS LIKE 'Threads_connected'; \
+             SELECT COALESCE(SUM(data_length + index_length), 0) FROM information_schema.tables \
+             WHERE table_schema = '{}'",
+            target.database.replace('\\', "\\\\").replace('\'', "''")
+        ));
+        let output = run_tool(client, None, Duration::from_secs(5), "").await?;
+        Ok(parse_stats(&String::from_utf8_lossy(&output.stdout)))
+    }
+
     /// Creates the database and the services' account (or resets its password).
     pub async fn provision(&self, target: &Target<'_>) -> Result<()> {
         let script = provisioning_script(target.login, target.database, target.password);
@@ -142,6 +155,20 @@ impl Mysql {
             .args(["--batch", "--skip-column-names"]);
         client
     }
+}
+
+/// `Threads_connected\tN` then the size on its own line.
+fn parse_stats(text: &str) -> crate::server::AccessoryStats {
+    let mut stats = crate::server::AccessoryStats::default();
+    for line in text.lines() {
+        let mut fields = line.split('\t');
+        match (fields.next(), fields.next()) {
+            (Some("Threads_connected"), Some(n)) => stats.connections = n.trim().parse().ok(),
+            (Some(n), None) => stats.database_bytes = n.trim().parse().ok(),
+            _ => {}
+        }
+    }
+    stats
 }
 
 fn socket_path(layout: &Layout) -> PathBuf {
@@ -174,6 +201,16 @@ fn ident(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stats_from_the_client() {
+        let stats = parse_stats("Threads_connected\t2\n49152\n");
+        assert_eq!(
+            (stats.connections, stats.database_bytes),
+            (Some(2), Some(49_152))
+        );
+        assert_eq!(parse_stats(""), crate::server::AccessoryStats::default());
+    }
 
     #[test]
     fn quoting() {

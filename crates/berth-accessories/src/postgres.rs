@@ -125,6 +125,17 @@ impl Postgres {
         }
     }
 
+    /// Backends of every database, and the size of the accessory's database.
+    pub async fn stats(&self, target: &Target<'_>) -> Result<crate::server::AccessoryStats> {
+        let mut psql = self.client("psql", target);
+        psql.args(["-X", "-q", "-t", "-A", "-c"]).arg(format!(
+            "SELECT (SELECT sum(numbackends) FROM pg_stat_database), pg_database_size({})",
+            literal(target.database)
+        ));
+        let output = run_tool(psql, None, STATS_TIMEOUT, "").await?;
+        Ok(parse_stats(&String::from_utf8_lossy(&output.stdout)))
+    }
+
     /// Creates the login (or resets its password) and the database it owns.
     pub async fn provision(&self, target: &Target<'_>) -> Result<()> {
         let mut psql = self.client("psql", target);
@@ -179,6 +190,19 @@ fn provisioning_script(login: &str, database: &str, password: &str) -> String {
     )
 }
 
+/// How long a stats query may take.
+const STATS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `psql -tA` output `CONNECTIONS|BYTES`.
+fn parse_stats(text: &str) -> crate::server::AccessoryStats {
+    let mut fields = text.trim().split('|');
+    let mut next = || fields.next().and_then(|f| f.trim().parse::<u64>().ok());
+    crate::server::AccessoryStats {
+        connections: next(),
+        database_bytes: next(),
+    }
+}
+
 /// A SQL string literal (standard_conforming_strings is on by default).
 fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
@@ -192,6 +216,19 @@ fn ident(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stats_from_psql() {
+        let stats = parse_stats("3|7746083\n");
+        assert_eq!(
+            (stats.connections, stats.database_bytes),
+            (Some(3), Some(7_746_083))
+        );
+        assert_eq!(
+            parse_stats("garbage"),
+            crate::server::AccessoryStats::default()
+        );
+    }
 
     #[test]
     fn quoting() {

@@ -73,6 +73,62 @@ impl Redis {
     }
 }
 
+impl Redis {
+    /// `connected_clients` and `used_memory` from `INFO`.
+    pub async fn stats(target: &Target<'_>) -> Result<crate::server::AccessoryStats> {
+        let text = timeout(PROBE_TIMEOUT, info(target.port, target.password))
+            .await
+            .map_err(|_| anyhow!("no answer to INFO"))??;
+        Ok(parse_info(&text))
+    }
+}
+
+/// The most of an `INFO` answer read.
+const INFO_LIMIT: usize = 1024 * 1024;
+
+/// `AUTH` then `INFO` over TCP: the info text.
+async fn info(port: u16, password: &str) -> Result<String> {
+    use tokio::io::AsyncReadExt;
+    let stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("cannot connect to 127.0.0.1:{port}"))?;
+    let mut stream = BufReader::new(stream);
+    let request = [command_frame(&["AUTH", password]), command_frame(&["INFO"])].concat();
+    stream.get_mut().write_all(&request).await?;
+    let mut auth = String::new();
+    stream.read_line(&mut auth).await?;
+    if !auth.starts_with("+OK") {
+        return Err(anyhow!("AUTH refused"));
+    }
+    let mut header = String::new();
+    stream.read_line(&mut header).await?;
+    let len: usize = header
+        .trim_end()
+        .strip_prefix('$')
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n <= INFO_LIMIT)
+        .ok_or_else(|| anyhow!("unexpected answer to INFO"))?;
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The numbers of an `INFO` text.
+fn parse_info(text: &str) -> crate::server::AccessoryStats {
+    let field = |name: &str| {
+        text.lines().find_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            (key == name)
+                .then(|| value.trim().parse::<u64>().ok())
+                .flatten()
+        })
+    };
+    crate::server::AccessoryStats {
+        connections: field("connected_clients"),
+        database_bytes: field("used_memory"),
+    }
+}
+
 /// `AUTH` then `PING` over TCP.
 async fn ping(port: u16, password: &str) -> Probe {
     let stream = match TcpStream::connect(("127.0.0.1", port)).await {
@@ -182,6 +238,19 @@ mod tests {
         assert_eq!(
             command_frame(&["AUTH", "pw"]),
             b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn info_numbers() {
+        let stats = parse_info("# Clients\r\nconnected_clients:4\r\n# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\n");
+        assert_eq!(
+            (stats.connections, stats.database_bytes),
+            (Some(4), Some(1_048_576))
+        );
+        assert_eq!(
+            parse_info("nonsense"),
+            crate::server::AccessoryStats::default()
         );
     }
 

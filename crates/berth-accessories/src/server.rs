@@ -29,6 +29,17 @@ pub(crate) enum Probe {
     Failed(anyhow::Error),
 }
 
+/// What a running server says about itself (for the metrics collector); None when the engine
+/// did not say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AccessoryStats {
+    /// Client connections open now.
+    pub connections: Option<u64>,
+    /// The size of the accessory's database (PostgreSQL `pg_database_size`, MariaDB's tables
+    /// and indexes, Redis's `used_memory`: its dataset lives in memory).
+    pub database_bytes: Option<u64>,
+}
+
 /// Everything an engine needs to know about the server being started or provisioned.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Target<'a> {
@@ -112,6 +123,15 @@ impl Server {
             Self::Postgres(pg) => pg.probe(target).await,
             Self::Mysql(my) => my.probe(target).await,
             Self::Redis(_) => Redis::probe(target).await,
+        }
+    }
+
+    /// Connections and database size, asked of the running server.
+    pub async fn stats(&self, target: &Target<'_>) -> Result<AccessoryStats> {
+        match self {
+            Self::Postgres(pg) => pg.stats(target).await,
+            Self::Mysql(my) => my.stats(target).await,
+            Self::Redis(_) => Redis::stats(target).await,
         }
     }
 

@@ -98,6 +98,17 @@ async fn lifecycle(engine: Engine) {
     let parts = parse_url(&url);
     assert_eq!((parts.host.as_str(), parts.port), ("127.0.0.1", first.port));
     client(engine, &url, &write_statement(engine, "first")).unwrap();
+
+    // The server reports its connections and its database's size (the metrics collector's).
+    let stats = berth.stats().await.unwrap();
+    assert!(
+        stats.connections.is_some_and(|n| n >= 1),
+        "{engine:?}: {stats:?}"
+    );
+    assert!(
+        stats.database_bytes.is_some_and(|n| n > 0),
+        "{engine:?}: {stats:?}"
+    );
     assert_eq!(
         client(engine, &url, &read_statement(engine)).unwrap(),
         "first"

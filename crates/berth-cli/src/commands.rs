@@ -223,7 +223,7 @@ pub async fn releases(client: &ApiClient, service: Option<&str>, json: bool) -> 
 }
 
 /// Percent-encodes a query or path value.
-fn encode(value: &str) -> String {
+pub(crate) fn encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {

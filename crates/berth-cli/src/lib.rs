@@ -8,6 +8,7 @@ pub mod backup;
 pub mod client;
 pub mod commands;
 pub mod deploy;
+pub mod metrics;
 pub mod render;
 pub mod run;
 pub mod secrets;
@@ -203,6 +204,8 @@ pub enum Command {
         #[command(subcommand)]
         action: backup::BackupAction,
     },
+    /// A metric's history from the daemon's store: `berth metrics cpu_percent --service web`.
+    Metrics(metrics::MetricsArgs),
     /// Restore a backup (the same as `berth backup restore ID`).
     Restore(backup::RestoreArgs),
     /// (internal) Run the edge proxy; `berth up` starts it.
@@ -316,6 +319,7 @@ impl Cli {
             Command::Logs { file, .. } => file.clone(),
             Command::Secrets { action } => action.spec().file.clone(),
             Command::Backup { action } => action.spec().file.clone(),
+            Command::Metrics(args) => args.spec.file.clone(),
             Command::Maintenance { action } => action.spec().file.clone(),
             Command::Restore(args) => args.spec.file.clone(),
             Command::Shim { .. } | Command::Edge { .. } => None,

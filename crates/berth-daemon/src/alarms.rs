@@ -495,14 +495,59 @@ impl berth_rollout::AlarmWatch for StoreWatch {
     }
 }
 
-/// Starts evaluating the stack's alarms when a metrics source is available in this build.
-///
-/// NOT WIRED YET: the metrics store (`berth-metrics`, another branch) is the source; until it is
-/// merged there is none, the alarms are not evaluated (`berth alarms` says so) and this returns
-/// `None`. Deploy outcomes and failed backups are sent regardless.
+/// The metrics store as the source of datapoints: per alarm period, the alarm's statistic over
+/// every series its labels select merged into one (`Store::query_merged`).
+pub struct MetricsDatapoints(pub Arc<berth_metrics::Store>);
+
+/// The store's statistic for a spec statistic.
+pub fn statistic(statistic: berth_spec::alarm::Statistic) -> berth_metrics::Statistic {
+    use berth_spec::alarm::Statistic as S;
+    match statistic {
+        S::Avg => berth_metrics::Statistic::Avg,
+        S::Sum => berth_metrics::Statistic::Sum,
+        S::Min => berth_metrics::Statistic::Min,
+        S::Max => berth_metrics::Statistic::Max,
+        S::P50 => berth_metrics::Statistic::P50,
+        S::P99 => berth_metrics::Statistic::P99,
+        S::Count => berth_metrics::Statistic::Count,
+    }
+}
+
+impl Datapoints for MetricsDatapoints {
+    fn datapoints(&self, alarm: &AlarmSpec, now: SystemTime) -> anyhow::Result<Vec<Option<f64>>> {
+        let span = alarm.period.saturating_mul(alarm.evaluation_periods.max(1));
+        let query = berth_metrics::Query {
+            name: alarm.metric.clone(),
+            labels: alarm.labels.clone(),
+            from: now.checked_sub(span).unwrap_or(SystemTime::UNIX_EPOCH),
+            to: now,
+            step: alarm.period,
+            statistic: statistic(alarm.statistic),
+        };
+        let points = self
+            .0
+            .query_merged(&query)
+            .with_context(|| format!("querying {} for alarm {}", alarm.metric, alarm.name))?;
+        Ok(points.points.into_iter().map(|(_, value)| value).collect())
+    }
+}
+
+/// Starts evaluating the stack's alarms from its metrics store (None when the stack has no
+/// alarm, or no metrics store was opened).
 pub fn start_evaluation(stack: &Arc<Stack>) -> Option<tokio::task::JoinHandle<()>> {
-    let _ = stack;
-    None
+    if stack.spec.alarms.is_empty() {
+        return None;
+    }
+    let metrics = stack.metrics.get()?;
+    let context = AlarmContext::of(stack)?;
+    stack
+        .evaluating_alarms
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    Some(spawn_evaluator(
+        context,
+        stack.spec.alarms.clone(),
+        Arc::new(MetricsDatapoints(metrics.store.clone())),
+    ))
 }
 
 #[cfg(test)]
@@ -806,5 +851,113 @@ mod tests {
         );
         assert_eq!(watch.firing("api").unwrap().0, "api-5xx");
         assert_eq!(watch.firing("worker"), None);
+    }
+
+    #[test]
+    fn the_collector_writes_the_catalogue_of_the_spec() {
+        assert_eq!(
+            crate::metrics::CATALOGUE.to_vec(),
+            berth_spec::metric_names::names()
+        );
+    }
+
+    #[tokio::test]
+    async fn datapoints_come_from_the_metrics_store_merged_over_the_service() {
+        let folder = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(
+            berth_metrics::Store::open(folder.path().join("metrics.db"), Default::default())
+                .unwrap(),
+        );
+        let store = Arc::new(Mutex::new(
+            Store::open(folder.path().join("state.db")).unwrap(),
+        ));
+        let (address, received, mut arrivals) = endpoint().await;
+        let context = AlarmContext {
+            store: store.clone(),
+            stack: "shop".into(),
+            environment: "default".into(),
+            notifier: start_notifier(
+                vec![webhook(
+                    "ops",
+                    format!("http://{address}/ops"),
+                    NotifyEvent::ALL,
+                )],
+                store.clone(),
+                "default".into(),
+            ),
+        };
+        let alarm = AlarmSpec {
+            period: Duration::from_secs(10),
+            evaluation_periods: 3,
+            datapoints_to_alarm: 2,
+            ..cpu_alarm(&[])
+        };
+        let source = MetricsDatapoints(metrics.clone());
+        // A whole number of 10 s intervals, so each write falls in the period meant.
+        let base = unix(SystemTime::now()) / 10 * 10 - 600;
+        let at =
+            |seconds: i64| SystemTime::UNIX_EPOCH + Duration::from_secs((base + seconds) as u64);
+        let write = |seconds: i64, web: [f64; 2], api: f64| {
+            let samples = [
+                berth_metrics::Sample::value(
+                    "cpu_percent",
+                    &[("service", "web"), ("replica", "web.1"), ("release", "r1")],
+                    "replica:web.1",
+                    web[0],
+                ),
+                berth_metrics::Sample::value(
+                    "cpu_percent",
+                    &[("service", "web"), ("replica", "web.2"), ("release", "r1")],
+                    "replica:web.2",
+                    web[1],
+                ),
+                berth_metrics::Sample::value(
+                    "cpu_percent",
+                    &[("service", "api"), ("replica", "api.1"), ("release", "r1")],
+                    "replica:api.1",
+                    api,
+                ),
+            ];
+            metrics.write(at(seconds), &samples).unwrap();
+        };
+        write(5, [50.0, 60.0], 99.0);
+        write(15, [90.0, 95.0], 99.0);
+        write(25, [85.0, 88.0], 99.0);
+
+        // Nothing yet in the window's first period: the three periods up to 10 s.
+        assert_eq!(
+            source.datapoints(&alarm, at(10)).unwrap(),
+            [None, None, Some(55.0)]
+        );
+        let points = source.datapoints(&alarm, at(30)).unwrap();
+        assert_eq!(points, [Some(55.0), Some(92.5), Some(86.5)]);
+        let change = context.apply(&alarm, &points, at(30)).unwrap().unwrap();
+        assert_eq!((change.state, change.notified), (AlarmState::Alarm, true));
+        assert!(
+            change.reason.starts_with(
+                "Threshold Crossed: 2 out of the last 3 datapoints [55.0, 92.5, 86.5]"
+            ),
+            "{}",
+            change.reason
+        );
+
+        // The load goes: two calm periods bring it back to OK.
+        write(35, [20.0, 30.0], 99.0);
+        write(45, [10.0, 10.0], 99.0);
+        let points = source.datapoints(&alarm, at(50)).unwrap();
+        assert_eq!(points, [Some(86.5), Some(25.0), Some(10.0)]);
+        let change = context.apply(&alarm, &points, at(50)).unwrap().unwrap();
+        assert_eq!(
+            (change.previous, change.state),
+            (AlarmState::Alarm, AlarmState::Ok)
+        );
+        wait_for(&mut arrivals, 2).await;
+        let subjects: Vec<String> = received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, doc)| doc["subject"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(subjects, ["ALARM: web-high-cpu", "OK: web-high-cpu"]);
     }
 }

@@ -73,6 +73,10 @@ fn not_found(message: impl Into<String>) -> ApiFailure {
 }
 
 pub fn router(state: ApiState) -> Router {
+    let metrics = match state.stack.metrics.get() {
+        Some(metrics) => crate::metrics::api::routes(metrics.clone()),
+        None => Router::new(),
+    };
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/events", get(events))
@@ -95,6 +99,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .merge(crate::secrets::routes())
         .merge(crate::backup::routes())
+        .merge(metrics)
         .fallback(|| async { not_found("no such API endpoint") })
         .with_state(state)
 }

@@ -13,6 +13,7 @@ pub mod cron;
 pub mod deploy;
 pub mod edge;
 pub mod keeper;
+pub mod metrics;
 pub mod secrets;
 pub mod stack;
 pub mod tasks;
@@ -115,6 +116,10 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         stack.store.clone(),
         stack.env_name().to_string(),
     ));
+    let metrics = metrics::open(&paths)?;
+    let _ = stack.metrics.set(metrics.clone());
+    let collector = metrics::spawn(stack.clone(), metrics.clone());
+    let observe = metrics::serve_observe(&paths, metrics)?;
     let _backup_schedule = backup::spawn_scheduler(stack.clone());
     let recorder =
         stack::spawn_recorder(stack.store.clone(), stack.env_name().to_string(), events_rx);
@@ -191,6 +196,8 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     supervisor.stop_all().await;
     stack.stop_accessories().await;
     server.abort();
+    collector.abort();
+    observe.abort();
     let _ = std::fs::remove_file(&socket);
     drop(supervisor);
     drop(stack);

@@ -41,6 +41,8 @@ pub struct Stack {
     pub notifier: std::sync::OnceLock<Arc<berth_notify::Notifier>>,
     /// Whether the alarms are evaluated (a metrics source is wired).
     pub evaluating_alarms: std::sync::atomic::AtomicBool,
+    /// The metrics store and collector settings (set once at start-up).
+    pub metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl Stack {
@@ -83,6 +85,7 @@ impl Stack {
             tasks: Default::default(),
             notifier: std::sync::OnceLock::new(),
             evaluating_alarms: std::sync::atomic::AtomicBool::new(false),
+            metrics: Default::default(),
         }
     }
 

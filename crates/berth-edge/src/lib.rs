@@ -13,6 +13,7 @@ pub mod guard;
 pub mod handover;
 pub mod http1;
 pub mod metrics;
+pub mod observe;
 pub mod pool;
 pub mod proxy;
 pub mod router;
@@ -203,7 +204,16 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
         )));
     }
     drop(workers);
-    let admin_task = tokio::spawn(server::serve_admin(edge.clone(), admin, stop_rx.clone()));
+    let observe = Arc::new(
+        observe::Observe::new(&options.dir, bound.admin)
+            .map_err(|e| anyhow::anyhow!("the admin token in {}: {e}", options.dir.display()))?,
+    );
+    let admin_task = tokio::spawn(server::serve_admin(
+        edge.clone(),
+        admin,
+        observe,
+        stop_rx.clone(),
+    ));
     tracing::info!(
         "edge {} listening on {:?}, admin {}",
         std::process::id(),

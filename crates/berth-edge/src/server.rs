@@ -489,10 +489,13 @@ impl<I: AsyncWrite> AsyncWrite for TrackedIo<I> {
     }
 }
 
-/// The admin listener: `/metrics` (Prometheus text), `/healthz`, `/table` (the routing table in use).
+/// The admin listener: `/metrics` (Prometheus text, the daemon's series added), `/healthz`,
+/// `/table` (the routing table in use), `/api/metrics` (forwarded to the daemon, see
+/// [`crate::observe`]).
 pub async fn serve_admin(
     edge: Arc<Edge>,
     listener: TcpListener,
+    observe: Arc<crate::observe::Observe>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -505,10 +508,12 @@ pub async fn serve_admin(
             continue;
         };
         let edge = edge.clone();
+        let observe = observe.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let edge = edge.clone();
-                async move { Ok::<_, std::convert::Infallible>(admin(&edge, req)) }
+                let observe = observe.clone();
+                async move { Ok::<_, std::convert::Infallible>(admin(&edge, &observe, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -535,24 +540,76 @@ fn admin_host_allowed(req: &Request<Incoming>) -> bool {
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
-fn admin(edge: &Edge, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let path = if admin_host_allowed(&req) {
-        req.uri().path()
-    } else {
+async fn admin(
+    edge: &Edge,
+    observe: &crate::observe::Observe,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let authorization = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    let path = if !admin_host_allowed(&req) {
         "forbidden host"
+    } else if !observe.allowed(req.uri().path(), authorization) {
+        "unauthorized"
+    } else {
+        req.uri().path()
     };
+    if let Some(target) = crate::observe::forwarded_path(path, req.uri().query()) {
+        let (status, content_type, body) =
+            match crate::observe::get(&observe.socket, &target, crate::observe::FORWARD_TIMEOUT)
+                .await
+            {
+                Ok((status, content_type, body)) => (
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                    content_type,
+                    body,
+                ),
+                Err(e) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "application/json".to_string(),
+                    Bytes::from(serde_json::json!({ "error": e }).to_string()),
+                ),
+            };
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() = status;
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&content_type) {
+            response
+                .headers_mut()
+                .insert(hyper::header::CONTENT_TYPE, v);
+        }
+        return response;
+    }
     let (status, content_type, body) = match path {
         "forbidden host" => (
             StatusCode::FORBIDDEN,
             "text/plain",
             "the admin listener answers only to an IP address or localhost\n".to_string(),
         ),
+        "unauthorized" => (
+            StatusCode::UNAUTHORIZED,
+            "text/plain",
+            "this admin listener is not on loopback: send Authorization: Bearer TOKEN (the token is in .berth/ENV/edge/admin.token)\n".to_string(),
+        ),
         "/metrics" => {
             edge.refresh_upstream_gauges();
+            let own = edge.metrics.encode();
+            // The daemon's newest values, when it answers in time (else the edge's own only).
+            let daemon = match crate::observe::get(
+                &observe.socket,
+                "/v1/metrics/prometheus",
+                crate::observe::METRICS_WAIT,
+            )
+            .await
+            {
+                Ok((200, _, body)) => String::from_utf8(body.to_vec()).unwrap_or_default(),
+                _ => String::new(),
+            };
             (
                 StatusCode::OK,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                edge.metrics.encode(),
+                crate::observe::merge_metrics(own, &daemon),
             )
         }
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),

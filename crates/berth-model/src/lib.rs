@@ -10,6 +10,7 @@ pub mod board;
 pub mod deploy;
 pub mod driver;
 pub mod event;
+pub mod metrics;
 pub mod paths;
 pub mod release;
 pub mod replica;

@@ -32,6 +32,7 @@ fn service(source: &Path, build: Option<&str>) -> ServiceSpec {
         deploy: Default::default(),
         secrets: Vec::new(),
         cron: Vec::new(),
+        metrics: None,
     }
 }
 

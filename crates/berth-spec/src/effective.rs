@@ -102,6 +102,7 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
                     .unwrap_or_default(),
                 secrets: service.secrets.iter().map(|s| s.value.clone()).collect(),
                 cron: service.cron.clone(),
+                metrics: service.metrics.clone(),
             };
             (name.clone(), spec)
         })

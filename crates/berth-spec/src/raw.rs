@@ -99,6 +99,8 @@ pub(crate) struct RawService {
     pub secrets: Vec<Located<String>>,
     /// `[[service.NAME.cron]]`: scheduled one-off tasks.
     pub cron: Vec<crate::types::CronSpec>,
+    /// `metrics = { path = ... }`: the replicas' own Prometheus metrics.
+    pub metrics: Option<crate::types::AppMetricsSpec>,
 }
 
 impl RawService {
@@ -124,6 +126,7 @@ impl RawService {
             deploy: None,
             secrets: Vec::new(),
             cron: Vec::new(),
+            metrics: None,
         }
     }
 }

@@ -202,6 +202,16 @@ pub struct ServiceSpec {
     /// `[[service.NAME.cron]]`: one-off tasks of the current release run on a schedule.
     #[serde(default)]
     pub cron: Vec<CronSpec>,
+    /// `metrics = { path = "/metrics" }`: each replica's own Prometheus metrics, scraped by
+    /// the daemon's collector and stored as `app:NAME`.
+    #[serde(default)]
+    pub metrics: Option<AppMetricsSpec>,
+}
+
+/// Where a service's replicas expose their Prometheus metrics (`metrics = { path = ... }`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppMetricsSpec {
+    pub path: String,
 }
 
 /// One `[[service.NAME.cron]]` entry: `run` (with `sh -c`, in the release's folder, with the

@@ -23,6 +23,7 @@ mod backup;
 mod cron;
 mod deploy;
 mod limits;
+mod metrics;
 mod tls;
 mod waf;
 
@@ -95,6 +96,7 @@ const SERVICE_KEYS: &[&str] = &[
     "deploy",
     "secrets",
     "cron",
+    "metrics",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -404,6 +406,7 @@ impl Walker<'_> {
             return service;
         };
         let path = |key: &str| format!("service.{}.{key}", name.value);
+        let mut metrics_span = None;
         for (key, value) in table.iter() {
             match key.get_ref().as_ref() {
                 "run" => {
@@ -490,7 +493,23 @@ impl Walker<'_> {
                 }
                 "secrets" => service.secrets = self.secret_names(value, &path("secrets")),
                 "cron" => service.cron = self.cron(&name.value, value),
+                "metrics" => {
+                    metrics_span = Some(value.span());
+                    service.metrics = self.app_metrics(&name.value, value);
+                }
                 other => self.unknown_key(key, other, SERVICE_KEYS, &label),
+            }
+        }
+        if let (Some(_), Some(span)) = (&service.metrics, metrics_span) {
+            if !service.port.has_port() {
+                self.problems.push(
+                    span,
+                    format!(
+                        "service `{}` has no port, so there are no metrics to scrape",
+                        name.value
+                    ),
+                    Some(r#"give the service a port (port = "auto"), or remove `metrics`"#.into()),
+                );
             }
         }
         if let Some(deploy) = &service.deploy {

@@ -100,6 +100,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Down { .. } => commands::down(&client).await,
         Command::Events { limit, json, .. } => commands::events(&client, limit, json).await,
         Command::Alarms { json, .. } => commands::alarms(&client, json).await,
+        Command::Metrics(args) => berth_cli::metrics::metrics(&client, &args).await,
         Command::Releases { service, json, .. } => {
             commands::releases(&client, service.as_deref(), json).await
         }

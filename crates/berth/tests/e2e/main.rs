@@ -13,6 +13,7 @@ mod cli;
 mod deploy;
 mod lifecycle;
 mod maintenance;
+mod metrics;
 mod operations;
 mod postgres;
 mod recovery;
