@@ -223,3 +223,187 @@ events = ["deploy"]
     let from_script: Value = serde_json::from_str(line.trim()).unwrap();
     assert_eq!(from_script["subject"], "deploy 1 of web failed");
 }
+
+/// `python3 -m aiosmtpd` writing every message into a Maildir; stopped on drop.
+struct SmtpSink {
+    child: std::process::Child,
+    port: u16,
+    maildir: std::path::PathBuf,
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SmtpSink {
+    /// None (outside CI) when aiosmtpd is not installed.
+    fn start(maildir: std::path::PathBuf) -> Option<SmtpSink> {
+        let present = std::process::Command::new("python3")
+            .args(["-c", "import aiosmtpd"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "aiosmtpd is missing under CI (python3 -m pip install aiosmtpd)"
+            );
+            eprintln!("skipped: aiosmtpd is missing (python3 -m pip install aiosmtpd; Debian: python3-aiosmtpd)");
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
+            .arg(&maildir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start aiosmtpd");
+        let sink = SmtpSink {
+            child,
+            port,
+            maildir,
+        };
+        wait_for("aiosmtpd to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        Some(sink)
+    }
+
+    /// The messages received so far.
+    fn messages(&self) -> Vec<String> {
+        std::fs::read_dir(self.maildir.join("new"))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[test]
+fn an_alarm_goes_to_alarm_and_back_with_a_webhook_and_an_email() {
+    let folder = tempfile::tempdir().unwrap();
+    let Some(smtp) = SmtpSink::start(folder.path().join("mail")) else {
+        return;
+    };
+    let hook = HookSink::start();
+    let spec = web(1, "")
+        + &format!(
+            r#"
+[[route]]
+path = "/"
+service = "web"
+
+[alarms]
+defaults = false
+
+[[alarm]]
+name = "web-busy"
+description = "more than 10 requests per second"
+metric = "requests"
+service = "web"
+statistic = "max"
+comparison = ">"
+threshold = 10
+period = "10s"
+missing = "notBreaching"
+
+[notify.hook]
+kind = "webhook"
+url = "http://127.0.0.1:{hook}/hook"
+
+[notify.mail]
+kind = "email"
+host = "127.0.0.1"
+port = {smtp}
+starttls = false
+from = "berth@example.com"
+to = ["ops@example.com"]
+"#,
+            hook = hook.port,
+            smtp = smtp.port
+        );
+    let mut stack = Stack::new("alarm-cycle", &spec);
+    let n = stack.up_with_env(&[("BERTH_METRICS_INTERVAL", "1s")]);
+    stack.wait_up_line(n);
+    stack.wait_healthy("web", 1);
+    let port = stack.edge_port;
+    wait_for("the edge to route to web", Duration::from_secs(15), || {
+        matches!(http(port, "GET", "/whoami", b""), Ok((200, _))).then_some(())
+    });
+
+    // 40 requests per second: above the threshold in the next evaluation (every 10 s).
+    let load = crate::load::Load::start(crate::load::LoadOptions {
+        rate: 40,
+        threads: 2,
+        max_requests: 2_400,
+        max_duration: Duration::from_secs(60),
+        ..crate::load::LoadOptions::whoami(port)
+    });
+    let alarm = hook.wait_subject("/hook", "ALARM: web-busy", Duration::from_secs(45));
+    assert_eq!(alarm["event"], "alarm");
+    assert_eq!(alarm["details"]["state"], "ALARM");
+    assert!(
+        alarm["details"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("Threshold Crossed: 1 out of the last 1 datapoints ["),
+        "{alarm}"
+    );
+    let list: Value = serde_json::from_str(stack.berth(&["alarms", "--json"]).ok()).unwrap();
+    assert_eq!(list["evaluating"], true);
+    assert_eq!(list["alarms"][0]["name"], "web-busy");
+    assert_eq!(list["alarms"][0]["state"], "ALARM");
+    let report = load.stop();
+    assert!(
+        report.samples.len() > report.failed().len(),
+        "the load got no answer"
+    );
+
+    // No more requests: back to OK at a later evaluation.
+    let ok = hook.wait_subject("/hook", "OK: web-busy", Duration::from_secs(45));
+    assert_eq!(ok["details"]["previous"], "ALARM");
+    let mail = wait_for("both emails", Duration::from_secs(20), || {
+        let messages = smtp.messages();
+        (messages.len() >= 2).then_some(messages)
+    });
+    for subject in ["ALARM: web-busy", "OK: web-busy"] {
+        let header = format!("Subject: [berth e2e-alarm-cycle] {subject}");
+        assert!(
+            mail.iter().any(|m| m.contains(&header)),
+            "no email with {header:?}: {mail:?}"
+        );
+    }
+    assert!(mail.iter().all(|m| m.contains("ops@example.com")));
+    let list: Value = serde_json::from_str(stack.berth(&["alarms", "--json"]).ok()).unwrap();
+    assert_eq!(list["alarms"][0]["state"], "OK");
+    let states: Vec<&str> = list["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["state"].as_str().unwrap())
+        .collect();
+    assert!(states.ends_with(&["ALARM", "OK"]), "{states:?}");
+    // The transitions are events too.
+    assert!(stack
+        .events()
+        .iter()
+        .any(|(subject, message)| subject == "alarm"
+            && message.starts_with("alarm web-busy is ALARM")));
+}
