@@ -407,3 +407,79 @@ to = ["ops@example.com"]
         .any(|(subject, message)| subject == "alarm"
             && message.starts_with("alarm web-busy is ALARM")));
 }
+
+#[test]
+fn an_alarm_that_fires_during_a_deploy_rolls_it_back() {
+    let body = |version: &str| {
+        web(
+            1,
+            &format!(
+                r#"env = {{ APP_VERSION = "{version}" }}
+[service.web.deploy]
+strategy = "bluegreen"
+[service.web.deploy.analysis]
+window = "40s"
+min_requests = 20"#
+            ),
+        ) + r#"
+[[route]]
+path = "/"
+service = "web"
+
+[alarms]
+defaults = false
+
+[[alarm]]
+name = "web-busy"
+metric = "requests"
+service = "web"
+statistic = "max"
+comparison = ">"
+threshold = 10
+period = "10s"
+missing = "notBreaching"
+"#
+    };
+    let mut stack = Stack::new("alarm-deploy", &body("1"));
+    let n = stack.up_with_env(&[("BERTH_METRICS_INTERVAL", "1s")]);
+    stack.wait_up_line(n);
+    stack.wait_healthy("web", 1);
+    let port = stack.edge_port;
+    wait_for("the edge to route to web", Duration::from_secs(15), || {
+        matches!(http(port, "GET", "/whoami", b""), Ok((200, _))).then_some(())
+    });
+    // Quiet: the alarm is OK before the deploy.
+    wait_for("web-busy to be OK", Duration::from_secs(30), || {
+        let list: Value = serde_json::from_str(stack.berth(&["alarms", "--json"]).ok()).ok()?;
+        (list["alarms"][0]["state"] == "OK").then_some(())
+    });
+
+    stack.write_spec("alarm-deploy", &body("2"));
+    let spec = stack.spec_str().to_string();
+    let deploy = std::thread::spawn(move || {
+        let mut command = berth_command();
+        command.args(["-f", &spec, "deploy", "web", "--json"]);
+        run(command, Duration::from_secs(120))
+    });
+    // The traffic grows during the deploy: the alarm fires inside the analysis window.
+    let load = crate::load::Load::start(crate::load::LoadOptions {
+        rate: 40,
+        threads: 2,
+        max_requests: 2_400,
+        max_duration: Duration::from_secs(60),
+        ..crate::load::LoadOptions::whoami(port)
+    });
+    let out = deploy.join().unwrap();
+    let _ = load.stop();
+    let record: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON record ({e}): {}\n{}", out.stdout, out.stderr));
+    assert_eq!(record["state"], "rolled_back", "{record}");
+    assert_eq!(record["verdict"]["rule"], "alarm", "{record}");
+    assert!(
+        record["verdict"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("alarm web-busy went to ALARM during the analysis: Threshold Crossed"),
+        "{record}"
+    );
+}
