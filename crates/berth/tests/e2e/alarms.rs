@@ -132,6 +132,31 @@ to = ["ops@example.com"]
 }
 
 #[test]
+fn validate_and_up_name_a_target_secret_that_is_not_set() {
+    let mut stack = Stack::new(
+        "alarms-secret",
+        &(web(1, "") + "\n[notify.chat]\nkind = \"slack\"\nurl_secret = \"SLACK_URL\"\n"),
+    );
+    let stderr = stack.berth(&["validate"]).fails().to_string();
+    assert!(
+        stderr.contains("notification target `chat` needs secret `SLACK_URL`, which is not set in environment `default`"),
+        "{stderr}"
+    );
+    let n = stack.up();
+    let status = stack.wait_daemon_exit(n, Duration::from_secs(30));
+    assert!(!status.success());
+    let stderr = stack.daemon_stderr(n);
+    assert!(
+        stderr.contains("target `chat` needs the secret `SLACK_URL`, which is not set; set it with `berth secrets set SLACK_URL`"),
+        "{stderr}"
+    );
+    assert!(
+        stack.app_processes("app.py").is_empty(),
+        "nothing was started"
+    );
+}
+
+#[test]
 fn alarms_are_listed_and_a_deploy_outcome_is_notified() {
     let hook = HookSink::start();
     let folder = tempfile::tempdir().unwrap();
