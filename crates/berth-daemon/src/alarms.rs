@@ -42,6 +42,8 @@ pub struct AlarmContext {
     pub stack: String,
     pub environment: String,
     pub notifier: Arc<Notifier>,
+    /// Secret values masked in what is sent (accessory URLs and passwords in an error).
+    pub redact: Vec<String>,
 }
 
 /// A state change, as recorded.
@@ -170,7 +172,12 @@ impl AlarmContext {
             stack: stack.spec.stack.name.clone(),
             environment: stack.env_name().to_string(),
             notifier: stack.notifier.get()?.clone(),
+            redact: stack.redaction_list(),
         })
+    }
+
+    fn mask(&self, text: &str) -> String {
+        berth_supervisor::shim::redact_line(text, &self.redact)
     }
 
     fn with_store<T>(&self, f: impl FnOnce(&Store) -> anyhow::Result<T>) -> anyhow::Result<T> {
@@ -280,7 +287,7 @@ impl AlarmContext {
         if record.state == DeployState::Running {
             return;
         }
-        let mut text = record.summary();
+        let mut text = self.mask(&record.summary());
         if let Some(verdict) = &record.verdict {
             text.push_str(&format!("\nRule: {}", verdict.rule));
         }
@@ -304,7 +311,7 @@ impl AlarmContext {
                 "from_release": record.from_release.as_ref().map(|r| r.to_string()),
                 "to_release": record.to_release.as_ref().map(|r| r.to_string()),
                 "rollback": record.rollback,
-                "verdict": record.verdict.as_ref().map(|v| serde_json::json!({"rule": v.rule, "message": v.message})),
+                "verdict": record.verdict.as_ref().map(|v| serde_json::json!({"rule": v.rule, "message": self.mask(&v.message)})),
                 "started_at": record.started_at,
                 "finished_at": record.finished_at,
             }),
@@ -314,6 +321,7 @@ impl AlarmContext {
 
     /// Tells the targets that take backup news that backup `id` failed.
     pub fn backup_failed(&self, id: &str, reason: &str, error: &str) {
+        let error = self.mask(error);
         self.notifier.send(Notification {
             event: NotifyEvent::Backup,
             stack: self.stack.clone(),
@@ -652,6 +660,7 @@ mod tests {
             stack: "shop".into(),
             environment: "production".into(),
             notifier: start_notifier(targets, store.clone(), "production".into()),
+            redact: vec!["s3cr3t-pw".into()],
         };
         let alarm = cpu_alarm(&["ops"]);
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
@@ -748,7 +757,11 @@ mod tests {
         }))
         .unwrap();
         context.deploy_finished(&record);
-        context.backup_failed("20261130-0300", "schedule", "pg_dump: connection refused");
+        context.backup_failed(
+            "20261130-0300",
+            "schedule",
+            "pg_dump: postgres://shop:s3cr3t-pw@127.0.0.1/shop: connection refused",
+        );
         wait_for(&mut arrivals, 5).await;
         let received = received.lock().unwrap();
         let news: Vec<(&str, &str)> = received[2..]
@@ -765,6 +778,15 @@ mod tests {
             assert!(news.contains(&expected), "{expected:?} not in {news:?}");
         }
         assert_eq!(news.len(), 5);
+        let backup = &received
+            .iter()
+            .find(|(p, d)| p == "/ops" && d["event"] == "backup")
+            .unwrap()
+            .1;
+        assert_eq!(
+            backup["details"]["error"],
+            "pg_dump: postgres://shop:[redacted]@127.0.0.1/shop: connection refused"
+        );
     }
 
     #[test]
@@ -885,6 +907,7 @@ mod tests {
                 store.clone(),
                 "default".into(),
             ),
+            redact: Vec::new(),
         };
         let alarm = AlarmSpec {
             period: Duration::from_secs(10),

@@ -216,6 +216,15 @@ impl Stack {
         Ok(())
     }
 
+    /// The secret values never to be shown (accessory URLs and passwords), for text that leaves
+    /// the daemon (notifications).
+    pub fn redaction_list(&self) -> Vec<String> {
+        self.redact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Keeps the URL of a (re)started accessory for the services and the log redaction.
     pub fn set_accessory_running(&self, name: &str, running: &berth_accessories::RunningAccessory) {
         let Some(spec) = self.spec.accessories.get(name) else {
