@@ -203,13 +203,23 @@ impl NotifyEvent {
     }
 }
 
-/// A URL written in the spec or kept in the secrets store (a webhook URL often holds a token).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A URL written in the spec or kept in the secrets store (a webhook URL often holds a token,
+/// so `Debug` never shows an inline one).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UrlSource {
     Inline(String),
     /// The name of a secret of the environment holding the URL.
     Secret(String),
+}
+
+impl fmt::Debug for UrlSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UrlSource::Inline(_) => f.write_str("Inline([redacted])"),
+            UrlSource::Secret(name) => f.debug_tuple("Secret").field(name).finish(),
+        }
+    }
 }
 
 /// One `[notify.NAME]` target.

@@ -946,6 +946,8 @@ timeout = "5s"
         // The default alarms go to the `[alarms] notify` targets.
         assert_eq!(spec.alarms[0].notify, ["ops"]);
         assert_eq!(spec.notify["ops"].events, [NotifyEvent::Alarm]);
+        // An inline URL may hold a token: never shown by Debug.
+        assert!(!format!("{spec:?}").contains("hooks.example.com/x"));
         assert_eq!(
             spec.notify["chat"].kind,
             TargetKind::Slack {
