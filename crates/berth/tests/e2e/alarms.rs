@@ -508,3 +508,44 @@ missing = "notBreaching"
         "{record}"
     );
 }
+
+#[test]
+fn a_failed_backup_is_notified() {
+    let hook = HookSink::start();
+    let folder = tempfile::tempdir().unwrap();
+    // The destination lies under a regular file: the backup cannot be written.
+    let blocker = folder.path().join("not-a-folder");
+    std::fs::write(&blocker, "x").unwrap();
+    let spec = web(1, r#"volumes = ["uploads"]"#)
+        + &format!(
+            r#"
+[volume.uploads]
+
+[backup]
+destination = "{dest}"
+
+[notify.hook]
+kind = "webhook"
+url = "http://127.0.0.1:{port}/hook"
+events = ["backup"]
+"#,
+            dest = blocker.join("backups").display(),
+            port = hook.port
+        );
+    let mut stack = Stack::new("alarms-backup", &spec);
+    stack.up_and_wait();
+    let out = stack.berth(&["backup", "now"]);
+    assert!(!out.success(), "the backup should fail: {}", out.stdout);
+    let doc = wait_for("the backup notification", Duration::from_secs(20), || {
+        hook.received()
+            .into_iter()
+            .find(|(_, doc)| doc["event"] == "backup")
+            .map(|(_, doc)| doc)
+    });
+    assert!(
+        doc["subject"].as_str().unwrap().ends_with(" failed"),
+        "{doc}"
+    );
+    assert_eq!(doc["details"]["reason"], "manual");
+    assert!(!doc["details"]["error"].as_str().unwrap().is_empty());
+}
