@@ -10,9 +10,15 @@
 # CONNECTIONS (64), IDLE_CONNS (10000), SKIP_BUILD=1 (use the existing release binary),
 # RSS_COMPARE=0 (skip the idle-connection RSS of nginx and HAProxy, measured for comparison),
 # BERTH_BIN=path (measure that berth binary instead of building this checkout),
-# PATHS ("/ /1k /100k": the cases to run, for a quick look at one), IDLE_CONNS=0 (no memory run).
+# PATHS ("/ /1k /100k": the cases to run, for a quick look at one), IDLE_CONNS=0 (no memory run),
+# PIN (1: pin the proxy under test to cores of its own with `taskset`, the backend and wrk to the
+# others; default 1 on machines with at least 2 cores), PROXY_CORES / LOAD_CORES (taskset lists;
+# default: the last half of the cores, at most 4, for the proxy, the rest for the load),
+# WORKERS (each proxy's workers/threads; default: as many as PROXY_CORES has, else the cores).
 #
-# Ports: backend auto (Berth's $PORT), edge 18080 (admin 19090), nginx 18081, HAProxy 18082.
+# Ports: backend auto (Berth's $PORT), edge 18080 (admin 19090, HTTPS 18443), nginx 18081 (HTTPS
+# 18444), HAProxy 18082. HTTPS uses a self-signed P-256 certificate made for the run; the WAF-off
+# rows go to /nowaf paths, where a [[waf.override]] turns every group off. HTTPS=0 skips HTTPS.
 # Writes bench/results/edge-<date>.md. Cleans up everything it started, also on failure.
 
 set -euo pipefail
@@ -24,10 +30,33 @@ CONNECTIONS=${CONNECTIONS:-64}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 RSS_COMPARE=${RSS_COMPARE:-1}
 PATHS=${PATHS:-/ /1k /100k}
+CORES=$(nproc)
+if [ "$CORES" -ge 2 ]; then PIN=${PIN:-1}; else PIN=0; fi
+if [ "$PIN" = 1 ]; then
+    # The proxy gets the last half of the cores (at most 4); wrk and the backend the rest.
+    proxy_n=$((CORES / 2 < 4 ? CORES / 2 : 4))
+    PROXY_CORES=${PROXY_CORES:-$((CORES - proxy_n))-$((CORES - 1))}
+    LOAD_CORES=${LOAD_CORES:-0-$((CORES - proxy_n - 1))}
+    # taskset lists to a count of cores ("1", "4-7", "0,2").
+    count_cores() { python3 -c '
+import sys
+n = 0
+for part in sys.argv[1].split(","):
+    a, _, b = part.partition("-")
+    n += int(b or a) - int(a) + 1
+print(n)' "$1"; }
+    WORKERS=${WORKERS:-$(count_cores "$PROXY_CORES")}
+else
+    WORKERS=${WORKERS:-$CORES}
+fi
 EDGE_PORT=18080
 ADMIN_PORT=19090
 NGINX_PORT=18081
 HAPROXY_PORT=18082
+EDGE_TLS_PORT=18443
+NGINX_TLS_PORT=18444
+HTTPS=${HTTPS:-1}
+WRK_EXTRA=()
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$BENCH_DIR/.." && pwd)
@@ -182,15 +211,18 @@ bash_time_s() { awk -v t="$1" 'BEGIN { split(t, a, "m"); sub(/s$/, "", a[2]); pr
 # W_WRK_CPU W_SOFTIRQ W_OTHER_CPU W_IDLE (100% = one core; the machine has $(nproc) cores).
 run_wrk() { # name url proxy-pids...
     local name=$1 url=$2; shift 2
-    local case_name=${url#http://*/}
+    local case_name=${url#*://*/}
+    case_name=${case_name//\//_}
     local out="$WORK/wrk-$name-${case_name:-root}.txt"
-    run_bg wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "$url" >/dev/null 2>&1
+    local on=()
+    [ "$PIN" = 1 ] && on=(taskset -c "$LOAD_CORES")
+    run_bg "${on[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "${WRK_EXTRA[@]}" "$url" >/dev/null 2>&1
     local p0 b0 m0 p1 b1 m1 t0 t1
     p0=$(cpu_ticks "$@"); b0=$(cpu_ticks "$BACKEND_PID"); m0=$(machine_ticks); t0=$(date +%s.%N)
     # The shell's `times` (a builtin: no fork) adds up the CPU time of the children it reaped;
     # between the two snapshots that is wrk alone.
     times >"$WORK/times.0"
-    run_bg wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$url" >"$out" 2>&1
+    run_bg "${on[@]}" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "${WRK_EXTRA[@]}" "$url" >"$out" 2>&1
     times >"$WORK/times.1"
     p1=$(cpu_ticks "$@"); b1=$(cpu_ticks "$BACKEND_PID"); m1=$(machine_ticks); t1=$(date +%s.%N)
     W_RPS=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$out")
@@ -220,6 +252,8 @@ run_wrk() { # name url proxy-pids...
     W_WRK_CPU=$(awk -v w="$wrk_s" -v s="$secs" 'BEGIN{printf "%.0f%%", w/s*100}')
     W_BACKEND_CPU=$(printf '%.0f%%' "$backend")
     if [ $# -gt 0 ]; then W_PROXY_CPU=$(printf '%.0f%%' "$proxy"); else W_PROXY_CPU="-"; fi
+    # Requests per second of proxy CPU: the per-core efficiency.
+    W_PER_CPU=$(awk -v r="${W_RPS:-0}" -v p="$proxy" -v n=$# 'BEGIN{ if (n > 0 && p > 0) printf "%.0f", r / (p / 100); else print "-" }')
     W_SOFTIRQ=$(printf '%.0f%%' "$softirq")
     W_OTHER_CPU=$(awk -v b="$busy" -v p="$proxy" -v k="$backend" -v w="$wrk_s" -v s="$secs" -v q="$softirq" \
         'BEGIN{o = b - q - p - k - w/s*100; if (o < 0) o = 0; printf "%.0f%%", o}')
@@ -238,8 +272,16 @@ start_stack() {
     STACK="$WORK/stack"
     mkdir -p "$STACK/html"
     cp "$TEMPLATES/backend-nginx.conf.tmpl" "$TEMPLATES/backend-start.sh" "$STACK/"
-    sed -e "s|@EDGE_PORT@|$EDGE_PORT|g" -e "s|@ADMIN_PORT@|$ADMIN_PORT|g" \
+    sed -e "s|@EDGE_PORT@|$EDGE_PORT|g" -e "s|@ADMIN_PORT@|$ADMIN_PORT|g" -e "s|@WORKERS@|$WORKERS|g" \
         "$TEMPLATES/berth.toml.tmpl" >"$STACK/berth.toml"
+    # The certificate of the HTTPS rows, for Berth and nginx alike.
+    mkdir -p "$WORK/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+        -keyout "$WORK/tls/key.pem" -out "$WORK/tls/cert.pem" 2>/dev/null
+    chmod 600 "$WORK/tls/key.pem"
+    sed -i -e "s|@TLS_PORT@|$EDGE_TLS_PORT|g" -e "s|@CERT@|$WORK/tls/cert.pem|g" -e "s|@KEY@|$WORK/tls/key.pem|g" \
+        "$STACK/berth.toml"
     head -c 1024 /dev/zero | tr '\0' 'a' >"$STACK/html/1k"
     head -c 102400 /dev/zero | tr '\0' 'b' >"$STACK/html/100k"
     "$BERTH" validate -f "$STACK/berth.toml" >/dev/null
@@ -281,7 +323,8 @@ print(r["port"], r["pid"] or "", s["edge"]["pid"])' "$WORK/status.json")
 # 3. nginx and HAProxy as proxies to the same backend.
 # ---------------------------------------------------------------------------------------------
 render() { # template output port
-    sed -e "s|@PORT@|$3|g" -e "s|@BACKEND_PORT@|$BACKEND_PORT|g" -e "s|@RUN@|$(dirname "$2")|g" \
+    sed -e "s|@PORT@|$3|g" -e "s|@BACKEND_PORT@|$BACKEND_PORT|g" -e "s|@RUN@|$(dirname "$2")|g" -e "s|@WORKERS@|$WORKERS|g" \
+        -e "s|@TLS_PORT@|$NGINX_TLS_PORT|g" -e "s|@CERT@|$WORK/tls/cert.pem|g" -e "s|@KEY@|$WORK/tls/key.pem|g" \
         -e "s|@USER@|$(id -un)|g" -e "s|@GROUP@|$(id -gn)|g" "$1" >"$2"
 }
 
@@ -313,6 +356,25 @@ start_proxies() {
     wait_port "$NGINX_PORT" nginx
     wait_port "$HAPROXY_PORT" HAProxy
     wait_port "$EDGE_PORT" "Berth's edge"
+    pin_all
+}
+
+# Every thread of a process and of its children onto the cores of a taskset list.
+pin() { # cores pid...
+    local cores=$1 pid c; shift
+    for pid in "$@"; do
+        [ -n "$pid" ] || continue
+        taskset -a -p -c "$cores" "$pid" >/dev/null
+        for c in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do taskset -a -p -c "$cores" "$c" >/dev/null; done
+    done
+}
+
+# With PIN=1: each proxy on PROXY_CORES, the backend on LOAD_CORES (wrk too: see run_wrk).
+pin_all() {
+    [ "$PIN" = 1 ] || return 0
+    log "pinning: proxies on cores $PROXY_CORES ($WORKERS workers each), backend and wrk on $LOAD_CORES"
+    pin "$PROXY_CORES" "$EDGE_PID" "$NGINX_PID" "$HAPROXY_PID"
+    pin "$LOAD_CORES" "$BACKEND_PID"
 }
 
 # Every target answers every case with the right body before anything is measured.
@@ -324,6 +386,14 @@ check_targets() {
             got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:$port$path")
             [ "$got" = "200 $want" ] || die "127.0.0.1:$port$path answered '$got', wanted '200 $want'"
         done
+    done
+    for path in /nowaf /nowaf/1k /nowaf/100k; do
+        got=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$EDGE_PORT$path")
+        [ "$got" = 200 ] || die "the edge's $path answered $got"
+    done
+    for port in "$EDGE_TLS_PORT" "$NGINX_TLS_PORT"; do
+        got=$(curl -sk -o /dev/null -w '%{http_code} %{size_download}' "https://127.0.0.1:$port/1k")
+        [ "$got" = "200 1024" ] || die "https://127.0.0.1:$port/1k answered '$got'"
     done
 }
 
@@ -362,9 +432,14 @@ fi
     echo "- Machine: $(nproc) cores ($(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)), Linux $(uname -r)"
     echo "- Load: \`wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency\` (after a $WARMUP warm-up), wrk $WRK_VERSION, all on loopback on the same machine"
     echo "- Backend: one nginx $NGINX_VERSION worker (\`/\` = \"ok\\n\", \`/1k\`, \`/100k\` static files, access log off), started by Berth"
-    echo "- Berth edge: git $BERTH_REV$BERTH_DIRTY, release build, one single-threaded tokio runtime per core ($(nproc) edge workers), access log on"
-    echo "- nginx $NGINX_VERSION proxy: 2 workers, upstream keepalive 64, HTTP/1.1 to the backend, access log on (file)"
-    echo "- HAProxy $HAPROXY_VERSION: nbthread 2, mode http, http-reuse always, http-keep-alive, httplog to stdout (file)"
+    echo "- Berth edge: git $BERTH_REV$BERTH_DIRTY, release build, $WORKERS edge workers (single-threaded tokio runtimes, each accepting on its own socket duplicate), access log on"
+    echo "- nginx $NGINX_VERSION proxy: $WORKERS workers, upstream keepalive 64, HTTP/1.1 to the backend, access log on (file)"
+    echo "- HAProxy $HAPROXY_VERSION: nbthread $WORKERS, mode http, http-reuse always, http-keep-alive, httplog to stdout (file)"
+    if [ "$PIN" = 1 ]; then
+        echo "- Pinned (taskset): each proxy on cores $PROXY_CORES; the backend and wrk on cores $LOAD_CORES"
+    else
+        echo "- Not pinned: the proxies, the backend and wrk share all cores"
+    fi
     echo "- CPU columns: CPU time / wall time during the measured run, 100% = one core, $(nproc) cores in all: the proxy's processes, the backend nginx, wrk, the kernel's softirq time (loopback TCP delivery, charged to no process), everything else on the machine (\"other\": not part of the benchmark), and idle"
     echo "- Load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
@@ -375,27 +450,35 @@ for case_path in $PATHS; do
     log "case $label"
     rows=()
     direct_rps=""
-    for target in direct nginx haproxy berth; do
+    waf_on="" waf_off=""
+    for target in direct nginx haproxy berth berth-nowaf; do
+        url_path=$case_path
         case $target in
         direct) port=$BACKEND_PORT; name="direct (backend)"; pids=() ;;
         nginx) port=$NGINX_PORT; name="nginx"; pids=("$NGINX_PID") ;;
         haproxy) port=$HAPROXY_PORT; name="HAProxy"; pids=("$HAPROXY_PID") ;;
-        berth) port=$EDGE_PORT; name="Berth edge"; pids=("$EDGE_PID") ;;
+        berth) port=$EDGE_PORT; name="Berth edge (WAF on)"; pids=("$EDGE_PID") ;;
+        berth-nowaf)
+            port=$EDGE_PORT; name="Berth edge, WAF off"; pids=("$EDGE_PID")
+            url_path=/nowaf${case_path%/}
+            ;;
         esac
-        echo "  $name: wrk http://127.0.0.1:$port$case_path ($DURATION)" >&2
-        run_wrk "$target" "http://127.0.0.1:$port$case_path" "${pids[@]}"
+        echo "  $name: wrk http://127.0.0.1:$port$url_path ($DURATION)" >&2
+        run_wrk "$target" "http://127.0.0.1:$port$url_path" "${pids[@]}"
         [ "$target" = direct ] && direct_rps=$W_RPS
+        [ "$target" = berth ] && waf_on=$W_PER_CPU
+        [ "$target" = berth-nowaf ] && waf_off=$W_PER_CPU
         ratio=$(awk -v a="$W_RPS" -v b="$direct_rps" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }')
-        rows+=("$name|$W_RPS|$W_P50|$W_P99|$ratio|$W_PROXY_CPU|$W_BACKEND_CPU|$W_WRK_CPU|$W_SOFTIRQ|$W_OTHER_CPU|$W_IDLE|$W_ERRORS")
+        rows+=("$name|$W_RPS|$W_P50|$W_P99|$ratio|$W_PROXY_CPU|$W_PER_CPU|$W_BACKEND_CPU|$W_WRK_CPU|$W_SOFTIRQ|$W_OTHER_CPU|$W_IDLE|$W_ERRORS")
     done
 
     # Terminal table.
     echo
     echo "$label — wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
-    printf '%-17s %8s %8s %8s %9s | %6s %8s %5s %7s %6s %5s | %s\n' target req/s p50_ms p99_ms vs_direct proxy backend wrk softirq other idle "wrk errors"
+    printf '%-17s %8s %8s %8s %9s | %6s %9s %8s %5s %7s %6s %5s | %s\n' target req/s p50_ms p99_ms vs_direct proxy req/cpu-s backend wrk softirq other idle "wrk errors"
     for row in "${rows[@]}"; do
-        IFS='|' read -r a b c d e f g h i j k l <<<"$row"
-        printf '%-17s %8s %8s %8s %9s | %6s %8s %5s %7s %6s %5s | %s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h" "$i" "$j" "$k" "$l"
+        IFS='|' read -r a b c d e f m g h i j k l <<<"$row"
+        printf '%-17s %8s %8s %8s %9s | %6s %9s %8s %5s %7s %6s %5s | %s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$m" "$g" "$h" "$i" "$j" "$k" "$l"
     done
     echo
 
@@ -403,15 +486,63 @@ for case_path in $PATHS; do
     {
         echo "## $label"
         echo
-        echo "| target | req/s | p50 (ms) | p99 (ms) | req/s vs direct | proxy CPU | backend CPU | wrk CPU | softirq | other CPU | idle | wrk errors |"
-        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        echo "| target | req/s | p50 (ms) | p99 (ms) | req/s vs direct | proxy CPU | req/s per proxy CPU-s | backend CPU | wrk CPU | softirq | other CPU | idle | wrk errors |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
         for row in "${rows[@]}"; do
-            IFS='|' read -r a b c d e f g h i j k l <<<"$row"
-            echo "| $a | $b | $c | $d | $e | $f | $g | $h | $i | $j | $k | $l |"
+            IFS='|' read -r a b c d e f m g h i j k l <<<"$row"
+            echo "| $a | $b | $c | $d | $e | $f | $m | $g | $h | $i | $j | $k | $l |"
         done
+        echo
+        echo "The WAF's cost: $(awk -v on="$waf_on" -v off="$waf_off" 'BEGIN{ if (on > 0 && off > 0) printf "%+.1f%%", (off / on - 1) * 100; else print "-" }') edge CPU per request (requests per edge CPU-second: $waf_off with the WAF off, $waf_on with it on)."
         echo
     } >>"$REPORT"
 done
+
+# ---------------------------------------------------------------------------------------------
+# HTTPS: Berth's edge against nginx on the same certificate, keep-alive and a new TLS
+# connection per request (Connection: close: one full handshake each).
+# ---------------------------------------------------------------------------------------------
+if [ "$HTTPS" = 1 ]; then
+    log "case HTTPS"
+    rows=()
+    for mode in keep-alive handshake; do
+        for target in nginx berth; do
+            case $target in
+            nginx) port=$NGINX_TLS_PORT; name="nginx"; pids=("$NGINX_PID") ;;
+            berth) port=$EDGE_TLS_PORT; name="Berth edge"; pids=("$EDGE_PID") ;;
+            esac
+            url="https://127.0.0.1:$port/1k"
+            echo "  $name, $mode: wrk $url ($DURATION)" >&2
+            if [ "$mode" = handshake ]; then
+                WRK_EXTRA=(-H "Connection: close")
+                run_wrk "$target-tls-$mode" "$url" "${pids[@]}"
+                WRK_EXTRA=()
+            else
+                run_wrk "$target-tls-$mode" "$url" "${pids[@]}"
+            fi
+            rows+=("$name, $mode|$W_RPS|$W_P50|$W_P99|$W_PROXY_CPU|$W_PER_CPU|$W_ERRORS")
+        done
+    done
+    echo
+    printf '%-24s %8s %8s %8s | %6s %9s | %s\n' "HTTPS /1k" req/s p50_ms p99_ms proxy req/cpu-s "wrk errors"
+    for row in "${rows[@]}"; do
+        IFS='|' read -r a b c d e f g <<<"$row"
+        printf '%-24s %8s %8s %8s | %6s %9s | %s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g"
+    done
+    {
+        echo "## HTTPS (1 KiB answers, the same self-signed P-256 certificate)"
+        echo
+        echo "keep-alive: requests over kept-alive TLS connections; handshake: \`Connection: close\`, one TLS connection (one full handshake) per request."
+        echo
+        echo "| target | req/s | p50 (ms) | p99 (ms) | proxy CPU | req/s per proxy CPU-s | wrk errors |"
+        echo "|---|---:|---:|---:|---:|---:|---|"
+        for row in "${rows[@]}"; do
+            IFS='|' read -r a b c d e f g <<<"$row"
+            echo "| $a | $b | $c | $d | $e | $f | $g |"
+        done
+        echo
+    } >>"$REPORT"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # 6. Memory: 10,000 idle keep-alive connections.
@@ -468,7 +599,8 @@ fi
         if grep -q -E 'WARN|ERROR' "$edge_log"; then
             echo
             echo '```'
-            grep -E 'WARN|ERROR' "$edge_log" | sed 's/\x1b\[[0-9;]*m//g' | sort | uniq -c | sort -rn | head -20
+            # (head closes the pipe early: not a failure)
+            { grep -E 'WARN|ERROR' "$edge_log" | sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^[0-9T:.-]*Z *//' | sort | uniq -c | sort -rn | head -20; } || true
             echo '```'
         fi
     else

@@ -36,7 +36,9 @@ die() { printf 'metrics.sh: error: %s\n' "$*" >&2; exit 1; }
 command -v python3 >/dev/null || die "python3 is missing (apt-get install python3)"
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   log "building berth ($PROFILE)"
-  (cd "$REPO" && cargo build --locked --profile "$PROFILE" -p berth >&2)
+  CARGO_PROFILE=$PROFILE
+  [ "$PROFILE" = debug ] && CARGO_PROFILE=dev
+  (cd "$REPO" && cargo build --locked --profile "$CARGO_PROFILE" -p berth >&2)
 fi
 [ -x "$BERTH" ] || die "no berth binary at $BERTH"
 BERTH=$(realpath "$BERTH")
@@ -112,7 +114,7 @@ log "cpu: $REPLICAS replicas, collector every 10s, $WINDOW s"
 SLOW=$(measure 10s)
 log "cpu: $REPLICAS replicas, collector every 1s, $WINDOW s"
 FAST=$(measure 1s)
-DB_BYTES=$(stat -c %s "$STACK/.berth/default/metrics.db")
+DB_BYTES=$(cat "$STACK"/.berth/default/metrics.db "$STACK"/.berth/default/metrics.db-wal 2>/dev/null | wc -c)
 
 REPORT=$(python3 - "$SLOW" "$FAST" "$WINDOW" "$REPLICAS" <<'PY'
 import sys
@@ -140,5 +142,5 @@ mkdir -p "$RESULTS_DIR"
   echo "$GROWTH"
   echo '```'
   echo
-  echo "live store after both runs: $DB_BYTES bytes"
+  echo "live store (database + WAL) after both runs: $DB_BYTES bytes"
 } | tee "$RESULT"

@@ -223,6 +223,12 @@ pub enum Command {
         /// Take the listening sockets over from the edge running in DIR (graceful upgrade).
         #[arg(long)]
         takeover: bool,
+        /// Worker threads (default: one per core the process may run on).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=256))]
+        workers: Option<u32>,
+        /// Pin worker i to the i-th core the process may run on.
+        #[arg(long)]
+        pin_workers: bool,
     },
     /// (internal) Supervise one replica process.
     #[command(hide = true)]

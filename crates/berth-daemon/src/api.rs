@@ -75,7 +75,7 @@ fn not_found(message: impl Into<String>) -> ApiFailure {
 pub fn router(state: ApiState) -> Router {
     let metrics = match state.stack.metrics.get() {
         Some(metrics) => crate::metrics::api::routes(metrics.clone()),
-        None => Router::new(),
+        None => crate::metrics::api::unavailable(),
     };
     Router::new()
         .route("/v1/status", get(status))

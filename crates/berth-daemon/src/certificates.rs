@@ -5,7 +5,7 @@
 //!
 //! Knows nothing of how certificates are issued (berth-tls) or served (the edge).
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -23,35 +23,50 @@ use crate::edge::EdgeLink;
 /// The longest the certificate loop sleeps between two looks.
 const MAX_SLEEP: Duration = Duration::from_secs(3600);
 
+/// A certificate's folder name: its first host, with what a file name cannot hold replaced.
+fn base_name(hosts: &[String]) -> String {
+    let first = hosts.first().map_or("certificate", String::as_str);
+    first
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// The certificates the spec wants, in its order. Each is named after its first host (a folder
-/// name), so it keeps its files when other hosts are added.
+/// name), so it keeps its files when other hosts are added; a second certificate with the same
+/// first host gets `-2` (or the next number no other certificate's name holds).
 pub fn desired(spec: &Spec) -> Vec<Desired> {
-    let mut names = BTreeMap::new();
+    let bases: Vec<String> = spec
+        .tls
+        .certificates
+        .iter()
+        .map(|certificate| base_name(&certificate.hosts))
+        .collect();
+    let mut taken: BTreeSet<String> = BTreeSet::new();
     spec.tls
         .certificates
         .iter()
-        .map(|certificate| {
-            let first = certificate
-                .hosts
-                .first()
-                .map_or("certificate", String::as_str);
-            let base: String = first
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            let seen = names.entry(base.clone()).or_insert(0u32);
-            *seen += 1;
-            let name = if *seen == 1 {
-                base
+        .zip(&bases)
+        .enumerate()
+        .map(|(index, (certificate, base))| {
+            // The first certificate with a base keeps it; later ones count up, past every name
+            // already given and every base another certificate has.
+            let first_with_base = bases.iter().position(|b| b == base) == Some(index);
+            let name = if first_with_base && !taken.contains(base) {
+                base.clone()
             } else {
-                format!("{base}-{seen}")
+                (2u32..)
+                    .map(|n| format!("{base}-{n}"))
+                    .find(|candidate| !taken.contains(candidate) && !bases.contains(candidate))
+                    .unwrap_or_else(|| format!("{base}-{index}"))
             };
+            taken.insert(name.clone());
             Desired {
                 name,
                 hosts: certificate.hosts.clone(),
@@ -233,5 +248,30 @@ port = "auto"
         assert_eq!(wanted[0].source, Source::Acme);
         assert_eq!(wanted[0].hosts.len(), 2);
         assert_eq!(wanted[1].source, Source::Local);
+    }
+
+    #[test]
+    fn certificate_names_never_collide() {
+        let file = std::path::Path::new("/tmp/berth.toml");
+        let source = r#"
+[[certificate]]
+hosts = ["a.test"]
+local = true
+
+[[certificate]]
+hosts = ["a.test", "b.test"]
+local = true
+
+[[certificate]]
+hosts = ["a.test-2"]
+local = true
+
+[service.web]
+run = "x"
+port = "auto"
+"#;
+        let spec = berth_spec::parse(file, source, None).unwrap();
+        let names: Vec<String> = desired(&spec).into_iter().map(|d| d.name).collect();
+        assert_eq!(names, ["a.test", "a.test-3", "a.test-2"]);
     }
 }

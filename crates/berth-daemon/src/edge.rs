@@ -735,6 +735,12 @@ async fn spawn(
         command.arg("--tls-listen").arg(addr.to_string());
     }
     command.arg("--admin").arg(spec.edge.admin.to_string());
+    if let Some(workers) = spec.edge.workers {
+        command.arg("--workers").arg(workers.to_string());
+    }
+    if spec.edge.pin_workers {
+        command.arg("--pin-workers");
+    }
     if takeover {
         command.arg("--takeover");
     }

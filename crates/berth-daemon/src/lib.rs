@@ -7,6 +7,7 @@
 
 pub mod alarms;
 pub mod api;
+pub mod autoscaler;
 pub mod backup;
 pub mod certificates;
 pub mod cron;
@@ -116,10 +117,17 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         stack.store.clone(),
         stack.env_name().to_string(),
     ));
-    let metrics = metrics::open(&paths)?;
-    let _ = stack.metrics.set(metrics.clone());
-    let collector = metrics::spawn(stack.clone(), metrics.clone());
-    let observe = metrics::serve_observe(&paths, metrics)?;
+    // The metrics history is not worth a stack that does not start: without it, the stack
+    // runs and the metrics API says why it is missing.
+    let (collector, observe) = match metrics::start(&stack) {
+        Ok(tasks) => tasks,
+        Err(e) => {
+            let message = format!("metrics are off: {e:#}");
+            eprintln!("berth: warning: {message}");
+            stack.record(EventLevel::Warn, "metrics", message);
+            (tokio::spawn(async {}), tokio::spawn(async {}))
+        }
+    };
     let _backup_schedule = backup::spawn_scheduler(stack.clone());
     let recorder =
         stack::spawn_recorder(stack.store.clone(), stack.env_name().to_string(), events_rx);
@@ -168,10 +176,11 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
                     socket.display()
                 );
                 let cron = cron::spawn(stack.clone());
+                let autoscaler = autoscaler::spawn(stack.clone());
                 let alarms = alarms::start_evaluation(&stack);
                 let reason = (&mut stop_requested).await;
-                if let Some(cron) = cron {
-                    cron.abort();
+                for task in [cron, autoscaler].into_iter().flatten() {
+                    task.abort();
                 }
                 if let Some(alarms) = alarms {
                     alarms.abort();

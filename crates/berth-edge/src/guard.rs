@@ -78,6 +78,8 @@ pub struct Gcra {
     epoch: Instant,
     shards: Vec<Mutex<HashMap<u128, u64>>>,
     hasher: std::collections::hash_map::RandomState,
+    /// How many times a full shard was swept (a flood's cost; read by tests).
+    sweeps: std::sync::atomic::AtomicU64,
 }
 
 impl Gcra {
@@ -91,6 +93,7 @@ impl Gcra {
             epoch: Instant::now(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: Default::default(),
+            sweeps: Default::default(),
         }
     }
 
@@ -113,10 +116,17 @@ impl Gcra {
             return Err(Duration::from_nanos(tat - now - self.tolerance));
         }
         if !clients.contains_key(&key) && clients.len() >= MAX_CLIENTS / SHARDS {
-            // Full: first forget clients whose budget is whole again, then anyone.
+            // Full: first forget clients whose budget is whole again, then arbitrary ones (the
+            // map's order is random per process) down to 7/8 of the shard, so that a flood of
+            // new addresses sweeps once per 1/8 of a shard, not once per address.
+            self.sweeps
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             clients.retain(|_, t| *t > now);
-            if clients.len() >= MAX_CLIENTS / SHARDS {
-                if let Some(victim) = clients.keys().next().copied() {
+            let keep = MAX_CLIENTS / SHARDS - MAX_CLIENTS / SHARDS / 8;
+            if clients.len() > keep {
+                let victims: Vec<u128> =
+                    clients.keys().take(clients.len() - keep).copied().collect();
+                for victim in victims {
                     clients.remove(&victim);
                 }
             }
@@ -405,6 +415,14 @@ mod tests {
             let _ = gcra.check_at(IpAddr::from(n.to_be_bytes()), 0);
         }
         assert!(gcra.len() <= MAX_CLIENTS, "{}", gcra.len());
+        // Every address is active (time stands still): sweeps free 1/8 of a shard each, so
+        // 2 × MAX_CLIENTS new addresses past the full map cost about 16 × 16 sweeps, not one
+        // per address.
+        let sweeps = gcra.sweeps.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            sweeps <= 2 * 8 * SHARDS as u64 + SHARDS as u64,
+            "{sweeps} sweeps"
+        );
         gcra.forget_idle();
     }
 

@@ -47,6 +47,10 @@ pub struct EdgeOptions {
     pub admin: SocketAddr,
     /// Take the listening sockets over from the edge running in `dir` (graceful upgrade).
     pub takeover: bool,
+    /// Worker threads (None: one per core the process may run on, at most 64).
+    pub workers: Option<usize>,
+    /// Pin worker i to the i-th core the process may run on.
+    pub pin_workers: bool,
 }
 
 impl EdgeOptions {
@@ -55,17 +59,30 @@ impl EdgeOptions {
     }
 }
 
-/// One edge worker: a single-threaded runtime on its own thread that serves the client
-/// connections handed to it start to end, with its own pool of replica connections. (One
-/// runtime per core, like nginx's worker processes: a request never wakes another thread.)
+/// One edge worker: a single-threaded runtime on its own thread that accepts on its own copies
+/// of the listening sockets and serves each connection it accepted start to end, with its own
+/// pool of replica connections. (One runtime per core, like nginx's worker processes: a
+/// connection never crosses threads, and a busy worker accepts less while idle ones take the
+/// rest.)
 fn run_worker(
     worker: usize,
-    accepted: tokio::sync::mpsc::UnboundedReceiver<server::Accepted>,
+    listeners: Vec<(std::net::TcpListener, bool)>,
+    pin: Option<usize>,
     edge: Arc<Edge>,
     connections: Arc<server::Connections>,
     stop: watch::Receiver<bool>,
 ) {
     upstream::set_worker(worker);
+    if let Some(core) = pin {
+        let mut set = nix::sched::CpuSet::new();
+        let pinned = set
+            .set(core)
+            .and_then(|()| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set));
+        match pinned {
+            Ok(()) => tracing::info!("edge worker {worker} pinned to core {core}"),
+            Err(e) => tracing::warn!("edge worker {worker}: pinning to core {core}: {e}"),
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -77,7 +94,22 @@ fn run_worker(
         }
     };
     runtime.block_on(async move {
-        server::serve_accepted(edge, accepted, stop).await;
+        let mut accepting = Vec::new();
+        for (listener, tls) in listeners {
+            match TcpListener::from_std(listener) {
+                Ok(listener) => accepting.push(tokio::spawn(server::serve_public(
+                    edge.clone(),
+                    listener,
+                    tls,
+                    connections.clone(),
+                    stop.clone(),
+                ))),
+                Err(e) => tracing::error!("edge worker {worker}: a listener: {e}"),
+            }
+        }
+        for task in accepting {
+            let _ = task.await;
+        }
         // Stopping: this worker's open connections finish here; the main thread bounds the
         // wait and ends the process.
         let deadline = Instant::now() + SHUTDOWN_GRACE;
@@ -85,6 +117,16 @@ fn run_worker(
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     });
+}
+
+/// The cores this process may run on (its affinity mask), in order.
+fn allowed_cores() -> Vec<usize> {
+    match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..nix::sched::CpuSet::count())
+            .filter(|&core| set.is_set(core).unwrap_or(false))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Runs the edge until SIGTERM/SIGINT or a `stop` request; then stops accepting and lets open
@@ -178,32 +220,33 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
         handover::offer(&handover_socket, handout, stop_tx.clone())?;
     }
     let connections = Arc::new(server::Connections::default());
-    let worker_count = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 16);
+    // Every worker accepts on its own copy of each listening socket (the kernel wakes the
+    // workers waiting in accept); the originals stay here for the hand-over.
+    let public: Vec<(std::net::TcpListener, bool)> = public
+        .into_iter()
+        .map(|(listener, tls)| Ok((listener.into_std()?, tls)))
+        .collect::<std::io::Result<_>>()?;
+    let cores = allowed_cores();
+    let worker_count = options
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 64);
     let mut workers = Vec::new();
     for worker in 0..worker_count {
-        let (handoff, accepted) = tokio::sync::mpsc::unbounded_channel();
-        workers.push(handoff);
+        let listeners = public
+            .iter()
+            .map(|(listener, tls)| Ok((listener.try_clone()?, *tls)))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let pin = (options.pin_workers && !cores.is_empty()).then(|| cores[worker % cores.len()]);
         let edge = edge.clone();
         let connections = connections.clone();
         let stop_rx = stop_rx.clone();
-        std::thread::Builder::new()
-            .name(format!("edge-worker-{worker}"))
-            .spawn(move || run_worker(worker, accepted, edge, connections, stop_rx))?;
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("edge-worker-{worker}"))
+                .spawn(move || run_worker(worker, listeners, pin, edge, connections, stop_rx))?,
+        );
     }
-    let mut tasks = Vec::new();
-    for (listener, tls) in public {
-        tasks.push(tokio::spawn(server::serve_public(
-            edge.clone(),
-            listener,
-            tls,
-            connections.clone(),
-            stop_rx.clone(),
-            workers.clone(),
-        )));
-    }
-    drop(workers);
     let observe = Arc::new(
         observe::Observe::new(&options.dir, bound.admin)
             .map_err(|e| anyhow::anyhow!("the admin token in {}: {e}", options.dir.display()))?,
@@ -262,9 +305,9 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
     }
     tracing::info!("edge stopping: no new connections; finishing open ones");
     let _ = stop_tx.send(true);
-    for task in tasks {
-        let _ = task.await;
-    }
+    // The workers close their copies as their accept loops end; closing the originals too
+    // leaves the sockets to whoever else holds them (the daemon, a successor), or closes them.
+    drop(public);
     let _ = admin_task.await;
     let deadline = Instant::now() + SHUTDOWN_GRACE;
     while connections.open() > 0 && Instant::now() < deadline {

@@ -197,6 +197,11 @@ impl ReleaseMetrics {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct ServiceNameLabels {
+    pub service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
 }
@@ -222,6 +227,8 @@ pub struct EdgeMetrics {
     pub blocked: Family<ReasonLabels, Counter>,
     /// WAF findings by group, rule and action (block or count).
     pub waf_findings: Family<WafLabels, Counter>,
+    /// Requests the WAF blocked, by the service they were routed to.
+    pub waf_blocked: Family<ServiceNameLabels, Counter>,
     /// Per (service, release): the rollout engine's counters.
     stats: Mutex<HashMap<(String, String), Arc<ReleaseStats>>>,
 }
@@ -240,6 +247,15 @@ impl EdgeMetrics {
                 group,
                 rule,
                 action,
+            })
+            .inc();
+    }
+
+    /// Counts one request the WAF blocked on its way to `service`.
+    pub fn waf_blocked(&self, service: &str) {
+        self.waf_blocked
+            .get_or_create(&ServiceNameLabels {
+                service: service.to_string(),
             })
             .inc();
     }
@@ -307,6 +323,12 @@ impl EdgeMetrics {
             "WAF findings by rule group, rule and action (block or count)",
             waf_findings.clone(),
         );
+        let waf_blocked = Family::<ServiceNameLabels, Counter>::default();
+        registry.register(
+            "waf_blocked",
+            "Requests the WAF blocked, by service",
+            waf_blocked.clone(),
+        );
         let tls_handshakes = Counter::default();
         registry.register(
             "tls_handshakes",
@@ -318,6 +340,7 @@ impl EdgeMetrics {
             tls_handshakes,
             blocked,
             waf_findings,
+            waf_blocked,
             requests,
             latency,
             bytes_sent,

@@ -411,14 +411,17 @@ impl Edge {
 
     /// Runs the WAF over a request: its head, and, when a group reads bodies of its content
     /// type, up to `max_body_bytes` of its body (returned, to be sent on first). Blocked:
-    /// 403. Every finding is logged with its rule and counted.
+    /// 403, also for a body longer than that with `oversize = "block"`. Every finding is
+    /// logged with its rule and counted.
     async fn firewall<B>(
         &self,
         waf: &Waf,
+        oversize: berth_spec::WafOversize,
         req: Request<B>,
         framing: Framing,
         request_id: &HeaderValue,
-    ) -> Result<(Request<B>, Vec<Bytes>), EdgeError>
+        service: &str,
+    ) -> Result<(Request<B>, Vec<Frame<Bytes>>), EdgeError>
     where
         B: Body<Data = Bytes, Error = EdgeError> + Unpin,
     {
@@ -433,13 +436,48 @@ impl Edge {
         let mut bytes = Vec::new();
         if framing.has_body() && waf.reads_body(&headers, path) {
             let limit = waf.max_body_bytes();
+            let mut ended = false;
             while bytes.len() < limit {
                 let Some(frame) = body.frame().await else {
+                    ended = true;
                     break;
                 };
-                if let Ok(data) = frame?.into_data() {
-                    bytes.extend_from_slice(&data);
-                    prefix.push(data);
+                let frame = frame?;
+                if let Some(data) = frame.data_ref() {
+                    bytes.extend_from_slice(data);
+                }
+                // Trailers too go on to the replica, after the data read here.
+                prefix.push(frame);
+            }
+            if oversize == berth_spec::WafOversize::Block {
+                let more = match framing {
+                    Framing::Length(length) => length > limit as u64,
+                    _ if bytes.len() > limit => true,
+                    _ if ended || body.is_end_stream() => false,
+                    // A chunked body cut exactly at the limit: whether data follows is known
+                    // only by reading on (what is read goes on like the rest).
+                    _ => match body.frame().await {
+                        None => false,
+                        Some(frame) => {
+                            let frame = frame?;
+                            let more = frame.data_ref().is_some_and(|d| !d.is_empty());
+                            prefix.push(frame);
+                            more
+                        }
+                    },
+                };
+                if more {
+                    tracing::info!(
+                        request_id = request_id.to_str().unwrap_or("-"),
+                        "waf block: body longer than the {limit} bytes it inspects (oversize = \"block\")"
+                    );
+                    self.metrics.waf_finding("size", "oversize", "block");
+                    self.metrics.blocked("waf");
+                    self.metrics.waf_blocked(service);
+                    let mut error = EdgeError::new(ErrorKind::Forbidden);
+                    error.page_message =
+                        Some("The request body is larger than the firewall inspects.".into());
+                    return Err(error);
                 }
             }
         }
@@ -468,13 +506,21 @@ impl Edge {
                 "waf {action}: {} rule {} at {}",
                 finding.group.name(),
                 finding.rule_id,
-                finding.location
+                // The location holds client-chosen names (JSON keys, cookie names): escaped,
+                // so a name cannot forge log lines.
+                finding
+                    .location
+                    .chars()
+                    .take(160)
+                    .collect::<String>()
+                    .escape_debug()
             );
             self.metrics
                 .waf_finding(finding.group.name(), finding.rule_id, action);
         }
         if verdict.is_blocked() {
             self.metrics.blocked("waf");
+            self.metrics.waf_blocked(service);
             let mut error = EdgeError::new(ErrorKind::Forbidden);
             error.page_message = Some("The request was blocked by the firewall.".into());
             return Err(error);
@@ -683,16 +729,16 @@ impl Edge {
 
         // The WAF: the head, and the first bytes of a body it reads.
         let mut req = req;
-        let mut inspected: Vec<Bytes> = Vec::new();
+        let mut inspected: Vec<Frame<Bytes>> = Vec::new();
         let waf = self
             .waf
             .load()
             .as_ref()
             .as_ref()
-            .map(|(_, waf)| waf.clone());
-        if let Some(waf) = waf {
+            .map(|(spec, waf)| (spec.oversize, waf.clone()));
+        if let Some((oversize, waf)) = waf {
             (req, inspected) = self
-                .firewall(&waf, req, framing, request_id)
+                .firewall(&waf, oversize, req, framing, request_id, &service)
                 .await
                 .map_err(|e| Failed::new(e).of(&service))?;
         }
@@ -1440,7 +1486,7 @@ fn build_waf(
 pin_project_lite::pin_project! {
     /// A body whose first frames were already read (by the WAF): those, then the rest.
     struct PrefixedBody<B> {
-        prefix: std::collections::VecDeque<Bytes>,
+        prefix: std::collections::VecDeque<Frame<Bytes>>,
         #[pin]
         inner: B,
     }
@@ -1455,8 +1501,8 @@ impl<B: Body<Data = Bytes, Error = EdgeError>> Body for PrefixedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, EdgeError>>> {
         let this = self.project();
-        if let Some(data) = this.prefix.pop_front() {
-            return Poll::Ready(Some(Ok(Frame::data(data))));
+        if let Some(frame) = this.prefix.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
         }
         this.inner.poll_frame(cx)
     }
@@ -1466,7 +1512,11 @@ impl<B: Body<Data = Bytes, Error = EdgeError>> Body for PrefixedBody<B> {
     }
 
     fn size_hint(&self) -> SizeHint {
-        let buffered: u64 = self.prefix.iter().map(|b| b.len() as u64).sum();
+        let buffered: u64 = self
+            .prefix
+            .iter()
+            .filter_map(|f| f.data_ref().map(|b| b.len() as u64))
+            .sum();
         let inner = self.inner.size_hint();
         let mut hint = SizeHint::new();
         hint.set_lower(inner.lower() + buffered);

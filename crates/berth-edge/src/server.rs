@@ -18,7 +18,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::errors::{EdgeError, ErrorKind};
 use crate::proxy::{Downstream, Edge};
@@ -77,27 +77,16 @@ fn address_slot(edge: &Arc<Edge>, client: SocketAddr) -> Result<Option<AddressSl
     }
 }
 
-/// A client connection accepted by the main runtime, on its way to an edge worker.
-pub struct Accepted {
-    stream: std::net::TcpStream,
-    client: SocketAddr,
-    /// Accepted on a TLS listener: the worker does the handshake.
-    tls: bool,
-    guard: ConnectionGuard,
-    slot: Option<AddressSlot>,
-}
-
-/// Accepts client connections on `listener` until `shutdown` turns true, and hands them to the
-/// edge workers in turn (so each worker gets its share, whatever the kernel's wake-up order).
+/// Accepts on one listening socket (this worker's copy) until shutdown and serves each
+/// connection on this worker's runtime, start to end: a connection over its address's limit
+/// is closed unanswered; a TLS listener's connections get their handshake here.
 pub async fn serve_public(
     edge: Arc<Edge>,
     listener: TcpListener,
     tls: bool,
     connections: Arc<Connections>,
     mut shutdown: watch::Receiver<bool>,
-    workers: Vec<mpsc::UnboundedSender<Accepted>>,
 ) {
-    let mut next = 0usize;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -122,61 +111,16 @@ pub async fn serve_public(
             }
         };
         let _ = stream.set_nodelay(true);
-        let Ok(stream) = stream.into_std() else {
-            continue;
-        };
         connections.open.fetch_add(1, Ordering::Relaxed);
         edge.metrics.connections.inc();
-        let mut accepted = Accepted {
-            stream,
-            client,
-            tls,
-            guard: ConnectionGuard(connections.clone()),
-            slot,
-        };
-        // A worker that is gone (it could not start its runtime) is skipped.
-        let mut handed = false;
-        for _ in 0..workers.len() {
-            next = next.wrapping_add(1);
-            match workers[next % workers.len()].send(accepted) {
-                Ok(()) => {
-                    handed = true;
-                    break;
-                }
-                Err(mpsc::error::SendError(back)) => accepted = back,
-            }
-        }
-        if !handed {
-            // No worker at all: the connection is closed unanswered.
-            edge.metrics.connections.dec();
-        }
-    }
-}
-
-/// An edge worker's loop: serves each connection handed to it, start to end, on the worker's
-/// own runtime. Ends when the accept loops have ended.
-pub async fn serve_accepted(
-    edge: Arc<Edge>,
-    mut accepted: mpsc::UnboundedReceiver<Accepted>,
-    shutdown: watch::Receiver<bool>,
-) {
-    while let Some(Accepted {
-        stream,
-        client,
-        tls,
-        guard,
-        slot,
-    }) = accepted.recv().await
-    {
+        let guard = ConnectionGuard(connections.clone());
         let edge = edge.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
-                if tls {
-                    serve_tls(edge.clone(), stream, client, shutdown).await;
-                } else {
-                    crate::http1::serve_connection(edge.clone(), stream, client, shutdown).await;
-                }
+            if tls {
+                serve_tls(edge.clone(), stream, client, shutdown).await;
+            } else {
+                crate::http1::serve_connection(edge.clone(), stream, client, shutdown).await;
             }
             edge.metrics.connections.dec();
             drop(guard);
@@ -595,16 +539,22 @@ async fn admin(
         "/metrics" => {
             edge.refresh_upstream_gauges();
             let own = edge.metrics.encode();
-            // The daemon's newest values, when it answers in time (else the edge's own only).
-            let daemon = match crate::observe::get(
-                &observe.socket,
-                "/v1/metrics/prometheus",
-                crate::observe::METRICS_WAIT,
-            )
-            .await
-            {
-                Ok((200, _, body)) => String::from_utf8(body.to_vec()).unwrap_or_default(),
-                _ => String::new(),
+            // The daemon's newest values, when it answers in time (else the edge's own only);
+            // not for the daemon's own collector, which asks for `?edge_only=1`.
+            let edge_only = req.uri().query() == Some("edge_only=1");
+            let daemon = if edge_only {
+                String::new()
+            } else {
+                match crate::observe::get(
+                    &observe.socket,
+                    "/v1/metrics/prometheus",
+                    crate::observe::METRICS_WAIT,
+                )
+                .await
+                {
+                    Ok((200, _, body)) => String::from_utf8(body.to_vec()).unwrap_or_default(),
+                    _ => String::new(),
+                }
             };
             (
                 StatusCode::OK,
@@ -613,11 +563,18 @@ async fn admin(
             )
         }
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        "/table" => (
-            StatusCode::OK,
-            "application/json",
-            serde_json::to_string_pretty(&edge.table()).unwrap_or_default(),
-        ),
+        "/table" => {
+            // Every local user can read this listener: the test route's key stays out of it.
+            let mut table = edge.table();
+            if table.test_key.is_some() {
+                table.test_key = Some("(hidden)".into());
+            }
+            (
+                StatusCode::OK,
+                "application/json",
+                serde_json::to_string_pretty(&table).unwrap_or_default(),
+            )
+        }
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",

@@ -74,7 +74,21 @@ impl LogFile {
     pub fn flush(&mut self) -> std::io::Result<()> {
         self.file.flush()
     }
+}
 
+/// Each `write` appends its bytes whole (a logger's formatted event), rotating as needed.
+impl Write for LogFile {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.write_chunk(bytes)?;
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl LogFile {
     /// Rotates when the file at `path` is too big; reopens when another writer (a sibling
     /// instance of the same replica) has rotated it already.
     fn rotate_if_needed(&mut self) -> std::io::Result<()> {
@@ -130,6 +144,26 @@ mod tests {
             let mode = fs::metadata(&file).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{}", file.display());
         }
+    }
+
+    #[test]
+    fn a_logger_writing_through_io_write_is_capped_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge.log");
+        let mut log = LogFile::open(path.clone(), 4096, 1).unwrap();
+        let event = format!("{}\n", "y".repeat(300));
+        for _ in 0..2000 {
+            write!(log, "{event}").unwrap();
+        }
+        let total: u64 = [path.clone(), rotated(&path, 1)]
+            .iter()
+            .map(|p| fs::metadata(p).map_or(0, |m| m.len()))
+            .sum();
+        assert!(
+            total < 2 * (4096 + 17 * 1024),
+            "{total} bytes for 600 KB written"
+        );
+        assert!(!rotated(&path, 2).exists());
     }
 
     #[test]

@@ -364,9 +364,14 @@ impl Store {
         })
     }
 
-    /// Every series' newest raw interval that may hold a sample taken within `max_age` before
-    /// `now` (series that stopped, e.g. of a replica gone, are left out).
-    pub fn latest(&self, now: SystemTime, max_age: Duration) -> Result<Vec<Latest>, Error> {
+    /// Every `wanted` series' newest raw interval that may hold a sample taken within `max_age`
+    /// before `now` (series that stopped, e.g. of a replica gone, are left out).
+    pub fn latest(
+        &self,
+        now: SystemTime,
+        max_age: Duration,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Vec<Latest>, Error> {
         let inner = self.lock();
         // A raw interval is stamped with its start: one that began up to a step before
         // `now - max_age` may still hold a sample that recent.
@@ -376,7 +381,7 @@ impl Store {
         let mut stmt = inner.conn.prepare_cached(
             "SELECT t FROM points WHERE tier = 0 AND series = ?1 ORDER BY t DESC LIMIT 1",
         )?;
-        for ((name, labels), id) in &inner.series {
+        for ((name, labels), id) in inner.series.iter().filter(|((name, _), _)| wanted(name)) {
             let t: Option<i64> = stmt.query_row(params![id], |r| r.get(0)).optional()?;
             let Some(t) = t.filter(|t| *t >= since) else {
                 continue;
@@ -780,7 +785,7 @@ mod tests {
     fn a_flood_of_series_is_cut_off_per_owner_and_the_file_stays_in_its_bound() {
         let dir = tempfile::tempdir().unwrap();
         let config = Config {
-            max_bytes: 2 * 1024 * 1024,
+            max_bytes: 1024 * 1024,
             max_series_per_owner: 50,
             ..Config::default()
         };
@@ -799,8 +804,8 @@ mod tests {
             )
             .unwrap();
         assert_eq!(ok.written, 1);
-        // Fill well past the bound: 100 series for 6 hours at 10 s.
-        for step in 0..2_160u64 {
+        // Fill well past the bound: 100 series for 3 hours at 10 s.
+        for step in 0..1_080u64 {
             let batch: Vec<Sample> = (0..100)
                 .map(|i| {
                     Sample::value(
@@ -816,22 +821,22 @@ mod tests {
                 store.maintain(at(T0 + step * 10)).unwrap();
             }
         }
-        let report = store.maintain(at(T0 + 21_600)).unwrap();
+        let report = store.maintain(at(T0 + 10_800)).unwrap();
         let on_disk = std::fs::metadata(store.path()).unwrap().len();
-        assert!(on_disk <= 2 * 1024 * 1024, "{on_disk} bytes");
-        assert!(report.bytes <= 2 * 1024 * 1024);
+        assert!(on_disk <= 1024 * 1024, "{on_disk} bytes");
+        assert!(report.bytes <= 1024 * 1024);
         // The newest raw points survived the trimming, the oldest went.
         let recent = store
             .query_merged(&query(
                 "cpu_percent",
                 &[],
-                T0 + 21_500,
-                T0 + 21_600,
+                T0 + 10_700,
+                T0 + 10_800,
                 100,
                 Statistic::Max,
             ))
             .unwrap();
-        assert_eq!(recent.points[0].1, Some(2_159.0));
+        assert_eq!(recent.points[0].1, Some(1_079.0));
         let inner = store.lock();
         let oldest_raw: i64 = inner
             .conn
@@ -887,6 +892,44 @@ mod tests {
             .unwrap();
         assert_eq!(report.written, 0);
         assert_eq!(store.names(), vec!["cpu_percent", "memory_bytes"]);
+    }
+
+    #[test]
+    fn the_newest_interval_of_live_series_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("m.db"), Config::default()).unwrap();
+        store
+            .write(
+                at(T0),
+                &[Sample::value(
+                    "open_fds",
+                    &[("replica", "gone.1")],
+                    "o",
+                    5.0,
+                )],
+            )
+            .unwrap();
+        for (t, v) in [(T0 + 100, 1.0), (T0 + 111, 2.0), (T0 + 115, 4.0)] {
+            store
+                .write(
+                    at(t),
+                    &[Sample::value(
+                        "cpu_percent",
+                        &[("replica", "web.1")],
+                        "o",
+                        v,
+                    )],
+                )
+                .unwrap();
+        }
+        let latest = store
+            .latest(at(T0 + 116), Duration::from_secs(3), |_| true)
+            .unwrap();
+        assert_eq!(latest.len(), 1, "{latest:?}");
+        assert_eq!(latest[0].name, "cpu_percent");
+        assert_eq!(latest[0].agg.avg(), Some(3.0));
+        let none = store.latest(at(T0 + 116), Duration::from_secs(3), |n| n != "cpu_percent");
+        assert!(none.unwrap().is_empty());
     }
 
     #[test]
@@ -966,7 +1009,7 @@ mod tests {
                     })
                 })
                 .unwrap_or(0);
-            if rows >= 50 * 200 {
+            if rows >= 50 * 40 {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));

@@ -33,6 +33,7 @@ fn service(source: &Path, build: Option<&str>) -> ServiceSpec {
         secrets: Vec::new(),
         cron: Vec::new(),
         metrics: None,
+        autoscale: None,
     }
 }
 

@@ -174,6 +174,11 @@ impl Rollout {
         if surge == 0 && unavailable == 0 {
             surge = 1;
         }
+        let target = berth_supervisor::planner::Desired {
+            count: desired,
+            max_surge: surge,
+            max_unavailable: unavailable,
+        };
         let new = self.new_release();
         let step = journal.begin(&format!(
             "rolling: {desired} replica(s) of {new}, max surge {surge}, max unavailable {unavailable}"
@@ -187,49 +192,22 @@ impl Rollout {
                 journal.end(step, StepState::Failed, &v.message);
                 return Err(v);
             }
-            let old_live = self.live(&new, false);
-            let new_live = self.live(&new, true);
-            let new_healthy = new_live
-                .iter()
-                .filter(|k| self.health(k) == Some(Health::Healthy))
-                .count() as u32;
             // A new replica that fails before it ever served stops the rollout.
-            for key in &new_live {
-                let health = self.health(key);
-                let since = started.get(key).copied();
-                let verdict = match health {
-                    Some(Health::Unhealthy | Health::Failed) if since.is_some() => {
-                        let status = self.supervisor.board().get(key);
-                        Some(format!(
-                            "{key} of {new} did not pass its health check ({}; last exit: {})",
-                            health.map(|h| h.to_string()).unwrap_or_default(),
-                            status
-                                .and_then(|s| s.last_exit)
-                                .unwrap_or_else(|| "none".into())
-                        ))
-                    }
-                    Some(Health::Starting) | None
-                        if since.is_some_and(|s| s.elapsed() > timeout) =>
-                    {
-                        Some(format!(
-                            "{key} of {new} did not turn healthy within {}s",
-                            timeout.as_secs()
-                        ))
-                    }
-                    Some(Health::Healthy) => {
-                        started.remove(key);
-                        None
-                    }
-                    _ => None,
-                };
-                if let Some(message) = verdict {
-                    journal.end(step, StepState::Failed, &message);
-                    return Err(Verdict {
-                        rule: "health".into(),
-                        message,
-                    });
-                }
+            if let Some((key, reason)) = self.supervisor.failed_start(&mut started, timeout) {
+                let message = format!("{key} of {new} {reason}");
+                journal.end(step, StepState::Failed, &message);
+                return Err(Verdict {
+                    rule: "health".into(),
+                    message,
+                });
             }
+            let observed = self
+                .supervisor
+                .observe(self.service(), |_, release| release.0 != new);
+            let new_healthy = observed
+                .iter()
+                .filter(|o| !o.outdated && o.health == Some(Health::Healthy))
+                .count();
             if new_healthy > 0 {
                 if analysis.at_traffic.is_none() {
                     analysis.traffic_started(self.sample().await);
@@ -238,37 +216,19 @@ impl Rollout {
                     journal.end(step, StepState::Failed, &v.message);
                 })?;
             }
-            if old_live.is_empty() && new_healthy >= desired {
+            if berth_supervisor::planner::is_done(&target, &observed) {
                 break;
             }
-            // Start what the surge allows.
-            let total = (old_live.len() + new_live.len()) as u32;
-            let room = (desired + surge).saturating_sub(total);
-            let needed = desired.saturating_sub(new_live.len() as u32);
-            let mut progressed = false;
-            for _ in 0..room.min(needed) {
-                let key = self.supervisor.start_replica(&self.new);
-                started.insert(key, Instant::now());
-                progressed = true;
-            }
-            // Stop what capacity allows: unhealthy old replicas first, then healthy ones while
-            // at least `desired - unavailable` replicas stay available.
-            let (old_healthy, old_unhealthy): (Vec<_>, Vec<_>) = old_live
-                .iter()
-                .cloned()
-                .partition(|k| self.health(k) == Some(Health::Healthy));
-            let available = old_healthy.len() as u32 + new_healthy;
-            let floor = desired.saturating_sub(unavailable);
-            let can_stop = available.saturating_sub(floor) as usize;
-            let mut to_stop = old_unhealthy;
-            to_stop.extend(old_healthy.into_iter().take(can_stop));
-            if !to_stop.is_empty() {
-                progressed = true;
-                self.stop_all(&to_stop).await;
-            }
-            if !progressed {
+            // The planner decides what starts and stops; the supervisor does it.
+            let actions = berth_supervisor::planner::plan(&target, &observed);
+            if actions.is_empty() {
                 changes.mark_unchanged();
                 let _ = tokio::time::timeout(TICK, changes.changed()).await;
+                continue;
+            }
+            let now = Instant::now();
+            for key in self.supervisor.apply(&self.new, &actions).await {
+                started.insert(key, now);
             }
         }
         journal.end(

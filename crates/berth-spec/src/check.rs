@@ -128,6 +128,27 @@ impl Checker<'_> {
             }
         }
 
+        if let Some(autoscale) = &service.autoscale {
+            let bounded = |fields: &ReplicaFields| {
+                replica_count(fields).is_ok_and(|count| count.min < count.max)
+            };
+            let anywhere = bounded(&service.replicas)
+                || self.raw.environments.values().any(|environment| {
+                    environment.services.get(name).is_some_and(|over| {
+                        bounded(&merge_replicas(&service.replicas, &over.replicas))
+                    })
+                });
+            if !anywhere {
+                self.problems.push(
+                    autoscale.span.clone(),
+                    format!(
+                        "{label} has a fixed replica count, so `[service.{name}.autoscale]` would never scale it"
+                    ),
+                    Some("give bounds instead of a count, e.g. min = 2 and max = 6".into()),
+                );
+            }
+        }
+
         if let Some(health) = &service.health {
             if service.port == PortSpec::None {
                 self.problems.push(

@@ -103,6 +103,16 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
                 secrets: service.secrets.iter().map(|s| s.value.clone()).collect(),
                 cron: service.cron.clone(),
                 metrics: service.metrics.clone(),
+                autoscale: replica_count(&replicas)
+                    .ok()
+                    .filter(|count| count.min < count.max)
+                    .map(|_| {
+                        service
+                            .autoscale
+                            .as_ref()
+                            .map(|autoscale| autoscale.value.clone())
+                            .unwrap_or_default()
+                    }),
             };
             (name.clone(), spec)
         })
@@ -226,6 +236,8 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
                 headers.into_iter().filter(|(_, v)| !v.is_empty()).collect()
             },
             hide_server: raw.hide_server.unwrap_or(false),
+            workers: raw.workers.flatten(),
+            pin_workers: raw.pin_workers.unwrap_or(false),
             maintenance_allow: raw
                 .maintenance_allow
                 .clone()

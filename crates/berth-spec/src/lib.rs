@@ -9,6 +9,7 @@
 //! the effective spec of the selected environment (`effective`).
 
 pub mod alarm;
+pub mod autoscale;
 mod backup;
 mod check;
 mod effective;
@@ -20,6 +21,7 @@ mod types;
 mod units;
 mod walk;
 
+pub use autoscale::AutoscaleSpec;
 pub use backup::{parse_schedule, BackupDestination, BackupSpec, RetentionSpec};
 pub use types::*;
 

@@ -44,6 +44,9 @@ pub(crate) struct RawSpec {
     pub allow: Vec<crate::types::AllowSpec>,
     pub response_headers: Option<BTreeMap<String, String>>,
     pub hide_server: Option<bool>,
+    /// `workers`: Some(None) for "auto".
+    pub workers: Option<Option<u32>>,
+    pub pin_workers: Option<bool>,
     pub maintenance_allow: Option<Vec<ipnet::IpNet>>,
     pub waf: Option<crate::types::WafSpec>,
     pub acme: crate::tls::RawAcme,
@@ -101,6 +104,8 @@ pub(crate) struct RawService {
     pub cron: Vec<crate::types::CronSpec>,
     /// `metrics = { path = ... }`: the replicas' own Prometheus metrics.
     pub metrics: Option<crate::types::AppMetricsSpec>,
+    /// `[service.NAME.autoscale]` as written (defaults applied); the span covers its key.
+    pub autoscale: Option<Located<crate::autoscale::AutoscaleSpec>>,
 }
 
 impl RawService {
@@ -127,6 +132,7 @@ impl RawService {
             secrets: Vec::new(),
             cron: Vec::new(),
             metrics: None,
+            autoscale: None,
         }
     }
 }

@@ -87,6 +87,12 @@ pub struct EdgeSpec {
     pub maintenance_allow: Vec<ipnet::IpNet>,
     /// `[waf]` (on, blocking, when not written).
     pub waf: WafSpec,
+    /// `workers`: the edge's worker threads (None, "auto": one per core the edge may run on).
+    #[serde(default)]
+    pub workers: Option<u32>,
+    /// `pin_workers`: worker i runs only on the i-th core the edge may run on.
+    #[serde(default)]
+    pub pin_workers: bool,
 }
 
 /// The WAF's rule groups and modes (`[waf]`), as the spec names them.
@@ -103,6 +109,9 @@ pub struct WafSpec {
     pub modes: BTreeMap<String, String>,
     /// How much of a body is inspected (bytes).
     pub max_body: u64,
+    /// `oversize`: what happens to a body the WAF reads that is longer than `max_body`.
+    #[serde(default)]
+    pub oversize: WafOversize,
     pub exclusions: Vec<WafExclusion>,
     pub overrides: Vec<WafOverride>,
 }
@@ -117,10 +126,22 @@ impl Default for WafSpec {
                 .map(|g| (g.to_string(), "block".to_string()))
                 .collect(),
             max_body: 64 * 1024,
+            oversize: WafOversize::default(),
             exclusions: Vec::new(),
             overrides: Vec::new(),
         }
     }
+}
+
+/// What the WAF does with a body longer than `max_body` (AWS WAF's oversize handling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WafOversize {
+    /// The first `max_body` bytes are inspected, the rest passes (AWS WAF's `CONTINUE`).
+    #[default]
+    Continue,
+    /// The request is refused with 403 (AWS WAF's `MATCH` on a blocking rule).
+    Block,
 }
 
 /// `[[waf.exclude]]`: parts of requests under `path` the WAF skips.
@@ -202,6 +223,10 @@ pub struct ServiceSpec {
     /// `[[service.NAME.cron]]`: one-off tasks of the current release run on a schedule.
     #[serde(default)]
     pub cron: Vec<CronSpec>,
+    /// How the replica count follows the load between `replicas.min` and `replicas.max`; set
+    /// exactly when `min < max` (the references' targets when no table is written).
+    #[serde(default)]
+    pub autoscale: Option<crate::autoscale::AutoscaleSpec>,
     /// `metrics = { path = "/metrics" }`: each replica's own Prometheus metrics, scraped by
     /// the daemon's collector and stored as `app:NAME`.
     #[serde(default)]
@@ -388,6 +413,8 @@ impl Default for EdgeSpec {
             hide_server: false,
             maintenance_allow: EdgeSpec::default_limit_exempt(),
             waf: WafSpec::default(),
+            workers: None,
+            pin_workers: false,
         }
     }
 }

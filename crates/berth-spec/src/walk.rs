@@ -19,6 +19,7 @@ use crate::types::{Balance, Engine, PortSpec};
 use crate::units::{self, closest, list};
 
 mod alarm;
+mod autoscale;
 mod backup;
 mod cron;
 mod deploy;
@@ -73,6 +74,8 @@ const EDGE_KEYS: &[&str] = &[
     "headers",
     "hide_server",
     "maintenance_allow",
+    "workers",
+    "pin_workers",
 ];
 const SERVICE_KEYS: &[&str] = &[
     "run",
@@ -97,6 +100,7 @@ const SERVICE_KEYS: &[&str] = &[
     "secrets",
     "cron",
     "metrics",
+    "autoscale",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -384,6 +388,40 @@ impl Walker<'_> {
                     spec.hide_server =
                         self.boolean(value, "edge.hide_server", "hide_server = true");
                 }
+                "workers" => {
+                    const HINT: &str = r#"a number of threads from 1 to 256, or "auto" (one per core the edge may run on, the default)"#;
+                    match value.get_ref() {
+                        DeValue::String(text) if text == "auto" => spec.workers = Some(None),
+                        DeValue::String(_) => {
+                            self.problems.push(
+                                value.span(),
+                                "`edge.workers` must be a number or \"auto\"",
+                                Some(HINT.into()),
+                            );
+                        }
+                        _ => {
+                            if let Some(count) = self.count(value, "edge.workers", 1, "workers = 4")
+                            {
+                                if count.value > 256 {
+                                    self.problems.push(
+                                        value.span(),
+                                        format!(
+                                            "`edge.workers` is at most 256, found {}",
+                                            count.value
+                                        ),
+                                        Some(HINT.into()),
+                                    );
+                                } else {
+                                    spec.workers = Some(Some(count.value));
+                                }
+                            }
+                        }
+                    }
+                }
+                "pin_workers" => {
+                    spec.pin_workers =
+                        self.boolean(value, "edge.pin_workers", "pin_workers = true");
+                }
                 "trusted_proxies" => {
                     spec.trusted_proxies = self.networks(
                         value,
@@ -496,6 +534,13 @@ impl Walker<'_> {
                 "metrics" => {
                     metrics_span = Some(value.span());
                     service.metrics = self.app_metrics(&name.value, value);
+                }
+                "autoscale" => {
+                    service.autoscale =
+                        self.autoscale(&name.value, value).map(|autoscale| Located {
+                            value: autoscale,
+                            span: key.span(),
+                        });
                 }
                 other => self.unknown_key(key, other, SERVICE_KEYS, &label),
             }

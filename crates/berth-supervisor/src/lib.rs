@@ -10,6 +10,7 @@ pub mod health;
 pub mod limits;
 pub mod local;
 pub mod logs;
+pub mod planner;
 pub mod replica;
 pub mod shim;
 
@@ -323,10 +324,12 @@ impl Supervisor {
         }
     }
 
-    /// Brings a service to `desired` replicas of `plan`'s release. Replicas of another release
-    /// (or all of them, with `replace_all`: a rolling restart) are replaced one at a time: a new
-    /// replica must turn healthy before an old one is stopped, so capacity never drops. If a new
-    /// replica fails to turn healthy, it is stopped, the old ones keep running, and an error says why.
+    /// Brings a service to `desired` replicas of `plan`'s release, by the [`planner`]: replicas
+    /// of another release (or all of them, with `replace_all`: a rolling restart) are replaced
+    /// one at a time, a new replica healthy before an old one stops, so capacity never drops;
+    /// then the count is met (new replicas join the edge once healthy; extra ones are drained
+    /// and stopped, the least useful first). If a new replica fails to turn healthy, it is
+    /// stopped, the old ones keep running, and an error says why.
     pub async fn converge(
         self: &Arc<Self>,
         plan: &ServicePlan,
@@ -337,57 +340,129 @@ impl Supervisor {
         let _guard = lock.lock().await;
         let service = plan.service.name.as_str();
         let release = &plan.release.id;
-
-        // Replace, one at a time, what runs another release (or everything, for a restart).
-        let outdated: Vec<ReplicaKey> = self
-            .live(service)
-            .into_iter()
-            .filter(|(_, r)| replace_all || r != release)
-            .map(|(k, _)| k)
-            .collect();
-        let mut fresh = self.live(service).len() - outdated.len();
-        for old in outdated {
-            if (fresh as u32) < desired {
-                let new = self.start_replica(plan);
-                if let Err(e) = self.wait_healthy(&new, Self::healthy_timeout(plan)).await {
-                    self.stop_replica(&new).await;
-                    return Err(e.context(format!(
-                        "rolling replacement of {service} stopped; {old} keeps running"
-                    )));
+        // In a restart, whatever is up now is outdated; what this call starts is not.
+        let restarted: HashSet<ReplicaKey> = if replace_all {
+            self.live(service).into_iter().map(|(k, _)| k).collect()
+        } else {
+            HashSet::new()
+        };
+        let target = planner::Desired {
+            count: desired,
+            max_surge: 1,
+            max_unavailable: 0,
+        };
+        let timeout = Self::healthy_timeout(plan);
+        let mut started: HashMap<ReplicaKey, std::time::Instant> = HashMap::new();
+        let mut changes = self.board.subscribe();
+        loop {
+            let observed = self.observe(service, |key, running| {
+                running != release || restarted.contains(key)
+            });
+            if let Some((key, reason)) = self.failed_start(&mut started, timeout) {
+                self.stop_replica(&key).await;
+                bail!(
+                    "rolling replacement of {service} stopped: {key} of {release} {reason}; the replicas it was to replace keep running"
+                );
+            }
+            let replacing = observed.iter().any(|o| o.outdated);
+            let actions = planner::plan(&target, &observed);
+            if actions.is_empty() {
+                if !replacing {
+                    return Ok(());
                 }
-                fresh += 1;
+                changes.mark_unchanged();
+                let _ = tokio::time::timeout(Duration::from_millis(250), changes.changed()).await;
+                continue;
             }
-            self.stop_replica(&old).await;
+            let now = std::time::Instant::now();
+            for key in self.apply(plan, &actions).await {
+                if replacing {
+                    started.insert(key, now);
+                }
+            }
+            if !replacing {
+                // Scaling: new replicas join once healthy; nothing waits for them.
+                return Ok(());
+            }
         }
+    }
 
-        // Then scale.
-        let live = self.live(service);
-        let count = live.len() as u32;
-        if count < desired {
-            for _ in count..desired {
-                self.start_replica(plan);
+    /// The live replicas of `service` as the [`planner`] sees them, `outdated` deciding which
+    /// are to be replaced from their key and release.
+    pub fn observe(
+        &self,
+        service: &str,
+        outdated: impl Fn(&ReplicaKey, &ReleaseId) -> bool,
+    ) -> Vec<planner::Observed> {
+        self.live(service)
+            .into_iter()
+            .map(|(key, release)| planner::Observed {
+                outdated: outdated(&key, &release),
+                health: self.board.get(&key).map(|s| s.health),
+                key,
+            })
+            .collect()
+    }
+
+    /// The first of `started` that failed: unhealthy or failed, or still not healthy after
+    /// `timeout` (with why). Healthy ones are forgotten: they made it.
+    pub fn failed_start(
+        &self,
+        started: &mut HashMap<ReplicaKey, std::time::Instant>,
+        timeout: Duration,
+    ) -> Option<(ReplicaKey, String)> {
+        let mut failed = None;
+        started.retain(|key, since| {
+            let status = self.board.get(key);
+            match status.as_ref().map(|s| s.health) {
+                Some(Health::Healthy) => false,
+                Some(health @ (Health::Unhealthy | Health::Failed)) => {
+                    failed.get_or_insert_with(|| {
+                        (
+                            key.clone(),
+                            format!(
+                                "did not pass its health check ({health}; last exit: {})",
+                                status
+                                    .and_then(|s| s.last_exit)
+                                    .unwrap_or_else(|| "none".into())
+                            ),
+                        )
+                    });
+                    true
+                }
+                _ if since.elapsed() > timeout => {
+                    failed.get_or_insert_with(|| {
+                        (
+                            key.clone(),
+                            format!("did not turn healthy within {}s", timeout.as_secs()),
+                        )
+                    });
+                    true
+                }
+                _ => true,
             }
-        } else if count > desired {
-            // Drop the least useful first: not healthy, then the newest numbers.
-            let mut candidates: Vec<(bool, u32, ReplicaKey)> = live
-                .into_iter()
-                .map(|(k, _)| {
-                    let healthy = self
-                        .board
-                        .get(&k)
-                        .is_some_and(|s| s.health == Health::Healthy);
-                    (healthy, k.index, k)
-                })
-                .collect();
-            candidates.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-            let extra = (count - desired) as usize;
-            let stops = candidates
-                .into_iter()
-                .take(extra)
-                .map(|(_, _, k)| async move { self.stop_replica(&k).await });
-            futures_join_all(stops).await;
+        });
+        failed
+    }
+
+    /// Carries out the [`planner`]'s actions for `plan`'s service: the one place its decisions
+    /// become processes. Starts return at once (the replicas join the edge once healthy); stops
+    /// drain through the edge and run in parallel, and are waited for. Returns the started keys.
+    pub async fn apply(
+        self: &Arc<Self>,
+        plan: &ServicePlan,
+        actions: &[planner::Action],
+    ) -> Vec<ReplicaKey> {
+        let mut started = Vec::new();
+        let mut stops = Vec::new();
+        for action in actions {
+            match action {
+                planner::Action::Start => started.push(self.start_replica(plan)),
+                planner::Action::Stop(key) => stops.push(key.clone()),
+            }
         }
-        Ok(())
+        futures_join_all(stops.iter().map(|k| self.stop_replica(k))).await;
+        started
     }
 
     /// Stops every replica of every service, in parallel, gracefully.

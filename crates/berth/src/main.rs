@@ -12,6 +12,10 @@ use berth_cli::client::ApiClient;
 use berth_cli::{commands, deploy, Cli, Command, DeployAction};
 use clap::Parser;
 
+/// The edge's own log: at most this big before it rotates, and this many old files kept.
+const EDGE_LOG_BYTES: u64 = 20 * 1024 * 1024;
+const EDGE_LOGS_KEPT: u32 = 3;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
@@ -24,14 +28,37 @@ fn main() -> ExitCode {
         }
         _ => {}
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // A client must not be able to write the edge's log at will: rustls warns once per odd
+    // handshake (an IP address as SNI, as wrk and some scanners send), so its level is `error`
+    // unless BERTH_LOG names rustls itself.
+    let directives = std::env::var("BERTH_LOG").unwrap_or_else(|_| "info".into());
+    let directives = if directives.contains("rustls") {
+        directives
+    } else {
+        format!("{directives},rustls=error")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rustls=error"));
+    // The edge logs what clients make it log (WAF findings): into a size-capped file of its
+    // own, never an ever-growing one (its stderr, for a panic, goes to the same file).
+    let edge_log = match &cli.command {
+        Command::Edge { dir, .. } => {
+            berth_logfile::LogFile::open(dir.join("edge.log"), EDGE_LOG_BYTES, EDGE_LOGS_KEPT).ok()
+        }
+        _ => None,
+    };
+    match edge_log {
+        Some(file) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::sync::Mutex::new(file))
+            .with_ansi(false)
+            .init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -59,6 +86,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         tls_listen,
         admin,
         takeover,
+        workers,
+        pin_workers,
     } = cli.command
     {
         return berth_edge::run(berth_edge::EdgeOptions {
@@ -67,6 +96,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tls_listen,
             admin,
             takeover,
+            workers: workers.map(|n| n as usize),
+            pin_workers,
         })
         .await;
     }

@@ -32,6 +32,20 @@ pub fn routes<S: Clone + Send + Sync + 'static>(metrics: Arc<Metrics>) -> Router
         .with_state(metrics)
 }
 
+/// The same paths when the store could not be opened: 503 with a pointer to the events.
+pub fn unavailable<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    let answer = || async {
+        failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the metrics store could not be opened when the daemon started; `berth events` says why".into(),
+        )
+    };
+    Router::new()
+        .route("/v1/metrics", get(answer))
+        .route("/v1/metrics/names", get(answer))
+        .route("/v1/metrics/prometheus", get(answer))
+}
+
 fn failure(status: StatusCode, message: String) -> Response {
     (status, Json(ApiError { error: message })).into_response()
 }
@@ -209,7 +223,11 @@ async fn names(State(metrics): State<Arc<Metrics>>) -> Response {
 async fn prometheus(State(metrics): State<Arc<Metrics>>) -> Response {
     let store = metrics.store.clone();
     let max_age = metrics.interval * 3;
-    match tokio::task::spawn_blocking(move || store.latest(SystemTime::now(), max_age)).await {
+    match tokio::task::spawn_blocking(move || {
+        store.latest(SystemTime::now(), max_age, |name| !name.starts_with("app:"))
+    })
+    .await
+    {
         Ok(Ok(latest)) => (
             [(
                 header::CONTENT_TYPE,

@@ -96,6 +96,17 @@ pub fn open(paths: &StatePaths) -> anyhow::Result<Arc<Metrics>> {
     }))
 }
 
+/// Opens the store, starts the collector and serves `observe.sock`: (collector, server).
+pub fn start(
+    stack: &Arc<Stack>,
+) -> anyhow::Result<(tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>)> {
+    let metrics = open(&stack.paths)?;
+    let _ = stack.metrics.set(metrics.clone());
+    let observe = serve_observe(&stack.paths, metrics.clone())?;
+    let collector = spawn(stack.clone(), metrics);
+    Ok((collector, observe))
+}
+
 /// What the collector remembers between two rounds.
 #[derive(Default)]
 struct Memory {
@@ -197,12 +208,18 @@ async fn collect(stack: &Stack, memory: &mut Memory, at: f64) -> Vec<Sample> {
         if admin.ip().is_unspecified() {
             admin.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
+        // Off loopback the admin listener wants its token (the edge made it in its folder).
+        let token =
+            std::fs::read_to_string(crate::edge::edge_dir(&stack.paths).join("admin.token"))
+                .ok()
+                .map(|t| format!("Bearer {}", t.trim()));
+        let authorization = token.as_deref().map(|t| ("authorization", t));
         match read::get_text(
             admin,
-            "/metrics",
+            "/metrics?edge_only=1",
             8 * APP_SCRAPE_LIMIT,
             SCRAPE_TIMEOUT,
-            None,
+            authorization,
         )
         .await
         {

@@ -116,13 +116,12 @@ pub enum GetError {
     TooLarge(usize),
     #[error("answered HTTP {0}")]
     Status(u16),
-    #[error("answered something that is not UTF-8 text")]
-    NotText,
     #[error("{0}")]
     Http(String),
 }
 
-/// GETs `path` from `address` (HTTP/1.1, `Connection: close`) and returns the body as text,
+/// GETs `path` from `address` (HTTP/1.1, `Connection: close`) and returns the body as text
+/// (invalid UTF-8 replaced),
 /// refusing bodies over `limit` bytes and anything slower than `timeout` in all.
 pub async fn get_text(
     address: SocketAddr,
@@ -182,7 +181,8 @@ pub async fn get_text(
                 }
             });
         conn.abort();
-        String::from_utf8(body?.to_bytes().to_vec()).map_err(|_| GetError::NotText)
+        // Bytes that are not UTF-8 spoil only their own lines (the parser skips and counts them).
+        Ok(String::from_utf8_lossy(&body?.to_bytes()).into_owned())
     };
     tokio::time::timeout(timeout, attempt)
         .await

@@ -270,7 +270,7 @@ pub fn traffic_samples(
 }
 
 /// What the edge's Prometheus text adds: `errors_4xx` per (service, release),
-/// `active_connections`, `waf_blocked` and `rate_limited` per second.
+/// `active_connections`, `waf_blocked` per service and `rate_limited`, per second.
 pub fn edge_prometheus_samples(
     rates: &mut Rates,
     at: f64,
@@ -297,16 +297,22 @@ pub fn edge_prometheus_samples(
                 owner: "edge".into(),
                 value: Observation::Value(s.value),
             }),
-            "berth_edge_blocked_total" => {
-                let name = match get("reason") {
-                    "waf" => "waf_blocked",
-                    "rate_limit" => "rate_limited",
-                    _ => continue,
-                };
-                if let Some(rate) = rates.rate(name, at, s.value) {
+            "berth_edge_blocked_total" if get("reason") == "rate_limit" => {
+                if let Some(rate) = rates.rate("rate_limited", at, s.value) {
                     out.push(Sample {
-                        name: name.into(),
+                        name: "rate_limited".into(),
                         labels: BTreeMap::new(),
+                        owner: "edge".into(),
+                        value: Observation::Value(rate),
+                    });
+                }
+            }
+            "berth_edge_waf_blocked_total" => {
+                let key = format!("waf/{}", get("service"));
+                if let Some(rate) = rates.rate(&key, at, s.value) {
+                    out.push(Sample {
+                        name: "waf_blocked".into(),
+                        labels: labels(&[("service", get("service"))]),
                         owner: "edge".into(),
                         value: Observation::Value(rate),
                     });
@@ -553,6 +559,7 @@ mod tests {
 berth_edge_requests_total{service="web",release="r1",status="2xx"} 99
 berth_edge_client_connections 3
 berth_edge_blocked_total{reason="waf"} 4
+berth_edge_waf_blocked_total{service="web"} 4
 berth_edge_blocked_total{reason="rate_limit"} 0
 "#;
         let mut rates = Rates::default();
@@ -562,7 +569,7 @@ berth_edge_blocked_total{reason="rate_limit"} 0
         assert_eq!(value(&first, "errors_4xx"), None);
         let later = text
             .replace("} 10", "} 30")
-            .replace("\"waf\"} 4", "\"waf\"} 14")
+            .replace("\"web\"} 4", "\"web\"} 14")
             .replace("} 0\n", "} 5\n");
         let second = edge_prometheus_samples(
             &mut rates,
@@ -574,6 +581,8 @@ berth_edge_blocked_total{reason="rate_limit"} 0
         assert_eq!(value(&second, "rate_limited"), Some(0.5));
         let s = second.iter().find(|s| s.name == "errors_4xx").unwrap();
         assert_eq!(s.labels["release"], "r1");
+        let s = second.iter().find(|s| s.name == "waf_blocked").unwrap();
+        assert_eq!(s.labels["service"], "web");
     }
 
     #[test]

@@ -543,7 +543,7 @@ impl Walker<'_> {
     }
 
     /// A float or an integer.
-    fn number(&mut self, value: &Value<'_>, path: &str, example: &str) -> Option<f64> {
+    pub(super) fn number(&mut self, value: &Value<'_>, path: &str, example: &str) -> Option<f64> {
         match value.get_ref() {
             DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
             DeValue::Integer(_) => self.integer(value, path, example).map(|n| n as f64),

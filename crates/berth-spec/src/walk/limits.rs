@@ -267,4 +267,28 @@ mod tests {
             assert_eq!(parse_rate(bad), None, "{bad:?}");
         }
     }
+
+    #[test]
+    fn edge_workers_are_a_count_or_auto_and_pinning_a_switch() {
+        let parse = |edge: &str| {
+            crate::parse(
+                std::path::Path::new("/tmp/berth.toml"),
+                &format!("[edge]\n{edge}\n[service.web]\nrun = \"app\"\nport = 8000\n"),
+                None,
+            )
+        };
+        let spec = parse("workers = 4\npin_workers = true").unwrap();
+        assert_eq!((spec.edge.workers, spec.edge.pin_workers), (Some(4), true));
+        let spec = parse("workers = \"auto\"").unwrap();
+        assert_eq!((spec.edge.workers, spec.edge.pin_workers), (None, false));
+        for (bad, expected) in [
+            ("workers = 0", "berth.toml:2:11"),
+            ("workers = 1000", "at most 256"),
+            ("workers = \"many\"", "must be a number or \"auto\""),
+            ("pin_workers = \"yes\"", "edge.pin_workers"),
+        ] {
+            let error = parse(bad).unwrap_err().to_string();
+            assert!(error.contains(expected), "{bad}: {error}");
+        }
+    }
 }

@@ -9,7 +9,7 @@ use crate::types::{WafExclusion, WafOverride, WafSpec, WAF_GROUPS, WAF_MODES};
 use crate::units::list;
 
 const WAF_KEYS: &[&str] = &[
-    "mode", "sqli", "xss", "lfi", "rce", "php", "max_body", "exclude", "override",
+    "mode", "sqli", "xss", "lfi", "rce", "php", "max_body", "oversize", "exclude", "override",
 ];
 const EXCLUDE_KEYS: &[&str] = &["path", "groups", "targets"];
 const OVERRIDE_KEYS: &[&str] = &["path", "group", "mode"];
@@ -97,6 +97,24 @@ impl Walker<'_> {
                             );
                         } else {
                             waf.max_body = size;
+                        }
+                    }
+                }
+                "oversize" => {
+                    if let Some(text) =
+                        self.string(value, "waf.oversize", r#"oversize = "continue""#)
+                    {
+                        match text.value.as_str() {
+                            "continue" => waf.oversize = crate::types::WafOversize::Continue,
+                            "block" => waf.oversize = crate::types::WafOversize::Block,
+                            other => self.problems.push(
+                                text.span,
+                                format!("unknown `waf.oversize` \"{other}\""),
+                                Some(
+                                    "\"continue\" (inspect the first `max_body` bytes, pass the rest; the default) or \"block\" (refuse the request)"
+                                        .into(),
+                                ),
+                            ),
                         }
                     }
                 }
@@ -227,5 +245,80 @@ impl Walker<'_> {
             }
         }
         overrides
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::types::{WafOversize, WafSpec};
+
+    fn parse(toml: &str) -> Result<crate::Spec, crate::Diagnostics> {
+        let service = "[service.web]\nrun = \"app\"\nport = 8000\n";
+        crate::parse(
+            Path::new("/tmp/berth.toml"),
+            &format!("{service}{toml}"),
+            None,
+        )
+    }
+
+    #[test]
+    fn no_table_is_every_group_blocking_and_a_table_sets_each_part() {
+        assert_eq!(parse("").unwrap().edge.waf, WafSpec::default());
+        let waf = parse(
+            r#"
+[waf]
+mode = "count"
+sqli = "block"
+max_body = "8K"
+oversize = "block"
+[[waf.exclude]]
+path = "/admin/editor"
+groups = ["xss"]
+targets = ["body:form:content"]
+[[waf.override]]
+path = "/api"
+group = "rce"
+mode = "off"
+"#,
+        )
+        .unwrap()
+        .edge
+        .waf;
+        assert_eq!(waf.modes["sqli"], "block");
+        assert_eq!(waf.modes["xss"], "count");
+        assert_eq!(waf.max_body, 8 * 1024);
+        assert_eq!(waf.oversize, WafOversize::Block);
+        assert_eq!(waf.exclusions[0].path, "/admin/editor");
+        assert_eq!(waf.exclusions[0].targets, ["body:form:content"]);
+        assert_eq!(waf.overrides[0].mode, "off");
+    }
+
+    #[test]
+    fn waf_mistakes_point_at_the_value() {
+        let error = parse(
+            r#"
+[waf]
+mode = "deny"
+max_body = "64M"
+oversize = "drop"
+[[waf.exclude]]
+groups = ["sql"]
+targets = ["bodyy"]
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "berth.toml:6:8: error: unknown WAF mode \"deny\" for `waf.mode`",
+            "`waf.max_body` is at most 16M",
+            "berth.toml:8:12: error: unknown `waf.oversize` \"drop\"",
+            "unknown WAF rule group \"sql\"",
+            "unknown WAF target \"bodyy\"",
+            "waf.exclude[1] has no `path`",
+        ] {
+            assert!(error.contains(expected), "{expected}:\n{error}");
+        }
     }
 }

@@ -8,6 +8,7 @@ mod harness;
 mod load;
 
 mod alarms;
+mod autoscale;
 mod backup;
 mod cli;
 mod deploy;

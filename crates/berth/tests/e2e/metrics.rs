@@ -164,3 +164,103 @@ fn the_history_fills_under_load_and_survives_a_killed_daemon() {
     );
     assert!(!values(&cpu).is_empty());
 }
+
+/// A replica whose `/metrics` is hostile: `MODE=huge` answers 3 MiB, `MODE=flood` 3,000
+/// distinct series, `MODE=garbage` bytes that are not the text format.
+const HOSTILE_PY: &str = r#"
+import os, http.server
+MODE = os.environ.get("MODE", "")
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+    def do_GET(self):
+        if self.path == "/health":
+            body = b"ok\n"
+        elif MODE == "huge":
+            body = b"x 1\n" * (3 * 1024 * 1024 // 4)
+        elif MODE == "flood":
+            body = "".join('flood{id="%d"} 1\n' % i for i in range(3000)).encode()
+        else:
+            body = b"\x00\xff<html>not metrics\n{{{ 1\nok_metric 7\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+#[test]
+fn hostile_metrics_are_cut_off_and_logged_and_the_collector_goes_on() {
+    let mut spec = String::new();
+    for mode in ["huge", "flood", "garbage"] {
+        spec += &service(
+            mode,
+            "python3 hostile.py",
+            1,
+            &format!("env = {{ MODE = \"{mode}\" }}\nmetrics = {{ path = \"/metrics\" }}"),
+        );
+    }
+    let mut stack = Stack::new("hostile-metrics", &spec);
+    stack.write_app("hostile.py", HOSTILE_PY);
+    let n = stack.up_with_env(&[("BERTH_METRICS_INTERVAL", "1s")]);
+    stack.wait_up_line(n);
+    for mode in ["huge", "flood", "garbage"] {
+        stack.wait_healthy(mode, 1);
+    }
+    // Each is logged once, for what it is.
+    wait_for(
+        "the three problems in the daemon's log",
+        Duration::from_secs(20),
+        || {
+            let log = stack.daemon_stderr(n);
+            (log.contains("huge.1 /metrics: answered more than 1048576 bytes; cut off and ignored")
+                && log.contains("replica:flood.1` has 500 series (cap 500 per owner")
+                && log.contains("garbage.1 /metrics: 2 line(s) are not Prometheus text"))
+            .then_some(())
+        },
+    );
+    // The flood stopped at the cap; the garbage's one good line was kept; the huge one stored
+    // nothing of its own.
+    let flood = metrics(&stack, &["app:flood", "--since", "1m"]);
+    let series = flood["series"].as_array().unwrap().len();
+    assert!(
+        series > 400 && series <= 500,
+        "{series} series of the flood"
+    );
+    let good = metrics(
+        &stack,
+        &["app:ok_metric", "--service", "garbage", "--since", "1m"],
+    );
+    assert!(values(&good).contains(&7.0), "{good}");
+    let names = stack.berth(&["metrics", "app:x", "--since", "1m", "--json"]);
+    let none: Value = serde_json::from_str(names.ok()).unwrap();
+    assert!(none["series"].as_array().unwrap().is_empty(), "{none}");
+    // The collector goes on: new rounds keep coming for every replica.
+    let rounds = |stack: &Stack| {
+        let answer = metrics(
+            stack,
+            &[
+                "restarts",
+                "--service",
+                "huge",
+                "--since",
+                "1m",
+                "--statistic",
+                "count",
+                "--step",
+                "60s",
+            ],
+        );
+        values(&answer).iter().sum::<f64>()
+    };
+    let before = rounds(&stack);
+    wait_for("more collector rounds", Duration::from_secs(15), || {
+        (rounds(&stack) >= before + 3.0).then_some(())
+    });
+    let log = stack.daemon_stderr(n);
+    assert_eq!(
+        log.matches("huge.1 /metrics: answered more than").count(),
+        1,
+        "logged every round:\n{log}"
+    );
+}

@@ -54,7 +54,8 @@ fn a_restarted_daemon_adopts_its_replicas_and_data_survives() {
     assert!(ps.fails().contains(NO_DAEMON), "{}", ps.stderr);
 
     // A new daemon adopts them: same processes, no duplicates.
-    let second = stack.up_and_wait();
+    let second = stack.up_with_env(&[("BERTH_METRICS_INTERVAL", "1s")]);
+    stack.wait_up_line(second);
     let out = stack.daemon_stdout(second);
     assert!(out.contains("adopted 2 running replica(s)"), "{out}");
     let after = stack.wait_healthy("web", 2);
@@ -64,6 +65,30 @@ fn a_restarted_daemon_adopts_its_replicas_and_data_survives() {
         before.iter().map(key).collect::<Vec<_>>(),
         "the replicas were not adopted as they were"
     );
+    // The collector asks the adopted server for its connections and its database's size.
+    wait_for("the database's metrics", Duration::from_secs(20), || {
+        let metric = |name: &str| -> Option<f64> {
+            let out = stack.berth(&[
+                "metrics",
+                name,
+                "--accessory",
+                "db",
+                "--since",
+                "1m",
+                "--json",
+            ]);
+            let v: serde_json::Value = serde_json::from_str(out.ok()).ok()?;
+            v["series"][0]["points"]
+                .as_array()?
+                .iter()
+                .rev()
+                .find_map(|p| p[1].as_f64())
+        };
+        (metric("accessory_up") == Some(1.0)
+            && metric("accessory_connections").is_some_and(|n| n >= 1.0)
+            && metric("database_bytes").is_some_and(|n| n > 1_000_000.0))
+        .then_some(())
+    });
     std::thread::sleep(Duration::from_secs(2));
     let later = stack.wait_healthy("web", 2);
     assert_eq!(

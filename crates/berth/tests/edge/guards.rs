@@ -379,9 +379,101 @@ async fn the_waf_blocks_counts_or_lets_through_and_reads_bodies() {
         metrics.contains("berth_edge_blocked_total{reason=\"waf\"}"),
         "{metrics}"
     );
+    // Per service too (the daemon's `waf_blocked` series).
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("berth_edge_waf_blocked_total{service=\"")
+                && !l.ends_with(" 0")),
+        "{metrics}"
+    );
     edge.push(&guarded_table(3, &backend, |t| t.settings.waf = None))
         .await;
     assert_eq!(edge.get("app.test", attack).await.status, StatusCode::OK);
+}
+
+/// `oversize = "block"` refuses a body the WAF reads that is longer than `max_body` (by its
+/// length or, chunked, by what arrives), and lets one within it through whole; the default
+/// (`continue`) lets the longer one through whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_longer_than_the_waf_reads_is_refused_only_when_asked() {
+    let edge = EdgeProcess::start().await;
+    let backend = Backend::start("web.1").await;
+    let form = |len: usize| -> String {
+        let filler: String = (0..len)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        format!("comment={filler}")
+    };
+    let post = |body: String| {
+        let edge = &edge;
+        async move {
+            edge.send(
+                Method::POST,
+                "app.test",
+                "/echo",
+                &[("content-type", "application/x-www-form-urlencoded")],
+                Bytes::from(body),
+            )
+            .await
+        }
+    };
+    edge.push(&waf_table(1, &backend, |w| w.max_body = 1024))
+        .await;
+    let long = post(form(3000)).await;
+    assert_eq!(long.status, StatusCode::OK, "continue is the default");
+    assert_eq!(long.body, form(3000).as_bytes());
+
+    edge.push(&waf_table(2, &backend, |w| {
+        w.max_body = 1024;
+        w.oversize = berth_spec::WafOversize::Block;
+    }))
+    .await;
+    let within = post(form(1000)).await;
+    assert_eq!(within.status, StatusCode::OK);
+    assert_eq!(within.body, form(1000).as_bytes(), "byte-exact");
+    let long = post(form(3000)).await;
+    assert_eq!(long.status, StatusCode::FORBIDDEN, "{}", long.text());
+    assert!(long.text().contains("larger than the firewall inspects"));
+
+    // Chunked, no length: cut by what arrives, also exactly at the limit.
+    for (chunks, refused) in [
+        (vec![600, 600], true),
+        (vec![512, 512], false),
+        (vec![512, 512, 1], true),
+    ] {
+        let mut raw = RawConn::connect(edge.listen).await;
+        let mut request = b"POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for len in &chunks {
+            request.extend_from_slice(format!("{len:x}\r\n").as_bytes());
+            request.extend(std::iter::repeat_n(b'a', *len));
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"0\r\n\r\n");
+        raw.send(&request).await.unwrap();
+        let answer = raw.read_response("POST").await.unwrap();
+        let expected = if refused { 403 } else { 200 };
+        assert_eq!(answer.status, expected, "{chunks:?}");
+    }
+    let metrics = edge.admin_get("/metrics").await.text();
+    assert!(metrics.contains("rule=\"oversize\""), "{metrics}");
+}
+
+/// The admin listener is open to every local user: `/table` shows the routing table without
+/// the key of the private test route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_table_hides_the_test_route_key() {
+    let edge = EdgeProcess::start().await;
+    let backend = Backend::start("web.1").await;
+    let key = "k3y-0f-the-test-route-e2e";
+    edge.push(&guarded_table(1, &backend, |t| {
+        t.test_key = Some(key.into())
+    }))
+    .await;
+    let table = edge.admin_get("/table").await;
+    assert_eq!(table.status, StatusCode::OK);
+    assert!(!table.text().contains(key), "{}", table.text());
+    assert!(table.text().contains("(hidden)"), "{}", table.text());
 }
 
 /// What a security review found, pinned: an HTTP/2 body without a length is read by the WAF;

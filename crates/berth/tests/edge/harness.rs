@@ -61,8 +61,12 @@ impl EdgeProcess {
         self.dir.join("control.sock")
     }
 
+    /// What the edge wrote: its stderr, then its own log (`edge.log` in its folder, shared by
+    /// the edges of one folder).
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let stderr = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let own = std::fs::read_to_string(self.dir.join("edge.log")).unwrap_or_default();
+        format!("{stderr}{own}")
     }
 
     pub async fn call(&self, request: &ControlRequest) -> ControlResponse {

@@ -237,7 +237,10 @@ async fn a_restarted_edge_serves_the_last_table_from_disk() {
     let on_admin = second.admin_get("/table").await;
     assert_eq!(on_admin.status, StatusCode::OK);
     let served: berth_model::RoutingTable = serde_json::from_slice(&on_admin.body).unwrap();
-    assert_eq!(served, table);
+    // All of it, but for the test route's key.
+    let mut shown = table.clone();
+    shown.test_key = table.test_key.as_ref().map(|_| "(hidden)".to_string());
+    assert_eq!(served, shown);
 }
 
 /// Opens a connection, sends half a request's headers, and measures how long until the edge
