@@ -232,6 +232,17 @@ pub async fn down(client: &ApiClient) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `berth alarms [--json]`.
+pub async fn alarms(client: &ApiClient, json: bool) -> anyhow::Result<()> {
+    let list: berth_model::api::AlarmList = client.get("/v1/alarms").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        print!("{}", render::alarms(&list, berth_model::now_unix()));
+    }
+    Ok(())
+}
+
 pub async fn events(client: &ApiClient, limit: usize, json: bool) -> anyhow::Result<()> {
     let list: EventList = client.get(&format!("/v1/events?limit={limit}")).await?;
     if json {

@@ -114,6 +114,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The alarms with their state (OK, ALARM, INSUFFICIENT_DATA), reason and last transition.
+    Alarms {
+        #[command(flatten)]
+        spec: SpecFile,
+        #[arg(long)]
+        json: bool,
+    },
     /// Releases, newest first.
     /// One release: `berth release push` (a container release's image to a registry).
     Release {
@@ -335,6 +342,7 @@ impl Cli {
             | Command::Restart { spec, .. }
             | Command::Down { spec }
             | Command::Events { spec, .. }
+            | Command::Alarms { spec, .. }
             | Command::Releases { spec, .. }
             | Command::Release {
                 action: ReleaseAction::Push { spec, .. },

@@ -242,6 +242,36 @@ pub fn releases(
     out
 }
 
+/// `berth alarms`: one row per alarm (state, since when, condition), then each one's reason.
+pub fn alarms(list: &berth_model::api::AlarmList, now: i64) -> String {
+    if list.alarms.is_empty() {
+        return "no alarms (the defaults are off and the spec has no [[alarm]])\n".to_string();
+    }
+    let rows: Vec<Vec<String>> = list
+        .alarms
+        .iter()
+        .map(|a| {
+            let since = a.since.map_or_else(
+                || "-".to_string(),
+                |at| {
+                    let ago = std::time::Duration::from_secs((now - at).max(0) as u64);
+                    format!("{} ago", humantime::format_duration(ago))
+                },
+            );
+            vec![a.name.clone(), a.state.clone(), since, a.condition.clone()]
+        })
+        .collect();
+    let mut out = table(&["ALARM", "STATE", "SINCE", "CONDITION"], &rows);
+    if !list.evaluating {
+        out.push_str("\nnot evaluated: this daemon has no metrics source\n");
+    }
+    out.push('\n');
+    for a in &list.alarms {
+        out.push_str(&format!("{}: {}\n", a.name, a.reason));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,5 +287,34 @@ mod tests {
         assert_eq!(short_duration(5), "5s");
         assert_eq!(short_duration(125), "2m5s");
         assert_eq!(short_duration(7260), "2h1m");
+    }
+
+    #[test]
+    fn alarms_show_state_since_and_reason() {
+        let list = berth_model::api::AlarmList {
+            alarms: vec![berth_model::api::AlarmView {
+                name: "web-high-cpu".into(),
+                description: None,
+                condition: "avg cpu_percent{service=web} > 80 for 2 of 2 periods of 5m".into(),
+                state: "ALARM".into(),
+                reason: "Threshold Crossed: 2 out of the last 2 datapoints [85.1, 90.3]".into(),
+                since: Some(1_000),
+                evaluated_at: Some(1_100),
+                default: true,
+            }],
+            evaluating: false,
+            history: vec![],
+        };
+        let text = super::alarms(&list, 1_125);
+        assert!(
+            text.starts_with(
+                "ALARM         STATE  SINCE      CONDITION\nweb-high-cpu  ALARM  2m 5s ago  avg"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("not evaluated: this daemon has no metrics source"));
+        assert!(text.ends_with(
+            "web-high-cpu: Threshold Crossed: 2 out of the last 2 datapoints [85.1, 90.3]\n"
+        ));
     }
 }

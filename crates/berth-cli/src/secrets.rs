@@ -359,14 +359,37 @@ fn encode(text: &str) -> String {
     out
 }
 
-/// For `berth validate`: fails, naming each, when a service declares a secret that is not set
-/// in the environment's store (the same check `berth up` makes before it starts anything).
+/// For `berth validate`: fails, naming each, when a service declares a secret, or a notification
+/// target names one (`url_secret`, `password_secret`), that is not set in the environment's
+/// store (the same checks `berth up` makes before it starts anything).
 pub fn check_declared(spec: &berth_spec::Spec) -> anyhow::Result<()> {
-    let declared: Vec<(&str, &str)> = spec
+    use berth_spec::alarm::{TargetKind, UrlSource};
+    let mut declared: Vec<(String, &str)> = spec
         .services
         .values()
-        .flat_map(|s| s.secrets.iter().map(|n| (s.name.as_str(), n.as_str())))
+        .flat_map(|s| {
+            s.secrets
+                .iter()
+                .map(|n| (format!("service `{}` declares", s.name), n.as_str()))
+        })
         .collect();
+    for (name, target) in &spec.notify {
+        let secret = match &target.kind {
+            TargetKind::Webhook {
+                url: UrlSource::Secret(secret),
+            }
+            | TargetKind::Slack {
+                url: UrlSource::Secret(secret),
+            } => Some(secret.as_str()),
+            TargetKind::Email {
+                password_secret, ..
+            } => password_secret.as_deref(),
+            _ => None,
+        };
+        if let Some(secret) = secret {
+            declared.push((format!("notification target `{name}` needs"), secret));
+        }
+    }
     if declared.is_empty() {
         return Ok(());
     }
@@ -377,7 +400,7 @@ pub fn check_declared(spec: &berth_spec::Spec) -> anyhow::Result<()> {
     let missing: Vec<String> = declared
         .iter()
         .filter(|(_, name)| !secrets.contains(name))
-        .map(|(service, name)| format!("service `{service}` declares secret `{name}`"))
+        .map(|(who, name)| format!("{who} secret `{name}`"))
         .collect();
     if !missing.is_empty() {
         bail!(

@@ -80,6 +80,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/events", get(events))
+        .route("/v1/alarms", get(alarms))
         .route("/v1/releases", get(releases))
         .route("/v1/services/{name}/scale", post(scale))
         .route("/v1/services/{name}/restart", post(restart))
@@ -186,6 +187,28 @@ async fn events(
         .stack
         .with_store(|s| s.events(&env, q.limit.unwrap_or(100).min(10_000)))?;
     Ok(Json(EventList { events }))
+}
+
+async fn alarms(
+    State(state): State<ApiState>,
+) -> Result<Json<berth_model::api::AlarmList>, ApiFailure> {
+    let stack = &state.stack;
+    let evaluating = stack
+        .evaluating_alarms
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let env = stack.env_name().to_string();
+    let (stored, history) = stack.with_store(|s| {
+        Ok((
+            s.alarm_states(&env)?,
+            s.alarm_history(&env, None, crate::alarms::HISTORY_SHOWN)?,
+        ))
+    })?;
+    Ok(Json(crate::alarms::list(
+        &stack.spec.alarms,
+        &stored,
+        history,
+        evaluating,
+    )))
 }
 
 #[derive(Deserialize)]

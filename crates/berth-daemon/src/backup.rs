@@ -179,6 +179,9 @@ pub async fn backup_now(stack: &Stack, reason: &str) -> anyhow::Result<BackupSum
             if let Err(e) = remember_failure(stack, &id, reason, &error) {
                 tracing::warn!("cannot record the failed backup: {e:#}");
             }
+            if let Some(alarms) = crate::alarms::AlarmContext::of(stack) {
+                alarms.backup_failed(&id, reason, &error);
+            }
         }
     }
     result
@@ -297,11 +300,16 @@ pub async fn verify(stack: &Stack, id: &str) -> anyhow::Result<VerifyReport> {
     let result = berth_backup::verify(&destination, id, &scratch(stack), &servers).await;
     match &result {
         Ok(_) => stack.record(EventLevel::Info, "backup", format!("backup {id} verified")),
-        Err(e) => stack.record(
-            EventLevel::Error,
-            "backup",
-            format!("backup {id} failed verification: {e:#}"),
-        ),
+        Err(e) => {
+            stack.record(
+                EventLevel::Error,
+                "backup",
+                format!("backup {id} failed verification: {e:#}"),
+            );
+            if let Some(alarms) = crate::alarms::AlarmContext::of(stack) {
+                alarms.backup_failed(id, "verification", &format!("{e:#}"));
+            }
+        }
     }
     result
 }

@@ -110,6 +110,9 @@ impl RecordJournal {
         let summary = self.record.summary();
         tracing::info!("{summary}");
         self.stack.record(level, &self.record.service, summary);
+        if let Some(alarms) = crate::alarms::AlarmContext::of(&self.stack) {
+            alarms.deploy_finished(&self.record);
+        }
     }
 }
 
@@ -586,6 +589,11 @@ impl Stack {
             deploy: service.deploy.clone(),
             strategy,
             cancel,
+            alarms: Some(crate::alarms::watch(
+                &self.store,
+                self.env_name(),
+                &self.spec.alarms,
+            )),
         };
         match rollout.run(&mut journal).await {
             Outcome::Succeeded { retire_at } => {
@@ -925,6 +933,7 @@ impl Stack {
                         deploy: service.deploy.clone(),
                         strategy: service.deploy.strategy,
                         cancel,
+                        alarms: None,
                     };
                     rollout.roll_back(&mut journal).await;
                     journal.finish(DeployState::RolledBack, Some(verdict));

@@ -5,6 +5,7 @@
 //! daemon left running, brings every service to its desired replica count, and serves the local
 //! API until Ctrl-C, SIGTERM or `berth down`; then it stops replicas gracefully and exits 0.
 
+pub mod alarms;
 pub mod api;
 pub mod autoscaler;
 pub mod backup;
@@ -86,6 +87,7 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     std::fs::write(paths.lock(), std::process::id().to_string())?;
     secrets::check_declared(&spec, &paths)?;
     let accessory_passwords = secrets::accessory_passwords(&spec, &paths)?;
+    let notify_targets = alarms::targets(&spec, &paths)?;
 
     let store = Store::open(paths.db())?;
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -119,6 +121,11 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     secrets::attach_passwords(&mut stack, accessory_passwords);
     stack.containers = containers;
     let stack = Arc::new(stack);
+    let _ = stack.notifier.set(alarms::start_notifier(
+        notify_targets,
+        stack.store.clone(),
+        stack.env_name().to_string(),
+    ));
     // The metrics history is not worth a stack that does not start: without it, the stack
     // runs and the metrics API says why it is missing.
     let (collector, observe) = match metrics::start(&stack) {
@@ -179,9 +186,13 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
                 );
                 let cron = cron::spawn(stack.clone());
                 let autoscaler = autoscaler::spawn(stack.clone());
+                let alarms = alarms::start_evaluation(&stack);
                 let reason = (&mut stop_requested).await;
                 for task in [cron, autoscaler].into_iter().flatten() {
                     task.abort();
+                }
+                if let Some(alarms) = alarms {
+                    alarms.abort();
                 }
                 Ok(reason)
             }

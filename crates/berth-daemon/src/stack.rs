@@ -39,6 +39,10 @@ pub struct Stack {
     pub tasks: crate::tasks::TaskCounter,
     /// The container driver, when a service runs in containers.
     pub containers: Option<Arc<berth_container::ContainerDriver>>,
+    /// The `[notify.NAME]` targets' queues (set once at start; see [`crate::alarms`]).
+    pub notifier: std::sync::OnceLock<Arc<berth_notify::Notifier>>,
+    /// Whether the alarms are evaluated (a metrics source is wired).
+    pub evaluating_alarms: std::sync::atomic::AtomicBool,
     /// The metrics store and collector settings (set once at start-up).
     pub metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
@@ -82,6 +86,8 @@ impl Stack {
             held: Mutex::default(),
             tasks: Default::default(),
             containers: None,
+            notifier: std::sync::OnceLock::new(),
+            evaluating_alarms: std::sync::atomic::AtomicBool::new(false),
             metrics: Default::default(),
         }
     }
@@ -211,6 +217,15 @@ impl Stack {
             self.set_accessory_running(name, &running);
         }
         Ok(())
+    }
+
+    /// The secret values never to be shown (accessory URLs and passwords), for text that leaves
+    /// the daemon (notifications).
+    pub fn redaction_list(&self) -> Vec<String> {
+        self.redact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Keeps the URL of a (re)started accessory for the services and the log redaction.

@@ -204,3 +204,42 @@ pub struct DetachedTask {
     /// The task's log file (secret values masked).
     pub log: String,
 }
+
+/// One alarm as `GET /v1/alarms` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlarmView {
+    pub name: String,
+    pub description: Option<String>,
+    /// "avg cpu_percent{service=web} > 80 for 2 of 2 periods of 5m".
+    pub condition: String,
+    /// `OK`, `ALARM` or `INSUFFICIENT_DATA`.
+    pub state: String,
+    pub reason: String,
+    /// Unix seconds of the last transition (`None`: never evaluated).
+    pub since: Option<i64>,
+    /// Unix seconds of the last evaluation.
+    pub evaluated_at: Option<i64>,
+    /// One of the references' default alarms.
+    pub default: bool,
+}
+
+/// A change of an alarm's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlarmTransition {
+    pub alarm: String,
+    /// Unix seconds.
+    pub at: i64,
+    pub previous: String,
+    pub state: String,
+    pub reason: String,
+}
+
+/// `GET /v1/alarms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlarmList {
+    pub alarms: Vec<AlarmView>,
+    /// Whether the alarms are evaluated (false: no metrics source in this build).
+    pub evaluating: bool,
+    /// The newest transitions, newest last.
+    pub history: Vec<AlarmTransition>,
+}

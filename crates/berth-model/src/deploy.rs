@@ -124,7 +124,7 @@ pub struct RouteJudgment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     /// `health`, `error-rate`, `latency`, `smoke-check`, `migration`, `build`, `pre-flight`,
-    /// `backup`, `cancelled`, `interrupted`.
+    /// `backup`, `cancelled`, `interrupted`, `alarm` (an alarm of the service went to ALARM).
     pub rule: String,
     pub message: String,
 }

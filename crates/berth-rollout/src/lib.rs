@@ -39,6 +39,14 @@ pub trait Journal: Send {
     fn judgment(&mut self, _step: usize, _numbers: &Judgment) {}
 }
 
+/// Alarms that speak against a release while it is analysed (the daemon's alarms). An alarm of
+/// the service in ALARM during the analysis window fails the release like a rule does.
+pub trait AlarmWatch: Send + Sync {
+    /// An alarm of `service` that is in ALARM now and entered it since the deploy began: its
+    /// name and reason (None: no such alarm).
+    fn firing(&self, service: &str) -> Option<(String, String)>;
+}
+
 /// One rollout of a service from its old release to a new one.
 pub struct Rollout {
     pub supervisor: Arc<Supervisor>,
@@ -53,6 +61,8 @@ pub struct Rollout {
     pub strategy: Strategy,
     /// Turns true when `berth deploy cancel` asks to roll back.
     pub cancel: watch::Receiver<bool>,
+    /// Alarms consulted during the analysis (None: none).
+    pub alarms: Option<Arc<dyn AlarmWatch>>,
 }
 
 /// How a rollout ended.
@@ -540,6 +550,15 @@ impl Rollout {
             journal.traffic(requests, errors);
             journal.judgment(step, &verdict.numbers);
         }
+        if analysis.at_traffic.is_some() {
+            if let Some((alarm, reason)) = self
+                .alarms
+                .as_ref()
+                .and_then(|alarms| alarms.firing(self.service()))
+            {
+                return Err(alarm_verdict(&alarm, &reason));
+            }
+        }
         if verdict.outcome == judge::Outcome::Fail {
             let rule = verdict.rule.unwrap_or("latency");
             // Before any user traffic, only the health rule speaks.
@@ -693,4 +712,11 @@ pub async fn switch_back(
         .await?;
     retire(supervisor, traffic, service, to).await;
     Ok(true)
+}
+/// The verdict of an alarm in ALARM during the analysis: rule `alarm`.
+pub fn alarm_verdict(alarm: &str, reason: &str) -> Verdict {
+    Verdict {
+        rule: "alarm".into(),
+        message: format!("alarm {alarm} went to ALARM during the analysis: {reason}"),
+    }
 }

@@ -90,6 +90,7 @@ pub(crate) fn check(
     }
     checker.routes();
     crate::walk::check_backup(raw, checker.problems);
+    crate::walk::check_alarms(raw, checker.problems);
     for (name, declared) in &raw.environments {
         checker.environment(name, declared);
     }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::check::{default_volume_env, merge_replicas, replica_count};
 use crate::raw::{RawEnvironment, RawHealth, RawSpec, RawSticky};
+use crate::types::PortSpec;
 use crate::types::{
     AccessorySpec, EdgeSpec, HealthSpec, ReplicaCount, RouteSpec, ServiceSpec, Spec, StackSpec,
     StickySpec, VolumeSpec,
@@ -259,7 +260,36 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
             .as_ref()
             .map(|backup| backup.value.clone())
             .unwrap_or_default(),
+        alarms: alarms(raw),
+        notify: raw
+            .notify
+            .iter()
+            .map(|(name, target)| (name.clone(), target.value.clone()))
+            .collect(),
     }
+}
+
+/// The default alarms (unless switched off), then the written ones.
+fn alarms(raw: &RawSpec) -> Vec<crate::alarm::AlarmSpec> {
+    let mut alarms = Vec::new();
+    if raw.alarms_table.defaults.unwrap_or(true) {
+        let notify: Vec<String> = raw
+            .alarms_table
+            .notify
+            .iter()
+            .flatten()
+            .map(|name| name.value.clone())
+            .collect();
+        for (name, service) in &raw.services {
+            let takes_traffic = !matches!(service.port, PortSpec::None);
+            for mut alarm in crate::alarm::default_alarms(name, takes_traffic) {
+                alarm.notify = notify.clone();
+                alarms.push(alarm);
+            }
+        }
+    }
+    alarms.extend(raw.alarms.iter().map(|alarm| alarm.spec.clone()));
+    alarms
 }
 
 fn health_spec(health: &RawHealth) -> HealthSpec {

@@ -8,10 +8,12 @@
 //! is collected rather than the first one (`walk`), checked as a whole (`check`), and turned into
 //! the effective spec of the selected environment (`effective`).
 
+pub mod alarm;
 pub mod autoscale;
 mod backup;
 mod check;
 mod effective;
+pub mod metric_names;
 mod raw;
 mod report;
 pub mod tls;

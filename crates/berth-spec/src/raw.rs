@@ -60,6 +60,14 @@ pub(crate) struct RawSpec {
     pub backup: Option<Located<crate::backup::BackupSpec>>,
     /// `[containers] socket`.
     pub container_socket: Option<String>,
+    /// `[[alarm]]` entries that read without a problem.
+    pub alarms: Vec<RawAlarm>,
+    /// `[alarms]`.
+    pub alarms_table: RawAlarms,
+    /// `[notify.NAME]` targets that read without a problem.
+    pub notify: BTreeMap<String, Located<crate::alarm::NotifyTarget>>,
+    /// Every `[notify.NAME]` written, read well or not (alarms referring to it are not wrong).
+    pub notify_declared: Vec<String>,
 }
 
 /// `replicas`, `min` and `max` as written; each span covers `key = value`.
@@ -218,4 +226,24 @@ pub(crate) struct RawOverride {
     pub memory: Option<u64>,
     pub cpu: Option<f64>,
     pub env: BTreeMap<String, String>,
+}
+
+/// One `[[alarm]]` with the spans its cross-checks point at.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RawAlarm {
+    pub spec: crate::alarm::AlarmSpec,
+    #[allow(dead_code)]
+    pub span: Range<usize>,
+    pub name_span: Range<usize>,
+    pub labels: Vec<(String, Located<String>)>,
+    pub notify: Vec<Located<String>>,
+}
+
+/// `[alarms]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct RawAlarms {
+    /// `defaults = false` switches the references' alarms off.
+    pub defaults: Option<bool>,
+    /// The targets of the default alarms (all when not written).
+    pub notify: Option<Vec<Located<String>>>,
 }

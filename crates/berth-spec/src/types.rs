@@ -34,6 +34,12 @@ pub struct Spec {
     /// `[containers]`.
     #[serde(default)]
     pub containers: ContainersSpec,
+    /// `[[alarm]]` and, unless `[alarms] defaults = false`, the references' alarms per service.
+    #[serde(default)]
+    pub alarms: Vec<crate::alarm::AlarmSpec>,
+    /// `[notify.NAME]`: where alarm state changes, deploy outcomes and failed backups are sent.
+    #[serde(default)]
+    pub notify: BTreeMap<String, crate::alarm::NotifyTarget>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

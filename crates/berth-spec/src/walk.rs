@@ -18,6 +18,7 @@ use crate::report::Problems;
 use crate::types::{Balance, Engine, PortSpec};
 use crate::units::{self, closest, list};
 
+mod alarm;
 mod autoscale;
 mod backup;
 mod container;
@@ -28,6 +29,7 @@ mod metrics;
 mod tls;
 mod waf;
 
+pub(crate) use alarm::check_alarms;
 pub(crate) use backup::check_backup;
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -49,6 +51,9 @@ const TOP_KEYS: &[&str] = &[
     "environment",
     "backup",
     "containers",
+    "alarm",
+    "alarms",
+    "notify",
 ];
 const STACK_KEYS: &[&str] = &["name", "keep_releases"];
 const EDGE_KEYS: &[&str] = &[
@@ -186,6 +191,13 @@ impl Walker<'_> {
                 "acme" => spec.acme = self.acme(value),
                 "backup" => spec.backup = self.backup(value),
                 "containers" => spec.container_socket = self.containers(value),
+                "alarm" => spec.alarms = self.alarm_list(value),
+                "alarms" => spec.alarms_table = self.alarms_table(value),
+                "notify" => {
+                    let (targets, declared) = self.notify_targets(value);
+                    spec.notify = targets;
+                    spec.notify_declared = declared;
+                }
                 "environment" => {
                     for (name, table) in self.named_tables(value, "environment") {
                         if name.value == "default" {

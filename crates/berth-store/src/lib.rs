@@ -1,10 +1,11 @@
 //! Berth's durable state (SQLite): releases, current releases, replica counts, replica process
-//! records and events. This is the only crate that knows SQL.
+//! records, events, alarm states and their transitions. This is the only crate that knows SQL.
 //!
 //! One database file (`.berth/state.db`) is shared by all environments of a stack; rows that
 //! belong to one environment carry an `environment` column. The [`Store`] is synchronous: callers
 //! use it briefly (or from `spawn_blocking`), typically behind a `Mutex`.
 
+mod alarms;
 mod deploys;
 mod events;
 mod migrated;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use anyhow::Context;
 use rusqlite::Connection;
 
+pub use alarms::{StoredAlarm, MAX_ALARM_TRANSITIONS};
 pub use events::MAX_EVENTS_PER_ENVIRONMENT;
 pub use replicas::StoredReplica;
 

@@ -107,6 +107,29 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     INSERT INTO migrated_releases (environment, service, release_id, at)
         SELECT environment, service, release_id, 0 FROM current_releases;
     "#,
+    // 4: alarms: the state of each alarm per environment and the history of its transitions.
+    r#"
+    CREATE TABLE alarm_states (
+        environment  TEXT    NOT NULL,
+        name         TEXT    NOT NULL,
+        state        TEXT    NOT NULL,
+        reason       TEXT    NOT NULL,
+        since        INTEGER NOT NULL,
+        evaluated_at INTEGER NOT NULL,
+        PRIMARY KEY (environment, name)
+    );
+    -- `seq` counts the transitions of one environment, like `events`.
+    CREATE TABLE alarm_history (
+        environment TEXT    NOT NULL,
+        seq         INTEGER NOT NULL,
+        name        TEXT    NOT NULL,
+        at          INTEGER NOT NULL,
+        previous    TEXT    NOT NULL,
+        state       TEXT    NOT NULL,
+        reason      TEXT    NOT NULL,
+        PRIMARY KEY (environment, seq)
+    );
+    "#,
 ];
 
 /// Applies the migrations of `migrations` the database has not seen yet, each in its own

@@ -130,6 +130,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Maintenance { action } => commands::maintenance(&client, &action).await,
         Command::Down { .. } => commands::down(&client).await,
         Command::Events { limit, json, .. } => commands::events(&client, limit, json).await,
+        Command::Alarms { json, .. } => commands::alarms(&client, json).await,
         Command::Metrics(args) => berth_cli::metrics::metrics(&client, &args).await,
         Command::Release { action } => commands::release_push(&client, &action).await,
         Command::Releases { service, json, .. } => {

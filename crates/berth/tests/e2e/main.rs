@@ -7,6 +7,7 @@
 mod harness;
 mod load;
 
+mod alarms;
 mod autoscale;
 mod backup;
 mod cli;
