@@ -25,6 +25,11 @@ use crate::stack::Stack;
 /// never framed.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// The read-only APIs the page may use beyond status, deploys, releases and metrics, as
+/// `GET /v1/dashboard/features` tells it (so it never asks for a route that is not there: a
+/// 404 would be a console error in the browser). `alarms`: `GET /v1/alarms` on this socket.
+pub const FEATURES: &[(&str, bool)] = &[("alarms", false)];
+
 /// The embedded files: (name, content type, bytes).
 const ASSETS: &[(&str, &str, &[u8])] = &[
     (
@@ -76,6 +81,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(stack: Arc<Stack>) -> Router<S> 
             "/dashboard/{name}",
             get(|Path(name): Path<String>| serve_asset(name)),
         )
+        .route("/v1/dashboard/features", get(features))
         .route("/v1/status", get(status))
         .route("/v1/deploys", get(deploys))
         .route("/v1/releases", get(releases))
@@ -129,6 +135,15 @@ pub fn public_status(mut status: StackStatus) -> StackStatus {
         }
     }
     status
+}
+
+async fn features() -> Json<serde_json::Map<String, serde_json::Value>> {
+    Json(
+        FEATURES
+            .iter()
+            .map(|(name, on)| (name.to_string(), serde_json::Value::Bool(*on)))
+            .collect(),
+    )
 }
 
 async fn status(State(stack): State<Arc<Stack>>) -> Json<StackStatus> {

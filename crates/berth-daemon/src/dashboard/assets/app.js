@@ -121,19 +121,15 @@ function deploysTable(deploys) {
       el("td", { class: "num", text: d.finished_at ? (d.finished_at - d.started_at) + "s" : "…" }))));
 }
 
+// The alarms table when the daemon serves alarms (it says so in /api/features).
 async function alarms() {
-  if (alarmsSupported === false) return null;
-  try {
-    const answer = await api("/api/alarms");
-    alarmsSupported = true;
-    return answer.alarms || answer;
-  } catch (e) {
-    if (e.status === 404) {
-      alarmsSupported = false;
-      return null;
-    }
-    throw e;
+  if (alarmsSupported === null) {
+    const features = await api("/api/features");
+    alarmsSupported = features.alarms === true;
   }
+  if (!alarmsSupported) return null;
+  const answer = await api("/api/alarms");
+  return answer.alarms || answer;
 }
 
 async function overview(main) {
@@ -166,7 +162,7 @@ async function overview(main) {
         return el("tr", { "data-service": s.name },
           el("td", {}, el("a", { href: "#/service/" + encodeURIComponent(s.name), text: s.name })),
           el("td", { text: s.release || "—" }),
-          el("td", { class: "num", text: s.healthy + " / " + s.desired }),
+          el("td", { class: "num", text: s.healthy + " of " + s.desired }),
           el("td", {}, badge(ok ? "ok" : "degraded", ok ? "ok" : "bad"), note ? el("span", { class: "muted", text: " " + note }) : null));
       })));
     parts.push(el("h2", { text: "Replicas" }), replicasTable(status.replicas));
@@ -314,7 +310,7 @@ async function servicePage(main, name, range) {
       api("/api/releases?service=" + encodeURIComponent(name)),
     ]);
     const s = status.services.find((x) => x.name === name);
-    if (s) head.replaceChildren("release ", el("strong", { text: s.release || "—" }), " · " + s.healthy + " of " + s.desired + " healthy");
+    if (s) head.replaceChildren("release ", el("strong", { text: s.release || "—" }), " · " + s.healthy + " healthy, " + s.desired + " wanted");
     replicas.replaceChildren(replicasTable(status.replicas.filter((r) => r.service === name)));
     const running = deploys.filter((d) => d.state === "running");
     deploysBox.replaceChildren(...running.map(deployBox), deploysTable(deploys));
