@@ -2,7 +2,8 @@
 //! (`dashboard.py`) loads the overview and the web service's page from the edge's admin
 //! listener while a bounded loopback load runs; the pages log no console error (a CSP
 //! violation would be one), the charts hold points of the running stack, and a deploy started
-//! with `berth deploy --detach` appears with its progress and then its end.
+//! with `berth deploy --detach` appears with its progress and then its end. `berth top --once`
+//! shows the same numbers in the terminal.
 
 use std::path::Path;
 use std::process::Command;
@@ -112,6 +113,26 @@ fn the_dashboard_shows_the_stack_its_charts_and_a_running_deploy_in_chromium() {
         let (status, _) = http(admin, "POST", path, b"").unwrap();
         assert_eq!(status, 404, "{path}");
     }
+
+    // `berth top --once`: the same numbers in the terminal.
+    let top = wait_for(
+        "berth top with a request rate",
+        Duration::from_secs(20),
+        || {
+            let out = stack.berth(&["top", "--once"]);
+            let line = out
+                .ok()
+                .lines()
+                .find(|l| l.trim_start().starts_with("web "))?
+                .to_string();
+            // SERVICE RELEASE HEALTHY REQ/S ...: a rate, not "-".
+            let rate = line.split_whitespace().nth(3)?.parse::<f64>().ok()?;
+            (rate > 0.0).then(|| out.stdout.clone())
+        },
+    );
+    println!("{top}");
+    assert!(top.contains("berth top: e2e-dashboard (default)"), "{top}");
+    assert!(top.contains("web.1") && top.contains("healthy"), "{top}");
 
     // A deploy from the CLI, then the browser.
     stack.write_spec(
