@@ -100,6 +100,66 @@ impl Observe {
     }
 }
 
+/// What the admin listener does with a request (once its `Host` passed), decided here and done
+/// by the server.
+#[derive(Debug, PartialEq)]
+pub enum Access {
+    /// 401 with a pointer to the token.
+    Unauthorized,
+    /// 303 to `location`, setting the cookie when given.
+    Redirect {
+        location: &'static str,
+        cookie: Option<String>,
+    },
+    /// The login form (401 when `wrong`).
+    LoginForm { wrong: bool },
+    /// GET this path on the daemon's socket and pass the answer on.
+    Forward(String),
+    /// One of the edge's own paths (`/metrics`, `/healthz`, `/table`, or 404).
+    Local,
+}
+
+impl Observe {
+    /// The decision for `path?query` with these credentials.
+    pub fn access(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        authorization: Option<&[u8]>,
+        cookies: &[&[u8]],
+    ) -> Access {
+        if !self.allowed(path, authorization, cookies) {
+            if path == "/dashboard" || path.starts_with("/dashboard/") {
+                // A browser: to the form asking for the token.
+                return Access::Redirect {
+                    location: LOGIN_PATH,
+                    cookie: None,
+                };
+            }
+            return Access::Unauthorized;
+        }
+        if path == LOGIN_PATH {
+            return match self.login(query) {
+                Login::Redirect { cookie } => Access::Redirect {
+                    location: "/dashboard/",
+                    cookie,
+                },
+                Login::Form { wrong } => Access::LoginForm { wrong },
+            };
+        }
+        if path == "/" || path == "/dashboard" {
+            return Access::Redirect {
+                location: "/dashboard/",
+                cookie: None,
+            };
+        }
+        match forwarded_path(path, query) {
+            Some(target) => Access::Forward(target),
+            None => Access::Local,
+        }
+    }
+}
+
 /// Where a browser without the token is sent; it asks for the token.
 pub const LOGIN_PATH: &str = "/dashboard/login";
 const COOKIE_PREFIX: &[u8] = b"berth_admin=";
@@ -343,6 +403,71 @@ mod tests {
         assert!(
             !page.contains("<script") && !page.contains(&token),
             "{page}"
+        );
+    }
+
+    #[test]
+    fn a_browser_without_the_token_goes_to_the_login_form_and_comes_back_with_the_cookie() {
+        let dir = tempfile::tempdir().unwrap();
+        let guarded = Observe::new(dir.path(), "0.0.0.0:9090".parse().unwrap()).unwrap();
+        let token = guarded.token.clone().unwrap();
+        let to_login = Access::Redirect {
+            location: LOGIN_PATH,
+            cookie: None,
+        };
+        assert_eq!(guarded.access("/dashboard/", None, None, &[]), to_login);
+        assert_eq!(guarded.access("/dashboard", None, None, &[]), to_login);
+        assert_eq!(
+            guarded.access("/api/status", None, None, &[]),
+            Access::Unauthorized
+        );
+        assert_eq!(guarded.access("/", None, None, &[]), Access::Unauthorized);
+        assert_eq!(
+            guarded.access(LOGIN_PATH, None, None, &[]),
+            Access::LoginForm { wrong: false }
+        );
+        assert_eq!(
+            guarded.access(LOGIN_PATH, Some("token=nope"), None, &[]),
+            Access::LoginForm { wrong: true }
+        );
+        let query = format!("token={token}");
+        let Access::Redirect {
+            location: "/dashboard/",
+            cookie: Some(cookie),
+        } = guarded.access(LOGIN_PATH, Some(&query), None, &[])
+        else {
+            panic!("no cookie for the right token");
+        };
+        // The browser sends the cookie's name=value back.
+        let sent = cookie.split(';').next().unwrap().to_string();
+        assert_eq!(
+            guarded.access("/api/status", Some("x=1"), None, &[sent.as_bytes()]),
+            Access::Forward("/v1/status?x=1".into())
+        );
+        assert_eq!(
+            guarded.access("/dashboard/", None, None, &[sent.as_bytes()]),
+            Access::Forward("/dashboard/".into())
+        );
+        assert_eq!(
+            guarded.access("/metrics", None, None, &[sent.as_bytes()]),
+            Access::Local
+        );
+        assert_eq!(guarded.access("/healthz", None, None, &[]), Access::Local);
+        // On loopback: no token, the login URL goes straight on.
+        let open = Observe::new(dir.path(), "127.0.0.1:9090".parse().unwrap()).unwrap();
+        assert_eq!(
+            open.access("/", None, None, &[]),
+            Access::Redirect {
+                location: "/dashboard/",
+                cookie: None
+            }
+        );
+        assert_eq!(
+            open.access(LOGIN_PATH, None, None, &[]),
+            Access::Redirect {
+                location: "/dashboard/",
+                cookie: None
+            }
         );
     }
 

@@ -519,51 +519,44 @@ async fn admin(
         .iter()
         .map(|v| v.as_bytes())
         .collect();
-    let path = if !admin_host_allowed(&req) {
-        "forbidden host"
-    } else if !observe.allowed(req.uri().path(), authorization, &cookies) {
-        if req.uri().path() == "/dashboard" || req.uri().path().starts_with("/dashboard/") {
-            // A browser: to the form asking for the token.
-            return redirect(crate::observe::LOGIN_PATH, None);
-        }
-        "unauthorized"
+    use crate::observe::Access;
+    let access = if admin_host_allowed(&req) {
+        observe.access(req.uri().path(), req.uri().query(), authorization, &cookies)
     } else {
-        req.uri().path()
+        Access::Local
     };
-    if path == crate::observe::LOGIN_PATH {
-        return match observe.login(req.uri().query()) {
-            crate::observe::Login::Redirect { cookie } => redirect("/dashboard/", cookie),
-            crate::observe::Login::Form { wrong } => {
-                let mut response =
-                    Response::new(Full::new(Bytes::from(crate::observe::login_page(wrong))));
-                if wrong {
-                    *response.status_mut() = StatusCode::UNAUTHORIZED;
-                }
-                let headers = response.headers_mut();
-                headers.insert(
-                    hyper::header::CONTENT_TYPE,
-                    hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
-                );
-                headers.insert(
-                    hyper::header::CONTENT_SECURITY_POLICY,
-                    hyper::header::HeaderValue::from_static(
-                        "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
-                    ),
-                );
-                headers.insert(
-                    hyper::header::REFERRER_POLICY,
-                    hyper::header::HeaderValue::from_static("no-referrer"),
-                );
-                response
+    let path = match &access {
+        _ if !admin_host_allowed(&req) => "forbidden host",
+        Access::Unauthorized => "unauthorized",
+        Access::Redirect { location, cookie } => return redirect(location, cookie.clone()),
+        Access::LoginForm { wrong } => {
+            let mut response =
+                Response::new(Full::new(Bytes::from(crate::observe::login_page(*wrong))));
+            if *wrong {
+                *response.status_mut() = StatusCode::UNAUTHORIZED;
             }
-        };
-    }
-    if path == "/" || path == "/dashboard" {
-        return redirect("/dashboard/", None);
-    }
-    if let Some(target) = crate::observe::forwarded_path(path, req.uri().query()) {
+            let headers = response.headers_mut();
+            headers.insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            headers.insert(
+                hyper::header::CONTENT_SECURITY_POLICY,
+                hyper::header::HeaderValue::from_static(
+                    "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
+                ),
+            );
+            headers.insert(
+                hyper::header::REFERRER_POLICY,
+                hyper::header::HeaderValue::from_static("no-referrer"),
+            );
+            return response;
+        }
+        Access::Forward(_) | Access::Local => req.uri().path(),
+    };
+    if let Access::Forward(target) = &access {
         let mut response =
-            match crate::observe::get(&observe.socket, &target, crate::observe::FORWARD_TIMEOUT)
+            match crate::observe::get(&observe.socket, target, crate::observe::FORWARD_TIMEOUT)
                 .await
             {
                 Ok(answer) => {
