@@ -2,7 +2,7 @@
 //! daemon serves its read-only metrics API on `observe.sock` in the edge's folder; the admin
 //! listener forwards `/api/metrics` (and `/api/metrics/names`) there and adds the daemon's
 //! newest values to its own `/metrics`, and the dashboard's page (`/dashboard/*`) and read-only
-//! JSON (`/api/status`, `/api/deploys`, `/api/releases`, `/api/alarms`, `/api/features`) the same way. Whatever
+//! JSON (`/api/status`, `/api/deploys`, `/api/releases`, `/api/alarms`, `/api/features`, `/api/backups`) the same way. Whatever
 //! the method, the daemon is asked with GET: nothing reached from here changes state. When the
 //! admin listener is not on loopback, every path but `/healthz` and `/dashboard/login` needs
 //! `Authorization: Bearer TOKEN` or the `berth_admin` cookie holding it (the token is in
@@ -237,6 +237,7 @@ pub fn forwarded_path(path: &str, query: Option<&str>) -> Option<String> {
         "/api/releases" => "/v1/releases",
         "/api/alarms" => "/v1/alarms",
         "/api/features" => "/v1/dashboard/features",
+        "/api/backups" => "/v1/dashboard/backups",
         _ => return None,
     };
     Some(match query {

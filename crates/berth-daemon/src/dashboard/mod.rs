@@ -1,6 +1,6 @@
 //! The web dashboard: its page and assets (embedded in the binary with `include_bytes!`, uPlot
 //! vendored under `assets/uplot/` with its licence) and the read-only JSON routes the page
-//! reads (`/v1/status`, `/v1/deploys`, `/v1/releases`), served on `observe.sock` beside the
+//! reads (`/v1/status`, `/v1/deploys`, `/v1/releases`, `/v1/dashboard/backups`), served on `observe.sock` beside the
 //! metrics routes; the edge's admin listener forwards `/dashboard/*` and `/api/*` there.
 //!
 //! Everything here answers GET and nothing changes state: no route of the API socket that
@@ -17,7 +17,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use berth_model::api::{ApiError, ReleaseList, StackStatus};
 use berth_model::DeployRecord;
-use serde::Deserialize;
+use berth_model::Event;
+use serde::{Deserialize, Serialize};
 
 use crate::stack::Stack;
 
@@ -28,7 +29,7 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 /// The read-only APIs the page may use beyond status, deploys, releases and metrics, as
 /// `GET /v1/dashboard/features` tells it (so it never asks for a route that is not there: a
 /// 404 would be a console error in the browser). `alarms`: `GET /v1/alarms` on this socket.
-pub const FEATURES: &[(&str, bool)] = &[("alarms", false)];
+pub const FEATURES: &[(&str, bool)] = &[("alarms", false), ("backups", true)];
 
 /// The embedded files: (name, content type, bytes).
 const ASSETS: &[(&str, &str, &[u8])] = &[
@@ -85,6 +86,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(stack: Arc<Stack>) -> Router<S> 
         .route("/v1/status", get(status))
         .route("/v1/deploys", get(deploys))
         .route("/v1/releases", get(releases))
+        .route("/v1/dashboard/backups", get(backups))
         .with_state(stack)
 }
 
@@ -199,6 +201,98 @@ async fn releases(
     Ok(Json(ReleaseList { releases }))
 }
 
+/// A backup as the page shows it: what it holds and how its last verification went.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct BackupRow {
+    pub id: String,
+    pub reason: String,
+    pub finished_at: i64,
+    pub bytes: u64,
+    pub parts: Vec<String>,
+    /// `verified` or `failed`, from the newest verification event; None: never verified.
+    pub verification: Option<String>,
+    pub verified_at: Option<i64>,
+}
+
+/// `GET /v1/dashboard/backups`.
+#[derive(Debug, Serialize)]
+pub struct BackupsView {
+    pub destination: String,
+    pub schedule: Option<String>,
+    /// Newest first, at most 20.
+    pub backups: Vec<BackupRow>,
+    /// Recent failures (id, reason, when; the error's first line), newest first.
+    pub failures: Vec<(String, String, i64, String)>,
+}
+
+/// The newest verification of backup `id` among the events: (`verified` or `failed`, when).
+pub fn verification(events: &[Event], id: &str) -> Option<(String, i64)> {
+    let verified = format!("backup {id} verified");
+    let failed = format!("backup {id} failed verification");
+    events
+        .iter()
+        .filter(|e| e.subject == "backup")
+        .filter_map(|e| {
+            if e.message == verified {
+                Some(("verified".to_string(), e.at))
+            } else if e.message.starts_with(&failed) {
+                Some(("failed".to_string(), e.at))
+            } else {
+                None
+            }
+        })
+        .max_by_key(|(_, at)| *at)
+}
+
+async fn backups(State(stack): State<Arc<Stack>>) -> Result<Json<BackupsView>, Response> {
+    let list = crate::backup::list(&stack)
+        .await
+        .map_err(|e| failure(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+    let env = stack.env_name().to_string();
+    let events = stack
+        .with_store(|s| s.events(&env, 2000))
+        .unwrap_or_default();
+    let backups = list
+        .backups
+        .iter()
+        .rev()
+        .take(20)
+        .map(|m| {
+            let checked = verification(&events, &m.id);
+            BackupRow {
+                id: m.id.clone(),
+                reason: m.reason.clone(),
+                finished_at: m.finished_at,
+                bytes: m.parts.iter().map(|p| p.bytes).sum(),
+                parts: m.parts.iter().map(|p| p.name.clone()).collect(),
+                verification: checked.as_ref().map(|(v, _)| v.clone()),
+                verified_at: checked.map(|(_, at)| at),
+            }
+        })
+        .collect();
+    let failures = list
+        .failures
+        .iter()
+        .rev()
+        .take(10)
+        .map(|f| {
+            let first = f.error.lines().next().unwrap_or("");
+            (
+                f.id.clone(),
+                f.reason.clone(),
+                f.at,
+                first.chars().take(200).collect(),
+            )
+        })
+        .collect();
+    Ok(Json(BackupsView {
+        destination: list.destination,
+        schedule: list.schedule,
+        backups,
+        failures,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +315,26 @@ mod tests {
         assert!(asset("../Cargo.toml").is_none());
         assert!(asset("mod.rs").is_none());
         assert!(CSP.contains("script-src 'self'") && !CSP.contains("unsafe"));
+    }
+
+    #[test]
+    fn a_backups_verification_is_its_newest_verification_event() {
+        let event = |at, subject: &str, message: &str| Event {
+            at,
+            level: berth_model::EventLevel::Info,
+            subject: subject.into(),
+            message: message.into(),
+        };
+        let events = vec![
+            event(30, "backup", "backup b1 failed verification: checksum"),
+            event(20, "backup", "backup b1 verified"),
+            event(25, "backup", "backup b10 verified"),
+            event(40, "web", "backup b2 verified"),
+            event(10, "backup", "backup b2 verified"),
+        ];
+        assert_eq!(verification(&events, "b1"), Some(("failed".into(), 30)));
+        assert_eq!(verification(&events, "b2"), Some(("verified".into(), 10)));
+        assert_eq!(verification(&events, "b3"), None);
     }
 
     #[test]

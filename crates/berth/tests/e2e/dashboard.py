@@ -1,6 +1,6 @@
 """Drives the dashboard in Debian's headless Chromium (playwright, no downloaded browser).
 
-python3 dashboard.py BASE_URL DEPLOY_ID SCREENSHOT_DIR prints one JSON object: what the pages
+python3 dashboard.py BASE_URL DEPLOY_ID BACKUP_ID SCREENSHOT_DIR prints one JSON object: what the pages
 showed and every console error; the Rust test (dashboard.rs) asserts on it. Exits 2 when a
 wait times out, with what it waited for.
 """
@@ -9,7 +9,7 @@ import sys
 
 from playwright.sync_api import sync_playwright, TimeoutError as PlaywrightTimeout
 
-base, deploy_id, shots = sys.argv[1], sys.argv[2], sys.argv[3]
+base, deploy_id, backup_id, shots = sys.argv[1:5]
 result = {"console_errors": [], "steps": []}
 
 
@@ -36,6 +36,11 @@ with sync_playwright() as p:
             page.goto(base + "/", wait_until="load")
             page.wait_for_selector('#services tr[data-service="web"]', timeout=15000)
             result["replicas"] = page.locator("#replicas tr[data-replica]").count()
+            step("backups")
+            row = page.wait_for_selector(
+                f'#backups tr[data-backup="{backup_id}"]', timeout=10000
+            )
+            result["backup_text"] = row.inner_text()
             step("running deploy")
             box = page.wait_for_selector(
                 f'#running .deploy[data-deploy-id="{deploy_id}"]', timeout=20000

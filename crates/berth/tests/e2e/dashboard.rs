@@ -45,13 +45,14 @@ fn spec() -> String {
     web(
         2,
         r#"env = { APP_VERSION = "1" }
+volumes = ["uploads"]
 [service.web.deploy]
 strategy = "canary"
 steps = [{ weight = 50, pause = "6s" }]
 [service.web.deploy.analysis]
 window = "2s"
 "#,
-    ) + "\n[[route]]\npath = \"/\"\nservice = \"web\"\n"
+    ) + "\n[volume.uploads]\n\n[[route]]\npath = \"/\"\nservice = \"web\"\n"
 }
 
 #[test]
@@ -134,6 +135,12 @@ fn the_dashboard_shows_the_stack_its_charts_and_a_running_deploy_in_chromium() {
     assert!(top.contains("berth top: e2e-dashboard (default)"), "{top}");
     assert!(top.contains("web.1") && top.contains("healthy"), "{top}");
 
+    // A verified backup (of the volume).
+    let out = stack.berth(&["backup", "now", "--json"]);
+    let backup: Value = serde_json::from_str(out.ok()).unwrap();
+    let backup_id = backup["id"].as_str().unwrap().to_string();
+    stack.berth(&["backup", "verify", &backup_id]).ok();
+
     // A deploy from the CLI, then the browser.
     stack.write_spec(
         "dashboard",
@@ -155,6 +162,7 @@ fn the_dashboard_shows_the_stack_its_charts_and_a_running_deploy_in_chromium() {
         .arg(&driver)
         .arg(format!("http://127.0.0.1:{admin}"))
         .arg(&id)
+        .arg(&backup_id)
         .arg(&shots);
     let out = run(command, Duration::from_secs(150));
     let result: Value = serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| {
@@ -171,6 +179,11 @@ fn the_dashboard_shows_the_stack_its_charts_and_a_running_deploy_in_chromium() {
         result["console_errors"],
         serde_json::json!([]),
         "console errors"
+    );
+    let backup_text = result["backup_text"].as_str().unwrap_or("");
+    assert!(
+        backup_text.contains("verified") && backup_text.contains("uploads"),
+        "{result}"
     );
     // Two, or four while the canary's replicas run beside them.
     assert!(result["replicas"].as_u64().unwrap_or(0) >= 2, "{result}");

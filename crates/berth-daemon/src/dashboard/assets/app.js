@@ -7,7 +7,7 @@ const RANGES = { "15m": [900, 10], "1h": [3600, 10], "6h": [21600, 60], "24h": [
 const COLORS = ["#0969da", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#1b7c83", "#953800"];
 let timer = null;
 let charts = [];
-let alarmsSupported = null;
+let features = null;
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -121,24 +121,59 @@ function deploysTable(deploys) {
       el("td", { class: "num", text: d.finished_at ? (d.finished_at - d.started_at) + "s" : "…" }))));
 }
 
-// The alarms table when the daemon serves alarms (it says so in /api/features).
+// Optional parts, when the daemon serves them (it says so in /api/features).
+async function optional(name, path) {
+  if (features === null) features = await api("/api/features");
+  if (features[name] !== true) return null;
+  return api(path);
+}
+
 async function alarms() {
-  if (alarmsSupported === null) {
-    const features = await api("/api/features");
-    alarmsSupported = features.alarms === true;
+  const answer = await optional("alarms", "/api/alarms");
+  return answer && (answer.alarms || answer);
+}
+
+function bytesText(v) {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return v.toFixed(i === 0 ? 0 : 1) + " " + units[i];
+}
+
+// Backups are listed from their destination (a bucket, maybe): every 30 s, not every refresh.
+let backupsCache = { at: 0, value: null };
+async function fetchBackups() {
+  if (Date.now() - backupsCache.at > 30000) {
+    backupsCache = { at: Date.now(), value: await optional("backups", "/api/backups") };
   }
-  if (!alarmsSupported) return null;
-  const answer = await api("/api/alarms");
-  return answer.alarms || answer;
+  return backupsCache.value;
+}
+
+function backupsSection(b) {
+  const parts = [el("h2", { text: "Backups" }),
+    el("p", { class: "muted", text: "to " + b.destination + (b.schedule ? " · schedule " + b.schedule : " · no schedule") })];
+  if (!b.backups.length) parts.push(el("p", { id: "no-backups", class: "muted", text: "no backups yet" }));
+  else parts.push(el("table", { id: "backups" },
+    el("tr", {}, ["backup", "reason", "made", "size", "holds", "verification"].map((h) => el("th", { text: h }))),
+    b.backups.map((x) => el("tr", { "data-backup": x.id },
+      el("td", { text: x.id }), el("td", { text: x.reason }), el("td", { text: ago(x.finished_at) }),
+      el("td", { class: "num", text: bytesText(x.bytes) }), el("td", { text: x.parts.join(", ") }),
+      el("td", {}, x.verification ? badge(x.verification, x.verification === "verified" ? "ok" : "bad") : el("span", { class: "muted", text: "not verified" }),
+        x.verified_at ? el("span", { class: "muted", text: " " + ago(x.verified_at) }) : null)))));
+  for (const [id, reason, at, error] of b.failures) {
+    parts.push(el("div", { class: "error", text: "backup " + id + " (" + reason + ", " + ago(at) + ") failed: " + error }));
+  }
+  return parts;
 }
 
 async function overview(main) {
   const view = el("div", { id: "overview" });
   main.append(view);
   const draw = async () => {
-    let status, deploys, alarmList;
+    let status, deploys, alarmList, backupList;
     try {
-      [status, deploys, alarmList] = await Promise.all([api("/api/status"), api("/api/deploys?limit=15"), alarms()]);
+      [status, deploys, alarmList, backupList] = await Promise.all([api("/api/status"), api("/api/deploys?limit=15"), alarms(),
+        fetchBackups()]);
     } catch (e) {
       view.replaceChildren();
       showError(view, e);
@@ -178,6 +213,7 @@ async function overview(main) {
         el("span", { class: "muted", text: " listening on " + status.edge.listen.join(", ") + (status.edge.restarts ? " · restarts " + status.edge.restarts : "") })));
     }
     parts.push(el("h2", { text: "Recent deploys" }), deploysTable(deploys));
+    if (backupList) parts.push(...backupsSection(backupList));
     view.replaceChildren(...parts);
     stamp();
   };
