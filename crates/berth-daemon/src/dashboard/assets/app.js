@@ -58,8 +58,19 @@ function badge(text, cls) {
   return el("span", { class: "badge " + (cls || stateClass(text)), text });
 }
 
+// One error line per view (a failing refresh replaces it rather than adding another).
 function showError(container, error) {
-  container.append(el("div", { class: "error", text: String(error.message || error) }));
+  let box = container.querySelector(":scope > .error.refresh");
+  if (!box) {
+    box = el("div", { class: "error refresh" });
+    container.prepend(box);
+  }
+  box.textContent = String(error.message || error);
+}
+
+function clearError(container) {
+  const box = container.querySelector(":scope > .error.refresh");
+  if (box) box.remove();
 }
 
 function stamp() {
@@ -360,6 +371,7 @@ async function servicePage(main, name, range) {
   const draw = async () => {
     try {
       await Promise.all([drawTables(), ...charts.map((c) => drawChart(c, name, range))]);
+      clearError(main);
       stamp();
     } catch (e) {
       showError(main, e);
