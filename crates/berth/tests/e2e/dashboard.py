@@ -80,6 +80,16 @@ with sync_playwright() as p:
                 f'#service-deploys tr[data-deploy-id="{deploy_id}"]'
             ).count()
             page.screenshot(path=shots + "/service.png", full_page=True)
+            # Another range: the charts are drawn again from coarser points.
+            step("range 24h")
+            page.click('.ranges a[data-range="24h"]')
+            page.wait_for_selector('.ranges a.on[data-range="24h"]', timeout=5000)
+            page.wait_for_selector(
+                '[data-chart=requests]:not([data-points="0"]) canvas', timeout=15000
+            )
+            result["range_24h_points"] = int(
+                page.get_attribute("[data-chart=requests]", "data-points")
+            )
         except PlaywrightTimeout as e:
             result["timeout"] = f"{result['steps'][-1]}: {e}".splitlines()[0]
             try:

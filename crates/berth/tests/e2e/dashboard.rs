@@ -222,6 +222,10 @@ fn the_dashboard_shows_the_stack_its_charts_and_a_running_deploy_in_chromium() {
         "{charts}"
     );
     assert!(result["releases"].as_u64().unwrap_or(0) >= 2, "{result}");
+    assert!(
+        result["range_24h_points"].as_u64().unwrap_or(0) > 0,
+        "{result}"
+    );
     assert_eq!(result["service_deploys"], 1, "{result}");
     assert!(report.samples.iter().filter(|s| s.ok()).count() > 10);
 }
