@@ -103,6 +103,67 @@ pub async fn scale(client: &ApiClient, service: &str, replicas: u32) -> anyhow::
     Ok(())
 }
 
+/// `berth release push SERVICE --to REPOSITORY`: the daemon pushes the release's image (the
+/// current release unless one is named) and says what the registry holds.
+pub async fn release_push(client: &ApiClient, action: &crate::ReleaseAction) -> anyhow::Result<()> {
+    let crate::ReleaseAction::Push {
+        service,
+        repository,
+        release,
+        username,
+        password_stdin,
+        json,
+        ..
+    } = action;
+    let release = match release {
+        Some(release) => release.clone(),
+        None => {
+            let status: berth_model::api::StackStatus = client.get("/v1/status").await?;
+            status
+                .services
+                .iter()
+                .find(|s| &s.name == service)
+                .and_then(|s| s.release.clone())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("`{service}` has no current release; name one with --release")
+                })?
+        }
+    };
+    let password = if *password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the registry password from standard input")?;
+        Some(line.trim_end_matches(['\r', '\n']).to_string())
+    } else {
+        None
+    };
+    let request = berth_model::api::PushRequest {
+        repository: repository.clone(),
+        username: username.clone(),
+        password,
+    };
+    let pushed: berth_model::api::PushResponse = client
+        .post(
+            &format!(
+                "/v1/services/{}/releases/{}/push",
+                encode(service),
+                encode(&release)
+            ),
+            &request,
+        )
+        .await?;
+    if *json {
+        println!("{}", serde_json::to_string_pretty(&pushed)?);
+    } else {
+        println!(
+            "pushed {release} of {service} as {} ({})",
+            pushed.reference, pushed.digest
+        );
+    }
+    Ok(())
+}
+
 /// `berth maintenance on|off|status`.
 pub async fn maintenance(
     client: &ApiClient,

@@ -116,6 +116,11 @@ pub enum Command {
         json: bool,
     },
     /// Releases, newest first.
+    /// One release: `berth release push` (a container release's image to a registry).
+    Release {
+        #[command(subcommand)]
+        action: ReleaseAction,
+    },
     Releases {
         service: Option<String>,
         #[command(flatten)]
@@ -232,6 +237,32 @@ pub enum Command {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ReleaseAction {
+    /// Push a container service's release image to a registry as REPOSITORY:RELEASE, for the
+    /// scale-out engines (ECS, Kubernetes) to run; prints the registry's digest.
+    Push {
+        service: String,
+        /// The repository, `registry[:port]/path` (the tag is the release id).
+        #[arg(long = "to", value_name = "REPOSITORY")]
+        repository: String,
+        /// The release to push [default: the service's current one].
+        #[arg(long)]
+        release: Option<String>,
+        /// The registry user; the password is read from standard input (never an argument,
+        /// which `ps` would show).
+        #[arg(long, requires = "password_stdin")]
+        username: Option<String>,
+        /// Read the registry password from standard input (with --username).
+        #[arg(long, requires = "username")]
+        password_stdin: bool,
+        #[command(flatten)]
+        spec: SpecFile,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum MaintenanceAction {
     /// Turn maintenance mode on.
     On {
@@ -308,6 +339,9 @@ impl Cli {
             | Command::Down { spec }
             | Command::Events { spec, .. }
             | Command::Releases { spec, .. }
+            | Command::Release {
+                action: ReleaseAction::Push { spec, .. },
+            }
             | Command::Deploys { spec, .. }
             | Command::Run { spec, .. }
             | Command::Rollback { spec, .. } => spec.file.clone(),

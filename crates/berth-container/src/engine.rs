@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, TagImageOptionsBuilder,
+    PushImageOptionsBuilder, RemoveContainerOptionsBuilder, TagImageOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -267,6 +268,53 @@ impl Engine {
             )))
     }
 
+    /// Tags image `id` as `repository:tag` and pushes that to its registry, with `credentials`
+    /// (user, password) when given; returns the digest the registry stored (`sha256:...`).
+    /// The password goes to the engine only, in the request's auth header; no error or log
+    /// line holds it.
+    pub async fn push(
+        &self,
+        id: &str,
+        repository: &str,
+        tag: &str,
+        credentials: Option<(String, String)>,
+        mut log: impl FnMut(&str),
+    ) -> Result<String, ContainerError> {
+        let reference = format!("{repository}:{tag}");
+        let push_error = |reason: String| ContainerError::Push {
+            reference: reference.clone(),
+            reason,
+        };
+        self.tag(id, repository, tag).await?;
+        let credentials = credentials.map(|(username, password)| DockerCredentials {
+            username: Some(username),
+            password: Some(password),
+            ..Default::default()
+        });
+        let options = PushImageOptionsBuilder::new().tag(tag).build();
+        let mut stream = self
+            .docker
+            .push_image(repository, Some(options), credentials);
+        let mut digest = None;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                        return Err(push_error(message));
+                    }
+                    if let Some(status) = info.status {
+                        if let Some(found) = pushed_digest(&status) {
+                            digest = Some(found);
+                        }
+                        log(&status);
+                    }
+                }
+                Err(e) => return Err(push_error(e.to_string())),
+            }
+        }
+        digest.ok_or_else(|| push_error("the engine reported no digest for the push".into()))
+    }
+
     /// Ids of the containers (running or not) that carry all of `labels`.
     pub async fn containers_labelled(
         &self,
@@ -322,6 +370,14 @@ fn context_tar(dir: &Path) -> std::io::Result<Vec<u8>> {
     builder.mode(tar::HeaderMode::Deterministic);
     builder.append_dir_all(".", dir)?;
     builder.into_inner()
+}
+
+/// The digest in a push's final status line (`TAG: digest: sha256:... size: N`, as Docker and
+/// Podman print it).
+fn pushed_digest(status: &str) -> Option<String> {
+    let (_, rest) = status.split_once("digest: ")?;
+    let digest = rest.split_whitespace().next()?;
+    (digest.starts_with("sha256:") && digest.len() == 71).then(|| digest.to_string())
 }
 
 #[cfg(test)]
@@ -400,5 +456,17 @@ mod tests {
             .collect();
         assert!(names.iter().any(|n| n.ends_with("Dockerfile")), "{names:?}");
         assert!(names.iter().any(|n| n.ends_with("bin/app")), "{names:?}");
+    }
+
+    #[test]
+    fn the_digest_is_read_from_the_push_status() {
+        let digest = format!("sha256:{}", "b2".repeat(32));
+        assert_eq!(
+            super::pushed_digest(&format!("r1: digest: {digest} size: 737")),
+            Some(digest)
+        );
+        for other in ["Pushing 3 layers", "digest: sha256:short size: 1", ""] {
+            assert_eq!(super::pushed_digest(other), None, "{other}");
+        }
     }
 }

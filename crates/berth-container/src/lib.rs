@@ -59,6 +59,13 @@ pub enum ContainerError {
          name and tag, or build it with a Dockerfile (dockerfile = \"Dockerfile\")"
     )]
     Pull { reference: String, reason: String },
+    #[error(
+        "pushing {reference} failed: {reason}; check the repository name and that the registry is \
+         reachable, give credentials (--username with --password-stdin) if it needs them, and for \
+         a registry without TLS mark it insecure (Podman: [[registry]] insecure = true in \
+         /etc/containers/registries.conf; Docker: insecure-registries in daemon.json)"
+    )]
+    Push { reference: String, reason: String },
     #[error("{context}: {source}")]
     Engine {
         context: String,

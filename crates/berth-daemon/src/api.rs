@@ -83,6 +83,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/releases", get(releases))
         .route("/v1/services/{name}/scale", post(scale))
         .route("/v1/services/{name}/restart", post(restart))
+        .route("/v1/services/{name}/releases/{id}/push", post(release_push))
         .route("/v1/logs", get(logs_handler))
         .route("/v1/down", post(down))
         .route("/v1/deploys", post(deploy_start).get(deploy_list))
@@ -344,6 +345,104 @@ async fn scale(
         .await
         .map_err(|e| ApiFailure(StatusCode::CONFLICT, format!("{e:#}")))?;
     service_status(&stack, &name)
+}
+
+/// Pushes a container release's image to a registry (for the scale-out engines, which run
+/// images). Refused for a process service or a release that has no image here.
+async fn release_push(
+    State(state): State<ApiState>,
+    Path((name, id)): Path<(String, String)>,
+    body: Result<Json<berth_model::api::PushRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<berth_model::api::PushResponse>, ApiFailure> {
+    let Json(request) = body.map_err(|e| {
+        bad_request(format!(
+            "expected {{\"repository\": \"registry/name\", \"username\": ..., \"password\": ...}}: {e}"
+        ))
+    })?;
+    let service = known_service(&state, &name)?.clone();
+    if service.container.is_none() {
+        return Err(bad_request(format!(
+            "`{name}` runs local processes, not containers: only a service with `image` or `dockerfile` has an image to push"
+        )));
+    }
+    let repository = request.repository.trim();
+    if !valid_repository(repository) {
+        return Err(bad_request(format!(
+            "`{repository}` is not a repository name: lowercase `registry[:port]/path`, e.g. registry.example.com/shop/web, without a tag (the tag is the release id)"
+        )));
+    }
+    let credentials = match (request.username, request.password) {
+        (Some(user), Some(password)) => Some((user, password)),
+        (None, None) => None,
+        _ => {
+            return Err(bad_request(
+                "give both a username and a password, or neither",
+            ))
+        }
+    };
+    let stack = state.stack.clone();
+    let release_id = berth_model::ReleaseId(id.clone());
+    let release = stack
+        .with_store(|s| s.release(&name, &release_id))?
+        .ok_or_else(|| {
+            not_found(format!(
+                "`{name}` has no release {id} (see `berth releases`)"
+            ))
+        })?;
+    let image = berth_container::image::ReleaseImage::read(std::path::Path::new(&release.dir))
+        .ok_or_else(|| {
+            ApiFailure(
+                StatusCode::CONFLICT,
+                format!("release {id} of `{name}` has no image yet (it was never started here)"),
+            )
+        })?;
+    let containers = stack.containers.as_ref().ok_or_else(|| {
+        ApiFailure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this daemon runs without a container engine".into(),
+        )
+    })?;
+    let digest = containers
+        .engine()
+        .push(&image.id, repository, &id, credentials, |line| {
+            tracing::debug!("push {name} {id}: {line}")
+        })
+        .await
+        .map_err(|e| ApiFailure(StatusCode::BAD_GATEWAY, e.to_string()))?;
+    let reference = format!("{repository}:{id}");
+    stack.record(
+        berth_model::EventLevel::Info,
+        &name,
+        format!("release {id} pushed as {reference} ({digest})"),
+    );
+    Ok(Json(berth_model::api::PushResponse { reference, digest }))
+}
+
+/// A repository reference without a tag or digest: `[registry[:port]/]path`, lowercase path
+/// components of letters, digits and `._-`.
+fn valid_repository(repository: &str) -> bool {
+    let (first, rest) = match repository.split_once('/') {
+        Some(parts) => parts,
+        None => ("", repository),
+    };
+    let registry_ok = first.is_empty()
+        || first
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b));
+    let path = if first.contains(['.', ':']) || first == "localhost" {
+        rest
+    } else {
+        repository
+    };
+    registry_ok
+        && !path.is_empty()
+        && repository.len() <= 255
+        && path.split('/').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        })
 }
 
 async fn restart(
@@ -619,4 +718,35 @@ async fn rollback(
         StatusCode::OK
     };
     Ok((status, Json(started)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_repository;
+
+    #[test]
+    fn repositories_are_names_without_a_tag() {
+        for good in [
+            "registry.example.com/shop/web",
+            "127.0.0.1:5000/shop/web",
+            "localhost/web",
+            "shop/web",
+            "web",
+            "ghcr.io/acme/my_app-2",
+        ] {
+            assert!(valid_repository(good), "{good}");
+        }
+        for bad in [
+            "",
+            "registry.example.com/",
+            "Shop/Web",
+            "shop/web:latest",
+            "shop/web@sha256:00",
+            "shop//web",
+            "reg istry/web",
+            "shop/web;rm -rf",
+        ] {
+            assert!(!valid_repository(bad), "{bad}");
+        }
+    }
 }

@@ -72,6 +72,38 @@ pub struct ScaleRequest {
     pub replicas: u32,
 }
 
+/// `POST /v1/services/{name}/releases/{id}/push`: push a container release's image to a
+/// registry as `repository:RELEASE`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct PushRequest {
+    /// `registry/name` (e.g. `registry.example.com/shop/web`); the tag is the release id.
+    pub repository: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// Never shows the password.
+impl std::fmt::Debug for PushRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushRequest")
+            .field("repository", &self.repository)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "(hidden)"))
+            .finish()
+    }
+}
+
+/// The answer to a push: what the registry now holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PushResponse {
+    /// `repository:RELEASE`.
+    pub reference: String,
+    /// The registry's content digest (`sha256:...`); `repository@digest` names it for good.
+    pub digest: String,
+}
+
 /// `POST /v1/maintenance`: turn maintenance mode on (for `services`, or all when empty) or off.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MaintenanceRequest {

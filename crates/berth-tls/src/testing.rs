@@ -46,7 +46,8 @@ pub fn free_port() -> u16 {
 
 /// Waits (bounded) until something listens on `addr`.
 pub fn wait_listening(addr: SocketAddr, what: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Generous: pebble makes its keys first, slowly on a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
         assert!(
             Instant::now() < deadline,

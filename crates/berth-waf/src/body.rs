@@ -124,8 +124,17 @@ fn json_strings(run: &mut Run<'_>, body: &[u8]) {
     }
 }
 
-/// Text between tags and attribute values (entities are decoded by the detectors that care).
+/// Text between tags and attribute values, with entities decoded as an XML parser hands them to
+/// the application (`probe="1 AS &quot;x&quot; FROM t"` is `1 AS "x" FROM t`).
 fn xml(run: &mut Run<'_>, body: &[u8]) {
+    let mut decoded = Vec::new();
+    let mut value = |run: &mut Run<'_>, v: &[u8]| {
+        if crate::decode::html_entities_into(v, &mut decoded) {
+            run.value(&decoded, Loc::Xml, Kind::Value);
+        } else {
+            run.value(v, Loc::Xml, Kind::Value);
+        }
+    };
     let mut i = 0;
     while i < body.len() {
         if body[i] == b'<' {
@@ -143,13 +152,14 @@ fn xml(run: &mut Run<'_>, body: &[u8]) {
                         let close = memchr::memchr(q, &tag[k + 1..])
                             .map(|p| k + 1 + p)
                             .unwrap_or(tag.len());
-                        run.value(&tag[k + 1..close], Loc::Xml, Kind::Value);
+                        value(run, &tag[k + 1..close]);
                         k = close + 1;
                     } else {
                         k += 1;
                     }
                 }
             } else if let Some(rest) = tag.strip_prefix(b"![CDATA[") {
+                // CDATA is not entity-decoded.
                 run.value(rest, Loc::Xml, Kind::Value);
             }
             i = end + 1;
@@ -159,7 +169,7 @@ fn xml(run: &mut Run<'_>, body: &[u8]) {
                 .unwrap_or(body.len());
             let text = body[i..end].trim_ascii();
             if !text.is_empty() {
-                run.value(text, Loc::Xml, Kind::Value);
+                value(run, text);
             }
             i = end;
         }

@@ -709,8 +709,16 @@ impl Run<'_> {
         {
             return;
         }
-        let lower = std::mem::take(&mut self.scratch.lower);
+        let mut lower = std::mem::take(&mut self.scratch.lower);
         self.detect(&lower, Loc::Path, !Group::Lfi.bit());
+        // A `+` in a path is a literal plus, but applications that route a segment into a form
+        // decoder read it as a blank (`/item/5'+union+select+1`): SQL sees it that way too.
+        if lower.contains(&b'+') && lower.iter().any(|&c| matches!(c, b'\'' | b'"' | b'`')) {
+            for c in lower.iter_mut().filter(|c| **c == b'+') {
+                *c = b' ';
+            }
+            self.detect(&lower, Loc::Path, Group::Sqli.bit());
+        }
         self.scratch.lower = lower;
     }
 
@@ -846,7 +854,9 @@ impl Run<'_> {
         let js_hit = hits.iter().any(|h| h.family == lexicon::Family::Js);
         if on(Group::Xss, self.active)
             && (js_hit
-                || cs.any(LT | COLON | EQ | PAREN | BACKTICK | AMP | PLUS | BRACKET | DOLLAR))
+                || cs.any(
+                    LT | COLON | EQ | PAREN | BACKTICK | AMP | PLUS | BRACKET | DOLLAR | BACKSLASH,
+                ))
         {
             decode::html_entities_into(lower, &mut self.scratch.html);
             if self.scratch.html.contains(&b'&') && self.scratch.html.len() < lower.len() {

@@ -370,3 +370,57 @@ fn lone_words_that_name_tools_are_not_commands() {
         assert!(verdict.is_blocked(), "{value}: {verdict:?}");
     }
 }
+
+#[test]
+fn path_segments_with_plus_blanks_are_read_as_sql_too() {
+    let w = waf();
+    let v = w.inspect(&req(
+        "/item/7'+union+all+select+9,8+from+t",
+        None,
+        &[],
+        None,
+    ));
+    assert_eq!(v.findings()[0].group, Group::Sqli, "{v:?}");
+    assert_eq!(v.findings()[0].location, "path");
+    for p in [
+        "/c++/books",
+        "/q/rock+'n'+roll",
+        "/tags/o'brien+family",
+        "/search/union+station+select+a+size",
+    ] {
+        assert!(!w.inspect(&req(p, None, &[], None)).is_blocked(), "{p}");
+    }
+}
+
+#[test]
+fn xml_values_are_entity_decoded_as_a_parser_would() {
+    let w = waf();
+    let xml = |b: &'static [u8]| Body {
+        content_type: b"application/xml",
+        bytes: b,
+    };
+    let v = w.inspect(&req(
+        "/api",
+        None,
+        &[],
+        Some(xml(
+            b"<order><note x=\"7 AS &quot;n&quot; FROM orders\">a</note></order>",
+        )),
+    ));
+    assert_eq!(v.findings()[0].group, Group::Sqli, "{v:?}");
+    let v = w.inspect(&req(
+        "/api",
+        None,
+        &[],
+        Some(xml(b"<q>x&#39; UNION SELECT pass FROM users--</q>")),
+    ));
+    assert!(v.is_blocked(), "{v:?}");
+    for b in [
+        &b"<name>O&apos;Brien &amp; Sons</name>"[..],
+        b"<desc>Size &quot;M&quot; &lt; 50 cm, select a colour</desc>",
+        b"<addr city=\"Union Station &amp; Co\">Drop-off #4</addr>",
+    ] {
+        let v = w.inspect(&req("/api", None, &[], Some(xml(b))));
+        assert!(!v.is_blocked(), "{}: {v:?}", String::from_utf8_lossy(b));
+    }
+}

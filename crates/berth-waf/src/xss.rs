@@ -7,12 +7,16 @@
 //! - tags that run or load active content: `script`, `iframe`, `frame`, `frameset`, `object`,
 //!   `embed`, `applet`, `base`, `meta`, `link`, `style`, `svg`, `math`, `template`, `isindex`,
 //!   `import`, `vmlframe`, `xss`, `xml` (also with a namespace prefix, `<x:script>`);
-//! - any event-handler attribute (`on...=`) on any tag;
+//! - any event-handler attribute (`on...=`) on any tag, and client-side frameworks' event
+//!   bindings (`ng-click=`, `@click=`, `v-on:`, `x-on:`, `hx-on`);
 //! - script URLs (`javascript:`, `vbscript:`, `livescript:`, `data:text/html`,
 //!   `data:image/svg+xml`) in a tag or as the whole value;
 //! - CSS that runs script (`expression(`, `behavior:`, `-moz-binding`, `url(javascript:`);
 //! - an attribute break-out (`" onmouseover=`) and JavaScript break-outs calling
 //!   `alert`/`prompt`/`confirm`/`eval` or touching `document.cookie`-like sinks.
+//!
+//! - markup hidden in JavaScript string escapes (`\x3c`, `\u003c`) or with the high bit set
+//!   (`\xbcscript\xbe`, as US-ASCII readers see it), and DTD entity declarations.
 //!
 //! The input is the canonical value with HTML entities decoded, lower-cased.
 
@@ -164,7 +168,7 @@ fn squeeze(s: &[u8], out: &mut Vec<u8>) {
 }
 
 fn has_script_scheme(s: &[u8], tmp: &mut Vec<u8>) -> bool {
-    if memchr::memchr(b':', s).is_none() || crate::find(s, b"javascript: ").is_some() {
+    if memchr::memchr(b':', s).is_none() || javascript_prose(s) {
         return false;
     }
     squeeze(s, tmp);
@@ -190,6 +194,125 @@ fn has_script_scheme(s: &[u8], tmp: &mut Vec<u8>) -> bool {
     false
 }
 
+/// After `!entity`: `[%] name` then `system`, `public` or a quoted value, as a DTD declares one.
+fn entity_declaration(s: &[u8]) -> bool {
+    let Some(rest) = s
+        .first()
+        .filter(|c| c.is_ascii_whitespace())
+        .map(|_| s.trim_ascii_start())
+    else {
+        return false;
+    };
+    let rest = rest
+        .strip_prefix(b"%")
+        .map_or(rest, |r| r.trim_ascii_start());
+    let name = rest
+        .iter()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b':'))
+        .count();
+    let after = &rest[name..];
+    if name == 0 || !after.first().is_some_and(|c| c.is_ascii_whitespace()) {
+        return false;
+    }
+    let decl = after.trim_ascii_start();
+    decl.starts_with(b"system") || decl.starts_with(b"public") || decl.starts_with(b"\"")
+}
+
+/// The value with `\xHH` and `\u00HH` escapes turned into their bytes, when it has any.
+fn js_unescape(s: &[u8]) -> Option<Vec<u8>> {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    let mut any = false;
+    while i < s.len() {
+        if s[i] == b'\\' {
+            let digits = match s.get(i + 1) {
+                Some(b'x') => Some((i + 2, 2)),
+                Some(b'u') if s.get(i + 2..i + 4) == Some(b"00") => Some((i + 4, 2)),
+                _ => None,
+            };
+            if let Some((at, _)) = digits {
+                if let (Some(h), Some(l)) = (
+                    s.get(at).copied().and_then(hex),
+                    s.get(at + 1).copied().and_then(hex),
+                ) {
+                    out.push(((h << 4) | l).to_ascii_lowercase());
+                    i = at + 2;
+                    any = true;
+                    continue;
+                }
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    any.then_some(out)
+}
+
+/// The value as a US-ASCII reader sees it: stray bytes and Latin-1 characters (U+0080..U+00FF)
+/// lose their high bit; other UTF-8 characters (`ü` is U+00FC and loses it too, but never turns
+/// into `<`) are kept as they are.
+fn seven_bit(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        let c = s[i];
+        let cont = |k: usize| s.get(i + k).is_some_and(|n| n & 0xc0 == 0x80);
+        let len = match c {
+            0xc2 | 0xc3 if cont(1) => {
+                let cp = ((c & 0x1f) << 6) | (s[i + 1] & 0x3f);
+                out.push((cp & 0x7f).to_ascii_lowercase());
+                i += 2;
+                continue;
+            }
+            0xc4..=0xdf if cont(1) => 2,
+            0xe0..=0xef if cont(1) && cont(2) => 3,
+            0xf0..=0xf4 if cont(1) && cont(2) && cont(3) => 4,
+            _ => 0,
+        };
+        if len > 0 {
+            out.extend_from_slice(&s[i..i + len]);
+            i += len;
+        } else {
+            out.push((c & 0x7f).to_ascii_lowercase());
+            i += 1;
+        }
+    }
+    out
+}
+
+/// `javascript: the good parts`: the scheme's name used as a title, followed by a blank and
+/// plain words. Code after the blank (`javascript: alert(1)`, `javascript: \u0061`,
+/// `javascript:  void 0;`) is not prose.
+fn javascript_prose(s: &[u8]) -> bool {
+    let Some(p) = crate::find(s, b"javascript: ") else {
+        return false;
+    };
+    let rest = s[p + 12..].trim_ascii_start();
+    let n = rest.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+    if n == 0 {
+        // Punctuation or digits right after the blank: code, not a title.
+        return rest.is_empty();
+    }
+    // A word followed by a call, member access, assignment or template, or `void`: code.
+    let code_after = rest.get(n).is_some_and(|c| b"(.=[`;:\\".contains(c));
+    !(code_after || rest[..n] == *b"void")
+}
+
+/// `data:[type][;base64],payload` whose payload is markup (`data:,<svg onload=..>`): a page
+/// that loads it renders the markup.
+fn data_url_with_markup(sq: &[u8]) -> bool {
+    let Some(rest) = sq.strip_prefix(b"data:") else {
+        return false;
+    };
+    let Some(comma) = memchr::memchr(b',', &rest[..rest.len().min(64)]) else {
+        return false;
+    };
+    let payload = &rest[comma + 1..];
+    memchr::memchr(b'<', payload)
+        .is_some_and(|l| payload.get(l + 1).is_some_and(|c| c.is_ascii_alphabetic()))
+}
+
 fn s_has_code_after(sq: &[u8], at: usize) -> bool {
     sq.get(at)
         .is_some_and(|&c| c.is_ascii_alphanumeric() || b"(/['\"`{_$!+-~;\\".contains(&c))
@@ -201,6 +324,52 @@ fn is_tag_name_char(c: u8) -> bool {
 
 /// Looks for an `on<letters>=` handler in a tag's attribute area.
 fn has_handler(attrs: &[u8]) -> bool {
+    framework_handler(attrs) || dom_handler(attrs)
+}
+
+/// Event bindings of client-side frameworks, which run their value as an expression: AngularJS
+/// `ng-click=`/`data-ng-mouseover=`, Vue `v-on:click=`/`@click=`, Alpine `x-on:click=`, htmx
+/// `hx-on:click=`/`hx-on::after-request=`.
+fn framework_handler(attrs: &[u8]) -> bool {
+    const PREFIXES: &[&[u8]] = &[
+        b"ng-",
+        b"data-ng-",
+        b"x-ng-",
+        b"v-on:",
+        b"@",
+        b"x-on:",
+        b"hx-on",
+    ];
+    let mut i = 0;
+    while i < attrs.len() {
+        let at_name = i == 0 || attrs[i - 1].is_ascii_whitespace() || attrs[i - 1] == b'/';
+        if at_name {
+            for p in PREFIXES {
+                if let Some(rest) = attrs[i..].strip_prefix(*p) {
+                    let n = rest
+                        .iter()
+                        .take_while(|c| {
+                            c.is_ascii_alphanumeric() || matches!(c, b'-' | b':' | b'.')
+                        })
+                        .count();
+                    let name = &rest[..n];
+                    let event =
+                        p.starts_with(b"ng") || p.starts_with(b"data-") || p.starts_with(b"x-ng");
+                    // AngularJS directives that evaluate: ng-click, ng-focus... ng-init.
+                    let evaluates =
+                        !event || name == b"init" || EVENTS.iter().any(|e| name.starts_with(e));
+                    if n > 0 && evaluates && rest[n..].trim_ascii_start().first() == Some(&b'=') {
+                        return true;
+                    }
+                }
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+fn dom_handler(attrs: &[u8]) -> bool {
     let mut i = 0;
     while i + 2 < attrs.len() {
         if attrs[i] == b'o'
@@ -292,6 +461,41 @@ pub(crate) fn detect(
     js_hit: bool,
     tmp: &mut Vec<u8>,
 ) -> Option<&'static str> {
+    detect_at(raw, s, js_hit, tmp, 0)
+}
+
+/// `depth`: how many re-readings (JavaScript escapes, then the high bit) led here.
+fn detect_at(
+    raw: &[u8],
+    s: &[u8],
+    js_hit: bool,
+    tmp: &mut Vec<u8>,
+    depth: u8,
+) -> Option<&'static str> {
+    // JavaScript string escapes (`\x3csvg\x3e`, `\u003c`): a value written into a script
+    // string becomes markup when the page puts that string into the document.
+    if depth == 0 && memchr::memchr(b'\\', s).is_some() {
+        if let Some(un) = js_unescape(s) {
+            if let Some(r) = detect_at(&un, &un, false, tmp, 1) {
+                return Some(r);
+            }
+        }
+    }
+    // Markup with the high bit set (`\xbcscript\xbe`, or `¼script¾` once such bytes were read
+    // as Latin-1): servers and browsers that read the page as US-ASCII drop that bit.
+    if depth <= 1 && memchr::memchr(0xbc, s).is_some() {
+        let seven = seven_bit(s);
+        if seven.contains(&b'<') && detect_at(&seven, &seven, false, tmp, 2).is_some() {
+            return Some("xss-us-ascii");
+        }
+    }
+    // A DTD entity declaration (`<!ENTITY x SYSTEM "file:///...">`, `<!ENTITY % p ...>`): the
+    // start of XML external entity injection; no text or markup a shop takes declares one.
+    if let Some(p) = crate::find(s, b"!entity") {
+        if entity_declaration(&s[p + 7..]) {
+            return Some("xss-xml-entity");
+        }
+    }
     // UTF-7 markup (`+ADw-script+AD4-`), which old browsers decode.
     if memchr::memchr(b'+', s).is_some()
         && (crate::find(s, b"+adw-").is_some() || crate::find(s, b"+ad4-").is_some())
@@ -352,10 +556,13 @@ pub(crate) fn detect(
     }
     // The whole value as a URL.
     let t = s.trim_ascii_start();
-    let prose = crate::find(t, b"javascript: ").is_some();
+    let prose = javascript_prose(t);
     let has_colon = memchr::memchr(b':', t).is_some();
     if has_colon {
         squeeze(&t[..t.len().min(64)], tmp);
+    }
+    if has_colon && data_url_with_markup(tmp) {
+        return Some("xss-script-url");
     }
     for sch in SCRIPT_SCHEMES.iter().filter(|_| has_colon) {
         if starts_with_ci(tmp, sch)
@@ -427,9 +634,29 @@ pub(crate) fn detect(
                 .last()
                 .is_none_or(|c| b";'\"`({=+|&>:,-*/!".contains(c));
             let after = s[at + f.len()..].trim_ascii_start();
+            // Called directly, optionally (`alert?.(1)`), through a parenthesised reference
+            // (`(alert)(1)`, `(0,eval)(x)`), or handed to an array method as its callback
+            // (`[1].map(alert)`).
+            let wrapped = before.last() == Some(&b'(') || before.ends_with(b",");
+            let callback = before.last() == Some(&b'(')
+                && after.first() == Some(&b')')
+                && [
+                    &b".map"[..],
+                    b".foreach",
+                    b".filter",
+                    b".find",
+                    b".some",
+                    b".every",
+                    b".then",
+                ]
+                .iter()
+                .any(|m| before[..before.len() - 1].ends_with(m));
             let call = after.first().is_some_and(|&c| c == b'(' || c == b'`')
                 || after.starts_with(b".call")
-                || after.starts_with(b".apply");
+                || after.starts_with(b".apply")
+                || after.starts_with(b"?.(")
+                || wrapped && after.starts_with(b")(")
+                || callback;
             if prev_ok && call && memchr::memchr2(b')', b'`', after).is_some() {
                 return Some("xss-js-call");
             }
@@ -494,6 +721,129 @@ mod tests {
             "online=true",
             "scripted drama",
             "**Markdown** _review_ with `code`",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn script_and_data_urls_after_a_blank() {
+        for a in [
+            "javascript: alert(1)",
+            "javascript:  \\u0061lert(1)",
+            "javascript: void(0);fetch('//x')",
+            " data: , <img src=x onerror=alert(1)>",
+            "data:text/plain,<svg/onload=alert(1)>",
+            "<a href=\"javascript: top.x=1\">x</a>",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "JavaScript: The Good Parts",
+            "javascript: the definitive guide, 7th edition",
+            "Book: JavaScript: Understanding the Weird Parts",
+            "data: 5 rows, <3 errors",
+            "metadata: size, colour",
+            "data:, none",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn markup_with_the_high_bit_set() {
+        let mut seven = b"\xbcsvg onload=alert(7)\xbe".to_vec();
+        assert!(detect(&seven, &seven, false, &mut Vec::new()).is_some());
+        // `ü` is c3 bc in UTF-8: valid text is never stripped.
+        seven = "M\u{fc}nchen <3 gr\u{fc}n".as_bytes().to_vec();
+        assert_eq!(detect(&seven, &seven, false, &mut Vec::new()), None);
+        seven = b"caf\xe9 \xbc50".to_vec();
+        assert_eq!(detect(&seven, &seven, false, &mut Vec::new()), None);
+        seven = "\u{bc}iframe src=//x.example\u{be}".as_bytes().to_vec();
+        assert!(detect(&seven, &seven, false, &mut Vec::new()).is_some());
+        for b in [
+            "\u{bc} cup sugar, \u{be} cup flour",
+            "\u{bc}in bolts, \u{bd} price",
+            "\u{4e2d}\u{bc}",
+        ] {
+            seven = b.as_bytes().to_vec();
+            assert_eq!(detect(&seven, &seven, false, &mut Vec::new()), None, "{b}");
+        }
+    }
+
+    #[test]
+    fn javascript_string_escapes() {
+        for a in [
+            "\\x3ciframe src=//h.example\\x3e",
+            "\\u003cimg src=x onerror=alert(2)\\u003e",
+            "\\xbcsvg onload=alert(3)\\xbe",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "C:\\xampp\\htdocs\\index.php",
+            "\\x41\\x42 is AB",
+            "path\\u0041\\temp",
+            "\\x3c3 love it",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn dtd_entity_declarations() {
+        for a in [
+            "<!DOCTYPE d [<!ENTITY e SYSTEM \"file:///etc/hostname\">]>",
+            "!ENTITY % p PUBLIC \"x\" \"http://h.example/x.dtd\"",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "Entity framework!",
+            "the !entity tag",
+            "Wow!Entity system",
+            "best !entity in the public eye",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn indirect_calls() {
+        for a in [
+            "(confirm)(document.domain)",
+            "x=prompt?.(1)",
+            "[7].forEach(alert)",
+            "(0,eval)('x')",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "Set a price (alert) (1 item)",
+            "(alert) sound (loud)",
+            "map (confirm) later",
+            "confirm?. (yes)",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn framework_event_bindings() {
+        for a in [
+            "<div ng-click=$event.view.alert(1)>",
+            "<p data-ng-init=\"x=1\">",
+            "<button @click=\"fetch('//h.example')\">",
+            "<a v-on:mouseover=\"x()\">",
+            "<i x-on:focus=\"y\">",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "<div ng-class=\"big\">",
+            "email me @ <b>home</b>",
+            "<a href=\"https://example.com/@click\">x</a>",
+            "reach us @click=here",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }

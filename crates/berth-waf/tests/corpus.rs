@@ -46,21 +46,18 @@ fn crs_corpus_numbers_hold() {
     let (dev, held, all) = corpus::tally(&waf, &cases);
     eprintln!(
         "{}",
-        dev.render("CRS corpus, development half (even rule ids)")
+        dev.render("CRS corpus, development half (hash of file and test name)")
     );
-    eprintln!(
-        "{}",
-        held.render("CRS corpus, held-out half (odd rule ids)")
-    );
+    eprintln!("{}", held.render("CRS corpus, held-out half"));
     eprintln!("{}", all.render("CRS corpus, all"));
-    // Floors: what the detectors reach today (see docs/waf.md). Issue 13's targets (SQLi and
-    // XSS 90%, the others 80%) are not all met yet; raise these as they are.
+    // Floors: what the detectors reach today on the whole corpus (see docs/waf.md). Issue 13's
+    // targets (SQLi and XSS 90%, the others 80%) are not all met yet; raise these as they are.
     let floors = [
-        ("sqli", 0.78),
-        ("xss", 0.76),
+        ("sqli", 0.83),
+        ("xss", 0.83),
         ("lfi", 0.80),
-        ("rce", 0.70),
-        ("php", 0.85),
+        ("rce", 0.80),
+        ("php", 0.90),
     ];
     for (fam, floor) in floors {
         let (b, t) = all.get(fam, true);
@@ -70,6 +67,12 @@ fn crs_corpus_numbers_hold() {
             "{fam}: {b}/{t} attacks blocked, below the floor of {floor}"
         );
     }
+    // The held-out half (never looked at while writing rules) must not fall far behind.
+    let (hb, ht) = held.total(true);
+    assert!(
+        hb as f64 >= 0.80 * ht as f64,
+        "held-out half: {hb}/{ht} attacks blocked"
+    );
     // Near-miss benign cases: fewer than ModSecurity's 162/548 (30%), by a margin.
     let (fb, ft) = all.total(false);
     assert!(ft > 400, "only {ft} benign cases loaded");

@@ -90,7 +90,7 @@ fn pathological_repetitions_stay_cheap() {
     let size = 64 * 1024;
     let cost = |v: &[u8]| {
         let mut best = u128::MAX;
-        for _ in 0..2 {
+        for _ in 0..3 {
             let t = std::time::Instant::now();
             for ct in CONTENT_TYPES {
                 std::hint::black_box(w.inspect(&RequestParts {
@@ -159,7 +159,10 @@ fn pathological_repetitions_stay_cheap() {
     for p in patterns {
         let v = p.repeat(size / p.len());
         let c = cost(&v);
-        if c > base * 20 + 20_000_000 {
+        // Not a speed target (that is the bench's): a blow-up. A quadratic pass over 64 KiB is
+        // seconds; the slack (50x ordinary text, +200 ms) keeps a loaded machine from failing
+        // a linear one.
+        if c > base * 50 + 200_000_000 {
             slow.push(format!("{:?}: {} µs", String::from_utf8_lossy(p), c / 1000));
         }
     }

@@ -7,6 +7,8 @@ use crate::lexicon::{Family, Hit};
 /// Files and folders an application never names in a parameter unless it is being attacked.
 pub(crate) const SENSITIVE_FILES: &[&str] = &[
     "etc/passwd",
+    "web-inf/web.xml",
+    "web-inf/classes/",
     "etc/shadow",
     "etc/group",
     "etc/gshadow",
@@ -270,6 +272,8 @@ mod tests {
             ".ssh/id_rsa",
             "/var/www/.env",
             "..;/admin",
+            "WEB-INF/web.xml",
+            "/app/WEB-INF/classes/db.properties",
         ] {
             assert!(r.lfi(&l(a), None, &mut t).is_some(), "missed: {a}");
         }
@@ -282,6 +286,7 @@ mod tests {
             "etc. passwd please",
             "/images/a.png",
             "1.5...2",
+            "web inf xml guide",
         ] {
             assert_eq!(r.lfi(&l(b), None, &mut t), None, "false positive: {b}");
         }

@@ -297,6 +297,21 @@ impl Rules {
                 }
             }
         }
+        // Variable variables: `${'na'.'me'}`, `$ {$a}`, `${"x"}`.
+        let mut from = 0;
+        while let Some(p) = memchr::memchr(b'$', &s[from..]) {
+            let at = from + p + 1;
+            from = at;
+            let r = s[at..].trim_ascii_start();
+            if let Some(r) = r.strip_prefix(b"{") {
+                if r.trim_ascii_start()
+                    .first()
+                    .is_some_and(|c| matches!(c, b'\'' | b'"' | b'$'))
+                {
+                    return Some("php-variable-or-directive");
+                }
+            }
+        }
         if memchr::memchr2(b'[', b'{', s).is_some()
             && (f(s, b"[php]").is_some()
                 || f(s, b"{php}").is_some()
@@ -527,15 +542,33 @@ impl Rules {
     fn php_callable_expression(&self, s: &[u8]) -> Option<&'static str> {
         let mut letters = Vec::new();
         let mut next = 0;
-        while let Some(p) = memchr::memchr3(b')', b']', b'}', &s[next..]) {
-            let i = next + p;
-            next = i + 1;
-            let mut k = i + 1;
-            while k < s.len() && s[k].is_ascii_whitespace() {
-                k += 1;
+        while let Some(p) = memchr::memchr(b'(', &s[next..]) {
+            let paren = next + p;
+            next = paren + 1;
+            // What is called: a bracketed expression, or a string literal (`"\x73ystem"(ls)`,
+            // `"sys"."tem" ('id')`).
+            let mut i = paren;
+            while i > 0 && s[i - 1].is_ascii_whitespace() {
+                i -= 1;
             }
-            if s.get(k) != Some(&b'(') {
+            let Some(i) = i.checked_sub(1) else {
                 continue;
+            };
+            match s[i] {
+                b')' | b']' | b'}' => {}
+                q @ (b'"' | b'\'') => {
+                    // A quoted word before a parenthesis is prose (`the "system" (2020)`)
+                    // unless glued to it, escaped or concatenated.
+                    let lo = i.saturating_sub(80);
+                    let open = s[lo..i].iter().rposition(|&c| c == q).map(|o| lo + o);
+                    let lit = open.map_or(&s[..0], |o| &s[o..=i]);
+                    let concatenated =
+                        open.is_some_and(|o| s[..o].trim_ascii_end().last() == Some(&b'.'));
+                    if !(i + 1 == paren || concatenated || crate::find(lit, b"\\x").is_some()) {
+                        continue;
+                    }
+                }
+                _ => continue,
             }
             // The letters of what comes before, `\xNN` escapes decoded, separators dropped.
             let from = i.saturating_sub(80);
@@ -831,5 +864,27 @@ mod tests {
         assert!(Rules::php_filename(b"a.php5...").is_some());
         assert_eq!(Rules::php_filename(b"safe.phpinfo"), None);
         assert_eq!(Rules::php_filename(b"photo.jpg"), None);
+    }
+
+    #[test]
+    fn string_callables_and_variable_variables() {
+        let r = Rules::new();
+        for a in [
+            "\"\\x70assthru\"('id');",
+            "(string) 'pass'.'thru' ('id');",
+            "${'GL'.'OBALS'}",
+            "$ { $f }",
+        ] {
+            assert!(r.php(&l(a)).is_some(), "missed: {a}");
+        }
+        for b in [
+            "the \"system\" (2020) album",
+            "I said 'exec' (twice)",
+            "${name} placeholder",
+            "costs $ {5}",
+            "price: $ 5 {each}",
+        ] {
+            assert_eq!(r.php(&l(b)), None, "false positive: {b}");
+        }
     }
 }

@@ -33,6 +33,11 @@ impl Drop for PodmanService {
 /// Starts Podman's API service, or (outside CI) returns `None` naming the Debian packages when
 /// Podman or a static busybox is missing. Under `CI=true` a missing tool fails the test.
 fn podman_service() -> Option<PodmanService> {
+    podman_service_with(&[])
+}
+
+/// [`podman_service`] with more variables in the service's environment.
+fn podman_service_with(env: &[(&str, &Path)]) -> Option<PodmanService> {
     let missing = if Command::new("podman").arg("--version").output().is_err() {
         Some("podman (apt-get install podman runc)")
     } else if !Path::new("/bin/busybox").is_file() {
@@ -53,6 +58,7 @@ fn podman_service() -> Option<PodmanService> {
     let child = Command::new("podman")
         .args(["system", "service", "--time=0"])
         .arg(format!("unix://{}", socket.display()))
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -549,6 +555,217 @@ fn deploy_under_load(strategy: &str, deploy: &str) {
     stack.berth(&["down"]).ok();
     stack.wait_daemon_exit(0, Duration::from_secs(30));
     assert!(containers.ids().is_empty(), "{:?}", containers.ids());
+    drop(stack);
+    drop(containers);
+    drop(podman);
+}
+
+/// Removes an image tag from Podman's store on drop (the tag a push leaves there).
+struct Untag(String);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        let _ = Command::new("podman").args(["rmi", &self.0]).output();
+    }
+}
+
+/// Debian's `docker-registry` (the CNCF distribution registry) on a loopback port of its own,
+/// storing in a temporary folder; stopped on drop.
+struct Registry {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Registry {
+    /// Starts it, or (outside CI) returns `None` naming the package; under `CI=true` a missing
+    /// registry fails the test.
+    fn start() -> Option<Registry> {
+        if !Path::new("/usr/bin/docker-registry").is_file() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true and docker-registry is missing (apt-get install docker-registry)"
+            );
+            eprintln!("skipping: apt-get install docker-registry");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_fixed_port();
+        let config = dir.path().join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        // Plain HTTP on loopback: the engine must be told it is a registry without TLS.
+        fs::write(
+            dir.path().join("registries.conf"),
+            format!("[[registry]]\nlocation = \"127.0.0.1:{port}\"\ninsecure = true\n"),
+        )
+        .unwrap();
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting docker-registry");
+        let registry = Registry { child, port, dir };
+        wait_for("the registry", Duration::from_secs(15), || {
+            matches!(http(port, "GET", "/v2/", b""), Ok((200, _))).then_some(())
+        });
+        Some(registry)
+    }
+
+    fn registries_conf(&self) -> PathBuf {
+        self.dir.path().join("registries.conf")
+    }
+}
+
+/// `berth release push` sends a container release's image to a registry as REPOSITORY:RELEASE
+/// and prints the digest the registry holds; a bad repository, a process service or an
+/// unreachable registry each get a clear error.
+#[test]
+fn a_release_image_is_pushed_to_a_registry_with_its_digest() {
+    let Some(registry) = Registry::start() else {
+        return;
+    };
+    let Some(podman) =
+        podman_service_with(&[("CONTAINERS_REGISTRIES_CONF", &registry.registries_conf())])
+    else {
+        return;
+    };
+    let spec = body(&podman.socket, "").replace("replicas = 2", "replicas = 1");
+    let mut stack = container_stack("containers-push", &spec);
+    let _containers = Containers("e2e-containers-push".into());
+    stack.up_and_wait();
+    let release = stack.wait_healthy("web", 1)[0].release.clone();
+
+    let repository = format!("127.0.0.1:{}/e2e/web", registry.port);
+    let _pushed = Untag(format!("{repository}:{release}"));
+    let out = stack.berth(&["release", "push", "web", "--to", &repository, "--json"]);
+    let pushed: Value = serde_json::from_str(out.ok()).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+    assert_eq!(pushed["reference"], format!("{repository}:{release}"));
+    let digest = pushed["digest"].as_str().unwrap().to_string();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+    // The registry has the tag, and the manifest under it is the digest printed.
+    let (status, tags) = http(registry.port, "GET", "/v2/e2e/web/tags/list", b"").unwrap();
+    assert_eq!(status, 200);
+    assert!(tags.contains(&release), "{tags}");
+    let manifest = Command::new("curl")
+        .args(["-sI", "-H"])
+        .arg("Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
+        .arg(format!(
+            "http://127.0.0.1:{}/v2/e2e/web/manifests/{release}",
+            registry.port
+        ))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&manifest.stdout).to_lowercase();
+    assert!(
+        head.contains(&format!("docker-content-digest: {digest}")),
+        "{head}"
+    );
+    assert!(stack
+        .events()
+        .iter()
+        .any(|(_, m)| m.contains(&format!("pushed as {repository}:{release}"))));
+
+    // Mistakes: each a clear error, nothing pushed.
+    let bad = stack.berth(&["release", "push", "web", "--to", "Shop/Web:latest"]);
+    assert!(bad.fails().contains("is not a repository name"), "{bad:?}");
+    let unknown = stack.berth(&[
+        "release",
+        "push",
+        "web",
+        "--release",
+        "r9-nope",
+        "--to",
+        &repository,
+    ]);
+    assert!(
+        unknown.fails().contains("has no release r9-nope"),
+        "{unknown:?}"
+    );
+    let closed = free_fixed_port();
+    let unreachable = stack.berth(&[
+        "release",
+        "push",
+        "web",
+        "--to",
+        &format!("127.0.0.1:{closed}/e2e/web"),
+    ]);
+    assert!(
+        unreachable.fails().contains("registry is reachable"),
+        "{unreachable:?}"
+    );
+}
+
+/// A container release that never passes its health checks is rolled back under load: no user
+/// request fails, the old containers keep serving, and the new ones are gone.
+#[test]
+fn a_container_release_failing_its_health_checks_is_rolled_back_under_load() {
+    let Some(podman) = podman_service() else {
+        return;
+    };
+    let containers = Containers("e2e-containers-rollback".into());
+    let mut stack = container_stack("containers-rollback", &body(&podman.socket, ""));
+    stack.up_and_wait();
+    let r1 = stack.wait_healthy("web", 2)[0].release.clone();
+    let port = stack.edge_port;
+    wait_for("the edge to route to web", Duration::from_secs(15), || {
+        whoami(port)
+    });
+    let before: Vec<String> = containers.ids();
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // Release 2 has no /health: its containers start, answer, and never turn healthy.
+    write_version(&stack, "2");
+    fs::remove_file(stack.path().join("app/www/health")).unwrap();
+    let load = start_load(port);
+    let out = stack.berth(&["deploy", "web", "--json"]);
+    std::thread::sleep(Duration::from_secs(1));
+    let report = load.stop();
+    println!("[containers] failing release: {}", report.describe());
+    assert!(!out.success(), "the deploy succeeded:\n{}", out.stdout);
+    let record: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(record["state"], "rolled_back", "{record}");
+    assert_eq!(record["verdict"]["rule"], "health", "{record}");
+    assert!(report.samples.len() >= 300, "{}", report.describe());
+    assert!(
+        report.failed().is_empty(),
+        "{} requests failed: {}",
+        report.failed().len(),
+        report.describe()
+    );
+    assert!(
+        report
+            .samples
+            .iter()
+            .all(|s| s.release.as_deref() == Some(r1.as_str())),
+        "a user reached the failing release: {}",
+        report.describe()
+    );
+    // The same two containers serve; the failing ones were stopped and removed.
+    wait_for("only the old containers", Duration::from_secs(20), || {
+        (containers.ids() == before).then_some(())
+    });
+    let serving = stack.wait_healthy("web", 2);
+    assert!(serving.iter().all(|r| r.release == r1), "{serving:?}");
     drop(stack);
     drop(containers);
     drop(podman);
