@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod render;
 pub mod run;
 pub mod secrets;
+pub mod top;
 
 use std::path::PathBuf;
 
@@ -211,6 +212,8 @@ pub enum Command {
     },
     /// A metric's history from the daemon's store: `berth metrics cpu_percent --service web`.
     Metrics(metrics::MetricsArgs),
+    /// The stack's numbers live in the terminal (the dashboard's, refreshed; q quits).
+    Top(top::TopArgs),
     /// Restore a backup (the same as `berth backup restore ID`).
     Restore(backup::RestoreArgs),
     /// (internal) Run the edge proxy; `berth up` starts it.
@@ -360,6 +363,7 @@ impl Cli {
             Command::Secrets { action } => action.spec().file.clone(),
             Command::Backup { action } => action.spec().file.clone(),
             Command::Metrics(args) => args.spec.file.clone(),
+            Command::Top(args) => args.spec.file.clone(),
             Command::Maintenance { action } => action.spec().file.clone(),
             Command::Restore(args) => args.spec.file.clone(),
             Command::Shim { .. } | Command::Edge { .. } => None,

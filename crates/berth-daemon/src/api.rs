@@ -192,7 +192,12 @@ async fn events(
 async fn alarms(
     State(state): State<ApiState>,
 ) -> Result<Json<berth_model::api::AlarmList>, ApiFailure> {
-    let stack = &state.stack;
+    Ok(Json(alarm_list(&state.stack)?))
+}
+
+/// The alarms with their states and the newest transitions (`GET /v1/alarms`, here and on the
+/// dashboard's read-only socket).
+pub(crate) fn alarm_list(stack: &Stack) -> anyhow::Result<berth_model::api::AlarmList> {
     let evaluating = stack
         .evaluating_alarms
         .load(std::sync::atomic::Ordering::Relaxed);
@@ -203,12 +208,12 @@ async fn alarms(
             s.alarm_history(&env, None, crate::alarms::HISTORY_SHOWN)?,
         ))
     })?;
-    Ok(Json(crate::alarms::list(
+    Ok(crate::alarms::list(
         &stack.spec.alarms,
         &stored,
         history,
         evaluating,
-    )))
+    ))
 }
 
 #[derive(Deserialize)]

@@ -11,6 +11,7 @@ pub mod autoscaler;
 pub mod backup;
 pub mod certificates;
 pub mod cron;
+pub mod dashboard;
 pub mod deploy;
 pub mod edge;
 pub mod keeper;

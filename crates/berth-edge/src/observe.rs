@@ -1,9 +1,13 @@
 //! What the admin listener shows of the control plane's metrics without knowing its store: the
 //! daemon serves its read-only metrics API on `observe.sock` in the edge's folder; the admin
 //! listener forwards `/api/metrics` (and `/api/metrics/names`) there and adds the daemon's
-//! newest values to its own `/metrics`. When the admin listener is not on loopback, every path
-//! but `/healthz` needs `Authorization: Bearer TOKEN` (the token is in `admin.token` in the
-//! edge's folder, 0600, made once).
+//! newest values to its own `/metrics`, and the dashboard's page (`/dashboard/*`) and read-only
+//! JSON (`/api/status`, `/api/deploys`, `/api/releases`, `/api/alarms`, `/api/features`, `/api/backups`) the same way. Whatever
+//! the method, the daemon is asked with GET: nothing reached from here changes state. When the
+//! admin listener is not on loopback, every path but `/healthz` and `/dashboard/login` needs
+//! `Authorization: Bearer TOKEN` or the `berth_admin` cookie holding it (the token is in
+//! `admin.token` in the edge's folder, 0600, made once); `/dashboard/login?token=TOKEN` sets the
+//! cookie (HttpOnly, SameSite=Strict) and sends the browser on without the token in its URL.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,19 +47,144 @@ impl Observe {
         })
     }
 
-    /// Whether a request with this `Authorization` header may read `path`.
-    pub fn allowed(&self, path: &str, authorization: Option<&[u8]>) -> bool {
+    /// Whether a request with this `Authorization` header and these `Cookie` headers may read
+    /// `path`.
+    pub fn allowed(&self, path: &str, authorization: Option<&[u8]>, cookies: &[&[u8]]) -> bool {
         let Some(token) = &self.token else {
             return true;
         };
-        if path == "/healthz" {
+        if path == "/healthz" || path == LOGIN_PATH {
             return true;
         }
-        let Some(given) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) else {
-            return false;
-        };
-        constant_time_eq(given.trim_ascii(), token.as_bytes())
+        if let Some(given) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) {
+            return constant_time_eq(given.trim_ascii(), token.as_bytes());
+        }
+        cookies
+            .iter()
+            .flat_map(|header| header.split(|b| *b == b';'))
+            .filter_map(|pair| pair.trim_ascii().strip_prefix(COOKIE_PREFIX))
+            .any(|given| constant_time_eq(given, token.as_bytes()))
     }
+
+    /// The answer to `GET /dashboard/login?QUERY`: with the right `token=`, a redirect to the
+    /// dashboard that sets the cookie; else the form asking for it (401 after a wrong one).
+    /// The token never goes into a log.
+    pub fn login(&self, query: Option<&str>) -> Login {
+        let Some(token) = &self.token else {
+            return Login::Redirect { cookie: None };
+        };
+        // The token is hex: no percent-decoding is needed to compare it (a pasted space or
+        // newline comes as `+` or `%..` and is trimmed).
+        let given = query.and_then(|q| {
+            q.split('&')
+                .find_map(|pair| pair.strip_prefix("token="))
+                .map(|v| v.trim_matches(|c: char| c == '+' || c.is_whitespace()))
+                .map(|v| {
+                    v.trim_start_matches("%20")
+                        .trim_end_matches("%0A")
+                        .trim_end_matches("%0D")
+                        .to_string()
+                })
+        });
+        match given {
+            Some(given) if constant_time_eq(given.as_bytes(), token.as_bytes()) => {
+                Login::Redirect {
+                    cookie: Some(format!(
+                        "berth_admin={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200"
+                    )),
+                }
+            }
+            Some(_) => Login::Form { wrong: true },
+            None => Login::Form { wrong: false },
+        }
+    }
+}
+
+/// What the admin listener does with a request (once its `Host` passed), decided here and done
+/// by the server.
+#[derive(Debug, PartialEq)]
+pub enum Access {
+    /// 401 with a pointer to the token.
+    Unauthorized,
+    /// 303 to `location`, setting the cookie when given.
+    Redirect {
+        location: &'static str,
+        cookie: Option<String>,
+    },
+    /// The login form (401 when `wrong`).
+    LoginForm { wrong: bool },
+    /// GET this path on the daemon's socket and pass the answer on.
+    Forward(String),
+    /// One of the edge's own paths (`/metrics`, `/healthz`, `/table`, or 404).
+    Local,
+}
+
+impl Observe {
+    /// The decision for `path?query` with these credentials.
+    pub fn access(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        authorization: Option<&[u8]>,
+        cookies: &[&[u8]],
+    ) -> Access {
+        if !self.allowed(path, authorization, cookies) {
+            if path == "/dashboard" || path.starts_with("/dashboard/") {
+                // A browser: to the form asking for the token.
+                return Access::Redirect {
+                    location: LOGIN_PATH,
+                    cookie: None,
+                };
+            }
+            return Access::Unauthorized;
+        }
+        if path == LOGIN_PATH {
+            return match self.login(query) {
+                Login::Redirect { cookie } => Access::Redirect {
+                    location: "/dashboard/",
+                    cookie,
+                },
+                Login::Form { wrong } => Access::LoginForm { wrong },
+            };
+        }
+        if path == "/" || path == "/dashboard" {
+            return Access::Redirect {
+                location: "/dashboard/",
+                cookie: None,
+            };
+        }
+        match forwarded_path(path, query) {
+            Some(target) => Access::Forward(target),
+            None => Access::Local,
+        }
+    }
+}
+
+/// Where a browser without the token is sent; it asks for the token.
+pub const LOGIN_PATH: &str = "/dashboard/login";
+const COOKIE_PREFIX: &[u8] = b"berth_admin=";
+
+/// What `/dashboard/login` answers.
+#[derive(Debug, PartialEq)]
+pub enum Login {
+    /// 303 to `/dashboard/`, setting this cookie (None: no token needed on loopback).
+    Redirect { cookie: Option<String> },
+    /// The form; `wrong` after a token that was not the one.
+    Form { wrong: bool },
+}
+
+/// The login form: no script, no style (the CSP allows neither inline).
+pub fn login_page(wrong: bool) -> String {
+    let note = if wrong {
+        "<p><strong>That is not the token.</strong></p>"
+    } else {
+        ""
+    };
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Berth: log in</title></head><body>\
+<h1>berth</h1><p>This admin listener is reachable from other hosts: give the token in <code>.berth/ENV/edge/admin.token</code> on the server.</p>{note}\
+<form method=\"get\" action=\"/dashboard/login\"><label>Token <input name=\"token\" type=\"password\" autocomplete=\"off\" size=\"70\" required></label> <button>Log in</button></form></body></html>\n"
+    )
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -92,9 +221,23 @@ pub fn load_or_create_token(path: &Path) -> std::io::Result<String> {
 
 /// Where an admin path is forwarded on the daemon's socket (None: not a forwarded path).
 pub fn forwarded_path(path: &str, query: Option<&str>) -> Option<String> {
+    if let Some(file) = path.strip_prefix("/dashboard/") {
+        // The page and its files: one plain name, no query.
+        let plain = file
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+        return (plain && !file.starts_with('.') && file.len() <= 64)
+            .then(|| format!("/dashboard/{file}"));
+    }
     let target = match path {
         "/api/metrics" => "/v1/metrics",
         "/api/metrics/names" => "/v1/metrics/names",
+        "/api/status" => "/v1/status",
+        "/api/deploys" => "/v1/deploys",
+        "/api/releases" => "/v1/releases",
+        "/api/alarms" => "/v1/alarms",
+        "/api/features" => "/v1/dashboard/features",
+        "/api/backups" => "/v1/dashboard/backups",
         _ => return None,
     };
     Some(match query {
@@ -122,12 +265,27 @@ pub fn merge_metrics(edge: String, daemon: &str) -> String {
     out
 }
 
-/// GETs `path` on the daemon's socket: (status, content type, body).
-pub async fn get(
-    socket: &Path,
-    path: &str,
-    timeout: Duration,
-) -> Result<(u16, String, Bytes), String> {
+/// The daemon's answer headers the admin listener passes on (the page's security headers).
+pub const PASSED_HEADERS: &[hyper::header::HeaderName] = &[
+    hyper::header::CONTENT_TYPE,
+    hyper::header::CONTENT_SECURITY_POLICY,
+    hyper::header::X_CONTENT_TYPE_OPTIONS,
+    hyper::header::X_FRAME_OPTIONS,
+    hyper::header::REFERRER_POLICY,
+    hyper::header::CACHE_CONTROL,
+];
+
+/// An answer of the daemon's socket.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    /// Those of [`PASSED_HEADERS`] it had.
+    pub headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
+    pub body: Bytes,
+}
+
+/// GETs `path` on the daemon's socket.
+pub async fn get(socket: &Path, path: &str, timeout: Duration) -> Result<Answer, String> {
     let attempt = async {
         let stream = tokio::net::UnixStream::connect(socket)
             .await
@@ -145,19 +303,26 @@ pub async fn get(
             .await
             .map_err(|e| format!("request: {e}"))?;
         let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get(hyper::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/json")
-            .to_string();
+        let headers = PASSED_HEADERS
+            .iter()
+            .filter_map(|name| {
+                response
+                    .headers()
+                    .get(name)
+                    .map(|value| (name.clone(), value.clone()))
+            })
+            .collect();
         let body = Limited::new(response.into_body(), FORWARD_LIMIT)
             .collect()
             .await
             .map_err(|e| format!("answer: {e}"))?
             .to_bytes();
         conn.abort();
-        Ok((status, content_type, body))
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     };
     tokio::time::timeout(timeout, attempt)
         .await
@@ -172,7 +337,7 @@ mod tests {
     fn a_token_is_needed_off_loopback_and_compared_whole() {
         let dir = tempfile::tempdir().unwrap();
         let open = Observe::new(dir.path(), "127.0.0.1:9090".parse().unwrap()).unwrap();
-        assert!(open.allowed("/metrics", None));
+        assert!(open.allowed("/metrics", None, &[]));
         assert!(!dir.path().join("admin.token").exists());
         let guarded = Observe::new(dir.path(), "0.0.0.0:9090".parse().unwrap()).unwrap();
         let token = guarded.token.clone().unwrap();
@@ -183,25 +348,132 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert!(guarded.allowed("/healthz", None));
-        assert!(!guarded.allowed("/metrics", None));
-        assert!(!guarded.allowed("/api/metrics", Some(b"Bearer wrong")));
+        assert!(guarded.allowed("/healthz", None, &[]));
+        assert!(!guarded.allowed("/metrics", None, &[]));
+        assert!(!guarded.allowed("/api/metrics", Some(b"Bearer wrong"), &[]));
         assert!(!guarded.allowed(
             "/api/metrics",
-            Some(&format!("Bearer {}", &token[..63]).into_bytes())
+            Some(&format!("Bearer {}", &token[..63]).into_bytes()),
+            &[]
         ));
-        assert!(!guarded.allowed("/api/metrics", Some(token.as_bytes())));
+        assert!(!guarded.allowed("/api/metrics", Some(token.as_bytes()), &[]));
         assert!(guarded.allowed(
             "/api/metrics",
-            Some(&format!("Bearer {token}").into_bytes())
+            Some(&format!("Bearer {token}").into_bytes()),
+            &[]
         ));
+        // A browser: the cookie set by the login URL, among others.
+        let cookie = format!("theme=dark; berth_admin={token}");
+        assert!(guarded.allowed("/dashboard/app.js", None, &[cookie.as_bytes()]));
+        let short = format!("berth_admin={}", &token[..63]);
+        assert!(!guarded.allowed("/api/status", None, &[short.as_bytes()]));
+        assert!(!guarded.allowed("/api/status", None, &[b"berth_admin="]));
+        assert!(guarded.allowed(LOGIN_PATH, None, &[]));
+        // A wrong bearer is not rescued by a cookie.
+        assert!(!guarded.allowed("/api/status", Some(b"Bearer x"), &[cookie.as_bytes()]));
         // The same token next time.
         let again = Observe::new(dir.path(), "[::]:9090".parse().unwrap()).unwrap();
         assert_eq!(again.token, Some(token));
     }
 
     #[test]
-    fn only_the_metrics_paths_are_forwarded() {
+    fn the_login_url_sets_the_cookie_only_for_the_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = Observe::new(dir.path(), "127.0.0.1:9090".parse().unwrap()).unwrap();
+        assert_eq!(open.login(None), Login::Redirect { cookie: None });
+        let guarded = Observe::new(dir.path(), "0.0.0.0:9090".parse().unwrap()).unwrap();
+        let token = guarded.token.clone().unwrap();
+        assert_eq!(guarded.login(None), Login::Form { wrong: false });
+        assert_eq!(
+            guarded.login(Some("token=0123")),
+            Login::Form { wrong: true }
+        );
+        match guarded.login(Some(&format!("token={token}+"))) {
+            Login::Redirect {
+                cookie: Some(cookie),
+            } => {
+                assert!(
+                    cookie.starts_with(&format!("berth_admin={token};")),
+                    "{cookie}"
+                );
+                assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let page = login_page(true);
+        assert!(
+            !page.contains("<script") && !page.contains(&token),
+            "{page}"
+        );
+    }
+
+    #[test]
+    fn a_browser_without_the_token_goes_to_the_login_form_and_comes_back_with_the_cookie() {
+        let dir = tempfile::tempdir().unwrap();
+        let guarded = Observe::new(dir.path(), "0.0.0.0:9090".parse().unwrap()).unwrap();
+        let token = guarded.token.clone().unwrap();
+        let to_login = Access::Redirect {
+            location: LOGIN_PATH,
+            cookie: None,
+        };
+        assert_eq!(guarded.access("/dashboard/", None, None, &[]), to_login);
+        assert_eq!(guarded.access("/dashboard", None, None, &[]), to_login);
+        assert_eq!(
+            guarded.access("/api/status", None, None, &[]),
+            Access::Unauthorized
+        );
+        assert_eq!(guarded.access("/", None, None, &[]), Access::Unauthorized);
+        assert_eq!(
+            guarded.access(LOGIN_PATH, None, None, &[]),
+            Access::LoginForm { wrong: false }
+        );
+        assert_eq!(
+            guarded.access(LOGIN_PATH, Some("token=nope"), None, &[]),
+            Access::LoginForm { wrong: true }
+        );
+        let query = format!("token={token}");
+        let Access::Redirect {
+            location: "/dashboard/",
+            cookie: Some(cookie),
+        } = guarded.access(LOGIN_PATH, Some(&query), None, &[])
+        else {
+            panic!("no cookie for the right token");
+        };
+        // The browser sends the cookie's name=value back.
+        let sent = cookie.split(';').next().unwrap().to_string();
+        assert_eq!(
+            guarded.access("/api/status", Some("x=1"), None, &[sent.as_bytes()]),
+            Access::Forward("/v1/status?x=1".into())
+        );
+        assert_eq!(
+            guarded.access("/dashboard/", None, None, &[sent.as_bytes()]),
+            Access::Forward("/dashboard/".into())
+        );
+        assert_eq!(
+            guarded.access("/metrics", None, None, &[sent.as_bytes()]),
+            Access::Local
+        );
+        assert_eq!(guarded.access("/healthz", None, None, &[]), Access::Local);
+        // On loopback: no token, the login URL goes straight on.
+        let open = Observe::new(dir.path(), "127.0.0.1:9090".parse().unwrap()).unwrap();
+        assert_eq!(
+            open.access("/", None, None, &[]),
+            Access::Redirect {
+                location: "/dashboard/",
+                cookie: None
+            }
+        );
+        assert_eq!(
+            open.access(LOGIN_PATH, None, None, &[]),
+            Access::Redirect {
+                location: "/dashboard/",
+                cookie: None
+            }
+        );
+    }
+
+    #[test]
+    fn only_the_read_only_paths_are_forwarded() {
         assert_eq!(
             forwarded_path("/api/metrics", Some("name=requests&service=web")).as_deref(),
             Some("/v1/metrics?name=requests&service=web")
@@ -212,6 +484,23 @@ mod tests {
         );
         assert_eq!(forwarded_path("/api/secrets", None), None);
         assert_eq!(forwarded_path("/api/metrics/../down", None), None);
+        assert_eq!(
+            forwarded_path("/api/deploys", Some("limit=5")).as_deref(),
+            Some("/v1/deploys?limit=5")
+        );
+        assert_eq!(forwarded_path("/api/deploys/3/cancel", None), None);
+        assert_eq!(forwarded_path("/api/down", None), None);
+        assert_eq!(
+            forwarded_path("/dashboard/app.js", Some("x=1")).as_deref(),
+            Some("/dashboard/app.js")
+        );
+        assert_eq!(
+            forwarded_path("/dashboard/", None).as_deref(),
+            Some("/dashboard/")
+        );
+        assert_eq!(forwarded_path("/dashboard/../v1/down", None), None);
+        assert_eq!(forwarded_path("/dashboard/..", None), None);
+        assert_eq!(forwarded_path("/dashboard/a/b", None), None);
     }
 
     #[test]

@@ -434,8 +434,9 @@ impl<I: AsyncWrite> AsyncWrite for TrackedIo<I> {
 }
 
 /// The admin listener: `/metrics` (Prometheus text, the daemon's series added), `/healthz`,
-/// `/table` (the routing table in use), `/api/metrics` (forwarded to the daemon, see
-/// [`crate::observe`]).
+/// `/table` (the routing table in use), `/api/metrics`, `/api/status`, `/api/deploys`,
+/// `/api/releases` and the dashboard `/dashboard/*` (forwarded to the daemon, see
+/// [`crate::observe`]), `/dashboard/login` (the token, off loopback).
 pub async fn serve_admin(
     edge: Arc<Edge>,
     listener: TcpListener,
@@ -466,6 +467,25 @@ pub async fn serve_admin(
     }
 }
 
+/// A 303 to `location` (setting `cookie` when given).
+fn redirect(location: &'static str, cookie: Option<String>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::LOCATION,
+        hyper::header::HeaderValue::from_static(location),
+    );
+    headers.insert(
+        hyper::header::REFERRER_POLICY,
+        hyper::header::HeaderValue::from_static("no-referrer"),
+    );
+    if let Some(value) = cookie.and_then(|c| hyper::header::HeaderValue::from_str(&c).ok()) {
+        headers.insert(hyper::header::SET_COOKIE, value);
+    }
+    response
+}
+
 /// Whether a request to the admin listener names it by address or as `localhost`. Any other
 /// name means a page in a browser reached it through DNS rebinding (its own name resolved
 /// to 127.0.0.1): such a page must not read the metrics or the replicas' addresses.
@@ -493,36 +513,77 @@ async fn admin(
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    let path = if !admin_host_allowed(&req) {
-        "forbidden host"
-    } else if !observe.allowed(req.uri().path(), authorization) {
-        "unauthorized"
+    let cookies: Vec<&[u8]> = req
+        .headers()
+        .get_all(hyper::header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    use crate::observe::Access;
+    let access = if admin_host_allowed(&req) {
+        observe.access(req.uri().path(), req.uri().query(), authorization, &cookies)
     } else {
-        req.uri().path()
+        Access::Local
     };
-    if let Some(target) = crate::observe::forwarded_path(path, req.uri().query()) {
-        let (status, content_type, body) =
-            match crate::observe::get(&observe.socket, &target, crate::observe::FORWARD_TIMEOUT)
+    let path = match &access {
+        _ if !admin_host_allowed(&req) => "forbidden host",
+        Access::Unauthorized => "unauthorized",
+        Access::Redirect { location, cookie } => return redirect(location, cookie.clone()),
+        Access::LoginForm { wrong } => {
+            let mut response =
+                Response::new(Full::new(Bytes::from(crate::observe::login_page(*wrong))));
+            if *wrong {
+                *response.status_mut() = StatusCode::UNAUTHORIZED;
+            }
+            let headers = response.headers_mut();
+            headers.insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            headers.insert(
+                hyper::header::CONTENT_SECURITY_POLICY,
+                hyper::header::HeaderValue::from_static(
+                    "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
+                ),
+            );
+            headers.insert(
+                hyper::header::REFERRER_POLICY,
+                hyper::header::HeaderValue::from_static("no-referrer"),
+            );
+            return response;
+        }
+        Access::Forward(_) | Access::Local => req.uri().path(),
+    };
+    if let Access::Forward(target) = &access {
+        let mut response =
+            match crate::observe::get(&observe.socket, target, crate::observe::FORWARD_TIMEOUT)
                 .await
             {
-                Ok((status, content_type, body)) => (
-                    StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
-                    content_type,
-                    body,
-                ),
-                Err(e) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "application/json".to_string(),
-                    Bytes::from(serde_json::json!({ "error": e }).to_string()),
-                ),
+                Ok(answer) => {
+                    let mut response = Response::new(Full::new(answer.body));
+                    *response.status_mut() =
+                        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                    for (name, value) in answer.headers {
+                        response.headers_mut().insert(name, value);
+                    }
+                    response
+                }
+                Err(e) => {
+                    let mut response = Response::new(Full::new(Bytes::from(
+                        serde_json::json!({ "error": e }).to_string(),
+                    )));
+                    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                    response
+                }
             };
-        let mut response = Response::new(Full::new(body));
-        *response.status_mut() = status;
-        if let Ok(v) = hyper::header::HeaderValue::from_str(&content_type) {
-            response
-                .headers_mut()
-                .insert(hyper::header::CONTENT_TYPE, v);
-        }
+        let headers = response.headers_mut();
+        headers
+            .entry(hyper::header::CONTENT_TYPE)
+            .or_insert(hyper::header::HeaderValue::from_static("application/json"));
+        headers.insert(
+            hyper::header::X_CONTENT_TYPE_OPTIONS,
+            hyper::header::HeaderValue::from_static("nosniff"),
+        );
         return response;
     }
     let (status, content_type, body) = match path {
@@ -552,7 +613,9 @@ async fn admin(
                 )
                 .await
                 {
-                    Ok((200, _, body)) => String::from_utf8(body.to_vec()).unwrap_or_default(),
+                    Ok(answer) if answer.status == 200 => {
+                        String::from_utf8(answer.body.to_vec()).unwrap_or_default()
+                    }
                     _ => String::new(),
                 }
             };

@@ -132,6 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events { limit, json, .. } => commands::events(&client, limit, json).await,
         Command::Alarms { json, .. } => commands::alarms(&client, json).await,
         Command::Metrics(args) => berth_cli::metrics::metrics(&client, &args).await,
+        Command::Top(args) => berth_cli::top::top(&client, &args).await,
         Command::Release { action } => commands::release_push(&client, &action).await,
         Command::Releases { service, json, .. } => {
             commands::releases(&client, service.as_deref(), json).await

@@ -102,7 +102,7 @@ pub fn start(
 ) -> anyhow::Result<(tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>)> {
     let metrics = open(&stack.paths)?;
     let _ = stack.metrics.set(metrics.clone());
-    let observe = serve_observe(&stack.paths, metrics.clone())?;
+    let observe = serve_observe(stack, metrics.clone())?;
     let collector = spawn(stack.clone(), metrics);
     Ok((collector, observe))
 }
@@ -332,14 +332,15 @@ pub fn observe_socket(paths: &StatePaths) -> std::path::PathBuf {
     crate::edge::edge_dir(paths).join("observe.sock")
 }
 
-/// Serves [`api::routes`] (and nothing else) on [`observe_socket`], 0600.
+/// Serves [`api::routes`] and the dashboard's read-only routes ([`crate::dashboard::routes`])
+/// on [`observe_socket`], 0600: nothing that changes state.
 pub fn serve_observe(
-    paths: &StatePaths,
+    stack: &Arc<Stack>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use anyhow::Context;
     use std::os::unix::fs::PermissionsExt;
-    let socket = observe_socket(paths);
+    let socket = observe_socket(&stack.paths);
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -347,7 +348,7 @@ pub fn serve_observe(
     let listener = tokio::net::UnixListener::bind(&socket)
         .with_context(|| format!("binding {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
-    let app: axum::Router = api::routes(metrics);
+    let app: axum::Router = api::routes(metrics).merge(crate::dashboard::routes(stack.clone()));
     Ok(tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("metrics socket: {e}");

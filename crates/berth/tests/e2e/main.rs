@@ -12,6 +12,7 @@ mod autoscale;
 mod backup;
 mod cli;
 mod containers;
+mod dashboard;
 mod deploy;
 mod lifecycle;
 mod maintenance;
