@@ -30,49 +30,46 @@ pub struct Observe {
     pub socket: PathBuf,
     /// Required when the admin listener is not on loopback.
     pub token: Option<String>,
+    /// The same token, made whatever the listener: the replicas' logs (`/api/logs`) need it
+    /// even on loopback, where every local user reaches this listener while `berth logs`
+    /// needs the owner's 0600 socket.
+    pub log_token: String,
 }
 
 impl Observe {
     /// For an edge in `dir` whose admin listener is `admin`: the token is read (or made) only
     /// when the listener is reachable from other hosts.
     pub fn new(dir: &Path, admin: std::net::SocketAddr) -> std::io::Result<Observe> {
-        let token = if admin.ip().is_loopback() {
-            None
-        } else {
-            Some(load_or_create_token(&dir.join("admin.token"))?)
-        };
+        let log_token = load_or_create_token(&dir.join("admin.token"))?;
+        let token = (!admin.ip().is_loopback()).then(|| log_token.clone());
         Ok(Observe {
             socket: dir.join("observe.sock"),
             token,
+            log_token,
         })
     }
 
     /// Whether a request with this `Authorization` header and these `Cookie` headers may read
     /// `path`.
     pub fn allowed(&self, path: &str, authorization: Option<&[u8]>, cookies: &[&[u8]]) -> bool {
-        let Some(token) = &self.token else {
-            return true;
-        };
-        if path == "/healthz" || path == LOGIN_PATH {
+        if path == "/healthz" || path == LOGIN_PATH || path == SESSION_PATH {
             return true;
         }
-        if let Some(given) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) {
-            return constant_time_eq(given.trim_ascii(), token.as_bytes());
+        if path == LOGS_PATH {
+            return has_token(&self.log_token, authorization, cookies);
         }
-        cookies
-            .iter()
-            .flat_map(|header| header.split(|b| *b == b';'))
-            .filter_map(|pair| pair.trim_ascii().strip_prefix(COOKIE_PREFIX))
-            .any(|given| constant_time_eq(given, token.as_bytes()))
+        match &self.token {
+            None => true,
+            Some(token) => has_token(token, authorization, cookies),
+        }
     }
 
     /// The answer to `GET /dashboard/login?QUERY`: with the right `token=`, a redirect to the
     /// dashboard that sets the cookie; else the form asking for it (401 after a wrong one).
     /// The token never goes into a log.
     pub fn login(&self, query: Option<&str>) -> Login {
-        let Some(token) = &self.token else {
-            return Login::Redirect { cookie: None };
-        };
+        // On loopback too: the token opens the replicas' logs.
+        let token = &self.log_token;
         // The token is hex: no percent-decoding is needed to compare it (a pasted space or
         // newline comes as `+` or `%..` and is trimmed).
         let given = query.and_then(|q| {
@@ -115,6 +112,8 @@ pub enum Access {
     LoginForm { wrong: bool },
     /// GET this path on the daemon's socket and pass the answer on.
     Forward(String),
+    /// `/api/session`: what this browser may see (`{"logs": true}` with the token).
+    Session { logs: bool },
     /// One of the edge's own paths (`/metrics`, `/healthz`, `/table`, or 404).
     Local,
 }
@@ -147,6 +146,11 @@ impl Observe {
                 Login::Form { wrong } => Access::LoginForm { wrong },
             };
         }
+        if path == SESSION_PATH {
+            return Access::Session {
+                logs: has_token(&self.log_token, authorization, cookies),
+            };
+        }
         if path == "/" || path == "/dashboard" {
             return Access::Redirect {
                 location: "/dashboard/",
@@ -162,6 +166,22 @@ impl Observe {
 
 /// Where a browser without the token is sent; it asks for the token.
 pub const LOGIN_PATH: &str = "/dashboard/login";
+/// What the page asks to know whether it may show the replicas' logs (answered by the edge).
+pub const SESSION_PATH: &str = "/api/session";
+/// The replicas' newest log lines (the token needed on loopback too).
+pub const LOGS_PATH: &str = "/api/logs";
+
+/// Whether the `Authorization: Bearer` header or a `berth_admin` cookie holds `token`.
+fn has_token(token: &str, authorization: Option<&[u8]>, cookies: &[&[u8]]) -> bool {
+    if let Some(given) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) {
+        return constant_time_eq(given.trim_ascii(), token.as_bytes());
+    }
+    cookies
+        .iter()
+        .flat_map(|header| header.split(|b| *b == b';'))
+        .filter_map(|pair| pair.trim_ascii().strip_prefix(COOKIE_PREFIX))
+        .any(|given| constant_time_eq(given, token.as_bytes()))
+}
 const COOKIE_PREFIX: &[u8] = b"berth_admin=";
 
 /// What `/dashboard/login` answers.
@@ -182,7 +202,7 @@ pub fn login_page(wrong: bool) -> String {
     };
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Berth: log in</title></head><body>\
-<h1>berth</h1><p>This admin listener is reachable from other hosts: give the token in <code>.berth/ENV/edge/admin.token</code> on the server.</p>{note}\
+<h1>berth</h1><p>Give the token in <code>.berth/ENV/edge/admin.token</code> on the server (it opens the dashboard when the admin listener is reachable from other hosts, and the replicas' logs always).</p>{note}\
 <form method=\"get\" action=\"/dashboard/login\"><label>Token <input name=\"token\" type=\"password\" autocomplete=\"off\" size=\"70\" required></label> <button>Log in</button></form></body></html>\n"
     )
 }
@@ -238,6 +258,7 @@ pub fn forwarded_path(path: &str, query: Option<&str>) -> Option<String> {
         "/api/alarms" => "/v1/alarms",
         "/api/features" => "/v1/dashboard/features",
         "/api/backups" => "/v1/dashboard/backups",
+        LOGS_PATH => "/v1/dashboard/logs",
         _ => return None,
     };
     Some(match query {
@@ -338,9 +359,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let open = Observe::new(dir.path(), "127.0.0.1:9090".parse().unwrap()).unwrap();
         assert!(open.allowed("/metrics", None, &[]));
-        assert!(!dir.path().join("admin.token").exists());
+        assert_eq!(open.token, None);
         let guarded = Observe::new(dir.path(), "0.0.0.0:9090".parse().unwrap()).unwrap();
         let token = guarded.token.clone().unwrap();
+        assert_eq!(open.log_token, token, "one token per edge folder");
         assert_eq!(token.len(), 64);
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join("admin.token"))
@@ -380,7 +402,8 @@ mod tests {
     fn the_login_url_sets_the_cookie_only_for_the_token() {
         let dir = tempfile::tempdir().unwrap();
         let open = Observe::new(dir.path(), "127.0.0.1:9090".parse().unwrap()).unwrap();
-        assert_eq!(open.login(None), Login::Redirect { cookie: None });
+        // On loopback too the form asks for the token: it opens the replicas' logs.
+        assert_eq!(open.login(None), Login::Form { wrong: false });
         let guarded = Observe::new(dir.path(), "0.0.0.0:9090".parse().unwrap()).unwrap();
         let token = guarded.token.clone().unwrap();
         assert_eq!(guarded.login(None), Login::Form { wrong: false });
@@ -454,7 +477,7 @@ mod tests {
             Access::Local
         );
         assert_eq!(guarded.access("/healthz", None, None, &[]), Access::Local);
-        // On loopback: no token, the login URL goes straight on.
+        // On loopback: no token for the dashboard; the login form is for the logs.
         let open = Observe::new(dir.path(), "127.0.0.1:9090".parse().unwrap()).unwrap();
         assert_eq!(
             open.access("/", None, None, &[]),
@@ -465,10 +488,7 @@ mod tests {
         );
         assert_eq!(
             open.access(LOGIN_PATH, None, None, &[]),
-            Access::Redirect {
-                location: "/dashboard/",
-                cookie: None
-            }
+            Access::LoginForm { wrong: false }
         );
     }
 
@@ -514,5 +534,52 @@ mod tests {
             "# TYPE a counter\na_total 1\n# TYPE berth_x gauge\nberth_x 2\n# EOF\n"
         );
         assert_eq!(merge_metrics("a 1\n".into(), ""), "a 1\n");
+    }
+
+    #[test]
+    fn the_logs_need_the_token_even_on_loopback_and_the_session_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = Observe::new(dir.path(), "127.0.0.1:9090".parse().unwrap()).unwrap();
+        let token = open.log_token.clone();
+        // Everything else is open on loopback; the logs are not.
+        assert_eq!(
+            open.access("/api/status", None, None, &[]),
+            Access::Forward("/v1/status".into())
+        );
+        assert_eq!(
+            open.access(LOGS_PATH, Some("service=web"), None, &[]),
+            Access::Unauthorized
+        );
+        assert_eq!(
+            open.access(SESSION_PATH, None, None, &[]),
+            Access::Session { logs: false }
+        );
+        let cookie = format!("berth_admin={token}");
+        assert_eq!(
+            open.access(LOGS_PATH, Some("service=web"), None, &[cookie.as_bytes()]),
+            Access::Forward("/v1/dashboard/logs?service=web".into())
+        );
+        assert_eq!(
+            open.access(SESSION_PATH, None, None, &[cookie.as_bytes()]),
+            Access::Session { logs: true }
+        );
+        let bearer = format!("Bearer {token}");
+        assert_eq!(
+            open.access(LOGS_PATH, None, Some(bearer.as_bytes()), &[]),
+            Access::Forward("/v1/dashboard/logs".into())
+        );
+        let wrong = format!("berth_admin={}", &token[..63]);
+        assert_eq!(
+            open.access(SESSION_PATH, None, None, &[wrong.as_bytes()]),
+            Access::Session { logs: false }
+        );
+        // The login URL gives the cookie on loopback too.
+        assert!(matches!(
+            open.access(LOGIN_PATH, Some(&format!("token={token}")), None, &[]),
+            Access::Redirect {
+                location: "/dashboard/",
+                cookie: Some(_)
+            }
+        ));
     }
 }

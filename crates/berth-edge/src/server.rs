@@ -552,6 +552,20 @@ async fn admin(
             );
             return response;
         }
+        Access::Session { logs } => {
+            let mut response =
+                Response::new(Full::new(Bytes::from(format!("{{\"logs\":{logs}}}\n"))));
+            let headers = response.headers_mut();
+            headers.insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            headers.insert(
+                hyper::header::CACHE_CONTROL,
+                hyper::header::HeaderValue::from_static("no-store"),
+            );
+            return response;
+        }
         Access::Forward(_) | Access::Local => req.uri().path(),
     };
     if let Access::Forward(target) = &access {

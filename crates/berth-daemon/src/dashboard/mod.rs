@@ -1,12 +1,15 @@
 //! The web dashboard: its page and assets (embedded in the binary with `include_bytes!`, uPlot
 //! vendored under `assets/uplot/` with its licence) and the read-only JSON routes the page
-//! reads (`/v1/status`, `/v1/deploys`, `/v1/releases`, `/v1/dashboard/backups`), served on `observe.sock` beside the
-//! metrics routes; the edge's admin listener forwards `/dashboard/*` and `/api/*` there.
+//! reads (`/v1/status`, `/v1/deploys`, `/v1/releases`, `/v1/alarms`, `/v1/dashboard/backups`,
+//! `/v1/dashboard/logs`), served on `observe.sock` beside the metrics routes; the edge's admin
+//! listener forwards `/dashboard/*` and `/api/*` there.
 //!
 //! Everything here answers GET and nothing changes state: no route of the API socket that
-//! mutates is reachable from here, and what the page reads leaves out what may hold secrets
-//! (replicas' log tails, a held release's migration output). It must never know the token or
-//! the admin listener's rules: those are the edge's.
+//! mutates is reachable from here, and what the status leaves out what may hold secrets
+//! (replicas' last lines, a held release's migration output). The replicas' logs (masked as
+//! written) are served on their own route, which the edge forwards only with the admin token,
+//! even on loopback. It must never know the token or the admin listener's rules: those are the
+//! edge's.
 
 use std::sync::Arc;
 
@@ -88,6 +91,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(stack: Arc<Stack>) -> Router<S> 
         .route("/v1/releases", get(releases))
         .route("/v1/dashboard/backups", get(backups))
         .route("/v1/alarms", get(alarms))
+        .route("/v1/dashboard/logs", get(logs))
         .with_state(stack)
 }
 
@@ -147,6 +151,53 @@ async fn features() -> Json<serde_json::Map<String, serde_json::Value>> {
             .map(|(name, on)| (name.to_string(), serde_json::Value::Bool(*on)))
             .collect(),
     )
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    service: String,
+    tail: Option<usize>,
+}
+
+/// The most log lines the page gets at once.
+const LOG_LINES_SHOWN: usize = 500;
+
+/// The newest lines of a service's replicas (as written: secret values masked), oldest first.
+async fn logs(State(stack): State<Arc<Stack>>, Query(q): Query<LogsQuery>) -> Response {
+    if !stack.spec.services.contains_key(&q.service) {
+        return failure(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no service `{}`",
+                q.service.chars().take(60).collect::<String>()
+            ),
+        );
+    }
+    let source = berth_supervisor::logs::LogSource::Replicas(stack.paths.replicas());
+    let query = berth_supervisor::logs::LogQuery {
+        service: q.service.clone(),
+        replica: None,
+        since: None,
+        tail: Some(q.tail.unwrap_or(200).clamp(1, LOG_LINES_SHOWN)),
+    };
+    let read = tokio::task::spawn_blocking(move || {
+        berth_supervisor::logs::read(&source, &query, crate::LOG_KEEP)
+    })
+    .await;
+    match read {
+        Ok(lines) => {
+            let mut response =
+                Json(serde_json::json!({ "service": q.service, "lines": lines })).into_response();
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(e) => failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reading logs: {e}"),
+        ),
+    }
 }
 
 async fn alarms(State(stack): State<Arc<Stack>>) -> Response {

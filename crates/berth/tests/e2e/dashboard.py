@@ -1,6 +1,6 @@
 """Drives the dashboard in Debian's headless Chromium (playwright, no downloaded browser).
 
-python3 dashboard.py BASE_URL DEPLOY_ID BACKUP_ID SCREENSHOT_DIR prints one JSON object: what the pages
+python3 dashboard.py BASE_URL DEPLOY_ID BACKUP_ID SCREENSHOT_DIR TOKEN prints one JSON object: what the pages
 showed and every console error; the Rust test (dashboard.rs) asserts on it. Exits 2 when a
 wait times out, with what it waited for.
 """
@@ -9,7 +9,7 @@ import sys
 
 from playwright.sync_api import sync_playwright, TimeoutError as PlaywrightTimeout
 
-base, deploy_id, backup_id, shots = sys.argv[1:5]
+base, deploy_id, backup_id, shots, token = sys.argv[1:6]
 result = {"console_errors": [], "steps": []}
 
 
@@ -79,6 +79,10 @@ with sync_playwright() as p:
             result["service_deploys"] = page.locator(
                 f'#service-deploys tr[data-deploy-id="{deploy_id}"]'
             ).count()
+            # The logs need the admin token, even on loopback: locked until signed in.
+            step("logs locked")
+            page.wait_for_selector("#logs-locked", timeout=10000)
+            result["logs_locked"] = page.locator("#logs").count() == 0
             page.screenshot(path=shots + "/service.png", full_page=True)
             # Another range: the charts are drawn again from coarser points.
             step("range 24h")
@@ -90,6 +94,14 @@ with sync_playwright() as p:
             result["range_24h_points"] = int(
                 page.get_attribute("[data-chart=requests]", "data-points")
             )
+            # Signed in with the token (the one-time link sets the cookie): the logs show.
+            step("logs after login")
+            page.goto(base + "/dashboard/login?token=" + token, wait_until="load")
+            page.goto(base + "/dashboard/#/service/web?range=15m", wait_until="load")
+            page.wait_for_selector('#logs:not([data-lines="0"])', timeout=15000)
+            result["log_lines"] = int(page.get_attribute("#logs", "data-lines"))
+            result["log_text"] = page.inner_text("#logs")[:2000]
+            result["login_url"] = page.url
         except PlaywrightTimeout as e:
             result["timeout"] = f"{result['steps'][-1]}: {e}".splitlines()[0]
             try:

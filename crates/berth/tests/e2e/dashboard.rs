@@ -155,6 +155,34 @@ fn the_dashboard_shows_the_stack_its_charts_and_a_running_deploy_in_chromium() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| stack.path().join("logs"));
     std::fs::create_dir_all(&shots).unwrap();
+    // The replicas' logs: the admin token is needed even on loopback.
+    let token = std::fs::read_to_string(stack.state().join("edge/admin.token"))
+        .expect("the edge's admin token")
+        .trim()
+        .to_string();
+    let (status, _) = http(admin, "GET", "/api/logs?service=web", b"").unwrap();
+    assert_eq!(status, 401, "logs without the token");
+    let (_, session) = http(admin, "GET", "/api/session", b"").unwrap();
+    assert_eq!(session.trim(), r#"{"logs":false}"#);
+    let with_token = Command::new("curl")
+        .args(["-s", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!(
+            "http://127.0.0.1:{admin}/api/logs?service=web&tail=5"
+        ))
+        .output()
+        .unwrap();
+    let logs: Value = serde_json::from_slice(&with_token.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&with_token.stdout)));
+    let lines = logs["lines"].as_array().expect("lines");
+    assert!(
+        !lines.is_empty()
+            && lines.len() <= 5
+            && lines
+                .iter()
+                .all(|l| l.as_str().is_some_and(|l| l.starts_with("web."))),
+        "{logs}"
+    );
     let driver = stack.path().join("dashboard.py");
     std::fs::write(&driver, DRIVER).unwrap();
     let mut command = Command::new("python3");
@@ -163,7 +191,8 @@ fn the_dashboard_shows_the_stack_its_charts_and_a_running_deploy_in_chromium() {
         .arg(format!("http://127.0.0.1:{admin}"))
         .arg(&id)
         .arg(&backup_id)
-        .arg(&shots);
+        .arg(&shots)
+        .arg(&token);
     let out = run(command, Duration::from_secs(150));
     let result: Value = serde_json::from_str(out.stdout.trim()).unwrap_or_else(|e| {
         panic!(
@@ -227,6 +256,17 @@ fn the_dashboard_shows_the_stack_its_charts_and_a_running_deploy_in_chromium() {
         "{result}"
     );
     assert_eq!(result["service_deploys"], 1, "{result}");
+    assert_eq!(result["logs_locked"], true, "{result}");
+    assert!(result["log_lines"].as_u64().unwrap_or(0) > 0, "{result}");
+    assert!(
+        result["log_text"].as_str().unwrap_or("").contains("web."),
+        "{result}"
+    );
+    // The token does not stay in the address bar: the login link redirected.
+    assert!(
+        !result["login_url"].as_str().unwrap_or("").contains(&token),
+        "{result}"
+    );
     assert!(report.samples.iter().filter(|s| s.ok()).count() > 10);
 }
 

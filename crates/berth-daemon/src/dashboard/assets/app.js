@@ -1,5 +1,6 @@
 // Berth's dashboard: reads the admin listener's read-only JSON (/api/status, /api/deploys,
-// /api/releases, /api/metrics, /api/alarms when the daemon has it) and draws it. Every value
+// /api/releases, /api/metrics, /api/alarms when the daemon has it, /api/logs with the admin
+// token, /api/session to know whether it has it) and draws it. Every value
 // from the server goes into the page as text (textContent), never as markup.
 "use strict";
 
@@ -341,8 +342,10 @@ async function servicePage(main, name, range) {
   const replicas = el("div", { id: "service-replicas" });
   const deploysBox = el("div", { id: "service-deploys" });
   const releasesBox = el("div", { id: "service-releases" });
+  const logsBox = el("div", { id: "service-logs" });
   main.append(el("h2", { text: name }), head, ranges, grid,
-    el("h2", { text: "Replicas" }), replicas, el("h2", { text: "Deploys" }), deploysBox, el("h2", { text: "Releases" }), releasesBox);
+    el("h2", { text: "Replicas" }), replicas, el("h2", { text: "Deploys" }), deploysBox, el("h2", { text: "Releases" }), releasesBox,
+    el("h2", { text: "Logs" }), logsBox);
   for (const spec of CHARTS) {
     const holder = el("div");
     const empty = el("div", { class: "empty" });
@@ -368,9 +371,24 @@ async function servicePage(main, name, range) {
         el("td", { class: "muted", text: r.source_rev ? r.source_rev.slice(0, 12) : "" }),
         el("td", {}, r.id === (s && s.release) ? badge("current", "ok") : "")))));
   };
+  // The replicas' logs need the admin token even on loopback: ask the edge first, so a page
+  // without it never requests them (a 401 would be a console error) and says how to sign in.
+  const session = await api("/api/session").catch(() => ({ logs: false }));
+  const drawLogs = async () => {
+    if (!session.logs) {
+      logsBox.replaceChildren(el("p", { class: "muted", id: "logs-locked" },
+        "The replicas' logs need the admin token (.berth/ENV/edge/admin.token): ",
+        el("a", { href: "/dashboard/login", text: "sign in" }), "."));
+      return;
+    }
+    const logs = await api("/api/logs?tail=200&service=" + encodeURIComponent(name));
+    const pre = el("pre", { id: "logs", class: "logs", "data-lines": String(logs.lines.length) });
+    pre.textContent = logs.lines.join("\n");
+    logsBox.replaceChildren(pre);
+  };
   const draw = async () => {
     try {
-      await Promise.all([drawTables(), ...charts.map((c) => drawChart(c, name, range))]);
+      await Promise.all([drawTables(), drawLogs(), ...charts.map((c) => drawChart(c, name, range))]);
       clearError(main);
       stamp();
     } catch (e) {
