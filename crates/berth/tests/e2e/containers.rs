@@ -199,29 +199,6 @@ service = "web"
 
 const TOKEN: &str = "tok-3f9a1c77e2b54d0c8a16";
 
-/// `berth secrets set NAME ARGS` with `value` on standard input.
-fn set_secret(stack: &Stack, name: &str, value: &str, args: &[&str]) {
-    use std::io::Write;
-    let mut child = berth_command()
-        .arg("-f")
-        .arg(&stack.spec)
-        .args(["secrets", "set", name])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(value.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-}
-
 fn write_version(stack: &Stack, version: &str) {
     fs::write(stack.path().join("app/www/version"), version).unwrap();
 }
@@ -291,13 +268,10 @@ fn container_replicas_serve_deploy_without_errors_survive_the_daemon_and_go_down
         &body(&podman.socket, r#"secrets = ["API_TOKEN", "TLS_KEY"]"#),
     );
     let app = stack.path().join("app");
-    set_secret(&stack, "API_TOKEN", TOKEN, &[]);
-    set_secret(
-        &stack,
-        "TLS_KEY",
-        "-----BEGIN KEY-----\nabc\n",
-        &["--as-file"],
-    );
+    stack.set_secret("API_TOKEN", TOKEN, &[]).ok();
+    stack
+        .set_secret("TLS_KEY", "-----BEGIN KEY-----\nabc\n", &["--as-file"])
+        .ok();
 
     // Up: the image is built from the Dockerfile, two containers serve through the edge.
     let started = Instant::now();

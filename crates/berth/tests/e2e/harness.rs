@@ -588,6 +588,33 @@ impl Stack {
         all.into_iter().map(|(_, s, m)| (s, m)).collect()
     }
 
+    /// `berth secrets set NAME [extra]` with `value` on standard input (never an argument).
+    pub fn set_secret(&self, name: &str, value: &str, extra: &[&str]) -> Output {
+        let mut child = berth_command()
+            .arg("-f")
+            .arg(&self.spec)
+            .args(["secrets", "set", name])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(value.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        Output {
+            what: format!("berth secrets set {name} {extra:?}"),
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     pub fn berth(&self, args: &[&str]) -> Output {
         let mut command = berth_command();
         command.arg("-f").arg(&self.spec).args(args);

@@ -3,8 +3,6 @@
 //! (`set --restart` moves them on); values never show in argv, logs, API answers or files; a
 //! wrong master key or a tampered store is a clear error that changes nothing.
 
-use std::io::Write;
-use std::process::Stdio;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -27,33 +25,6 @@ print("leak token=" + token, flush=True)
 
 fn sha(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
-}
-
-/// `berth secrets set NAME [extra]` with `value` on standard input.
-fn set_secret(stack: &Stack, name: &str, value: &str, extra: &[&str]) -> Output {
-    let mut command = berth_command();
-    command
-        .arg("-f")
-        .arg(&stack.spec)
-        .args(["secrets", "set", name])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(value.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    Output {
-        what: format!("berth secrets set {name} {extra:?}"),
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -94,7 +65,9 @@ fn secrets_are_injected_at_pinned_versions_and_never_leak() {
     assert!(stack.processes().is_empty(), "{:?}", stack.processes());
 
     // Set them before the stack runs: straight into the store.
-    set_secret(&stack, "API_TOKEN", &format!("{TOKEN_V1}\n"), &[]).ok();
+    stack
+        .set_secret("API_TOKEN", &format!("{TOKEN_V1}\n"), &[])
+        .ok();
     let cert = stack.path().join("key.pem");
     std::fs::write(&cert, CERT).unwrap();
     stack
@@ -108,7 +81,7 @@ fn secrets_are_injected_at_pinned_versions_and_never_leak() {
         ])
         .ok();
     stack.berth(&["validate"]).ok();
-    let bad = set_secret(&stack, "bad-name", "x", &[]);
+    let bad = stack.set_secret("bad-name", "x", &[]);
     assert!(
         bad.fails().contains("not a valid secret name"),
         "{}",
@@ -154,7 +127,7 @@ fn secrets_are_injected_at_pinned_versions_and_never_leak() {
     );
 
     // A new version: without --restart the replica keeps the pinned one...
-    let out = set_secret(&stack, "API_TOKEN", TOKEN_V2, &[]);
+    let out = stack.set_secret("API_TOKEN", TOKEN_V2, &[]);
     assert!(out.ok().contains("version 2"), "{}", out.stdout);
     assert!(out.stdout.contains("keep the version"), "{}", out.stdout);
     stack.berth(&["restart", "web"]).ok();
@@ -171,7 +144,7 @@ fn secrets_are_injected_at_pinned_versions_and_never_leak() {
     );
 
     // ...and with --restart it moves on, rolling.
-    let out = set_secret(&stack, "API_TOKEN", TOKEN_V2, &["--restart"]);
+    let out = stack.set_secret("API_TOKEN", TOKEN_V2, &["--restart"]);
     assert!(
         out.ok().contains("restarted web with version 3"),
         "{}",
@@ -275,7 +248,7 @@ fn secrets_are_injected_at_pinned_versions_and_never_leak() {
     let at = tampered.len() - 30;
     tampered[at] ^= 0x20;
     std::fs::write(&store, &tampered).unwrap();
-    let out = set_secret(&stack, "OTHER", "value", &[]);
+    let out = stack.set_secret("OTHER", "value", &[]);
     assert!(out.fails().contains("tampered"), "{}", out.stderr);
     assert_eq!(std::fs::read(&store).unwrap(), tampered);
     std::fs::write(&store, &before).unwrap();

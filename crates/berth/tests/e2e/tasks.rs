@@ -40,27 +40,6 @@ fn lines(path: &Path) -> usize {
     fs::read_to_string(path).map_or(0, |s| s.lines().count())
 }
 
-/// `berth secrets set NAME` with `value` on standard input.
-fn set_secret(stack: &Stack, name: &str, value: &str) {
-    let mut child = berth_command()
-        .arg("-f")
-        .arg(stack.spec_str())
-        .args(["secrets", "set", name])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(value.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-}
-
 /// A `web` service whose deploy table migrates with `migrate.py`, which appends a line to
 /// `MARKER` (or fails when `MIGRATE_FAIL` is set).
 fn migrating_stack(name: &str, fail: bool) -> (Stack, PathBuf) {
@@ -212,7 +191,7 @@ fn task_stack(name: &str) -> Stack {
 secrets = ["API_TOKEN"]"#,
         ),
     );
-    set_secret(&stack, "API_TOKEN", TOKEN);
+    stack.set_secret("API_TOKEN", TOKEN, &[]).ok();
     stack.up_and_wait();
     stack.wait_healthy("web", 1);
     stack
