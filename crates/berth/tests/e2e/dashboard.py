@@ -65,11 +65,16 @@ with sync_playwright() as p:
             page.wait_for_selector('.ranges a[data-range="15m"]', timeout=10000)
             page.click('.ranges a[data-range="15m"]')
             # (CSS selectors: the page's CSP forbids the eval behind wait_for_function.)
-            for chart in ("requests", "cpu"):
+            # The charts and tables are fetched side by side: wait for each one the test
+            # reads (a chart with no point yet is drawn again every 5 s).
+            for chart in ("requests", "cpu", "memory", "replicas", "latency"):
                 page.wait_for_selector(
-                    f'[data-chart={chart}]:not([data-points="0"])', timeout=30000
+                    f'[data-chart={chart}]:not([data-points="0"]) canvas', timeout=30000
                 )
-            page.wait_for_selector("[data-chart=requests] canvas", timeout=5000)
+            page.wait_for_selector("#releases tr[data-release]", timeout=10000)
+            page.wait_for_selector(
+                f'#service-deploys tr[data-deploy-id="{deploy_id}"]', timeout=10000
+            )
             result["charts"] = page.evaluate(
                 "Object.fromEntries([...document.querySelectorAll('[data-chart]')]"
                 ".map(c => [c.dataset.chart, {points: +c.dataset.points,"
