@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use agg::Agg;
-pub use query::{Points, Query, Statistic};
+pub use query::{parse_statistic, statistic_of, Points, Query, Statistic};
 pub use store::{Latest, MaintainReport, Store, WriteReport};
 
 /// The store's errors.
