@@ -720,6 +720,21 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 return Some("sqli-select")
             }
             (T::Kw(K::Select), Some(_)) if comment => return Some("sqli-select"),
+            // MSSQL's `select top 1 name from`: the row limit comes before the select list.
+            (T::Kw(K::Select), Some(T::Kw(K::Other)))
+                if c == Some(T::Num)
+                    && matches!(t.get(i + 3), Some(T::Word | T::Ident | T::Op(O::Star)))
+                    && match t.get(i + 4) {
+                        Some(T::Comma) => true,
+                        Some(T::Kw(K::From)) => {
+                            matches!(t.get(i + 5), Some(T::Word | T::Ident))
+                                && !matches!(t.get(i + 6), Some(T::Word))
+                        }
+                        _ => false,
+                    } =>
+            {
+                return Some("sqli-select")
+            }
             // ; followed by a statement
             // (`; drop-down is broken`: a hyphenated word; statements that change objects
             // need an object after them, not a minus.)
@@ -840,6 +855,17 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                     if matches!(x, T::Kw(K::Bool | K::Null) | T::Func(_)) && (breakout || i == 0) {
                         return Some("sqli-tautology");
                     }
+                    // A value that starts with a logic operator and a quoted literal compared or
+                    // glued to more code (`and '5'x=y`, `or 'a'<'b`): a condition appended to a
+                    // query. Prose that starts with `and` follows a quote with words.
+                    if i == 0
+                        && matches!(x, T::Str { closed: true })
+                        && t[2..]
+                            .iter()
+                            .any(|&y| matches!(y, T::Op(O::Cmp) | T::Kw(K::Like)))
+                    {
+                        return Some("sqli-tautology");
+                    }
                 }
             }
         }
@@ -902,6 +928,12 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             }
         }
     }
+    // A whole value that is one backtick-quoted identifier (`` `users` ``): MySQL's quoting of
+    // a name, used to probe whether a value lands in an identifier (`ORDER BY`, a column list)
+    // and to write keywords without blanks. Text quotes code inside sentences, not alone.
+    if !breakout && n == 1 && t[0] == T::Ident {
+        return Some("sqli-identifier");
+    }
     // A whole value that is a column list of quoted strings and numbers or nulls (`'', '', 13`,
     // `'a', null, 7`): the padding of a UNION's select list.
     if !breakout
@@ -921,10 +953,26 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
     // A value that starts by closing a parenthesis (`) or (1=1`, `) like (`) breaks out of
     // the expression it was put into the way a quote breaks out of a string: the same
     // continuations decide.
-    if n >= 2 && (breakout || t[0] == T::RParen) {
+    // Also after the number or word the group held: `1)) or ((1`, `x) union select`.
+    let closed_at = if breakout || t.first() == Some(&T::RParen) {
+        Some(0)
+    } else if n >= 3 && matches!(t[0], T::Num | T::Word) && t[1] == T::RParen {
+        Some(1)
+    } else {
+        None
+    };
+    // Outside a string, prose closes groups too (`2) or so`): SQL must follow, not just words.
+    let closed_at = closed_at.filter(|&k| {
+        n >= k + 2
+            && (breakout
+                || t[k + 2..]
+                    .iter()
+                    .any(|x| !matches!(x, T::Word | T::Str { closed: false })))
+    });
+    if let Some(k) = closed_at {
         // The value closed the string (or group) it was put into; what follows decides.
-        let next = t[1];
-        let rest = &t[2..];
+        let next = t[k + 1];
+        let rest = &t[k + 2..];
         let sqlish = |x: &T| !matches!(x, T::Word | T::Str { closed: false });
         match next {
             T::Logic
@@ -1049,6 +1097,16 @@ pub(crate) const SQL_ONLY_WORDS: &[&str] = &[
     "sys.objects",
     "sys.tables",
     "msysaccessobjects",
+    "msysaccessstorage",
+    "msysaccessxml",
+    "msysaces",
+    "msysfilters",
+    "msysmodules",
+    "msysmodules2",
+    "pg_toast",
+    "master..sysdatabases",
+    "northwind..",
+    "northwind.dbo",
     "msysobjects",
     "msysqueries",
     "msysrelationships",
@@ -1093,6 +1151,99 @@ pub(crate) const SQL_ONLY_WORDS: &[&str] = &[
     "column_name",
     "schema_name",
 ];
+
+/// A value of SQL punctuation only (`'-'`, `!@#$%^&*`, `((((()))))`, `~~~~~~~~`): what
+/// fuzzers and manual probing send to see how the query breaks, never a word, a number or a
+/// sentence. The equivalent of ModSecurity CRS's restricted-character anomaly (942430/942431):
+/// a quoted operator (`'-'`, `"&"`), or at least six SQL metacharacters with no letter, digit or
+/// non-ASCII character at all. A run of `*` alone (a masked password a form sends back) and a
+/// run of dots, slashes or question marks are not counted.
+fn symbol_probe(s: &[u8]) -> bool {
+    const META: &[u8] = b"~!@#$%^&*()-+={}[]|:;\"'<>`";
+    let t = s.trim_ascii();
+    if t.len() > 256 {
+        return false;
+    }
+    // `'-'`, `" & "`: a quoted operator, the classic first probe for string concatenation.
+    if t.len() >= 3 && matches!(t[0], b'\'' | b'"') && t.last() == Some(&t[0]) {
+        let inner = t[1..t.len() - 1].trim_ascii();
+        if inner.len() == 1 && b"-+*&^|%/".contains(&inner[0]) {
+            return true;
+        }
+    }
+    let mut meta = 0;
+    for &c in t {
+        if c.is_ascii_alphanumeric() || c >= 0x80 {
+            return false;
+        }
+        if META.contains(&c) {
+            meta += 1;
+        }
+    }
+    meta >= 6 && !t.iter().all(|&c| c == b'*' || c == b' ')
+}
+
+/// MongoDB's query operators where a value or a parameter name sets them (`user[$ne]=x`,
+/// `{"$gt": ""}`, `$where`): a query written by the client (NoSQL injection). The operator must
+/// stand alone or in `[...]`, quotes or a JSON object, not in prose prices (`$5`, `$gt50`).
+fn nosql_operator(s: &[u8]) -> bool {
+    const OPS: &[&[u8]] = &[
+        b"ne",
+        b"eq",
+        b"gt",
+        b"gte",
+        b"lt",
+        b"lte",
+        b"in",
+        b"nin",
+        b"regex",
+        b"where",
+        b"exists",
+        b"or",
+        b"and",
+        b"nor",
+        b"not",
+        b"expr",
+        b"function",
+        b"accumulator",
+        b"elemmatch",
+        b"type",
+        b"size",
+        b"all",
+        b"mod",
+        b"jsonschema",
+    ];
+    let mut from = 0;
+    while let Some(p) = memchr::memchr(b'$', &s[from..]) {
+        let at = from + p;
+        from = at + 1;
+        let before = if at == 0 { None } else { Some(s[at - 1]) };
+        if !matches!(
+            before,
+            None | Some(b'[' | b'"' | b'\'' | b'{' | b' ' | b',')
+        ) {
+            continue;
+        }
+        let word = s[at + 1..]
+            .iter()
+            .take_while(|c| c.is_ascii_alphabetic())
+            .count();
+        if !OPS.contains(&&s[at + 1..at + 1 + word]) {
+            continue;
+        }
+        let after = s.get(at + 1 + word).copied();
+        let ok = match before {
+            None => after.is_none() || matches!(after, Some(b':' | b']')),
+            Some(b'[') => after == Some(b']'),
+            Some(q @ (b'"' | b'\'')) => after == Some(q),
+            _ => after == Some(b':'),
+        };
+        if ok {
+            return true;
+        }
+    }
+    false
+}
 
 /// MySQL reads `1.e(`, `1.e.tables`, `1.e)` as a number followed by code: a known way to
 /// glue keywords to numbers past filters.
@@ -1250,7 +1401,9 @@ impl SqliDetector {
             let before = m.start.checked_sub(1).map(|i| lower[i]);
             let after = lower.get(m.end).copied();
             let ident = |c: Option<u8>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_');
-            if !ident(before) && !ident(after) {
+            // `northwind..orders`: a qualifier ends in a dot and the name follows.
+            let qualifier = m.pattern.ends_with('.');
+            if !ident(before) && (qualifier || !ident(after)) {
                 return Some("sqli-system-object");
             }
         }
@@ -1275,6 +1428,12 @@ impl SqliDetector {
         }
         if let Some(r) = self.detect_word(lower, hits) {
             return Some(r);
+        }
+        if symbol_probe(lower) {
+            return Some("sqli-probe");
+        }
+        if memchr::memchr(b'$', lower).is_some() && nosql_operator(lower) {
+            return Some("sqli-nosql-operator");
         }
         // Both need a rare byte: `*` for a comment, a quote or `$` for PROGRAM's command.
         if memchr::memchr(b'*', lower).is_some() && comment_split_keyword(lower) {
@@ -1563,6 +1722,115 @@ mod tests {
             ":) like it",
             ")",
         ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn a_group_closed_after_its_value() {
+        for a in ["1))/**/or/**/((1", "x) union select 1", "5); drop table t"] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "1) fast delivery 2) good quality",
+            "a) red b) blue",
+            "x) marks the spot",
+            "2) or so",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn a_lone_backtick_identifier() {
+        assert!(hit("`users`").is_some());
+        for b in [
+            "Ran `pip install` and it worked",
+            "`Ctrl+Shift+T` works",
+            "`a` and `b`",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn punctuation_probes() {
+        for a in [
+            "'-'",
+            "\" & \"",
+            "'^'",
+            "!@#$%^&*",
+            "((((()))))",
+            "~~~~~~~~~",
+            "-- ;; -- ;;",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "********",
+            "......",
+            "???!!",
+            "----",
+            ":-)",
+            "\u{af}\\_(\u{30c4})_/\u{af}",
+            "'a'",
+            "''",
+            "P@ss!w0rd#2024",
+            "!!! great !!!",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn nosql_operators() {
+        for a in [
+            "[$ne]",
+            "{\"$ne\": null}",
+            "{\"username\": {\"$gt\": \"\"}}",
+            "$where",
+            "'$regex'",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "$5 off",
+            "under $gt50",
+            "price: $in stock",
+            "costs $ne",
+            "{\"price\": \"$15\"}",
+            "$$$",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn select_top_and_a_leading_condition() {
+        for a in ["select top 1 name from users", "and '5'x=y", "or 'a'<'b"] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "select top 10 gifts from our shop",
+            "and 'The Cure' live",
+            "select top 3",
+            "or 'best offer' please",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn catalogs_named_with_their_schema() {
+        for a in [
+            "northwind..orders",
+            "Northwind.dbo.Customers",
+            "master..sysdatabases",
+            "pg_toast",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in ["Northwind jacket", "north wind", "pg toast"] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }
     }
