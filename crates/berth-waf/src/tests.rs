@@ -453,3 +453,18 @@ fn rare_markup_syntax_reaches_the_xss_detector() {
         assert!(!v.is_blocked(), "{}: {v:?}", String::from_utf8_lossy(ua));
     }
 }
+
+/// A name with an encoded `=` and `&` (`a%3D1%26b%3D2`) is split into parameters as a backend
+/// that decodes twice does, and a multi-valued cookie (`a=1&b=2`) into its sub-values.
+#[test]
+fn double_decoded_names_and_multi_valued_cookies_are_split() {
+    let w = waf();
+    let v = w.inspect(&req("/p", Some("x%3D1%26y%3D%27-%27"), &[], None));
+    assert!(v.is_blocked(), "{v:?}");
+    let h: &[(&[u8], &[u8])] = &[(b"Cookie", b"prefs=a=1&b=!@#$%^&*")];
+    assert!(w.inspect(&req("/", None, h, None)).is_blocked());
+    let h: &[(&[u8], &[u8])] = &[(b"Cookie", b"prefs=lang=en&cur=EUR&size=M")];
+    assert!(!w.inspect(&req("/", None, h, None)).is_blocked());
+    let v = w.inspect(&req("/p", Some("x%3D1%26y%3Dred%20shoes"), &[], None));
+    assert!(!v.is_blocked(), "{v:?}");
+}

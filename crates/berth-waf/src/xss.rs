@@ -119,6 +119,39 @@ const EVENTS: &[&[u8]] = &[
     b"timeupdate",
 ];
 
+/// English words that start with `on` (after the `on`), which are not event names: `online=`,
+/// `onion=`, `onboarding=` in a value are prose or parameters.
+const ON_WORDS: &[&[u8]] = &[
+    b"line",
+    b"ion",
+    b"ly",
+    b"ce",
+    b"e",
+    b"to",
+    b"set",
+    b"ward",
+    b"going",
+    b"board",
+    b"shore",
+    b"screen",
+    b"site",
+    b"stage",
+    b"coming",
+    b"colog",
+    b"erous",
+    b"looker",
+    b"rush",
+    b"slaught",
+    b"us",
+    b"tolog",
+    b"yx",
+    b"ramp",
+    b"demand",
+    b"call",
+    b"premise",
+    b"boarding",
+];
+
 const SCRIPT_SCHEMES: &[&[u8]] = &[
     b"javascript:",
     b"vbscript:",
@@ -155,6 +188,10 @@ pub(crate) const SINKS: &[&str] = &[
     "top[",
     "self[",
     "window[",
+    "location.href",
+    "location.assign(",
+    "location.replace(",
+    "document.createelement(",
 ];
 
 fn starts_with_ci(s: &[u8], p: &[u8]) -> bool {
@@ -655,7 +692,17 @@ fn detect_at(
             continue;
         }
         let rest = &s[at + 2..];
-        if let Some(ev) = EVENTS.iter().find(|e| rest.starts_with(e)) {
+        // An unknown name (`onabcdefgh=`): browsers add events every year and ignore the
+        // rest, so a name that is not an English word counts too, when it is 4 to 25 letters.
+        let letters = rest.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+        let unknown =
+            (4..=25).contains(&letters) && !ON_WORDS.iter().any(|w| rest[..letters].starts_with(w));
+        if let Some(ev) = EVENTS
+            .iter()
+            .copied()
+            .find(|e| rest.starts_with(e))
+            .or_else(|| unknown.then_some(&rest[..letters]))
+        {
             let mut j = ev.len();
             while j < rest.len() && rest[j].is_ascii_alphabetic() {
                 j += 1;
@@ -669,7 +716,14 @@ fn detect_at(
                     .rev()
                     .take(32)
                     .any(|&c| c == b'"' || c == b'\'' || c == b'`');
-                if quoted_before || at == 0 || prev.is_ascii_whitespace() || prev == b'/' {
+                // `x.onerror=alert`: a handler assigned as a property in script.
+                let property = prev == b'.' && !unknown;
+                if quoted_before
+                    || at == 0
+                    || prev.is_ascii_whitespace()
+                    || prev == b'/'
+                    || property
+                {
                     return Some("xss-attribute-breakout");
                 }
             }
@@ -689,8 +743,14 @@ fn detect_at(
             }
         }
     }
-    if memchr::memchr(b':', s).is_some() && dangerous_css(s) {
+    if (memchr::memchr(b':', s).is_some() || crate::find(s, b"@import").is_some())
+        && dangerous_css(s)
+    {
         return Some("xss-css");
+    }
+    // JSFuck (`(![]+[])[+!+[]]`): JavaScript written with six characters only.
+    if jsfuck(s) {
+        return Some("xss-jsfuck");
     }
     // Calls need a parenthesis or a template literal.
     memchr::memchr2(b'(', b'`', s)?;
@@ -732,7 +792,32 @@ fn detect_at(
             }
         }
     }
+    // `Function("code")()`, `Function('a','b')`: the constructor compiles a string into code.
+    let mut from = 0;
+    while let Some(p) = crate::find(&s[from..], b"function") {
+        let at = from + p;
+        from = at + 8;
+        if at > 0 && (s[at - 1].is_ascii_alphanumeric() || s[at - 1] == b'_') {
+            continue;
+        }
+        let after = s[at + 8..].trim_ascii_start();
+        if let Some(arg) = after.strip_prefix(b"(") {
+            if matches!(arg.trim_ascii_start().first(), Some(b'\'' | b'"' | b'`')) {
+                return Some("xss-js-call");
+            }
+        }
+    }
     None
+}
+
+/// A value written with JavaScript's six JSFuck characters (`[]()!+`) and blanks only, long
+/// enough to be code (`![]+[]`), with an empty array negated or added.
+fn jsfuck(s: &[u8]) -> bool {
+    let t = s.trim_ascii();
+    t.len() >= 6
+        && (crate::find(t, b"![]").is_some() || crate::find(t, b"+[]").is_some())
+        && t.iter()
+            .all(|c| matches!(c, b'[' | b']' | b'(' | b')' | b'!' | b'+' | b' '))
 }
 
 #[cfg(test)]
@@ -951,6 +1036,53 @@ mod tests {
             "imported from \"Italy/Spain\"",
             "import duties from the EU",
             "important: from 'a/b'",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn script_gadgets_without_markup() {
+        for a in [
+            "(![]+[])[+!+[]]",
+            "![]+[]",
+            "Function(\"a\")()",
+            "new Function ('alert(1)')",
+            "location.href='//evil.example'",
+            "@import url(//evil.example/x.css)",
+            "window.onerror=alert;throw 1",
+            "x=document.createElement('script')",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "[] () !",
+            "this function (the main one) works",
+            "the location.of the shop",
+            "I import (from Italy)",
+            "read the docs.online=yes",
+            "Dysfunction('x')",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn unknown_event_names_in_an_attribute_breakout() {
+        for a in [
+            "  onabcdefgh= ",
+            "\" onfoobar=x",
+            "' onwebkitthing=alert(1)",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "status online=1",
+            "x onion=3",
+            "sale once=twice",
+            "\"onboarding= done",
+            "a onabc=1",
+            "x.onfoobar=1",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }
