@@ -1133,6 +1133,7 @@ pub(crate) const SQL_ONLY_WORDS: &[&str] = &[
     "utl_inaddr",
     "dbms_ldap",
     "dbms_pipe",
+    "dbms_lock",
     "dbms_xmlgen",
     "openrowset",
     "opendatasource",
@@ -1239,6 +1240,29 @@ fn nosql_operator(s: &[u8]) -> bool {
             _ => after == Some(b':'),
         };
         if ok {
+            return true;
+        }
+    }
+    false
+}
+
+/// `xor` as a word between two operands (`1 xor 1`, `'a'xor'b`, `x' xor(sleep(5))xor'`): the
+/// word is an operator in SQL and in code, never in the text a shop receives, so any literal,
+/// call or group on its right makes it a condition.
+fn xor_condition(s: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(p) = crate::find(&s[from..], b"xor") {
+        let at = from + p;
+        from = at + 3;
+        let word = |c: &u8| c.is_ascii_alphabetic() || *c == b'_';
+        if at > 0 && word(&s[at - 1]) {
+            continue;
+        }
+        let before = s[..at].trim_ascii_end().last();
+        let after = s[at + 3..].trim_ascii_start().first();
+        if before.is_some_and(|c| c.is_ascii_digit() || matches!(c, b'\'' | b'"' | b')'))
+            && after.is_some_and(|c| c.is_ascii_digit() || matches!(c, b'\'' | b'"' | b'(' | b'@'))
+        {
             return true;
         }
     }
@@ -1431,6 +1455,9 @@ impl SqliDetector {
         }
         if symbol_probe(lower) {
             return Some("sqli-probe");
+        }
+        if xor_condition(lower) {
+            return Some("sqli-tautology");
         }
         if memchr::memchr(b'$', lower).is_some() && nosql_operator(lower) {
             return Some("sqli-nosql-operator");
@@ -1831,6 +1858,21 @@ mod tests {
             assert!(hit(a).is_some(), "missed: {a}");
         }
         for b in ["Northwind jacket", "north wind", "pg toast"] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn xor_between_operands() {
+        for a in [
+            "1 xor 1",
+            "1'xor'1",
+            "0'XOR(if(now()=sysdate(),sleep(15),0))XOR'Z",
+            "dbms_lock.sleep(5)",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in ["XOR gate kit", "2 xor gates", "the xor-trick", "boxor 5"] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }
     }
