@@ -871,6 +871,7 @@ impl Run<'_> {
             }
         }
         let js_hit = hits.iter().any(|h| h.family == lexicon::Family::Js);
+        let hints = lexicon::hint_bits(hits);
         if on(Group::Xss, self.active)
             && (js_hit
                 || cs.any(
@@ -879,7 +880,7 @@ impl Run<'_> {
                 // A DTD declaration, a comment's end, a module import: rarer syntax.
                 || cs.any(BANG) && find(lower, b"!entity").is_some()
                 || cs.any(GT) && xss::comment_breakout(lower)
-                || cs.any(QUOTE) && find(lower, b"import").is_some())
+                || cs.any(QUOTE) && hints & lexicon::HINT_IMPORT != 0)
         {
             decode::html_entities_into(lower, &mut self.scratch.html);
             if self.scratch.html.contains(&b'&') && self.scratch.html.len() < lower.len() {
@@ -888,7 +889,7 @@ impl Run<'_> {
                 std::mem::swap(&mut self.scratch.html, &mut self.scratch.b);
             }
             let html = std::mem::take(&mut self.scratch.html);
-            let r = xss::detect(lower, &html, js_hit, &mut self.scratch.b);
+            let r = xss::detect(lower, &html, js_hit, hints, &mut self.scratch.b);
             self.scratch.html = html;
             if let Some(r) = r {
                 self.report(Group::Xss, r, loc);

@@ -1456,7 +1456,7 @@ impl SqliDetector {
         if symbol_probe(lower) {
             return Some("sqli-probe");
         }
-        if xor_condition(lower) {
+        if crate::lexicon::hint_bits(hits) & crate::lexicon::HINT_XOR != 0 && xor_condition(lower) {
             return Some("sqli-tautology");
         }
         if memchr::memchr(b'$', lower).is_some() && nosql_operator(lower) {

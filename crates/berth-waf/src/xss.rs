@@ -551,13 +551,15 @@ fn obfuscated_scheme(raw: &[u8], s: &[u8], tmp: &mut Vec<u8>) -> bool {
     false
 }
 /// `raw` is the value before HTML entities were decoded, `s` after (both lower-cased).
+/// `hints`: the lexicon's hint words in `raw` ([`crate::lexicon::hint_bits`]).
 pub(crate) fn detect(
     raw: &[u8],
     s: &[u8],
     js_hit: bool,
+    hints: u8,
     tmp: &mut Vec<u8>,
 ) -> Option<&'static str> {
-    detect_at(raw, s, js_hit, tmp, 0)
+    detect_at(raw, s, js_hit, hints, tmp, 0)
 }
 
 /// `depth`: how many re-readings (JavaScript escapes, then the high bit) led here.
@@ -565,14 +567,18 @@ fn detect_at(
     raw: &[u8],
     s: &[u8],
     js_hit: bool,
+    hints: u8,
     tmp: &mut Vec<u8>,
     depth: u8,
 ) -> Option<&'static str> {
+    use crate::lexicon::{HINT_FUNCTION, HINT_IMPORT};
+    // Entities (`&#105;mport`) can hide a hint word from the scan of the raw value.
+    let hints = if raw.len() == s.len() { hints } else { 0xff };
     // JavaScript string escapes (`\x3csvg\x3e`, `\u003c`): a value written into a script
     // string becomes markup when the page puts that string into the document.
     if depth == 0 && memchr::memchr(b'\\', s).is_some() {
         if let Some(un) = js_unescape(s) {
-            if let Some(r) = detect_at(&un, &un, false, tmp, 1) {
+            if let Some(r) = detect_at(&un, &un, false, 0xff, tmp, 1) {
                 return Some(r);
             }
         }
@@ -581,7 +587,7 @@ fn detect_at(
     // as Latin-1): servers and browsers that read the page as US-ASCII drop that bit.
     if depth <= 1 && memchr::memchr(0xbc, s).is_some() {
         let seven = seven_bit(s);
-        if seven.contains(&b'<') && detect_at(&seven, &seven, false, tmp, 2).is_some() {
+        if seven.contains(&b'<') && detect_at(&seven, &seven, false, 0xff, tmp, 2).is_some() {
             return Some("xss-us-ascii");
         }
     }
@@ -600,7 +606,7 @@ fn detect_at(
     }
     // A JavaScript module import (`import {a} from "./x.js"`, `import("//host/x.js")`):
     // written into a script, it loads and runs a script of the attacker's choosing.
-    if module_import(s) {
+    if hints & HINT_IMPORT != 0 && module_import(s) {
         return Some("xss-js-import");
     }
     // UTF-7 markup (`+ADw-script+AD4-`), which old browsers decode.
@@ -743,7 +749,8 @@ fn detect_at(
             }
         }
     }
-    if (memchr::memchr(b':', s).is_some() || crate::find(s, b"@import").is_some())
+    if (memchr::memchr(b':', s).is_some()
+        || memchr::memchr(b'@', s).is_some() && crate::find(s, b"@import").is_some())
         && dangerous_css(s)
     {
         return Some("xss-css");
@@ -793,7 +800,11 @@ fn detect_at(
         }
     }
     // `Function("code")()`, `Function('a','b')`: the constructor compiles a string into code.
-    let mut from = 0;
+    let mut from = if hints & HINT_FUNCTION != 0 {
+        0
+    } else {
+        s.len()
+    };
     while let Some(p) = crate::find(&s[from..], b"function") {
         let at = from + p;
         from = at + 8;
@@ -815,9 +826,9 @@ fn detect_at(
 fn jsfuck(s: &[u8]) -> bool {
     let t = s.trim_ascii();
     t.len() >= 6
-        && (crate::find(t, b"![]").is_some() || crate::find(t, b"+[]").is_some())
         && t.iter()
             .all(|c| matches!(c, b'[' | b']' | b'(' | b')' | b'!' | b'+' | b' '))
+        && (crate::find(t, b"![]").is_some() || crate::find(t, b"+[]").is_some())
 }
 
 #[cfg(test)]
@@ -832,7 +843,8 @@ mod tests {
         let mut hits = Vec::new();
         r.lexicon.scan(l.as_bytes(), &mut hits);
         let js = hits.iter().any(|h| h.family == crate::lexicon::Family::Js);
-        detect(l.as_bytes(), &h, js, &mut Vec::new())
+        let hints = crate::lexicon::hint_bits(&hits);
+        detect(l.as_bytes(), &h, js, hints, &mut Vec::new())
     }
 
     #[test]
@@ -908,21 +920,25 @@ mod tests {
     #[test]
     fn markup_with_the_high_bit_set() {
         let mut seven = b"\xbcsvg onload=alert(7)\xbe".to_vec();
-        assert!(detect(&seven, &seven, false, &mut Vec::new()).is_some());
+        assert!(detect(&seven, &seven, false, 0xff, &mut Vec::new()).is_some());
         // `ü` is c3 bc in UTF-8: valid text is never stripped.
         seven = "M\u{fc}nchen <3 gr\u{fc}n".as_bytes().to_vec();
-        assert_eq!(detect(&seven, &seven, false, &mut Vec::new()), None);
+        assert_eq!(detect(&seven, &seven, false, 0xff, &mut Vec::new()), None);
         seven = b"caf\xe9 \xbc50".to_vec();
-        assert_eq!(detect(&seven, &seven, false, &mut Vec::new()), None);
+        assert_eq!(detect(&seven, &seven, false, 0xff, &mut Vec::new()), None);
         seven = "\u{bc}iframe src=//x.example\u{be}".as_bytes().to_vec();
-        assert!(detect(&seven, &seven, false, &mut Vec::new()).is_some());
+        assert!(detect(&seven, &seven, false, 0xff, &mut Vec::new()).is_some());
         for b in [
             "\u{bc} cup sugar, \u{be} cup flour",
             "\u{bc}in bolts, \u{bd} price",
             "\u{4e2d}\u{bc}",
         ] {
             seven = b.as_bytes().to_vec();
-            assert_eq!(detect(&seven, &seven, false, &mut Vec::new()), None, "{b}");
+            assert_eq!(
+                detect(&seven, &seven, false, 0xff, &mut Vec::new()),
+                None,
+                "{b}"
+            );
         }
     }
 
