@@ -188,6 +188,20 @@ fn function_kind(w: &[u8]) -> F {
         b"string_to_array",
         b"randomblob",
         b"sqlite_version",
+        b"load_extension",
+        b"is_srvrolemember",
+        b"has_dbaccess",
+        b"fn_xe_file_target_read_file",
+        b"fn_trace_gettable",
+        b"fn_get_audit_file",
+        b"openquery",
+        b"current_setting",
+        b"pg_ls_dir",
+        b"pg_read_binary_file",
+        b"pg_stat_file",
+        b"dblink",
+        b"query_to_xml",
+        b"lo_from_bytea",
         b"name_const",
         b"geometrycollection",
         b"polygon",
@@ -767,6 +781,12 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 return Some("sqli-statement")
             }
             (T::Kw(K::Exec | K::Declare), Some(T::Var)) => return Some("sqli-statement"),
+            // `set @a = ...` (a session variable assigned, as stacked or leading statement).
+            (T::Kw(K::Set), Some(T::Var))
+                if c == Some(T::Op(O::Cmp)) && (i == 0 || t[i - 1] == T::Semi) =>
+            {
+                return Some("sqli-statement")
+            }
             (T::Kw(K::Declare), Some(T::Comment)) => return Some("sqli-statement"),
             // GROUP BY ... HAVING / ORDER BY n / ORDER BY f(
             (T::Kw(K::Having), Some(x))
@@ -1134,6 +1154,13 @@ pub(crate) const SQL_ONLY_WORDS: &[&str] = &[
     "dbms_ldap",
     "dbms_pipe",
     "dbms_lock",
+    "dbms_java",
+    "dbms_utility",
+    "dbms_export_extension",
+    "ctxsys",
+    "in boolean mode",
+    "in natural language mode",
+    "with query expansion",
     "dbms_xmlgen",
     "openrowset",
     "opendatasource",
@@ -1165,10 +1192,11 @@ fn symbol_probe(s: &[u8]) -> bool {
     if t.len() > 256 {
         return false;
     }
-    // `'-'`, `" & "`: a quoted operator, the classic first probe for string concatenation.
-    if t.len() >= 3 && matches!(t[0], b'\'' | b'"') && t.last() == Some(&t[0]) {
-        let inner = t[1..t.len() - 1].trim_ascii();
-        if inner.len() == 1 && b"-+*&^|%/".contains(&inner[0]) {
+    // `'-'`, `" & "`, `' -`, `'||`: a quote and an operator, the classic first probe for
+    // string concatenation (closed or left open for the query's own quote).
+    if t.len() >= 2 && matches!(t[0], b'\'' | b'"') {
+        let inner = t[1..].strip_suffix(&t[..1]).unwrap_or(&t[1..]).trim_ascii();
+        if (1..=2).contains(&inner.len()) && inner.iter().all(|c| b"-+*&^|%/".contains(c)) {
             return true;
         }
     }
@@ -1873,6 +1901,33 @@ mod tests {
             assert!(hit(a).is_some(), "missed: {a}");
         }
         for b in ["XOR gate kit", "2 xor gates", "the xor-trick", "boxor 5"] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn dbms_specific_functions_and_variables() {
+        for a in [
+            "1 and load_extension('x')",
+            "x' and is_srvrolemember('sysadmin')=1--",
+            "1;select pg_ls_dir('.')",
+            "match(t) against('x' in boolean mode)",
+            "ctxsys.drithsx.sn(1,user)",
+            "1; set @a=1",
+            "set @q = 0x41",
+            "' -",
+            "'||",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "set @home office",
+            "the current setting (low)",
+            "in boolean logic mode",
+            "'A",
+            "'- a",
+            "' 12",
+        ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }
     }

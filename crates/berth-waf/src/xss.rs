@@ -160,6 +160,9 @@ const SCRIPT_SCHEMES: &[&[u8]] = &[
     b"data:image/svg",
     b"data:application/x",
     b"data:text/xml",
+    b"data:text/javascript",
+    b"data:application/javascript",
+    b"data:application/ecmascript",
 ];
 
 pub(crate) const SINKS: &[&str] = &[
@@ -192,6 +195,15 @@ pub(crate) const SINKS: &[&str] = &[
     "location.assign(",
     "location.replace(",
     "document.createelement(",
+    "atob(",
+    "btoa(",
+    "globalthis[",
+    "parent['",
+    "parent[\"",
+    "frames['",
+    "frames[\"",
+    "opener['",
+    "opener[\"",
 ];
 
 fn starts_with_ci(s: &[u8], p: &[u8]) -> bool {
@@ -1099,6 +1111,27 @@ mod tests {
             "\"onboarding= done",
             "a onabc=1",
             "x.onfoobar=1",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn globals_reached_by_name_and_base64_decoders() {
+        for a in [
+            "atob('YWxlcnQoMSk=')",
+            "globalThis['alert'](1)",
+            "parent['al'+'ert'](1)",
+            "frames['x']",
+            "data:text/javascript,alert(1)",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "my parent [in law] loved it",
+            "frames [black] 2 pack",
+            "a tob (yellow)",
+            "the text/javascript MIME type (data)",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }
