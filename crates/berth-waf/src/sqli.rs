@@ -69,6 +69,14 @@ pub(crate) enum K {
     Cmp,
     /// `is` (`x is null`, `1 is not 2`): a comparison whose operands decide whether it is SQL.
     Is,
+    /// `not`.
+    Not,
+    /// `in`.
+    In,
+    /// `between`.
+    Between,
+    /// `asc`, `desc`.
+    Sort,
     /// `like`, `rlike`, `regexp`, `glob`, `similar`: pattern comparisons.
     Like,
     Procedure,
@@ -138,14 +146,16 @@ fn keyword(w: &[u8]) -> Option<T> {
         b"as" => K::As,
         b"like" | b"rlike" | b"regexp" | b"glob" | b"similar" => K::Like,
         b"is" => K::Is,
-        b"sounds" | b"not" | b"in" | b"between" | b"mod" | b"div" | b"escape" | b"collate" => {
-            K::Cmp
-        }
+        b"not" => K::Not,
+        b"in" => K::In,
+        b"between" => K::Between,
+        b"asc" | b"desc" => K::Sort,
+        b"sounds" | b"mod" | b"div" | b"escape" | b"collate" => K::Cmp,
         b"procedure" | b"analyse" | b"analyze" => K::Procedure,
         b"and" | b"or" | b"xor" => return Some(T::Logic),
         b"shutdown" | b"grant" | b"revoke" | b"rename" | b"handler" | b"load" | b"replace"
-        | b"merge" | b"call" | b"desc" | b"asc" | b"join" | b"on" | b"using" | b"top" | b"char"
-        | b"varchar" | b"nvarchar" | b"int" | b"integer" | b"bigint" | b"text" => K::Other,
+        | b"merge" | b"call" | b"join" | b"on" | b"using" | b"top" | b"char" | b"varchar"
+        | b"nvarchar" | b"int" | b"integer" | b"bigint" | b"text" => K::Other,
         _ => return None,
     };
     Some(T::Kw(k))
@@ -394,7 +404,7 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                 }
                 // `exec(@sql)` is MSSQL's dynamic statement, not a function call: it stays the
                 // keyword so the statement patterns see it.
-                if k < n && s[k] == b'(' && !matches!(w, b"values" | b"exec" | b"execute") {
+                if k < n && s[k] == b'(' && !matches!(w, b"values" | b"exec" | b"execute" | b"in") {
                     out.push(T::Func(function_kind(w)));
                 } else if let Some(t) = keyword(w) {
                     out.push(t);
@@ -562,6 +572,7 @@ fn is_stmt(t: T) -> bool {
                 | K::Exec
                 | K::Declare
                 | K::Waitfor
+                | K::Sort
         ) | T::Kw(K::Other)
     )
 }
@@ -792,7 +803,11 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             (T::Kw(K::Having), Some(x))
                 if value(x)
                     && c.is_some_and(|y| {
-                        matches!(y, T::Op(O::Cmp) | T::Kw(K::Cmp | K::Is | K::Like))
+                        matches!(
+                            y,
+                            T::Op(O::Cmp)
+                                | T::Kw(K::Cmp | K::Is | K::Like | K::Not | K::In | K::Between)
+                        )
                     }) =>
             {
                 return Some("sqli-clause")
@@ -802,7 +817,9 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 if matches!(c, Some(T::Func(_) | T::Num))
                     && (t.get(i + 3).is_none_or(|&x| {
                         matches!(x, T::Comment | T::Comma | T::Semi | T::LParen)
-                    })) =>
+                    }) || t.get(i + 3) == Some(&T::Kw(K::Sort))
+                        && t.get(i + 4)
+                            .is_none_or(|&x| matches!(x, T::Comment | T::Comma | T::Semi))) =>
             {
                 return Some("sqli-clause")
             }
@@ -810,6 +827,18 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 return Some("sqli-clause")
             }
             (T::Kw(K::Case), Some(T::Kw(K::When))) => return Some("sqli-clause"),
+            // `1 limit 1,1`, `' limit 0,1 into @a`: MySQL's offset and count after a value.
+            (T::Kw(K::Limit), Some(T::Num))
+                if i > 0
+                    && matches!(t[i - 1], T::Num | T::Str { .. } | T::RParen)
+                    && c == Some(T::Comma)
+                    && t.get(i + 3) == Some(&T::Num)
+                    && t.get(i + 4).is_none_or(|&x| {
+                        matches!(x, T::Comment | T::Semi | T::Kw(K::Into | K::Procedure))
+                    }) =>
+            {
+                return Some("sqli-clause")
+            }
             (T::Kw(K::Procedure), Some(T::Kw(K::Procedure) | T::LParen | T::Func(_))) => {
                 return Some("sqli-clause")
             }
@@ -855,7 +884,13 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             if before_ok {
                 if let Some(x) = b {
                     if value(x)
-                        && matches!(c, Some(T::Op(O::Cmp) | T::Kw(K::Cmp | K::Is | K::Like)))
+                        && matches!(
+                            c,
+                            Some(
+                                T::Op(O::Cmp)
+                                    | T::Kw(K::Cmp | K::Is | K::Like | K::Not | K::In | K::Between)
+                            )
+                        )
                     {
                         // `x or y = z`: prose rarely compares; SQL does.
                         if !matches!(x, T::Word) || breakout || i == 0 || t[i - 1] != T::Word {
@@ -897,7 +932,7 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
         ) && b == Some(T::Kw(K::Is))
         {
             let mut j = i + 2;
-            if t.get(j) == Some(&T::Kw(K::Cmp)) {
+            if t.get(j) == Some(&T::Kw(K::Not)) {
                 j += 1;
             }
             let prev = if i > 0 { Some(t[i - 1]) } else { None };
@@ -928,23 +963,68 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 _ => {}
             }
         }
-        // `1=1`, `'a'='a'`: a literal compared with a literal.
-        if matches!(a, T::Num | T::Str { closed: true })
-            && matches!(b, Some(T::Op(O::Cmp) | T::Kw(K::Like)))
-            && matches!(c, Some(T::Num | T::Str { .. }))
+        // `1=1`, `'a'='a'`, `1 sounds like 1`, `'a' not like 'b'`: a literal compared with a
+        // literal.
+        let op_len = match (b, c) {
+            (Some(T::Op(O::Cmp) | T::Kw(K::Like)), _) => 1,
+            (Some(T::Kw(K::Not | K::Cmp)), Some(T::Kw(K::Like))) => 2,
+            _ => 0,
+        };
+        if op_len > 0
+            && matches!(a, T::Num | T::Str { closed: true })
+            && matches!(t.get(i + 1 + op_len), Some(T::Num | T::Str { .. }))
         {
             let prev = if i > 0 { Some(t[i - 1]) } else { None };
+            let end = i + 2 + op_len;
             if breakout
                 || matches!(
                     prev,
                     None | Some(T::Logic | T::LParen | T::Comma | T::Kw(_))
-                ) && (i + 3 == n
+                ) && (end == n
                     || matches!(
-                        t.get(i + 3),
+                        t.get(end),
                         Some(T::Comment | T::Semi | T::RParen | T::Logic | T::Op(O::Cmp))
                     ))
             {
                 return Some("sqli-tautology");
+            }
+        }
+        // `1 between 0 and 2`, `'a' not in ('a','b')`: a literal tested against literals, at the
+        // value's start, after a logic operator or a string the value closed.
+        if matches!(a, T::Num | T::Str { closed: true })
+            && (breakout || i == 0 || matches!(t[i - 1], T::Logic | T::LParen))
+        {
+            let mut j = i + 1;
+            if t.get(j) == Some(&T::Kw(K::Not)) {
+                j += 1;
+            }
+            let lit = |x: Option<&T>| matches!(x, Some(T::Num | T::Str { closed: true }));
+            let tail = |k: usize| {
+                t.get(k)
+                    .is_none_or(|&x| matches!(x, T::Comment | T::Semi | T::RParen | T::Logic))
+            };
+            match t.get(j) {
+                Some(T::Kw(K::Between))
+                    if lit(t.get(j + 1))
+                        && t.get(j + 2) == Some(&T::Logic)
+                        && lit(t.get(j + 3))
+                        && tail(j + 4) =>
+                {
+                    return Some("sqli-tautology")
+                }
+                Some(T::Kw(K::In)) if t.get(j + 1) == Some(&T::LParen) => {
+                    let mut k = j + 2;
+                    while lit(t.get(k)) {
+                        k += 1;
+                        if t.get(k) == Some(&T::Comma) {
+                            k += 1;
+                        }
+                    }
+                    if k > j + 2 && t.get(k) == Some(&T::RParen) && tail(k + 1) {
+                        return Some("sqli-tautology");
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -1010,7 +1090,7 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                                 | T::Semi
                                 | T::Logic
                                 | T::RParen
-                                | T::Kw(K::Cmp | K::Is | K::Like)
+                                | T::Kw(K::Cmp | K::Is | K::Like | K::Not | K::In | K::Between)
                         )
                     })) =>
             {
@@ -1056,7 +1136,9 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             {
                 return Some("sqli-breakout")
             }
-            T::Kw(K::Cmp | K::Is | K::Like) if rest.iter().any(sqlish) => {
+            T::Kw(K::Cmp | K::Is | K::Like | K::Not | K::In | K::Between)
+                if rest.iter().any(sqlish) =>
+            {
                 return Some("sqli-breakout")
             }
             T::Op(O::Cmp | O::Arith | O::Star)
@@ -1927,6 +2009,33 @@ mod tests {
             "'A",
             "'- a",
             "' 12",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn literal_tests_with_between_in_and_sounds_like() {
+        for a in [
+            "1 sounds like 1",
+            "'a' not like 'b'",
+            "1 not between 0 and 1",
+            "' or 1 in (1)--",
+            "' or 'a' in ('a')--",
+            "1 order by 1 desc",
+            "1 limit 1,1",
+            "1 limit 0,1 into @a",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "sizes between 8 and 10",
+            "5 in 1 charger",
+            "2 in (pack)",
+            "order by price desc",
+            "limit 2,5 per customer",
+            "he sounds like me",
+            "between 1 and 2 days",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }
