@@ -1291,7 +1291,11 @@ fn symbol_probe(s: &[u8]) -> bool {
             meta += 1;
         }
     }
-    meta >= 6 && !t.iter().all(|&c| c == b'*' || c == b' ')
+    // Emoticons (`:-) :-)`, `;)`, `<3`) are how text writes feelings, not probes.
+    const FACES: &[&[u8]] = &[b":)", b":-)", b";)", b";-)", b":(", b":-(", b"<3", b"^_^"];
+    meta >= 6
+        && !t.iter().all(|&c| c == b'*' || c == b' ')
+        && !FACES.iter().any(|f| crate::find(t, f).is_some())
 }
 
 /// MongoDB's query operators where a value or a parameter name sets them (`user[$ne]=x`,
@@ -1914,6 +1918,9 @@ mod tests {
             "''",
             "P@ss!w0rd#2024",
             "!!! great !!!",
+            ":-) :-) :-)",
+            ";) ;) ;) ;)",
+            "<3 <3 <3",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }
