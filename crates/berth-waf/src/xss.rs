@@ -297,7 +297,8 @@ pub(crate) fn module_import(s: &[u8]) -> bool {
             rest[1..].trim_ascii_start()
         } else {
             let bound = match rest.first() {
-                Some(b'{') => memchr::memchr(b'}', rest).map(|q| q + 1),
+                // Bounded windows: `import {import {...` must not rescan the rest each time.
+                Some(b'{') => memchr::memchr(b'}', &rest[..rest.len().min(256)]).map(|q| q + 1),
                 Some(b'*') => Some(1),
                 Some(c) if c.is_ascii_alphabetic() || matches!(c, b'_' | b'$') => Some(
                     rest.iter()
@@ -316,7 +317,7 @@ pub(crate) fn module_import(s: &[u8]) -> bool {
         let Some(&q) = spec.first().filter(|q| matches!(q, b'\'' | b'"' | b'`')) else {
             continue;
         };
-        let body = &spec[1..];
+        let body = &spec[1..spec.len().min(512)];
         if let Some(end) = memchr::memchr(q, body) {
             if memchr::memchr(b'/', &body[..end]).is_some() {
                 return true;
