@@ -7,6 +7,8 @@
 //! bareword, operator, `(`, `)`, `,`, `;`, comment, variable (`@x`, `@@x`). The patterns look at
 //! those classes only, never at the corpus they were tested on.
 
+mod grammar;
+
 /// Token classes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum T {
@@ -61,6 +63,8 @@ pub(crate) enum K {
     Case,
     When,
     Then,
+    /// `end` (of a `case`).
+    End,
     Null,
     Bool,
     All,
@@ -102,6 +106,8 @@ pub(crate) enum O {
     Arith,
     Cast,
     Json,
+    /// `!`: MySQL's `not`.
+    Bang,
     Other,
 }
 
@@ -139,7 +145,8 @@ fn keyword(w: &[u8]) -> Option<T> {
         }
         b"case" => K::Case,
         b"when" => K::When,
-        b"then" | b"else" | b"end" => K::Then,
+        b"then" | b"else" => K::Then,
+        b"end" => K::End,
         b"null" => K::Null,
         b"true" | b"false" => K::Bool,
         b"all" | b"distinct" => K::All,
@@ -284,6 +291,32 @@ fn function_kind(w: &[u8]) -> F {
     }
 }
 
+/// Keywords MySQL separates from a number written right before them (`1union`, `1e0or`).
+fn glued_keyword(w: &[u8]) -> bool {
+    matches!(
+        w,
+        b"union"
+            | b"select"
+            | b"from"
+            | b"and"
+            | b"or"
+            | b"xor"
+            | b"having"
+            | b"limit"
+            | b"order"
+            | b"group"
+            | b"into"
+            | b"like"
+            | b"rlike"
+            | b"regexp"
+            | b"div"
+            | b"where"
+            | b"between"
+            | b"is"
+            | b"not"
+    )
+}
+
 /// Tokenizes `s` (already canonical and lower-cased) as SQL, starting inside a string
 /// delimited by `quote` when given. At most [`MAX_TOKENS`] tokens.
 pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
@@ -333,7 +366,7 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                 });
                 i = j.saturating_add(1);
             }
-            b'0'..=b'9' => {
+            b'0'..=b'9' | b'.' if c != b'.' || s.get(i + 1).is_some_and(u8::is_ascii_digit) => {
                 let mut j = i;
                 if c == b'0' && i + 1 < n && (s[i + 1] == b'x' || s[i + 1] == b'b') {
                     j += 2;
@@ -356,11 +389,19 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                     }
                 }
                 if j < n && (s[j].is_ascii_alphabetic() || s[j] == b'_') {
-                    // `5pm`, `3rd`, `1e`: a word, not a number.
-                    while j < n && (s[j].is_ascii_alphanumeric() || s[j] == b'_' || s[j] >= 0x80) {
-                        j += 1;
+                    // `5pm`, `3rd`, `1e`: a word, not a number. But MySQL reads `1e0union`,
+                    // `.1union`, `1.and` as a number and a keyword: a way to write no blank.
+                    let mut k = j;
+                    while k < n && (s[k].is_ascii_alphanumeric() || s[k] == b'_' || s[k] >= 0x80) {
+                        k += 1;
+                    }
+                    if glued_keyword(&s[j..k]) {
+                        out.push(T::Num);
+                        i = j;
+                        continue;
                     }
                     out.push(T::Word);
+                    j = k;
                 } else {
                     out.push(T::Num);
                 }
@@ -400,11 +441,39 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                         }
                         continue;
                     }
+                    // The end of a `/*!sleep*/(5)` comment: MySQL ran the word inside.
+                    if k + 1 < n && s[k] == b'*' && s[k + 1] == b'/' {
+                        k += 2;
+                        continue;
+                    }
                     break;
                 }
                 // `exec(@sql)` is MSSQL's dynamic statement, not a function call: it stays the
                 // keyword so the statement patterns see it.
-                if k < n && s[k] == b'(' && !matches!(w, b"values" | b"exec" | b"execute" | b"in") {
+                // `or(1)=1`, `union(select`: operators and clauses before a group stay keywords.
+                if k < n
+                    && s[k] == b'('
+                    && !matches!(
+                        w,
+                        b"values"
+                            | b"exec"
+                            | b"execute"
+                            | b"in"
+                            | b"and"
+                            | b"or"
+                            | b"xor"
+                            | b"not"
+                            | b"union"
+                            | b"rlike"
+                            | b"regexp"
+                            | b"where"
+                            | b"having"
+                            | b"when"
+                            | b"then"
+                            | b"else"
+                            | b"from"
+                    )
+                {
                     out.push(T::Func(function_kind(w)));
                 } else if let Some(t) = keyword(w) {
                     out.push(t);
@@ -447,12 +516,19 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                 i += 1;
             }
             b'#' => {
-                if i + 1 < n && (s[i + 1] == b'>' || s[i + 1] == b'-') {
+                // PostgreSQL's `#>`, `#>>`, `#-` JSON operators; `#--` is a MySQL comment.
+                if i + 1 < n
+                    && (s[i + 1] == b'>' || s[i + 1] == b'-' && s.get(i + 2) != Some(&b'-'))
+                {
                     out.push(T::Op(O::Json));
                     i += if i + 2 < n && s[i + 2] == b'>' { 3 } else { 2 };
                 } else {
+                    // MySQL's `#` comment runs to the end of the line (`#x\nunion`: a blank).
                     out.push(T::Comment);
-                    i = n;
+                    i = match memchr::memchr(b'\n', &s[i..]) {
+                        Some(p) => i + p + 1,
+                        None => n,
+                    };
                 }
             }
             b'-' if i + 1 < n && s[i + 1] == b'-' => {
@@ -504,7 +580,7 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                 let kind = if op == b"<@" || op == b"@>" {
                     O::Json
                 } else if op == b"!" {
-                    O::Other
+                    O::Bang
                 } else {
                     O::Cmp
                 };
@@ -826,7 +902,12 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             (T::Kw(K::Order | K::Group), Some(T::Kw(K::By))) if comment || breakout => {
                 return Some("sqli-clause")
             }
-            (T::Kw(K::Case), Some(T::Kw(K::When))) => return Some("sqli-clause"),
+            // `case when x=1`, not `case when it rains`: words side by side are prose.
+            (T::Kw(K::Case), Some(T::Kw(K::When)))
+                if !(c == Some(T::Word) && t.get(i + 3) == Some(&T::Word)) =>
+            {
+                return Some("sqli-clause")
+            }
             // `1 limit 1,1`, `' limit 0,1 into @a`: MySQL's offset and count after a value.
             (T::Kw(K::Limit), Some(T::Num))
                 if i > 0
@@ -901,7 +982,10 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                         && (c.is_none() || matches!(c, Some(T::Comment | T::Semi)))
                         && (breakout
                             || i == 0
+                            // `'a' or 'b'`, but not `size 'M' or 'L'`: a quoted word
+                            // in a sentence.
                             || matches!(t[i - 1], T::Str { closed: true })
+                                && (i < 2 || t[i - 2] != T::Word)
                             // `1 and true`: a number, then a boolean, and nothing else.
                             || (i == 1 && t[0] == T::Num && x == T::Kw(K::Bool)))
                     {
@@ -1584,7 +1668,7 @@ impl SqliDetector {
             return Some("sqli-statement");
         }
         tokenize(lower, None, toks);
-        if let Some(r) = patterns(toks, false) {
+        if let Some(r) = patterns(toks, false).or_else(|| grammar::judge(toks, false)) {
             return Some(r);
         }
         for q in [b'\'', b'"', b'`'] {
@@ -1592,6 +1676,11 @@ impl SqliDetector {
                 tokenize(lower, Some(q), toks);
                 if let Some(r) = patterns(toks, true) {
                     return Some(r);
+                }
+                if toks.first() == Some(&T::Str { closed: true }) {
+                    if let Some(r) = grammar::judge(toks, true) {
+                        return Some(r);
+                    }
                 }
             }
         }

@@ -1,0 +1,856 @@
+//! The SQL a value makes where an application puts it: a small recursive-descent reading of
+//! the token classes ([`T`]) as the rest of a `WHERE` expression, in the context the value
+//! lands in: right after the string it closed (`'...'`, `"..."`), or where a number or a
+//! group is expected. A value is an injection when that reading is valid SQL (every token
+//! where the grammar allows it; a value may stop anywhere, as a cut payload does) and has an
+//! effect on the query: a condition joined with `or`/`and`, a comparison, a `union`, a
+//! stacked statement, a clause (`order by`, `having`, `limit`, `into`), a subquery, a SQL
+//! call, or a comment that cuts the rest of the query off.
+//!
+//! Prose fails the grammar early: after a closed string it goes on with a word (`O'Brien`,
+//! `rock 'n' roll`), and where a number is expected it starts with words or puts words side by
+//! side (`size 10 or 12`, `1-2 days`). Nothing here names a payload: only the grammar and the
+//! effect decide, so a rewritten payload (other spacing, comments, case, operators) is read the
+//! same way. This module knows tokens only; it never sees bytes.
+
+use super::{F, K, O, T};
+
+/// The reading ran into a token the grammar does not allow there.
+struct Bad;
+
+/// How far a parse got: the value ended (a fragment, valid so far) or the construct is done.
+#[derive(PartialEq, Eq)]
+enum Step {
+    Done,
+    End,
+}
+
+type R = Result<Step, Bad>;
+
+/// Effects found while reading.
+pub(crate) const LOGIC_LITERAL: u16 = 1;
+pub(crate) const LOGIC_STRONG: u16 = 1 << 1;
+pub(crate) const CMP: u16 = 1 << 2;
+pub(crate) const ARITH: u16 = 1 << 3;
+pub(crate) const UNION: u16 = 1 << 4;
+pub(crate) const STACKED: u16 = 1 << 5;
+pub(crate) const CLAUSE: u16 = 1 << 6;
+pub(crate) const SUBQUERY: u16 = 1 << 7;
+pub(crate) const SQL_CALL: u16 = 1 << 8;
+pub(crate) const COMMENT: u16 = 1 << 9;
+pub(crate) const CASE: u16 = 1 << 10;
+/// The value ends inside a string it opened (the application's own quote closes it).
+pub(crate) const OPEN_STRING: u16 = 1 << 11;
+/// Statement keywords after `;` but nothing after them to judge.
+pub(crate) const SEMI: u16 = 1 << 12;
+
+/// How much an operand says: a bare name (prose has those), a literal, or SQL machinery.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Weight {
+    Name,
+    Literal,
+    Sql,
+}
+
+struct P<'a> {
+    t: &'a [T],
+    i: usize,
+    fx: u16,
+    /// The strongest operand or operator seen since the last logic operator.
+    seg: Weight,
+    /// Whether a logic operator is waiting for its right side to be weighed.
+    in_logic: bool,
+    /// The weight of the operand just read (with its prefixes and groups).
+    last: Weight,
+    /// The strongest weight inside the group being read.
+    grp: Weight,
+    depth: u8,
+}
+
+impl<'a> P<'a> {
+    fn peek(&self) -> Option<T> {
+        self.t.get(self.i).copied()
+    }
+
+    fn at(&self, k: usize) -> Option<T> {
+        self.t.get(self.i + k).copied()
+    }
+
+    fn weigh(&mut self, w: Weight) {
+        self.seg = self.seg.max(w);
+        self.last = self.last.max(w);
+        self.grp = self.grp.max(w);
+    }
+
+    /// A group's or a call's inside, weighed by what it holds: `(4 pack)` says no more than
+    /// its words, `(1=1)` or `(select 1)` is SQL.
+    fn weighed_group(&mut self) -> R {
+        let saved = self.grp;
+        self.grp = Weight::Name;
+        let r = self.group();
+        let inner = self.grp;
+        self.grp = saved.max(inner);
+        self.last = inner;
+        r
+    }
+
+    /// Closes the segment of a logic operator: its right side decides its weight.
+    fn close_logic(&mut self) {
+        if self.in_logic {
+            self.fx |= match self.seg {
+                Weight::Sql => LOGIC_STRONG,
+                Weight::Literal => LOGIC_LITERAL,
+                Weight::Name => 0,
+            };
+            self.in_logic = false;
+        }
+    }
+
+    /// One operand with its prefix operators and postfix casts.
+    fn operand(&mut self) -> R {
+        if self.depth > 24 {
+            return Err(Bad);
+        }
+        self.last = Weight::Name;
+        // Unary operators: `-1`, `~x`, `!x`, `not x`.
+        while let Some(T::Op(O::Arith | O::Bang) | T::Kw(K::Not)) = self.peek() {
+            if self.peek() != Some(T::Op(O::Arith)) {
+                self.weigh(Weight::Sql);
+            }
+            self.i += 1;
+        }
+        let Some(x) = self.peek() else {
+            return Ok(Step::End);
+        };
+        self.i += 1;
+        match x {
+            T::Str { closed } => {
+                if !closed {
+                    self.fx |= OPEN_STRING;
+                }
+                self.weigh(Weight::Literal);
+            }
+            T::Num | T::Kw(K::Null | K::Bool) => self.weigh(Weight::Literal),
+            T::Var => self.weigh(Weight::Sql),
+            T::Word | T::Ident => self.weigh(Weight::Name),
+            T::Func(kind) => {
+                let sql = kind != F::Other;
+                if sql {
+                    self.fx |= SQL_CALL;
+                    self.weigh(Weight::Sql);
+                }
+                match self.peek() {
+                    Some(T::LParen) => {
+                        self.i += 1;
+                        let r = self.weighed_group()?;
+                        if sql {
+                            self.last = Weight::Sql;
+                        }
+                        if r == Step::End {
+                            return Ok(Step::End);
+                        }
+                    }
+                    None => return Ok(Step::End),
+                    // A comment between the name and `(` was skipped by the tokenizer.
+                    _ => return Err(Bad),
+                }
+            }
+            T::LParen => {
+                if self.weighed_group()? == Step::End {
+                    return Ok(Step::End);
+                }
+            }
+            T::Kw(K::Case) => {
+                self.fx |= CASE;
+                self.weigh(Weight::Sql);
+                let mut nest = 1;
+                while let Some(y) = self.peek() {
+                    self.i += 1;
+                    match y {
+                        T::Kw(K::Case) => nest += 1,
+                        T::Kw(K::End) => {
+                            nest -= 1;
+                            if nest == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if nest > 0 {
+                    return Ok(Step::End);
+                }
+            }
+            _ => return Err(Bad),
+        }
+        // Postfix: `::int`, `::varchar(10)`.
+        while self.peek() == Some(T::Op(O::Cast)) {
+            self.i += 1;
+            match self.peek() {
+                Some(T::Word | T::Kw(K::Other)) => {
+                    self.i += 1;
+                    self.weigh(Weight::Sql);
+                }
+                Some(T::Func(_)) => {
+                    self.i += 1;
+                    if self.peek() == Some(T::LParen) {
+                        self.i += 1;
+                        if self.group()? == Step::End {
+                            return Ok(Step::End);
+                        }
+                    }
+                }
+                None => return Ok(Step::End),
+                _ => return Err(Bad),
+            }
+        }
+        Ok(Step::Done)
+    }
+
+    /// The inside of a group or of a call's arguments, after its `(`, through its `)`: a
+    /// subquery, or a list of expressions (a call's arguments may hold SQL's keyword forms:
+    /// `cast(x as int)`, `substring(x from 1 for 1)`, `convert(x using utf8)`; those are
+    /// skipped, not read).
+    fn group(&mut self) -> R {
+        self.depth += 1;
+        let r = self.group_inner();
+        self.depth -= 1;
+        r
+    }
+
+    fn group_inner(&mut self) -> R {
+        if self.peek() == Some(T::Kw(K::Select)) {
+            self.fx |= SUBQUERY;
+            self.i += 1;
+            if self.select_body()? == Step::End {
+                return Ok(Step::End);
+            }
+            // `(select 1 union select 2)`
+            while self.peek() == Some(T::Kw(K::Union)) {
+                self.i += 1;
+                if self.peek() == Some(T::Kw(K::All)) {
+                    self.i += 1;
+                }
+                if self.peek() != Some(T::Kw(K::Select)) {
+                    return if self.peek().is_none() {
+                        Ok(Step::End)
+                    } else {
+                        Err(Bad)
+                    };
+                }
+                self.i += 1;
+                if self.select_body()? == Step::End {
+                    return Ok(Step::End);
+                }
+            }
+            return match self.peek() {
+                Some(T::RParen) => {
+                    self.i += 1;
+                    Ok(Step::Done)
+                }
+                None => Ok(Step::End),
+                _ => Err(Bad),
+            };
+        }
+        if self.peek() == Some(T::RParen) {
+            self.i += 1;
+            return Ok(Step::Done);
+        }
+        if self.peek() == Some(T::Op(O::Star)) && self.at(1) == Some(T::RParen) {
+            self.i += 2;
+            return Ok(Step::Done);
+        }
+        if self.peek() == Some(T::Kw(K::All)) {
+            self.i += 1;
+        }
+        loop {
+            if self.expr()? == Step::End {
+                return Ok(Step::End);
+            }
+            match self.peek() {
+                Some(T::Comma) => self.i += 1,
+                Some(T::RParen) => {
+                    self.i += 1;
+                    return Ok(Step::Done);
+                }
+                // `cast(x as int)`, `convert(x using utf8)`, `substring(x from 1 for 1)`,
+                // `extract(year from d)`, `group_concat(x separator ',')`, `x order by y`:
+                // keyword forms inside a call. Skip to the group's end.
+                Some(T::Kw(K::As | K::From | K::Other | K::Order | K::Limit) | T::Word) => {
+                    let mut nest = 0u32;
+                    while let Some(y) = self.peek() {
+                        self.i += 1;
+                        match y {
+                            T::LParen => nest += 1,
+                            T::RParen if nest == 0 => return Ok(Step::Done),
+                            T::RParen => nest -= 1,
+                            T::Kw(K::Select) => {
+                                self.fx |= SUBQUERY;
+                                self.weigh(Weight::Sql);
+                            }
+                            _ => {}
+                        }
+                    }
+                    return Ok(Step::End);
+                }
+                None => return Ok(Step::End),
+                _ => return Err(Bad),
+            }
+        }
+    }
+
+    /// An expression: operands joined by binary operators.
+    fn expr(&mut self) -> R {
+        if self.operand()? == Step::End {
+            return Ok(Step::End);
+        }
+        loop {
+            match self.binary()? {
+                Some(Step::End) => return Ok(Step::End),
+                Some(Step::Done) => {}
+                None => return Ok(Step::Done),
+            }
+        }
+    }
+
+    /// A binary operator and its right side, if the next token is one.
+    fn binary(&mut self) -> Result<Option<Step>, Bad> {
+        let Some(x) = self.peek() else {
+            return Ok(None);
+        };
+        let step = match x {
+            T::Logic => {
+                self.close_logic();
+                self.i += 1;
+                self.in_logic = true;
+                self.seg = Weight::Name;
+                self.operand()?
+            }
+            T::Op(O::Cmp | O::Json) => {
+                // Names compared with names are prose too (`price < $50 and quality >
+                // expected`); a literal compared with a literal is a tautology.
+                self.i += 1;
+                self.fx |= CMP;
+                let left = self.last;
+                let r = self.operand()?;
+                let right = self.last;
+                self.weigh(match (left, right) {
+                    (Weight::Literal, Weight::Literal) => Weight::Sql,
+                    _ => left.max(right),
+                });
+                r
+            }
+            T::Op(O::Arith | O::Star) => {
+                self.i += 1;
+                self.fx |= ARITH;
+                self.operand()?
+            }
+            T::Kw(K::Cmp) => {
+                // `sounds like`, `mod`, `div`, `collate x`, `escape '!'`.
+                self.i += 1;
+                if self.peek() == Some(T::Kw(K::Like)) {
+                    self.i += 1;
+                    self.fx |= CMP;
+                    self.weigh(Weight::Sql);
+                }
+                self.operand()?
+            }
+            T::Kw(K::Like) => {
+                self.i += 1;
+                self.fx |= CMP;
+                self.weigh(Weight::Sql);
+                self.operand()?
+            }
+            T::Kw(K::Is) => {
+                self.i += 1;
+                if self.peek() == Some(T::Kw(K::Not)) {
+                    self.i += 1;
+                }
+                self.fx |= CMP;
+                self.weigh(Weight::Sql);
+                match self.peek() {
+                    Some(T::Kw(K::Null | K::Bool)) => {
+                        self.i += 1;
+                        Step::Done
+                    }
+                    // `is distinct from x`
+                    Some(T::Kw(K::All)) if self.at(1) == Some(T::Kw(K::From)) => {
+                        self.i += 2;
+                        self.operand()?
+                    }
+                    None => Step::End,
+                    _ => return Err(Bad),
+                }
+            }
+            T::Kw(K::Not) => {
+                // `not like`, `not in`, `not between`, `not regexp`.
+                if !matches!(self.at(1), Some(T::Kw(K::Like | K::In | K::Between))) {
+                    return if self.at(1).is_none() {
+                        self.i += 1;
+                        Ok(Some(Step::End))
+                    } else {
+                        Err(Bad)
+                    };
+                }
+                self.i += 1;
+                return self.binary();
+            }
+            T::Kw(K::In) => {
+                self.i += 1;
+                self.fx |= CMP;
+                self.weigh(Weight::Sql);
+                match self.peek() {
+                    Some(T::LParen) => {
+                        self.i += 1;
+                        self.group()?
+                    }
+                    None => Step::End,
+                    _ => return Err(Bad),
+                }
+            }
+            T::Kw(K::Between) => {
+                self.i += 1;
+                self.fx |= CMP;
+                self.weigh(Weight::Sql);
+                if self.operand()? == Step::End {
+                    return Ok(Some(Step::End));
+                }
+                match self.peek() {
+                    Some(T::Logic) => {
+                        self.i += 1;
+                        self.operand()?
+                    }
+                    None => Step::End,
+                    _ => return Err(Bad),
+                }
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(step))
+    }
+
+    /// A select list and what may follow it, after `select`, up to a `)` that closes an
+    /// enclosing group (not consumed), a `;`, or the end.
+    fn select_body(&mut self) -> R {
+        self.weigh(Weight::Sql);
+        // `select distinct`, `select top 1`
+        if self.peek() == Some(T::Kw(K::All)) {
+            self.i += 1;
+        }
+        if self.peek() == Some(T::Kw(K::Other)) && self.at(1) == Some(T::Num) {
+            self.i += 2;
+        }
+        // The select list must read as one: `select your size` is prose.
+        match (self.peek(), self.at(1)) {
+            (None, _) => return Ok(Step::End),
+            (Some(T::Word), Some(T::Word | T::Num | T::Str { .. })) => return Err(Bad),
+            (
+                Some(
+                    T::Num
+                    | T::Str { .. }
+                    | T::Kw(K::Null | K::Bool | K::Case | K::Not)
+                    | T::Var
+                    | T::Ident
+                    | T::Word
+                    | T::Func(_)
+                    | T::LParen
+                    | T::Op(O::Star | O::Arith),
+                ),
+                _,
+            ) => {}
+            _ => return Err(Bad),
+        }
+        let mut nest = 0u32;
+        while let Some(y) = self.peek() {
+            match y {
+                T::RParen if nest == 0 => return Ok(Step::Done),
+                T::Semi | T::Comment if nest == 0 => return Ok(Step::Done),
+                T::RParen => nest -= 1,
+                T::LParen => nest += 1,
+                T::Kw(K::Select) => self.fx |= SUBQUERY,
+                T::Func(F::Sql | F::Strong) => self.fx |= SQL_CALL,
+                _ => {}
+            }
+            self.i += 1;
+        }
+        Ok(Step::End)
+    }
+
+    /// A statement after `;`.
+    fn statement(&mut self) -> R {
+        let Some(x) = self.peek() else {
+            return Ok(Step::End);
+        };
+        self.i += 1;
+        let next = self.peek();
+        let ok = match x {
+            T::Kw(K::Select) => {
+                let r = self.select_body()?;
+                self.fx |= STACKED;
+                return Ok(r);
+            }
+            T::Kw(K::Drop | K::Create | K::Alter | K::Truncate) => {
+                matches!(next, Some(T::Kw(K::Table | K::Other) | T::Word | T::Ident))
+            }
+            T::Kw(K::Insert) => matches!(next, Some(T::Kw(K::Into))),
+            T::Kw(K::Delete) => matches!(next, Some(T::Kw(K::From))),
+            T::Kw(K::Update) => {
+                matches!(next, Some(T::Word | T::Ident)) && self.at(1) == Some(T::Kw(K::Set))
+            }
+            T::Kw(K::Exec) => matches!(next, Some(T::Word | T::Var | T::LParen | T::Func(_))),
+            T::Func(_) if self.t.get(self.i - 2) == Some(&T::Semi) => {
+                // `exec(@q)`, `sleep(5)` as a statement: the call itself.
+                self.i -= 1;
+                let r = self.operand()?;
+                if self.fx & SQL_CALL != 0 {
+                    self.fx |= STACKED;
+                }
+                return Ok(r);
+            }
+            T::Kw(K::Declare) => matches!(next, Some(T::Var)),
+            T::Kw(K::Waitfor) => matches!(next, Some(T::Kw(K::Delay) | T::Word)),
+            T::Kw(K::Set) => matches!(next, Some(T::Var)),
+            T::Kw(K::Other) => matches!(next, None | Some(T::Comment | T::Semi)),
+            _ => return Err(Bad),
+        };
+        if !ok {
+            return Err(Bad);
+        }
+        self.fx |= STACKED;
+        // The rest of the statement is not read: the keyword pair decided.
+        self.i = self.t.len();
+        Ok(Step::End)
+    }
+
+    /// What may follow a complete operand at the top level, through the end of the value.
+    fn tail(&mut self) -> Result<(), Bad> {
+        loop {
+            match self.binary()? {
+                Some(Step::End) => return Ok(()),
+                Some(Step::Done) => continue,
+                None => {}
+            }
+            self.close_logic();
+            let Some(x) = self.peek() else {
+                return Ok(());
+            };
+            self.i += 1;
+            match x {
+                T::Comment => {
+                    self.fx |= COMMENT;
+                    return Ok(());
+                }
+                // Closing a group the application opened.
+                T::RParen => {}
+                // The next item of a list the application opened (`VALUES ('x', 1, 2)`).
+                T::Comma => {
+                    if self.expr()? == Step::End {
+                        return Ok(());
+                    }
+                }
+                T::Semi => {
+                    self.fx |= SEMI;
+                    match self.peek() {
+                        None | Some(T::Comment) => {
+                            self.fx |= COMMENT;
+                            return Ok(());
+                        }
+                        _ => {
+                            if self.statement()? == Step::End {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+                T::Kw(K::Union | K::Except) => {
+                    if matches!(self.peek(), Some(T::Kw(K::All))) {
+                        self.i += 1;
+                    }
+                    let paren = self.peek() == Some(T::LParen);
+                    if paren {
+                        self.i += 1;
+                    }
+                    match self.peek() {
+                        Some(T::Kw(K::Select)) => {
+                            self.i += 1;
+                            self.fx |= UNION;
+                            if self.select_body()? == Step::End {
+                                return Ok(());
+                            }
+                        }
+                        // `union values (1)`, `union select(1)` read as calls.
+                        Some(T::Kw(K::Values)) if !paren && self.at(1) == Some(T::LParen) => {
+                            self.fx |= UNION;
+                            self.i += 2;
+                            if self.group()? == Step::End {
+                                return Ok(());
+                            }
+                        }
+                        Some(T::Func(F::Sql)) if !paren => {
+                            self.fx |= UNION;
+                            if self.operand()? == Step::End {
+                                return Ok(());
+                            }
+                        }
+                        None => return Ok(()),
+                        _ => return Err(Bad),
+                    }
+                }
+                T::Kw(K::Order | K::Group) => {
+                    if self.peek() != Some(T::Kw(K::By)) {
+                        return if self.peek().is_none() {
+                            Ok(())
+                        } else {
+                            Err(Bad)
+                        };
+                    }
+                    self.i += 1;
+                    self.fx |= CLAUSE;
+                    loop {
+                        if self.expr()? == Step::End {
+                            return Ok(());
+                        }
+                        if self.peek() == Some(T::Kw(K::Sort)) {
+                            self.i += 1;
+                        }
+                        if self.peek() != Some(T::Comma) {
+                            break;
+                        }
+                        self.i += 1;
+                    }
+                }
+                T::Kw(K::Having) => {
+                    self.fx |= CLAUSE;
+                    if self.expr()? == Step::End {
+                        return Ok(());
+                    }
+                }
+                T::Kw(K::Limit) => {
+                    self.fx |= CLAUSE;
+                    match self.peek() {
+                        Some(T::Num) => self.i += 1,
+                        None => return Ok(()),
+                        _ => return Err(Bad),
+                    }
+                    if matches!(self.peek(), Some(T::Comma | T::Kw(K::Limit))) {
+                        self.i += 1;
+                        match self.peek() {
+                            Some(T::Num) => self.i += 1,
+                            None => return Ok(()),
+                            _ => return Err(Bad),
+                        }
+                    }
+                }
+                T::Kw(K::Procedure) => {
+                    self.fx |= CLAUSE;
+                    if matches!(self.peek(), Some(T::Kw(K::Procedure))) {
+                        self.i += 1;
+                    }
+                    if self.operand()? == Step::End {
+                        return Ok(());
+                    }
+                }
+                T::Kw(K::Into) => {
+                    self.fx |= CLAUSE;
+                    match self.peek() {
+                        Some(T::Kw(K::Outfile)) => {
+                            self.i += 1;
+                            if self.operand()? == Step::End {
+                                return Ok(());
+                            }
+                        }
+                        Some(T::Var) => self.i += 1,
+                        None => return Ok(()),
+                        _ => return Err(Bad),
+                    }
+                }
+                _ => return Err(Bad),
+            }
+        }
+    }
+}
+
+/// Inline comments (`/**/`, `/*!...*/`, `#x\n`) separate tokens like blanks: dropped, except
+/// one that ends the value. Returns the tokens kept and whether any comment was dropped.
+fn without_inline_comments(t: &[T], buf: &mut [T; super::MAX_TOKENS]) -> usize {
+    let mut m = 0;
+    for (k, &x) in t.iter().enumerate() {
+        if x == T::Comment && k + 1 < t.len() {
+            continue;
+        }
+        buf[m] = x;
+        m += 1;
+    }
+    m
+}
+
+/// Reads `t` (tokens of a value tokenized after the quote it closed, when `breakout`) as the
+/// rest of a query; returns the effects when the reading is valid SQL, `None` when it is not.
+pub(crate) fn effects(t: &[T], breakout: bool) -> Option<u16> {
+    let mut buf = [T::Comma; super::MAX_TOKENS];
+    let m = without_inline_comments(t, &mut buf);
+    let t = &buf[..m];
+    let mut p = P {
+        t,
+        i: 0,
+        fx: 0,
+        seg: Weight::Name,
+        in_logic: false,
+        last: Weight::Name,
+        grp: Weight::Name,
+        depth: 0,
+    };
+    if breakout {
+        // The string the value closed is the operand; the rest continues the expression.
+        p.i = 1;
+    } else if t.first() == Some(&T::RParen) {
+        // The value closes a group the application opened: the same as a closed string.
+    } else {
+        // Where a number is expected the value starts with one (or a literal, a call, a
+        // group); a leading word is a name only prose starts with.
+        match p.operand() {
+            Ok(Step::Done) if p.last > Weight::Name => {}
+            _ => return None,
+        }
+    }
+    p.tail().ok()?;
+    p.close_logic();
+    Some(p.fx)
+}
+
+/// The verdict on a value's reading in one context: the rule id when it is an injection.
+pub(crate) fn judge(t: &[T], breakout: bool) -> Option<&'static str> {
+    let fx = effects(t, breakout)?;
+    if fx & UNION != 0 {
+        return Some("sqli-union");
+    }
+    if fx & STACKED != 0 {
+        return Some("sqli-stacked");
+    }
+    if breakout {
+        // After a closed string, any condition, comparison, clause, call, subquery or comment
+        // is SQL written by the client. Arithmetic alone counts when it re-opens a string for
+        // the application's own quote (`' + '`, `'||'`).
+        let strong = LOGIC_LITERAL
+            | LOGIC_STRONG
+            | CMP
+            | CLAUSE
+            | SUBQUERY
+            | SQL_CALL
+            | COMMENT
+            | CASE
+            | SEMI;
+        if fx & strong != 0 || fx & ARITH != 0 && fx & OPEN_STRING != 0 {
+            return Some("sqli-breakout");
+        }
+        return None;
+    }
+    // Where a number is expected, prose can read as names joined by `and`/`or` (`null and
+    // void`) or literals (`10 or 12`): a condition must compare, call or query something, or
+    // cut the query off with a comment.
+    if fx & (LOGIC_STRONG | SUBQUERY | CASE) != 0
+        || fx & LOGIC_LITERAL != 0 && fx & COMMENT != 0
+        || fx & CLAUSE != 0 && fx & (COMMENT | SQL_CALL | SUBQUERY) != 0
+    {
+        return Some("sqli-tautology");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judge_value(s: &str) -> Option<&'static str> {
+        let l = s.to_ascii_lowercase();
+        let mut t = Vec::new();
+        super::super::tokenize(l.as_bytes(), None, &mut t);
+        if let Some(r) = judge(&t, false) {
+            return Some(r);
+        }
+        for q in [b'\'', b'"'] {
+            super::super::tokenize(l.as_bytes(), Some(q), &mut t);
+            if t.first() == Some(&T::Str { closed: true }) {
+                if let Some(r) = judge(&t, true) {
+                    return Some(r);
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_closed_string_followed_by_sql_is_read_as_sql() {
+        for a in [
+            "x' or (select 1)--",
+            "x' || (select user from dual) || '",
+            "x' and ascii(substring(user,1,1))>64 and 'a'='a",
+            "x') or ('a'='a",
+            "x\" rlike (select (case when (1=1) then 1 else 0 end)) and \"a\"=\"a",
+            "x' + (select top 1 name from t) + '",
+            "x' union values (1)--",
+            "x' div 0 or 'a",
+            "x' is not null or 'a'='b",
+            "x' not between 1 and 2--",
+            "x' in (select 1)--",
+            "x' order by 3, 2--",
+            "x' having 1=1--",
+            "x' limit 1, 1--",
+            "x' into outfile '/tmp/a'--",
+            "x' or 1::int=1--",
+        ] {
+            assert!(judge_value(a).is_some(), "missed: {a}");
+        }
+    }
+
+    #[test]
+    fn prose_after_an_apostrophe_is_not_sql() {
+        for b in [
+            "O'Brien or Smith",
+            "rock 'n' roll or jazz",
+            "Parents' and kids' toys",
+            "5' 11\" tall",
+            "6' or 7' ladder",
+            "it's 'fine' - really",
+            "Guns N' Roses and more",
+            "the Smiths' and Joneses' house",
+            "I'm 6'2\" and it fits",
+            "id'is notes",
+        ] {
+            assert_eq!(judge_value(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn where_a_number_is_expected_a_condition_must_do_something() {
+        for a in [
+            "1 and (select 1 from dual)=1",
+            "1 or exists(select 1)",
+            "1) or (select 1)=1 and (1",
+            "-1 or 1 between 0 and 2",
+            "1 or 1--",
+            "1 order by 1 desc, sleep(1)--",
+            "1 union (select 1)",
+            "1e0union select 1",
+            ".1union select 1",
+            "1;select 1",
+        ] {
+            assert!(judge_value(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "10 or 12",
+            "null and void",
+            "1-2 days",
+            "2-3 business days or less",
+            "Price < $50 and quality > expected",
+            "100% cotton or wool",
+            "1 in 10 chance",
+            "Size 12 and up",
+            "true or false quiz",
+            "1st or 2nd",
+            "5 (pack) or 10 (pack)",
+        ] {
+            assert_eq!(judge_value(b), None, "false positive: {b}");
+        }
+    }
+}
