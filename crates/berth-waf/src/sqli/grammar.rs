@@ -43,6 +43,10 @@ pub(crate) const CASE: u16 = 1 << 10;
 pub(crate) const OPEN_STRING: u16 = 1 << 11;
 /// Statement keywords after `;` but nothing after them to judge.
 pub(crate) const SEMI: u16 = 1 << 12;
+/// `union` (or `union all`) where the value ends: the rest of a UNION cut off.
+pub(crate) const CUT_UNION: u16 = 1 << 13;
+/// An operator where the value ends (`x'|`, `x'%`): the start of a concatenation.
+pub(crate) const DANGLING_OP: u16 = 1 << 14;
 
 /// How much an operand says: a bare name (prose has those), a literal, or SQL machinery.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -64,6 +68,10 @@ struct P<'a> {
     last: Weight,
     /// The strongest weight inside the group being read.
     grp: Weight,
+    /// The value closed a string: its reading starts after the string.
+    breakout: bool,
+    /// The weight of the value's first operand (where a number is expected).
+    first: Weight,
     depth: u8,
 }
 
@@ -133,6 +141,8 @@ impl<'a> P<'a> {
             T::Num | T::Kw(K::Null | K::Bool) => self.weigh(Weight::Literal),
             T::Var => self.weigh(Weight::Sql),
             T::Word | T::Ident => self.weigh(Weight::Name),
+            // A type inside a call: `convert(int, x)`, `cast(x as char)`.
+            T::Kw(K::Other) if self.depth > 0 => self.weigh(Weight::Name),
             T::Func(kind) => {
                 let sql = kind != F::Other;
                 if sql {
@@ -264,8 +274,12 @@ impl<'a> P<'a> {
             self.i += 1;
         }
         loop {
-            if self.expr()? == Step::End {
-                return Ok(Step::End);
+            // Inside a group, what the grammar does not know is skipped, not judged: the
+            // group's own tokens decide little, its place in the value decides.
+            match self.expr() {
+                Ok(Step::End) => return Ok(Step::End),
+                Ok(Step::Done) => {}
+                Err(Bad) => {}
             }
             match self.peek() {
                 Some(T::Comma) => self.i += 1,
@@ -273,10 +287,11 @@ impl<'a> P<'a> {
                     self.i += 1;
                     return Ok(Step::Done);
                 }
+                None => return Ok(Step::End),
                 // `cast(x as int)`, `convert(x using utf8)`, `substring(x from 1 for 1)`,
-                // `extract(year from d)`, `group_concat(x separator ',')`, `x order by y`:
+                // `extract(year from d)`, `trim(leading 'x' from y)`, `x order by y`:
                 // keyword forms inside a call. Skip to the group's end.
-                Some(T::Kw(K::As | K::From | K::Other | K::Order | K::Limit) | T::Word) => {
+                Some(_) => {
                     let mut nest = 0u32;
                     while let Some(y) = self.peek() {
                         self.i += 1;
@@ -293,8 +308,6 @@ impl<'a> P<'a> {
                     }
                     return Ok(Step::End);
                 }
-                None => return Ok(Step::End),
-                _ => return Err(Bad),
             }
         }
     }
@@ -343,6 +356,9 @@ impl<'a> P<'a> {
             T::Op(O::Arith | O::Star) => {
                 self.i += 1;
                 self.fx |= ARITH;
+                if self.peek().is_none() {
+                    self.fx |= DANGLING_OP;
+                }
                 self.operand()?
             }
             T::Kw(K::Cmp) => {
@@ -477,20 +493,41 @@ impl<'a> P<'a> {
     }
 
     /// A statement after `;`.
-    fn statement(&mut self) -> R {
+    fn statement(&mut self, semi: bool) -> R {
         let Some(x) = self.peek() else {
             return Ok(Step::End);
         };
         self.i += 1;
         let next = self.peek();
         let ok = match x {
+            // Without `;`, quoted prose names buttons and editions (`the "select all" box`):
+            // the select list must start with what only SQL selects.
+            T::Kw(K::Select)
+                if !semi
+                    && !matches!(
+                        next,
+                        Some(
+                            T::Num
+                                | T::Func(F::Sql | F::Strong)
+                                | T::Var
+                                | T::Op(O::Star)
+                                | T::Kw(K::Null)
+                                | T::LParen
+                        )
+                    ) =>
+            {
+                return Err(Bad)
+            }
             T::Kw(K::Select) => {
                 let r = self.select_body()?;
                 self.fx |= STACKED;
                 return Ok(r);
             }
-            T::Kw(K::Drop | K::Create | K::Alter | K::Truncate) => {
+            T::Kw(K::Drop | K::Create | K::Alter | K::Truncate) if semi => {
                 matches!(next, Some(T::Kw(K::Table | K::Other) | T::Word | T::Ident))
+            }
+            T::Kw(K::Drop | K::Create | K::Alter | K::Truncate) => {
+                matches!(next, Some(T::Kw(K::Table)))
             }
             T::Kw(K::Insert) => matches!(next, Some(T::Kw(K::Into))),
             T::Kw(K::Delete) => matches!(next, Some(T::Kw(K::From))),
@@ -498,7 +535,7 @@ impl<'a> P<'a> {
                 matches!(next, Some(T::Word | T::Ident)) && self.at(1) == Some(T::Kw(K::Set))
             }
             T::Kw(K::Exec) => matches!(next, Some(T::Word | T::Var | T::LParen | T::Func(_))),
-            T::Func(_) if self.t.get(self.i - 2) == Some(&T::Semi) => {
+            T::Func(_) if semi => {
                 // `exec(@q)`, `sleep(5)` as a statement: the call itself.
                 self.i -= 1;
                 let r = self.operand()?;
@@ -510,7 +547,12 @@ impl<'a> P<'a> {
             T::Kw(K::Declare) => matches!(next, Some(T::Var)),
             T::Kw(K::Waitfor) => matches!(next, Some(T::Kw(K::Delay) | T::Word)),
             T::Kw(K::Set) => matches!(next, Some(T::Var)),
-            T::Kw(K::Other) => matches!(next, None | Some(T::Comment | T::Semi)),
+            T::Kw(K::Other) if semi && matches!(next, None | Some(T::Comment | T::Semi)) => true,
+            // `1;desc users`, `1;load data ...`, `';grant all ...`: after a number or a closed
+            // string only (`great; call me` is a sentence).
+            T::Kw(K::Other | K::Sort) if semi && (self.breakout || self.first > Weight::Name) => {
+                matches!(next, Some(T::Word | T::Kw(K::All | K::Table)))
+            }
             _ => return Err(Bad),
         };
         if !ok {
@@ -556,10 +598,30 @@ impl<'a> P<'a> {
                             return Ok(());
                         }
                         _ => {
-                            if self.statement()? == Step::End {
+                            if self.statement(true)? == Step::End {
                                 return Ok(());
                             }
                         }
+                    }
+                }
+                // MSSQL runs statements written one after the other without `;`:
+                // `' waitfor delay '0:0:5'--`, `' exec xp_cmdshell 'x'--`.
+                T::Kw(
+                    K::Select
+                    | K::Insert
+                    | K::Update
+                    | K::Delete
+                    | K::Drop
+                    | K::Create
+                    | K::Alter
+                    | K::Truncate
+                    | K::Exec
+                    | K::Declare
+                    | K::Waitfor,
+                ) if self.breakout => {
+                    self.i -= 1;
+                    if self.statement(false)? == Step::End {
+                        return Ok(());
                     }
                 }
                 T::Kw(K::Union | K::Except) => {
@@ -591,6 +653,10 @@ impl<'a> P<'a> {
                             if self.operand()? == Step::End {
                                 return Ok(());
                             }
+                        }
+                        None | Some(T::Comment) if !paren => {
+                            self.fx |= CUT_UNION;
+                            return Ok(());
                         }
                         None => return Ok(()),
                         _ => return Err(Bad),
@@ -686,7 +752,7 @@ fn without_inline_comments(t: &[T], buf: &mut [T; super::MAX_TOKENS]) -> usize {
 
 /// Reads `t` (tokens of a value tokenized after the quote it closed, when `breakout`) as the
 /// rest of a query; returns the effects when the reading is valid SQL, `None` when it is not.
-pub(crate) fn effects(t: &[T], breakout: bool) -> Option<u16> {
+pub(crate) fn effects(t: &[T], breakout: bool) -> Option<(u16, bool)> {
     let mut buf = [T::Comma; super::MAX_TOKENS];
     let m = without_inline_comments(t, &mut buf);
     let t = &buf[..m];
@@ -698,6 +764,8 @@ pub(crate) fn effects(t: &[T], breakout: bool) -> Option<u16> {
         in_logic: false,
         last: Weight::Name,
         grp: Weight::Name,
+        breakout,
+        first: Weight::Name,
         depth: 0,
     };
     if breakout {
@@ -706,21 +774,20 @@ pub(crate) fn effects(t: &[T], breakout: bool) -> Option<u16> {
     } else if t.first() == Some(&T::RParen) {
         // The value closes a group the application opened: the same as a closed string.
     } else {
-        // Where a number is expected the value starts with one (or a literal, a call, a
-        // group); a leading word is a name only prose starts with.
+        // Where a number (or any operand: `name='x' or 1=1` as a filter) is expected.
         match p.operand() {
-            Ok(Step::Done) if p.last > Weight::Name => {}
+            Ok(Step::Done) => p.first = p.last,
             _ => return None,
         }
     }
     p.tail().ok()?;
     p.close_logic();
-    Some(p.fx)
+    Some((p.fx, p.first > Weight::Name))
 }
 
 /// The verdict on a value's reading in one context: the rule id when it is an injection.
 pub(crate) fn judge(t: &[T], breakout: bool) -> Option<&'static str> {
-    let fx = effects(t, breakout)?;
+    let (fx, first_literal) = effects(t, breakout)?;
     if fx & UNION != 0 {
         return Some("sqli-union");
     }
@@ -730,7 +797,8 @@ pub(crate) fn judge(t: &[T], breakout: bool) -> Option<&'static str> {
     if breakout {
         // After a closed string, any condition, comparison, clause, call, subquery or comment
         // is SQL written by the client. Arithmetic alone counts when it re-opens a string for
-        // the application's own quote (`' + '`, `'||'`).
+        // the application's own quote (`' + '`, `'||'`) or ends the value (`x'|`, `x'%`), and
+        // so does a `union` cut off at the value's end.
         let strong = LOGIC_LITERAL
             | LOGIC_STRONG
             | CMP
@@ -739,7 +807,9 @@ pub(crate) fn judge(t: &[T], breakout: bool) -> Option<&'static str> {
             | SQL_CALL
             | COMMENT
             | CASE
-            | SEMI;
+            | SEMI
+            | CUT_UNION
+            | DANGLING_OP;
         if fx & strong != 0 || fx & ARITH != 0 && fx & OPEN_STRING != 0 {
             return Some("sqli-breakout");
         }
@@ -747,10 +817,11 @@ pub(crate) fn judge(t: &[T], breakout: bool) -> Option<&'static str> {
     }
     // Where a number is expected, prose can read as names joined by `and`/`or` (`null and
     // void`) or literals (`10 or 12`): a condition must compare, call or query something, or
-    // cut the query off with a comment.
+    // cut the query off with a comment; a `union` cut off at the end counts after a number.
     if fx & (LOGIC_STRONG | SUBQUERY | CASE) != 0
         || fx & LOGIC_LITERAL != 0 && fx & COMMENT != 0
         || fx & CLAUSE != 0 && fx & (COMMENT | SQL_CALL | SUBQUERY) != 0
+        || fx & CUT_UNION != 0 && first_literal
     {
         return Some("sqli-tautology");
     }

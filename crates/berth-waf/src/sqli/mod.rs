@@ -428,6 +428,26 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                     }
                 }
                 let w = &s[i..j];
+                // A string literal's introducer or prefix (`n'x'`, `x'41'`, `_utf8'a'`,
+                // `e'\n'`, Oracle's `q'[x]'`): part of the string.
+                if j < n
+                    && matches!(s[j], b'\'' | b'"')
+                    && matches!(
+                        w,
+                        b"n" | b"x"
+                            | b"b"
+                            | b"e"
+                            | b"q"
+                            | b"nq"
+                            | b"_utf8"
+                            | b"_utf8mb4"
+                            | b"_latin1"
+                            | b"_binary"
+                    )
+                {
+                    i = j;
+                    continue;
+                }
                 // A function is a word followed by `(`, maybe after blanks or comments.
                 let mut k = j;
                 loop {
@@ -562,6 +582,20 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
             b'*' if i + 1 < n && s[i + 1] == b'/' => {
                 // The end of a `/*!` comment.
                 i += 2;
+            }
+            // MySQL's assignment `@a:=1`.
+            b':' if i + 1 < n && s[i + 1] == b'=' => {
+                out.push(T::Op(O::Cmp));
+                i += 2;
+            }
+            // PostgreSQL's pattern matches: `~*`, `!~`, `!~*`, `~~`, `!~~`, `~~*`.
+            b'~' | b'!' if i + 1 < n && (s[i + 1] == b'~' || c == b'~' && s[i + 1] == b'*') => {
+                let mut j = i + 2;
+                while j < n && j < i + 4 && matches!(s[j], b'~' | b'*') {
+                    j += 1;
+                }
+                out.push(T::Op(O::Cmp));
+                i = j;
             }
             b':' if i + 1 < n && s[i + 1] == b':' => {
                 out.push(T::Op(O::Cast));
@@ -1366,6 +1400,14 @@ fn symbol_probe(s: &[u8]) -> bool {
             return true;
         }
     }
+    // `'`, `"`, `` ` ``, `')`, `'))`: a quote alone (and the groups it would close), the
+    // first probe of whether a value lands in a string.
+    if (1..=3).contains(&t.len())
+        && matches!(t[0], b'\'' | b'"' | b'`')
+        && t[1..].iter().all(|&c| c == b')')
+    {
+        return true;
+    }
     let mut meta = 0;
     for &c in t {
         if c.is_ascii_alphanumeric() || c >= 0x80 {
@@ -1531,6 +1573,108 @@ fn boundary_number(s: &[u8]) -> bool {
     LIMITS.contains(&t)
 }
 
+/// MySQL's versioned comment, whose inside MySQL runs (`/*!50000union*/`, `/*!and*/`, `/*!*/`):
+/// a version number or a SQL keyword right after `/*!`. Source banners (`/*! jQuery v3 */`)
+/// start with a name.
+fn versioned_comment(s: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(p) = crate::find(&s[from..], b"/*!") {
+        let at = from + p + 3;
+        from = at;
+        let digits = s[at..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 5 || digits == 6 {
+            return true;
+        }
+        let rest = s[at + digits..].trim_ascii_start();
+        if rest.starts_with(b"*/") {
+            return true;
+        }
+        let w = rest
+            .iter()
+            .take_while(|c| c.is_ascii_alphabetic() || **c == b'_')
+            .count();
+        if w > 0 && matches!(keyword(&rest[..w]), Some(T::Kw(_) | T::Logic)) {
+            return true;
+        }
+    }
+    false
+}
+
+/// A comparison of an operand with itself (`a=a`, `x <> x`, `abc like abc`, `'1'='1'`): true
+/// or false whatever the row, which is why an injected condition uses it. It must stand where
+/// a condition does: at the value's start or after a quote, `(` or a logic operator, and end
+/// the value or be followed by a comment, `)`, `;` or a logic operator.
+fn self_comparison(s: &[u8]) -> bool {
+    let operand =
+        |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'\'' | b'"' | b'`' | b'.');
+    let mut i = 0;
+    while i < s.len() {
+        let (op_start, op_end) = match s[i] {
+            b'=' | b'<' | b'>' | b'!' => {
+                let mut j = i;
+                while j < s.len() && j < i + 3 && matches!(s[j], b'=' | b'<' | b'>' | b'!') {
+                    j += 1;
+                }
+                (i, j)
+            }
+            b'l' | b'r' if i > 0 && s[i - 1].is_ascii_whitespace() => {
+                let w = if s[i..].starts_with(b"like ") {
+                    4
+                } else if s[i..].starts_with(b"rlike ") {
+                    5
+                } else if s[i..].starts_with(b"regexp ") {
+                    6
+                } else {
+                    i += 1;
+                    continue;
+                };
+                (i, i + w)
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        i = op_end;
+        let left_end = s[..op_start].trim_ascii_end().len();
+        let left_start = left_end
+            - s[..left_end]
+                .iter()
+                .rev()
+                .take_while(|&&c| operand(c))
+                .count();
+        let right_start = op_end + (s[op_end..].len() - s[op_end..].trim_ascii_start().len());
+        let right_end = right_start + s[right_start..].iter().take_while(|&&c| operand(c)).count();
+        let (l, r) = (&s[left_start..left_end], &s[right_start..right_end]);
+        if l.is_empty() || l != r || l.len() > 32 || keyword(l).is_some() {
+            continue;
+        }
+        let before = s[..left_start].trim_ascii_end();
+        let after = s[right_end..].trim_ascii_start();
+        let starts_ok = before.is_empty()
+            || before.ends_with(b"(")
+            || before.ends_with(b" or")
+            || before.ends_with(b" and")
+            || before.ends_with(b"||")
+            || before.ends_with(b"&&")
+            || before == b"or"
+            || before == b"and"
+            || left_start > 0 && matches!(s[left_start - 1], b'\'' | b'"');
+        let ends_ok = after.is_empty()
+            || after.starts_with(b"--")
+            || after.starts_with(b"#")
+            || after.starts_with(b"/*")
+            || after.starts_with(b")")
+            || after.starts_with(b";")
+            || after.starts_with(b"or ")
+            || after.starts_with(b"and ");
+        if starts_ok && ends_ok {
+            return true;
+        }
+    }
+    false
+}
+
 /// PostgreSQL's `COPY ... TO|FROM PROGRAM 'cmd'`, which runs a shell command on the database
 /// server.
 fn copy_program(s: &[u8]) -> bool {
@@ -1666,6 +1810,12 @@ impl SqliDetector {
         }
         if memchr::memchr3(b'\'', b'"', b'$', lower).is_some() && copy_program(lower) {
             return Some("sqli-statement");
+        }
+        if memchr::memchr(b'!', lower).is_some() && versioned_comment(lower) {
+            return Some("sqli-comment-obfuscation");
+        }
+        if self_comparison(lower) {
+            return Some("sqli-tautology");
         }
         tokenize(lower, None, toks);
         if let Some(r) = patterns(toks, false).or_else(|| grammar::judge(toks, false)) {
@@ -2105,6 +2255,74 @@ mod tests {
             "'A",
             "'- a",
             "' 12",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn versioned_comments_and_self_comparisons() {
+        for a in [
+            "/*!50000*/",
+            "1 /*!union*/ select 2",
+            "x /*!*/ y",
+            "/*!12345and*/",
+            "a=a",
+            "x <> x",
+            "abc like abc",
+            "' or pw=pw--",
+            "1 and (id=id)",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "/*! jQuery v3.7.1 | (c) OpenJS Foundation */",
+            "/*! normalize.css */",
+            "so-so",
+            "Bora Bora = paradise",
+            "size=M, colour=M",
+            "a=b",
+            "x = x2",
+            "2=2 for 1 deal on socks",
+            "like like like",
+            "50/50",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn lone_quotes_dangling_operators_and_cut_unions() {
+        for a in [
+            "'",
+            "\"",
+            "`",
+            "')",
+            "\"))",
+            "x'%",
+            "x'|",
+            "x'^",
+            "x' &",
+            "1' union",
+            "') union all",
+            "1 union",
+            "1;desc users",
+            "x';grant all on t to u",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "12\"",
+            "5'",
+            "'a'",
+            "O'",
+            "5+",
+            "4.5/5 -",
+            "rock 'n' union",
+            "the 'union' jack",
+            "2 union jacks",
+            "Great; call me",
+            "nice; desc please",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }
