@@ -754,8 +754,12 @@ fn without_inline_comments(t: &[T], buf: &mut [T; super::MAX_TOKENS]) -> usize {
 /// rest of a query; returns the effects when the reading is valid SQL, `None` when it is not.
 pub(crate) fn effects(t: &[T], breakout: bool) -> Option<(u16, bool)> {
     let mut buf = [T::Comma; super::MAX_TOKENS];
-    let m = without_inline_comments(t, &mut buf);
-    let t = &buf[..m];
+    let t = if t.len() > 1 && t[..t.len() - 1].contains(&T::Comment) {
+        let m = without_inline_comments(t, &mut buf);
+        &buf[..m]
+    } else {
+        t
+    };
     let mut p = P {
         t,
         i: 0,
@@ -780,13 +784,23 @@ pub(crate) fn effects(t: &[T], breakout: bool) -> Option<(u16, bool)> {
             _ => return None,
         }
     }
-    p.tail().ok()?;
+    let complete = p.tail().is_ok();
     p.close_logic();
+    if !complete {
+        // A valid beginning followed by what SQL does not allow (`' or 1=1 and more text`,
+        // a cut or padded payload): only what the beginning proves on its own counts, a
+        // condition that compares literals or calls SQL, a union, a statement, a subquery.
+        // Prose starts with a word: after one, only a complete reading counts.
+        let proven = p.fx & (LOGIC_STRONG | UNION | STACKED | SUBQUERY | CASE);
+        let started = breakout || p.first > Weight::Name;
+        return (proven != 0 && started).then_some((proven, p.first > Weight::Name));
+    }
     Some((p.fx, p.first > Weight::Name))
 }
 
 /// The verdict on a value's reading in one context: the rule id when it is an injection.
-pub(crate) fn judge(t: &[T], breakout: bool) -> Option<&'static str> {
+/// `symbolic_logic`: the value writes `&&` or `||`, which text does not (`1 && 1`).
+pub(crate) fn judge(t: &[T], breakout: bool, symbolic_logic: bool) -> Option<&'static str> {
     let (fx, first_literal) = effects(t, breakout)?;
     if fx & UNION != 0 {
         return Some("sqli-union");
@@ -817,11 +831,13 @@ pub(crate) fn judge(t: &[T], breakout: bool) -> Option<&'static str> {
     }
     // Where a number is expected, prose can read as names joined by `and`/`or` (`null and
     // void`) or literals (`10 or 12`): a condition must compare, call or query something, or
-    // cut the query off with a comment; a `union` cut off at the end counts after a number.
+    // cut the query off with a comment; a `union` cut off at the end counts after a number,
+    // and so do literals joined with `&&`/`||`.
     if fx & (LOGIC_STRONG | SUBQUERY | CASE) != 0
         || fx & LOGIC_LITERAL != 0 && fx & COMMENT != 0
         || fx & CLAUSE != 0 && fx & (COMMENT | SQL_CALL | SUBQUERY) != 0
         || fx & CUT_UNION != 0 && first_literal
+        || fx & LOGIC_LITERAL != 0 && first_literal && symbolic_logic
     {
         return Some("sqli-tautology");
     }
@@ -836,13 +852,13 @@ mod tests {
         let l = s.to_ascii_lowercase();
         let mut t = Vec::new();
         super::super::tokenize(l.as_bytes(), None, &mut t);
-        if let Some(r) = judge(&t, false) {
+        if let Some(r) = judge(&t, false, l.contains("&&") || l.contains("||")) {
             return Some(r);
         }
         for q in [b'\'', b'"'] {
             super::super::tokenize(l.as_bytes(), Some(q), &mut t);
             if t.first() == Some(&T::Str { closed: true }) {
-                if let Some(r) = judge(&t, true) {
+                if let Some(r) = judge(&t, true, false) {
                     return Some(r);
                 }
             }
@@ -887,6 +903,8 @@ mod tests {
             "the Smiths' and Joneses' house",
             "I'm 6'2\" and it fits",
             "id'is notes",
+            "5' or 6' tall",
+            "rock' and roll band",
         ] {
             assert_eq!(judge_value(b), None, "false positive: {b}");
         }
@@ -905,6 +923,10 @@ mod tests {
             "1e0union select 1",
             ".1union select 1",
             "1;select 1",
+            "1 && 1",
+            "1 || 'a'",
+            "1 and (select 1) and more text",
+            "x' or 1=1 and then some words",
         ] {
             assert!(judge_value(a).is_some(), "missed: {a}");
         }
@@ -920,6 +942,10 @@ mod tests {
             "true or false quiz",
             "1st or 2nd",
             "5 (pack) or 10 (pack)",
+            "Salt && Pepper",
+            "1 or 2",
+            "Tom and char(ming) = 5 stars",
+            "2 or 3 pack = 10 socks",
         ] {
             assert_eq!(judge_value(b), None, "false positive: {b}");
         }

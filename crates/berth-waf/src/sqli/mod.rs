@@ -282,7 +282,19 @@ fn function_kind(w: &[u8]) -> F {
         b"select",
         b"dual",
     ];
-    if STRONG.contains(&w) {
+    // The naming conventions of database system functions and packages, so an unlisted one
+    // of the family reads as SQL too: PostgreSQL's `pg_*` and `lo_*`, MSSQL's `xp_*`, `sp_*`,
+    // `fn_*` and `sys.*`/`master.*`/`dbo.*` objects, Oracle's `dbms_*`/`utl_*`/`ctxsys.*`
+    // packages, SQLite's `sqlite_*`, MySQL's `sys_*` UDFs and `json_*` functions.
+    const PREFIXES: &[&[u8]] = &[
+        b"pg_", b"lo_", b"xp_", b"sp_", b"fn_", b"sys.", b"master.", b"dbo.", b"dbms_", b"utl_",
+        b"ctxsys.", b"sqlite_", b"sys_", b"json_",
+    ];
+    if STRONG.contains(&w)
+        || PREFIXES
+            .iter()
+            .any(|p| w.len() > p.len() && w.starts_with(p))
+    {
         F::Strong
     } else if SQL.contains(&w) {
         F::Sql
@@ -1814,11 +1826,20 @@ impl SqliDetector {
         if memchr::memchr(b'!', lower).is_some() && versioned_comment(lower) {
             return Some("sqli-comment-obfuscation");
         }
-        if self_comparison(lower) {
+        if (memchr::memchr3(b'=', b'<', b'>', lower).is_some()
+            || crate::find(lower, b"like ").is_some()
+            || crate::find(lower, b"regexp ").is_some())
+            && self_comparison(lower)
+        {
             return Some("sqli-tautology");
         }
         tokenize(lower, None, toks);
-        if let Some(r) = patterns(toks, false).or_else(|| grammar::judge(toks, false)) {
+        // `&&`/`||` are code's logic operators, never prose's.
+        let symbolic_logic =
+            crate::find(lower, b"&&").is_some() || crate::find(lower, b"||").is_some();
+        if let Some(r) =
+            patterns(toks, false).or_else(|| grammar::judge(toks, false, symbolic_logic))
+        {
             return Some(r);
         }
         for q in [b'\'', b'"', b'`'] {
@@ -1828,7 +1849,7 @@ impl SqliDetector {
                     return Some(r);
                 }
                 if toks.first() == Some(&T::Str { closed: true }) {
-                    if let Some(r) = grammar::judge(toks, true) {
+                    if let Some(r) = grammar::judge(toks, true, symbolic_logic) {
                         return Some(r);
                     }
                 }
@@ -2255,6 +2276,29 @@ mod tests {
             "'A",
             "'- a",
             "' 12",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn system_functions_by_their_family_prefix() {
+        for a in [
+            "1 and pg_read_binary_file('x') is null",
+            "x' and utl_http.request('http://x')='a",
+            "sys.fn_varbintohexstr(0x41)",
+            "master.dbo.xp_regwrite('x')",
+            "sqlite_source_id()",
+            "dbms_xmlgen.getxml('select 1')",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "pg_13 rating",
+            "json_data file",
+            "sp_ guide (2nd ed.)",
+            "lo_fi beats (vinyl)",
+            "my sys.config notes",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }
