@@ -28,25 +28,31 @@ enum Step {
 type R = Result<Step, Bad>;
 
 /// Effects found while reading.
-pub(crate) const LOGIC_LITERAL: u16 = 1;
-pub(crate) const LOGIC_STRONG: u16 = 1 << 1;
-pub(crate) const CMP: u16 = 1 << 2;
-pub(crate) const ARITH: u16 = 1 << 3;
-pub(crate) const UNION: u16 = 1 << 4;
-pub(crate) const STACKED: u16 = 1 << 5;
-pub(crate) const CLAUSE: u16 = 1 << 6;
-pub(crate) const SUBQUERY: u16 = 1 << 7;
-pub(crate) const SQL_CALL: u16 = 1 << 8;
-pub(crate) const COMMENT: u16 = 1 << 9;
-pub(crate) const CASE: u16 = 1 << 10;
+pub(crate) const LOGIC_LITERAL: u32 = 1;
+pub(crate) const LOGIC_STRONG: u32 = 1 << 1;
+pub(crate) const CMP: u32 = 1 << 2;
+pub(crate) const ARITH: u32 = 1 << 3;
+pub(crate) const UNION: u32 = 1 << 4;
+pub(crate) const STACKED: u32 = 1 << 5;
+pub(crate) const CLAUSE: u32 = 1 << 6;
+pub(crate) const SUBQUERY: u32 = 1 << 7;
+pub(crate) const SQL_CALL: u32 = 1 << 8;
+pub(crate) const COMMENT: u32 = 1 << 9;
+pub(crate) const CASE: u32 = 1 << 10;
 /// The value ends inside a string it opened (the application's own quote closes it).
-pub(crate) const OPEN_STRING: u16 = 1 << 11;
+pub(crate) const OPEN_STRING: u32 = 1 << 11;
 /// Statement keywords after `;` but nothing after them to judge.
-pub(crate) const SEMI: u16 = 1 << 12;
+pub(crate) const SEMI: u32 = 1 << 12;
 /// `union` (or `union all`) where the value ends: the rest of a UNION cut off.
-pub(crate) const CUT_UNION: u16 = 1 << 13;
+pub(crate) const CUT_UNION: u32 = 1 << 13;
 /// An operator where the value ends (`x'|`, `x'%`): the start of a concatenation.
-pub(crate) const DANGLING_OP: u16 = 1 << 14;
+pub(crate) const DANGLING_OP: u32 = 1 << 14;
+/// The value is a statement of its own, with what only SQL writes in it.
+pub(crate) const STATEMENT: u32 = 1 << 15;
+/// `procedure analyse`, `into outfile|dumpfile`: clauses only MySQL has.
+pub(crate) const MYSQL_CLAUSE: u32 = 1 << 16;
+/// A PostgreSQL cast (`::int`) or a JSON operator (`->>`, `@>`, `?|`, `#>`).
+pub(crate) const CAST_OR_JSON: u32 = 1 << 17;
 
 /// How much an operand says: a bare name (prose has those), a literal, or SQL machinery.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -59,7 +65,7 @@ enum Weight {
 struct P<'a> {
     t: &'a [T],
     i: usize,
-    fx: u16,
+    fx: u32,
     /// The strongest operand or operator seen since the last logic operator.
     seg: Weight,
     /// Whether a logic operator is waiting for its right side to be weighed.
@@ -130,6 +136,12 @@ impl<'a> P<'a> {
         let Some(x) = self.peek() else {
             return Ok(Step::End);
         };
+        // `1='1' or-- -`: a comment where the operand goes cuts the query there.
+        if x == T::Comment {
+            self.fx |= COMMENT;
+            self.i = self.t.len();
+            return Ok(Step::End);
+        }
         self.i += 1;
         match x {
             T::Str { closed } => {
@@ -171,12 +183,23 @@ impl<'a> P<'a> {
                 }
             }
             T::Kw(K::Case) => {
-                self.fx |= CASE;
-                self.weigh(Weight::Sql);
+                // `case when x=1 then ...`; `case when it rains` compares nothing.
+                self.weigh(Weight::Literal);
                 let mut nest = 1;
+                let mut parens = 0u32;
                 while let Some(y) = self.peek() {
+                    // A `)` the case did not open ends the group around it: no `end`.
+                    if y == T::RParen && parens == 0 {
+                        return Err(Bad);
+                    }
                     self.i += 1;
                     match y {
+                        T::LParen => parens += 1,
+                        T::RParen => parens -= 1,
+                        T::Op(O::Cmp) | T::Kw(K::Is | K::Like | K::In | K::Between) => {
+                            self.fx |= CASE;
+                            self.weigh(Weight::Sql);
+                        }
                         T::Kw(K::Case) => nest += 1,
                         T::Kw(K::End) => {
                             nest -= 1;
@@ -193,13 +216,18 @@ impl<'a> P<'a> {
             }
             _ => return Err(Bad),
         }
-        // Postfix: `::int`, `::varchar(10)`.
+        // Postfix: `::int`, `::varchar(10)`. A name with a cast stays a name to the judge
+        // (`std::string` is C++ in a review); a literal or a call with one is SQL.
+        let base = self.last;
         while self.peek() == Some(T::Op(O::Cast)) {
             self.i += 1;
+            self.fx |= CAST_OR_JSON;
             match self.peek() {
                 Some(T::Word | T::Kw(K::Other)) => {
                     self.i += 1;
-                    self.weigh(Weight::Sql);
+                    if base > Weight::Name {
+                        self.weigh(Weight::Sql);
+                    }
                 }
                 Some(T::Func(_)) => {
                     self.i += 1;
@@ -344,6 +372,9 @@ impl<'a> P<'a> {
                 // expected`); a literal compared with a literal is a tautology.
                 self.i += 1;
                 self.fx |= CMP;
+                if x == T::Op(O::Json) {
+                    self.fx |= CAST_OR_JSON;
+                }
                 let left = self.last;
                 let r = self.operand()?;
                 let right = self.last;
@@ -708,7 +739,7 @@ impl<'a> P<'a> {
                     }
                 }
                 T::Kw(K::Procedure) => {
-                    self.fx |= CLAUSE;
+                    self.fx |= CLAUSE | MYSQL_CLAUSE;
                     if matches!(self.peek(), Some(T::Kw(K::Procedure))) {
                         self.i += 1;
                     }
@@ -720,6 +751,7 @@ impl<'a> P<'a> {
                     self.fx |= CLAUSE;
                     match self.peek() {
                         Some(T::Kw(K::Outfile)) => {
+                            self.fx |= MYSQL_CLAUSE;
                             self.i += 1;
                             if self.operand()? == Step::End {
                                 return Ok(());
@@ -736,9 +768,100 @@ impl<'a> P<'a> {
     }
 }
 
+fn statement_start(x: T) -> bool {
+    matches!(
+        x,
+        T::Kw(
+            K::Select
+                | K::Insert
+                | K::Update
+                | K::Delete
+                | K::Drop
+                | K::Create
+                | K::Alter
+                | K::Truncate
+                | K::Exec
+                | K::Declare
+                | K::Waitfor
+        )
+    )
+}
+
+/// A value that is a statement (`DELETE FROM users;--`, `SELECT * FROM t`, `exec (@x`,
+/// `declare @b`): prose starts sentences with the same verbs (`Delete from cart`, `select all
+/// that apply`), so the statement must show what only SQL writes: a `;` or a comment after
+/// it, a variable, a backtick name, a SQL call, `*` as a select list, a value list, a
+/// comparison under `where`/`having`.
+fn statement_value(t: &[T]) -> bool {
+    let first = t[0];
+    let next = t.get(1).copied();
+    let head = match first {
+        T::Kw(K::Select) => match next {
+            Some(T::Word) => !matches!(t.get(2), Some(T::Word | T::Num | T::Str { .. })),
+            Some(x) => matches!(
+                x,
+                T::Num
+                    | T::Str { .. }
+                    | T::Kw(K::Null | K::All | K::Other | K::Case)
+                    | T::Var
+                    | T::Ident
+                    | T::Func(_)
+                    | T::LParen
+                    | T::Op(O::Star)
+            ),
+            None => false,
+        },
+        T::Kw(K::Insert) => next == Some(T::Kw(K::Into)),
+        T::Kw(K::Update) => {
+            matches!(next, Some(T::Word | T::Ident)) && t.get(2) == Some(&T::Kw(K::Set))
+        }
+        T::Kw(K::Delete) => next == Some(T::Kw(K::From)),
+        T::Kw(K::Drop | K::Create | K::Alter | K::Truncate) => {
+            matches!(next, Some(T::Kw(K::Table | K::Other) | T::Word | T::Ident))
+        }
+        // `exec xp_cmdshell 'dir'`, `exec sp_x @a`, `exec (@q)`; not `Exec chair (@home)`.
+        T::Kw(K::Exec) => match next {
+            Some(T::Var | T::LParen | T::Func(F::Strong)) => true,
+            Some(T::Word) => matches!(
+                t.get(2),
+                None | Some(T::Str { .. } | T::Var | T::Comma | T::Semi | T::Comment)
+            ),
+            _ => false,
+        },
+        T::Kw(K::Declare) => matches!(next, Some(T::Var)),
+        T::Kw(K::Waitfor) => matches!(next, Some(T::Kw(K::Delay) | T::Word)),
+        _ => false,
+    };
+    if !head {
+        return false;
+    }
+    let mut where_seen = false;
+    for (k, &x) in t.iter().enumerate().skip(1) {
+        match x {
+            // `;` ends a statement: what follows is nothing, a comment or another statement
+            // (`drop shipping; union jack flag` goes on as a sentence).
+            T::Semi
+                if t.get(k + 1)
+                    .is_none_or(|&y| y == T::Comment || statement_start(y)) =>
+            {
+                return true
+            }
+            T::Var | T::Ident | T::Func(F::Sql | F::Strong) => return true,
+            T::Comment if k + 1 == t.len() => return true,
+            T::Op(O::Star) if k == 1 && first == T::Kw(K::Select) => return true,
+            T::Kw(K::Values) if t.get(k + 1) == Some(&T::LParen) => return true,
+            T::Kw(K::Where | K::Having) => where_seen = true,
+            T::Op(O::Cmp) if where_seen => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Inline comments (`/**/`, `/*!...*/`, `#x\n`) separate tokens like blanks: dropped, except
 /// one that ends the value. Returns the tokens kept and whether any comment was dropped.
 fn without_inline_comments(t: &[T], buf: &mut [T; super::MAX_TOKENS]) -> usize {
+    // (A comment between two tokens is what the caller checks before calling this.)
     let mut m = 0;
     for (k, &x) in t.iter().enumerate() {
         if x == T::Comment && k + 1 < t.len() {
@@ -752,9 +875,10 @@ fn without_inline_comments(t: &[T], buf: &mut [T; super::MAX_TOKENS]) -> usize {
 
 /// Reads `t` (tokens of a value tokenized after the quote it closed, when `breakout`) as the
 /// rest of a query; returns the effects when the reading is valid SQL, `None` when it is not.
-pub(crate) fn effects(t: &[T], breakout: bool) -> Option<(u16, bool)> {
+pub(crate) fn effects(t: &[T], breakout: bool) -> Option<(u32, bool)> {
     let mut buf = [T::Comma; super::MAX_TOKENS];
-    let t = if t.len() > 1 && t[..t.len() - 1].contains(&T::Comment) {
+    let inline_comment = t.len() > 1 && t[..t.len() - 1].contains(&T::Comment);
+    let t = if inline_comment {
         let m = without_inline_comments(t, &mut buf);
         &buf[..m]
     } else {
@@ -772,16 +896,48 @@ pub(crate) fn effects(t: &[T], breakout: bool) -> Option<(u16, bool)> {
         first: Weight::Name,
         depth: 0,
     };
+    let mut lead = false;
     if breakout {
         // The string the value closed is the operand; the rest continues the expression.
         p.i = 1;
     } else if t.first() == Some(&T::RParen) {
         // The value closes a group the application opened: the same as a closed string.
+    } else if matches!(
+        t.first(),
+        Some(
+            T::Logic
+                | T::Op(O::Cmp | O::Json)
+                | T::Kw(
+                    K::In
+                        | K::Between
+                        | K::Like
+                        | K::Is
+                        | K::Not
+                        | K::Union
+                        | K::Except
+                        | K::Having
+                        | K::Procedure
+                )
+                | T::Semi
+        )
+    ) {
+        // The value continues an expression the application wrote (`... where a = 1 <value>`,
+        // a filter or sort parameter appended as it is): it starts with the operator.
+        lead = true;
+    } else if t.first().is_some_and(|&x| statement_start(x)) {
+        // `SELECT/**/password/**/FROM/**/t`: comments as blanks are SQL's alone.
+        return (statement_value(t) || inline_comment && t.len() >= 3)
+            .then_some((STATEMENT, false));
     } else {
         // Where a number (or any operand: `name='x' or 1=1` as a filter) is expected.
         match p.operand() {
             Ok(Step::Done) => p.first = p.last,
-            _ => return None,
+            // `(convert(int,(select ...` cut off: what it holds so far decides.
+            Ok(Step::End) => {
+                p.close_logic();
+                return Some((p.fx, p.last > Weight::Name));
+            }
+            Err(Bad) => return None,
         }
     }
     let complete = p.tail().is_ok();
@@ -792,7 +948,7 @@ pub(crate) fn effects(t: &[T], breakout: bool) -> Option<(u16, bool)> {
         // condition that compares literals or calls SQL, a union, a statement, a subquery.
         // Prose starts with a word: after one, only a complete reading counts.
         let proven = p.fx & (LOGIC_STRONG | UNION | STACKED | SUBQUERY | CASE);
-        let started = breakout || p.first > Weight::Name;
+        let started = breakout || lead || p.first > Weight::Name;
         return (proven != 0 && started).then_some((proven, p.first > Weight::Name));
     }
     Some((p.fx, p.first > Weight::Name))
@@ -807,6 +963,9 @@ pub(crate) fn judge(t: &[T], breakout: bool, symbolic_logic: bool) -> Option<&'s
     }
     if fx & STACKED != 0 {
         return Some("sqli-stacked");
+    }
+    if fx & STATEMENT != 0 {
+        return Some("sqli-statement");
     }
     if breakout {
         // After a closed string, any condition, comparison, clause, call, subquery or comment
@@ -838,6 +997,8 @@ pub(crate) fn judge(t: &[T], breakout: bool, symbolic_logic: bool) -> Option<&'s
         || fx & CLAUSE != 0 && fx & (COMMENT | SQL_CALL | SUBQUERY) != 0
         || fx & CUT_UNION != 0 && first_literal
         || fx & LOGIC_LITERAL != 0 && first_literal && symbolic_logic
+        || fx & MYSQL_CLAUSE != 0
+        || fx & CAST_OR_JSON != 0 && first_literal
     {
         return Some("sqli-tautology");
     }
@@ -905,6 +1066,45 @@ mod tests {
             "id'is notes",
             "5' or 6' tall",
             "rock' and roll band",
+        ] {
+            assert_eq!(judge_value(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn a_value_that_continues_an_expression_or_is_a_statement() {
+        for a in [
+            "or '{\"b\":2}'::jsonb <@ '{\"a\":1}'::jsonb",
+            "and (select 1)=1",
+            "in (select * from users",
+            "except values (1,2)",
+            ";insert into t (a) values",
+            "procedure analyse (",
+            "delete from users;--",
+            "drop sampletable;--",
+            "select/**/password/**/from/**/members",
+            "select * from movies",
+            "declare @b",
+            "(convert(int,(select char(113)+char(118)",
+            "'[1,2,3]'::json ->> 2='3'",
+            "case when 1=1 then 1 else 0 end",
+        ] {
+            assert!(judge_value(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "or best offer",
+            "and 7 oranges",
+            "in (stock) now",
+            "delete from cart",
+            "select all that apply",
+            "drop shipping; union jack flag",
+            "drop-shipped from the uk; arrived in 3 days",
+            "update your address",
+            "case when it rains",
+            "2+2=4",
+            "std::string and std::vector",
+            "fe80::1",
+            "order by date",
         ] {
             assert_eq!(judge_value(b), None, "false positive: {b}");
         }

@@ -1794,6 +1794,36 @@ impl SqliDetector {
         None
     }
 
+    /// The grammar's reading of each path segment and what follows it, as a value put where
+    /// a number or an operand goes (`lower`: the canonical, lower-cased path). At most eight
+    /// segments, the last first.
+    pub(crate) fn detect_segments(&self, lower: &[u8], toks: &mut Vec<T>) -> Option<&'static str> {
+        let mut end = lower.len();
+        for _ in 0..8 {
+            let Some(p) = memchr::memrchr(b'/', &lower[..end]) else {
+                break;
+            };
+            end = p;
+            let seg = &lower[p + 1..];
+            // `/**/` inside SQL is a comment, not a segment; plain segments say nothing.
+            if seg.first() == Some(&b'*') || p > 0 && lower[p - 1] == b'*' {
+                continue;
+            }
+            if seg
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || b"-_.~,".contains(&c))
+            {
+                continue;
+            }
+            tokenize(seg, None, toks);
+            let symbolic = crate::find(seg, b"&&").is_some() || crate::find(seg, b"||").is_some();
+            if let Some(r) = grammar::judge(toks, false, symbolic) {
+                return Some(r);
+            }
+        }
+        None
+    }
+
     /// `lower` is the canonical, lower-cased value.
     pub(crate) fn detect(
         &self,
