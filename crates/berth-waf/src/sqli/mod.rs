@@ -1687,6 +1687,20 @@ fn self_comparison(s: &[u8]) -> bool {
     false
 }
 
+/// Whether the tokens hold an operand compared with an operand where a condition stands (the
+/// shape [`self_comparison`] then checks on the bytes): a cheap filter, most values have none.
+fn comparison_stands_alone(t: &[T]) -> bool {
+    let operand = |x: Option<&T>| matches!(x, Some(T::Word | T::Num | T::Str { .. } | T::Ident));
+    (1..t.len()).any(|k| {
+        matches!(t[k], T::Op(O::Cmp) | T::Kw(K::Like))
+            && operand(t.get(k - 1))
+            && operand(t.get(k + 1))
+            && (k == 1 || matches!(t[k - 2], T::Logic | T::LParen | T::Str { .. }))
+            && t.get(k + 2)
+                .is_none_or(|x| matches!(x, T::Comment | T::RParen | T::Semi | T::Logic))
+    })
+}
+
 /// PostgreSQL's `COPY ... TO|FROM PROGRAM 'cmd'`, which runs a shell command on the database
 /// server.
 fn copy_program(s: &[u8]) -> bool {
@@ -1856,21 +1870,17 @@ impl SqliDetector {
         if memchr::memchr(b'!', lower).is_some() && versioned_comment(lower) {
             return Some("sqli-comment-obfuscation");
         }
-        if (memchr::memchr3(b'=', b'<', b'>', lower).is_some()
-            || crate::find(lower, b"like ").is_some()
-            || crate::find(lower, b"regexp ").is_some())
-            && self_comparison(lower)
-        {
-            return Some("sqli-tautology");
-        }
         tokenize(lower, None, toks);
         // `&&`/`||` are code's logic operators, never prose's.
-        let symbolic_logic =
-            crate::find(lower, b"&&").is_some() || crate::find(lower, b"||").is_some();
+        let symbolic_logic = memchr::memchr2(b'&', b'|', lower).is_some()
+            && (crate::find(lower, b"&&").is_some() || crate::find(lower, b"||").is_some());
         if let Some(r) =
             patterns(toks, false).or_else(|| grammar::judge(toks, false, symbolic_logic))
         {
             return Some(r);
+        }
+        if comparison_stands_alone(toks) && self_comparison(lower) {
+            return Some("sqli-tautology");
         }
         for q in [b'\'', b'"', b'`'] {
             if memchr::memchr(q, lower).is_some() {
