@@ -261,7 +261,7 @@ fn textbook_injections_are_blocked_in_every_context_and_tamper() {
         eprintln!("  MISS {m:?}");
     }
     // Held at what the detector reaches (see docs/waf.md).
-    assert!(hit * 1000 >= total * 990, "{hit}/{total}");
+    assert!(hit * 1000 >= total * 998, "{hit}/{total}");
 }
 
 /// Values a shop receives that look like SQL to a careless eye.
