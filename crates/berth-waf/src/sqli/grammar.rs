@@ -126,11 +126,8 @@ impl<'a> P<'a> {
             return Err(Bad);
         }
         self.last = Weight::Name;
-        // Unary operators: `-1`, `~x`, `!x`, `not x`.
+        // Unary operators: `-1`, `~x`, `!x`, `not x`; the operand weighs (`or not` is prose).
         while let Some(T::Op(O::Arith | O::Bang) | T::Kw(K::Not)) = self.peek() {
-            if self.peek() != Some(T::Op(O::Arith)) {
-                self.weigh(Weight::Sql);
-            }
             self.i += 1;
         }
         let Some(x) = self.peek() else {
@@ -739,7 +736,11 @@ impl<'a> P<'a> {
                     }
                 }
                 T::Kw(K::Procedure) => {
-                    self.fx |= CLAUSE | MYSQL_CLAUSE;
+                    // `procedure analyse(`; not `procedure manual`.
+                    self.fx |= CLAUSE;
+                    if matches!(self.peek(), Some(T::Kw(K::Procedure) | T::Func(_))) {
+                        self.fx |= MYSQL_CLAUSE;
+                    }
                     if matches!(self.peek(), Some(T::Kw(K::Procedure))) {
                         self.i += 1;
                     }
@@ -838,11 +839,11 @@ fn statement_value(t: &[T]) -> bool {
     let mut where_seen = false;
     for (k, &x) in t.iter().enumerate().skip(1) {
         match x {
-            // `;` ends a statement: what follows is nothing, a comment or another statement
-            // (`drop shipping; union jack flag` goes on as a sentence).
+            // `;` ends a statement: a comment or another statement follows it (`drop
+            // shipping; union jack flag` goes on as a sentence; prose may end with `;`).
             T::Semi
                 if t.get(k + 1)
-                    .is_none_or(|&y| y == T::Comment || statement_start(y)) =>
+                    .is_some_and(|&y| y == T::Comment || statement_start(y)) =>
             {
                 return true
             }
@@ -1099,6 +1100,9 @@ mod tests {
             "select all that apply",
             "drop shipping; union jack flag",
             "drop-shipped from the uk; arrived in 3 days",
+            "delete from wishlist;",
+            "or not",
+            "procedure manual",
             "update your address",
             "case when it rains",
             "2+2=4",
