@@ -1053,6 +1053,35 @@ mod tests {
     }
 
     #[test]
+    fn the_tokenizer_reads_what_databases_read() {
+        for a in [
+            "x' or x'41'=x'41'--",
+            "x' or n'a'=n'a'--",
+            "x' or 'a' ~* 'a",
+            "x' or 'a' !~ 'b",
+            "1 and @a:=1 or 1=1",
+            "x'/*!or*/1=1--",
+            "1#x\nor#x\n1=1",
+            "x' waitfor delay '0:0:5'--",
+            "x' exec master..xp_cmdshell 'dir'--",
+            "1 or(1)=(1)",
+        ] {
+            assert!(judge_value(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "x'mas tree",
+            "n'djamena",
+            "it's ~5 items",
+            "e'tude in c",
+            "5 #1 hits",
+            "x' select your size",
+            "the \"select all\" box",
+        ] {
+            assert_eq!(judge_value(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
     fn prose_after_an_apostrophe_is_not_sql() {
         for b in [
             "O'Brien or Smith",
