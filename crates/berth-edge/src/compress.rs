@@ -1207,4 +1207,117 @@ mod tests {
         drop(held);
         assert!(EncoderSlot::take().is_some());
     }
+
+    /// How the levels were chosen: ratio and speed of each coding at several levels on a
+    /// 20 KiB JSON catalogue and a 20 KiB HTML page, and the memory of live encoders. Run in
+    /// release mode: `cargo test --release -p berth-edge --lib levels -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a test"]
+    fn levels() {
+        let json: Vec<u8> = {
+            let mut out = b"{\"items\":[".to_vec();
+            let mut i = 0u64;
+            while out.len() < 20_480 {
+                out.extend_from_slice(
+                    format!(
+                        "{{\"id\":{},\"sku\":\"SKU-{:06}\",\"name\":\"Item {} {}\",\"price\":{}.{:02},\"stock\":{}}},",
+                        1000 + i,
+                        i.wrapping_mul(2_654_435_761) % 1_000_000,
+                        ["Red", "Blue", "Oak", "Steel", "Wool"][(i % 5) as usize],
+                        ["Shirt", "Table", "Lamp", "Chair", "Mug", "Bag"][(i % 6) as usize],
+                        i * 37 % 300,
+                        i * 13 % 100,
+                        i * 7 % 500
+                    )
+                    .as_bytes(),
+                );
+                i += 1;
+            }
+            out.truncate(20_480);
+            out
+        };
+        let html = text(500)[..20_480].to_vec();
+        let time = |f: &mut dyn FnMut() -> usize| {
+            let rounds = 300;
+            let started = std::time::Instant::now();
+            let mut size = 0;
+            for _ in 0..rounds {
+                size = f();
+            }
+            let per = started.elapsed().as_secs_f64() / rounds as f64;
+            (size, per)
+        };
+        for (name, input) in [("json", &json), ("html", &html)] {
+            for level in [1, 4, 5, 6, 9] {
+                let (size, per) = time(&mut || {
+                    let mut e =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+                    e.write_all(input).unwrap();
+                    e.finish().unwrap().len()
+                });
+                eprintln!(
+                    "{name} gzip {level}: {size} bytes ({:.1}x), {:.0} us, {:.0} MB/s",
+                    input.len() as f64 / size as f64,
+                    per * 1e6,
+                    input.len() as f64 / per / 1e6
+                );
+            }
+            for quality in [1, 3, 4, 5, 6, 9, 11] {
+                let (size, per) = time(&mut || {
+                    let params = brotli::enc::BrotliEncoderParams {
+                        quality,
+                        lgwin: 15,
+                        size_hint: input.len(),
+                        ..Default::default()
+                    };
+                    let mut e = brotli::CompressorWriter::with_params(Vec::new(), 4096, &params);
+                    e.write_all(input).unwrap();
+                    e.into_inner().len()
+                });
+                eprintln!(
+                    "{name} br {quality}: {size} bytes ({:.1}x), {:.0} us, {:.0} MB/s",
+                    input.len() as f64 / size as f64,
+                    per * 1e6,
+                    input.len() as f64 / per / 1e6
+                );
+            }
+            for level in [1, 3, 6, 9] {
+                let (size, per) = time(&mut || {
+                    let mut e = zstd::stream::write::Encoder::new(Vec::new(), level).unwrap();
+                    e.set_pledged_src_size(Some(input.len() as u64)).unwrap();
+                    e.include_checksum(false).unwrap();
+                    e.write_all(input).unwrap();
+                    e.finish().unwrap().len()
+                });
+                eprintln!(
+                    "{name} zstd {level}: {size} bytes ({:.1}x), {:.0} us, {:.0} MB/s",
+                    input.len() as f64 / size as f64,
+                    per * 1e6,
+                    input.len() as f64 / per / 1e6
+                );
+            }
+        }
+        // Memory: RSS growth with 100 live encoders of each coding, each fed 1 MiB of text of
+        // unknown length (the largest windows).
+        let rss = || {
+            let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+            statm.split(' ').nth(1).unwrap().parse::<u64>().unwrap() * 4096
+        };
+        let big = text(30_000);
+        for coding in Coding::ALL {
+            let before = rss();
+            let mut live = Vec::new();
+            for _ in 0..100 {
+                let mut e = Encoder::new(coding, None).unwrap();
+                for chunk in big[..1 << 20].chunks(64 * 1024) {
+                    e.write(chunk).unwrap();
+                    e.take();
+                }
+                live.push(e);
+            }
+            let grown = rss().saturating_sub(before);
+            eprintln!("{coding:?}: {} KiB per live encoder", grown / 100 / 1024);
+            drop(live);
+        }
+    }
 }
