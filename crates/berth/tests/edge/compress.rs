@@ -320,3 +320,44 @@ async fn a_slow_stream_and_server_sent_events_arrive_as_they_are_sent() {
     assert_eq!(counts.first(), Some(&100), "{counts:?}");
     assert!(counts.contains(&200), "{counts:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_answer_is_chunked_for_http11_and_ends_with_the_connection_for_http10() {
+    let (edge, _backend) = one_backend_edge("web.1").await;
+    let original = page_text(20_000);
+    let mut conn = RawConn::connect(edge.listen).await;
+    let answer = conn
+        .exchange(
+            "GET",
+            b"GET /page?n=20000 HTTP/1.1\r\nHost: shop.test\r\nAccept-Encoding: gzip\r\n\r\n",
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.head);
+    assert_eq!(answer.framing, "chunked", "{}", answer.head);
+    assert_eq!(answer.header("content-length"), None, "{}", answer.head);
+    assert!(decode("gzip", &answer.body) == original);
+    // The connection goes on: the next answer (not compressible) on it is whole.
+    let next = conn
+        .exchange(
+            "GET",
+            b"GET /big?n=3 HTTP/1.1\r\nHost: shop.test\r\nAccept-Encoding: gzip\r\n\r\n",
+        )
+        .await;
+    assert_eq!(next.body, b"abc");
+
+    let mut conn = RawConn::connect(edge.listen).await;
+    let answer = conn
+        .exchange(
+            "GET",
+            b"GET /page?n=20000 HTTP/1.0\r\nHost: shop.test\r\nAccept-Encoding: br\r\n\r\n",
+        )
+        .await;
+    assert_eq!(answer.framing, "close", "{}", answer.head);
+    assert_eq!(
+        answer.header("content-encoding"),
+        Some("br"),
+        "{}",
+        answer.head
+    );
+    assert!(decode("br", &answer.body) == original);
+}
