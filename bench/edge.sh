@@ -19,7 +19,8 @@
 # WORKERS (each proxy's workers/threads; default: as many as PROXY_CORES has, else the cores).
 #
 # Ports: backend auto (Berth's $PORT), edge 18080 (admin 19090, HTTPS 18443), nginx 18081 (HTTPS
-# 18444), HAProxy 18082. HTTPS uses a self-signed P-256 certificate made for the run; the WAF-off
+# 18444), HAProxy 18082; each can be moved (EDGE_PORT, ADMIN_PORT, EDGE_TLS_PORT, NGINX_PORT,
+# NGINX_TLS_PORT, HAPROXY_PORT) when another run holds them. HTTPS uses a self-signed P-256 certificate made for the run; the WAF-off
 # rows go to /nowaf paths, where a [[waf.override]] turns every group off. HTTPS=0 skips HTTPS.
 # Writes bench/results/edge-<date>.md. Cleans up everything it started, also on failure.
 
@@ -51,12 +52,12 @@ print(n)' "$1"; }
 else
     WORKERS=${WORKERS:-$CORES}
 fi
-EDGE_PORT=18080
-ADMIN_PORT=19090
-NGINX_PORT=18081
-HAPROXY_PORT=18082
-EDGE_TLS_PORT=18443
-NGINX_TLS_PORT=18444
+EDGE_PORT=${EDGE_PORT:-18080}
+ADMIN_PORT=${ADMIN_PORT:-19090}
+NGINX_PORT=${NGINX_PORT:-18081}
+HAPROXY_PORT=${HAPROXY_PORT:-18082}
+EDGE_TLS_PORT=${EDGE_TLS_PORT:-18443}
+NGINX_TLS_PORT=${NGINX_TLS_PORT:-18444}
 HTTPS=${HTTPS:-1}
 WRK_EXTRA=()
 
@@ -526,7 +527,7 @@ if [ "${COMPRESS:-1}" = 1 ]; then
         direct) port=$BACKEND_PORT; name="direct (backend, none)"; pids=(); accept="gzip, br" ;;
         nginx) port=$NGINX_PORT; name="nginx, gzip 6"; pids=("$NGINX_PID"); accept="gzip, br" ;;
         berth-gzip) port=$EDGE_PORT; name="Berth edge, gzip 6"; pids=("$EDGE_PID"); accept="gzip" ;;
-        berth-br) port=$EDGE_PORT; name="Berth edge, brotli 5"; pids=("$EDGE_PID"); accept="gzip, br" ;;
+        berth-br) port=$EDGE_PORT; name="Berth edge, brotli 4"; pids=("$EDGE_PID"); accept="gzip, br" ;;
         esac
         url="http://127.0.0.1:$port/page.json"
         read -r bytes coding < <(curl -s -o /dev/null -H "Accept-Encoding: $accept" \
@@ -547,7 +548,7 @@ if [ "${COMPRESS:-1}" = 1 ]; then
     {
         echo "## Compression (a 20 KiB JSON answer)"
         echo
-        echo "wrk sends \`Accept-Encoding\` as shown; bytes: the body as sent, per answer. nginx: \`gzip on\`, \`gzip_comp_level 6\`; Berth's edge: its defaults (brotli quality 5, gzip level 6)."
+        echo "wrk sends \`Accept-Encoding\` as shown; bytes: the body as sent, per answer. nginx: \`gzip on\`, \`gzip_comp_level 6\`; Berth's edge: its defaults (brotli quality 4, gzip level 6)."
         echo
         echo "| target | Accept-Encoding | coding | bytes | req/s | p50 (ms) | p99 (ms) | proxy CPU | req/s per proxy CPU-s | wrk errors |"
         echo "|---|---|---|---:|---:|---:|---:|---:|---:|---|"
