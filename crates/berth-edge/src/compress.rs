@@ -28,9 +28,9 @@ use crate::errors::{EdgeError, ErrorKind, Side};
 /// gzip level: zlib's default, the usual on-the-fly choice (nginx configurations use 5-6);
 /// levels 4-6 give the same size on a 20 KiB page, 9 is 2-4 times slower for ≤ 7% less.
 pub const GZIP_LEVEL: u32 = 6;
-/// Brotli quality 4: on a 20 KiB page 1.4-2.7 times smaller than gzip 6 at two thirds of its
-/// speed. Quality 5 and up compress a little better but take 10-37 ms per 20 KiB answer in
-/// this brotli encoder (measured by the `levels` test).
+/// Brotli quality 4: on the `levels` test's 20 KiB pages 1.5-2.7 times smaller than gzip 6 at
+/// two thirds of its speed (on bench/edge.sh's random catalogue JSON about the same size). Quality 5 and up take 5-37 ms per 20 KiB answer in this brotli encoder with a window
+/// fit to the answer (measured by the `levels` test).
 pub const BROTLI_QUALITY: u32 = 4;
 /// Brotli window (log2): 512 KiB, as ngx_brotli's default, instead of the format's 4 MiB.
 pub const BROTLI_WINDOW_LOG: u32 = 19;
@@ -1266,12 +1266,24 @@ mod tests {
                     input.len() as f64 / per / 1e6
                 );
             }
-            for quality in [1, 3, 4, 5, 6, 9, 11] {
+            for (quality, lgwin, hint) in [
+                (1, 15, true),
+                (3, 15, true),
+                (4, 15, true),
+                (4, 19, false),
+                (5, 15, true),
+                (5, 15, false),
+                (5, 19, false),
+                (5, 22, false),
+                (6, 15, true),
+                (9, 15, true),
+                (11, 15, true),
+            ] {
                 let (size, per) = time(&mut || {
                     let params = brotli::enc::BrotliEncoderParams {
                         quality,
-                        lgwin: 15,
-                        size_hint: input.len(),
+                        lgwin,
+                        size_hint: if hint { input.len() } else { 0 },
                         ..Default::default()
                     };
                     let mut e = brotli::CompressorWriter::with_params(Vec::new(), 4096, &params);
@@ -1279,7 +1291,7 @@ mod tests {
                     e.into_inner().len()
                 });
                 eprintln!(
-                    "{name} br {quality}: {size} bytes ({:.1}x), {:.0} us, {:.0} MB/s",
+                    "{name} br {quality} (window {lgwin}, size hint {hint}): {size} bytes ({:.1}x), {:.0} us, {:.0} MB/s",
                     input.len() as f64 / size as f64,
                     per * 1e6,
                     input.len() as f64 / per / 1e6
