@@ -29,8 +29,9 @@ use crate::errors::{EdgeError, ErrorKind, Side};
 /// levels 4-6 give the same size on a 20 KiB page, 9 is 2-4 times slower for ≤ 7% less.
 pub const GZIP_LEVEL: u32 = 6;
 /// Brotli quality 4: on the `levels` test's 20 KiB pages 1.5-2.7 times smaller than gzip 6 at
-/// two thirds of its speed (on bench/edge.sh's random catalogue JSON about the same size). Quality 5 and up take 5-37 ms per 20 KiB answer in this brotli encoder with a window
-/// fit to the answer (measured by the `levels` test).
+/// two thirds of its speed (on bench/edge.sh's random catalogue JSON about the same size).
+/// Quality 5 and up take 5-37 ms per 20 KiB answer in this brotli encoder with a window fit
+/// to the answer (measured by the `levels` test).
 pub const BROTLI_QUALITY: u32 = 4;
 /// Brotli window (log2): 512 KiB, as ngx_brotli's default, instead of the format's 4 MiB.
 pub const BROTLI_WINDOW_LOG: u32 = 19;
