@@ -96,6 +96,10 @@ pub struct EdgeSpec {
     /// `pin_workers`: worker i runs only on the i-th core the edge may run on.
     #[serde(default)]
     pub pin_workers: bool,
+    /// `compress`, `compress_min_size`, `compress_types`, `compress_algorithms`: response
+    /// compression (on by default, as the references' CloudFront).
+    #[serde(default)]
+    pub compress: crate::compress::CompressSpec,
 }
 
 /// The WAF's rule groups and modes (`[waf]`), as the spec names them.
@@ -391,6 +395,10 @@ pub struct RouteSpec {
     /// Response headers set on this route's answers (over `[edge] headers`; `""` removes one).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// `compress`: this route's answers compressed or not, over `[edge] compress` (None: as
+    /// the edge).
+    #[serde(default)]
+    pub compress: Option<bool>,
 }
 
 impl EdgeSpec {
@@ -470,6 +478,7 @@ impl Default for EdgeSpec {
             waf: WafSpec::default(),
             workers: None,
             pin_workers: false,
+            compress: crate::compress::CompressSpec::default(),
         }
     }
 }

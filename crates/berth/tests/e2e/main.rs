@@ -11,6 +11,7 @@ mod alarms;
 mod autoscale;
 mod backup;
 mod cli;
+mod compress;
 mod containers;
 mod dashboard;
 mod deploy;

@@ -8,6 +8,7 @@ mod recorder;
 mod ws;
 
 mod balancing;
+mod compress;
 mod failures;
 mod guards;
 mod http1;
