@@ -61,11 +61,16 @@ const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 1 << 20;
 
 /// Serves one client connection until it closes, times out, or the edge stops.
+///
+/// The connection's task holds only what [`Conn`] keeps and the wait for the next request
+/// (its socket's readiness, the idle timer, the shutdown signal): a request's states (its head
+/// being read, the proxy, the answer being written) live in one box made per request, so an
+/// idle keep-alive connection holds no room for them.
 pub async fn serve_connection<S: ClientStream>(
     edge: Arc<Edge>,
     stream: S,
     client: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let downstream = Downstream {
         addr: client,
@@ -78,146 +83,202 @@ pub async fn serve_connection<S: ClientStream>(
         idle: settings.idle_timeout,
         header: settings.header_timeout,
     };
-    let (read, mut write) = stream.split();
-    let mut read = Some(read);
-    let mut buf = BytesMut::new();
-    let mut draining = *shutdown.borrow();
-    let mut first = true;
+    let (read, write) = stream.split();
+    let draining = *shutdown.borrow();
+    let mut conn = Conn::<S> {
+        edge,
+        read: Some(read),
+        write: Some(write),
+        buf: BytesMut::new(),
+        draining,
+        shutdown,
+        first: true,
+        downstream,
+        limits,
+    };
     loop {
-        let Some(reader) = read.as_mut() else { return };
-        if buf.is_empty() {
+        let Some(reader) = conn.read.as_mut() else {
+            return;
+        };
+        if conn.buf.is_empty() {
             // Idle: nothing but the socket is kept.
-            buf = BytesMut::new();
-            if !wait_for_request::<S>(reader, &mut buf, &mut shutdown, &mut draining, limits.idle)
-                .await
-            {
+            conn.buf = BytesMut::new();
+            let waited = wait_for_request::<S>(
+                reader,
+                &mut conn.buf,
+                &mut conn.shutdown,
+                &mut conn.draining,
+                conn.limits.idle,
+            );
+            if !waited.await {
                 return;
             }
         }
-        let head_deadline = Instant::now() + limits.header;
-        let head = loop {
-            if first && H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())]) {
-                if buf.len() >= H2_PREFACE.len() {
-                    let Some(reader) = read.take() else { return };
-                    if let Some(stream) = S::unsplit(reader, write) {
-                        let io = Rewind::new(buf.freeze(), stream);
-                        // Boxed: hyper's HTTP/2 connection is large, and rare here.
-                        Box::pin(crate::server::serve_h2(edge, io, downstream, shutdown)).await;
-                    }
-                    return;
-                }
-            } else {
-                match head::parse_request(&mut buf, limits.max_head) {
-                    Ok(Some(head)) => break head,
-                    Ok(None) => {}
-                    Err(error) => {
-                        Box::pin(refuse(&edge, &mut write, error, limits.idle)).await;
-                        Box::pin(linger(write, read.take())).await;
-                        return;
-                    }
-                }
-            }
-            buf.reserve(HEAD_READ);
-            match tokio::time::timeout_at(head_deadline, reader.read_buf(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                // Closed, failed, or too slow to send a head (slowloris): dropped unanswered.
-                _ => return,
-            }
-        };
-        first = false;
-
-        let RequestHead {
-            parts,
-            framing,
-            mut keep_alive,
-            expect_continue,
-        } = head;
-        let method = parts.method.clone();
-        let version = parts.version;
-        let upgrade = crate::proxy::is_upgrade(&parts.headers);
-        let over_limit = matches!(framing, Framing::Length(n) if n > limits.max_body);
-        if expect_continue
-            && framing.has_body()
-            && !over_limit
-            && write_all(&mut write, b"HTTP/1.1 100 Continue\r\n\r\n", limits.idle)
-                .await
-                .is_err()
-        {
-            return;
-        }
-        let (body, mut home) = if !framing.has_body() {
-            (RequestBody::empty(), None)
-        } else {
-            let Some(reader) = read.take() else { return };
-            let reader = BodyReader::new(reader, std::mem::take(&mut buf), framing, limits.idle);
-            let (tx, rx) = oneshot::channel();
-            (RequestBody::streaming(reader, framing, tx), Some(rx))
-        };
-        // Boxed: the proxy future is large, and only busy connections need room for it.
-        let response = Box::pin(
-            edge.clone()
-                .handle(Request::from_parts(parts, body), downstream),
-        )
-        .await;
-
-        draining |= *shutdown.borrow();
-        if draining || head::says_close(response.headers()) {
-            keep_alive = false;
-        }
-        // A body handed back unread already: the connection cannot carry another request.
-        if let Some(rx) = home.as_mut() {
-            match rx.try_recv() {
-                Ok(reader) => {
-                    keep_alive &= reader.is_complete();
-                    read = Some(reader.io);
-                    buf = reader.buf;
-                    home = None;
-                }
-                Err(oneshot::error::TryRecvError::Closed) => keep_alive = false,
-                Err(oneshot::error::TryRecvError::Empty) => {}
-            }
-        }
-        let tunnel = if upgrade && response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            response.extensions().get::<Tunnel>().cloned()
-        } else {
-            None
-        };
-        // Boxed like the proxy future: an idle connection holds no room for a write in flight.
-        let written = Box::pin(write_response(
-            &mut write,
-            response,
-            &method,
-            version,
-            keep_alive,
-            limits.idle,
-        ))
-        .await;
-        match written {
-            Ok(reusable) => keep_alive &= reusable,
-            Err(_) => return,
-        }
-        if let Some(tunnel) = tunnel {
-            if let Some(reader) = read.take() {
-                Box::pin(run_tunnel::<S>(reader, write, buf, tunnel)).await;
-            }
-            return;
-        }
-        if let Some(rx) = home.take() {
-            // The proxy may still be sending the body upstream after the answer came back.
-            match tokio::time::timeout(DRAIN_IDLE, rx).await {
-                Ok(Ok(reader)) => {
-                    keep_alive &= reader.is_complete();
-                    read = Some(reader.io);
-                    buf = reader.buf;
-                }
-                _ => keep_alive = false,
-            }
-        }
-        if !keep_alive {
-            Box::pin(linger(write, read.take())).await;
+        if !Box::pin(serve_request(&mut conn)).await {
             return;
         }
     }
+}
+
+/// What a client connection keeps between its requests.
+struct Conn<S: ClientStream> {
+    edge: Arc<Edge>,
+    /// `None` once handed on (a body being read, HTTP/2, a tunnel, closing).
+    read: Option<S::Read>,
+    write: Option<S::Write>,
+    /// Bytes read and not yet used (the next request's first bytes); empty while idle.
+    buf: BytesMut,
+    shutdown: watch::Receiver<bool>,
+    /// The edge is stopping: the connection closes after its answer in flight.
+    draining: bool,
+    /// No request served yet (an HTTP/2 preface can only come first).
+    first: bool,
+    downstream: Downstream,
+    limits: Limits,
+}
+
+/// Reads one request (its first bytes are in `conn.buf`), proxies it and writes the answer.
+/// True: the connection can carry another request.
+async fn serve_request<S: ClientStream>(conn: &mut Conn<S>) -> bool {
+    let limits = conn.limits;
+    let head_deadline = Instant::now() + limits.header;
+    let head = loop {
+        let buf = &mut conn.buf;
+        if conn.first && H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())]) {
+            if buf.len() >= H2_PREFACE.len() {
+                let (Some(reader), Some(write)) = (conn.read.take(), conn.write.take()) else {
+                    return false;
+                };
+                if let Some(stream) = S::unsplit(reader, write) {
+                    let io = Rewind::new(std::mem::take(buf).freeze(), stream);
+                    let (edge, shutdown) = (conn.edge.clone(), conn.shutdown.clone());
+                    // Boxed: hyper's HTTP/2 connection is large, and rare here.
+                    Box::pin(crate::server::serve_h2(edge, io, conn.downstream, shutdown)).await;
+                }
+                return false;
+            }
+        } else {
+            match head::parse_request(buf, limits.max_head) {
+                Ok(Some(head)) => break head,
+                Ok(None) => {}
+                Err(error) => {
+                    if let Some(mut write) = conn.write.take() {
+                        Box::pin(refuse(&conn.edge, &mut write, error, limits.idle)).await;
+                        Box::pin(linger(write, conn.read.take())).await;
+                    }
+                    return false;
+                }
+            }
+        }
+        let Some(reader) = conn.read.as_mut() else {
+            return false;
+        };
+        buf.reserve(HEAD_READ);
+        match tokio::time::timeout_at(head_deadline, reader.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            // Closed, failed, or too slow to send a head (slowloris): dropped unanswered.
+            _ => return false,
+        }
+    };
+    conn.first = false;
+    let Some(mut write) = conn.write.take() else {
+        return false;
+    };
+
+    let RequestHead {
+        parts,
+        framing,
+        mut keep_alive,
+        expect_continue,
+    } = head;
+    let method = parts.method.clone();
+    let version = parts.version;
+    let upgrade = crate::proxy::is_upgrade(&parts.headers);
+    let over_limit = matches!(framing, Framing::Length(n) if n > limits.max_body);
+    if expect_continue
+        && framing.has_body()
+        && !over_limit
+        && write_all(&mut write, b"HTTP/1.1 100 Continue\r\n\r\n", limits.idle)
+            .await
+            .is_err()
+    {
+        return false;
+    }
+    let (body, mut home) = if !framing.has_body() {
+        (RequestBody::empty(), None)
+    } else {
+        let Some(reader) = conn.read.take() else {
+            return false;
+        };
+        let reader = BodyReader::new(reader, std::mem::take(&mut conn.buf), framing, limits.idle);
+        let (tx, rx) = oneshot::channel();
+        (RequestBody::streaming(reader, framing, tx), Some(rx))
+    };
+    let response = conn
+        .edge
+        .clone()
+        .handle(Request::from_parts(parts, body), conn.downstream)
+        .await;
+
+    conn.draining |= *conn.shutdown.borrow();
+    if conn.draining || head::says_close(response.headers()) {
+        keep_alive = false;
+    }
+    // A body handed back unread already: the connection cannot carry another request.
+    if let Some(rx) = home.as_mut() {
+        match rx.try_recv() {
+            Ok(reader) => {
+                keep_alive &= reader.is_complete();
+                conn.read = Some(reader.io);
+                conn.buf = reader.buf;
+                home = None;
+            }
+            Err(oneshot::error::TryRecvError::Closed) => keep_alive = false,
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+    }
+    let tunnel = if upgrade && response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        response.extensions().get::<Tunnel>().cloned()
+    } else {
+        None
+    };
+    let written = write_response(
+        &mut write,
+        response,
+        &method,
+        version,
+        keep_alive,
+        limits.idle,
+    )
+    .await;
+    match written {
+        Ok(reusable) => keep_alive &= reusable,
+        Err(_) => return false,
+    }
+    if let Some(tunnel) = tunnel {
+        if let Some(reader) = conn.read.take() {
+            let early = std::mem::take(&mut conn.buf);
+            Box::pin(run_tunnel::<S>(reader, write, early, tunnel)).await;
+        }
+        return false;
+    }
+    if let Some(rx) = home.take() {
+        // The proxy may still be sending the body upstream after the answer came back.
+        match tokio::time::timeout(DRAIN_IDLE, rx).await {
+            Ok(Ok(reader)) => {
+                keep_alive &= reader.is_complete();
+                conn.read = Some(reader.io);
+                conn.buf = reader.buf;
+            }
+            _ => keep_alive = false,
+        }
+    }
+    if !keep_alive {
+        Box::pin(linger(write, conn.read.take())).await;
+        return false;
+    }
+    conn.write = Some(write);
+    true
 }
 
 #[derive(Clone, Copy)]
