@@ -721,7 +721,8 @@ mod idle_cost {
 
     /// A plain connection's task holds its future for as long as it is open: it must not be
     /// sized for the TLS handshake or HTTP/2 (it was, when one task type served both: ~6 KiB
-    /// per idle connection in a release build). The bound catches a regression.
+    /// per idle connection in a release build). Measured: 896 bytes plain, 3.4 KiB TLS in a
+    /// debug build. The bounds catch a regression.
     #[tokio::test]
     async fn a_plain_connections_task_is_sized_for_the_plain_path_only() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -750,11 +751,11 @@ mod idle_cost {
         let tls_size = std::mem::size_of_val(&tls);
         eprintln!("plain connection future: {plain_size} bytes; TLS: {tls_size} bytes");
         assert!(
-            plain_size <= 2048,
+            plain_size <= 1152,
             "a plain connection's future is {plain_size} bytes"
         );
         assert!(
-            tls_size <= 8192,
+            tls_size <= 4096,
             "a TLS connection's future is {tls_size} bytes"
         );
     }
