@@ -40,6 +40,23 @@ def vmrss_kib(pid):
     return None
 
 
+def rss_split_kib(pids, with_children):
+    """(RssAnon, RssFile) in KiB summed over the pids (and their children)."""
+    anon = file = 0
+    for pid in pids:
+        for p in [pid] + (children(pid) if with_children else []):
+            try:
+                with open(f"/proc/{p}/status") as f:
+                    for line in f:
+                        if line.startswith("RssAnon:"):
+                            anon += int(line.split()[1])
+                        elif line.startswith("RssFile:"):
+                            file += int(line.split()[1])
+            except OSError:
+                pass
+    return anon, file
+
+
 def rss_report(pids, with_children):
     """(total KiB, "pid:KiB ..." detail)."""
     seen = []
@@ -164,6 +181,9 @@ async def main():
     held, detail_held = rss_report(a.pid, a.children)
     print(f"[{a.label}] RSS with {alive} idle connections open: {mib(held)}   [{detail_held}]",
           flush=True)
+    anon, file = rss_split_kib(a.pid, a.children)
+    print(f"[{a.label}]   of which anonymous (heap, stacks): {mib(anon)}; "
+          f"file-backed (program code and libraries): {mib(file)}", flush=True)
     print(f"[{a.label}] CPU while the connections sat idle for {t1 - t0:.1f}s: "
           f"{(cpu1 - cpu0) / (t1 - t0) * 100:.1f}% of a core", flush=True)
     if alive < len(conns):

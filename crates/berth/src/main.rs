@@ -43,6 +43,7 @@ fn main() -> ExitCode {
     // own, never an ever-growing one (its stderr, for a panic, goes to the same file).
     let edge_log = match &cli.command {
         Command::Edge { dir, .. } => {
+            berth_edge::no_huge_pages();
             berth_logfile::LogFile::open(dir.join("edge.log"), EDGE_LOG_BYTES, EDGE_LOGS_KEPT).ok()
         }
         _ => None,

@@ -48,8 +48,17 @@ impl ClientStream for TcpStream {
         read.reunite(write).ok()
     }
 
-    async fn wait_readable(read: &mut OwnedReadHalf, _buf: &mut BytesMut) -> io::Result<bool> {
-        read.readable().await.map(|()| true)
+    fn wait_readable<'a>(
+        read: &'a mut OwnedReadHalf,
+        _buf: &'a mut BytesMut,
+    ) -> impl Future<Output = io::Result<bool>> + Send + 'a {
+        // The socket's own waker slot rather than a readiness future: the wait of an idle
+        // connection stays a pointer wide (the connection's task is the socket's only reader).
+        let read: &'a OwnedReadHalf = read;
+        std::future::poll_fn(move |cx| {
+            let stream: &tokio::net::TcpStream = read.as_ref();
+            stream.poll_read_ready(cx).map(|ready| ready.map(|()| true))
+        })
     }
 }
 
