@@ -51,9 +51,10 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Patterns are matched in lower case, against the lower-case decoded path.
     pub fn new(spec: &CacheRuleSpec) -> Self {
         Self {
-            pattern: Pattern::new(&spec.path),
+            pattern: Pattern::new(&spec.path.to_ascii_lowercase()),
             spec: spec.clone(),
         }
     }
@@ -86,12 +87,20 @@ impl Rules {
     /// (`/account/x.css` stays uncached under `/account*` even with a `*.css` rule first: no
     /// cache deception); otherwise the first matching rule. None: not cached.
     pub fn select(&self, path: &str) -> Option<&Rule> {
+        self.select_index(path).map(|i| &self.rules[i])
+    }
+
+    /// [`Rules::select`], as an index into `rules`.
+    pub fn select_index(&self, path: &str) -> Option<usize> {
         let mut first = None;
-        for rule in self.rules.iter().filter(|r| r.pattern.matches(path)) {
+        for (index, rule) in self.rules.iter().enumerate() {
+            if !rule.pattern.matches(path) {
+                continue;
+            }
             if rule.is_never() {
                 return None;
             }
-            first = first.or(Some(rule));
+            first = first.or(Some(index));
         }
         first
     }

@@ -578,6 +578,22 @@ impl EdgeLink {
         .map(|r| r.version)
     }
 
+    /// Drops the edge's cached answers of `service` (all when None) under `prefix` (all paths
+    /// when None); how many went. A restarted edge starts with an empty cache, so a purge
+    /// sent through a restart is still a purge.
+    pub async fn purge_cache(
+        &self,
+        service: Option<&str>,
+        prefix: Option<&str>,
+    ) -> anyhow::Result<u64> {
+        self.call_through_restart(|| ControlRequest::Purge {
+            service: service.map(str::to_string),
+            prefix: prefix.map(str::to_string),
+        })
+        .await
+        .map(|r| r.purged)
+    }
+
     /// Sends a control request; when it fails because the edge is gone (and the link is not
     /// stopped), waits for the restarted edge and sends it once more.
     async fn call_through_restart(

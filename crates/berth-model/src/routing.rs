@@ -144,6 +144,9 @@ pub struct EdgeSettings {
     /// The WAF (none in tables written before it existed: off).
     #[serde(default)]
     pub waf: Option<berth_spec::WafSpec>,
+    /// The response cache (`[cache]`; none in tables written before it existed: off).
+    #[serde(default)]
+    pub cache: Option<berth_spec::CacheSpec>,
 }
 
 /// A GCRA rate limit per client address: `burst` requests at once, then one per
@@ -213,6 +216,7 @@ impl From<&berth_spec::EdgeSpec> for EdgeSettings {
             response_headers: edge.response_headers.clone(),
             hide_server: edge.hide_server,
             waf: Some(edge.waf.clone()),
+            cache: edge.cache.clone(),
         }
     }
 }
