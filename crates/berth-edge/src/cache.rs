@@ -69,6 +69,11 @@ impl Edge {
         _service: &str,
     ) -> Option<CachePlan> {
         let rules = table.cache_rules.as_ref()?;
+        // The private test route (smoke checks of a release before it takes traffic) must
+        // reach that release, and what it gets must never be stored for everyone.
+        if crate::proxy::test_route(req.headers(), table.test_key.as_deref()).is_some() {
+            return None;
+        }
         let store = self.cache_store.load_full()?;
         // Rules match the path as the application reads it (`/%61dmin` is `/admin`); a path
         // that does not decode is not cached.
@@ -348,7 +353,8 @@ impl Edge {
                         answer.1 = fetched.lease;
                         Ok(answer)
                     }
-                    Fetched::Passed(mut response) => {
+                    Fetched::Passed(response) => {
+                        let mut response = *response;
                         response
                             .headers_mut()
                             .insert(X_CACHE.clone(), HeaderValue::from_static("MISS"));
@@ -373,7 +379,7 @@ impl Edge {
 /// What a fetch brought: an answer stored (or refreshed by a `304`), or one passed through.
 enum Fetched {
     Stored(Arc<Object>),
-    Passed(Response<AnswerBody>),
+    Passed(Box<Response<AnswerBody>>),
 }
 
 struct FetchResult {
@@ -454,6 +460,13 @@ impl Refresh<'_> {
             stored,
             revalidated,
         };
+        let passed = |response, lease| FetchResult {
+            status,
+            answer: Fetched::Passed(Box::new(response)),
+            lease,
+            stored: false,
+            revalidated: false,
+        };
         // 304 to the cache's own conditional: the stale answer is fresh again, with the
         // headers the 304 updates (RFC 9111 4.3.4).
         if status == 304 && conditional {
@@ -510,7 +523,7 @@ impl Refresh<'_> {
             Ok(f) if !too_large => f,
             _ => {
                 self.store.stats.not_stored.fetch_add(1, Ordering::Relaxed);
-                return Ok(result(Fetched::Passed(response), lease, false, false));
+                return Ok(passed(response, lease));
             }
         };
         // Read the body, at most max_object bytes; past that it goes on as it comes.
@@ -539,7 +552,7 @@ impl Refresh<'_> {
             self.store.stats.not_stored.fetch_add(1, Ordering::Relaxed);
             let body = PrefixedBody::new(frames.into(), body);
             let response = Response::from_parts(head, AnswerBody::Boxed { body: body.boxed() });
-            return Ok(result(Fetched::Passed(response), lease, false, false));
+            return Ok(passed(response, lease));
         }
         let mut data = Vec::with_capacity(size as usize);
         for frame in &frames {
@@ -574,7 +587,7 @@ impl Refresh<'_> {
                         .boxed(),
                 });
                 *response.status_mut() = head.status;
-                Ok(result(Fetched::Passed(response), lease, false, false))
+                Ok(passed(response, lease))
             }
         }
     }

@@ -1670,7 +1670,7 @@ pub fn release_cookie_name(service: &str) -> String {
 }
 
 /// The release named by a request's private test-route headers, when it carries the right key.
-fn test_route(headers: &HeaderMap, key: Option<&str>) -> Option<String> {
+pub(crate) fn test_route(headers: &HeaderMap, key: Option<&str>) -> Option<String> {
     let key = key.filter(|k| !k.is_empty())?;
     let given = headers.get(TEST_KEY_HEADER)?.as_bytes();
     // Compared without an early exit, so timing tells nothing about the key.

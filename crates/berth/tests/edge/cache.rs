@@ -577,3 +577,17 @@ async fn wait_for_reply(edge: &EdgeProcess, path: &str, done: impl Fn(&Reply) ->
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn the_private_test_route_bypasses_the_cache() {
+    let (edge, backend) = cached_edge().await;
+    get(&edge, "/smoke", &[]).await;
+    let keyed = [("x-berth-release", "r1"), ("x-berth-test-key", TEST_KEY)];
+    let checked = get(&edge, "/smoke", &keyed).await;
+    assert_eq!(checked.header("x-cache"), None);
+    assert_eq!(checked.text(), "/smoke #2");
+    // What the smoke check got was not stored for everyone.
+    let user = get(&edge, "/smoke", &[]).await;
+    assert_eq!((x_cache(&user), user.text().as_str()), ("HIT", "/smoke #1"));
+    assert_eq!(backend.count("/smoke"), 2);
+}
