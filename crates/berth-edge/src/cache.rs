@@ -127,8 +127,7 @@ impl Edge {
             _ => false,
         };
         if !same {
-            self.cache_store
-                .store(spec.map(|c| Arc::new(Store::new(c.max_size, c.max_object))));
+            self.cache_store.store(spec.map(new_store));
         }
     }
 
@@ -374,6 +373,14 @@ impl Edge {
             }
         }
     }
+}
+
+/// The store of a `[cache]`. Where the key's normalisation of request headers is set: the
+/// default keys `Accept-Encoding` as `br`, `zstd`, `gzip` or `identity`
+/// ([`policy::accept_encoding_choice`]); a compressor that chooses otherwise sets its own
+/// choice here (`Store::set_normalizer`).
+pub(crate) fn new_store(spec: &berth_spec::CacheSpec) -> Arc<Store> {
+    Arc::new(Store::new(spec.max_size, spec.max_object))
 }
 
 /// What a fetch brought: an answer stored (or refreshed by a `304`), or one passed through.

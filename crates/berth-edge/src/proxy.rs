@@ -249,9 +249,7 @@ impl Edge {
             connections_per_ip: ConnectionCounts::default(),
             waf: ArcSwap::from_pointee(build_waf(None, settings_waf.as_ref())),
             cache_store: arc_swap::ArcSwapOption::new(
-                settings_cache
-                    .as_ref()
-                    .map(|c| Arc::new(berth_cache::Store::new(c.max_size, c.max_object))),
+                settings_cache.as_ref().map(crate::cache::new_store),
             ),
         })
     }
