@@ -507,20 +507,6 @@ impl berth_rollout::AlarmWatch for StoreWatch {
 /// every series its labels select merged into one (`Store::query_merged`).
 pub struct MetricsDatapoints(pub Arc<berth_metrics::Store>);
 
-/// The store's statistic for a spec statistic.
-pub fn statistic(statistic: berth_spec::alarm::Statistic) -> berth_metrics::Statistic {
-    use berth_spec::alarm::Statistic as S;
-    match statistic {
-        S::Avg => berth_metrics::Statistic::Avg,
-        S::Sum => berth_metrics::Statistic::Sum,
-        S::Min => berth_metrics::Statistic::Min,
-        S::Max => berth_metrics::Statistic::Max,
-        S::P50 => berth_metrics::Statistic::P50,
-        S::P99 => berth_metrics::Statistic::P99,
-        S::Count => berth_metrics::Statistic::Count,
-    }
-}
-
 impl Datapoints for MetricsDatapoints {
     fn datapoints(&self, alarm: &AlarmSpec, now: SystemTime) -> anyhow::Result<Vec<Option<f64>>> {
         let span = alarm.period.saturating_mul(alarm.evaluation_periods.max(1));
@@ -530,7 +516,7 @@ impl Datapoints for MetricsDatapoints {
             from: now.checked_sub(span).unwrap_or(SystemTime::UNIX_EPOCH),
             to: now,
             step: alarm.period,
-            statistic: statistic(alarm.statistic),
+            statistic: alarm.statistic,
         };
         let points = self
             .0

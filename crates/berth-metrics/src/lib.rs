@@ -3,7 +3,8 @@
 //!
 //! It owns the metrics database (`.berth/ENV/metrics.db`), its downsampling tiers, its size
 //! bound and its series caps, and answers [`Query`]s by [`Statistic`]. It must never know where
-//! samples come from (the daemon's collector decides that), nor alarms, HTTP or the spec.
+//! samples come from (the daemon's collector decides that), nor alarms or HTTP; of the spec it
+//! takes only the `Statistic` vocabulary.
 //!
 //! Why our own store on SQLite rather than an embedded time-series database: Berth already
 //! ships SQLite (rusqlite, bundled) for its state, WAL mode survives a `kill -9` mid-write by
@@ -29,7 +30,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use agg::Agg;
-pub use query::{Points, Query, Statistic};
+pub use query::{parse_statistic, statistic_of, Points, Query, Statistic};
 pub use store::{Latest, MaintainReport, Store, WriteReport};
 
 /// The store's errors.

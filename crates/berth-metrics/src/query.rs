@@ -2,11 +2,7 @@
 //! answering it: which tier serves which part of the range, and how rows fall into periods.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use serde::Serialize;
 
 use crate::agg::Agg;
 use crate::{Error, Tier};
@@ -29,69 +25,29 @@ pub struct Query {
     pub statistic: Statistic,
 }
 
-/// How the datapoints of a period become one number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Statistic {
-    Avg,
-    Sum,
-    Min,
-    Max,
-    P50,
-    P99,
-    /// The number of datapoints (values observed: requests for `latency_ms`).
-    Count,
+/// How the datapoints of a period become one number: the spec's vocabulary (the same word in
+/// an `[[alarm]]` and in a query).
+pub use berth_spec::alarm::Statistic;
+
+/// `text` as a statistic, case-insensitive.
+pub fn parse_statistic(text: &str) -> Result<Statistic, Error> {
+    Statistic::parse(&text.to_ascii_lowercase())
+        .ok_or_else(|| Error::UnknownStatistic(text.chars().take(40).collect()))
 }
 
-impl Statistic {
-    pub const ALL: [Statistic; 7] = [
-        Statistic::Avg,
-        Statistic::Sum,
-        Statistic::Min,
-        Statistic::Max,
-        Statistic::P50,
-        Statistic::P99,
-        Statistic::Count,
-    ];
-
-    /// The statistic of the datapoints in `agg`; None when there are none.
-    pub fn of(self, agg: &Agg) -> Option<f64> {
-        if agg.is_empty() {
-            return None;
-        }
-        match self {
-            Statistic::Avg => agg.avg(),
-            Statistic::Sum => Some(agg.sum),
-            Statistic::Min => Some(agg.min),
-            Statistic::Max => Some(agg.max),
-            Statistic::P50 => agg.quantile(0.5),
-            Statistic::P99 => agg.quantile(0.99),
-            Statistic::Count => Some(agg.count as f64),
-        }
+/// The statistic of the datapoints in `agg`; None when there are none.
+pub fn statistic_of(statistic: Statistic, agg: &Agg) -> Option<f64> {
+    if agg.is_empty() {
+        return None;
     }
-}
-
-impl fmt::Display for Statistic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Statistic::Avg => "avg",
-            Statistic::Sum => "sum",
-            Statistic::Min => "min",
-            Statistic::Max => "max",
-            Statistic::P50 => "p50",
-            Statistic::P99 => "p99",
-            Statistic::Count => "count",
-        })
-    }
-}
-
-impl FromStr for Statistic {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self, Error> {
-        Statistic::ALL
-            .into_iter()
-            .find(|st| st.to_string().eq_ignore_ascii_case(s))
-            .ok_or_else(|| Error::UnknownStatistic(s.chars().take(40).collect()))
+    match statistic {
+        Statistic::Avg => agg.avg(),
+        Statistic::Sum => Some(agg.sum),
+        Statistic::Min => Some(agg.min),
+        Statistic::Max => Some(agg.max),
+        Statistic::P50 => agg.quantile(0.5),
+        Statistic::P99 => agg.quantile(0.99),
+        Statistic::Count => Some(agg.count as f64),
     }
 }
 
@@ -195,7 +151,7 @@ pub fn points(
         .enumerate()
         .map(|(k, agg)| {
             let start = UNIX_EPOCH + Duration::from_secs((from + k as i64 * step).max(0) as u64);
-            (start, statistic.of(agg))
+            (start, statistic_of(statistic, agg))
         })
         .collect()
 }
@@ -210,12 +166,12 @@ mod tests {
 
     #[test]
     fn statistics_parse_and_print() {
-        for st in Statistic::ALL {
-            assert_eq!(st.to_string().parse::<Statistic>().unwrap(), st);
+        for name in Statistic::NAMES {
+            assert_eq!(parse_statistic(name).unwrap().to_string(), *name);
         }
-        assert_eq!("P99".parse::<Statistic>().unwrap(), Statistic::P99);
+        assert_eq!(parse_statistic("P99").unwrap(), Statistic::P99);
         assert!(matches!(
-            "p95".parse::<Statistic>(),
+            parse_statistic("p95"),
             Err(Error::UnknownStatistic(_))
         ));
     }

@@ -9,6 +9,30 @@ pub(crate) enum Family {
     File,
     Windows,
     Js,
+    /// Words that only switch on a check (`xor`, `import`, `function`), so the check does not
+    /// scan every value for them again.
+    Hint,
+}
+
+/// The [`Family::Hint`] words.
+pub(crate) const HINTS: &[&str] = &["xor", "import", "function"];
+
+/// Bits for the hint words a value holds, as [`hint_bits`] gives them.
+pub(crate) const HINT_XOR: u8 = 1;
+pub(crate) const HINT_IMPORT: u8 = 2;
+pub(crate) const HINT_FUNCTION: u8 = 4;
+
+/// Which hint words `hits` hold.
+pub(crate) fn hint_bits(hits: &[Hit]) -> u8 {
+    hits.iter()
+        .filter(|h| h.family == Family::Hint)
+        .fold(0, |m, h| {
+            m | match h.pattern {
+                "xor" => HINT_XOR,
+                "import" => HINT_IMPORT,
+                _ => HINT_FUNCTION,
+            }
+        })
 }
 
 /// A word list match: which list, which entry, where.

@@ -744,10 +744,21 @@ impl Run<'_> {
             decode::percent_decode_into(n, true, &mut dec);
             self.value(&dec, name(n), Kind::Name);
             // An encoded `=` in a name (`a%3D1' or 1=1`) hides a value there: a backend
-            // that decodes twice sees one.
+            // that decodes twice sees one, and splits what follows at `&` into more
+            // parameters (`a%3D1%26b%3D2`: `a=1`, `b=2`).
             if let Some(p) = memchr::memchr(b'=', &dec) {
                 let rest = dec[p + 1..].to_vec();
                 self.value(&rest, name(n), Kind::Value);
+                if memchr::memchr(b'&', &rest).is_some() {
+                    for sub in rest.split(|&c| c == b'&') {
+                        let (sn, sv) = match memchr::memchr(b'=', sub) {
+                            Some(q) => (&sub[..q], &sub[q + 1..]),
+                            None => (sub, &b""[..]),
+                        };
+                        self.value(sn, name(n), Kind::Name);
+                        self.value(sv, name(n), Kind::Value);
+                    }
+                }
             }
             if let Some(v) = v {
                 decode::percent_decode_into(v, true, &mut dec);
@@ -767,6 +778,14 @@ impl Run<'_> {
                     let (n, v) = (pair[..p].trim_ascii(), &pair[p + 1..]);
                     self.value(n, Loc::CookieName(n), Kind::Name);
                     self.value(v, Loc::CookieValue(n), Kind::Value);
+                    // Multi-valued cookies (`a=1&b=2`, as ASP.NET writes them): the
+                    // application reads each sub-value on its own.
+                    if memchr::memchr(b'&', v).is_some() && memchr::memchr(b'=', v).is_some() {
+                        for sub in v.split(|&c| c == b'&') {
+                            let sv = memchr::memchr(b'=', sub).map_or(sub, |q| &sub[q + 1..]);
+                            self.value(sv, Loc::CookieValue(n), Kind::Value);
+                        }
+                    }
                 }
                 None => self.value(pair, Loc::CookieName(pair), Kind::Name),
             }
@@ -852,11 +871,16 @@ impl Run<'_> {
             }
         }
         let js_hit = hits.iter().any(|h| h.family == lexicon::Family::Js);
+        let hints = lexicon::hint_bits(hits);
         if on(Group::Xss, self.active)
             && (js_hit
                 || cs.any(
                     LT | COLON | EQ | PAREN | BACKTICK | AMP | PLUS | BRACKET | DOLLAR | BACKSLASH,
-                ))
+                )
+                // A DTD declaration, a comment's end, a module import: rarer syntax.
+                || cs.any(BANG) && find(lower, b"!entity").is_some()
+                || cs.any(GT) && xss::comment_breakout(lower)
+                || cs.any(QUOTE) && hints & lexicon::HINT_IMPORT != 0)
         {
             decode::html_entities_into(lower, &mut self.scratch.html);
             if self.scratch.html.contains(&b'&') && self.scratch.html.len() < lower.len() {
@@ -865,7 +889,7 @@ impl Run<'_> {
                 std::mem::swap(&mut self.scratch.html, &mut self.scratch.b);
             }
             let html = std::mem::take(&mut self.scratch.html);
-            let r = xss::detect(lower, &html, js_hit, &mut self.scratch.b);
+            let r = xss::detect(lower, &html, js_hit, hints, &mut self.scratch.b);
             self.scratch.html = html;
             if let Some(r) = r {
                 self.report(Group::Xss, r, loc);

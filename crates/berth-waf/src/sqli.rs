@@ -65,8 +65,18 @@ pub(crate) enum K {
     Bool,
     All,
     As,
-    /// `sounds`, `is`, `not`, `in`, `between`, `mod`, `div`: comparison-ish keywords.
+    /// `sounds`, `not`, `in`, `between`, `mod`, `div`: comparison-ish keywords.
     Cmp,
+    /// `is` (`x is null`, `1 is not 2`): a comparison whose operands decide whether it is SQL.
+    Is,
+    /// `not`.
+    Not,
+    /// `in`.
+    In,
+    /// `between`.
+    Between,
+    /// `asc`, `desc`.
+    Sort,
     /// `like`, `rlike`, `regexp`, `glob`, `similar`: pattern comparisons.
     Like,
     Procedure,
@@ -135,13 +145,17 @@ fn keyword(w: &[u8]) -> Option<T> {
         b"all" | b"distinct" => K::All,
         b"as" => K::As,
         b"like" | b"rlike" | b"regexp" | b"glob" | b"similar" => K::Like,
-        b"sounds" | b"is" | b"not" | b"in" | b"between" | b"mod" | b"div" | b"escape"
-        | b"collate" => K::Cmp,
+        b"is" => K::Is,
+        b"not" => K::Not,
+        b"in" => K::In,
+        b"between" => K::Between,
+        b"asc" | b"desc" => K::Sort,
+        b"sounds" | b"mod" | b"div" | b"escape" | b"collate" => K::Cmp,
         b"procedure" | b"analyse" | b"analyze" => K::Procedure,
         b"and" | b"or" | b"xor" => return Some(T::Logic),
         b"shutdown" | b"grant" | b"revoke" | b"rename" | b"handler" | b"load" | b"replace"
-        | b"merge" | b"call" | b"desc" | b"asc" | b"join" | b"on" | b"using" | b"top" | b"char"
-        | b"varchar" | b"nvarchar" | b"int" | b"integer" | b"bigint" | b"text" => K::Other,
+        | b"merge" | b"call" | b"join" | b"on" | b"using" | b"top" | b"char" | b"varchar"
+        | b"nvarchar" | b"int" | b"integer" | b"bigint" | b"text" => K::Other,
         _ => return None,
     };
     Some(T::Kw(k))
@@ -184,6 +198,20 @@ fn function_kind(w: &[u8]) -> F {
         b"string_to_array",
         b"randomblob",
         b"sqlite_version",
+        b"load_extension",
+        b"is_srvrolemember",
+        b"has_dbaccess",
+        b"fn_xe_file_target_read_file",
+        b"fn_trace_gettable",
+        b"fn_get_audit_file",
+        b"openquery",
+        b"current_setting",
+        b"pg_ls_dir",
+        b"pg_read_binary_file",
+        b"pg_stat_file",
+        b"dblink",
+        b"query_to_xml",
+        b"lo_from_bytea",
         b"name_const",
         b"geometrycollection",
         b"polygon",
@@ -374,7 +402,9 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                     }
                     break;
                 }
-                if k < n && s[k] == b'(' && w != b"values" {
+                // `exec(@sql)` is MSSQL's dynamic statement, not a function call: it stays the
+                // keyword so the statement patterns see it.
+                if k < n && s[k] == b'(' && !matches!(w, b"values" | b"exec" | b"execute" | b"in") {
                     out.push(T::Func(function_kind(w)));
                 } else if let Some(t) = keyword(w) {
                     out.push(t);
@@ -542,6 +572,7 @@ fn is_stmt(t: T) -> bool {
                 | K::Exec
                 | K::Declare
                 | K::Waitfor
+                | K::Sort
         ) | T::Kw(K::Other)
     )
 }
@@ -714,6 +745,21 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 return Some("sqli-select")
             }
             (T::Kw(K::Select), Some(_)) if comment => return Some("sqli-select"),
+            // MSSQL's `select top 1 name from`: the row limit comes before the select list.
+            (T::Kw(K::Select), Some(T::Kw(K::Other)))
+                if c == Some(T::Num)
+                    && matches!(t.get(i + 3), Some(T::Word | T::Ident | T::Op(O::Star)))
+                    && match t.get(i + 4) {
+                        Some(T::Comma) => true,
+                        Some(T::Kw(K::From)) => {
+                            matches!(t.get(i + 5), Some(T::Word | T::Ident))
+                                && !matches!(t.get(i + 6), Some(T::Word))
+                        }
+                        _ => false,
+                    } =>
+            {
+                return Some("sqli-select")
+            }
             // ; followed by a statement
             // (`; drop-down is broken`: a hyphenated word; statements that change objects
             // need an object after them, not a minus.)
@@ -741,12 +787,28 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             (T::Kw(K::Exec) | T::Func(F::Sql), Some(T::LParen)) if matches!(c, Some(T::Var)) => {
                 return Some("sqli-statement")
             }
+            // `exec(@` cut short: a bare `@` (read as an operator) opens the variable's name.
+            (T::Kw(K::Exec), Some(T::LParen)) if c == Some(T::Op(O::Json)) => {
+                return Some("sqli-statement")
+            }
             (T::Kw(K::Exec | K::Declare), Some(T::Var)) => return Some("sqli-statement"),
+            // `set @a = ...` (a session variable assigned, as stacked or leading statement).
+            (T::Kw(K::Set), Some(T::Var))
+                if c == Some(T::Op(O::Cmp)) && (i == 0 || t[i - 1] == T::Semi) =>
+            {
+                return Some("sqli-statement")
+            }
             (T::Kw(K::Declare), Some(T::Comment)) => return Some("sqli-statement"),
             // GROUP BY ... HAVING / ORDER BY n / ORDER BY f(
             (T::Kw(K::Having), Some(x))
                 if value(x)
-                    && c.is_some_and(|y| matches!(y, T::Op(O::Cmp) | T::Kw(K::Cmp | K::Like))) =>
+                    && c.is_some_and(|y| {
+                        matches!(
+                            y,
+                            T::Op(O::Cmp)
+                                | T::Kw(K::Cmp | K::Is | K::Like | K::Not | K::In | K::Between)
+                        )
+                    }) =>
             {
                 return Some("sqli-clause")
             }
@@ -755,7 +817,9 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 if matches!(c, Some(T::Func(_) | T::Num))
                     && (t.get(i + 3).is_none_or(|&x| {
                         matches!(x, T::Comment | T::Comma | T::Semi | T::LParen)
-                    })) =>
+                    }) || t.get(i + 3) == Some(&T::Kw(K::Sort))
+                        && t.get(i + 4)
+                            .is_none_or(|&x| matches!(x, T::Comment | T::Comma | T::Semi))) =>
             {
                 return Some("sqli-clause")
             }
@@ -763,6 +827,18 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 return Some("sqli-clause")
             }
             (T::Kw(K::Case), Some(T::Kw(K::When))) => return Some("sqli-clause"),
+            // `1 limit 1,1`, `' limit 0,1 into @a`: MySQL's offset and count after a value.
+            (T::Kw(K::Limit), Some(T::Num))
+                if i > 0
+                    && matches!(t[i - 1], T::Num | T::Str { .. } | T::RParen)
+                    && c == Some(T::Comma)
+                    && t.get(i + 3) == Some(&T::Num)
+                    && t.get(i + 4).is_none_or(|&x| {
+                        matches!(x, T::Comment | T::Semi | T::Kw(K::Into | K::Procedure))
+                    }) =>
+            {
+                return Some("sqli-clause")
+            }
             (T::Kw(K::Procedure), Some(T::Kw(K::Procedure) | T::LParen | T::Func(_))) => {
                 return Some("sqli-clause")
             }
@@ -807,7 +883,15 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 );
             if before_ok {
                 if let Some(x) = b {
-                    if value(x) && matches!(c, Some(T::Op(O::Cmp) | T::Kw(K::Cmp | K::Like))) {
+                    if value(x)
+                        && matches!(
+                            c,
+                            Some(
+                                T::Op(O::Cmp)
+                                    | T::Kw(K::Cmp | K::Is | K::Like | K::Not | K::In | K::Between)
+                            )
+                        )
+                    {
                         // `x or y = z`: prose rarely compares; SQL does.
                         if !matches!(x, T::Word) || breakout || i == 0 || t[i - 1] != T::Word {
                             return Some("sqli-tautology");
@@ -826,28 +910,129 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                     if matches!(x, T::Kw(K::Bool | K::Null) | T::Func(_)) && (breakout || i == 0) {
                         return Some("sqli-tautology");
                     }
+                    // A value that starts with a logic operator and a quoted literal compared or
+                    // glued to more code (`and '5'x=y`, `or 'a'<'b`): a condition appended to a
+                    // query. Prose that starts with `and` follows a quote with words.
+                    if i == 0
+                        && matches!(x, T::Str { closed: true })
+                        && t[2..]
+                            .iter()
+                            .any(|&y| matches!(y, T::Op(O::Cmp) | T::Kw(K::Like)))
+                    {
+                        return Some("sqli-tautology");
+                    }
                 }
             }
         }
-        // `1=1`, `'a'='a'`: a literal compared with a literal.
-        if matches!(a, T::Num | T::Str { closed: true })
-            && matches!(b, Some(T::Op(O::Cmp) | T::Kw(K::Like)))
-            && matches!(c, Some(T::Num | T::Str { .. }))
+        // `1 is not 2`, `'a' is not null`, `null is null`: literals compared with `is [not]`,
+        // which only a condition written into a query does (prose compares words).
+        if matches!(
+            a,
+            T::Num | T::Str { closed: true } | T::Kw(K::Null | K::Bool)
+        ) && b == Some(T::Kw(K::Is))
+        {
+            let mut j = i + 2;
+            if t.get(j) == Some(&T::Kw(K::Not)) {
+                j += 1;
+            }
+            let prev = if i > 0 { Some(t[i - 1]) } else { None };
+            if matches!(
+                t.get(j),
+                Some(T::Num | T::Str { closed: true } | T::Kw(K::Null | K::Bool))
+            ) && (breakout || matches!(prev, None | Some(T::Logic | T::LParen | T::Comma)))
+                && matches!(
+                    t.get(j + 1),
+                    None | Some(T::Comment | T::Semi | T::RParen | T::Logic)
+                )
+            {
+                return Some("sqli-tautology");
+            }
+        }
+        // `or 5-`, `xor 2*3`, `' and 1-1 --`: a logic operator followed by arithmetic on
+        // numbers and nothing else, at the start of the value or right after the string it
+        // closed (prose goes on with a word: `and 5-star reviews`).
+        if a == T::Logic
+            && b == Some(T::Num)
+            && matches!(c, Some(T::Op(O::Arith | O::Star)))
+            && (i == 0 || breakout && i <= 2)
+        {
+            let tail_ok = |x: Option<&T>| matches!(x, None | Some(T::Comment | T::Semi));
+            match t.get(i + 3) {
+                Some(T::Num) if tail_ok(t.get(i + 4)) => return Some("sqli-tautology"),
+                x if tail_ok(x) => return Some("sqli-tautology"),
+                _ => {}
+            }
+        }
+        // `1=1`, `'a'='a'`, `1 sounds like 1`, `'a' not like 'b'`: a literal compared with a
+        // literal.
+        let op_len = match (b, c) {
+            (Some(T::Op(O::Cmp) | T::Kw(K::Like)), _) => 1,
+            (Some(T::Kw(K::Not | K::Cmp)), Some(T::Kw(K::Like))) => 2,
+            _ => 0,
+        };
+        if op_len > 0
+            && matches!(a, T::Num | T::Str { closed: true })
+            && matches!(t.get(i + 1 + op_len), Some(T::Num | T::Str { .. }))
         {
             let prev = if i > 0 { Some(t[i - 1]) } else { None };
+            let end = i + 2 + op_len;
             if breakout
                 || matches!(
                     prev,
                     None | Some(T::Logic | T::LParen | T::Comma | T::Kw(_))
-                ) && (i + 3 == n
+                ) && (end == n
                     || matches!(
-                        t.get(i + 3),
+                        t.get(end),
                         Some(T::Comment | T::Semi | T::RParen | T::Logic | T::Op(O::Cmp))
                     ))
             {
                 return Some("sqli-tautology");
             }
         }
+        // `1 between 0 and 2`, `'a' not in ('a','b')`: a literal tested against literals, at the
+        // value's start, after a logic operator or a string the value closed.
+        if matches!(a, T::Num | T::Str { closed: true })
+            && (breakout || i == 0 || matches!(t[i - 1], T::Logic | T::LParen))
+        {
+            let mut j = i + 1;
+            if t.get(j) == Some(&T::Kw(K::Not)) {
+                j += 1;
+            }
+            let lit = |x: Option<&T>| matches!(x, Some(T::Num | T::Str { closed: true }));
+            let tail = |k: usize| {
+                t.get(k)
+                    .is_none_or(|&x| matches!(x, T::Comment | T::Semi | T::RParen | T::Logic))
+            };
+            match t.get(j) {
+                Some(T::Kw(K::Between))
+                    if lit(t.get(j + 1))
+                        && t.get(j + 2) == Some(&T::Logic)
+                        && lit(t.get(j + 3))
+                        && tail(j + 4) =>
+                {
+                    return Some("sqli-tautology")
+                }
+                Some(T::Kw(K::In)) if t.get(j + 1) == Some(&T::LParen) => {
+                    let mut k = j + 2;
+                    while lit(t.get(k)) {
+                        k += 1;
+                        if t.get(k) == Some(&T::Comma) {
+                            k += 1;
+                        }
+                    }
+                    if k > j + 2 && t.get(k) == Some(&T::RParen) && tail(k + 1) {
+                        return Some("sqli-tautology");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    // A whole value that is one backtick-quoted identifier (`` `users` ``): MySQL's quoting of
+    // a name, used to probe whether a value lands in an identifier (`ORDER BY`, a column list)
+    // and to write keywords without blanks. Text quotes code inside sentences, not alone.
+    if !breakout && n == 1 && t[0] == T::Ident {
+        return Some("sqli-identifier");
     }
     // A whole value that is a column list of quoted strings and numbers or nulls (`'', '', 13`,
     // `'a', null, 7`): the padding of a UNION's select list.
@@ -865,10 +1050,29 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
     {
         return Some("sqli-union");
     }
-    if breakout && n >= 2 {
-        // The value closed the string it was put into; what follows decides.
-        let next = t[1];
-        let rest = &t[2..];
+    // A value that starts by closing a parenthesis (`) or (1=1`, `) like (`) breaks out of
+    // the expression it was put into the way a quote breaks out of a string: the same
+    // continuations decide.
+    // Also after the number or word the group held: `1)) or ((1`, `x) union select`.
+    let closed_at = if breakout || t.first() == Some(&T::RParen) {
+        Some(0)
+    } else if n >= 3 && matches!(t[0], T::Num | T::Word) && t[1] == T::RParen {
+        Some(1)
+    } else {
+        None
+    };
+    // Outside a string, prose closes groups too (`2) or so`): SQL must follow, not just words.
+    let closed_at = closed_at.filter(|&k| {
+        n >= k + 2
+            && (breakout
+                || t[k + 2..]
+                    .iter()
+                    .any(|x| !matches!(x, T::Word | T::Str { closed: false })))
+    });
+    if let Some(k) = closed_at {
+        // The value closed the string (or group) it was put into; what follows decides.
+        let next = t[k + 1];
+        let rest = &t[k + 2..];
         let sqlish = |x: &T| !matches!(x, T::Word | T::Str { closed: false });
         match next {
             T::Logic
@@ -886,7 +1090,7 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                                 | T::Semi
                                 | T::Logic
                                 | T::RParen
-                                | T::Kw(K::Cmp | K::Like)
+                                | T::Kw(K::Cmp | K::Is | K::Like | K::Not | K::In | K::Between)
                         )
                     })) =>
             {
@@ -932,7 +1136,11 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             {
                 return Some("sqli-breakout")
             }
-            T::Kw(K::Cmp | K::Like) if rest.iter().any(sqlish) => return Some("sqli-breakout"),
+            T::Kw(K::Cmp | K::Is | K::Like | K::Not | K::In | K::Between)
+                if rest.iter().any(sqlish) =>
+            {
+                return Some("sqli-breakout")
+            }
             T::Op(O::Cmp | O::Arith | O::Star)
                 if rest.iter().any(|x| {
                     matches!(x, T::Comment | T::Logic | T::Semi | T::Func(_) | T::Kw(_))
@@ -991,6 +1199,16 @@ pub(crate) const SQL_ONLY_WORDS: &[&str] = &[
     "sys.objects",
     "sys.tables",
     "msysaccessobjects",
+    "msysaccessstorage",
+    "msysaccessxml",
+    "msysaces",
+    "msysfilters",
+    "msysmodules",
+    "msysmodules2",
+    "pg_toast",
+    "master..sysdatabases",
+    "northwind..",
+    "northwind.dbo",
     "msysobjects",
     "msysqueries",
     "msysrelationships",
@@ -1017,6 +1235,14 @@ pub(crate) const SQL_ONLY_WORDS: &[&str] = &[
     "utl_inaddr",
     "dbms_ldap",
     "dbms_pipe",
+    "dbms_lock",
+    "dbms_java",
+    "dbms_utility",
+    "dbms_export_extension",
+    "ctxsys",
+    "in boolean mode",
+    "in natural language mode",
+    "with query expansion",
     "dbms_xmlgen",
     "openrowset",
     "opendatasource",
@@ -1035,6 +1261,127 @@ pub(crate) const SQL_ONLY_WORDS: &[&str] = &[
     "column_name",
     "schema_name",
 ];
+
+/// A value of SQL punctuation only (`'-'`, `!@#$%^&*`, `((((()))))`, `~~~~~~~~`): what
+/// fuzzers and manual probing send to see how the query breaks, never a word, a number or a
+/// sentence. The equivalent of ModSecurity CRS's restricted-character anomaly (942430/942431):
+/// a quoted operator (`'-'`, `"&"`), or at least six SQL metacharacters with no letter, digit or
+/// non-ASCII character at all. A run of `*` alone (a masked password a form sends back) and a
+/// run of dots, slashes or question marks are not counted.
+fn symbol_probe(s: &[u8]) -> bool {
+    const META: &[u8] = b"~!@#$%^&*()-+={}[]|:;\"'<>`";
+    let t = s.trim_ascii();
+    if t.len() > 256 {
+        return false;
+    }
+    // `'-'`, `" & "`, `' -`, `'||`: a quote and an operator, the classic first probe for
+    // string concatenation (closed or left open for the query's own quote).
+    if t.len() >= 2 && matches!(t[0], b'\'' | b'"') {
+        let inner = t[1..].strip_suffix(&t[..1]).unwrap_or(&t[1..]).trim_ascii();
+        if (1..=2).contains(&inner.len()) && inner.iter().all(|c| b"-+*&^|%/".contains(c)) {
+            return true;
+        }
+    }
+    let mut meta = 0;
+    for &c in t {
+        if c.is_ascii_alphanumeric() || c >= 0x80 {
+            return false;
+        }
+        if META.contains(&c) {
+            meta += 1;
+        }
+    }
+    // Emoticons (`:-) :-)`, `;)`, `<3`) are how text writes feelings, not probes.
+    const FACES: &[&[u8]] = &[b":)", b":-)", b";)", b";-)", b":(", b":-(", b"<3", b"^_^"];
+    meta >= 6
+        && !t.iter().all(|&c| c == b'*' || c == b' ')
+        && !FACES.iter().any(|f| crate::find(t, f).is_some())
+}
+
+/// MongoDB's query operators where a value or a parameter name sets them (`user[$ne]=x`,
+/// `{"$gt": ""}`, `$where`): a query written by the client (NoSQL injection). The operator must
+/// stand alone or in `[...]`, quotes or a JSON object, not in prose prices (`$5`, `$gt50`).
+fn nosql_operator(s: &[u8]) -> bool {
+    const OPS: &[&[u8]] = &[
+        b"ne",
+        b"eq",
+        b"gt",
+        b"gte",
+        b"lt",
+        b"lte",
+        b"in",
+        b"nin",
+        b"regex",
+        b"where",
+        b"exists",
+        b"or",
+        b"and",
+        b"nor",
+        b"not",
+        b"expr",
+        b"function",
+        b"accumulator",
+        b"elemmatch",
+        b"type",
+        b"size",
+        b"all",
+        b"mod",
+        b"jsonschema",
+    ];
+    let mut from = 0;
+    while let Some(p) = memchr::memchr(b'$', &s[from..]) {
+        let at = from + p;
+        from = at + 1;
+        let before = if at == 0 { None } else { Some(s[at - 1]) };
+        if !matches!(
+            before,
+            None | Some(b'[' | b'"' | b'\'' | b'{' | b' ' | b',')
+        ) {
+            continue;
+        }
+        let word = s[at + 1..]
+            .iter()
+            .take_while(|c| c.is_ascii_alphabetic())
+            .count();
+        if !OPS.contains(&&s[at + 1..at + 1 + word]) {
+            continue;
+        }
+        let after = s.get(at + 1 + word).copied();
+        let ok = match before {
+            None => after.is_none() || matches!(after, Some(b':' | b']')),
+            Some(b'[') => after == Some(b']'),
+            Some(q @ (b'"' | b'\'')) => after == Some(q),
+            _ => after == Some(b':'),
+        };
+        if ok {
+            return true;
+        }
+    }
+    false
+}
+
+/// `xor` as a word between two operands (`1 xor 1`, `'a'xor'b`, `x' xor(sleep(5))xor'`): the
+/// word is an operator in SQL and in code, never in the text a shop receives, so any literal,
+/// call or group on its right makes it a condition.
+fn xor_condition(s: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(p) = crate::find(&s[from..], b"xor") {
+        let at = from + p;
+        from = at + 3;
+        let word = |c: &u8| c.is_ascii_alphabetic() || *c == b'_';
+        if at > 0 && word(&s[at - 1]) {
+            continue;
+        }
+        let before = s[..at].trim_ascii_end().last();
+        let after = s[at + 3..].trim_ascii_start().first();
+        if before.is_some_and(|c| c.is_ascii_digit() || matches!(c, b'\'' | b'"' | b')'))
+            && after.is_some_and(|c| c.is_ascii_digit() || matches!(c, b'\'' | b'"' | b'(' | b'@'))
+        {
+            return true;
+        }
+    }
+    false
+}
 
 /// MySQL reads `1.e(`, `1.e.tables`, `1.e)` as a number followed by code: a known way to
 /// glue keywords to numbers past filters.
@@ -1192,7 +1539,9 @@ impl SqliDetector {
             let before = m.start.checked_sub(1).map(|i| lower[i]);
             let after = lower.get(m.end).copied();
             let ident = |c: Option<u8>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_');
-            if !ident(before) && !ident(after) {
+            // `northwind..orders`: a qualifier ends in a dot and the name follows.
+            let qualifier = m.pattern.ends_with('.');
+            if !ident(before) && (qualifier || !ident(after)) {
                 return Some("sqli-system-object");
             }
         }
@@ -1217,6 +1566,15 @@ impl SqliDetector {
         }
         if let Some(r) = self.detect_word(lower, hits) {
             return Some(r);
+        }
+        if symbol_probe(lower) {
+            return Some("sqli-probe");
+        }
+        if crate::lexicon::hint_bits(hits) & crate::lexicon::HINT_XOR != 0 && xor_condition(lower) {
+            return Some("sqli-tautology");
+        }
+        if memchr::memchr(b'$', lower).is_some() && nosql_operator(lower) {
+            return Some("sqli-nosql-operator");
         }
         // Both need a rare byte: `*` for a comment, a quote or `$` for PROGRAM's command.
         if memchr::memchr(b'*', lower).is_some() && comment_split_keyword(lower) {
@@ -1434,6 +1792,257 @@ mod tests {
             "copy to a program manager",
             "Copy the file to program folder 'docs'",
             "create custom table runner",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn literals_compared_with_is() {
+        for a in [
+            "1 is not 2",
+            "'a' is not null",
+            "x' or 1 is 1 --",
+            "(null is null)",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "1 is not enough",
+            "Size 10 is not 12 inches",
+            "this is not null and void",
+            "is 5 ok?",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn logic_then_arithmetic_on_numbers() {
+        for a in ["xor 5-", "or 2*3", "\\\"1 or 1-", "' and 1-1 --"] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "and 5-star reviews",
+            "pack of 1 or 2-3",
+            "or 2-3 days",
+            "red or 5-pack",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn dynamic_exec_of_a_variable() {
+        for a in ["exec (@\n", "EXEC(@sql)", "x'; execute (@q)--"] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "exec (executive) summary",
+            "exec @ 9am",
+            "Exec chair (@home)",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn a_value_that_closes_a_parenthesis() {
+        for a in [
+            ") like (",
+            ") or (1=1",
+            "); drop table t --",
+            ") union select 1",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            ") thanks",
+            "(see above) or below",
+            "a) red b) blue",
+            ":) like it",
+            ")",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn a_group_closed_after_its_value() {
+        for a in ["1))/**/or/**/((1", "x) union select 1", "5); drop table t"] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "1) fast delivery 2) good quality",
+            "a) red b) blue",
+            "x) marks the spot",
+            "2) or so",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn a_lone_backtick_identifier() {
+        assert!(hit("`users`").is_some());
+        for b in [
+            "Ran `pip install` and it worked",
+            "`Ctrl+Shift+T` works",
+            "`a` and `b`",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn punctuation_probes() {
+        for a in [
+            "'-'",
+            "\" & \"",
+            "'^'",
+            "!@#$%^&*",
+            "((((()))))",
+            "~~~~~~~~~",
+            "-- ;; -- ;;",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "********",
+            "......",
+            "???!!",
+            "----",
+            ":-)",
+            "\u{af}\\_(\u{30c4})_/\u{af}",
+            "'a'",
+            "''",
+            "P@ss!w0rd#2024",
+            "!!! great !!!",
+            ":-) :-) :-)",
+            ";) ;) ;) ;)",
+            "<3 <3 <3",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn nosql_operators() {
+        for a in [
+            "[$ne]",
+            "{\"$ne\": null}",
+            "{\"username\": {\"$gt\": \"\"}}",
+            "$where",
+            "'$regex'",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "$5 off",
+            "under $gt50",
+            "price: $in stock",
+            "costs $ne",
+            "{\"price\": \"$15\"}",
+            "$$$",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn select_top_and_a_leading_condition() {
+        for a in ["select top 1 name from users", "and '5'x=y", "or 'a'<'b"] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "select top 10 gifts from our shop",
+            "and 'The Cure' live",
+            "select top 3",
+            "or 'best offer' please",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn catalogs_named_with_their_schema() {
+        for a in [
+            "northwind..orders",
+            "Northwind.dbo.Customers",
+            "master..sysdatabases",
+            "pg_toast",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in ["Northwind jacket", "north wind", "pg toast"] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn xor_between_operands() {
+        for a in [
+            "1 xor 1",
+            "1'xor'1",
+            "0'XOR(if(now()=sysdate(),sleep(15),0))XOR'Z",
+            "dbms_lock.sleep(5)",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in ["XOR gate kit", "2 xor gates", "the xor-trick", "boxor 5"] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn dbms_specific_functions_and_variables() {
+        for a in [
+            "1 and load_extension('x')",
+            "x' and is_srvrolemember('sysadmin')=1--",
+            "1;select pg_ls_dir('.')",
+            "match(t) against('x' in boolean mode)",
+            "ctxsys.drithsx.sn(1,user)",
+            "1; set @a=1",
+            "set @q = 0x41",
+            "' -",
+            "'||",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "set @home office",
+            "the current setting (low)",
+            "in boolean logic mode",
+            "'A",
+            "'- a",
+            "' 12",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn literal_tests_with_between_in_and_sounds_like() {
+        for a in [
+            "1 sounds like 1",
+            "'a' not like 'b'",
+            "1 not between 0 and 1",
+            "' or 1 in (1)--",
+            "' or 'a' in ('a')--",
+            "1 order by 1 desc",
+            "1 limit 1,1",
+            "1 limit 0,1 into @a",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "sizes between 8 and 10",
+            "5 in 1 charger",
+            "2 in (pack)",
+            "order by price desc",
+            "limit 2,5 per customer",
+            "he sounds like me",
+            "between 1 and 2 days",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }

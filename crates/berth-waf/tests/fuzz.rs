@@ -154,6 +154,19 @@ fn pathological_repetitions_stay_cheap() {
         b"select ",
         b"union ",
         b"or 1=1 ",
+        b"import {",
+        b"import('",
+        b" onfoo=",
+        b"xor 1",
+        b"[$ne]",
+        b"-->",
+        b") or ",
+        b"function(",
+        b"'-",
+        b"![]+",
+        b"1 in (",
+        b"northwind..",
+        b"@import ",
     ];
     let mut slow = Vec::new();
     for p in patterns {

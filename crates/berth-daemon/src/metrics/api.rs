@@ -134,7 +134,7 @@ pub fn parse_query(
     };
     let statistic: Statistic = params
         .get("statistic")
-        .map(|s| s.parse())
+        .map(|s| berth_metrics::parse_statistic(s))
         .transpose()
         .map_err(|e: berth_metrics::Error| e.to_string())?
         .unwrap_or(Statistic::Avg);

@@ -43,6 +43,7 @@ impl Rules {
                 (Family::File, SENSITIVE_FILES),
                 (Family::Windows, WINDOWS_MARKERS),
                 (Family::Js, crate::xss::SINKS),
+                (Family::Hint, crate::lexicon::HINTS),
             ]),
             commands: WordSet::new(STRONG_COMMANDS.iter().chain(WEAK_COMMANDS)),
             weak: WordSet::new(WEAK_COMMANDS.iter()),
