@@ -317,6 +317,7 @@ impl Edge {
             rule,
             primary: &primary,
         };
+        let started = Instant::now();
         let fetched = refresh
             .fetch(
                 &self,
@@ -334,6 +335,7 @@ impl Edge {
         match fetched {
             Ok(fetched) if fetched.failed_status() && usable_stale.is_some() => {
                 let object = usable_stale.expect("checked");
+                count_against_release(fetched.lease.as_ref(), fetched.status, started);
                 tracing::warn!(
                     "cache: {} answered {}; serving {} stale",
                     service,
@@ -364,6 +366,13 @@ impl Edge {
             Err(failed) if failed.error.side != Side::Client && usable_stale.is_some() => {
                 let object = usable_stale.expect("checked");
                 tracing::warn!("cache: {}; serving {} stale", failed.error, object.path);
+                if failed.error.side == Side::Replica {
+                    count_against_release(
+                        failed.lease.as_ref(),
+                        failed.error.status().as_u16(),
+                        started,
+                    );
+                }
                 self.cache_count("stale");
                 Ok(served(&object, "STALE", &method, &client_headers, service))
             }
@@ -597,6 +606,15 @@ impl Refresh<'_> {
                 Ok(passed(response, lease))
             }
         }
+    }
+}
+
+/// A replica's failure that a stale answer hid from the client still counts against its
+/// release: a deploy's error-rate rule must see a failing release even where the cache covers
+/// for it.
+fn count_against_release(lease: Option<&Lease>, status: u16, started: Instant) {
+    if let Some(metrics) = lease.and_then(|l| l.upstream.metrics.as_ref()) {
+        metrics.observe(None, status, started.elapsed().as_secs_f64(), 0);
     }
 }
 

@@ -79,7 +79,7 @@ impl Body for AnswerBody {
 pub(crate) struct Failed {
     pub(crate) error: EdgeError,
     service: Option<String>,
-    lease: Option<Lease>,
+    pub(crate) lease: Option<Lease>,
 }
 
 impl Failed {

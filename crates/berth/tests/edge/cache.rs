@@ -421,6 +421,19 @@ async fn stale_answers_stand_in_when_the_replica_fails_or_is_gone() {
     assert_eq!(stale.status, 200, "{}", stale.text());
     assert_eq!(x_cache(&stale), "STALE");
     assert_eq!(stale.text(), "/short/a #1");
+    // The replica's failure, hidden from the client, still counts against its release (a
+    // deploy's error-rate rule must see it).
+    let traffic = edge
+        .call(&ControlRequest::Traffic {
+            service: Some("web".into()),
+        })
+        .await
+        .traffic;
+    let r1 = traffic
+        .iter()
+        .find(|t| t.release == "r1")
+        .expect("r1 counted");
+    assert!(r1.errors >= 1, "{traffic:?}");
     // Something never stored gets the replica's error.
     let down = get(&edge, "/short/never-seen", &[]).await;
     assert_eq!(down.status, 503);
