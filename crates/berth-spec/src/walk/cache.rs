@@ -31,6 +31,7 @@ impl Walker<'_> {
         let table = self.table(value, "cache", r#"[cache] max_size = "256M""#)?;
         let mut cache = CacheSpec::default();
         let mut rules = None;
+        let mut object_written = false;
         for (key, value) in table.iter() {
             match key.get_ref().as_ref() {
                 "max_size" => {
@@ -42,11 +43,16 @@ impl Walker<'_> {
                     if let Some(size) = self.size(value, "cache.max_object", r#"max_object = "8M""#)
                     {
                         cache.max_object = size;
+                        object_written = true;
                     }
                 }
                 "rule" => rules = Some(self.cache_rules(value)),
                 other => self.unknown_key(key, other, CACHE_KEYS, "[cache]"),
             }
+        }
+        if !object_written {
+            // A small cache takes smaller objects rather than an error.
+            cache.max_object = cache.max_object.min(cache.max_size / 2).max(1);
         }
         if cache.max_object.saturating_mul(2) > cache.max_size {
             self.problems.push(
@@ -346,6 +352,13 @@ stale_while_revalidate = "5s"
         assert!(err.contains("has no `path`"), "{err}");
         let err = parse("[cache]\nmax_size = \"1M\"\nmax_object = \"1M\"\n").unwrap_err();
         assert!(err.contains("more than half"), "{err}");
+        // Unwritten, max_object follows a small max_size.
+        let small = parse("[cache]\nmax_size = \"2M\"\n")
+            .unwrap()
+            .edge
+            .cache
+            .unwrap();
+        assert_eq!(small.max_object, 1 << 20);
         let err =
             parse("[cache]\n[[cache.rule]]\npath = \"/x\"\nmax_ttl = \"20years\"\n").unwrap_err();
         assert!(err.contains("ten years"), "{err}");
