@@ -11,13 +11,16 @@
 # RSS_COMPARE=0 (skip the idle-connection RSS of nginx and HAProxy, measured for comparison),
 # BERTH_BIN=path (measure that berth binary instead of building this checkout),
 # PATHS ("/ /1k /100k": the cases to run, for a quick look at one), IDLE_CONNS=0 (no memory run),
+# COMPRESS=0 (skip the compression rows: a 20 KiB JSON answer with Accept-Encoding, nginx
+# `gzip on` level 6 against Berth's gzip and brotli),
 # PIN (1: pin the proxy under test to cores of its own with `taskset`, the backend and wrk to the
 # others; default 1 on machines with at least 2 cores), PROXY_CORES / LOAD_CORES (taskset lists;
 # default: the last half of the cores, at most 4, for the proxy, the rest for the load),
 # WORKERS (each proxy's workers/threads; default: as many as PROXY_CORES has, else the cores).
 #
 # Ports: backend auto (Berth's $PORT), edge 18080 (admin 19090, HTTPS 18443), nginx 18081 (HTTPS
-# 18444), HAProxy 18082. HTTPS uses a self-signed P-256 certificate made for the run; the WAF-off
+# 18444), HAProxy 18082; each can be moved (EDGE_PORT, ADMIN_PORT, EDGE_TLS_PORT, NGINX_PORT,
+# NGINX_TLS_PORT, HAPROXY_PORT) when another run holds them. HTTPS uses a self-signed P-256 certificate made for the run; the WAF-off
 # rows go to /nowaf paths, where a [[waf.override]] turns every group off. HTTPS=0 skips HTTPS.
 # The cache-hit row (CACHE=0 skips it): /cached/1k, a 1 KiB answer with max-age=3600, kept by
 # Berth's [cache] and by nginx's proxy_cache on the same rule, measured once both hold it.
@@ -51,12 +54,12 @@ print(n)' "$1"; }
 else
     WORKERS=${WORKERS:-$CORES}
 fi
-EDGE_PORT=18080
-ADMIN_PORT=19090
-NGINX_PORT=18081
-HAPROXY_PORT=18082
-EDGE_TLS_PORT=18443
-NGINX_TLS_PORT=18444
+EDGE_PORT=${EDGE_PORT:-18080}
+ADMIN_PORT=${ADMIN_PORT:-19090}
+NGINX_PORT=${NGINX_PORT:-18081}
+HAPROXY_PORT=${HAPROXY_PORT:-18082}
+EDGE_TLS_PORT=${EDGE_TLS_PORT:-18443}
+NGINX_TLS_PORT=${NGINX_TLS_PORT:-18444}
 HTTPS=${HTTPS:-1}
 WRK_EXTRA=()
 
@@ -286,6 +289,19 @@ start_stack() {
         "$STACK/berth.toml"
     head -c 1024 /dev/zero | tr '\0' 'a' >"$STACK/html/1k"
     head -c 102400 /dev/zero | tr '\0' 'b' >"$STACK/html/100k"
+    # ~20 KiB of JSON such as an API or a shop page sends: a catalogue of products.
+    python3 -c '
+import json, random
+r = random.Random(12)
+words = "red blue green large small cotton wool steel oak classic modern slim shirt table lamp chair mug bag".split()
+items = []
+while len(json.dumps(items)) < 20300:
+    i = len(items)
+    items.append({"id": 1000 + i, "sku": "SKU-%06d" % r.randrange(10**6),
+                  "name": " ".join(r.choice(words) for _ in range(3)).title(),
+                  "price": round(r.uniform(3, 300), 2), "stock": r.randrange(0, 500),
+                  "url": "/product/%d" % (1000 + i), "tags": r.sample(words, 3)})
+print(json.dumps({"items": items}))' | head -c 20480 >"$STACK/html/page.json"
     "$BERTH" validate -f "$STACK/berth.toml" >/dev/null
 
     log "berth up (edge on 127.0.0.1:$EDGE_PORT)"
@@ -541,6 +557,52 @@ if [ "${CACHE:-1}" = 1 ]; then
         for row in "${rows[@]}"; do
             IFS='|' read -r a b c d e f g h i <<<"$row"
             echo "| $a | $b | $c | $d | $e | $f | $g | $h | $i |"
+        done
+        echo
+    } >>"$REPORT"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Compression: a 20 KiB JSON answer to clients that take gzip (and brotli). nginx compresses
+# with gzip level 6 (no brotli module); Berth's edge picks brotli for "gzip, br" and gzip for
+# "gzip" alone. Bytes: the body as sent (compressed), per answer.
+# ---------------------------------------------------------------------------------------------
+if [ "${COMPRESS:-1}" = 1 ]; then
+    log "case compression (20 KiB JSON)"
+    rows=()
+    for target in direct nginx berth-gzip berth-br; do
+        case $target in
+        direct) port=$BACKEND_PORT; name="direct (backend, none)"; pids=(); accept="gzip, br" ;;
+        nginx) port=$NGINX_PORT; name="nginx, gzip 6"; pids=("$NGINX_PID"); accept="gzip, br" ;;
+        berth-gzip) port=$EDGE_PORT; name="Berth edge, gzip 6"; pids=("$EDGE_PID"); accept="gzip" ;;
+        berth-br) port=$EDGE_PORT; name="Berth edge, brotli 4"; pids=("$EDGE_PID"); accept="gzip, br" ;;
+        esac
+        url="http://127.0.0.1:$port/page.json"
+        read -r bytes coding < <(curl -s -o /dev/null -H "Accept-Encoding: $accept" \
+            -w '%{size_download} %header{content-encoding}\n' "$url" 2>/dev/null ||
+            curl -s -o /dev/null -H "Accept-Encoding: $accept" -w '%{size_download} -\n' "$url")
+        echo "  $name: wrk $url, Accept-Encoding: $accept ($DURATION; $bytes bytes, ${coding:--})" >&2
+        WRK_EXTRA=(-H "Accept-Encoding: $accept")
+        run_wrk "$target-compress" "$url" "${pids[@]}"
+        WRK_EXTRA=()
+        rows+=("$name|$accept|${coding:--}|$bytes|$W_RPS|$W_P50|$W_P99|$W_PROXY_CPU|$W_PER_CPU|$W_ERRORS")
+    done
+    echo
+    printf '%-24s %-9s %-6s %7s %8s %8s %8s | %6s %9s | %s\n' "JSON 20 KiB" accept coding bytes req/s p50_ms p99_ms proxy req/cpu-s "wrk errors"
+    for row in "${rows[@]}"; do
+        IFS='|' read -r a b c d e f g h i j <<<"$row"
+        printf '%-24s %-9s %-6s %7s %8s %8s %8s | %6s %9s | %s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h" "$i" "$j"
+    done
+    {
+        echo "## Compression (a 20 KiB JSON answer)"
+        echo
+        echo "wrk sends \`Accept-Encoding\` as shown; bytes: the body as sent, per answer. nginx: \`gzip on\`, \`gzip_comp_level 6\`; Berth's edge: its defaults (brotli quality 4, gzip level 6)."
+        echo
+        echo "| target | Accept-Encoding | coding | bytes | req/s | p50 (ms) | p99 (ms) | proxy CPU | req/s per proxy CPU-s | wrk errors |"
+        echo "|---|---|---|---:|---:|---:|---:|---:|---:|---|"
+        for row in "${rows[@]}"; do
+            IFS='|' read -r a b c d e f g h i j <<<"$row"
+            echo "| $a | $b | $c | $d | $e | $f | $g | $h | $i | $j |"
         done
         echo
     } >>"$REPORT"

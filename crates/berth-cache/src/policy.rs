@@ -544,6 +544,34 @@ fn parse_q(q: &str) -> u32 {
     (whole + thousandths).min(1000)
 }
 
+/// Whether a client accepts the `Content-Encoding` of a stored answer (RFC 9110 12.5.3: a coding
+/// listed with a non-zero q, or `*`; `identity` or no coding always). Keys normalise
+/// `Accept-Encoding`, and an application may compress with a coding the edge would not pick: a
+/// variant the client cannot decode is never served to it.
+pub fn accepts_coding(request: &HeaderMap, stored: &HeaderMap) -> bool {
+    let Some(coding) = stored
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+    else {
+        return true;
+    };
+    request
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(split_list)
+        .any(|item| {
+            let mut parts = item.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let q = parts
+                .find_map(|p| p.trim().strip_prefix("q=").or(p.trim().strip_prefix("Q=")))
+                .map_or(1000, parse_q);
+            q > 0 && (name == "*" || name.eq_ignore_ascii_case(coding))
+        })
+}
+
 /// Whether a client's conditional request is satisfied by a stored answer with these
 /// headers, so it is answered `304 Not Modified` (RFC 9110 13.1: `If-None-Match` with the weak
 /// comparison; `If-Modified-Since` only without it, and only for GET and HEAD).

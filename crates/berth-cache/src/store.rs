@@ -230,6 +230,16 @@ impl Store {
         self.normalizers.push((name, normalizer));
     }
 
+    /// Whether the values of request header `name` are normalised in keys.
+    pub fn normalizes(&self, name: &HeaderName) -> bool {
+        self.normalizers.iter().any(|(n, _)| n == name)
+    }
+
+    /// Keys hold request header `name`'s values as they are (trimmed): no normalisation.
+    pub fn keep_exact(&mut self, name: &HeaderName) {
+        self.normalizers.retain(|(n, _)| n != name);
+    }
+
     pub fn max_size(&self) -> u64 {
         self.max_size
     }
@@ -282,6 +292,10 @@ impl Store {
             other => (primary.to_string(), other),
         };
         match slot {
+            Some(Slot::Object(object)) if !policy::accepts_coding(request, &object.headers) => {
+                // Keyed alike, but in a coding this client does not take: fetched again.
+                (key, None)
+            }
             Some(Slot::Object(object)) => {
                 let keep = object.state(now) != State::Expired || has_validators(&object.headers);
                 if keep {

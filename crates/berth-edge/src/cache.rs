@@ -117,17 +117,25 @@ impl Edge {
     }
 
     /// A new table's `[cache]`: the store is made, kept (same sizes) or dropped.
-    pub(crate) fn install_cache(&self, spec: Option<&berth_spec::CacheSpec>) {
+    pub(crate) fn install_cache(
+        &self,
+        spec: Option<&berth_spec::CacheSpec>,
+        compress: &berth_spec::CompressSpec,
+    ) {
         let current = self.cache_store.load();
         let same = match (current.as_ref(), spec) {
             (Some(store), Some(spec)) => {
-                store.max_size() == spec.max_size && store.max_object == spec.max_object
+                store.max_size() == spec.max_size
+                    && store.max_object == spec.max_object
+                    && store.normalizes(&header::ACCEPT_ENCODING)
+                        == normalizes_accept_encoding(compress)
             }
             (None, None) => true,
             _ => false,
         };
         if !same {
-            self.cache_store.store(spec.map(new_store));
+            self.cache_store
+                .store(spec.map(|spec| new_store(spec, compress)));
         }
     }
 
@@ -388,8 +396,24 @@ impl Edge {
 /// default keys `Accept-Encoding` as `br`, `zstd`, `gzip` or `identity`
 /// ([`policy::accept_encoding_choice`]); a compressor that chooses otherwise sets its own
 /// choice here (`Store::set_normalizer`).
-pub(crate) fn new_store(spec: &berth_spec::CacheSpec) -> Arc<Store> {
-    Arc::new(Store::new(spec.max_size, spec.max_object))
+pub(crate) fn new_store(
+    spec: &berth_spec::CacheSpec,
+    compress: &berth_spec::CompressSpec,
+) -> Arc<Store> {
+    let mut store = Store::new(spec.max_size, spec.max_object);
+    if !normalizes_accept_encoding(compress) {
+        store.keep_exact(&header::ACCEPT_ENCODING);
+    }
+    Arc::new(store)
+}
+
+/// Whether keys may hold `Accept-Encoding` as [`policy::accept_encoding_choice`] picks it:
+/// only while the edge's compressor prefers the codings in that same order (the default).
+/// Another `compress_algorithms` order keys the header exactly as sent (more variants, never a
+/// variant served to a client that does not accept its coding).
+fn normalizes_accept_encoding(compress: &berth_spec::CompressSpec) -> bool {
+    use berth_spec::Coding;
+    compress.algorithms == [Coding::Br, Coding::Zstd, Coding::Gzip]
 }
 
 /// What a fetch brought: an answer stored (or refreshed by a `304`), or one passed through.

@@ -8,6 +8,7 @@
 
 pub mod access_line;
 pub mod cache;
+pub mod compress;
 pub mod control;
 pub mod errors;
 pub mod guard;

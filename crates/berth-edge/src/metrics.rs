@@ -219,6 +219,11 @@ pub struct WafLabels {
     pub action: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct AlgorithmLabels {
+    pub algorithm: &'static str,
+}
+
 pub struct EdgeMetrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -242,6 +247,8 @@ pub struct EdgeMetrics {
     pub cache_bytes: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// Answers removed by purges and invalidations.
     pub cache_purged: Counter,
+    /// Response compression: answers, bytes in and out, by algorithm.
+    pub compress: crate::compress::CompressCounters,
     /// Per (service, release): the rollout engine's counters.
     stats: Mutex<HashMap<(String, String), Arc<ReleaseStats>>>,
 }
@@ -372,12 +379,52 @@ impl EdgeMetrics {
             "TLS handshakes completed on the TLS listeners",
             tls_handshakes.clone(),
         );
+        let compress = {
+            let family = || Family::<AlgorithmLabels, Counter>::default();
+            let (answers, input, output) = (family(), family(), family());
+            for (name, help, family) in [
+                (
+                    "compressed_responses",
+                    "Answers compressed, by algorithm",
+                    &answers,
+                ),
+                (
+                    "compress_in_bytes",
+                    "Bytes of answers read into the encoders, by algorithm",
+                    &input,
+                ),
+                (
+                    "compress_out_bytes",
+                    "Compressed bytes out of the encoders, by algorithm",
+                    &output,
+                ),
+            ] {
+                registry.register(name, help, family.clone());
+            }
+            let busy = Counter::default();
+            registry.register(
+                "compress_busy",
+                "Answers sent uncompressed because the most encoders at once were busy",
+                busy.clone(),
+            );
+            let of = |family: &Family<AlgorithmLabels, Counter>| {
+                berth_spec::Coding::ALL.map(|coding| {
+                    family
+                        .get_or_create(&AlgorithmLabels {
+                            algorithm: coding.token(),
+                        })
+                        .clone()
+                })
+            };
+            crate::compress::CompressCounters::new(of(&answers), of(&input), of(&output), busy)
+        };
         Self {
             registry,
             cache_requests,
             cache_entries,
             cache_bytes,
             cache_purged,
+            compress,
             tls_handshakes,
             blocked,
             waf_findings,

@@ -1,6 +1,7 @@
 //! The request path, top to bottom: `request_filter` (limits, request id), `route`,
 //! `upstream_peer` (sticky, weights, balance), `forward` (headers, timeout, one retry of an
-//! idempotent request that could not connect), `response_filter` (sticky cookie, Via), and
+//! idempotent request that could not connect; the answer compressed by `compress`),
+//! `response_filter` (sticky cookie, Via), and
 //! `logging` (access log and metrics when the response body ends). Errors become pages with
 //! the right status, never panics.
 
@@ -24,6 +25,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 
 use crate::access_line::AccessLine;
+use crate::compress::{self, CompressBody};
 use crate::errors::{EdgeError, ErrorKind, Side};
 use crate::guard::{self, ConnectionCounts, RateLimits};
 use crate::http1::head::Framing;
@@ -41,6 +43,7 @@ pin_project_lite::pin_project! {
     #[project = AnswerBodyProj]
     pub(crate) enum AnswerBody {
         Upstream { #[pin] body: UpstreamBody },
+        Compressed { #[pin] body: CompressBody<UpstreamBody> },
         Boxed { #[pin] body: ProxyBody },
     }
 }
@@ -55,6 +58,7 @@ impl Body for AnswerBody {
     ) -> Poll<Option<Result<Frame<Bytes>, EdgeError>>> {
         match self.project() {
             AnswerBodyProj::Upstream { body } => body.poll_frame(cx),
+            AnswerBodyProj::Compressed { body } => body.poll_frame(cx),
             AnswerBodyProj::Boxed { body } => body.poll_frame(cx),
         }
     }
@@ -62,6 +66,7 @@ impl Body for AnswerBody {
     fn is_end_stream(&self) -> bool {
         match self {
             AnswerBody::Upstream { body } => body.is_end_stream(),
+            AnswerBody::Compressed { body } => body.is_end_stream(),
             AnswerBody::Boxed { body } => body.is_end_stream(),
         }
     }
@@ -69,6 +74,7 @@ impl Body for AnswerBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             AnswerBody::Upstream { body } => body.size_hint(),
+            AnswerBody::Compressed { body } => body.size_hint(),
             AnswerBody::Boxed { body } => body.size_hint(),
         }
     }
@@ -220,6 +226,7 @@ impl Edge {
         let settings_rate_limits = table.settings.rate_limits.clone();
         let settings_waf = table.settings.waf.clone();
         let settings_cache = table.settings.cache.clone();
+        let settings_compress = table.settings.compress.clone();
         let certs = Arc::new(CertStore::default());
         for error in certs.apply(&table.tls) {
             tracing::warn!("certificate not loaded: {error}");
@@ -249,7 +256,9 @@ impl Edge {
             connections_per_ip: ConnectionCounts::default(),
             waf: ArcSwap::from_pointee(build_waf(None, settings_waf.as_ref())),
             cache_store: arc_swap::ArcSwapOption::new(
-                settings_cache.as_ref().map(crate::cache::new_store),
+                settings_cache
+                    .as_ref()
+                    .map(|c| crate::cache::new_store(c, &settings_compress)),
             ),
         })
     }
@@ -314,7 +323,7 @@ impl Edge {
                 table.settings.waf.as_ref(),
             )));
         }
-        self.install_cache(table.settings.cache.as_ref());
+        self.install_cache(table.settings.cache.as_ref(), &table.settings.compress);
         self.metrics.table_version.set(table.version);
         self.table.store(Arc::new(compiled));
         *self.raw_table.lock().unwrap_or_else(|e| e.into_inner()) = table;
@@ -727,10 +736,10 @@ impl Edge {
         }
 
         // route
-        let Some(service) = table.router.route(host, req.uri().path()) else {
+        let Some(route) = table.router.route_entry(host, req.uri().path()) else {
             return Err(ErrorKind::NoRoute.into());
         };
-        let service = service.to_string();
+        let service = route.service.clone();
         if guard::in_maintenance(table.maintenance.as_ref(), &service, client_ip) {
             self.metrics.blocked("maintenance");
             let mut error = EdgeError::new(ErrorKind::Maintenance);
@@ -794,6 +803,11 @@ impl Edge {
         let Some(pool) = table.pools.get(&service) else {
             return Err(Failed::new(ErrorKind::NoHealthyReplica.into()).of(&service));
         };
+        // The route's own `compress` (its answer is compressed here, before the cache).
+        let route_compress = table
+            .router
+            .route_entry(host, req.uri().path())
+            .and_then(|r| r.compress);
         // upstream_peer
         let test_release = test_route(req.headers(), table.test_key.as_deref());
         let lease = match &test_release {
@@ -880,7 +894,18 @@ impl Edge {
             .await;
             let error = match sent {
                 Ok(response) => {
-                    let response = response.map(|body| AnswerBody::Upstream { body });
+                    // Compressed (or passed as it is) by compress.rs.
+                    let response = match compress::compress_answer(
+                        &parts.method,
+                        &parts.headers,
+                        response,
+                        &settings.compress,
+                        route_compress,
+                        &self.metrics.compress,
+                    ) {
+                        Ok(compressed) => compressed.map(|body| AnswerBody::Compressed { body }),
+                        Err(plain) => plain.map(|body| AnswerBody::Upstream { body }),
+                    };
                     return Ok((response, Some(lease), Some(service)));
                 }
                 Err(error) => error,

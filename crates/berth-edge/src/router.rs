@@ -100,6 +100,7 @@ mod tests {
             path: path.into(),
             service: service.into(),
             headers: Default::default(),
+            compress: None,
         }
     }
 

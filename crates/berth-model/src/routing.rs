@@ -72,6 +72,10 @@ pub struct RouteEntry {
     /// Response headers of this route: set over the defaults; an empty value removes one.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Whether this route's answers are compressed, over `settings.compress.enabled` (None:
+    /// as the edge).
+    #[serde(default)]
+    pub compress: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,6 +151,9 @@ pub struct EdgeSettings {
     /// The response cache (`[cache]`; none in tables written before it existed: off).
     #[serde(default)]
     pub cache: Option<berth_spec::CacheSpec>,
+    /// Response compression (`[edge] compress*`; a route's `compress` overrides `enabled`).
+    #[serde(default)]
+    pub compress: berth_spec::CompressSpec,
 }
 
 /// A GCRA rate limit per client address: `burst` requests at once, then one per
@@ -217,6 +224,7 @@ impl From<&berth_spec::EdgeSpec> for EdgeSettings {
             hide_server: edge.hide_server,
             waf: Some(edge.waf.clone()),
             cache: edge.cache.clone(),
+            compress: edge.compress.clone(),
         }
     }
 }
@@ -236,6 +244,7 @@ impl RoutingTable {
                 path: r.path.clone(),
                 service: r.service.clone(),
                 headers: r.headers.clone(),
+                compress: r.compress,
             })
             .collect();
         let mut services = BTreeMap::new();

@@ -166,6 +166,7 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
                     .map_or_else(|| "/".to_string(), |path| path.value.clone()),
                 service: route.service.as_ref()?.value.clone(),
                 headers: route.headers.clone(),
+                compress: route.compress,
             })
         })
         .collect();
@@ -239,6 +240,19 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
             hide_server: raw.hide_server.unwrap_or(false),
             workers: raw.workers.flatten(),
             pin_workers: raw.pin_workers.unwrap_or(false),
+            compress: {
+                let defaults = crate::compress::CompressSpec::default();
+                crate::compress::CompressSpec {
+                    enabled: raw.compress.enabled.unwrap_or(defaults.enabled),
+                    min_size: raw.compress.min_size.unwrap_or(defaults.min_size),
+                    types: raw.compress.types.clone().unwrap_or(defaults.types),
+                    algorithms: raw
+                        .compress
+                        .algorithms
+                        .clone()
+                        .unwrap_or(defaults.algorithms),
+                }
+            },
             maintenance_allow: raw
                 .maintenance_allow
                 .clone()

@@ -12,6 +12,7 @@ pub mod alarm;
 pub mod autoscale;
 mod backup;
 mod check;
+pub mod compress;
 mod effective;
 pub mod metric_names;
 mod raw;
@@ -23,6 +24,7 @@ mod walk;
 
 pub use autoscale::AutoscaleSpec;
 pub use backup::{parse_schedule, BackupDestination, BackupSpec, RetentionSpec};
+pub use compress::{Coding, CompressSpec};
 pub use types::*;
 
 use std::path::Path;

@@ -47,6 +47,8 @@ pub(crate) struct RawSpec {
     /// `workers`: Some(None) for "auto".
     pub workers: Option<Option<u32>>,
     pub pin_workers: Option<bool>,
+    /// `compress` and the `compress_*` keys of `[edge]`.
+    pub compress: RawCompress,
     pub maintenance_allow: Option<Vec<ipnet::IpNet>>,
     pub waf: Option<crate::types::WafSpec>,
     /// `[cache]` (None: not written).
@@ -201,6 +203,15 @@ pub(crate) struct RawVolume {
     pub env: Option<String>,
 }
 
+/// `[edge] compress`, `compress_min_size`, `compress_types`, `compress_algorithms`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RawCompress {
+    pub enabled: Option<bool>,
+    pub min_size: Option<u64>,
+    pub types: Option<Vec<String>>,
+    pub algorithms: Option<Vec<crate::compress::Coding>>,
+}
+
 /// One `[[route]]`.
 #[derive(Debug, Clone)]
 pub(crate) struct RawRoute {
@@ -210,6 +221,7 @@ pub(crate) struct RawRoute {
     pub path: Option<Located<String>>,
     pub service: Option<Located<String>>,
     pub headers: BTreeMap<String, String>,
+    pub compress: Option<bool>,
 }
 
 /// One `[environment.NAME]`.

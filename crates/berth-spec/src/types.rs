@@ -99,6 +99,10 @@ pub struct EdgeSpec {
     /// `[cache]`: the edge's response cache (None: no `[cache]` table, nothing is cached).
     #[serde(default)]
     pub cache: Option<CacheSpec>,
+    /// `compress`, `compress_min_size`, `compress_types`, `compress_algorithms`: response
+    /// compression (on by default, as the references' CloudFront).
+    #[serde(default)]
+    pub compress: crate::compress::CompressSpec,
 }
 
 /// `[cache]`: the edge's response cache (the references' CloudFront cache behaviours).
@@ -518,6 +522,10 @@ pub struct RouteSpec {
     /// Response headers set on this route's answers (over `[edge] headers`; `""` removes one).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// `compress`: this route's answers compressed or not, over `[edge] compress` (None: as
+    /// the edge).
+    #[serde(default)]
+    pub compress: Option<bool>,
 }
 
 impl EdgeSpec {
@@ -598,6 +606,7 @@ impl Default for EdgeSpec {
             workers: None,
             pin_workers: false,
             cache: None,
+            compress: crate::compress::CompressSpec::default(),
         }
     }
 }

@@ -22,6 +22,7 @@ mod alarm;
 mod autoscale;
 mod backup;
 mod cache;
+mod compress;
 mod container;
 mod cron;
 mod deploy;
@@ -80,6 +81,10 @@ const EDGE_KEYS: &[&str] = &[
     "maintenance_allow",
     "workers",
     "pin_workers",
+    "compress",
+    "compress_min_size",
+    "compress_types",
+    "compress_algorithms",
 ];
 const SERVICE_KEYS: &[&str] = &[
     "run",
@@ -123,7 +128,7 @@ const BALANCES: &[&str] = &["least_outstanding", "round_robin"];
 const ACCESSORY_KEYS: &[&str] = &["engine", "database", "user", "port", "env"];
 const ENGINES: &[&str] = &["postgres", "mysql", "redis"];
 const VOLUME_KEYS: &[&str] = &["env"];
-const ROUTE_KEYS: &[&str] = &["host", "path", "service", "headers"];
+const ROUTE_KEYS: &[&str] = &["host", "path", "service", "headers", "compress"];
 const ENVIRONMENT_KEYS: &[&str] = &["env", "service"];
 const OVERRIDE_KEYS: &[&str] = &["replicas", "min", "max", "memory", "cpu", "env"];
 
@@ -431,6 +436,21 @@ impl Walker<'_> {
                 "pin_workers" => {
                     spec.pin_workers =
                         self.boolean(value, "edge.pin_workers", "pin_workers = true");
+                }
+                "compress" => {
+                    spec.compress.enabled =
+                        self.boolean(value, "edge.compress", "compress = false");
+                }
+                "compress_min_size" => {
+                    spec.compress.min_size = self.size(
+                        value,
+                        "edge.compress_min_size",
+                        r#"compress_min_size = "1K""#,
+                    );
+                }
+                "compress_types" => spec.compress.types = self.compress_types(value),
+                "compress_algorithms" => {
+                    spec.compress.algorithms = self.compress_algorithms(value);
                 }
                 "trusted_proxies" => {
                     spec.trusted_proxies = self.networks(
@@ -901,6 +921,7 @@ impl Walker<'_> {
                 path: None,
                 service: None,
                 headers: Default::default(),
+                compress: None,
             };
             for (key, value) in table.iter() {
                 match key.get_ref().as_ref() {
@@ -936,6 +957,9 @@ impl Walker<'_> {
                     }
                     "headers" => {
                         route.headers = self.headers(value, &path("headers")).unwrap_or_default();
+                    }
+                    "compress" => {
+                        route.compress = self.boolean(value, &path("compress"), "compress = false");
                     }
                     other => self.unknown_key(key, other, ROUTE_KEYS, "[[route]]"),
                 }

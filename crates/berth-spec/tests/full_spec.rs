@@ -188,18 +188,21 @@ fn full_spec_parses_to_the_written_values() {
                 path: "/".into(),
                 service: "web".into(),
                 headers: Default::default(),
+                compress: None,
             },
             RouteSpec {
                 host: None,
                 path: "/api".into(),
                 service: "api".into(),
                 headers: Default::default(),
+                compress: None,
             },
             RouteSpec {
                 host: Some("*.example.com".into()),
                 path: "/".into(),
                 service: "web".into(),
                 headers: Default::default(),
+                compress: None,
             },
         ]
     );
@@ -265,6 +268,7 @@ fn minimal_spec_gets_the_defaults() {
             path: "/".into(),
             service: "web".into(),
             headers: Default::default(),
+            compress: None,
         }]
     );
 }

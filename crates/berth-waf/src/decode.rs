@@ -96,8 +96,8 @@ pub fn decode_repeated(buf: &mut Vec<u8>, tmp: &mut Vec<u8>, rounds: usize) {
     }
 }
 
-/// The canonical form every detector sees: percent-decoded until stable (bounded), NUL bytes
-/// and other C0 controls but tab/CR/LF removed, overlong UTF-8 forms of `/`, `\` and `.`
+/// The canonical form every detector sees: percent-decoded until stable (bounded), vertical tab
+/// and form feed read as blanks, NUL bytes and other C0 controls but tab/CR/LF removed, overlong UTF-8 forms of `/`, `\` and `.`
 /// folded, and look-alike Unicode quotes and full-width ASCII folded to ASCII.
 pub fn canonical(input: &[u8], out: &mut Vec<u8>, tmp: &mut Vec<u8>) {
     out.clear();
@@ -114,6 +114,13 @@ pub fn canonical(input: &[u8], out: &mut Vec<u8>, tmp: &mut Vec<u8>) {
     let mut i = 0;
     while i < s.len() {
         let b = s[i];
+        // Vertical tab and form feed are blanks to SQL parsers and browsers (`union\x0bselect`,
+        // `<svg\x0conload=`): removing them would glue the words together.
+        if b == 0x0b || b == 0x0c {
+            tmp.push(b' ');
+            i += 1;
+            continue;
+        }
         if b < 0x20 && b != b'\t' && b != b'\n' && b != b'\r' {
             i += 1;
             continue;

@@ -711,6 +711,18 @@ impl Run<'_> {
         }
         let mut lower = std::mem::take(&mut self.scratch.lower);
         self.detect(&lower, Loc::Path, !Group::Lfi.bit());
+        // An application routes a path segment as a value (`/item/<id>`): SQL written where
+        // that value goes starts after a `/` (`/item/1 or 1=1--`, `/get/or '{}'::jsonb ?
+        // 'a'`), which the whole path, starting with `/`, never reads as.
+        if self.active & Group::Sqli.bit() != 0 {
+            if let Some(r) = self
+                .waf
+                .sqli
+                .detect_segments(&lower, &mut self.scratch.toks)
+            {
+                self.report(Group::Sqli, r, Loc::Path);
+            }
+        }
         // A `+` in a path is a literal plus, but applications that route a segment into a form
         // decoder read it as a blank (`/item/5'+union+select+1`): SQL sees it that way too.
         if lower.contains(&b'+') && lower.iter().any(|&c| matches!(c, b'\'' | b'"' | b'`')) {

@@ -468,3 +468,35 @@ fn double_decoded_names_and_multi_valued_cookies_are_split() {
     let v = w.inspect(&req("/p", Some("x%3D1%26y%3Dred%20shoes"), &[], None));
     assert!(!v.is_blocked(), "{v:?}");
 }
+
+#[test]
+fn sql_in_a_path_segment_is_read_where_the_segment_goes() {
+    let w = waf();
+    for p in [
+        "/item/1%20or%201=1--",
+        "/get/OR%20%27%7B%22b%22%3A2%7D%27%3A%3Ajsonb%20%3F%20%27a%27",
+        "/api/v1/users/1;select%20pg_sleep(5)",
+        "/product/5%20and%20(select%201)=1/reviews",
+    ] {
+        let v = w.inspect(&req(p, None, &[], None));
+        assert!(
+            v.findings().iter().any(|f| f.group == Group::Sqli),
+            "missed: {p}"
+        );
+    }
+    for p in [
+        "/search/rock%20'n'%20roll",
+        "/blog/2024/05/10-or-12-things",
+        "/products/size%2010%20or%2012",
+        "/wiki/Rock%20%27n%27%20Roll%20or%20jazz",
+        "/docs/a%20=%20b%20and%20c",
+        "/static/app.min.js",
+    ] {
+        let v = w.inspect(&req(p, None, &[], None));
+        assert!(
+            !v.findings().iter().any(|f| f.group == Group::Sqli),
+            "false positive: {p}: {:?}",
+            v.findings()
+        );
+    }
+}

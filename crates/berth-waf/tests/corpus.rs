@@ -53,7 +53,7 @@ fn crs_corpus_numbers_hold() {
     // Floors: issue 13's targets (SQLi and XSS 90%, the others 80%), which the detectors reach
     // on the whole corpus (see docs/waf.md); PHP is held at what it reaches.
     let floors = [
-        ("sqli", 0.90),
+        ("sqli", 0.91),
         ("xss", 0.90),
         ("lfi", 0.80),
         ("rce", 0.80),
@@ -67,11 +67,17 @@ fn crs_corpus_numbers_hold() {
             "{fam}: {b}/{t} attacks blocked, below the floor of {floor}"
         );
     }
-    // The held-out half (never looked at while writing rules) must not fall far behind.
+    // The held-out half (never looked at while writing rules) must not fall far behind; for
+    // SQLi it is held at what the context-aware grammar reaches (160/185, see docs/waf.md).
     let (hb, ht) = held.total(true);
     assert!(
-        hb as f64 >= 0.84 * ht as f64,
+        hb as f64 >= 0.85 * ht as f64,
         "held-out half: {hb}/{ht} attacks blocked"
+    );
+    let (sb, st) = held.get("sqli", true);
+    assert!(
+        sb as f64 >= 0.86 * st as f64,
+        "held-out half, sqli: {sb}/{st} attacks blocked"
     );
     // Near-miss benign cases: fewer than ModSecurity's 162/548 (30%), by a margin.
     let (fb, ft) = all.total(false);

@@ -561,3 +561,28 @@ fn conditional_requests() {
         &HeaderMap::new()
     ));
 }
+
+#[test]
+fn a_stored_coding_is_served_only_to_clients_that_take_it() {
+    let gzip = headers(&[("content-encoding", "gzip")]);
+    assert!(accepts_coding(
+        &headers(&[("accept-encoding", "gzip, br")]),
+        &gzip
+    ));
+    assert!(accepts_coding(&headers(&[("accept-encoding", "*")]), &gzip));
+    assert!(!accepts_coding(
+        &headers(&[("accept-encoding", "br")]),
+        &gzip
+    ));
+    assert!(!accepts_coding(
+        &headers(&[("accept-encoding", "gzip;q=0, br")]),
+        &gzip
+    ));
+    assert!(!accepts_coding(&HeaderMap::new(), &gzip));
+    // No coding, or identity: everyone.
+    assert!(accepts_coding(&HeaderMap::new(), &HeaderMap::new()));
+    assert!(accepts_coding(
+        &HeaderMap::new(),
+        &headers(&[("content-encoding", "identity")])
+    ));
+}

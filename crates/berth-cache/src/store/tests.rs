@@ -264,3 +264,24 @@ async fn followers_wait_a_bounded_time_and_a_dropped_leader_frees_them() {
     // The line is free again: the next request leads.
     assert!(matches!(store.join("k"), Flight::Leader(_)));
 }
+
+#[test]
+fn a_variant_in_a_coding_the_client_does_not_take_is_a_miss() {
+    // The application compressed with gzip for a "br, gzip" client; a "br"-only client keys
+    // alike (both pick br) but must not get gzip.
+    let store = Store::new(1 << 20, 64 << 10);
+    let both = request(&[("accept-encoding", "br, gzip")]);
+    let br = request(&[("accept-encoding", "br")]);
+    store.insert(
+        "k",
+        &both,
+        object(
+            b"gz",
+            "web",
+            "/",
+            &[("vary", "accept-encoding"), ("content-encoding", "gzip")],
+        ),
+    );
+    assert!(store.lookup("k", &both, Instant::now()).1.is_some());
+    assert!(store.lookup("k", &br, Instant::now()).1.is_none());
+}

@@ -12,6 +12,7 @@ mod autoscale;
 mod backup;
 mod cache;
 mod cli;
+mod compress;
 mod containers;
 mod dashboard;
 mod deploy;

@@ -11,7 +11,10 @@
 //! - `/echo`: the request body back, with `x-seen-content-length`, `x-seen-transfer-encoding`
 //!   and `x-seen-expect` (`-` when absent) telling how it came;
 //! - `/stream?frames=N&size=S&gap=MS`: N frames of S bytes of [`pattern`], MS ms apart, with no
-//!   length (hyper sends it chunked).
+//!   length (hyper sends it chunked); `&type=T` gives it that `Content-Type`;
+//! - `/page?n=N&type=T&encoding=E&cc=C`: N bytes of [`page_text`] as `Content-Type` T
+//!   (`text/html; charset=utf-8` when not given), with `Content-Encoding` E and `Cache-Control`
+//!   C when given, `ETag: "page-N"` and `Vary: Origin` (for the compression tests).
 //!
 //! [`RawBackend`] is a hand-written HTTP/1.1 backend that misbehaves on purpose around
 //! keep-alive (closes its connections, or answers until close).
@@ -128,11 +131,34 @@ pub fn pattern(i: usize) -> u8 {
 }
 
 fn param(query: &str, name: &str) -> Option<u64> {
+    param_text(query, name).and_then(|v| v.parse().ok())
+}
+
+fn param_text<'q>(query: &'q str, name: &str) -> Option<&'q str> {
     query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
         .find(|(k, _)| *k == name)
-        .and_then(|(_, v)| v.parse().ok())
+        .map(|(_, v)| v)
+}
+
+/// The first `n` bytes of an HTML-like page (compressible, not trivially so).
+pub fn page_text(n: usize) -> Vec<u8> {
+    let mut text = Vec::with_capacity(n + 64);
+    let mut i = 0u64;
+    while text.len() < n {
+        text.extend_from_slice(
+            format!(
+                "<li class=\"item\" data-id=\"{i}\"><a href=\"/product/{}\">Product {i}</a> {}</li>\n",
+                i.wrapping_mul(2_654_435_761) % 100_000,
+                i * 37 % 1_000
+            )
+            .as_bytes(),
+        );
+        i += 1;
+    }
+    text.truncate(n);
+    text
 }
 
 async fn handle(name: &str, hits: &AtomicUsize, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -187,6 +213,31 @@ async fn handle(name: &str, hits: &AtomicUsize, req: Request<Incoming>) -> Respo
             let n = param(&query, "n").unwrap_or(1024) as usize;
             let body: Vec<u8> = (0..n).map(pattern).collect();
             Response::new(Full::new(Bytes::from(body)))
+        }
+        "/page" => {
+            let n = param(&query, "n").unwrap_or(20_000) as usize;
+            let mut r = Response::new(Full::new(Bytes::from(page_text(n))));
+            let h = r.headers_mut();
+            let content_type = param_text(&query, "type").unwrap_or("text/html; charset=utf-8");
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_str(content_type).unwrap(),
+            );
+            if let Some(encoding) = param_text(&query, "encoding") {
+                h.insert(
+                    header::CONTENT_ENCODING,
+                    HeaderValue::from_str(encoding).unwrap(),
+                );
+            }
+            if let Some(cc) = param_text(&query, "cc") {
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_str(cc).unwrap());
+            }
+            h.insert(
+                header::ETAG,
+                HeaderValue::from_str(&format!("\"page-{n}\"")).unwrap(),
+            );
+            h.insert(header::VARY, HeaderValue::from_static("Origin"));
+            r
         }
         "/ws" => websocket(req),
         _ => Response::new(Full::new(Bytes::from(name.to_string()))),
@@ -292,6 +343,7 @@ fn stream(query: &str) -> Response<TestBody> {
     let frames = param(query, "frames").unwrap_or(4) as usize;
     let size = param(query, "size").unwrap_or(1000) as usize;
     let gap = Duration::from_millis(param(query, "gap").unwrap_or(20));
+    let content_type = param_text(query, "type").map(|t| HeaderValue::from_str(t).unwrap());
     let frame =
         move |f: usize| Bytes::from((f * size..(f + 1) * size).map(pattern).collect::<Vec<u8>>());
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
@@ -307,7 +359,13 @@ fn stream(query: &str) -> Response<TestBody> {
             }
         }
     });
-    Response::new(ChannelBody { rx, left: frames }.boxed())
+    let mut response = Response::new(ChannelBody { rx, left: frames }.boxed());
+    if let Some(content_type) = content_type {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, content_type);
+    }
+    response
 }
 
 /// A body fed frame by frame through a channel; its length is never known in advance. It

@@ -424,6 +424,7 @@ pub fn route(host: Option<&str>, path: &str, service: &str) -> RouteEntry {
         path: path.to_string(),
         service: service.to_string(),
         headers: Default::default(),
+        compress: None,
     }
 }
 

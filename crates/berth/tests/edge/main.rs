@@ -9,6 +9,7 @@ mod ws;
 
 mod balancing;
 mod cache;
+mod compress;
 mod failures;
 mod guards;
 mod http1;

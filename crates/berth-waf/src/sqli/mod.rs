@@ -7,6 +7,8 @@
 //! bareword, operator, `(`, `)`, `,`, `;`, comment, variable (`@x`, `@@x`). The patterns look at
 //! those classes only, never at the corpus they were tested on.
 
+mod grammar;
+
 /// Token classes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum T {
@@ -61,6 +63,8 @@ pub(crate) enum K {
     Case,
     When,
     Then,
+    /// `end` (of a `case`).
+    End,
     Null,
     Bool,
     All,
@@ -102,6 +106,8 @@ pub(crate) enum O {
     Arith,
     Cast,
     Json,
+    /// `!`: MySQL's `not`.
+    Bang,
     Other,
 }
 
@@ -139,7 +145,8 @@ fn keyword(w: &[u8]) -> Option<T> {
         }
         b"case" => K::Case,
         b"when" => K::When,
-        b"then" | b"else" | b"end" => K::Then,
+        b"then" | b"else" => K::Then,
+        b"end" => K::End,
         b"null" => K::Null,
         b"true" | b"false" => K::Bool,
         b"all" | b"distinct" => K::All,
@@ -275,13 +282,51 @@ fn function_kind(w: &[u8]) -> F {
         b"select",
         b"dual",
     ];
-    if STRONG.contains(&w) {
+    // The naming conventions of database system functions and packages, so an unlisted one
+    // of the family reads as SQL too: PostgreSQL's `pg_*` and `lo_*`, MSSQL's `xp_*`, `sp_*`,
+    // `fn_*` and `sys.*`/`master.*`/`dbo.*` objects, Oracle's `dbms_*`/`utl_*`/`ctxsys.*`
+    // packages, SQLite's `sqlite_*`, MySQL's `sys_*` UDFs and `json_*` functions.
+    const PREFIXES: &[&[u8]] = &[
+        b"pg_", b"lo_", b"xp_", b"sp_", b"fn_", b"sys.", b"master.", b"dbo.", b"dbms_", b"utl_",
+        b"ctxsys.", b"sqlite_", b"sys_", b"json_",
+    ];
+    if STRONG.contains(&w)
+        || PREFIXES
+            .iter()
+            .any(|p| w.len() > p.len() && w.starts_with(p))
+    {
         F::Strong
     } else if SQL.contains(&w) {
         F::Sql
     } else {
         F::Other
     }
+}
+
+/// Keywords MySQL separates from a number written right before them (`1union`, `1e0or`).
+fn glued_keyword(w: &[u8]) -> bool {
+    matches!(
+        w,
+        b"union"
+            | b"select"
+            | b"from"
+            | b"and"
+            | b"or"
+            | b"xor"
+            | b"having"
+            | b"limit"
+            | b"order"
+            | b"group"
+            | b"into"
+            | b"like"
+            | b"rlike"
+            | b"regexp"
+            | b"div"
+            | b"where"
+            | b"between"
+            | b"is"
+            | b"not"
+    )
 }
 
 /// Tokenizes `s` (already canonical and lower-cased) as SQL, starting inside a string
@@ -333,7 +378,7 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                 });
                 i = j.saturating_add(1);
             }
-            b'0'..=b'9' => {
+            b'0'..=b'9' | b'.' if c != b'.' || s.get(i + 1).is_some_and(u8::is_ascii_digit) => {
                 let mut j = i;
                 if c == b'0' && i + 1 < n && (s[i + 1] == b'x' || s[i + 1] == b'b') {
                     j += 2;
@@ -356,11 +401,19 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                     }
                 }
                 if j < n && (s[j].is_ascii_alphabetic() || s[j] == b'_') {
-                    // `5pm`, `3rd`, `1e`: a word, not a number.
-                    while j < n && (s[j].is_ascii_alphanumeric() || s[j] == b'_' || s[j] >= 0x80) {
-                        j += 1;
+                    // `5pm`, `3rd`, `1e`: a word, not a number. But MySQL reads `1e0union`,
+                    // `.1union`, `1.and` as a number and a keyword: a way to write no blank.
+                    let mut k = j;
+                    while k < n && (s[k].is_ascii_alphanumeric() || s[k] == b'_' || s[k] >= 0x80) {
+                        k += 1;
+                    }
+                    if glued_keyword(&s[j..k]) {
+                        out.push(T::Num);
+                        i = j;
+                        continue;
                     }
                     out.push(T::Word);
+                    j = k;
                 } else {
                     out.push(T::Num);
                 }
@@ -387,6 +440,26 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                     }
                 }
                 let w = &s[i..j];
+                // A string literal's introducer or prefix (`n'x'`, `x'41'`, `_utf8'a'`,
+                // `e'\n'`, Oracle's `q'[x]'`): part of the string.
+                if j < n
+                    && matches!(s[j], b'\'' | b'"')
+                    && matches!(
+                        w,
+                        b"n" | b"x"
+                            | b"b"
+                            | b"e"
+                            | b"q"
+                            | b"nq"
+                            | b"_utf8"
+                            | b"_utf8mb4"
+                            | b"_latin1"
+                            | b"_binary"
+                    )
+                {
+                    i = j;
+                    continue;
+                }
                 // A function is a word followed by `(`, maybe after blanks or comments.
                 let mut k = j;
                 loop {
@@ -400,11 +473,39 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                         }
                         continue;
                     }
+                    // The end of a `/*!sleep*/(5)` comment: MySQL ran the word inside.
+                    if k + 1 < n && s[k] == b'*' && s[k + 1] == b'/' {
+                        k += 2;
+                        continue;
+                    }
                     break;
                 }
                 // `exec(@sql)` is MSSQL's dynamic statement, not a function call: it stays the
                 // keyword so the statement patterns see it.
-                if k < n && s[k] == b'(' && !matches!(w, b"values" | b"exec" | b"execute" | b"in") {
+                // `or(1)=1`, `union(select`: operators and clauses before a group stay keywords.
+                if k < n
+                    && s[k] == b'('
+                    && !matches!(
+                        w,
+                        b"values"
+                            | b"exec"
+                            | b"execute"
+                            | b"in"
+                            | b"and"
+                            | b"or"
+                            | b"xor"
+                            | b"not"
+                            | b"union"
+                            | b"rlike"
+                            | b"regexp"
+                            | b"where"
+                            | b"having"
+                            | b"when"
+                            | b"then"
+                            | b"else"
+                            | b"from"
+                    )
+                {
                     out.push(T::Func(function_kind(w)));
                 } else if let Some(t) = keyword(w) {
                     out.push(t);
@@ -447,12 +548,19 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                 i += 1;
             }
             b'#' => {
-                if i + 1 < n && (s[i + 1] == b'>' || s[i + 1] == b'-') {
+                // PostgreSQL's `#>`, `#>>`, `#-` JSON operators; `#--` is a MySQL comment.
+                if i + 1 < n
+                    && (s[i + 1] == b'>' || s[i + 1] == b'-' && s.get(i + 2) != Some(&b'-'))
+                {
                     out.push(T::Op(O::Json));
                     i += if i + 2 < n && s[i + 2] == b'>' { 3 } else { 2 };
                 } else {
+                    // MySQL's `#` comment runs to the end of the line (`#x\nunion`: a blank).
                     out.push(T::Comment);
-                    i = n;
+                    i = match memchr::memchr(b'\n', &s[i..]) {
+                        Some(p) => i + p + 1,
+                        None => n,
+                    };
                 }
             }
             b'-' if i + 1 < n && s[i + 1] == b'-' => {
@@ -487,6 +595,20 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                 // The end of a `/*!` comment.
                 i += 2;
             }
+            // MySQL's assignment `@a:=1`.
+            b':' if i + 1 < n && s[i + 1] == b'=' => {
+                out.push(T::Op(O::Cmp));
+                i += 2;
+            }
+            // PostgreSQL's pattern matches: `~*`, `!~`, `!~*`, `~~`, `!~~`, `~~*`.
+            b'~' | b'!' if i + 1 < n && (s[i + 1] == b'~' || c == b'~' && s[i + 1] == b'*') => {
+                let mut j = i + 2;
+                while j < n && j < i + 4 && matches!(s[j], b'~' | b'*') {
+                    j += 1;
+                }
+                out.push(T::Op(O::Cmp));
+                i = j;
+            }
             b':' if i + 1 < n && s[i + 1] == b':' => {
                 out.push(T::Op(O::Cast));
                 i += 2;
@@ -504,7 +626,7 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                 let kind = if op == b"<@" || op == b"@>" {
                     O::Json
                 } else if op == b"!" {
-                    O::Other
+                    O::Bang
                 } else {
                     O::Cmp
                 };
@@ -826,7 +948,12 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             (T::Kw(K::Order | K::Group), Some(T::Kw(K::By))) if comment || breakout => {
                 return Some("sqli-clause")
             }
-            (T::Kw(K::Case), Some(T::Kw(K::When))) => return Some("sqli-clause"),
+            // `case when x=1`, not `case when it rains`: words side by side are prose.
+            (T::Kw(K::Case), Some(T::Kw(K::When)))
+                if !(c == Some(T::Word) && t.get(i + 3) == Some(&T::Word)) =>
+            {
+                return Some("sqli-clause")
+            }
             // `1 limit 1,1`, `' limit 0,1 into @a`: MySQL's offset and count after a value.
             (T::Kw(K::Limit), Some(T::Num))
                 if i > 0
@@ -901,7 +1028,10 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                         && (c.is_none() || matches!(c, Some(T::Comment | T::Semi)))
                         && (breakout
                             || i == 0
+                            // `'a' or 'b'`, but not `size 'M' or 'L'`: a quoted word
+                            // in a sentence.
                             || matches!(t[i - 1], T::Str { closed: true })
+                                && (i < 2 || t[i - 2] != T::Word)
                             // `1 and true`: a number, then a boolean, and nothing else.
                             || (i == 1 && t[0] == T::Num && x == T::Kw(K::Bool)))
                     {
@@ -1282,6 +1412,14 @@ fn symbol_probe(s: &[u8]) -> bool {
             return true;
         }
     }
+    // `'`, `"`, `` ` ``, `')`, `'))`: a quote alone (and the groups it would close), the
+    // first probe of whether a value lands in a string.
+    if (1..=3).contains(&t.len())
+        && matches!(t[0], b'\'' | b'"' | b'`')
+        && t[1..].iter().all(|&c| c == b')')
+    {
+        return true;
+    }
     let mut meta = 0;
     for &c in t {
         if c.is_ascii_alphanumeric() || c >= 0x80 {
@@ -1447,6 +1585,122 @@ fn boundary_number(s: &[u8]) -> bool {
     LIMITS.contains(&t)
 }
 
+/// MySQL's versioned comment, whose inside MySQL runs (`/*!50000union*/`, `/*!and*/`, `/*!*/`):
+/// a version number or a SQL keyword right after `/*!`. Source banners (`/*! jQuery v3 */`)
+/// start with a name.
+fn versioned_comment(s: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(p) = crate::find(&s[from..], b"/*!") {
+        let at = from + p + 3;
+        from = at;
+        let digits = s[at..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits == 5 || digits == 6 {
+            return true;
+        }
+        let rest = s[at + digits..].trim_ascii_start();
+        if rest.starts_with(b"*/") {
+            return true;
+        }
+        let w = rest
+            .iter()
+            .take_while(|c| c.is_ascii_alphabetic() || **c == b'_')
+            .count();
+        if w > 0 && matches!(keyword(&rest[..w]), Some(T::Kw(_) | T::Logic)) {
+            return true;
+        }
+    }
+    false
+}
+
+/// A comparison of an operand with itself (`a=a`, `x <> x`, `abc like abc`, `'1'='1'`): true
+/// or false whatever the row, which is why an injected condition uses it. It must stand where
+/// a condition does: at the value's start or after a quote, `(` or a logic operator, and end
+/// the value or be followed by a comment, `)`, `;` or a logic operator.
+fn self_comparison(s: &[u8]) -> bool {
+    let operand =
+        |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'\'' | b'"' | b'`' | b'.');
+    let mut i = 0;
+    while i < s.len() {
+        let (op_start, op_end) = match s[i] {
+            b'=' | b'<' | b'>' | b'!' => {
+                let mut j = i;
+                while j < s.len() && j < i + 3 && matches!(s[j], b'=' | b'<' | b'>' | b'!') {
+                    j += 1;
+                }
+                (i, j)
+            }
+            b'l' | b'r' if i > 0 && s[i - 1].is_ascii_whitespace() => {
+                let w = if s[i..].starts_with(b"like ") {
+                    4
+                } else if s[i..].starts_with(b"rlike ") {
+                    5
+                } else if s[i..].starts_with(b"regexp ") {
+                    6
+                } else {
+                    i += 1;
+                    continue;
+                };
+                (i, i + w)
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        i = op_end;
+        let left_end = s[..op_start].trim_ascii_end().len();
+        let left_start = left_end
+            - s[..left_end]
+                .iter()
+                .rev()
+                .take_while(|&&c| operand(c))
+                .count();
+        let right_start = op_end + (s[op_end..].len() - s[op_end..].trim_ascii_start().len());
+        let right_end = right_start + s[right_start..].iter().take_while(|&&c| operand(c)).count();
+        let (l, r) = (&s[left_start..left_end], &s[right_start..right_end]);
+        if l.is_empty() || l != r || l.len() > 32 || keyword(l).is_some() {
+            continue;
+        }
+        let before = s[..left_start].trim_ascii_end();
+        let after = s[right_end..].trim_ascii_start();
+        let starts_ok = before.is_empty()
+            || before.ends_with(b"(")
+            || before.ends_with(b" or")
+            || before.ends_with(b" and")
+            || before.ends_with(b"||")
+            || before.ends_with(b"&&")
+            || before == b"or"
+            || before == b"and"
+            || left_start > 0 && matches!(s[left_start - 1], b'\'' | b'"');
+        let ends_ok = after.is_empty()
+            || after.starts_with(b"--")
+            || after.starts_with(b"#")
+            || after.starts_with(b"/*")
+            || after.starts_with(b")")
+            || after.starts_with(b";")
+            || after.starts_with(b"or ")
+            || after.starts_with(b"and ");
+        if starts_ok && ends_ok {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether the tokens hold an operand compared with an operand where a condition stands (the
+/// shape [`self_comparison`] then checks on the bytes): a cheap filter, most values have none.
+fn comparison_stands_alone(t: &[T]) -> bool {
+    let operand = |x: Option<&T>| matches!(x, Some(T::Word | T::Num | T::Str { .. } | T::Ident));
+    (1..t.len()).any(|k| {
+        matches!(t[k], T::Op(O::Cmp) | T::Kw(K::Like))
+            && operand(t.get(k - 1))
+            && operand(t.get(k + 1))
+            && (k == 1 || matches!(t[k - 2], T::Logic | T::LParen | T::Str { .. }))
+            && t.get(k + 2)
+                .is_none_or(|x| matches!(x, T::Comment | T::RParen | T::Semi | T::Logic))
+    })
+}
+
 /// PostgreSQL's `COPY ... TO|FROM PROGRAM 'cmd'`, which runs a shell command on the database
 /// server.
 fn copy_program(s: &[u8]) -> bool {
@@ -1554,6 +1808,36 @@ impl SqliDetector {
         None
     }
 
+    /// The grammar's reading of each path segment and what follows it, as a value put where
+    /// a number or an operand goes (`lower`: the canonical, lower-cased path). At most eight
+    /// segments, the last first.
+    pub(crate) fn detect_segments(&self, lower: &[u8], toks: &mut Vec<T>) -> Option<&'static str> {
+        let mut end = lower.len();
+        for _ in 0..8 {
+            let Some(p) = memchr::memrchr(b'/', &lower[..end]) else {
+                break;
+            };
+            end = p;
+            let seg = &lower[p + 1..];
+            // `/**/` inside SQL is a comment, not a segment; plain segments say nothing.
+            if seg.first() == Some(&b'*') || p > 0 && lower[p - 1] == b'*' {
+                continue;
+            }
+            if seg
+                .iter()
+                .all(|&c| c.is_ascii_alphanumeric() || b"-_.~,".contains(&c))
+            {
+                continue;
+            }
+            tokenize(seg, None, toks);
+            let symbolic = crate::find(seg, b"&&").is_some() || crate::find(seg, b"||").is_some();
+            if let Some(r) = grammar::judge(toks, false, symbolic) {
+                return Some(r);
+            }
+        }
+        None
+    }
+
     /// `lower` is the canonical, lower-cased value.
     pub(crate) fn detect(
         &self,
@@ -1583,15 +1867,31 @@ impl SqliDetector {
         if memchr::memchr3(b'\'', b'"', b'$', lower).is_some() && copy_program(lower) {
             return Some("sqli-statement");
         }
+        if memchr::memchr(b'!', lower).is_some() && versioned_comment(lower) {
+            return Some("sqli-comment-obfuscation");
+        }
         tokenize(lower, None, toks);
-        if let Some(r) = patterns(toks, false) {
+        // `&&`/`||` are code's logic operators, never prose's.
+        let symbolic_logic = memchr::memchr2(b'&', b'|', lower).is_some()
+            && (crate::find(lower, b"&&").is_some() || crate::find(lower, b"||").is_some());
+        if let Some(r) =
+            patterns(toks, false).or_else(|| grammar::judge(toks, false, symbolic_logic))
+        {
             return Some(r);
+        }
+        if comparison_stands_alone(toks) && self_comparison(lower) {
+            return Some("sqli-tautology");
         }
         for q in [b'\'', b'"', b'`'] {
             if memchr::memchr(q, lower).is_some() {
                 tokenize(lower, Some(q), toks);
                 if let Some(r) = patterns(toks, true) {
                     return Some(r);
+                }
+                if toks.first() == Some(&T::Str { closed: true }) {
+                    if let Some(r) = grammar::judge(toks, true, symbolic_logic) {
+                        return Some(r);
+                    }
                 }
             }
         }
@@ -2016,6 +2316,97 @@ mod tests {
             "'A",
             "'- a",
             "' 12",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn system_functions_by_their_family_prefix() {
+        for a in [
+            "1 and pg_read_binary_file('x') is null",
+            "x' and utl_http.request('http://x')='a",
+            "sys.fn_varbintohexstr(0x41)",
+            "master.dbo.xp_regwrite('x')",
+            "sqlite_source_id()",
+            "dbms_xmlgen.getxml('select 1')",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "pg_13 rating",
+            "json_data file",
+            "sp_ guide (2nd ed.)",
+            "lo_fi beats (vinyl)",
+            "my sys.config notes",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn versioned_comments_and_self_comparisons() {
+        for a in [
+            "/*!50000*/",
+            "1 /*!union*/ select 2",
+            "x /*!*/ y",
+            "/*!12345and*/",
+            "a=a",
+            "x <> x",
+            "abc like abc",
+            "' or pw=pw--",
+            "1 and (id=id)",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "/*! jQuery v3.7.1 | (c) OpenJS Foundation */",
+            "/*! normalize.css */",
+            "so-so",
+            "Bora Bora = paradise",
+            "size=M, colour=M",
+            "a=b",
+            "x = x2",
+            "2=2 for 1 deal on socks",
+            "like like like",
+            "50/50",
+        ] {
+            assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn lone_quotes_dangling_operators_and_cut_unions() {
+        for a in [
+            "'",
+            "\"",
+            "`",
+            "')",
+            "\"))",
+            "x'%",
+            "x'|",
+            "x'^",
+            "x' &",
+            "1' union",
+            "') union all",
+            "1 union",
+            "1;desc users",
+            "x';grant all on t to u",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "12\"",
+            "5'",
+            "'a'",
+            "O'",
+            "5+",
+            "4.5/5 -",
+            "rock 'n' union",
+            "the 'union' jack",
+            "2 union jacks",
+            "Great; call me",
+            "nice; desc please",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }
