@@ -132,6 +132,7 @@ async fn answer(
             header("x-original-url")
         ),
         "big" => "x".repeat(2 << 20),
+        "text" => format!("{full} #{n} {}", "compressible text ".repeat(256)),
         _ => format!("{full} #{n}"),
     };
     let mut r = Response::new(Full::new(Bytes::from(body)));
@@ -159,6 +160,10 @@ async fn answer(
             set("etag", &format!("\"v{n}\""));
         }
         "swr" => set("cache-control", "max-age=1, stale-while-revalidate=30"),
+        "text" => {
+            set("cache-control", "max-age=60");
+            set("content-type", "text/plain; charset=utf-8");
+        }
         "tagged" => {
             set("cache-control", "max-age=60");
             set("etag", "\"v1\"");
@@ -603,4 +608,32 @@ async fn the_private_test_route_bypasses_the_cache() {
     let user = get(&edge, "/smoke", &[]).await;
     assert_eq!((x_cache(&user), user.text().as_str()), ("HIT", "/smoke #1"));
     assert_eq!(backend.count("/smoke"), 2);
+}
+
+#[tokio::test]
+async fn compressed_answers_are_stored_once_per_coding() {
+    let (edge, backend) = cached_edge().await;
+    let ask = |accept: &'static str| {
+        let edge = &edge;
+        async move {
+            let headers: Vec<(&str, &str)> = if accept.is_empty() {
+                Vec::new()
+            } else {
+                vec![("accept-encoding", accept)]
+            };
+            let reply = get(edge, "/text/a", &headers).await;
+            (
+                x_cache(&reply).to_string(),
+                reply.header("content-encoding").unwrap_or("-").to_string(),
+            )
+        }
+    };
+    assert_eq!(ask("gzip, deflate, br").await, ("MISS".into(), "br".into()));
+    // Another browser's list that picks brotli too: the same variant.
+    assert_eq!(ask("br;q=1, gzip").await, ("HIT".into(), "br".into()));
+    assert_eq!(ask("gzip").await, ("MISS".into(), "gzip".into()));
+    assert_eq!(ask("gzip").await, ("HIT".into(), "gzip".into()));
+    assert_eq!(ask("").await, ("MISS".into(), "-".into()));
+    assert_eq!(ask("").await, ("HIT".into(), "-".into()));
+    assert_eq!(backend.count("/text/a"), 3);
 }
