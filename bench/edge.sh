@@ -22,6 +22,8 @@
 # 18444), HAProxy 18082; each can be moved (EDGE_PORT, ADMIN_PORT, EDGE_TLS_PORT, NGINX_PORT,
 # NGINX_TLS_PORT, HAPROXY_PORT) when another run holds them. HTTPS uses a self-signed P-256 certificate made for the run; the WAF-off
 # rows go to /nowaf paths, where a [[waf.override]] turns every group off. HTTPS=0 skips HTTPS.
+# The cache-hit row (CACHE=0 skips it): /cached/1k, a 1 KiB answer with max-age=3600, kept by
+# Berth's [cache] and by nginx's proxy_cache on the same rule, measured once both hold it.
 # Writes bench/results/edge-<date>.md. Cleans up everything it started, also on failure.
 
 set -euo pipefail
@@ -513,6 +515,52 @@ for case_path in $PATHS; do
         echo
     } >>"$REPORT"
 done
+
+# ---------------------------------------------------------------------------------------------
+# Cache hits: Berth's response cache against nginx's proxy_cache, the same 1 KiB answer kept by
+# both; the backend answering directly beside them (a hit should beat it: no backend at all).
+# ---------------------------------------------------------------------------------------------
+if [ "${CACHE:-1}" = 1 ]; then
+    log "case cache hit (/cached/1k)"
+    for port in "$EDGE_PORT" "$NGINX_PORT"; do
+        curl -s -o /dev/null "http://127.0.0.1:$port/cached/1k"
+        got=$(curl -s -o /dev/null -D - "http://127.0.0.1:$port/cached/1k" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-cache" {print $2}')
+        [ "$got" = HIT ] || die "127.0.0.1:$port/cached/1k is not a cache hit (X-Cache: '$got')"
+    done
+    rows=()
+    direct_rps=""
+    for target in direct nginx berth; do
+        case $target in
+        direct) port=$BACKEND_PORT; name="direct (backend)"; pids=() ;;
+        nginx) port=$NGINX_PORT; name="nginx proxy_cache"; pids=("$NGINX_PID") ;;
+        berth) port=$EDGE_PORT; name="Berth edge cache"; pids=("$EDGE_PID") ;;
+        esac
+        echo "  $name: wrk http://127.0.0.1:$port/cached/1k ($DURATION)" >&2
+        run_wrk "$target-cache" "http://127.0.0.1:$port/cached/1k" "${pids[@]}"
+        [ "$target" = direct ] && direct_rps=$W_RPS
+        ratio=$(awk -v a="$W_RPS" -v b="$direct_rps" 'BEGIN{ if (b > 0) printf "%.2f", a/b; else print "-" }')
+        rows+=("$name|$W_RPS|$W_P50|$W_P99|$ratio|$W_PROXY_CPU|$W_PER_CPU|$W_BACKEND_CPU|$W_ERRORS")
+    done
+    echo
+    printf '%-18s %8s %8s %8s %9s | %6s %9s %8s | %s\n' "cache hit /1k" req/s p50_ms p99_ms vs_direct proxy req/cpu-s backend "wrk errors"
+    for row in "${rows[@]}"; do
+        IFS='|' read -r a b c d e f g h i <<<"$row"
+        printf '%-18s %8s %8s %8s %9s | %6s %9s %8s | %s\n' "$a" "$b" "$c" "$d" "$e" "$f" "$g" "$h" "$i"
+    done
+    {
+        echo "## Cache hits (1 KiB, \`Cache-Control: public, max-age=3600\`)"
+        echo
+        echo "Berth's \`[cache]\` rule \`/cached/*\` against nginx \`proxy_cache\` (\`proxy_cache_valid 200 1h\`, \`proxy_cache_lock on\`), both warmed and checked for \`X-Cache: HIT\` first; the backend answering directly beside them."
+        echo
+        echo "| target | req/s | p50 (ms) | p99 (ms) | req/s vs direct | proxy CPU | req/s per proxy CPU-s | backend CPU | wrk errors |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+        for row in "${rows[@]}"; do
+            IFS='|' read -r a b c d e f g h i <<<"$row"
+            echo "| $a | $b | $c | $d | $e | $f | $g | $h | $i |"
+        done
+        echo
+    } >>"$REPORT"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Compression: a 20 KiB JSON answer to clients that take gzip (and brotli). nginx compresses

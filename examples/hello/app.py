@@ -44,6 +44,8 @@ FAIL_HEALTH = os.environ.get("FAIL_HEALTH", "") not in ("", "0", "false", "no")
 ERROR_RATE = _env_number("ERROR_RATE", 0.0, float, 0.0, 1.0)
 SLOW_MS = _env_number("SLOW_MS", 0, int, 0)
 # Comma-separated path prefixes SLOW_MS applies to (all paths when empty).
+# The Cache-Control of every answer (the edge's cache tests make them cacheable).
+CACHE_CONTROL = os.environ.get("CACHE_CONTROL", "no-store")
 SLOW_PATHS = [p for p in os.environ.get("SLOW_PATHS", "").split(",") if p.strip()]
 BOOT_MS = _env_number("BOOT_MS", 0, int, 0)
 
@@ -98,7 +100,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
+        self.send_header("Cache-Control", CACHE_CONTROL)
         self.send_header("X-Berth-Replica", REPLICA)
         for key, value in (headers or {}).items():
             self.send_header(key, value)

@@ -164,6 +164,39 @@ pub async fn release_push(client: &ApiClient, action: &crate::ReleaseAction) -> 
     Ok(())
 }
 
+/// `berth cache purge [--service S] [PATH-PREFIX]`.
+pub async fn cache(client: &ApiClient, action: &crate::CacheAction) -> anyhow::Result<()> {
+    use berth_model::api::{PurgeRequest, PurgeResult};
+    let crate::CacheAction::Purge {
+        service,
+        prefix,
+        json,
+        ..
+    } = action;
+    let request = PurgeRequest {
+        service: service.clone(),
+        prefix: prefix.clone(),
+    };
+    let result: PurgeResult = client.post("/v1/cache/purge", &request).await?;
+    if *json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        println!(
+            "purged {} cached answers{}{}",
+            result.purged,
+            service
+                .as_deref()
+                .map(|s| format!(" of {s}"))
+                .unwrap_or_default(),
+            prefix
+                .as_deref()
+                .map(|p| format!(" under {p}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 /// `berth maintenance on|off|status`.
 pub async fn maintenance(
     client: &ApiClient,

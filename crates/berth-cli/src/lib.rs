@@ -95,6 +95,11 @@ pub enum Command {
         #[command(subcommand)]
         action: MaintenanceAction,
     },
+    /// The edge's response cache (`[cache]` in berth.toml).
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
     /// Restart a service's replicas one at a time, each new one healthy before an old one stops.
     Restart {
         service: String,
@@ -295,6 +300,30 @@ pub enum MaintenanceAction {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum CacheAction {
+    /// Drop cached answers: of one service (default: all) under a path prefix (default: all).
+    Purge {
+        /// Only this service's answers.
+        #[arg(long)]
+        service: Option<String>,
+        /// Only answers whose path starts with this (e.g. `/img/`).
+        prefix: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        spec: SpecFile,
+    },
+}
+
+impl CacheAction {
+    pub fn spec(&self) -> &SpecFile {
+        match self {
+            CacheAction::Purge { spec, .. } => spec,
+        }
+    }
+}
+
 impl MaintenanceAction {
     pub fn spec(&self) -> &SpecFile {
         match self {
@@ -365,6 +394,7 @@ impl Cli {
             Command::Metrics(args) => args.spec.file.clone(),
             Command::Top(args) => args.spec.file.clone(),
             Command::Maintenance { action } => action.spec().file.clone(),
+            Command::Cache { action } => action.spec().file.clone(),
             Command::Restore(args) => args.spec.file.clone(),
             Command::Shim { .. } | Command::Edge { .. } => None,
         };

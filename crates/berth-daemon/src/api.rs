@@ -98,6 +98,7 @@ pub fn router(state: ApiState) -> Router {
             "/v1/maintenance",
             post(maintenance_set).get(maintenance_get),
         )
+        .route("/v1/cache/purge", post(cache_purge))
         .merge(crate::secrets::routes())
         .merge(crate::backup::routes())
         .merge(metrics)
@@ -280,6 +281,57 @@ async fn maintenance_get(
         )
     })?;
     Ok(Json(maintenance_status(link.maintenance().as_ref())))
+}
+
+/// Drops the edge's cached answers of a service (all when none) under a path prefix (all when
+/// none). Only here, on the owner's 0600 API socket: the admin listener has no purge.
+async fn cache_purge(
+    State(state): State<ApiState>,
+    body: Result<Json<berth_model::api::PurgeRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<berth_model::api::PurgeResult>, ApiFailure> {
+    let Json(request) = body.map_err(|e| {
+        bad_request(format!(
+            "expected {{\"service\": \"NAME\", \"prefix\": \"/PATH\"}} (both optional): {e}"
+        ))
+    })?;
+    if let Some(name) = &request.service {
+        known_service(&state, name)?;
+    }
+    if let Some(prefix) = &request.prefix {
+        if !prefix.starts_with('/')
+            || prefix.len() > 2048
+            || prefix.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(bad_request(
+                "the path prefix must start with `/` and hold no spaces or control characters",
+            ));
+        }
+    }
+    let link = state.stack.edge.get().ok_or_else(|| {
+        ApiFailure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the edge is not up yet".into(),
+        )
+    })?;
+    let purged = link
+        .purge_cache(request.service.as_deref(), request.prefix.as_deref())
+        .await
+        .map_err(|e| {
+            ApiFailure(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the edge did not purge: {e:#}"),
+            )
+        })?;
+    state.stack.record(
+        berth_model::EventLevel::Info,
+        "edge",
+        format!(
+            "cache purge of {} under {}: {purged} answers",
+            request.service.as_deref().unwrap_or("every service"),
+            request.prefix.as_deref().unwrap_or("/")
+        ),
+    );
+    Ok(Json(berth_model::api::PurgeResult { purged }))
 }
 
 /// Turns maintenance mode on or off: the edge answers 503 with the message (and

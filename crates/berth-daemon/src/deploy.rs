@@ -595,7 +595,11 @@ impl Stack {
                 &self.spec.alarms,
             )),
         };
-        match rollout.run(&mut journal).await {
+        let outcome = rollout.run(&mut journal).await;
+        // Traffic is on one release again (the new one, or the old one after a rollback):
+        // what the edge cached from the other is dropped.
+        self.purge_cache_of(&name, &mut journal).await;
+        match outcome {
             Outcome::Succeeded { retire_at } => {
                 let env = self.env_name().to_string();
                 if let Err(e) =
@@ -646,6 +650,26 @@ impl Stack {
                 }
                 journal.finish(DeployState::RolledBack, Some(verdict));
             }
+        }
+    }
+
+    /// Drops the edge's cached answers of `service` (a journal step when the stack caches).
+    async fn purge_cache_of(&self, service: &str, journal: &mut RecordJournal) {
+        if self.spec.edge.cache.is_none() {
+            return;
+        }
+        let Some(link) = self.edge.get() else { return };
+        match link.purge_cache(Some(service), None).await {
+            Ok(purged) => journal.step(
+                "purge the edge's cache",
+                StepState::Done,
+                &format!("{purged} cached answers of {service} dropped"),
+            ),
+            Err(e) => journal.step(
+                "purge the edge's cache",
+                StepState::Failed,
+                &format!("{e:#}"),
+            ),
         }
     }
 
@@ -818,6 +842,7 @@ impl Stack {
                         StepState::Done,
                         &format!("in {}ms; {current} stopped", began.elapsed().as_millis()),
                     );
+                    self.purge_cache_of(service, &mut journal).await;
                     let _ = self.with_store(|s| s.set_current_release(&env, service, &release.id));
                     journal.finish(DeployState::Succeeded, None);
                 }

@@ -578,6 +578,22 @@ impl EdgeLink {
         .map(|r| r.version)
     }
 
+    /// Drops the edge's cached answers of `service` (all when None) under `prefix` (all paths
+    /// when None); how many went. A restarted edge starts with an empty cache, so a purge
+    /// sent through a restart is still a purge.
+    pub async fn purge_cache(
+        &self,
+        service: Option<&str>,
+        prefix: Option<&str>,
+    ) -> anyhow::Result<u64> {
+        self.call_through_restart(|| ControlRequest::Purge {
+            service: service.map(str::to_string),
+            prefix: prefix.map(str::to_string),
+        })
+        .await
+        .map(|r| r.purged)
+    }
+
     /// Sends a control request; when it fails because the edge is gone (and the link is not
     /// stopped), waits for the restarted edge and sends it once more.
     async fn call_through_restart(
@@ -791,6 +807,26 @@ async fn spawn(
     }
 }
 
+/// The release that takes all of a service's traffic under `weights` (the only one with a
+/// non-zero weight), if any.
+fn sole_release(weights: &BTreeMap<String, u32>) -> Option<&str> {
+    let mut on = weights.iter().filter(|(_, w)| **w > 0);
+    match (on.next(), on.next()) {
+        (Some((release, _)), None) => Some(release),
+        _ => None,
+    }
+}
+
+/// Whether new weights move all the traffic to another release than before: from a split, or
+/// from another sole release. From no weights at all (the service's replicas, all of one
+/// release) to the first weights of a deploy is not a switch.
+fn traffic_switched(before: Option<&BTreeMap<String, u32>>, after: &BTreeMap<String, u32>) -> bool {
+    match (before.filter(|b| !b.is_empty()), sole_release(after)) {
+        (Some(before), Some(now)) => sole_release(before) != Some(now),
+        _ => false,
+    }
+}
+
 #[async_trait::async_trait]
 impl TrafficControl for EdgeLink {
     async fn set_weights(
@@ -799,15 +835,27 @@ impl TrafficControl for EdgeLink {
         weights: BTreeMap<String, u32>,
     ) -> anyhow::Result<()> {
         (self.record_weights)(service, &weights);
-        {
+        let switched = {
             let mut all = self.weights.lock().unwrap_or_else(|e| e.into_inner());
+            let switched = traffic_switched(all.get(service), &weights);
             if weights.is_empty() {
                 all.remove(service);
             } else {
                 all.insert(service.to_string(), weights);
             }
+            switched
+        };
+        self.push().await?;
+        // All the traffic moved to one release (a blue/green switch, a canary's last step, a
+        // switch back): what the edge cached of the other release goes now, not at the end of
+        // the deploy.
+        if switched && self.spec.edge.cache.is_some() {
+            match self.purge_cache(Some(service), None).await {
+                Ok(n) => tracing::info!("{service}: traffic switched; {n} cached answers purged"),
+                Err(e) => tracing::warn!("{service}: purging the edge's cache: {e:#}"),
+            }
         }
-        self.push().await.map(|_| ())
+        Ok(())
     }
 
     async fn refresh(&self) -> anyhow::Result<()> {
@@ -854,5 +902,47 @@ impl TrafficControl for EdgeLink {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(pairs: &[(&str, u32)]) -> BTreeMap<String, u32> {
+        pairs.iter().map(|(r, n)| (r.to_string(), *n)).collect()
+    }
+
+    #[test]
+    fn a_switch_is_all_traffic_moving_to_another_release() {
+        // Blue/green: held on the old release first (not a switch), then the switch.
+        assert!(!traffic_switched(None, &w(&[("r1", 100), ("r2", 0)])));
+        assert!(traffic_switched(
+            Some(&w(&[("r1", 100), ("r2", 0)])),
+            &w(&[("r1", 0), ("r2", 100)])
+        ));
+        // Canary: steps are not switches, the last one is.
+        assert!(!traffic_switched(
+            Some(&w(&[("r1", 100), ("r2", 0)])),
+            &w(&[("r1", 80), ("r2", 20)])
+        ));
+        assert!(traffic_switched(
+            Some(&w(&[("r1", 80), ("r2", 20)])),
+            &w(&[("r1", 0), ("r2", 100)])
+        ));
+        // A rollback back to the old one is a switch; the same weights again are not; dropping
+        // the weights at the end of a deploy is not.
+        assert!(traffic_switched(
+            Some(&w(&[("r1", 0), ("r2", 100)])),
+            &w(&[("r1", 100), ("r2", 0)])
+        ));
+        assert!(!traffic_switched(
+            Some(&w(&[("r1", 0), ("r2", 100)])),
+            &w(&[("r1", 0), ("r2", 100)])
+        ));
+        assert!(!traffic_switched(
+            Some(&w(&[("r1", 0), ("r2", 100)])),
+            &w(&[])
+        ));
     }
 }

@@ -29,6 +29,14 @@ pub enum ControlRequest {
         #[serde(default)]
         service: Option<String>,
     },
+    /// Drop cached answers: of one service (all when None) under a path prefix (all when
+    /// None).
+    Purge {
+        #[serde(default)]
+        service: Option<String>,
+        #[serde(default)]
+        prefix: Option<String>,
+    },
     /// Stop accepting, finish what is in flight, exit.
     Stop,
 }
@@ -52,6 +60,9 @@ pub struct ControlResponse {
     pub admin: Option<std::net::SocketAddr>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub traffic: Vec<berth_model::traffic::ReleaseTraffic>,
+    /// Cached answers a purge removed.
+    #[serde(default)]
+    pub purged: u64,
 }
 
 /// Serves the control socket until `shutdown` turns true.
@@ -148,6 +159,9 @@ fn answer(
         ControlRequest::Status => {}
         ControlRequest::Traffic { service } => {
             response.traffic = edge.metrics.traffic(service.as_deref());
+        }
+        ControlRequest::Purge { service, prefix } => {
+            response.purged = edge.purge_cache(service.as_deref(), prefix.as_deref());
         }
         ControlRequest::Stop => {
             let _ = stop.send(true);

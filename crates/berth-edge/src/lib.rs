@@ -7,6 +7,7 @@
 //! `access.log` (JSON lines, rotated).
 
 pub mod access_line;
+pub mod cache;
 pub mod compress;
 pub mod control;
 pub mod errors;

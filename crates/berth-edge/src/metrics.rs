@@ -30,6 +30,12 @@ pub struct ServiceLabels {
     pub release: String,
 }
 
+/// What the response cache did with a request: `hit`, `miss`, `stale`, `bypass`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    pub result: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     pub service: String,
@@ -234,6 +240,13 @@ pub struct EdgeMetrics {
     pub waf_findings: Family<WafLabels, Counter>,
     /// Requests the WAF blocked, by the service they were routed to.
     pub waf_blocked: Family<ServiceNameLabels, Counter>,
+    /// Requests under a cache rule by what the cache did (hit, miss, stale, bypass).
+    pub cache_requests: Family<CacheLabels, Counter>,
+    /// Answers the cache holds (with `Vary` markers) and the bytes they weigh.
+    pub cache_entries: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub cache_bytes: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// Answers removed by purges and invalidations.
+    pub cache_purged: Counter,
     /// Response compression: answers, bytes in and out, by algorithm.
     pub compress: crate::compress::CompressCounters,
     /// Per (service, release): the rollout engine's counters.
@@ -336,6 +349,30 @@ impl EdgeMetrics {
             "Requests the WAF blocked, by service",
             waf_blocked.clone(),
         );
+        let cache_requests = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "cache_requests",
+            "Requests under a cache rule by result (hit, miss, stale, bypass)",
+            cache_requests.clone(),
+        );
+        let cache_entries = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        registry.register(
+            "cache_entries",
+            "Entries in the response cache",
+            cache_entries.clone(),
+        );
+        let cache_bytes = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        registry.register(
+            "cache_bytes",
+            "Bytes the response cache holds (bodies, headers, keys)",
+            cache_bytes.clone(),
+        );
+        let cache_purged = Counter::default();
+        registry.register(
+            "cache_purged",
+            "Cached answers removed by purges and invalidations",
+            cache_purged.clone(),
+        );
         let tls_handshakes = Counter::default();
         registry.register(
             "tls_handshakes",
@@ -383,6 +420,10 @@ impl EdgeMetrics {
         };
         Self {
             registry,
+            cache_requests,
+            cache_entries,
+            cache_bytes,
+            cache_purged,
             compress,
             tls_handshakes,
             blocked,

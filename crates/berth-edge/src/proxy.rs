@@ -41,7 +41,7 @@ pub type ProxyBody = BoxBody<Bytes, EdgeError>;
 pin_project_lite::pin_project! {
     /// A replica's answer body: read by the edge's own client, or by hyper's for an upgrade.
     #[project = AnswerBodyProj]
-    enum AnswerBody {
+    pub(crate) enum AnswerBody {
         Upstream { #[pin] body: UpstreamBody },
         Compressed { #[pin] body: CompressBody<UpstreamBody> },
         Boxed { #[pin] body: ProxyBody },
@@ -82,14 +82,14 @@ impl Body for AnswerBody {
 
 /// Why a request got an error page: the error, the service it was routed to, and the replica
 /// it was sent to when the replica is at fault (so the failure counts against its release).
-struct Failed {
-    error: EdgeError,
+pub(crate) struct Failed {
+    pub(crate) error: EdgeError,
     service: Option<String>,
-    lease: Option<Lease>,
+    pub(crate) lease: Option<Lease>,
 }
 
 impl Failed {
-    fn new(error: EdgeError) -> Self {
+    pub(crate) fn new(error: EdgeError) -> Self {
         Self {
             error,
             service: None,
@@ -97,7 +97,7 @@ impl Failed {
         }
     }
 
-    fn of(mut self, service: &str) -> Self {
+    pub(crate) fn of(mut self, service: &str) -> Self {
         self.service = Some(service.to_string());
         self
     }
@@ -145,6 +145,8 @@ pub struct CompiledTable {
     /// ACME challenges, HSTS and the HTTPS redirect (the certificates live in the edge's
     /// [`CertStore`]).
     pub tls: TlsTable,
+    /// The `[[cache.rule]]`s (None: no `[cache]`).
+    pub cache_rules: Option<Arc<berth_cache::Rules>>,
 }
 
 impl CompiledTable {
@@ -180,6 +182,11 @@ impl CompiledTable {
                 certificates: Vec::new(),
                 ..table.tls.clone()
             },
+            cache_rules: table
+                .settings
+                .cache
+                .as_ref()
+                .map(|c| Arc::new(berth_cache::Rules::new(c))),
         }
     }
 }
@@ -207,6 +214,8 @@ pub struct Edge {
     pub connections_per_ip: ConnectionCounts,
     /// The WAF of the table in use, with the settings it was built from.
     waf: ArcSwap<Option<(berth_spec::WafSpec, Arc<Waf>)>>,
+    /// The response cache (None: no `[cache]`); kept across tables while its sizes stay.
+    pub(crate) cache_store: arc_swap::ArcSwapOption<berth_cache::Store>,
 }
 
 impl Edge {
@@ -216,6 +225,8 @@ impl Edge {
         let compiled = CompiledTable::compile(&table, &registry, &metrics);
         let settings_rate_limits = table.settings.rate_limits.clone();
         let settings_waf = table.settings.waf.clone();
+        let settings_cache = table.settings.cache.clone();
+        let settings_compress = table.settings.compress.clone();
         let certs = Arc::new(CertStore::default());
         for error in certs.apply(&table.tls) {
             tracing::warn!("certificate not loaded: {error}");
@@ -244,6 +255,11 @@ impl Edge {
             },
             connections_per_ip: ConnectionCounts::default(),
             waf: ArcSwap::from_pointee(build_waf(None, settings_waf.as_ref())),
+            cache_store: arc_swap::ArcSwapOption::new(
+                settings_cache
+                    .as_ref()
+                    .map(|c| crate::cache::new_store(c, &settings_compress)),
+            ),
         })
     }
 
@@ -307,6 +323,7 @@ impl Edge {
                 table.settings.waf.as_ref(),
             )));
         }
+        self.install_cache(table.settings.cache.as_ref(), &table.settings.compress);
         self.metrics.table_version.set(table.version);
         self.table.store(Arc::new(compiled));
         *self.raw_table.lock().unwrap_or_else(|e| e.into_inner()) = table;
@@ -723,16 +740,15 @@ impl Edge {
             return Err(ErrorKind::NoRoute.into());
         };
         let service = route.service.clone();
-        let route_compress = route.compress;
         if guard::in_maintenance(table.maintenance.as_ref(), &service, client_ip) {
             self.metrics.blocked("maintenance");
             let mut error = EdgeError::new(ErrorKind::Maintenance);
             error.page_message = table.maintenance.as_ref().and_then(|m| m.message.clone());
             return Err(Failed::new(error).of(&service));
         }
-        let Some(pool) = table.pools.get(&service) else {
+        if !table.pools.contains_key(&service) {
             return Err(Failed::new(ErrorKind::NoHealthyReplica.into()).of(&service));
-        };
+        }
 
         // The WAF: the head, and the first bytes of a body it reads.
         let mut req = req;
@@ -750,6 +766,48 @@ impl Edge {
                 .map_err(|e| Failed::new(e).of(&service))?;
         }
 
+        // The response cache (`cache.rs`): answered from it, or through it to `forward`.
+        if let Some(plan) = self.cache_plan(&table, &req, client.secure, host, &service) {
+            return self
+                .clone()
+                .through_cache(
+                    plan, &table, req, framing, inspected, client, host, request_id, service,
+                )
+                .await;
+        }
+        self.forward(
+            &table, req, framing, inspected, client, host, request_id, service,
+        )
+        .await
+    }
+
+    /// upstream_peer and forward: a replica of `service` is picked and sent the request (or
+    /// its WebSocket upgrade), retried once on another when nothing of it can have had an
+    /// effect.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn forward<B>(
+        self: &Arc<Self>,
+        table: &CompiledTable,
+        req: Request<B>,
+        framing: Framing,
+        inspected: Vec<Frame<Bytes>>,
+        client: Peer,
+        host: &str,
+        request_id: &HeaderValue,
+        service: String,
+    ) -> Result<(Response<AnswerBody>, Option<Lease>, Option<String>), Failed>
+    where
+        B: Body<Data = Bytes, Error = EdgeError> + Send + Sync + Unpin + 'static,
+    {
+        let settings = &table.settings;
+        let Some(pool) = table.pools.get(&service) else {
+            return Err(Failed::new(ErrorKind::NoHealthyReplica.into()).of(&service));
+        };
+        // The route's own `compress` (its answer is compressed here, before the cache).
+        let route_compress = table
+            .router
+            .route_entry(host, req.uri().path())
+            .and_then(|r| r.compress);
         // upstream_peer
         let test_release = test_route(req.headers(), table.test_key.as_deref());
         let lease = match &test_release {
@@ -1095,6 +1153,7 @@ impl Edge {
 
     /// Refreshes the per-replica gauges (on each metrics scrape).
     pub fn refresh_upstream_gauges(&self) {
+        self.refresh_cache_gauges();
         let table = self.table.load();
         self.metrics.upstream_healthy.clear();
         self.metrics.upstream_in_flight.clear();
@@ -1369,7 +1428,7 @@ pub struct Downstream {
 
 /// The client connection a request came on, as the proxy judges it.
 #[derive(Clone, Copy)]
-struct Peer {
+pub(crate) struct Peer {
     addr: SocketAddr,
     secure: bool,
     /// One of `[edge] trusted_proxies`: its `X-Forwarded-*` headers are believed.
@@ -1503,10 +1562,17 @@ fn build_waf(
 
 pin_project_lite::pin_project! {
     /// A body whose first frames were already read (by the WAF): those, then the rest.
-    struct PrefixedBody<B> {
+    pub(crate) struct PrefixedBody<B> {
         prefix: std::collections::VecDeque<Frame<Bytes>>,
         #[pin]
         inner: B,
+    }
+}
+
+impl<B> PrefixedBody<B> {
+    /// `inner` after the frames already read from it.
+    pub(crate) fn new(prefix: std::collections::VecDeque<Frame<Bytes>>, inner: B) -> Self {
+        Self { prefix, inner }
     }
 }
 
@@ -1627,7 +1693,7 @@ pub fn release_cookie_name(service: &str) -> String {
 }
 
 /// The release named by a request's private test-route headers, when it carries the right key.
-fn test_route(headers: &HeaderMap, key: Option<&str>) -> Option<String> {
+pub(crate) fn test_route(headers: &HeaderMap, key: Option<&str>) -> Option<String> {
     let key = key.filter(|k| !k.is_empty())?;
     let given = headers.get(TEST_KEY_HEADER)?.as_bytes();
     // Compared without an early exit, so timing tells nothing about the key.

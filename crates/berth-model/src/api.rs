@@ -114,6 +114,24 @@ pub struct MaintenanceRequest {
     pub message: Option<String>,
 }
 
+/// `POST /v1/cache/purge`: drop the edge's cached answers of a service (all when None) under a
+/// path prefix (all paths when None).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeRequest {
+    #[serde(default)]
+    pub service: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+/// The answer to a purge.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PurgeResult {
+    /// Cached answers removed.
+    pub purged: u64,
+}
+
 /// `GET /v1/maintenance` and the answer to a change: what is in maintenance now.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MaintenanceStatus {

@@ -148,6 +148,9 @@ pub struct EdgeSettings {
     /// The WAF (none in tables written before it existed: off).
     #[serde(default)]
     pub waf: Option<berth_spec::WafSpec>,
+    /// The response cache (`[cache]`; none in tables written before it existed: off).
+    #[serde(default)]
+    pub cache: Option<berth_spec::CacheSpec>,
     /// Response compression (`[edge] compress*`; a route's `compress` overrides `enabled`).
     #[serde(default)]
     pub compress: berth_spec::CompressSpec,
@@ -220,6 +223,7 @@ impl From<&berth_spec::EdgeSpec> for EdgeSettings {
             response_headers: edge.response_headers.clone(),
             hide_server: edge.hide_server,
             waf: Some(edge.waf.clone()),
+            cache: edge.cache.clone(),
             compress: edge.compress.clone(),
         }
     }

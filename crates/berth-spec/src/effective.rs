@@ -258,6 +258,7 @@ pub(crate) fn build(raw: &RawSpec, path: &Path, environment: Option<&str>) -> Sp
                 .clone()
                 .unwrap_or_else(EdgeSpec::default_limit_exempt),
             waf: raw.waf.clone().unwrap_or_default(),
+            cache: raw.cache.clone(),
         },
         tls: crate::tls::build(raw, &folder),
         containers: crate::types::ContainersSpec {

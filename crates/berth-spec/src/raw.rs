@@ -51,6 +51,8 @@ pub(crate) struct RawSpec {
     pub compress: RawCompress,
     pub maintenance_allow: Option<Vec<ipnet::IpNet>>,
     pub waf: Option<crate::types::WafSpec>,
+    /// `[cache]` (None: not written).
+    pub cache: Option<crate::types::CacheSpec>,
     pub acme: crate::tls::RawAcme,
     pub env: BTreeMap<String, String>,
     pub services: BTreeMap<String, RawService>,

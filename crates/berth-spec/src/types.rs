@@ -96,10 +96,137 @@ pub struct EdgeSpec {
     /// `pin_workers`: worker i runs only on the i-th core the edge may run on.
     #[serde(default)]
     pub pin_workers: bool,
+    /// `[cache]`: the edge's response cache (None: no `[cache]` table, nothing is cached).
+    #[serde(default)]
+    pub cache: Option<CacheSpec>,
     /// `compress`, `compress_min_size`, `compress_types`, `compress_algorithms`: response
     /// compression (on by default, as the references' CloudFront).
     #[serde(default)]
     pub compress: crate::compress::CompressSpec,
+}
+
+/// `[cache]`: the edge's response cache (the references' CloudFront cache behaviours).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CacheSpec {
+    /// `max_size`: bytes the whole cache may hold (bodies, headers and keys).
+    pub max_size: u64,
+    /// `max_object`: larger answers are passed through, never stored.
+    pub max_object: u64,
+    /// `[[cache.rule]]` in the order written; the references' when none is written.
+    pub rules: Vec<CacheRuleSpec>,
+}
+
+impl Default for CacheSpec {
+    fn default() -> Self {
+        Self {
+            max_size: 256 << 20,
+            max_object: 8 << 20,
+            rules: CacheRuleSpec::reference_rules(),
+        }
+    }
+}
+
+/// What of the query string is keyed and sent on (CloudFront's query string forwarding).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheQuery {
+    /// All of it, as the client wrote it.
+    #[default]
+    All,
+    /// None: the replica never sees it.
+    None,
+    /// Only these parameters, sorted.
+    Only(Vec<String>),
+}
+
+/// One `[[cache.rule]]`: a path pattern and how long its answers are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CacheRuleSpec {
+    /// `*` any characters, `?` one; matched against the decoded path.
+    pub path: String,
+    /// The lifetime of an answer without `Cache-Control: max-age`/`s-maxage` or `Expires`.
+    pub default_ttl: Duration,
+    /// The answer's own lifetime is raised to at least this.
+    pub min_ttl: Duration,
+    /// ... and lowered to at most this; 0 makes the rule a never-cache rule.
+    pub max_ttl: Duration,
+    pub query: CacheQuery,
+    /// `cookies = true`: the request's `Cookie` goes to the replica and into the key, and
+    /// answers with `Set-Cookie` may be stored. False: `Cookie` is not sent on, `Set-Cookie`
+    /// answers are never stored.
+    pub cookies: bool,
+    /// `authorization = true`: requests with `Authorization` use the cache, keyed by it.
+    /// False: they bypass it.
+    pub authorization: bool,
+    /// How long past its lifetime an answer is served when the replicas fail.
+    pub stale_if_error: Duration,
+    /// How long past its lifetime an answer is served while one request refreshes it.
+    pub stale_while_revalidate: Duration,
+}
+
+impl Default for CacheRuleSpec {
+    /// CloudFront's legacy cache settings: 0 s to a year, a day by default.
+    fn default() -> Self {
+        Self {
+            path: "/*".into(),
+            default_ttl: Duration::from_secs(86_400),
+            min_ttl: Duration::ZERO,
+            max_ttl: Duration::from_secs(31_536_000),
+            query: CacheQuery::All,
+            cookies: false,
+            authorization: false,
+            stale_if_error: Duration::from_secs(600),
+            stale_while_revalidate: Duration::ZERO,
+        }
+    }
+}
+
+impl CacheRuleSpec {
+    /// The references' behaviours: never `/admin*`, `/cart`, `/order`, `/my-account`; `/img/*`
+    /// a day to a year without the query string; static assets a year.
+    pub fn reference_rules() -> Vec<CacheRuleSpec> {
+        let never = |path: &str| CacheRuleSpec {
+            path: path.into(),
+            default_ttl: Duration::ZERO,
+            max_ttl: Duration::ZERO,
+            ..Default::default()
+        };
+        let year = Duration::from_secs(31_536_000);
+        let mut rules = vec![
+            never("/admin*"),
+            never("/cart*"),
+            never("/order*"),
+            never("/my-account*"),
+            CacheRuleSpec {
+                path: "/img/*".into(),
+                query: CacheQuery::None,
+                ..Default::default()
+            },
+        ];
+        for path in [
+            "/static/*",
+            "*.css",
+            "*.js",
+            "*.woff2",
+            "*.woff",
+            "*.jpg",
+            "*.jpeg",
+            "*.png",
+            "*.webp",
+            "*.gif",
+            "*.svg",
+            "*.ico",
+        ] {
+            rules.push(CacheRuleSpec {
+                path: path.into(),
+                default_ttl: year,
+                ..Default::default()
+            });
+        }
+        rules
+    }
 }
 
 /// The WAF's rule groups and modes (`[waf]`), as the spec names them.
@@ -478,6 +605,7 @@ impl Default for EdgeSpec {
             waf: WafSpec::default(),
             workers: None,
             pin_workers: false,
+            cache: None,
             compress: crate::compress::CompressSpec::default(),
         }
     }

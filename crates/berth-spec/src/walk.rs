@@ -21,6 +21,7 @@ use crate::units::{self, closest, list};
 mod alarm;
 mod autoscale;
 mod backup;
+mod cache;
 mod compress;
 mod container;
 mod cron;
@@ -49,6 +50,7 @@ const TOP_KEYS: &[&str] = &[
     "rate_limit",
     "allow",
     "waf",
+    "cache",
     "environment",
     "backup",
     "containers",
@@ -193,6 +195,7 @@ impl Walker<'_> {
                 "rate_limit" => spec.rate_limits = self.rate_limits(value),
                 "allow" => spec.allow = self.allow_rules(value),
                 "waf" => spec.waf = self.waf(value),
+                "cache" => spec.cache = self.cache(value),
                 "acme" => spec.acme = self.acme(value),
                 "backup" => spec.backup = self.backup(value),
                 "containers" => spec.container_socket = self.containers(value),

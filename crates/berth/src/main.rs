@@ -129,6 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => commands::scale(&client, &service, replicas).await,
         Command::Restart { service, .. } => commands::restart(&client, &service).await,
         Command::Maintenance { action } => commands::maintenance(&client, &action).await,
+        Command::Cache { action } => commands::cache(&client, &action).await,
         Command::Down { .. } => commands::down(&client).await,
         Command::Events { limit, json, .. } => commands::events(&client, limit, json).await,
         Command::Alarms { json, .. } => commands::alarms(&client, json).await,

@@ -10,6 +10,7 @@ mod load;
 mod alarms;
 mod autoscale;
 mod backup;
+mod cache;
 mod cli;
 mod compress;
 mod containers;

@@ -8,6 +8,7 @@ mod recorder;
 mod ws;
 
 mod balancing;
+mod cache;
 mod compress;
 mod failures;
 mod guards;

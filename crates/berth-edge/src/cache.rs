@@ -1,0 +1,754 @@
+//! The response cache on the request path (`docs/edge.md`, "Response cache"): the one place
+//! where `berth_cache`'s decisions become requests to the replicas and answers to clients.
+//! After routing and the WAF, a GET or HEAD under a `[[cache.rule]]` is answered from the
+//! store (`X-Cache: HIT`), or fetched once for every concurrent request of its key (the others
+//! wait for it, bounded), stored when the policy allows and answered `X-Cache: MISS`; a stale
+//! answer is served (`X-Cache: STALE`) while one background request refreshes it, or when the
+//! replicas fail within its stale-if-error window; conditional requests are answered `304`
+//! from it. POST, PUT, DELETE and PATCH to a URL drop its entries (RFC 9111 4.4).
+//!
+//! Where compression will sit: it applies to the replica's answer inside `forward`, so what is
+//! stored is what the client gets, compressed once; the key then holds the `Vary`ed
+//! `Accept-Encoding` normalised by the store's hook (`Store::set_normalizer`).
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use berth_cache::policy::{self, NOT_MODIFIED_HEADERS, UNKEYED_REQUEST_HEADERS};
+use berth_cache::{Flight, Object, Rules, State, Store};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body, Frame};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::PathAndQuery;
+use hyper::{Method, Request, Response, StatusCode, Uri};
+
+use crate::errors::{EdgeError, Side};
+use crate::http1::head::Framing;
+use crate::metrics::CacheLabels;
+use crate::pool::Lease;
+use crate::proxy::{AnswerBody, CompiledTable, Edge, Failed, Peer, PrefixedBody};
+
+/// How long a request waits for another's fetch of the same key before asking itself.
+const FOLLOW_LIMIT: Duration = Duration::from_secs(10);
+
+static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+/// The body of a request the cache sends on its own (a refresh): none.
+type NoBody = http_body_util::combinators::MapErr<Empty<Bytes>, fn(Infallible) -> EdgeError>;
+
+fn no_body() -> NoBody {
+    Empty::new().map_err(|never: Infallible| match never {})
+}
+
+/// What the cache does with a request.
+pub(crate) enum CachePlan {
+    /// A GET or HEAD under a cache rule.
+    Use {
+        store: Arc<Store>,
+        rules: Arc<Rules>,
+        rule: usize,
+        primary: String,
+    },
+    /// An unsafe method on a URL under a cache rule: its entries go on a non-error answer.
+    Invalidate { store: Arc<Store>, primary: String },
+}
+
+type Answer = (Response<AnswerBody>, Option<Lease>, Option<String>);
+
+impl Edge {
+    /// Whether `req` goes through the cache (None: forwarded as if there were none).
+    pub(crate) fn cache_plan<B: Body>(
+        &self,
+        table: &CompiledTable,
+        req: &Request<B>,
+        secure: bool,
+        host: &str,
+        _service: &str,
+    ) -> Option<CachePlan> {
+        let rules = table.cache_rules.as_ref()?;
+        // The private test route (smoke checks of a release before it takes traffic) must
+        // reach that release, and what it gets must never be stored for everyone.
+        if crate::proxy::test_route(req.headers(), table.test_key.as_deref()).is_some() {
+            return None;
+        }
+        let store = self.cache_store.load_full()?;
+        // Rules match the path as the application reads it (`/%61dmin` is `/admin`); a path
+        // that does not decode is not cached.
+        let normal = crate::guard::normalize_path(req.uri().path())?;
+        let rule = rules.select_index(&normal)?;
+        let spec = &rules.rules[rule];
+        let primary = policy::primary_key(
+            spec,
+            secure,
+            host,
+            req.uri().path(),
+            req.uri().query(),
+            req.headers(),
+        );
+        if policy::invalidates(req.method()) {
+            return Some(CachePlan::Invalidate { store, primary });
+        }
+        let allowed = policy::request_allowed(spec, req.method(), req.headers()).and_then(|()| {
+            match body_framing_of(req) {
+                true => Err(policy::Skip::Method),
+                false => Ok(()),
+            }
+        });
+        if allowed.is_err() {
+            self.cache_count("bypass");
+            return None;
+        }
+        Some(CachePlan::Use {
+            store,
+            rules: rules.clone(),
+            rule,
+            primary,
+        })
+    }
+
+    fn cache_count(&self, result: &'static str) {
+        self.metrics
+            .cache_requests
+            .get_or_create(&CacheLabels { result })
+            .inc();
+    }
+
+    /// A new table's `[cache]`: the store is made, kept (same sizes) or dropped.
+    pub(crate) fn install_cache(
+        &self,
+        spec: Option<&berth_spec::CacheSpec>,
+        compress: &berth_spec::CompressSpec,
+    ) {
+        let current = self.cache_store.load();
+        let same = match (current.as_ref(), spec) {
+            (Some(store), Some(spec)) => {
+                store.max_size() == spec.max_size
+                    && store.max_object == spec.max_object
+                    && store.normalizes(&header::ACCEPT_ENCODING)
+                        == normalizes_accept_encoding(compress)
+            }
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.cache_store
+                .store(spec.map(|spec| new_store(spec, compress)));
+        }
+    }
+
+    /// Refreshes the cache gauges (on each metrics scrape).
+    pub(crate) fn refresh_cache_gauges(&self) {
+        let (entries, bytes) = self
+            .cache_store
+            .load()
+            .as_ref()
+            .map_or((0, 0), |s| s.usage());
+        self.metrics.cache_entries.set(entries as i64);
+        self.metrics.cache_bytes.set(bytes as i64);
+    }
+
+    /// `berth cache purge`: drops the entries of `service` (all when None) under `prefix`
+    /// (all paths when None); returns how many answers went.
+    pub fn purge_cache(&self, service: Option<&str>, prefix: Option<&str>) -> u64 {
+        let Some(store) = self.cache_store.load_full() else {
+            return 0;
+        };
+        let removed = store.purge(service, prefix);
+        self.metrics.cache_purged.inc_by(removed);
+        tracing::info!(
+            "cache purge (service {}, prefix {}): {removed} answers",
+            service.unwrap_or("*"),
+            prefix.unwrap_or("/")
+        );
+        removed
+    }
+
+    /// Serves a request through the cache (see the module's doc).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn through_cache<B>(
+        self: Arc<Self>,
+        plan: CachePlan,
+        table: &Arc<CompiledTable>,
+        req: Request<B>,
+        framing: Framing,
+        inspected: Vec<Frame<Bytes>>,
+        client: Peer,
+        host: &str,
+        request_id: &HeaderValue,
+        service: String,
+    ) -> Result<Answer, Failed>
+    where
+        B: Body<Data = Bytes, Error = EdgeError> + Send + Sync + Unpin + 'static,
+    {
+        let (store, rules, rule, primary) = match plan {
+            CachePlan::Invalidate { store, primary } => {
+                let answer = self
+                    .forward(
+                        table, req, framing, inspected, client, host, request_id, service,
+                    )
+                    .await?;
+                if answer.0.status().as_u16() < 400 {
+                    store.invalidate(&primary);
+                    self.metrics.cache_purged.inc();
+                }
+                return Ok(answer);
+            }
+            CachePlan::Use {
+                store,
+                rules,
+                rule,
+                primary,
+            } => (store, rules, rule, primary),
+        };
+        let spec = &rules.rules[rule];
+        let method = req.method().clone();
+        // The request as the replica gets it: the key's query only, no Cookie unless the rule
+        // lets it through, none of the unkeyed headers that change answers, no client
+        // conditionals (the cache asks with its own).
+        let (mut parts, _body) = req.into_parts();
+        let client_headers = parts.headers.clone();
+        if let Some(uri) = cache_uri(&parts.uri, policy::cache_query(spec, parts.uri.query())) {
+            parts.uri = uri;
+        }
+        if !spec.spec.cookies {
+            parts.headers.remove(header::COOKIE);
+        }
+        for name in UNKEYED_REQUEST_HEADERS {
+            parts.headers.remove(name);
+        }
+        for name in [
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_MATCH,
+            header::IF_UNMODIFIED_SINCE,
+            header::IF_RANGE,
+        ] {
+            parts.headers.remove(name);
+        }
+        let now = Instant::now();
+        let (key, found) = store.lookup(&primary, &parts.headers, now);
+        let mut stale = None;
+        if let Some(object) = found {
+            match object.state(now) {
+                State::Fresh => {
+                    self.cache_count("hit");
+                    return Ok(served(&object, "HIT", &method, &client_headers, service));
+                }
+                State::StaleRevalidate => {
+                    if object.claim_refresh() {
+                        let edge = self.clone();
+                        let (table, parts, host, request_id) = (
+                            table.clone(),
+                            parts.clone(),
+                            host.to_string(),
+                            request_id.clone(),
+                        );
+                        let (store, rules, object, primary, service) = (
+                            store.clone(),
+                            rules.clone(),
+                            object.clone(),
+                            primary.clone(),
+                            service.clone(),
+                        );
+                        tokio::spawn(async move {
+                            let refresh = Refresh {
+                                store: &store,
+                                rules: &rules,
+                                rule,
+                                primary: &primary,
+                            };
+                            let ok = refresh
+                                .fetch(
+                                    &edge,
+                                    &table,
+                                    parts,
+                                    Some(&object),
+                                    client,
+                                    &host,
+                                    &request_id,
+                                    service,
+                                )
+                                .await
+                                .is_ok_and(|r| r.stored);
+                            if !ok {
+                                object.release_refresh();
+                            }
+                        });
+                    }
+                    self.cache_count("stale");
+                    return Ok(served(&object, "STALE", &method, &client_headers, service));
+                }
+                State::StaleIfError | State::Expired => stale = Some(object),
+            }
+        }
+        // A miss (or a stale answer to refresh). HEAD is sent on as it is, never stored.
+        if method == Method::HEAD {
+            self.cache_count("miss");
+            return self
+                .forward(
+                    table,
+                    Request::from_parts(parts, no_body()),
+                    Framing::Empty,
+                    Vec::new(),
+                    client,
+                    host,
+                    request_id,
+                    service,
+                )
+                .await
+                .map(|mut a| {
+                    a.0.headers_mut()
+                        .insert(X_CACHE.clone(), HeaderValue::from_static("MISS"));
+                    a
+                });
+        }
+        let guard = match store.join(&key) {
+            Flight::Leader(guard) => Some(guard),
+            Flight::Follower(done) => {
+                berth_cache::follow(done, FOLLOW_LIMIT).await;
+                let (_, again) = store.lookup(&primary, &parts.headers, Instant::now());
+                if let Some(object) = again.filter(|o| o.state(Instant::now()) == State::Fresh) {
+                    store.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+                    self.cache_count("hit");
+                    return Ok(served(&object, "HIT", &method, &client_headers, service));
+                }
+                // Not stored (or too slow): this request asks on its own.
+                None
+            }
+        };
+        let refresh = Refresh {
+            store: &store,
+            rules: &rules,
+            rule,
+            primary: &primary,
+        };
+        let started = Instant::now();
+        let fetched = refresh
+            .fetch(
+                &self,
+                table,
+                parts,
+                stale.as_ref(),
+                client,
+                host,
+                request_id,
+                service.clone(),
+            )
+            .await;
+        drop(guard);
+        let usable_stale = stale.filter(|o| o.state(Instant::now()) != State::Expired);
+        match fetched {
+            Ok(fetched) if fetched.failed_status() && usable_stale.is_some() => {
+                let object = usable_stale.expect("checked");
+                count_against_release(fetched.lease.as_ref(), fetched.status, started);
+                tracing::warn!(
+                    "cache: {} answered {}; serving {} stale",
+                    service,
+                    fetched.status,
+                    object.path
+                );
+                self.cache_count("stale");
+                Ok(served(&object, "STALE", &method, &client_headers, service))
+            }
+            Ok(fetched) => {
+                self.cache_count("miss");
+                let label = if fetched.revalidated { "HIT" } else { "MISS" };
+                match fetched.answer {
+                    Fetched::Stored(object) => {
+                        let mut answer = served(&object, label, &method, &client_headers, service);
+                        answer.1 = fetched.lease;
+                        Ok(answer)
+                    }
+                    Fetched::Passed(response) => {
+                        let mut response = *response;
+                        response
+                            .headers_mut()
+                            .insert(X_CACHE.clone(), HeaderValue::from_static("MISS"));
+                        Ok((response, fetched.lease, Some(service)))
+                    }
+                }
+            }
+            Err(failed) if failed.error.side != Side::Client && usable_stale.is_some() => {
+                let object = usable_stale.expect("checked");
+                tracing::warn!("cache: {}; serving {} stale", failed.error, object.path);
+                if failed.error.side == Side::Replica {
+                    count_against_release(
+                        failed.lease.as_ref(),
+                        failed.error.status().as_u16(),
+                        started,
+                    );
+                }
+                self.cache_count("stale");
+                Ok(served(&object, "STALE", &method, &client_headers, service))
+            }
+            Err(failed) => {
+                self.cache_count("miss");
+                Err(failed)
+            }
+        }
+    }
+}
+
+/// The store of a `[cache]`. Where the key's normalisation of request headers is set: the
+/// default keys `Accept-Encoding` as `br`, `zstd`, `gzip` or `identity`
+/// ([`policy::accept_encoding_choice`]); a compressor that chooses otherwise sets its own
+/// choice here (`Store::set_normalizer`).
+pub(crate) fn new_store(
+    spec: &berth_spec::CacheSpec,
+    compress: &berth_spec::CompressSpec,
+) -> Arc<Store> {
+    let mut store = Store::new(spec.max_size, spec.max_object);
+    if !normalizes_accept_encoding(compress) {
+        store.keep_exact(&header::ACCEPT_ENCODING);
+    }
+    Arc::new(store)
+}
+
+/// Whether keys may hold `Accept-Encoding` as [`policy::accept_encoding_choice`] picks it:
+/// only while the edge's compressor prefers the codings in that same order (the default).
+/// Another `compress_algorithms` order keys the header exactly as sent (more variants, never a
+/// variant served to a client that does not accept its coding).
+fn normalizes_accept_encoding(compress: &berth_spec::CompressSpec) -> bool {
+    use berth_spec::Coding;
+    compress.algorithms == [Coding::Br, Coding::Zstd, Coding::Gzip]
+}
+
+/// What a fetch brought: an answer stored (or refreshed by a `304`), or one passed through.
+enum Fetched {
+    Stored(Arc<Object>),
+    Passed(Box<Response<AnswerBody>>),
+}
+
+struct FetchResult {
+    status: u16,
+    answer: Fetched,
+    lease: Option<Lease>,
+    /// Whether it was stored (or refreshed).
+    stored: bool,
+    /// A `304` refreshed the stale answer.
+    revalidated: bool,
+}
+
+impl FetchResult {
+    /// A 5xx that a stale answer may stand in for.
+    fn failed_status(&self) -> bool {
+        matches!(self.status, 500 | 502 | 503 | 504)
+    }
+}
+
+/// One fetch of a key from the replicas.
+struct Refresh<'a> {
+    store: &'a Store,
+    rules: &'a Rules,
+    rule: usize,
+    primary: &'a str,
+}
+
+impl Refresh<'_> {
+    /// Sends the prepared request (conditional when `stale` has validators), stores what the
+    /// policy allows, and reads at most `max_object` bytes of a body to do so (a longer one is
+    /// passed through as it comes).
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch(
+        &self,
+        edge: &Arc<Edge>,
+        table: &CompiledTable,
+        mut parts: hyper::http::request::Parts,
+        stale: Option<&Arc<Object>>,
+        client: Peer,
+        host: &str,
+        request_id: &HeaderValue,
+        service: String,
+    ) -> Result<FetchResult, Failed> {
+        let rule = &self.rules.rules[self.rule];
+        let mut conditional = false;
+        if let Some(stale) = stale.filter(|o| o.status == 200) {
+            if let Some(etag) = stale.headers.get(header::ETAG) {
+                parts.headers.insert(header::IF_NONE_MATCH, etag.clone());
+                conditional = true;
+            } else if let Some(modified) = stale.headers.get(header::LAST_MODIFIED) {
+                parts
+                    .headers
+                    .insert(header::IF_MODIFIED_SINCE, modified.clone());
+                conditional = true;
+            }
+        }
+        let path = parts.uri.path().to_string();
+        let sent = parts.headers.clone();
+        let request_time = SystemTime::now();
+        let (response, lease, _) = edge
+            .forward(
+                table,
+                Request::from_parts(parts, no_body()),
+                Framing::Empty,
+                Vec::new(),
+                client,
+                host,
+                request_id,
+                service.clone(),
+            )
+            .await?;
+        let response_time = SystemTime::now();
+        let status = response.status().as_u16();
+        let result = |answer, lease, stored, revalidated| FetchResult {
+            status,
+            answer,
+            lease,
+            stored,
+            revalidated,
+        };
+        let passed = |response, lease| FetchResult {
+            status,
+            answer: Fetched::Passed(Box::new(response)),
+            lease,
+            stored: false,
+            revalidated: false,
+        };
+        // 304 to the cache's own conditional: the stale answer is fresh again, with the
+        // headers the 304 updates (RFC 9111 4.3.4).
+        if status == 304 && conditional {
+            let stale = stale.expect("conditional implies a stale answer");
+            let mut headers = stale.headers.clone();
+            for (name, value) in response.headers() {
+                if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
+                    headers.insert(name.clone(), value.clone());
+                }
+            }
+            strip_stored(&mut headers);
+            let freshness = policy::storable(
+                rule,
+                &sent,
+                stale.status,
+                &headers,
+                request_time,
+                response_time,
+            );
+            let object = match freshness {
+                Ok(freshness) => {
+                    let object = Object::new(
+                        stale.status,
+                        headers,
+                        stale.body.clone(),
+                        &service,
+                        &path,
+                        freshness,
+                        Instant::now(),
+                    );
+                    self.store.stats.revalidated.fetch_add(1, Ordering::Relaxed);
+                    self.store.insert(self.primary, &sent, object)
+                }
+                Err(_) => None,
+            };
+            let stored = object.is_some();
+            let object = object.unwrap_or_else(|| stale.clone());
+            return Ok(result(Fetched::Stored(object), lease, stored, true));
+        }
+        let freshness = policy::storable(
+            rule,
+            &sent,
+            status,
+            response.headers(),
+            request_time,
+            response_time,
+        );
+        let too_large = response
+            .body()
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n > self.store.max_object);
+        let freshness = match freshness {
+            Ok(f) if !too_large => f,
+            _ => {
+                self.store.stats.not_stored.fetch_add(1, Ordering::Relaxed);
+                return Ok(passed(response, lease));
+            }
+        };
+        // Read the body, at most max_object bytes; past that it goes on as it comes.
+        let (head, mut body) = response.into_parts();
+        let mut frames: Vec<Frame<Bytes>> = Vec::new();
+        let mut size = 0u64;
+        let mut whole = true;
+        loop {
+            match body.frame().await {
+                None => break,
+                Some(Err(error)) => return Err(Failed::new(error).of(&service)),
+                Some(Ok(frame)) => {
+                    match frame.data_ref() {
+                        Some(data) => size += data.len() as u64,
+                        // Trailers: passed on, not stored.
+                        None => whole = false,
+                    }
+                    frames.push(frame);
+                    if size > self.store.max_object || !whole {
+                        break;
+                    }
+                }
+            }
+        }
+        if size > self.store.max_object || !whole {
+            self.store.stats.not_stored.fetch_add(1, Ordering::Relaxed);
+            let body = PrefixedBody::new(frames.into(), body);
+            let response = Response::from_parts(head, AnswerBody::Boxed { body: body.boxed() });
+            return Ok(passed(response, lease));
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        for frame in &frames {
+            if let Some(d) = frame.data_ref() {
+                data.extend_from_slice(d);
+            }
+        }
+        let mut headers = head.headers;
+        strip_stored(&mut headers);
+        let object = Object::new(
+            status,
+            headers,
+            Bytes::from(data),
+            &service,
+            &path,
+            freshness,
+            Instant::now(),
+        );
+        match self.store.insert(self.primary, &sent, object) {
+            Some(object) => Ok(result(Fetched::Stored(object), lease, true, false)),
+            None => {
+                // Refused by the store (size): the parts go on as a plain answer.
+                let mut body_bytes = Vec::new();
+                for frame in frames {
+                    if let Ok(d) = frame.into_data() {
+                        body_bytes.extend_from_slice(&d);
+                    }
+                }
+                let mut response = Response::new(AnswerBody::Boxed {
+                    body: Full::new(Bytes::from(body_bytes))
+                        .map_err(|never| match never {})
+                        .boxed(),
+                });
+                *response.status_mut() = head.status;
+                Ok(passed(response, lease))
+            }
+        }
+    }
+}
+
+/// A replica's failure that a stale answer hid from the client still counts against its
+/// release: a deploy's error-rate rule must see a failing release even where the cache covers
+/// for it.
+fn count_against_release(lease: Option<&Lease>, status: u16, started: Instant) {
+    if let Some(metrics) = lease.and_then(|l| l.upstream.metrics.as_ref()) {
+        metrics.observe(None, status, started.elapsed().as_secs_f64(), 0);
+    }
+}
+
+/// Whether the request has a body (a GET with one is not served from the cache).
+fn body_framing_of<B: Body>(req: &Request<B>) -> bool {
+    match req.body().size_hint().exact() {
+        Some(0) => false,
+        _ => !req.body().is_end_stream(),
+    }
+}
+
+/// The request URI with the query the cache keys and sends on (None: unchanged).
+fn cache_uri(uri: &Uri, query: Option<String>) -> Option<Uri> {
+    if uri.query() == query.as_deref() {
+        return None;
+    }
+    let path_and_query = match query {
+        Some(q) => format!("{}?{q}", uri.path()),
+        None => uri.path().to_string(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(PathAndQuery::from_maybe_shared(Bytes::from(path_and_query)).ok()?);
+    Uri::from_parts(parts).ok()
+}
+
+/// Headers never kept in a stored answer: framing and hop-by-hop ones (the edge writes its
+/// own) and `Age` (worked out anew on each answer).
+fn strip_stored(headers: &mut HeaderMap) {
+    for name in [
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::CONNECTION,
+        header::AGE,
+        header::TRAILER,
+        header::UPGRADE,
+        HeaderName::from_static("keep-alive"),
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// A stored answer as the client gets it: `304` when its conditional request matches, the
+/// body left out for HEAD, with `Age` and `X-Cache`.
+fn served(
+    object: &Object,
+    label: &'static str,
+    method: &Method,
+    client: &HeaderMap,
+    service: String,
+) -> Answer {
+    let now = Instant::now();
+    let mut headers = HeaderMap::with_capacity(object.headers.len() + 3);
+    let not_modified =
+        (200..300).contains(&object.status) && policy::not_modified(client, &object.headers);
+    let status = if not_modified {
+        for name in NOT_MODIFIED_HEADERS.iter() {
+            for value in object.headers.get_all(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        if let Some(modified) = object.headers.get(header::LAST_MODIFIED) {
+            headers.insert(header::LAST_MODIFIED, modified.clone());
+        }
+        StatusCode::NOT_MODIFIED
+    } else {
+        headers.clone_from(&object.headers);
+        StatusCode::from_u16(object.status).unwrap_or(StatusCode::OK)
+    };
+    headers.insert(header::AGE, HeaderValue::from(object.age(now).as_secs()));
+    headers.insert(X_CACHE.clone(), HeaderValue::from_static(label));
+    let body = if not_modified {
+        Bytes::new()
+    } else {
+        if *method == Method::HEAD {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(object.body.len()));
+        }
+        object.body.clone()
+    };
+    let mut response = Response::new(AnswerBody::Boxed {
+        body: Full::new(body).map_err(|never| match never {}).boxed(),
+    });
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    (response, None, Some(service))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_uri_keeps_only_the_keyed_query() {
+        let uri: Uri = "/img/a.png?utm=1&v=2".parse().unwrap();
+        assert_eq!(
+            cache_uri(&uri, Some("v=2".into())).unwrap().to_string(),
+            "/img/a.png?v=2"
+        );
+        assert_eq!(cache_uri(&uri, None).unwrap().to_string(), "/img/a.png");
+        assert!(cache_uri(&uri, Some("utm=1&v=2".into())).is_none());
+        let plain: Uri = "/x".parse().unwrap();
+        assert!(cache_uri(&plain, None).is_none());
+    }
+
+    #[test]
+    fn stored_headers_lose_framing_and_age() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        headers.insert(header::AGE, HeaderValue::from_static("5"));
+        headers.insert(header::ETAG, HeaderValue::from_static("\"1\""));
+        strip_stored(&mut headers);
+        assert_eq!(headers.len(), 1);
+    }
+}
