@@ -290,6 +290,13 @@ pub fn all_cmdlines() -> Vec<(u32, Vec<u8>)> {
     found
 }
 
+/// The parent of `pid`, from `/proc/PID/stat` (after the command name, which may hold spaces).
+pub fn parent(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Whether `pid` is a live process (a zombie counts as gone).
 pub fn alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
@@ -693,14 +700,22 @@ impl Stack {
             .collect()
     }
 
-    /// PostgreSQL postmasters running on this stack's data folder.
+    /// PostgreSQL postmasters running on this stack's data folder. A backend the postmaster
+    /// has just forked shows the postmaster's command line until it sets its title, so
+    /// children of another match are not postmasters.
     pub fn postmasters(&self) -> Vec<Proc> {
-        self.processes()
+        let matches: Vec<Proc> = self
+            .processes()
             .into_iter()
             .filter(|p| {
                 p.argv.first().is_some_and(|a| a.ends_with("postgres"))
                     && p.argv.iter().any(|a| a == "-D")
             })
+            .collect();
+        let pids: Vec<u32> = matches.iter().map(|p| p.pid).collect();
+        matches
+            .into_iter()
+            .filter(|p| !parent(p.pid).is_some_and(|parent| pids.contains(&parent)))
             .collect()
     }
 
