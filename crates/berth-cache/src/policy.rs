@@ -120,7 +120,8 @@ pub enum Skip {
     NoStore,
     Private,
     NoCache,
-    /// `Set-Cookie` on the answer and the rule does not allow cookies.
+    /// `Set-Cookie` on the answer (never stored, whatever the rule says of cookies: one
+    /// visitor's session would be handed to every other).
     SetCookie,
     /// `Vary: *`.
     VaryStar,
@@ -313,7 +314,10 @@ pub fn storable(
     if cc.no_cache {
         return Err(Skip::NoCache);
     }
-    if response.contains_key(header::SET_COOKIE) && !rule.spec.cookies {
+    // Never stored, even under `cookies = true`: a cookieless visitor's key is shared by every
+    // cookieless visitor, so the first one's `Set-Cookie: sid=...` would be replayed to all
+    // (session fixation).
+    if response.contains_key(header::SET_COOKIE) {
         return Err(Skip::SetCookie);
     }
     if request.contains_key(header::AUTHORIZATION) && !rule.spec.authorization {
@@ -596,6 +600,30 @@ pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok())
         .is_some_and(|modified| modified <= since)
+}
+
+/// The headers of a stored answer after a `304` to the cache's own conditional request
+/// (RFC 9111 4.3.4): the `304`'s headers replace the stored ones, except those that describe
+/// the stored body or whom it may go to, which the cache keeps as they are (4.3.4 lets a cache
+/// exclude headers): `Set-Cookie` is never taken (one client's cookie would be replayed to
+/// all), and the framing headers stay those of the stored body.
+pub fn merge_not_modified(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
+    let mut headers = stored.clone();
+    let kept = [
+        header::SET_COOKIE,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+    ];
+    for name in not_modified.keys() {
+        if kept.contains(name) {
+            continue;
+        }
+        headers.remove(name);
+        for value in not_modified.get_all(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers
 }
 
 /// The headers a `304` from the cache carries (RFC 9110 15.4.5).

@@ -511,12 +511,7 @@ impl Refresh<'_> {
         // headers the 304 updates (RFC 9111 4.3.4).
         if status == 304 && conditional {
             let stale = stale.expect("conditional implies a stale answer");
-            let mut headers = stale.headers.clone();
-            for (name, value) in response.headers() {
-                if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
-                    headers.insert(name.clone(), value.clone());
-                }
-            }
+            let mut headers = policy::merge_not_modified(&stale.headers, response.headers());
             strip_stored(&mut headers);
             let freshness = policy::storable(
                 rule,

@@ -235,11 +235,48 @@ fn a_min_ttl_does_not_override_private() {
 }
 
 #[test]
-fn set_cookie_answers_are_stored_only_when_the_rule_allows_cookies() {
+fn set_cookie_answers_are_never_stored_even_when_the_rule_keys_cookies() {
     assert_eq!(ttl(&[("set-cookie", "sid=1")]), Err(Skip::SetCookie));
+    // `cookies = true` keys the request's Cookie; a cookieless visitor's key is shared by
+    // every cookieless visitor, so the first one's session cookie must not be stored.
     let mut r = rule();
     r.spec.cookies = true;
-    assert!(store(&r, &[], &[("set-cookie", "sid=1")]).is_ok());
+    assert_eq!(
+        store(
+            &r,
+            &[],
+            &[
+                ("cache-control", "public, max-age=60"),
+                ("set-cookie", "sid=1")
+            ]
+        ),
+        Err(Skip::SetCookie)
+    );
+    assert!(store(&r, &[("cookie", "a=1")], &[("cache-control", "max-age=60")]).is_ok());
+}
+
+#[test]
+fn a_304_merge_never_takes_set_cookie() {
+    let stored = headers(&[
+        ("cache-control", "max-age=1"),
+        ("etag", "\"v1\""),
+        ("content-type", "text/plain"),
+    ]);
+    let merged = merge_not_modified(
+        &stored,
+        &headers(&[
+            ("cache-control", "max-age=60"),
+            ("set-cookie", "sid=first-visitor"),
+            ("content-length", "0"),
+            ("x-new", "a"),
+            ("x-new", "b"),
+        ]),
+    );
+    assert!(!merged.contains_key(header::SET_COOKIE), "{merged:?}");
+    assert!(!merged.contains_key(header::CONTENT_LENGTH), "{merged:?}");
+    assert_eq!(merged[header::CACHE_CONTROL], "max-age=60");
+    assert_eq!(merged.get_all("x-new").iter().count(), 2);
+    assert_eq!(merged[header::CONTENT_TYPE], "text/plain");
 }
 
 #[test]
