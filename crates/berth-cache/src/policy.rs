@@ -606,13 +606,19 @@ pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
 /// (RFC 9111 4.3.4): the `304`'s headers replace the stored ones, except those that describe
 /// the stored body or whom it may go to, which the cache keeps as they are (4.3.4 lets a cache
 /// exclude headers): `Set-Cookie` is never taken (one client's cookie would be replayed to
-/// all), and the framing headers stay those of the stored body.
+/// all), and the stored `Vary`, `Content-Encoding`, `ETag` and framing headers stay those of
+/// the stored body (the edge may have added `Vary: Accept-Encoding` and weakened the `ETag`
+/// when it compressed: the replica's `Vary: Origin` or strong `ETag` would hand the compressed
+/// body to every client, under a validator of another representation).
 pub fn merge_not_modified(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
     let mut headers = stored.clone();
     let kept = [
         header::SET_COOKIE,
         header::CONTENT_LENGTH,
         header::TRANSFER_ENCODING,
+        header::VARY,
+        header::CONTENT_ENCODING,
+        header::ETAG,
     ];
     for name in not_modified.keys() {
         if kept.contains(name) {

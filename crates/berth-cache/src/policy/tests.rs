@@ -280,6 +280,33 @@ fn a_304_merge_never_takes_set_cookie() {
 }
 
 #[test]
+fn a_304_merge_keeps_what_describes_the_stored_body() {
+    // What the edge stored after compressing: its own Vary and a weakened ETag.
+    let stored = headers(&[
+        ("cache-control", "max-age=1"),
+        ("etag", "W/\"v1\""),
+        ("vary", "Accept-Encoding"),
+        ("content-encoding", "br"),
+    ]);
+    let merged = merge_not_modified(
+        &stored,
+        &headers(&[
+            ("cache-control", "max-age=60"),
+            ("etag", "\"v1\""),
+            ("vary", "Origin"),
+            ("content-encoding", "identity"),
+            ("content-length", "0"),
+        ]),
+    );
+    assert_eq!(merged[header::VARY], "Accept-Encoding");
+    assert_eq!(merged.get_all(header::VARY).iter().count(), 1);
+    assert_eq!(merged[header::ETAG], "W/\"v1\"");
+    assert_eq!(merged[header::CONTENT_ENCODING], "br");
+    assert!(!merged.contains_key(header::CONTENT_LENGTH));
+    assert_eq!(merged[header::CACHE_CONTROL], "max-age=60");
+}
+
+#[test]
 fn vary_star_is_never_stored() {
     assert_eq!(ttl(&[("vary", "*")]), Err(Skip::VaryStar));
     assert_eq!(ttl(&[("vary", "accept, *")]), Err(Skip::VaryStar));
