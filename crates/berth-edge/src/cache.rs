@@ -65,7 +65,6 @@ impl Edge {
         table: &CompiledTable,
         req: &Request<B>,
         secure: bool,
-        host: &str,
         _service: &str,
     ) -> Option<CachePlan> {
         let rules = table.cache_rules.as_ref()?;
@@ -80,10 +79,13 @@ impl Edge {
         let normal = crate::guard::normalize_path(req.uri().path())?;
         let rule = rules.select_index(&normal)?;
         let spec = &rules.rules[rule];
+        // The host exactly as the replica gets it (port included: `Host: site:1` makes
+        // applications write `http://site:1/...` into redirects and pages), not the routed
+        // host, which has no port.
         let primary = policy::primary_key(
             spec,
             secure,
-            host,
+            &forwarded_host(req),
             req.uri().path(),
             req.uri().query(),
             req.headers(),
@@ -642,6 +644,18 @@ fn body_framing_of<B: Body>(req: &Request<B>) -> bool {
     match req.body().size_hint().exact() {
         Some(0) => false,
         _ => !req.body().is_end_stream(),
+    }
+}
+
+/// The `Host` a replica gets for `req` (`upstream_request`: the client's `Host`, else the
+/// URI's authority, port included, else none).
+fn forwarded_host<B>(req: &Request<B>) -> String {
+    match req.headers().get(header::HOST) {
+        Some(host) => String::from_utf8_lossy(host.as_bytes()).into_owned(),
+        None => req
+            .uri()
+            .authority()
+            .map_or_else(String::new, |a| a.as_str().to_string()),
     }
 }
 

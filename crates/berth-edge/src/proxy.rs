@@ -767,7 +767,7 @@ impl Edge {
         }
 
         // The response cache (`cache.rs`): answered from it, or through it to `forward`.
-        if let Some(plan) = self.cache_plan(&table, &req, client.secure, host, &service) {
+        if let Some(plan) = self.cache_plan(&table, &req, client.secure, &service) {
             return self
                 .clone()
                 .through_cache(

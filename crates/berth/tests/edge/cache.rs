@@ -278,6 +278,28 @@ async fn a_cacheable_answer_is_stored_and_served_with_age() {
 }
 
 #[tokio::test]
+async fn the_host_port_is_keyed_as_the_replica_sees_it() {
+    let (edge, backend) = cached_edge().await;
+    assert_eq!(x_cache(&get(&edge, "/ported", &[]).await), "MISS");
+    // `Host: shop.test:1` reaches the replica as it is (an application writes it into its
+    // redirects): it must not share the entry of `shop.test`, nor fill it.
+    let ported = edge
+        .send(Method::GET, "shop.test:1", "/ported", &[], Bytes::new())
+        .await;
+    assert_eq!(x_cache(&ported), "MISS");
+    assert_eq!(ported.text(), "/ported #2");
+    let again = edge
+        .send(Method::GET, "SHOP.test:1", "/ported", &[], Bytes::new())
+        .await;
+    assert_eq!(
+        (x_cache(&again), again.text().as_str()),
+        ("HIT", "/ported #2")
+    );
+    assert_eq!(x_cache(&get(&edge, "/ported", &[]).await), "HIT");
+    assert_eq!(backend.count("/ported"), 2);
+}
+
+#[tokio::test]
 async fn what_is_never_stored() {
     let (edge, backend) = cached_edge().await;
     for path in [
