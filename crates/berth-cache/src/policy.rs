@@ -452,6 +452,37 @@ pub fn primary_key(
     key
 }
 
+/// The headers a trusted proxy in front of the edge (`[edge] trusted_proxies`) may set and the
+/// edge passes on as they are: they say which scheme, host, port and prefix the client asked
+/// for, and applications build their redirects and links from them.
+pub const FORWARDED_REQUEST_HEADERS: [&str; 6] = [
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-ssl",
+    "forwarded",
+];
+
+/// Adds to `key` the [`FORWARDED_REQUEST_HEADERS`] of a request from a trusted proxy, as the
+/// replica gets them: a plain visit's `301 → https` is then not served to HTTPS visitors
+/// (a redirect loop), nor a host the proxy passed on unchecked to everyone. Not called for
+/// other clients: the edge replaces or removes those headers before the replica sees them.
+pub fn add_forwarded(key: &mut String, request: &HeaderMap) {
+    key.push_str("\nf:");
+    for name in FORWARDED_REQUEST_HEADERS {
+        key.push_str(name);
+        key.push('=');
+        // Each value after its length: no value can pass for another header's.
+        for value in request.get_all(name) {
+            key.push_str(&value.len().to_string());
+            key.push(':');
+            key.push_str(&String::from_utf8_lossy(value.as_bytes()));
+        }
+        key.push(' ');
+    }
+}
+
 /// The query string that is both keyed and sent to the replica under `rule`: all of it, none
 /// (`query = "none"`), or only the listed parameters, sorted (`query = ["page"]`), as
 /// CloudFront forwards them. What the replica does not see cannot change its answer, so a

@@ -65,6 +65,7 @@ impl Edge {
         table: &CompiledTable,
         req: &Request<B>,
         secure: bool,
+        trusted: bool,
         _service: &str,
     ) -> Option<CachePlan> {
         let rules = table.cache_rules.as_ref()?;
@@ -82,7 +83,7 @@ impl Edge {
         // The host exactly as the replica gets it (port included: `Host: site:1` makes
         // applications write `http://site:1/...` into redirects and pages), not the routed
         // host, which has no port.
-        let primary = policy::primary_key(
+        let mut primary = policy::primary_key(
             spec,
             secure,
             &forwarded_host(req),
@@ -90,6 +91,10 @@ impl Edge {
             req.uri().query(),
             req.headers(),
         );
+        // A trusted proxy's X-Forwarded-Proto, -Host... reach the replica as they are.
+        if trusted {
+            policy::add_forwarded(&mut primary, req.headers());
+        }
         if policy::invalidates(req.method()) {
             return Some(CachePlan::Invalidate { store, primary });
         }

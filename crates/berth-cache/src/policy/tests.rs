@@ -501,6 +501,31 @@ fn the_key_holds_host_path_and_query() {
 }
 
 #[test]
+fn a_trusted_proxys_forwarded_headers_are_keyed() {
+    let key = |pairs: &[(&str, &str)]| {
+        let mut key = String::from("http://shop.test\n/");
+        add_forwarded(&mut key, &headers(pairs));
+        key
+    };
+    let plain = key(&[("x-forwarded-proto", "http")]);
+    assert_ne!(plain, key(&[("x-forwarded-proto", "https")]));
+    assert_ne!(plain, key(&[]));
+    assert_ne!(
+        key(&[("x-forwarded-host", "shop.test")]),
+        key(&[("x-forwarded-host", "evil.test")])
+    );
+    assert_ne!(key(&[]), key(&[("x-forwarded-ssl", "on")]));
+    assert_ne!(key(&[]), key(&[("forwarded", "proto=https")]));
+    assert_ne!(key(&[]), key(&[("x-forwarded-prefix", "/app")]));
+    assert_ne!(key(&[]), key(&[("x-forwarded-port", "443")]));
+    // Values cannot be shifted from one header into another.
+    assert_ne!(
+        key(&[("x-forwarded-host", "a"), ("x-forwarded-port", "")]),
+        key(&[("x-forwarded-host", ""), ("x-forwarded-port", "a")])
+    );
+}
+
+#[test]
 fn unkeyed_headers_do_not_change_the_key() {
     let r = rule();
     let plain = key(&r, "a.test", "/x", None, &[]);

@@ -126,10 +126,12 @@ async fn answer(
     let body = match kind.as_str() {
         "vary" => format!("{full} #{n} lang={}", header("accept-language")),
         "echo" => format!(
-            "{full} #{n} cookie={} xfh={} xou={}",
+            "{full} #{n} cookie={} xfh={} xou={} xfp={} xfs={}",
             header("cookie"),
             header("x-forwarded-host"),
-            header("x-original-url")
+            header("x-original-url"),
+            header("x-forwarded-proto"),
+            header("x-forwarded-ssl")
         ),
         "big" => "x".repeat(2 << 20),
         "text" => format!("{full} #{n} {}", "compressible text ".repeat(256)),
@@ -300,6 +302,46 @@ async fn the_host_port_is_keyed_as_the_replica_sees_it() {
 }
 
 #[tokio::test]
+async fn a_trusted_proxys_forwarded_scheme_and_host_are_keyed() {
+    let edge = EdgeProcess::start().await;
+    let backend = CacheBackend::start().await;
+    let mut t = cache_table(3, &backend);
+    t.settings.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    edge.push(&t).await;
+    let plain = get(&edge, "/echo/lb", &[("x-forwarded-proto", "http")]).await;
+    assert_eq!(x_cache(&plain), "MISS");
+    assert!(plain.text().contains("xfp=http "), "{}", plain.text());
+    // An HTTPS visitor behind the same load balancer never gets what the plain one got.
+    let secure = get(&edge, "/echo/lb", &[("x-forwarded-proto", "https")]).await;
+    assert_eq!(x_cache(&secure), "MISS");
+    assert!(secure.text().contains("xfp=https "), "{}", secure.text());
+    let again = get(&edge, "/echo/lb", &[("x-forwarded-proto", "https")]).await;
+    assert_eq!((x_cache(&again), again.text()), ("HIT", secure.text()));
+    // A host the balancer passed on: its own entry.
+    let host = get(
+        &edge,
+        "/echo/lb",
+        &[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.test"),
+        ],
+    )
+    .await;
+    assert_eq!(x_cache(&host), "MISS");
+    assert!(host.text().contains("xfh=evil.test"), "{}", host.text());
+    // And X-Forwarded-Ssl, which a trusted proxy may send, is keyed too.
+    let ssl = get(
+        &edge,
+        "/echo/lb",
+        &[("x-forwarded-proto", "https"), ("x-forwarded-ssl", "on")],
+    )
+    .await;
+    assert_eq!(x_cache(&ssl), "MISS");
+    assert!(ssl.text().contains("xfs=on"), "{}", ssl.text());
+    assert_eq!(backend.count("/echo/lb"), 4);
+}
+
+#[tokio::test]
 async fn what_is_never_stored() {
     let (edge, backend) = cached_edge().await;
     for path in [
@@ -362,6 +404,7 @@ async fn unkeyed_request_headers_cannot_poison_the_entry() {
             ("cookie", "sid=attacker"),
             ("x-forwarded-host", "evil.test"),
             ("x-original-url", "/admin"),
+            ("x-forwarded-ssl", "on"),
         ],
     )
     .await;
@@ -371,6 +414,8 @@ async fn unkeyed_request_headers_cannot_poison_the_entry() {
     assert!(text.contains("cookie=-"), "{text}");
     assert!(!text.contains("evil.test"), "{text}");
     assert!(text.contains("xou=-"), "{text}");
+    // `X-Forwarded-Ssl: on` (HTTPS to Rack) from a client that is no trusted proxy is removed.
+    assert!(text.contains("xfs=-"), "{text}");
     let victim = get(&edge, "/echo/p", &[]).await;
     assert_eq!(x_cache(&victim), "HIT");
     assert_eq!(victim.text(), text);
