@@ -191,7 +191,8 @@ pub struct CacheControl {
 impl CacheControl {
     /// Every `Cache-Control` line of `headers`, comma-separated directives, names without
     /// regard to case. A directive given twice keeps its smallest value; an unparsable
-    /// number counts as 0 (stale at once, RFC 9111 4.2.1).
+    /// number counts as 0 (stale at once, RFC 9111 4.2.1), one too large as 2^31 s
+    /// ([`delta_seconds`]).
     pub fn parse(headers: &HeaderMap) -> Self {
         let mut cc = Self::default();
         for value in headers.get_all(header::CACHE_CONTROL) {
@@ -205,7 +206,7 @@ impl CacheControl {
                     Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
                     None => (directive, None),
                 };
-                let seconds = || arg.map(|a| a.parse::<u64>().unwrap_or(0)).unwrap_or(0);
+                let seconds = || arg.map_or(0, |a| delta_seconds(a).unwrap_or(0));
                 let keep = |slot: &mut Option<u64>, v: u64| {
                     *slot = Some(slot.map_or(v, |old| old.min(v)));
                 };
@@ -227,6 +228,24 @@ impl CacheControl {
         }
         cc
     }
+}
+
+/// The greatest number of seconds the cache counts with (RFC 9111 1.2.2: a larger value, or
+/// one that overflows, is taken as 2^31).
+pub const MAX_DELTA_SECONDS: u64 = 1 << 31;
+
+/// A `delta-seconds` value (digits only), at most [`MAX_DELTA_SECONDS`]; None when it is not
+/// one.
+pub fn delta_seconds(value: &str) -> Option<u64> {
+    let value = value.trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(
+        value
+            .parse::<u64>()
+            .map_or(MAX_DELTA_SECONDS, |v| v.min(MAX_DELTA_SECONDS)),
+    )
 }
 
 /// The comma-separated items of a list header, trimmed, empty ones dropped.
@@ -259,13 +278,14 @@ pub struct Freshness {
 impl Freshness {
     /// How long the answer is worth keeping at all, counted from its arrival.
     pub fn keep_for(&self) -> Duration {
-        self.ttl.saturating_sub(self.initial_age)
-            + self.stale_while_revalidate.max(self.stale_if_error)
+        self.ttl
+            .saturating_sub(self.initial_age)
+            .saturating_add(self.stale_while_revalidate.max(self.stale_if_error))
     }
 
     /// The state of a stored answer `resident` after it arrived.
     pub fn state(&self, resident: Duration) -> State {
-        let age = self.initial_age + resident;
+        let age = self.initial_age.saturating_add(resident);
         if age < self.ttl {
             return State::Fresh;
         }
@@ -382,7 +402,7 @@ pub fn initial_age(
     let age_value = response
         .get(header::AGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+        .and_then(delta_seconds)
         .map_or(Duration::ZERO, Duration::from_secs);
     let apparent = date
         .and_then(|d| response_time.duration_since(d).ok())
@@ -390,7 +410,8 @@ pub fn initial_age(
     let delay = response_time
         .duration_since(request_time)
         .unwrap_or(Duration::ZERO);
-    apparent.max(age_value + delay)
+    // Saturating: a hostile `Age: 18446744073709551615` must not panic the request's task.
+    apparent.max(age_value.saturating_add(delay))
 }
 
 /// The request headers an answer varies on, lowercase, sorted, without repeats; None for

@@ -59,7 +59,9 @@ impl Object {
 
     /// Its age now (RFC 9111 4.2.3 `current_age`).
     pub fn age(&self, now: Instant) -> Duration {
-        self.freshness.initial_age + now.saturating_duration_since(self.stored_at)
+        self.freshness
+            .initial_age
+            .saturating_add(now.saturating_duration_since(self.stored_at))
     }
 
     pub fn state(&self, now: Instant) -> State {

@@ -432,6 +432,56 @@ fn the_initial_age_is_corrected_for_date_and_delay() {
 }
 
 #[test]
+fn hostile_and_huge_numbers_neither_panic_nor_vanish() {
+    // An Age past u64 seconds plus the round trip: no overflow, and arrived stale.
+    let h = headers(&[("age", "18446744073709551615")]);
+    let age = initial_age(&h, None, at(0), at(3));
+    assert!(age >= Duration::from_secs(MAX_DELTA_SECONDS), "{age:?}");
+    assert_eq!(
+        ttl(&[
+            ("cache-control", "max-age=60"),
+            ("age", "18446744073709551615")
+        ]),
+        Err(Skip::NoLifetime)
+    );
+    let f = Freshness {
+        ttl: Duration::from_secs(60),
+        initial_age: Duration::MAX,
+        stale_while_revalidate: Duration::from_secs(30),
+        stale_if_error: Duration::ZERO,
+    };
+    assert_eq!(f.state(Duration::from_secs(5)), State::Expired);
+    assert_eq!(f.keep_for(), Duration::from_secs(30));
+    let long = Freshness {
+        initial_age: Duration::ZERO,
+        stale_while_revalidate: Duration::MAX,
+        ..f
+    };
+    assert_eq!(long.keep_for(), Duration::MAX);
+    // A max-age too large for any integer is 2^31 s (RFC 9111 1.2.2), not 0.
+    let cc = CacheControl::parse(&headers(&[(
+        "cache-control",
+        "max-age=99999999999999999999, s-maxage=4294967296",
+    )]));
+    assert_eq!(cc.max_age, Some(MAX_DELTA_SECONDS));
+    assert_eq!(cc.s_maxage, Some(MAX_DELTA_SECONDS));
+    let mut r = rule();
+    r.spec.max_ttl = Duration::from_secs(u64::from(u32::MAX));
+    let f = store(
+        &r,
+        &[],
+        &[("cache-control", "max-age=99999999999999999999")],
+    )
+    .unwrap();
+    assert_eq!(f.ttl, Duration::from_secs(MAX_DELTA_SECONDS));
+    // Not a number: 0 (stale at once).
+    assert_eq!(
+        CacheControl::parse(&headers(&[("cache-control", "max-age=-1")])).max_age,
+        Some(0)
+    );
+}
+
+#[test]
 fn stale_windows_come_from_the_answer_or_the_rule() {
     let mut r = rule();
     r.spec.stale_if_error = Duration::from_secs(300);
