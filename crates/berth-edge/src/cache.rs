@@ -723,12 +723,14 @@ fn served(
     };
     headers.insert(header::AGE, HeaderValue::from(object.age(now).as_secs()));
     headers.insert(X_CACHE.clone(), HeaderValue::from_static(label));
+    // HEAD: the stored length, no body (HTTP/1 would drop it, but an HTTP/2 server sends
+    // whatever body it is given as DATA frames on the HEAD's stream).
     let body = if not_modified {
         Bytes::new()
+    } else if *method == Method::HEAD {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(object.body.len()));
+        Bytes::new()
     } else {
-        if *method == Method::HEAD {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(object.body.len()));
-        }
         object.body.clone()
     };
     let mut response = Response::new(AnswerBody::Boxed {

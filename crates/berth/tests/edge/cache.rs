@@ -19,7 +19,7 @@ use berth_model::routing::{EdgeSettings, Target};
 use berth_model::RoutingTable;
 use berth_spec::{Balance, CacheQuery, CacheRuleSpec, CacheSpec};
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::service::service_fn;
@@ -270,6 +270,7 @@ async fn a_cacheable_answer_is_stored_and_served_with_age() {
         .await;
     assert_eq!(x_cache(&head), "HIT");
     assert!(head.body.is_empty());
+    assert_eq!(head.header("content-length"), Some("8"));
     assert_eq!(backend.count("/page"), 1);
     // The host is in the key: another site's /page is its own entry.
     let other = edge
@@ -339,6 +340,42 @@ async fn a_trusted_proxys_forwarded_scheme_and_host_are_keyed() {
     assert_eq!(x_cache(&ssl), "MISS");
     assert!(ssl.text().contains("xfs=on"), "{}", ssl.text());
     assert_eq!(backend.count("/echo/lb"), 4);
+}
+
+#[tokio::test]
+async fn head_from_the_cache_has_no_body_over_http2() {
+    let (edge, backend) = cached_edge().await;
+    let stored = get(&edge, "/headed", &[]).await;
+    assert_eq!(x_cache(&stored), "MISS");
+    let tcp = tokio::net::TcpStream::connect(edge.listen).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2c handshake");
+    let driver = tokio::spawn(connection);
+    let request = Request::builder()
+        .method(Method::HEAD)
+        .uri("http://shop.test/headed")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let response = tokio::time::timeout(REQUEST_LIMIT, sender.send_request(request))
+        .await
+        .expect("h2 answer in time")
+        .expect("h2 answer");
+    assert_eq!(response.headers().get("x-cache").unwrap(), "HIT");
+    assert_eq!(
+        response.headers().get("content-length").unwrap(),
+        stored.body.len().to_string().as_str()
+    );
+    let body = tokio::time::timeout(REQUEST_LIMIT, response.into_body().collect())
+        .await
+        .expect("h2 body in time")
+        .map(|b| b.to_bytes());
+    assert!(matches!(&body, Ok(b) if b.is_empty()), "{body:?}");
+    assert_eq!(backend.count("/headed"), 1);
+    driver.abort();
 }
 
 #[tokio::test]
