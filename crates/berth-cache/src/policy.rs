@@ -262,6 +262,10 @@ pub fn cacheable_by_default(status: u16) -> bool {
     )
 }
 
+/// The longest an error answer (4xx, 5xx) without its own lifetime is kept: CloudFront's
+/// error caching minimum.
+pub const ERROR_TTL: Duration = Duration::from_secs(10);
+
 /// How long a stored answer is fresh, and how long after that it may still be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Freshness {
@@ -367,9 +371,21 @@ pub fn storable(
         Some(expires.duration_since(date).map_or(0, |d| d.as_secs()))
     });
     let spec = &rule.spec;
+    // An error (4xx, 5xx) is kept as long as the answer itself says (never raised to min_ttl),
+    // else at most ERROR_TTL: a 404 for a URL that does not exist yet (the next upload's
+    // name) must not outlive its creation by the rule's default_ttl.
+    let error = status >= 400;
     let ttl = match explicit {
+        Some(seconds) if error => Duration::from_secs(seconds).min(spec.max_ttl),
         Some(seconds) => Duration::from_secs(seconds).clamp(spec.min_ttl, spec.max_ttl),
-        None if cacheable_by_default(status) => spec.default_ttl.clamp(spec.min_ttl, spec.max_ttl),
+        None if cacheable_by_default(status) => {
+            let ttl = spec.default_ttl.clamp(spec.min_ttl, spec.max_ttl);
+            if error {
+                ttl.min(ERROR_TTL)
+            } else {
+                ttl
+            }
+        }
         None => return Err(Skip::Status),
     };
     let initial_age = initial_age(response, date, request_time, response_time);

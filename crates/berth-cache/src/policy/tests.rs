@@ -397,6 +397,33 @@ fn statuses_cacheable_by_default() {
 }
 
 #[test]
+fn errors_are_kept_only_as_long_as_they_say_else_ten_seconds() {
+    let mut r = rule();
+    r.spec.default_ttl = Duration::from_secs(365 * 86_400);
+    r.spec.max_ttl = Duration::from_secs(365 * 86_400);
+    r.spec.min_ttl = Duration::from_secs(3600);
+    let none = HeaderMap::new();
+    for status in [404, 405, 410, 414, 501] {
+        let f = storable(&r, &none, status, &none, at(0), at(0)).unwrap();
+        assert_eq!(f.ttl, ERROR_TTL, "{status}");
+    }
+    // The answer's own lifetime, not raised to min_ttl.
+    let own = headers(&[("cache-control", "max-age=5")]);
+    let f = storable(&r, &none, 404, &own, at(0), at(0)).unwrap();
+    assert_eq!(f.ttl, Duration::from_secs(5));
+    let long = headers(&[("cache-control", "max-age=600")]);
+    let f = storable(&r, &none, 404, &long, at(0), at(0)).unwrap();
+    assert_eq!(f.ttl, Duration::from_secs(600));
+    // 2xx and 3xx keep the rule's lifetimes.
+    for status in [200, 301, 308] {
+        let f = storable(&r, &none, status, &none, at(0), at(0)).unwrap();
+        assert_eq!(f.ttl, r.spec.default_ttl, "{status}");
+    }
+    let f = storable(&r, &none, 200, &own, at(0), at(0)).unwrap();
+    assert_eq!(f.ttl, Duration::from_secs(3600));
+}
+
+#[test]
 fn age_counts_against_the_lifetime() {
     let f = store(
         &rule(),
