@@ -69,6 +69,10 @@ impl Edge {
         _service: &str,
     ) -> Option<CachePlan> {
         let rules = table.cache_rules.as_ref()?;
+        // A WebSocket handshake is a GET, but its answer is a tunnel: never a stored answer.
+        if crate::proxy::is_upgrade(req.headers()) {
+            return None;
+        }
         // The private test route (smoke checks of a release before it takes traffic) must
         // reach that release, and what it gets must never be stored for everyone.
         if crate::proxy::test_route(req.headers(), table.test_key.as_deref()).is_some() {

@@ -379,6 +379,30 @@ async fn head_from_the_cache_has_no_body_over_http2() {
 }
 
 #[tokio::test]
+async fn upgrade_requests_bypass_the_cache() {
+    let (edge, backend) = cached_edge().await;
+    get(&edge, "/socket", &[]).await;
+    assert_eq!(x_cache(&get(&edge, "/socket", &[]).await), "HIT");
+    // A WebSocket handshake to a stored URL reaches the replica (which here answers it
+    // with a plain 200), is never answered from the cache nor stored.
+    let upgrade = [
+        ("connection", "upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    let handshake = get(&edge, "/socket", &upgrade).await;
+    assert_eq!(handshake.header("x-cache"), None);
+    assert_eq!(handshake.text(), "/socket #2");
+    assert_eq!(backend.count("/socket"), 2);
+    let after = get(&edge, "/socket", &[]).await;
+    assert_eq!(
+        (x_cache(&after), after.text().as_str()),
+        ("HIT", "/socket #1")
+    );
+}
+
+#[tokio::test]
 async fn what_is_never_stored() {
     let (edge, backend) = cached_edge().await;
     for path in [
