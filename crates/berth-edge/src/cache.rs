@@ -565,8 +565,11 @@ impl Refresh<'_> {
             .size_hint()
             .exact()
             .is_some_and(|n| n > self.store.max_object);
+        // A coding that does not fit the variant is refused here, before the body is read
+        // (the store would refuse it too).
+        let fits = self.store.coding_fits(&sent, response.headers());
         let freshness = match freshness {
-            Ok(f) if !too_large => f,
+            Ok(f) if !too_large && fits => f,
             _ => {
                 self.store.stats.not_stored.fetch_add(1, Ordering::Relaxed);
                 return Ok(passed(response, lease));
