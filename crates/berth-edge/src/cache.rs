@@ -167,7 +167,16 @@ impl Edge {
         let Some(store) = self.cache_store.load_full() else {
             return 0;
         };
-        let removed = store.purge(service, prefix);
+        // Stored paths are normalised (`purge_path`): the prefix too, so `//img/x`,
+        // `/%69mg/x` and `/img/./x` all go with a purge of `/img/x`.
+        let normal = prefix.map(|p| {
+            let mut normal = purge_path(p);
+            if p.ends_with('/') && !normal.ends_with('/') {
+                normal.push('/');
+            }
+            normal
+        });
+        let removed = store.purge(service, normal.as_deref());
         self.metrics.cache_purged.inc_by(removed);
         tracing::info!(
             "cache purge (service {}, prefix {}): {removed} answers",
@@ -487,7 +496,7 @@ impl Refresh<'_> {
                 conditional = true;
             }
         }
-        let path = parts.uri.path().to_string();
+        let path = purge_path(parts.uri.path());
         let sent = parts.headers.clone();
         let request_time = SystemTime::now();
         let (response, lease, _) = edge
@@ -657,6 +666,13 @@ fn body_framing_of<B: Body>(req: &Request<B>) -> bool {
         Some(0) => false,
         _ => !req.body().is_end_stream(),
     }
+}
+
+/// The path a stored answer is purged by: as an application reads it
+/// ([`crate::guard::normalize_path`]: decoded, `//` and dot segments resolved, lower case), so
+/// every spelling of a URL that the cache keys apart goes with one purge of it.
+fn purge_path(path: &str) -> String {
+    crate::guard::normalize_path(path).unwrap_or_else(|| path.to_string())
 }
 
 /// The `Host` a replica gets for `req` (`upstream_request`: the client's `Host`, else the

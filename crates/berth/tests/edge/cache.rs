@@ -665,6 +665,31 @@ async fn unsafe_methods_invalidate_and_purges_drop_entries() {
 }
 
 #[tokio::test]
+async fn a_purge_takes_every_spelling_of_a_path() {
+    let (edge, _backend) = cached_edge().await;
+    let spellings = [
+        "/img/leak.png",
+        "//img/leak.png",
+        "/%69mg/leak.png",
+        "/IMG/leak.png",
+    ];
+    for path in spellings {
+        get(&edge, path, &[]).await;
+        assert_eq!(x_cache(&get(&edge, path, &[]).await), "HIT", "{path}");
+    }
+    let purged = edge
+        .call(&ControlRequest::Purge {
+            service: Some("web".into()),
+            prefix: Some("/img/leak.png".into()),
+        })
+        .await;
+    assert_eq!(purged.purged, spellings.len() as u64);
+    for path in spellings {
+        assert_eq!(x_cache(&get(&edge, path, &[]).await), "MISS", "{path}");
+    }
+}
+
+#[tokio::test]
 async fn objects_over_max_object_are_passed_through_whole() {
     let (edge, backend) = cached_edge().await;
     for _ in 0..2 {
