@@ -326,28 +326,31 @@ impl Store {
 
     /// Whether an answer in its `Content-Encoding` may be stored for `request`: `identity` (or
     /// none) always; another coding only when the request accepts it and, where the answer
-    /// `Vary`s on a normalised `Accept-Encoding`, when it is the coding the request's variant
-    /// stands for. A replica that ignores q-values (`gzip;q=0`), or answers `x-gzip` with gzip,
-    /// would otherwise put a gzip body in the identity variant.
+    /// `Vary`s on a normalised `Accept-Encoding`, not in the identity variant. A replica that
+    /// ignores q-values (`gzip;q=0`), or answers `x-gzip` with gzip, would otherwise put a gzip
+    /// body in the identity variant. A gzip body in the `br` variant (an application that
+    /// compresses itself, for a browser that takes both) is stored: refusing it would leave
+    /// such applications uncached for every browser, and [`policy::accepts_coding`] keeps it
+    /// from a client that does not take gzip.
     pub fn coding_fits(&self, request: &HeaderMap, response: &HeaderMap) -> bool {
-        let Some(coding) = response
+        let compressed = response
             .get(http::header::CONTENT_ENCODING)
             .map(|v| {
                 String::from_utf8_lossy(v.as_bytes())
                     .trim()
                     .to_ascii_lowercase()
             })
-            .filter(|c| !c.is_empty() && c != "identity")
-        else {
+            .is_some_and(|c| !c.is_empty() && c != "identity");
+        if !compressed {
             return true;
-        };
+        }
         if !policy::accepts_coding(request, response) {
             return false;
         }
         let name = http::header::ACCEPT_ENCODING;
         let varies = policy::vary_names(response).is_some_and(|names| names.contains(&name));
         match self.normalizers.iter().find(|(n, _)| *n == name) {
-            Some((_, normalize)) if varies => normalize(&joined(request, &name)) == coding,
+            Some((_, normalize)) if varies => normalize(&joined(request, &name)) != "identity",
             _ => true,
         }
     }
