@@ -120,7 +120,8 @@ pub enum Skip {
     NoStore,
     Private,
     NoCache,
-    /// `Set-Cookie` on the answer and the rule does not allow cookies.
+    /// `Set-Cookie` on the answer (never stored, whatever the rule says of cookies: one
+    /// visitor's session would be handed to every other).
     SetCookie,
     /// `Vary: *`.
     VaryStar,
@@ -190,7 +191,8 @@ pub struct CacheControl {
 impl CacheControl {
     /// Every `Cache-Control` line of `headers`, comma-separated directives, names without
     /// regard to case. A directive given twice keeps its smallest value; an unparsable
-    /// number counts as 0 (stale at once, RFC 9111 4.2.1).
+    /// number counts as 0 (stale at once, RFC 9111 4.2.1), one too large as 2^31 s
+    /// ([`delta_seconds`]).
     pub fn parse(headers: &HeaderMap) -> Self {
         let mut cc = Self::default();
         for value in headers.get_all(header::CACHE_CONTROL) {
@@ -204,7 +206,7 @@ impl CacheControl {
                     Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
                     None => (directive, None),
                 };
-                let seconds = || arg.map(|a| a.parse::<u64>().unwrap_or(0)).unwrap_or(0);
+                let seconds = || arg.map_or(0, |a| delta_seconds(a).unwrap_or(0));
                 let keep = |slot: &mut Option<u64>, v: u64| {
                     *slot = Some(slot.map_or(v, |old| old.min(v)));
                 };
@@ -228,6 +230,24 @@ impl CacheControl {
     }
 }
 
+/// The greatest number of seconds the cache counts with (RFC 9111 1.2.2: a larger value, or
+/// one that overflows, is taken as 2^31).
+pub const MAX_DELTA_SECONDS: u64 = 1 << 31;
+
+/// A `delta-seconds` value (digits only), at most [`MAX_DELTA_SECONDS`]; None when it is not
+/// one.
+pub fn delta_seconds(value: &str) -> Option<u64> {
+    let value = value.trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(
+        value
+            .parse::<u64>()
+            .map_or(MAX_DELTA_SECONDS, |v| v.min(MAX_DELTA_SECONDS)),
+    )
+}
+
 /// The comma-separated items of a list header, trimmed, empty ones dropped.
 fn split_list(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty())
@@ -241,6 +261,10 @@ pub fn cacheable_by_default(status: u16) -> bool {
         200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
     )
 }
+
+/// The longest an error answer (4xx, 5xx) without its own lifetime is kept: CloudFront's
+/// error caching minimum.
+pub const ERROR_TTL: Duration = Duration::from_secs(10);
 
 /// How long a stored answer is fresh, and how long after that it may still be served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,13 +282,14 @@ pub struct Freshness {
 impl Freshness {
     /// How long the answer is worth keeping at all, counted from its arrival.
     pub fn keep_for(&self) -> Duration {
-        self.ttl.saturating_sub(self.initial_age)
-            + self.stale_while_revalidate.max(self.stale_if_error)
+        self.ttl
+            .saturating_sub(self.initial_age)
+            .saturating_add(self.stale_while_revalidate.max(self.stale_if_error))
     }
 
     /// The state of a stored answer `resident` after it arrived.
     pub fn state(&self, resident: Duration) -> State {
-        let age = self.initial_age + resident;
+        let age = self.initial_age.saturating_add(resident);
         if age < self.ttl {
             return State::Fresh;
         }
@@ -313,7 +338,10 @@ pub fn storable(
     if cc.no_cache {
         return Err(Skip::NoCache);
     }
-    if response.contains_key(header::SET_COOKIE) && !rule.spec.cookies {
+    // Never stored, even under `cookies = true`: a cookieless visitor's key is shared by every
+    // cookieless visitor, so the first one's `Set-Cookie: sid=...` would be replayed to all
+    // (session fixation).
+    if response.contains_key(header::SET_COOKIE) {
         return Err(Skip::SetCookie);
     }
     if request.contains_key(header::AUTHORIZATION) && !rule.spec.authorization {
@@ -343,9 +371,21 @@ pub fn storable(
         Some(expires.duration_since(date).map_or(0, |d| d.as_secs()))
     });
     let spec = &rule.spec;
+    // An error (4xx, 5xx) is kept as long as the answer itself says (never raised to min_ttl),
+    // else at most ERROR_TTL: a 404 for a URL that does not exist yet (the next upload's
+    // name) must not outlive its creation by the rule's default_ttl.
+    let error = status >= 400;
     let ttl = match explicit {
+        Some(seconds) if error => Duration::from_secs(seconds).min(spec.max_ttl),
         Some(seconds) => Duration::from_secs(seconds).clamp(spec.min_ttl, spec.max_ttl),
-        None if cacheable_by_default(status) => spec.default_ttl.clamp(spec.min_ttl, spec.max_ttl),
+        None if cacheable_by_default(status) => {
+            let ttl = spec.default_ttl.clamp(spec.min_ttl, spec.max_ttl);
+            if error {
+                ttl.min(ERROR_TTL)
+            } else {
+                ttl
+            }
+        }
         None => return Err(Skip::Status),
     };
     let initial_age = initial_age(response, date, request_time, response_time);
@@ -378,7 +418,7 @@ pub fn initial_age(
     let age_value = response
         .get(header::AGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+        .and_then(delta_seconds)
         .map_or(Duration::ZERO, Duration::from_secs);
     let apparent = date
         .and_then(|d| response_time.duration_since(d).ok())
@@ -386,7 +426,8 @@ pub fn initial_age(
     let delay = response_time
         .duration_since(request_time)
         .unwrap_or(Duration::ZERO);
-    apparent.max(age_value + delay)
+    // Saturating: a hostile `Age: 18446744073709551615` must not panic the request's task.
+    apparent.max(age_value.saturating_add(delay))
 }
 
 /// The request headers an answer varies on, lowercase, sorted, without repeats; None for
@@ -446,6 +487,37 @@ pub fn primary_key(
         with(header::AUTHORIZATION, "a:");
     }
     key
+}
+
+/// The headers a trusted proxy in front of the edge (`[edge] trusted_proxies`) may set and the
+/// edge passes on as they are: they say which scheme, host, port and prefix the client asked
+/// for, and applications build their redirects and links from them.
+pub const FORWARDED_REQUEST_HEADERS: [&str; 6] = [
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-ssl",
+    "forwarded",
+];
+
+/// Adds to `key` the [`FORWARDED_REQUEST_HEADERS`] of a request from a trusted proxy, as the
+/// replica gets them: a plain visit's `301 → https` is then not served to HTTPS visitors
+/// (a redirect loop), nor a host the proxy passed on unchecked to everyone. Not called for
+/// other clients: the edge replaces or removes those headers before the replica sees them.
+pub fn add_forwarded(key: &mut String, request: &HeaderMap) {
+    key.push_str("\nf:");
+    for name in FORWARDED_REQUEST_HEADERS {
+        key.push_str(name);
+        key.push('=');
+        // Each value after its length: no value can pass for another header's.
+        for value in request.get_all(name) {
+            key.push_str(&value.len().to_string());
+            key.push(':');
+            key.push_str(&String::from_utf8_lossy(value.as_bytes()));
+        }
+        key.push(' ');
+    }
 }
 
 /// The query string that is both keyed and sent to the replica under `rule`: all of it, none
@@ -596,6 +668,36 @@ pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok())
         .is_some_and(|modified| modified <= since)
+}
+
+/// The headers of a stored answer after a `304` to the cache's own conditional request
+/// (RFC 9111 4.3.4): the `304`'s headers replace the stored ones, except those that describe
+/// the stored body or whom it may go to, which the cache keeps as they are (4.3.4 lets a cache
+/// exclude headers): `Set-Cookie` is never taken (one client's cookie would be replayed to
+/// all), and the stored `Vary`, `Content-Encoding`, `ETag` and framing headers stay those of
+/// the stored body (the edge may have added `Vary: Accept-Encoding` and weakened the `ETag`
+/// when it compressed: the replica's `Vary: Origin` or strong `ETag` would hand the compressed
+/// body to every client, under a validator of another representation).
+pub fn merge_not_modified(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
+    let mut headers = stored.clone();
+    let kept = [
+        header::SET_COOKIE,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::VARY,
+        header::CONTENT_ENCODING,
+        header::ETAG,
+    ];
+    for name in not_modified.keys() {
+        if kept.contains(name) {
+            continue;
+        }
+        headers.remove(name);
+        for value in not_modified.get_all(name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers
 }
 
 /// The headers a `304` from the cache carries (RFC 9110 15.4.5).

@@ -59,7 +59,9 @@ impl Object {
 
     /// Its age now (RFC 9111 4.2.3 `current_age`).
     pub fn age(&self, now: Instant) -> Duration {
-        self.freshness.initial_age + now.saturating_duration_since(self.stored_at)
+        self.freshness
+            .initial_age
+            .saturating_add(now.saturating_duration_since(self.stored_at))
     }
 
     pub fn state(&self, now: Instant) -> State {
@@ -260,13 +262,7 @@ impl Store {
             key.push('\n');
             key.push_str(name.as_str());
             key.push('=');
-            let mut value = String::new();
-            for (i, v) in request.get_all(name).iter().enumerate() {
-                if i > 0 {
-                    value.push_str(", ");
-                }
-                value.push_str(&String::from_utf8_lossy(v.as_bytes()));
-            }
+            let value = joined(request, name);
             match self.normalizers.iter().find(|(n, _)| n == name) {
                 Some((_, normalize)) => key.push_str(&normalize(&value)),
                 None => key.push_str(value.trim()),
@@ -328,15 +324,48 @@ impl Store {
         })
     }
 
+    /// Whether an answer in its `Content-Encoding` may be stored for `request`: `identity` (or
+    /// none) always; another coding only when the request accepts it and, where the answer
+    /// `Vary`s on a normalised `Accept-Encoding`, not in the identity variant. A replica that
+    /// ignores q-values (`gzip;q=0`), or answers `x-gzip` with gzip, would otherwise put a gzip
+    /// body in the identity variant. A gzip body in the `br` variant (an application that
+    /// compresses itself, for a browser that takes both) is stored: refusing it would leave
+    /// such applications uncached for every browser, and [`policy::accepts_coding`] keeps it
+    /// from a client that does not take gzip.
+    pub fn coding_fits(&self, request: &HeaderMap, response: &HeaderMap) -> bool {
+        let compressed = response
+            .get(http::header::CONTENT_ENCODING)
+            .map(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .is_some_and(|c| !c.is_empty() && c != "identity");
+        if !compressed {
+            return true;
+        }
+        if !policy::accepts_coding(request, response) {
+            return false;
+        }
+        let name = http::header::ACCEPT_ENCODING;
+        let varies = policy::vary_names(response).is_some_and(|names| names.contains(&name));
+        match self.normalizers.iter().find(|(n, _)| *n == name) {
+            Some((_, normalize)) if varies => normalize(&joined(request, &name)) != "identity",
+            _ => true,
+        }
+    }
+
     /// Stores an answer to `request` under `primary` (and, when it `Vary`s, under its
-    /// variant's key). Objects over `max_object` are refused (None).
+    /// variant's key). Objects over `max_object`, or in a coding that does not fit the variant
+    /// ([`Store::coding_fits`]), are refused (None).
     pub fn insert(
         &self,
         primary: &str,
         request: &HeaderMap,
         object: Object,
     ) -> Option<Arc<Object>> {
-        if object.body.len() as u64 > self.max_object {
+        if object.body.len() as u64 > self.max_object || !self.coding_fits(request, &object.headers)
+        {
             self.stats.not_stored.fetch_add(1, Ordering::Relaxed);
             return None;
         }
@@ -395,6 +424,18 @@ impl Store {
         self.stats.purged.fetch_add(removed, Ordering::Relaxed);
         removed
     }
+}
+
+/// The values of request header `name`, joined with `, ` (as one list).
+fn joined(request: &HeaderMap, name: &HeaderName) -> String {
+    let mut value = String::new();
+    for (i, v) in request.get_all(name).iter().enumerate() {
+        if i > 0 {
+            value.push_str(", ");
+        }
+        value.push_str(&String::from_utf8_lossy(v.as_bytes()));
+    }
+    value
 }
 
 /// Whether a stored answer can be revalidated (`ETag` or `Last-Modified`).

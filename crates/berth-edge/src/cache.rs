@@ -65,10 +65,14 @@ impl Edge {
         table: &CompiledTable,
         req: &Request<B>,
         secure: bool,
-        host: &str,
+        trusted: bool,
         _service: &str,
     ) -> Option<CachePlan> {
         let rules = table.cache_rules.as_ref()?;
+        // A WebSocket handshake is a GET, but its answer is a tunnel: never a stored answer.
+        if crate::proxy::is_upgrade(req.headers()) {
+            return None;
+        }
         // The private test route (smoke checks of a release before it takes traffic) must
         // reach that release, and what it gets must never be stored for everyone.
         if crate::proxy::test_route(req.headers(), table.test_key.as_deref()).is_some() {
@@ -80,14 +84,21 @@ impl Edge {
         let normal = crate::guard::normalize_path(req.uri().path())?;
         let rule = rules.select_index(&normal)?;
         let spec = &rules.rules[rule];
-        let primary = policy::primary_key(
+        // The host exactly as the replica gets it (port included: `Host: site:1` makes
+        // applications write `http://site:1/...` into redirects and pages), not the routed
+        // host, which has no port.
+        let mut primary = policy::primary_key(
             spec,
             secure,
-            host,
+            &forwarded_host(req),
             req.uri().path(),
             req.uri().query(),
             req.headers(),
         );
+        // A trusted proxy's X-Forwarded-Proto, -Host... reach the replica as they are.
+        if trusted {
+            policy::add_forwarded(&mut primary, req.headers());
+        }
         if policy::invalidates(req.method()) {
             return Some(CachePlan::Invalidate { store, primary });
         }
@@ -156,7 +167,16 @@ impl Edge {
         let Some(store) = self.cache_store.load_full() else {
             return 0;
         };
-        let removed = store.purge(service, prefix);
+        // Stored paths are normalised (`purge_path`): the prefix too, so `//img/x`,
+        // `/%69mg/x` and `/img/./x` all go with a purge of `/img/x`.
+        let normal = prefix.map(|p| {
+            let mut normal = purge_path(p);
+            if p.ends_with('/') && !normal.ends_with('/') {
+                normal.push('/');
+            }
+            normal
+        });
+        let removed = store.purge(service, normal.as_deref());
         self.metrics.cache_purged.inc_by(removed);
         tracing::info!(
             "cache purge (service {}, prefix {}): {removed} answers",
@@ -476,7 +496,7 @@ impl Refresh<'_> {
                 conditional = true;
             }
         }
-        let path = parts.uri.path().to_string();
+        let path = purge_path(parts.uri.path());
         let sent = parts.headers.clone();
         let request_time = SystemTime::now();
         let (response, lease, _) = edge
@@ -511,12 +531,7 @@ impl Refresh<'_> {
         // headers the 304 updates (RFC 9111 4.3.4).
         if status == 304 && conditional {
             let stale = stale.expect("conditional implies a stale answer");
-            let mut headers = stale.headers.clone();
-            for (name, value) in response.headers() {
-                if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
-                    headers.insert(name.clone(), value.clone());
-                }
-            }
+            let mut headers = policy::merge_not_modified(&stale.headers, response.headers());
             strip_stored(&mut headers);
             let freshness = policy::storable(
                 rule,
@@ -559,8 +574,11 @@ impl Refresh<'_> {
             .size_hint()
             .exact()
             .is_some_and(|n| n > self.store.max_object);
+        // A coding that does not fit the variant is refused here, before the body is read
+        // (the store would refuse it too).
+        let fits = self.store.coding_fits(&sent, response.headers());
         let freshness = match freshness {
-            Ok(f) if !too_large => f,
+            Ok(f) if !too_large && fits => f,
             _ => {
                 self.store.stats.not_stored.fetch_add(1, Ordering::Relaxed);
                 return Ok(passed(response, lease));
@@ -650,6 +668,25 @@ fn body_framing_of<B: Body>(req: &Request<B>) -> bool {
     }
 }
 
+/// The path a stored answer is purged by: as an application reads it
+/// ([`crate::guard::normalize_path`]: decoded, `//` and dot segments resolved, lower case), so
+/// every spelling of a URL that the cache keys apart goes with one purge of it.
+fn purge_path(path: &str) -> String {
+    crate::guard::normalize_path(path).unwrap_or_else(|| path.to_string())
+}
+
+/// The `Host` a replica gets for `req` (`upstream_request`: the client's `Host`, else the
+/// URI's authority, port included, else none).
+fn forwarded_host<B>(req: &Request<B>) -> String {
+    match req.headers().get(header::HOST) {
+        Some(host) => String::from_utf8_lossy(host.as_bytes()).into_owned(),
+        None => req
+            .uri()
+            .authority()
+            .map_or_else(String::new, |a| a.as_str().to_string()),
+    }
+}
+
 /// The request URI with the query the cache keys and sends on (None: unchanged).
 fn cache_uri(uri: &Uri, query: Option<String>) -> Option<Uri> {
     if uri.query() == query.as_deref() {
@@ -709,12 +746,14 @@ fn served(
     };
     headers.insert(header::AGE, HeaderValue::from(object.age(now).as_secs()));
     headers.insert(X_CACHE.clone(), HeaderValue::from_static(label));
+    // HEAD: the stored length, no body (HTTP/1 would drop it, but an HTTP/2 server sends
+    // whatever body it is given as DATA frames on the HEAD's stream).
     let body = if not_modified {
         Bytes::new()
+    } else if *method == Method::HEAD {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(object.body.len()));
+        Bytes::new()
     } else {
-        if *method == Method::HEAD {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(object.body.len()));
-        }
         object.body.clone()
     };
     let mut response = Response::new(AnswerBody::Boxed {

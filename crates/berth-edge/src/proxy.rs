@@ -767,7 +767,7 @@ impl Edge {
         }
 
         // The response cache (`cache.rs`): answered from it, or through it to `forward`.
-        if let Some(plan) = self.cache_plan(&table, &req, client.secure, host, &service) {
+        if let Some(plan) = self.cache_plan(&table, &req, client.secure, client.trusted, &service) {
             return self
                 .clone()
                 .through_cache(
@@ -1379,6 +1379,8 @@ const SPOOFABLE: &[&str] = &[
     "x-forwarded-port",
     "x-forwarded-prefix",
     "x-forwarded-server",
+    // Rack and others read `X-Forwarded-Ssl: on` as HTTPS.
+    "x-forwarded-ssl",
     "true-client-ip",
     "cf-connecting-ip",
 ];

@@ -153,9 +153,8 @@ pub struct CacheRuleSpec {
     /// ... and lowered to at most this; 0 makes the rule a never-cache rule.
     pub max_ttl: Duration,
     pub query: CacheQuery,
-    /// `cookies = true`: the request's `Cookie` goes to the replica and into the key, and
-    /// answers with `Set-Cookie` may be stored. False: `Cookie` is not sent on, `Set-Cookie`
-    /// answers are never stored.
+    /// `cookies = true`: the request's `Cookie` goes to the replica and into the key. False:
+    /// `Cookie` is not sent on. Answers with `Set-Cookie` are never stored either way.
     pub cookies: bool,
     /// `authorization = true`: requests with `Authorization` use the cache, keyed by it.
     /// False: they bypass it.

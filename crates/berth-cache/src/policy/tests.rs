@@ -235,11 +235,75 @@ fn a_min_ttl_does_not_override_private() {
 }
 
 #[test]
-fn set_cookie_answers_are_stored_only_when_the_rule_allows_cookies() {
+fn set_cookie_answers_are_never_stored_even_when_the_rule_keys_cookies() {
     assert_eq!(ttl(&[("set-cookie", "sid=1")]), Err(Skip::SetCookie));
+    // `cookies = true` keys the request's Cookie; a cookieless visitor's key is shared by
+    // every cookieless visitor, so the first one's session cookie must not be stored.
     let mut r = rule();
     r.spec.cookies = true;
-    assert!(store(&r, &[], &[("set-cookie", "sid=1")]).is_ok());
+    assert_eq!(
+        store(
+            &r,
+            &[],
+            &[
+                ("cache-control", "public, max-age=60"),
+                ("set-cookie", "sid=1")
+            ]
+        ),
+        Err(Skip::SetCookie)
+    );
+    assert!(store(&r, &[("cookie", "a=1")], &[("cache-control", "max-age=60")]).is_ok());
+}
+
+#[test]
+fn a_304_merge_never_takes_set_cookie() {
+    let stored = headers(&[
+        ("cache-control", "max-age=1"),
+        ("etag", "\"v1\""),
+        ("content-type", "text/plain"),
+    ]);
+    let merged = merge_not_modified(
+        &stored,
+        &headers(&[
+            ("cache-control", "max-age=60"),
+            ("set-cookie", "sid=first-visitor"),
+            ("content-length", "0"),
+            ("x-new", "a"),
+            ("x-new", "b"),
+        ]),
+    );
+    assert!(!merged.contains_key(header::SET_COOKIE), "{merged:?}");
+    assert!(!merged.contains_key(header::CONTENT_LENGTH), "{merged:?}");
+    assert_eq!(merged[header::CACHE_CONTROL], "max-age=60");
+    assert_eq!(merged.get_all("x-new").iter().count(), 2);
+    assert_eq!(merged[header::CONTENT_TYPE], "text/plain");
+}
+
+#[test]
+fn a_304_merge_keeps_what_describes_the_stored_body() {
+    // What the edge stored after compressing: its own Vary and a weakened ETag.
+    let stored = headers(&[
+        ("cache-control", "max-age=1"),
+        ("etag", "W/\"v1\""),
+        ("vary", "Accept-Encoding"),
+        ("content-encoding", "br"),
+    ]);
+    let merged = merge_not_modified(
+        &stored,
+        &headers(&[
+            ("cache-control", "max-age=60"),
+            ("etag", "\"v1\""),
+            ("vary", "Origin"),
+            ("content-encoding", "identity"),
+            ("content-length", "0"),
+        ]),
+    );
+    assert_eq!(merged[header::VARY], "Accept-Encoding");
+    assert_eq!(merged.get_all(header::VARY).iter().count(), 1);
+    assert_eq!(merged[header::ETAG], "W/\"v1\"");
+    assert_eq!(merged[header::CONTENT_ENCODING], "br");
+    assert!(!merged.contains_key(header::CONTENT_LENGTH));
+    assert_eq!(merged[header::CACHE_CONTROL], "max-age=60");
 }
 
 #[test]
@@ -333,6 +397,33 @@ fn statuses_cacheable_by_default() {
 }
 
 #[test]
+fn errors_are_kept_only_as_long_as_they_say_else_ten_seconds() {
+    let mut r = rule();
+    r.spec.default_ttl = Duration::from_secs(365 * 86_400);
+    r.spec.max_ttl = Duration::from_secs(365 * 86_400);
+    r.spec.min_ttl = Duration::from_secs(3600);
+    let none = HeaderMap::new();
+    for status in [404, 405, 410, 414, 501] {
+        let f = storable(&r, &none, status, &none, at(0), at(0)).unwrap();
+        assert_eq!(f.ttl, ERROR_TTL, "{status}");
+    }
+    // The answer's own lifetime, not raised to min_ttl.
+    let own = headers(&[("cache-control", "max-age=5")]);
+    let f = storable(&r, &none, 404, &own, at(0), at(0)).unwrap();
+    assert_eq!(f.ttl, Duration::from_secs(5));
+    let long = headers(&[("cache-control", "max-age=600")]);
+    let f = storable(&r, &none, 404, &long, at(0), at(0)).unwrap();
+    assert_eq!(f.ttl, Duration::from_secs(600));
+    // 2xx and 3xx keep the rule's lifetimes.
+    for status in [200, 301, 308] {
+        let f = storable(&r, &none, status, &none, at(0), at(0)).unwrap();
+        assert_eq!(f.ttl, r.spec.default_ttl, "{status}");
+    }
+    let f = storable(&r, &none, 200, &own, at(0), at(0)).unwrap();
+    assert_eq!(f.ttl, Duration::from_secs(3600));
+}
+
+#[test]
 fn age_counts_against_the_lifetime() {
     let f = store(
         &rule(),
@@ -364,6 +455,56 @@ fn the_initial_age_is_corrected_for_date_and_delay() {
     assert_eq!(
         initial_age(&HeaderMap::new(), Some(at(50)), at(0), at(0)),
         Duration::ZERO
+    );
+}
+
+#[test]
+fn hostile_and_huge_numbers_neither_panic_nor_vanish() {
+    // An Age past u64 seconds plus the round trip: no overflow, and arrived stale.
+    let h = headers(&[("age", "18446744073709551615")]);
+    let age = initial_age(&h, None, at(0), at(3));
+    assert!(age >= Duration::from_secs(MAX_DELTA_SECONDS), "{age:?}");
+    assert_eq!(
+        ttl(&[
+            ("cache-control", "max-age=60"),
+            ("age", "18446744073709551615")
+        ]),
+        Err(Skip::NoLifetime)
+    );
+    let f = Freshness {
+        ttl: Duration::from_secs(60),
+        initial_age: Duration::MAX,
+        stale_while_revalidate: Duration::from_secs(30),
+        stale_if_error: Duration::ZERO,
+    };
+    assert_eq!(f.state(Duration::from_secs(5)), State::Expired);
+    assert_eq!(f.keep_for(), Duration::from_secs(30));
+    let long = Freshness {
+        initial_age: Duration::ZERO,
+        stale_while_revalidate: Duration::MAX,
+        ..f
+    };
+    assert_eq!(long.keep_for(), Duration::MAX);
+    // A max-age too large for any integer is 2^31 s (RFC 9111 1.2.2), not 0.
+    let cc = CacheControl::parse(&headers(&[(
+        "cache-control",
+        "max-age=99999999999999999999, s-maxage=4294967296",
+    )]));
+    assert_eq!(cc.max_age, Some(MAX_DELTA_SECONDS));
+    assert_eq!(cc.s_maxage, Some(MAX_DELTA_SECONDS));
+    let mut r = rule();
+    r.spec.max_ttl = Duration::from_secs(u64::from(u32::MAX));
+    let f = store(
+        &r,
+        &[],
+        &[("cache-control", "max-age=99999999999999999999")],
+    )
+    .unwrap();
+    assert_eq!(f.ttl, Duration::from_secs(MAX_DELTA_SECONDS));
+    // Not a number: 0 (stale at once).
+    assert_eq!(
+        CacheControl::parse(&headers(&[("cache-control", "max-age=-1")])).max_age,
+        Some(0)
     );
 }
 
@@ -433,6 +574,31 @@ fn the_key_holds_host_path_and_query() {
     assert_ne!(
         primary_key(&r, true, "a.test", "/x", None, &HeaderMap::new()),
         primary_key(&r, false, "a.test", "/x", None, &HeaderMap::new())
+    );
+}
+
+#[test]
+fn a_trusted_proxys_forwarded_headers_are_keyed() {
+    let key = |pairs: &[(&str, &str)]| {
+        let mut key = String::from("http://shop.test\n/");
+        add_forwarded(&mut key, &headers(pairs));
+        key
+    };
+    let plain = key(&[("x-forwarded-proto", "http")]);
+    assert_ne!(plain, key(&[("x-forwarded-proto", "https")]));
+    assert_ne!(plain, key(&[]));
+    assert_ne!(
+        key(&[("x-forwarded-host", "shop.test")]),
+        key(&[("x-forwarded-host", "evil.test")])
+    );
+    assert_ne!(key(&[]), key(&[("x-forwarded-ssl", "on")]));
+    assert_ne!(key(&[]), key(&[("forwarded", "proto=https")]));
+    assert_ne!(key(&[]), key(&[("x-forwarded-prefix", "/app")]));
+    assert_ne!(key(&[]), key(&[("x-forwarded-port", "443")]));
+    // Values cannot be shifted from one header into another.
+    assert_ne!(
+        key(&[("x-forwarded-host", "a"), ("x-forwarded-port", "")]),
+        key(&[("x-forwarded-host", ""), ("x-forwarded-port", "a")])
     );
 }
 

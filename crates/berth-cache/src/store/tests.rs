@@ -285,3 +285,51 @@ fn a_variant_in_a_coding_the_client_does_not_take_is_a_miss() {
     assert!(store.lookup("k", &both, Instant::now()).1.is_some());
     assert!(store.lookup("k", &br, Instant::now()).1.is_none());
 }
+
+#[test]
+fn a_coding_that_does_not_fit_the_variant_is_never_stored() {
+    let store = Store::new(1 << 20, 1 << 16);
+    let gzip = [("content-encoding", "gzip"), ("vary", "Accept-Encoding")];
+    // A replica that ignores q-values, or reads x-gzip as gzip: the request's variant is
+    // identity, the body gzip.
+    for ae in ["gzip;q=0", "x-gzip", "gzip;q=0, identity", ""] {
+        let req = request(&[("accept-encoding", ae)]);
+        assert!(
+            store
+                .insert("k", &req, object(b"z", "web", "/a", &gzip))
+                .is_none(),
+            "{ae:?}"
+        );
+        assert!(
+            store.lookup("k", &req, Instant::now()).1.is_none(),
+            "{ae:?}"
+        );
+    }
+    // A coding the request takes, in a compressed variant, or identity: stored.
+    let req = request(&[("accept-encoding", "gzip")]);
+    assert!(store
+        .insert("k", &req, object(b"z", "web", "/a", &gzip))
+        .is_some());
+    let br = request(&[("accept-encoding", "gzip, br")]);
+    assert!(store
+        .insert("k", &br, object(b"z", "web", "/a", &gzip))
+        .is_some());
+    assert!(store
+        .insert(
+            "k",
+            &br,
+            object(b"p", "web", "/a", &[("vary", "Accept-Encoding")])
+        )
+        .is_some());
+    // Keys with Accept-Encoding as sent (another compressor order): still only a coding the
+    // request takes.
+    let mut exact = Store::new(1 << 20, 1 << 16);
+    exact.keep_exact(&http::header::ACCEPT_ENCODING);
+    let q0 = request(&[("accept-encoding", "gzip;q=0")]);
+    assert!(exact
+        .insert("k", &q0, object(b"z", "web", "/a", &gzip))
+        .is_none());
+    assert!(exact
+        .insert("k", &br, object(b"z", "web", "/a", &gzip))
+        .is_some());
+}

@@ -19,7 +19,7 @@ use berth_model::routing::{EdgeSettings, Target};
 use berth_model::RoutingTable;
 use berth_spec::{Balance, CacheQuery, CacheRuleSpec, CacheSpec};
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::service::service_fn;
@@ -126,10 +126,12 @@ async fn answer(
     let body = match kind.as_str() {
         "vary" => format!("{full} #{n} lang={}", header("accept-language")),
         "echo" => format!(
-            "{full} #{n} cookie={} xfh={} xou={}",
+            "{full} #{n} cookie={} xfh={} xou={} xfp={} xfs={}",
             header("cookie"),
             header("x-forwarded-host"),
-            header("x-original-url")
+            header("x-original-url"),
+            header("x-forwarded-proto"),
+            header("x-forwarded-ssl")
         ),
         "big" => "x".repeat(2 << 20),
         "text" => format!("{full} #{n} {}", "compressible text ".repeat(256)),
@@ -268,6 +270,7 @@ async fn a_cacheable_answer_is_stored_and_served_with_age() {
         .await;
     assert_eq!(x_cache(&head), "HIT");
     assert!(head.body.is_empty());
+    assert_eq!(head.header("content-length"), Some("8"));
     assert_eq!(backend.count("/page"), 1);
     // The host is in the key: another site's /page is its own entry.
     let other = edge
@@ -275,6 +278,128 @@ async fn a_cacheable_answer_is_stored_and_served_with_age() {
         .await;
     assert_eq!(x_cache(&other), "MISS");
     assert_eq!(backend.count("/page"), 2);
+}
+
+#[tokio::test]
+async fn the_host_port_is_keyed_as_the_replica_sees_it() {
+    let (edge, backend) = cached_edge().await;
+    assert_eq!(x_cache(&get(&edge, "/ported", &[]).await), "MISS");
+    // `Host: shop.test:1` reaches the replica as it is (an application writes it into its
+    // redirects): it must not share the entry of `shop.test`, nor fill it.
+    let ported = edge
+        .send(Method::GET, "shop.test:1", "/ported", &[], Bytes::new())
+        .await;
+    assert_eq!(x_cache(&ported), "MISS");
+    assert_eq!(ported.text(), "/ported #2");
+    let again = edge
+        .send(Method::GET, "SHOP.test:1", "/ported", &[], Bytes::new())
+        .await;
+    assert_eq!(
+        (x_cache(&again), again.text().as_str()),
+        ("HIT", "/ported #2")
+    );
+    assert_eq!(x_cache(&get(&edge, "/ported", &[]).await), "HIT");
+    assert_eq!(backend.count("/ported"), 2);
+}
+
+#[tokio::test]
+async fn a_trusted_proxys_forwarded_scheme_and_host_are_keyed() {
+    let edge = EdgeProcess::start().await;
+    let backend = CacheBackend::start().await;
+    let mut t = cache_table(3, &backend);
+    t.settings.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    edge.push(&t).await;
+    let plain = get(&edge, "/echo/lb", &[("x-forwarded-proto", "http")]).await;
+    assert_eq!(x_cache(&plain), "MISS");
+    assert!(plain.text().contains("xfp=http "), "{}", plain.text());
+    // An HTTPS visitor behind the same load balancer never gets what the plain one got.
+    let secure = get(&edge, "/echo/lb", &[("x-forwarded-proto", "https")]).await;
+    assert_eq!(x_cache(&secure), "MISS");
+    assert!(secure.text().contains("xfp=https "), "{}", secure.text());
+    let again = get(&edge, "/echo/lb", &[("x-forwarded-proto", "https")]).await;
+    assert_eq!((x_cache(&again), again.text()), ("HIT", secure.text()));
+    // A host the balancer passed on: its own entry.
+    let host = get(
+        &edge,
+        "/echo/lb",
+        &[
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.test"),
+        ],
+    )
+    .await;
+    assert_eq!(x_cache(&host), "MISS");
+    assert!(host.text().contains("xfh=evil.test"), "{}", host.text());
+    // And X-Forwarded-Ssl, which a trusted proxy may send, is keyed too.
+    let ssl = get(
+        &edge,
+        "/echo/lb",
+        &[("x-forwarded-proto", "https"), ("x-forwarded-ssl", "on")],
+    )
+    .await;
+    assert_eq!(x_cache(&ssl), "MISS");
+    assert!(ssl.text().contains("xfs=on"), "{}", ssl.text());
+    assert_eq!(backend.count("/echo/lb"), 4);
+}
+
+#[tokio::test]
+async fn head_from_the_cache_has_no_body_over_http2() {
+    let (edge, backend) = cached_edge().await;
+    let stored = get(&edge, "/headed", &[]).await;
+    assert_eq!(x_cache(&stored), "MISS");
+    let tcp = tokio::net::TcpStream::connect(edge.listen).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .expect("h2c handshake");
+    let driver = tokio::spawn(connection);
+    let request = Request::builder()
+        .method(Method::HEAD)
+        .uri("http://shop.test/headed")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let response = tokio::time::timeout(REQUEST_LIMIT, sender.send_request(request))
+        .await
+        .expect("h2 answer in time")
+        .expect("h2 answer");
+    assert_eq!(response.headers().get("x-cache").unwrap(), "HIT");
+    assert_eq!(
+        response.headers().get("content-length").unwrap(),
+        stored.body.len().to_string().as_str()
+    );
+    let body = tokio::time::timeout(REQUEST_LIMIT, response.into_body().collect())
+        .await
+        .expect("h2 body in time")
+        .map(|b| b.to_bytes());
+    assert!(matches!(&body, Ok(b) if b.is_empty()), "{body:?}");
+    assert_eq!(backend.count("/headed"), 1);
+    driver.abort();
+}
+
+#[tokio::test]
+async fn upgrade_requests_bypass_the_cache() {
+    let (edge, backend) = cached_edge().await;
+    get(&edge, "/socket", &[]).await;
+    assert_eq!(x_cache(&get(&edge, "/socket", &[]).await), "HIT");
+    // A WebSocket handshake to a stored URL reaches the replica (which here answers it
+    // with a plain 200), is never answered from the cache nor stored.
+    let upgrade = [
+        ("connection", "upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    let handshake = get(&edge, "/socket", &upgrade).await;
+    assert_eq!(handshake.header("x-cache"), None);
+    assert_eq!(handshake.text(), "/socket #2");
+    assert_eq!(backend.count("/socket"), 2);
+    let after = get(&edge, "/socket", &[]).await;
+    assert_eq!(
+        (x_cache(&after), after.text().as_str()),
+        ("HIT", "/socket #1")
+    );
 }
 
 #[tokio::test]
@@ -340,6 +465,7 @@ async fn unkeyed_request_headers_cannot_poison_the_entry() {
             ("cookie", "sid=attacker"),
             ("x-forwarded-host", "evil.test"),
             ("x-original-url", "/admin"),
+            ("x-forwarded-ssl", "on"),
         ],
     )
     .await;
@@ -349,6 +475,8 @@ async fn unkeyed_request_headers_cannot_poison_the_entry() {
     assert!(text.contains("cookie=-"), "{text}");
     assert!(!text.contains("evil.test"), "{text}");
     assert!(text.contains("xou=-"), "{text}");
+    // `X-Forwarded-Ssl: on` (HTTPS to Rack) from a client that is no trusted proxy is removed.
+    assert!(text.contains("xfs=-"), "{text}");
     let victim = get(&edge, "/echo/p", &[]).await;
     assert_eq!(x_cache(&victim), "HIT");
     assert_eq!(victim.text(), text);
@@ -534,6 +662,31 @@ async fn unsafe_methods_invalidate_and_purges_drop_entries() {
         .await;
     assert_eq!(none.purged, 0);
     assert_eq!(x_cache(&get(&edge, "/other", &[]).await), "HIT");
+}
+
+#[tokio::test]
+async fn a_purge_takes_every_spelling_of_a_path() {
+    let (edge, _backend) = cached_edge().await;
+    let spellings = [
+        "/img/leak.png",
+        "//img/leak.png",
+        "/%69mg/leak.png",
+        "/IMG/leak.png",
+    ];
+    for path in spellings {
+        get(&edge, path, &[]).await;
+        assert_eq!(x_cache(&get(&edge, path, &[]).await), "HIT", "{path}");
+    }
+    let purged = edge
+        .call(&ControlRequest::Purge {
+            service: Some("web".into()),
+            prefix: Some("/img/leak.png".into()),
+        })
+        .await;
+    assert_eq!(purged.purged, spellings.len() as u64);
+    for path in spellings {
+        assert_eq!(x_cache(&get(&edge, path, &[]).await), "MISS", "{path}");
+    }
 }
 
 #[tokio::test]
