@@ -1,20 +1,21 @@
 //! The store: stored answers in memory under a byte cap (quick_cache's S3-FIFO with a weigher,
 //! std's SipHash so that client-chosen keys cannot be made to collide), the variants of an
 //! answer that `Vary`s, request coalescing (one request to the replicas per key at a time,
-//! the others wait a bounded time for its result), and purges by service and path prefix.
+//! the others wait a bounded time for its result), purges by service and path prefix, and
+//! the budget of bytes that answers being read for the store may hold at once ([`FillPermit`]).
 //! Knows nothing of sockets or of how answers are fetched: the caller fetches, asks
 //! [`crate::policy::storable`], and inserts.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName};
 use quick_cache::sync::{Cache, DefaultLifecycle};
 use quick_cache::{OptionsBuilder, Weighter};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::policy::{self, Freshness, Normalizer, State};
 
@@ -137,6 +138,8 @@ pub struct Stats {
     pub not_stored: AtomicU64,
     pub revalidated: AtomicU64,
     pub purged: AtomicU64,
+    /// Fills that passed their answer through because the fill budget was spent.
+    pub over_budget: AtomicU64,
 }
 
 /// A key's place in line for the replicas: the first miss leads (asks the replicas), the
@@ -177,6 +180,20 @@ struct StoreInner {
     inflight: Mutex<HashMap<String, watch::Receiver<bool>>>,
 }
 
+/// Bytes held, while it is read, by one answer on its way into the store (a fill), counted
+/// against the store's fill budget ([`Store::fill_budget`]); given back on drop. A fill that
+/// cannot grow its permit stops buffering and passes its answer through; whoever holds the
+/// bytes already read keeps the permit until they are gone.
+#[derive(Debug, Default)]
+pub struct FillPermit(Option<OwnedSemaphorePermit>);
+
+impl FillPermit {
+    /// Bytes it holds.
+    pub fn bytes(&self) -> u64 {
+        self.0.as_ref().map_or(0, |p| p.num_permits() as u64)
+    }
+}
+
 /// The in-memory cache of one edge.
 pub struct Store {
     cache: Cache<String, Slot, Weigh, std::hash::RandomState, DefaultLifecycle<String, Slot>>,
@@ -185,6 +202,25 @@ pub struct Store {
     max_size: u64,
     pub max_object: u64,
     pub stats: Stats,
+    /// Bytes of fills in flight, at most: fills are outside the byte cap until stored.
+    fills: Arc<Semaphore>,
+    fill_budget: u64,
+    /// Purges so far; held for writing while a purge runs, for reading while a fill inserts.
+    purges: RwLock<Purges>,
+}
+
+/// How many purges there were, of all services and of each: a fill that started before a
+/// purge of its service must not store its (old) answer after it.
+#[derive(Default)]
+struct Purges {
+    all: u64,
+    services: HashMap<String, u64>,
+}
+
+impl Purges {
+    fn generation(&self, service: &str) -> u64 {
+        self.all + self.services.get(service).copied().unwrap_or(0)
+    }
 }
 
 impl Store {
@@ -222,6 +258,74 @@ impl Store {
             max_size,
             max_object,
             stats: Stats::default(),
+            fills: Arc::new(Semaphore::new(budget_permits(Self::default_fill_budget(
+                max_size, max_object,
+            )))),
+            fill_budget: Self::default_fill_budget(max_size, max_object),
+            purges: RwLock::new(Purges::default()),
+        }
+    }
+
+    /// The purge generation of `service`: what a fill notes when it starts, for
+    /// [`Store::insert_since`].
+    pub fn generation(&self, service: &str) -> u64 {
+        self.purges
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .generation(service)
+    }
+
+    /// [`Store::insert`], unless its service was purged since `generation` was noted (the
+    /// answer may be from before the purge): then None, not stored.
+    pub fn insert_since(
+        &self,
+        generation: u64,
+        primary: &str,
+        request: &HeaderMap,
+        object: Object,
+    ) -> Option<Arc<Object>> {
+        let purges = self.purges.read().unwrap_or_else(|e| e.into_inner());
+        if purges.generation(&object.service) != generation {
+            self.stats.not_stored.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        // Inserted under the read lock: a purge waits for it, then removes it.
+        self.insert(primary, request, object)
+    }
+
+    /// The default fill budget: a quarter of `max_size`, and at least one `max_object`.
+    pub fn default_fill_budget(max_size: u64, max_object: u64) -> u64 {
+        (max_size / 4).max(max_object)
+    }
+
+    /// Sets the bytes that answers being read for the store may hold at once.
+    pub fn set_fill_budget(&mut self, bytes: u64) {
+        self.fills = Arc::new(Semaphore::new(budget_permits(bytes)));
+        self.fill_budget = bytes;
+    }
+
+    pub fn fill_budget(&self) -> u64 {
+        self.fill_budget
+    }
+
+    /// Grows `permit` by `bytes` from the fill budget; false (the permit unchanged) when the
+    /// budget has not that much left: the fill then passes its answer through unstored.
+    pub fn reserve_fill(&self, permit: &mut FillPermit, bytes: u64) -> bool {
+        let Ok(n) = u32::try_from(bytes) else {
+            return false;
+        };
+        match self.fills.clone().try_acquire_many_owned(n) {
+            Ok(more) => {
+                match permit.0.as_mut() {
+                    Some(held) => held.merge(more),
+                    None => permit.0 = Some(more),
+                }
+                true
+            }
+            Err(_) => {
+                self.stats.over_budget.fetch_add(1, Ordering::Relaxed);
+                false
+            }
         }
     }
 
@@ -407,6 +511,12 @@ impl Store {
     /// Removes every entry of `service` (all services when None) whose path starts with
     /// `prefix` (all paths when None); returns how many answers went.
     pub fn purge(&self, service: Option<&str>, prefix: Option<&str>) -> u64 {
+        // Fills that started before this purge will not store (`insert_since`).
+        let mut purges = self.purges.write().unwrap_or_else(|e| e.into_inner());
+        match service {
+            Some(s) => *purges.services.entry(s.to_string()).or_default() += 1,
+            None => purges.all += 1,
+        }
         let removed = AtomicU64::new(0);
         self.cache.retain(|_, slot| {
             let (s, path, counts) = match slot {
@@ -420,6 +530,7 @@ impl Store {
             }
             !matches
         });
+        drop(purges);
         let removed = removed.into_inner();
         self.stats.purged.fetch_add(removed, Ordering::Relaxed);
         removed
@@ -441,6 +552,13 @@ fn joined(request: &HeaderMap, name: &HeaderName) -> String {
 /// Whether a stored answer can be revalidated (`ETag` or `Last-Modified`).
 pub fn has_validators(headers: &HeaderMap) -> bool {
     headers.contains_key(http::header::ETAG) || headers.contains_key(http::header::LAST_MODIFIED)
+}
+
+/// Semaphore permits for a budget of `bytes` (within what a semaphore holds).
+fn budget_permits(bytes: u64) -> usize {
+    usize::try_from(bytes)
+        .unwrap_or(usize::MAX)
+        .min(Semaphore::MAX_PERMITS)
 }
 
 /// A nonce for a `Vary` marker: unique in the process.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use berth_cache::policy::{self, NOT_MODIFIED_HEADERS, UNKEYED_REQUEST_HEADERS};
-use berth_cache::{Flight, Object, Rules, State, Store};
+use berth_cache::{FillPermit, Flight, Object, Rules, State, Store};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame};
@@ -29,7 +29,7 @@ use crate::errors::{EdgeError, Side};
 use crate::http1::head::Framing;
 use crate::metrics::CacheLabels;
 use crate::pool::Lease;
-use crate::proxy::{AnswerBody, CompiledTable, Edge, Failed, Peer, PrefixedBody};
+use crate::proxy::{AnswerBody, CompiledTable, Edge, Failed, Peer, PrefixedBody, ProxyBody};
 
 /// How long a request waits for another's fetch of the same key before asking itself.
 const FOLLOW_LIMIT: Duration = Duration::from_secs(10);
@@ -484,6 +484,8 @@ impl Refresh<'_> {
         service: String,
     ) -> Result<FetchResult, Failed> {
         let rule = &self.rules.rules[self.rule];
+        // A purge of the service from now on keeps this fill's answer out of the store.
+        let generation = self.store.generation(&service);
         let mut conditional = false;
         if let Some(stale) = stale.filter(|o| o.status == 200) {
             if let Some(etag) = stale.headers.get(header::ETAG) {
@@ -553,7 +555,8 @@ impl Refresh<'_> {
                         Instant::now(),
                     );
                     self.store.stats.revalidated.fetch_add(1, Ordering::Relaxed);
-                    self.store.insert(self.primary, &sent, object)
+                    self.store
+                        .insert_since(generation, self.primary, &sent, object)
                 }
                 Err(_) => None,
             };
@@ -584,70 +587,133 @@ impl Refresh<'_> {
                 return Ok(passed(response, lease));
             }
         };
-        // Read the body, at most max_object bytes; past that it goes on as it comes.
-        let (head, mut body) = response.into_parts();
-        let mut frames: Vec<Frame<Bytes>> = Vec::new();
-        let mut size = 0u64;
-        let mut whole = true;
-        loop {
-            match body.frame().await {
-                None => break,
-                Some(Err(error)) => return Err(Failed::new(error).of(&service)),
-                Some(Ok(frame)) => {
-                    match frame.data_ref() {
-                        Some(data) => size += data.len() as u64,
-                        // Trailers: passed on, not stored.
-                        None => whole = false,
+        // Read the body, at most max_object bytes within the fill budget; past that it goes
+        // on as it comes.
+        let (head, body) = response.into_parts();
+        let (data, permit) = match read_for_store(body, self.store).await {
+            Err(error) => return Err(Failed::new(error).of(&service)),
+            Ok(Read::Whole(data, permit)) => (data, permit),
+            Ok(Read::Passed(body)) => {
+                self.store.stats.not_stored.fetch_add(1, Ordering::Relaxed);
+                let response = Response::from_parts(head, AnswerBody::Boxed { body: body.boxed() });
+                return Ok(passed(response, lease));
+            }
+        };
+        let mut headers = head.headers;
+        strip_stored(&mut headers);
+        let object = Object::new(
+            status,
+            headers,
+            data.clone(),
+            &service,
+            &path,
+            freshness,
+            Instant::now(),
+        );
+        match self
+            .store
+            .insert_since(generation, self.primary, &sent, object)
+        {
+            Some(object) => Ok(result(Fetched::Stored(object), lease, true, false)),
+            None => {
+                // Refused by the store (size, a purge since the fill began): the parts go on
+                // as a plain answer, its bytes
+                // still counted against the fill budget until they are gone.
+                let body = Full::new(data).map_err(|never| match never {}).boxed();
+                let mut response = Response::new(AnswerBody::Boxed {
+                    body: Budgeted {
+                        body,
+                        _permit: permit,
                     }
-                    frames.push(frame);
-                    if size > self.store.max_object || !whole {
-                        break;
-                    }
-                }
+                    .boxed(),
+                });
+                *response.status_mut() = head.status;
+                Ok(passed(response, lease))
             }
         }
-        if size > self.store.max_object || !whole {
-            self.store.stats.not_stored.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// An answer's body as [`read_for_store`] leaves it.
+enum Read {
+    /// Read whole, within `max_object` and the fill budget: the bytes and their permit.
+    Whole(Bytes, FillPermit),
+    /// Over `max_object`, over the fill budget, or with trailers: what was read and the rest
+    /// as it comes, for the client (never stored).
+    Passed(Budgeted),
+}
+
+/// Reads an answer's body to store it: at most `max_object` bytes, each counted against the
+/// store's fill budget (fills in flight sit outside the cache's byte cap, so many concurrent
+/// misses on large answers would otherwise hold up to `max_object` each). When either runs
+/// out, or trailers come, the answer passes through: what was read first, then the rest
+/// streamed as it comes, the bytes read keeping their permit until the body is dropped.
+async fn read_for_store<B>(mut body: B, store: &Store) -> Result<Read, EdgeError>
+where
+    B: Body<Data = Bytes, Error = EdgeError> + Send + Sync + Unpin + 'static,
+{
+    let mut frames: Vec<Frame<Bytes>> = Vec::new();
+    let mut permit = FillPermit::default();
+    let mut size = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame?;
+        let keep = match frame.data_ref() {
+            Some(data) => {
+                size += data.len() as u64;
+                size <= store.max_object && store.reserve_fill(&mut permit, data.len() as u64)
+            }
+            // Trailers: passed on, not stored.
+            None => false,
+        };
+        frames.push(frame);
+        if !keep {
             let body = PrefixedBody::new(frames.into(), body);
-            let response = Response::from_parts(head, AnswerBody::Boxed { body: body.boxed() });
-            return Ok(passed(response, lease));
+            return Ok(Read::Passed(Budgeted {
+                body: body.boxed(),
+                _permit: permit,
+            }));
         }
+    }
+    let data = if frames.len() == 1 {
+        frames
+            .pop()
+            .and_then(|f| f.into_data().ok())
+            .unwrap_or_default()
+    } else {
         let mut data = Vec::with_capacity(size as usize);
         for frame in &frames {
             if let Some(d) = frame.data_ref() {
                 data.extend_from_slice(d);
             }
         }
-        let mut headers = head.headers;
-        strip_stored(&mut headers);
-        let object = Object::new(
-            status,
-            headers,
-            Bytes::from(data),
-            &service,
-            &path,
-            freshness,
-            Instant::now(),
-        );
-        match self.store.insert(self.primary, &sent, object) {
-            Some(object) => Ok(result(Fetched::Stored(object), lease, true, false)),
-            None => {
-                // Refused by the store (size): the parts go on as a plain answer.
-                let mut body_bytes = Vec::new();
-                for frame in frames {
-                    if let Ok(d) = frame.into_data() {
-                        body_bytes.extend_from_slice(&d);
-                    }
-                }
-                let mut response = Response::new(AnswerBody::Boxed {
-                    body: Full::new(Bytes::from(body_bytes))
-                        .map_err(|never| match never {})
-                        .boxed(),
-                });
-                *response.status_mut() = head.status;
-                Ok(passed(response, lease))
-            }
-        }
+        Bytes::from(data)
+    };
+    Ok(Read::Whole(data, permit))
+}
+
+/// A body that holds bytes counted against the fill budget: the permit goes with it.
+struct Budgeted {
+    body: ProxyBody,
+    _permit: FillPermit,
+}
+
+impl Body for Budgeted {
+    type Data = Bytes;
+    type Error = EdgeError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, EdgeError>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -789,5 +855,61 @@ mod tests {
         headers.insert(header::ETAG, HeaderValue::from_static("\"1\""));
         strip_stored(&mut headers);
         assert_eq!(headers.len(), 1);
+    }
+
+    /// A body of `count` data frames of `size` bytes (frame `i` filled with byte `i`).
+    fn frames(count: u8, size: usize) -> PrefixedBody<ProxyBody> {
+        let frames = (0..count)
+            .map(|i| Frame::data(Bytes::from(vec![i; size])))
+            .collect();
+        PrefixedBody::new(frames, no_body().boxed())
+    }
+
+    async fn collect(body: impl Body<Data = Bytes, Error = EdgeError>) -> Vec<u8> {
+        body.collect().await.unwrap().to_bytes().to_vec()
+    }
+
+    #[tokio::test]
+    async fn fills_beyond_the_budget_pass_through_whole_and_unstored() {
+        let mut store = Store::new(16 << 20, 1 << 20);
+        store.set_fill_budget(100_000);
+        // Three misses at once, 60 KB each: the first is read within the budget; the second
+        // gets 40 KB of it, then passes through, whole; so does the third.
+        let first = match read_for_store(frames(3, 20_000), &store).await.unwrap() {
+            Read::Whole(data, permit) => {
+                assert_eq!(data.len(), 60_000);
+                assert_eq!(permit.bytes(), 60_000);
+                (data, permit)
+            }
+            Read::Passed(_) => panic!("the first fill is within the budget"),
+        };
+        let mut passed = Vec::new();
+        for _ in 0..2 {
+            match read_for_store(frames(3, 20_000), &store).await.unwrap() {
+                Read::Whole(..) => panic!("over the budget, yet read for the store"),
+                Read::Passed(body) => passed.push(body),
+            }
+        }
+        let expected: Vec<u8> = (0..3u8).flat_map(|i| vec![i; 20_000]).collect();
+        let second = passed.remove(0);
+        // The 40 KB the second read keep their permit while its body lives.
+        let mut one = FillPermit::default();
+        assert!(!store.reserve_fill(&mut one, 1));
+        assert_eq!(collect(second).await, expected);
+        assert_eq!(collect(passed.remove(0)).await, expected);
+        // Its body gone, the second's bytes are given back; the first's are not until stored.
+        assert!(store.reserve_fill(&mut one, 40_000));
+        assert!(!store.reserve_fill(&mut one, 1));
+        drop((first, one));
+        match read_for_store(frames(5, 20_000), &store).await.unwrap() {
+            Read::Whole(data, _) => assert_eq!(data.len(), 100_000),
+            Read::Passed(_) => panic!("the budget was given back"),
+        }
+        // Over max_object: passed through whole whatever the budget.
+        store.set_fill_budget(64 << 20);
+        match read_for_store(frames(60, 20_000), &store).await.unwrap() {
+            Read::Whole(..) => panic!("over max_object"),
+            Read::Passed(body) => assert_eq!(collect(body).await.len(), 1_200_000),
+        }
     }
 }

@@ -8,8 +8,9 @@
 //!
 //! Bounded: an encoder's window is capped (512 KiB for brotli and zstd, 32 KiB for gzip), at
 //! most [`MAX_ENCODERS`] answers are compressed at once (the others pass as they are), and the
-//! body adapter flushes at least every 256 KiB of input and holds at most that much output. Knows nothing of routing, replicas
-//! or the HTTP/1 writer.
+//! body adapter flushes at least every 256 KiB of input, holds at most that much output and
+//! compresses at most that much input per poll (then yields). Knows nothing of routing,
+//! replicas or the HTTP/1 writer.
 
 use std::io::Write;
 use std::pin::Pin;
@@ -50,6 +51,12 @@ const FRAME_TARGET: usize = 16 * 1024;
 /// Input after which the encoder is flushed even while the upstream keeps sending: brotli
 /// would otherwise hold up to a 1 MiB metablock of output before it lets any go.
 const FLUSH_EVERY: u64 = 256 * 1024;
+/// Input one poll of [`CompressBody`] compresses at most (plus one upstream frame) before it
+/// hands on what output there is or, with none, yields to the runtime (wakes itself and
+/// returns `Pending`): highly compressible input gives almost no output, and the edge runs
+/// one single-threaded runtime per core, so without it one poll could compress tens of MiB
+/// inline while every other connection of that worker waits.
+const POLL_BUDGET: u64 = FLUSH_EVERY;
 
 /// What to do with one answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -596,8 +603,19 @@ where
             }
             Poll::Ready(Some(Ok(Frame::data(Bytes::from(bytes)))))
         };
+        // Input compressed in this poll.
+        let mut consumed = 0u64;
         loop {
             let encoder = this.encoder.as_mut().expect("made above");
+            if consumed >= POLL_BUDGET {
+                // Enough work for one poll: what output there is, or a cooperative yield.
+                if encoder.pending() > 0 {
+                    let bytes = encoder.take();
+                    return out(bytes, this.counters, *this.coding);
+                }
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             match this.inner.as_mut().poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) => {
@@ -608,6 +626,7 @@ where
                             c.of(*this.coding).1.inc_by(data.len() as u64);
                         }
                         encoder.write(&data).map_err(edge_error)?;
+                        consumed += data.len() as u64;
                         *this.unflushed += data.len() as u64;
                         if *this.unflushed >= FLUSH_EVERY {
                             encoder.flush().map_err(edge_error)?;
@@ -1153,6 +1172,86 @@ mod tests {
             assert!(frames.len() >= 16, "{coding:?}: {} frames", frames.len());
             assert!(largest <= 320 * 1024, "{coding:?}: a frame of {largest}");
             assert_eq!(decode(coding, &frames.concat()), original, "{coding:?}");
+        }
+    }
+
+    /// A body of `chunk`-sized copies of `data`, `total` bytes in all, always ready; it
+    /// counts what was read.
+    struct Flood {
+        chunk: Bytes,
+        left: usize,
+        read: std::sync::Arc<AtomicUsize>,
+    }
+
+    impl Body for Flood {
+        type Data = Bytes;
+        type Error = EdgeError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, EdgeError>>> {
+            if self.left == 0 {
+                return Poll::Ready(None);
+            }
+            let n = self.chunk.len().min(self.left);
+            self.left -= n;
+            self.read.fetch_add(n, Ordering::Relaxed);
+            Poll::Ready(Some(Ok(Frame::data(self.chunk.slice(..n)))))
+        }
+    }
+
+    #[test]
+    fn one_poll_compresses_at_most_its_budget_of_compressible_input() {
+        // 8 MiB of one repeated 16 KiB page (within gzip's window) in 64 KiB chunks, all
+        // ready at once: almost no output.
+        let page = Bytes::from(text(1_000)[..16 * 1024].repeat(4));
+        let total = 8 << 20;
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        for coding in Coding::ALL {
+            let read = std::sync::Arc::new(AtomicUsize::new(0));
+            let flood = Flood {
+                chunk: page.clone(),
+                left: total,
+                read: read.clone(),
+            };
+            let mut body = CompressBody::new(flood, coding, None, None, None);
+            let mut output = Vec::new();
+            let mut polls = 0;
+            loop {
+                let before = read.load(Ordering::Relaxed);
+                let poll = Pin::new(&mut body).poll_frame(&mut cx);
+                let this_poll = read.load(Ordering::Relaxed) - before;
+                // The budget and at most one upstream frame over it.
+                assert!(
+                    this_poll as u64 <= POLL_BUDGET + page.len() as u64,
+                    "{coding:?}: one poll read {this_poll} bytes"
+                );
+                polls += 1;
+                match poll {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        output.extend_from_slice(&frame.into_data().unwrap())
+                    }
+                    Poll::Ready(Some(Err(e))) => panic!("{e}"),
+                    Poll::Ready(None) => break,
+                    Poll::Pending => {}
+                }
+            }
+            assert_eq!(read.load(Ordering::Relaxed), total, "{coding:?}");
+            assert!(
+                polls >= total / (POLL_BUDGET as usize + page.len()),
+                "{coding:?}: {polls} polls"
+            );
+            eprintln!("{coding:?}: {} bytes out in {polls} polls", output.len());
+            assert!(
+                output.len() * 8 < total,
+                "{coding:?}: {} bytes out",
+                output.len()
+            );
+            let decoded = decode(coding, &output);
+            assert_eq!(decoded.len(), total, "{coding:?}");
+            assert!(decoded.chunks(page.len()).all(|c| c == page), "{coding:?}");
         }
     }
 

@@ -333,3 +333,59 @@ fn a_coding_that_does_not_fit_the_variant_is_never_stored() {
         .insert("k", &br, object(b"z", "web", "/a", &gzip))
         .is_some());
 }
+
+#[test]
+fn fills_share_a_budget_of_bytes_given_back_on_drop() {
+    let mut store = Store::new(64 << 20, 8 << 20);
+    assert_eq!(store.fill_budget(), 16 << 20, "a quarter of max_size");
+    assert_eq!(
+        Store::default_fill_budget(4 << 20, 2 << 20),
+        2 << 20,
+        "at least max_object"
+    );
+    store.set_fill_budget(100_000);
+    let mut first = FillPermit::default();
+    assert!(store.reserve_fill(&mut first, 30_000));
+    assert!(store.reserve_fill(&mut first, 30_000));
+    assert_eq!(first.bytes(), 60_000);
+    let mut second = FillPermit::default();
+    assert!(store.reserve_fill(&mut second, 40_000));
+    // Spent: a third fill (and the others' growth) is refused, the permits unchanged.
+    let mut third = FillPermit::default();
+    assert!(!store.reserve_fill(&mut third, 1));
+    assert!(!store.reserve_fill(&mut first, 1));
+    assert_eq!((first.bytes(), third.bytes()), (60_000, 0));
+    assert_eq!(store.stats.over_budget.load(Ordering::Relaxed), 2);
+    // More than the budget can ever give: refused without waiting.
+    assert!(!store.reserve_fill(&mut third, u64::MAX));
+    drop(first);
+    assert!(store.reserve_fill(&mut third, 60_000));
+}
+
+#[test]
+fn a_fill_that_started_before_a_purge_of_its_service_does_not_store() {
+    let store = Store::new(1 << 20, 64 * 1024);
+    let req = HeaderMap::new();
+    let api = store.generation("api");
+    let web = store.generation("web");
+    store.purge(Some("web"), None);
+    // Another service's purge does not matter; this one's does.
+    assert!(store
+        .insert_since(api, "k1", &req, object(b"a", "api", "/a", &[]))
+        .is_some());
+    assert!(store
+        .insert_since(web, "k2", &req, object(b"w", "web", "/w", &[]))
+        .is_none());
+    assert!(store.lookup("k2", &req, Instant::now()).1.is_none());
+    // A purge of every service counts for each; a fill noted after it stores.
+    let api = store.generation("api");
+    store.purge(None, Some("/other"));
+    assert!(store
+        .insert_since(api, "k3", &req, object(b"b", "api", "/b", &[]))
+        .is_none());
+    let api = store.generation("api");
+    assert!(store
+        .insert_since(api, "k3", &req, object(b"b", "api", "/b", &[]))
+        .is_some());
+    assert!(store.lookup("k3", &req, Instant::now()).1.is_some());
+}

@@ -790,3 +790,132 @@ async fn compressed_answers_are_stored_once_per_coding() {
     assert_eq!(ask("").await, ("HIT".into(), "-".into()));
     assert_eq!(backend.count("/text/a"), 3);
 }
+
+/// A backend whose every answer (`Cache-Control: max-age=60`) is `FIRST` bytes of `a`, then,
+/// once the first part of `expected` answers has gone out (or 5 s went by), `SECOND` bytes of
+/// `b`: so that many fills are in flight at once. Counts the requests.
+async fn held_backend(
+    expected: usize,
+) -> (
+    SocketAddr,
+    Arc<std::sync::atomic::AtomicUsize>,
+    JoinHandle<()>,
+) {
+    use std::sync::atomic::AtomicUsize;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let firsts = Arc::new(tokio::sync::watch::channel(0usize).0);
+    let count = arrived.clone();
+    let task = tokio::spawn(async move {
+        let mut connections = JoinSet::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            while connections.try_join_next().is_some() {}
+            let (arrived, firsts) = (count.clone(), firsts.clone());
+            connections.spawn(async move {
+                let service = service_fn(move |_req: Request<Incoming>| {
+                    arrived.fetch_add(1, Ordering::SeqCst);
+                    let firsts = firsts.clone();
+                    let parts = futures_util::stream::unfold(0u8, move |part| {
+                        let firsts = firsts.clone();
+                        async move {
+                            let data = match part {
+                                0 => {
+                                    firsts.send_modify(|n| *n += 1);
+                                    vec![b'a'; FIRST]
+                                }
+                                1 => {
+                                    let mut seen = firsts.subscribe();
+                                    let all = seen.wait_for(|&n| n >= expected);
+                                    let _ = tokio::time::timeout(Duration::from_secs(5), all).await;
+                                    vec![b'b'; SECOND]
+                                }
+                                _ => return None,
+                            };
+                            let frame = hyper::body::Frame::data(Bytes::from(data));
+                            Some((Ok::<_, Infallible>(frame), part + 1))
+                        }
+                    });
+                    let mut r = Response::new(http_body_util::StreamBody::new(parts));
+                    r.headers_mut()
+                        .insert("cache-control", HeaderValue::from_static("max-age=60"));
+                    async move { Ok::<_, Infallible>(r) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, arrived, task)
+}
+
+const FIRST: usize = 200 * 1024;
+const SECOND: usize = 100 * 1024;
+
+#[tokio::test]
+async fn concurrent_misses_beyond_the_fill_budget_pass_through_whole() {
+    // max_size 4 MiB: a fill budget of 1 MiB (a quarter), less than the first parts (200 KiB)
+    // of six answers read at once, none of which can end before all six began; the cache
+    // itself would hold all six (300 KiB each).
+    const MISSES: usize = 6;
+    let edge = EdgeProcess::start().await;
+    let (addr, arrived, task) = held_backend(MISSES).await;
+    let target = Target {
+        replica: "web.1".into(),
+        release: "r1".into(),
+        addr,
+        draining: false,
+    };
+    let spec = CacheSpec {
+        max_size: 4 << 20,
+        max_object: 1 << 20,
+        rules: vec![CacheRuleSpec {
+            path: "/*".into(),
+            default_ttl: Duration::from_secs(60),
+            ..Default::default()
+        }],
+    };
+    let routing = table(
+        3,
+        vec![route(None, "/", "web")],
+        vec![("web", pool(Balance::LeastOutstanding, vec![target]))],
+        EdgeSettings {
+            cache: Some(spec),
+            ..EdgeSettings::default()
+        },
+    );
+    edge.push(&routing).await;
+    let expected: Vec<u8> = [vec![b'a'; FIRST], vec![b'b'; SECOND]].concat();
+    let edge = Arc::new(edge);
+    let tasks: Vec<_> = (0..MISSES)
+        .map(|i| {
+            let edge = edge.clone();
+            tokio::spawn(async move { get(&edge, &format!("/held?{i}"), &[]).await })
+        })
+        .collect();
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(x_cache(&reply), "MISS");
+        assert!(
+            reply.body == expected,
+            "a miss answered {} bytes",
+            reply.body.len()
+        );
+    }
+    assert_eq!(arrived.load(Ordering::SeqCst), MISSES);
+    // Not every fill was stored: one at least went past the budget.
+    let mut hits = 0;
+    for i in 0..MISSES {
+        let reply = get(&edge, &format!("/held?{i}"), &[]).await;
+        assert!(reply.body == expected);
+        hits += usize::from(x_cache(&reply) == "HIT");
+    }
+    assert!(hits < MISSES, "all {MISSES} stored beyond the fill budget");
+    // The budget was given back: a later miss alone is stored.
+    let alone = get(&edge, "/held?alone", &[]).await;
+    assert_eq!(x_cache(&alone), "MISS");
+    assert_eq!(x_cache(&get(&edge, "/held?alone", &[]).await), "HIT");
+    task.abort();
+}
