@@ -856,8 +856,8 @@ const SECOND: usize = 100 * 1024;
 #[tokio::test]
 async fn concurrent_misses_beyond_the_fill_budget_pass_through_whole() {
     // max_size 4 MiB: a fill budget of 1 MiB (a quarter), less than the first parts (200 KiB)
-    // of six answers read at once, none of which can end before all six began; the cache
-    // itself would hold all six (300 KiB each).
+    // of six answers when the edge has read them all before any ends (none can end before all
+    // six reached the backend); the cache itself would hold all six (300 KiB each).
     const MISSES: usize = 6;
     let edge = EdgeProcess::start().await;
     let (addr, arrived, task) = held_backend(MISSES).await;
@@ -905,14 +905,13 @@ async fn concurrent_misses_beyond_the_fill_budget_pass_through_whole() {
         );
     }
     assert_eq!(arrived.load(Ordering::SeqCst), MISSES);
-    // Not every fill was stored: one at least went past the budget.
-    let mut hits = 0;
+    // Stored or not (how many fills held their first part at once depends on how the edge's
+    // reads interleave, so the exact accounting is the unit tests' job:
+    // `fills_beyond_the_budget_pass_through_whole_and_unstored`), every answer is whole again.
     for i in 0..MISSES {
         let reply = get(&edge, &format!("/held?{i}"), &[]).await;
         assert!(reply.body == expected);
-        hits += usize::from(x_cache(&reply) == "HIT");
     }
-    assert!(hits < MISSES, "all {MISSES} stored beyond the fill budget");
     // The budget was given back: a later miss alone is stored.
     let alone = get(&edge, "/held?alone", &[]).await;
     assert_eq!(x_cache(&alone), "MISS");
