@@ -769,7 +769,8 @@ impl<'a> P<'a> {
     }
 }
 
-fn statement_start(x: T) -> bool {
+/// A keyword that begins a statement of its own.
+pub(super) fn statement_start(x: T) -> bool {
     matches!(
         x,
         T::Kw(

@@ -680,23 +680,7 @@ fn needs_object(t: T) -> bool {
 }
 
 fn is_stmt(t: T) -> bool {
-    matches!(
-        t,
-        T::Kw(
-            K::Select
-                | K::Insert
-                | K::Update
-                | K::Delete
-                | K::Drop
-                | K::Create
-                | K::Alter
-                | K::Truncate
-                | K::Exec
-                | K::Declare
-                | K::Waitfor
-                | K::Sort
-        ) | T::Kw(K::Other)
-    )
+    grammar::statement_start(t) || matches!(t, T::Kw(K::Sort | K::Other))
 }
 
 /// The patterns, in order; each returns its rule id. `breakout` is set when the first token
