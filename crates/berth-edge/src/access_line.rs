@@ -52,9 +52,9 @@ impl AccessLine<'_> {
                 b'0' + (fraction / 10 % 10) as u8,
                 b'0' + (fraction % 10) as u8,
             ];
-            let keep = if fraction % 100 == 0 {
+            let keep = if fraction.is_multiple_of(100) {
                 1
-            } else if fraction % 10 == 0 {
+            } else if fraction.is_multiple_of(10) {
                 2
             } else {
                 3

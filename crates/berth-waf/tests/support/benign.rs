@@ -74,7 +74,7 @@ fn headers(i: usize, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         ("Host".to_string(), "shop.example".to_string()),
         (
             "User-Agent".into(),
-            if i % 2 == 0 { UA } else { UA2 }.into(),
+            if i.is_multiple_of(2) { UA } else { UA2 }.into(),
         ),
         (
             "Accept".into(),
@@ -83,7 +83,7 @@ fn headers(i: usize, extra: &[(&str, &str)]) -> Vec<(String, String)> {
         ("Accept-Language".into(), "en-GB,en;q=0.9,de;q=0.8".into()),
         ("Cookie".into(), cookies(i)),
     ];
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         // What a current Chrome sends besides.
         for (n, v) in [
             ("sec-ch-ua", "\"Google Chrome\";v=\"131\", \"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\""),
@@ -100,7 +100,7 @@ fn headers(i: usize, extra: &[(&str, &str)]) -> Vec<(String, String)> {
             h.push((n.to_string(), v.to_string()));
         }
     }
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         h.push((
             "Referer".into(),
             format!(
