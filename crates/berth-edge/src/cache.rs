@@ -27,7 +27,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 
 use crate::errors::{EdgeError, Side};
 use crate::http1::head::Framing;
-use crate::metrics::CacheLabels;
+use crate::metrics::{CacheFillLabels, CacheLabels};
 use crate::pool::Lease;
 use crate::proxy::{AnswerBody, CompiledTable, Edge, Failed, Peer, PrefixedBody, ProxyBody};
 
@@ -152,13 +152,14 @@ impl Edge {
 
     /// Refreshes the cache gauges (on each metrics scrape).
     pub(crate) fn refresh_cache_gauges(&self) {
-        let (entries, bytes) = self
-            .cache_store
-            .load()
-            .as_ref()
-            .map_or((0, 0), |s| s.usage());
+        let store = self.cache_store.load();
+        let (entries, bytes) = store.as_ref().map_or((0, 0), |s| s.usage());
         self.metrics.cache_entries.set(entries as i64);
         self.metrics.cache_bytes.set(bytes as i64);
+        if let Some(store) = store.as_ref() {
+            self.metrics
+                .export_cache_stats(Arc::as_ptr(store) as usize, &store.stats);
+        }
     }
 
     /// `berth cache purge`: drops the entries of `service` (all when None) under `prefix`
@@ -280,7 +281,8 @@ impl Edge {
                                 rule,
                                 primary: &primary,
                             };
-                            let ok = refresh
+                            let started = Instant::now();
+                            let fetched = refresh
                                 .fetch(
                                     &edge,
                                     &table,
@@ -291,9 +293,35 @@ impl Edge {
                                     &request_id,
                                     service,
                                 )
-                                .await
-                                .is_ok_and(|r| r.stored);
-                            if !ok {
+                                .await;
+                            // No client waits for this answer, but the replica's part in it
+                            // counts for its release as any request's does: a release that
+                            // fails its refreshes is seen failing by a deploy's analysis.
+                            let (stored, failed) = match &fetched {
+                                Ok(r) => {
+                                    count_against_release(r.lease.as_ref(), r.status, started);
+                                    (r.stored, r.failed_status())
+                                }
+                                Err(failed) => {
+                                    if failed.error.side == Side::Replica {
+                                        count_against_release(
+                                            failed.lease.as_ref(),
+                                            failed.error.status().as_u16(),
+                                            started,
+                                        );
+                                    }
+                                    (false, failed.error.side != Side::Client)
+                                }
+                            };
+                            if failed {
+                                edge.metrics
+                                    .cache_fills
+                                    .get_or_create(&CacheFillLabels {
+                                        outcome: "refresh_failed",
+                                    })
+                                    .inc();
+                            }
+                            if !stored {
                                 object.release_refresh();
                             }
                         });

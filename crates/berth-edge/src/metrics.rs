@@ -36,6 +36,22 @@ pub struct CacheLabels {
     pub result: &'static str,
 }
 
+/// The outcomes of `cache_fills` carried from the store's counters, in
+/// [`EdgeMetrics::export_cache_stats`]'s order (`refresh_failed` is counted by the edge).
+pub const CACHE_FILL_OUTCOMES: [&str; 5] = [
+    "stored",
+    "not_stored",
+    "over_budget",
+    "revalidated",
+    "coalesced",
+];
+
+/// What became of a fill of the response cache from the replicas (`cache_fills`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheFillLabels {
+    pub outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct UpstreamLabels {
     pub service: String,
@@ -247,6 +263,11 @@ pub struct EdgeMetrics {
     pub cache_bytes: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// Answers removed by purges and invalidations.
     pub cache_purged: Counter,
+    /// What became of the cache's fills, by outcome (see [`CACHE_FILL_OUTCOMES`]).
+    pub cache_fills: Family<CacheFillLabels, Counter>,
+    /// The store's own counters as last carried into `cache_fills`, and which store they were
+    /// read from (a new `[cache]` makes a new store, whose counters start again from zero).
+    cache_fills_seen: Mutex<(usize, [u64; 5])>,
     /// Response compression: answers, bytes in and out, by algorithm.
     pub compress: crate::compress::CompressCounters,
     /// Per (service, release): the rollout engine's counters.
@@ -260,6 +281,34 @@ impl Default for EdgeMetrics {
 }
 
 impl EdgeMetrics {
+    /// Carries the response cache's own counters into `cache_fills`: what each grew by since
+    /// the last scrape. `store` tells stores apart; a new one's counters count from zero.
+    pub fn export_cache_stats(&self, store: usize, stats: &berth_cache::Stats) {
+        let now = [
+            stats.stored.load(Ordering::Relaxed),
+            stats.not_stored.load(Ordering::Relaxed),
+            stats.over_budget.load(Ordering::Relaxed),
+            stats.revalidated.load(Ordering::Relaxed),
+            stats.coalesced.load(Ordering::Relaxed),
+        ];
+        let mut seen = self
+            .cache_fills_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if seen.0 != store {
+            *seen = (store, [0; 5]);
+        }
+        for ((outcome, now), seen) in CACHE_FILL_OUTCOMES.iter().zip(now).zip(seen.1.iter_mut()) {
+            let grew = now.saturating_sub(*seen);
+            if grew > 0 {
+                self.cache_fills
+                    .get_or_create(&CacheFillLabels { outcome })
+                    .inc_by(grew);
+            }
+            *seen = now;
+        }
+    }
+
     /// Counts one WAF finding.
     pub fn waf_finding(&self, group: &'static str, rule: &'static str, action: &'static str) {
         self.waf_findings
@@ -373,6 +422,15 @@ impl EdgeMetrics {
             "Cached answers removed by purges and invalidations",
             cache_purged.clone(),
         );
+        let cache_fills = Family::<CacheFillLabels, Counter>::default();
+        registry.register(
+            "cache_fills",
+            "What became of the response cache's fills from the replicas: stored, not_stored, \
+             over_budget (passed through unstored: the fill budget was spent), revalidated (a 304 \
+             refreshed a stored answer), coalesced (a miss answered by another request's fill), \
+             refresh_failed (a stale-while-revalidate refresh that the replicas failed)",
+            cache_fills.clone(),
+        );
         let tls_handshakes = Counter::default();
         registry.register(
             "tls_handshakes",
@@ -424,6 +482,8 @@ impl EdgeMetrics {
             cache_entries,
             cache_bytes,
             cache_purged,
+            cache_fills,
+            cache_fills_seen: Mutex::default(),
             compress,
             tls_handshakes,
             blocked,

@@ -542,6 +542,14 @@ async fn concurrent_misses_make_one_request_to_the_replica() {
         1,
         "{labels:?}"
     );
+    let metrics = edge.admin_get("/metrics").await.text();
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "berth_edge_cache_fills_total{outcome=\"coalesced\"}"
+        ),
+        15.0
+    );
 }
 
 #[tokio::test]
@@ -598,6 +606,72 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_once() {
     let fresh = wait_for_reply(&edge, "/swr/a", |r| r.text() == "/swr/a #2").await;
     assert_eq!(x_cache(&fresh), "HIT");
     assert_eq!(backend.count("/swr/a"), 2);
+}
+
+#[tokio::test]
+async fn a_failed_background_refresh_counts_against_the_release_and_in_the_metrics() {
+    let (edge, backend) = cached_edge().await;
+    get(&edge, "/swr/f", &[]).await;
+    backend.failing.store(true, Ordering::SeqCst);
+    // Stale within its stale-while-revalidate window: served, and one background request
+    // asks the (now failing) replica.
+    let stale = wait_for_reply(&edge, "/swr/f", |r| x_cache(r) == "STALE").await;
+    assert_eq!(stale.text(), "/swr/f #1");
+    let metrics = wait_for_metric(
+        &edge,
+        "berth_edge_cache_fills_total{outcome=\"refresh_failed\"}",
+    )
+    .await;
+    assert!(metric_value(&metrics, "berth_edge_cache_fills_total{outcome=\"stored\"}") >= 1.0);
+    // No client saw the 503, but a deploy's analysis does.
+    let traffic = edge
+        .call(&ControlRequest::Traffic {
+            service: Some("web".into()),
+        })
+        .await
+        .traffic;
+    let r1 = traffic
+        .iter()
+        .find(|t| t.release == "r1")
+        .expect("r1 counted");
+    assert!(r1.errors >= 1, "{traffic:?}");
+    // The claim was given back: once the replica recovers, a later request refreshes it.
+    backend.failing.store(false, Ordering::SeqCst);
+    wait_for_reply(&edge, "/swr/f", |r| {
+        r.text().starts_with("/swr/f #") && r.text() != "/swr/f #1"
+    })
+    .await;
+}
+
+/// The value of the Prometheus sample starting with `line` (its name and labels).
+fn metric_value(metrics: &str, line: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no {line} in:\n{metrics}"))
+}
+
+/// The edge's metrics once the sample `line` is there and above zero (at most 10 s).
+async fn wait_for_metric(edge: &EdgeProcess, line: &str) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = edge.admin_get("/metrics").await.text();
+        let value = metrics
+            .lines()
+            .find(|l| l.starts_with(line))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok());
+        if value.is_some_and(|v| v > 0.0) {
+            return metrics;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {line} above 0 after 10 s:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]
@@ -707,14 +781,7 @@ async fn cache_metrics_count_hits_misses_and_bytes() {
     get(&edge, "/m", &[]).await;
     get(&edge, "/m", &[("authorization", "Bearer x")]).await;
     let metrics = edge.admin_get("/metrics").await.text();
-    let value = |line: &str| {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(line))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("no {line} in:\n{metrics}"))
-    };
+    let value = |line: &str| metric_value(&metrics, line);
     assert_eq!(
         value("berth_edge_cache_requests_total{result=\"hit\"}"),
         1.0
