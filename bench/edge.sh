@@ -6,7 +6,9 @@
 #   bench/edge.sh                      # 20 s per run
 #   DURATION=5s bench/edge.sh          # a quick run
 #
-# Environment: DURATION (wrk -d, default 20s), WARMUP (default 2s, not measured), THREADS (2),
+# Environment: DURATION (wrk -d, default 20s), WARMUP (default 2s, not measured), THREADS (wrk's
+# threads; default: one per load core when pinned, else 2: two wrk threads on one core take
+# turns in time slices of milliseconds, which shows up as the proxy's p99),
 # CONNECTIONS (64), IDLE_CONNS (10000), SKIP_BUILD=1 (use the existing release binary),
 # RSS_COMPARE=0 (skip the idle-connection RSS of nginx and HAProxy, measured for comparison),
 # BERTH_BIN=path (measure that berth binary instead of building this checkout),
@@ -30,7 +32,6 @@ set -euo pipefail
 
 DURATION=${DURATION:-20s}
 WARMUP=${WARMUP:-2s}
-THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 RSS_COMPARE=${RSS_COMPARE:-1}
@@ -51,8 +52,10 @@ for part in sys.argv[1].split(","):
     n += int(b or a) - int(a) + 1
 print(n)' "$1"; }
     WORKERS=${WORKERS:-$(count_cores "$PROXY_CORES")}
+    THREADS=${THREADS:-$(count_cores "$LOAD_CORES")}
 else
     WORKERS=${WORKERS:-$CORES}
+    THREADS=${THREADS:-2}
 fi
 EDGE_PORT=${EDGE_PORT:-18080}
 ADMIN_PORT=${ADMIN_PORT:-19090}
