@@ -567,16 +567,17 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 # Compression: a 20 KiB JSON answer to clients that take gzip (and brotli). nginx compresses
-# with gzip level 6 (no brotli module); Berth's edge picks brotli for "gzip, br" and gzip for
+# with gzip level 6 (no brotli module), HAProxy with libslz's gzip; Berth's edge picks brotli for "gzip, br" and gzip for
 # "gzip" alone. Bytes: the body as sent (compressed), per answer.
 # ---------------------------------------------------------------------------------------------
 if [ "${COMPRESS:-1}" = 1 ]; then
     log "case compression (20 KiB JSON)"
     rows=()
-    for target in direct nginx berth-gzip berth-br; do
+    for target in direct nginx haproxy berth-gzip berth-br; do
         case $target in
         direct) port=$BACKEND_PORT; name="direct (backend, none)"; pids=(); accept="gzip, br" ;;
         nginx) port=$NGINX_PORT; name="nginx, gzip 6"; pids=("$NGINX_PID"); accept="gzip, br" ;;
+        haproxy) port=$HAPROXY_PORT; name="HAProxy, gzip (libslz)"; pids=("$HAPROXY_PID"); accept="gzip, br" ;;
         berth-gzip) port=$EDGE_PORT; name="Berth edge, gzip 6"; pids=("$EDGE_PID"); accept="gzip" ;;
         berth-br) port=$EDGE_PORT; name="Berth edge, brotli 4"; pids=("$EDGE_PID"); accept="gzip, br" ;;
         esac
@@ -599,7 +600,7 @@ if [ "${COMPRESS:-1}" = 1 ]; then
     {
         echo "## Compression (a 20 KiB JSON answer)"
         echo
-        echo "wrk sends \`Accept-Encoding\` as shown; bytes: the body as sent, per answer. nginx: \`gzip on\`, \`gzip_comp_level 6\`; Berth's edge: its defaults (brotli quality 4, gzip level 6)."
+        echo "wrk sends \`Accept-Encoding\` as shown; bytes: the body as sent, per answer. nginx: \`gzip on\`, \`gzip_comp_level 6\`; HAProxy: \`compression algo gzip\` (libslz, stateless: no level); Berth's edge: its defaults (brotli quality 4, gzip level 6)."
         echo
         echo "| target | Accept-Encoding | coding | bytes | req/s | p50 (ms) | p99 (ms) | proxy CPU | req/s per proxy CPU-s | wrk errors |"
         echo "|---|---|---|---:|---:|---:|---:|---:|---:|---|"
