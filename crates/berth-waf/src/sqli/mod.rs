@@ -151,7 +151,7 @@ fn keyword(w: &[u8]) -> Option<T> {
         b"true" | b"false" => K::Bool,
         b"all" | b"distinct" => K::All,
         b"as" => K::As,
-        b"like" | b"rlike" | b"regexp" | b"glob" | b"similar" => K::Like,
+        b"like" | b"ilike" | b"rlike" | b"regexp" | b"glob" | b"similar" => K::Like,
         b"is" => K::Is,
         b"not" => K::Not,
         b"in" => K::In,
@@ -483,11 +483,21 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                 // `exec(@sql)` is MSSQL's dynamic statement, not a function call: it stays the
                 // keyword so the statement patterns see it.
                 // `or(1)=1`, `union(select`: operators and clauses before a group stay keywords.
+                // `select(1)from(t)`, `or(1)like(1)`: with groups for blanks, `select` is never a
+                // call, and `like` is the operator when an operand comes before it (SQLite's
+                // `like(x,y)` call starts an operand).
+                let operator_like = w == b"like"
+                    && matches!(
+                        out.last(),
+                        Some(T::Num | T::Str { .. } | T::RParen | T::Word | T::Ident | T::Var)
+                    );
                 if k < n
                     && s[k] == b'('
+                    && !operator_like
                     && !matches!(
                         w,
                         b"values"
+                            | b"select"
                             | b"exec"
                             | b"execute"
                             | b"in"
@@ -964,9 +974,13 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 return Some("sqli-cast")
             }
             // JSON operators on strings: '{...}'::jsonb @> '...'
+            // (A name after the operator ends the operand: `'best' or 'worst'? you decide`
+            // goes on with words.)
             (T::Str { .. }, Some(T::Op(O::Json)))
-                if c.is_some_and(|x| {
-                    matches!(x, T::Str { .. } | T::Num | T::Kw(K::Other) | T::Word)
+                if c.is_some_and(|x| match x {
+                    T::Str { .. } | T::Num => true,
+                    T::Kw(K::Other) | T::Word => t.get(i + 3) != Some(&T::Word),
+                    _ => false,
                 }) =>
             {
                 return Some("sqli-json-operator")
@@ -1003,8 +1017,26 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                             )
                         )
                     {
-                        // `x or y = z`: prose rarely compares; SQL does.
-                        if !matches!(x, T::Word) || breakout || i == 0 || t[i - 1] != T::Word {
+                        // `x or y = z`: prose rarely compares; SQL does. But a name compared
+                        // outside a string must be a whole comparison: `buy 2 or more = 10%
+                        // off` goes on with words after its right side.
+                        let whole = || {
+                            let mut k = i + 3;
+                            if t.get(k) == Some(&T::Kw(K::Not)) {
+                                k += 1;
+                            }
+                            value(t.get(k).copied().unwrap_or(T::Comma))
+                                && t.get(k + 1).is_none_or(|&y| {
+                                    matches!(
+                                        y,
+                                        T::Comment | T::Semi | T::Logic | T::RParen | T::Op(O::Cmp)
+                                    )
+                                })
+                        };
+                        if !matches!(x, T::Word)
+                            || breakout
+                            || (i == 0 || t[i - 1] != T::Word) && whole()
+                        {
                             return Some("sqli-tautology");
                         }
                     }
@@ -1855,6 +1887,17 @@ impl SqliDetector {
             return Some("sqli-comment-obfuscation");
         }
         tokenize(lower, None, toks);
+        // `100 > 50`, `5 < 10`: two numbers ordered, and nothing else, is how people write
+        // prices and sizes. A probe tests equality (`1=1`) or joins its condition to the query
+        // with a logic operator, a quote or a comment, which all read as more tokens.
+        if toks.len() == 3
+            && toks[0] == T::Num
+            && toks[1] == T::Op(O::Cmp)
+            && toks[2] == T::Num
+            && memchr::memchr(b'=', lower).is_none()
+        {
+            return None;
+        }
         // `&&`/`||` are code's logic operators, never prose's.
         let symbolic_logic = memchr::memchr2(b'&', b'|', lower).is_some()
             && (crate::find(lower, b"&&").is_some() || crate::find(lower, b"||").is_some());
@@ -2420,6 +2463,44 @@ mod tests {
             "between 1 and 2 days",
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
+        }
+    }
+
+    #[test]
+    fn groups_for_blanks_keep_select_and_like_operators() {
+        for a in [
+            "(select(1)from(users))",
+            "1 or(1)like(1)",
+            "'or(1)like(1)-- -",
+            "1 and 'a' ilike 'a'",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        // SQLite's `like(x,y)` call where an operand starts is still a call.
+        let mut t = Vec::new();
+        tokenize(b"and like(1,2)", None, &mut t);
+        assert_eq!(t[1], T::Func(F::Sql));
+    }
+
+    #[test]
+    fn shop_phrases_with_comparisons() {
+        for b in [
+            "Buy 2 or more = 10% off",
+            "buy 3 or more = 15% off",
+            "'Best' or 'worst'? You decide",
+            "100 > 50",
+            "5 < 10",
+        ] {
+            assert_eq!(hit(b), None, "blocked: {b}");
+        }
+        for a in [
+            "1 or x = 1",
+            "1 or id=id-- -",
+            "1=1",
+            "10 >= 5",
+            "'a' ? 'b'",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
         }
     }
 }
