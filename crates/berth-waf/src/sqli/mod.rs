@@ -205,6 +205,8 @@ fn function_kind(w: &[u8]) -> F {
         b"string_to_array",
         b"randomblob",
         b"sqlite_version",
+        b"current_database",
+        b"current_schema",
         b"load_extension",
         b"is_srvrolemember",
         b"has_dbaccess",
@@ -781,6 +783,18 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             }
             (T::Kw(K::Union), Some(T::LParen))
                 if matches!(c, Some(T::Kw(K::Select) | T::Func(_))) =>
+            {
+                return Some("sqli-union")
+            }
+            // MySQL 8's `TABLE t` statement as a union's second half: `1 union table users`
+            // (after a value, with the table's name and nothing else: not `union table lamp`
+            // in a sentence).
+            (T::Kw(K::Union), Some(T::Kw(K::Table)))
+                if i > 0
+                    && matches!(t[i - 1], T::Num | T::Str { closed: true } | T::RParen)
+                    && matches!(c, Some(T::Word | T::Ident))
+                    && t.get(i + 3)
+                        .is_none_or(|&x| matches!(x, T::Comment | T::Semi)) =>
             {
                 return Some("sqli-union")
             }
@@ -1406,6 +1420,36 @@ pub(crate) const SQL_ONLY_WORDS: &[&str] = &[
     "table_name",
     "column_name",
     "schema_name",
+    // The catalogs of the other engines and the rest of each engine's own: DB2's `sysibm.` and
+    // `syscat.`, Informix's `sysmaster:`, PostgreSQL's `pg_*` tables, MySQL's
+    // `performance_schema`, MSSQL's logins and processes, Oracle's `all_*`/`dba_*`/`user_*`
+    // views.
+    "sysibm.",
+    "syscat.",
+    "sysmaster:",
+    "pg_class",
+    "pg_proc",
+    "pg_attribute",
+    "pg_tables",
+    "pg_roles",
+    "pg_authid",
+    "pg_stat_activity",
+    "performance_schema",
+    "mysql.innodb_table_stats",
+    "sys.databases",
+    "sys.columns",
+    "sys.sql_logins",
+    "sys.server_principals",
+    "syslogins",
+    "sysprocesses",
+    "all_users",
+    "all_objects",
+    "all_tab_cols",
+    "dba_tables",
+    "dba_tab_columns",
+    "user_objects",
+    "user_tab_columns",
+    "sqlite_sequence",
 ];
 
 /// A value of SQL punctuation only (`'-'`, `!@#$%^&*`, `((((()))))`, `~~~~~~~~`): what
@@ -1578,10 +1622,15 @@ fn boundary_number(s: &[u8]) -> bool {
     if t.len() < 5 || !t[0].is_ascii_digit() {
         return false;
     }
-    if t.starts_with(b"2.225073858507201") || t.starts_with(b"0.0000000000000000000") {
+    // The neighbourhoods of the smallest normal double (2.2250738585072014e-308, whose parsing
+    // hung PHP and Java) and of the largest (1.7976931348623157e308).
+    if t.starts_with(b"2.2250738585072")
+        || t.starts_with(b"1.797693134862315")
+        || t.starts_with(b"0.0000000000000000000")
+    {
         return t
             .iter()
-            .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'-'));
+            .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'-' | b'+'));
     }
     if let Some(exp) = t.strip_prefix(b"1e").or_else(|| t.strip_prefix(b"1.0e")) {
         return exp.len() == 3 && exp.iter().all(u8::is_ascii_digit) && exp > &b"308"[..];
@@ -1599,6 +1648,36 @@ fn boundary_number(s: &[u8]) -> bool {
         b"18446744073709551616",
     ];
     LIMITS.contains(&t)
+}
+
+/// A number, what ends its expression or statement (`)`, `;`) and a comment that cuts the rest
+/// of the query off, and nothing else (`1;--`, `1)-- -`, `7));#`): the probe for where a
+/// numeric value lands. Text that closes a parenthesis after a number goes on with words.
+fn terminated_number(s: &[u8]) -> bool {
+    let t = s.trim_ascii();
+    let digits = t.iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 || digits > 20 {
+        return false;
+    }
+    let rest = &t[digits..];
+    let ends = rest
+        .iter()
+        .take_while(|&&c| matches!(c, b';' | b')' | b' ' | b'\t'))
+        .count();
+    if !rest[..ends].iter().any(|&c| c == b';' || c == b')') {
+        return false;
+    }
+    let tail = &rest[ends..];
+    let Some(after) = tail
+        .strip_prefix(b"--")
+        .or_else(|| tail.strip_prefix(b"#"))
+        .or_else(|| tail.strip_prefix(b"/*"))
+    else {
+        return false;
+    };
+    after
+        .iter()
+        .all(|&c| matches!(c, b' ' | b'\t' | b'-' | b'+' | b'*' | b'/' | b'#'))
 }
 
 /// MySQL's versioned comment, whose inside MySQL runs (`/*!50000union*/`, `/*!and*/`, `/*!*/`):
@@ -1810,7 +1889,7 @@ impl SqliDetector {
             let after = lower.get(m.end).copied();
             let ident = |c: Option<u8>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_');
             // `northwind..orders`: a qualifier ends in a dot and the name follows.
-            let qualifier = m.pattern.ends_with('.');
+            let qualifier = m.pattern.ends_with('.') || m.pattern.ends_with(':');
             if !ident(before) && (qualifier || !ident(after)) {
                 return Some("sqli-system-object");
             }
@@ -1869,6 +1948,9 @@ impl SqliDetector {
         }
         if symbol_probe(lower) {
             return Some("sqli-probe");
+        }
+        if terminated_number(lower) {
+            return Some("sqli-breakout");
         }
         if crate::lexicon::hint_bits(hits) & crate::lexicon::HINT_XOR != 0 && xor_condition(lower) {
             return Some("sqli-tautology");
@@ -2501,6 +2583,37 @@ mod tests {
             "'a' ? 'b'",
         ] {
             assert!(hit(a).is_some(), "missed: {a}");
+        }
+    }
+
+    #[test]
+    fn numbers_terminated_and_cut_catalogs_and_float_limits() {
+        for a in [
+            "1;--",
+            "1)-- -",
+            "7));#",
+            "12 ; /*",
+            "1 union table users",
+            "1' union table `users`-- -",
+            "sysibm.systables",
+            "sysmaster:systables",
+            "select * from pg_class",
+            "performance_schema",
+            "current_database()",
+            "1.7976931348623157e+308",
+            "2.2250738585072007e-308",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "1) -- unpack the box",
+            "Step 1; -- done",
+            "union table lamps, 2 pack",
+            "Union table lamp",
+            "all users welcome",
+            "1.79 kg",
+        ] {
+            assert_eq!(hit(b), None, "blocked: {b}");
         }
     }
 }
