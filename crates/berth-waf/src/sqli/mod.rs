@@ -645,6 +645,14 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                 out.push(T::Op(kind));
                 i = j;
             }
+            // A question mark that ends the value (blanks aside) asks a question: PostgreSQL's
+            // `?` operator needs its right side (`true or false?`).
+            b'?' if s[i + 1..]
+                .iter()
+                .all(|c| c.is_ascii_whitespace() || *c == b'?') =>
+            {
+                i = n;
+            }
             b'?' => {
                 out.push(T::Op(O::Json));
                 i += if i + 1 < n && matches!(s[i + 1], b'|' | b'&') {
@@ -798,8 +806,15 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             {
                 return Some("sqli-union")
             }
-            // Functions only SQL has.
-            (T::Func(F::Strong), _) => return Some("sqli-function"),
+            // Functions only SQL has; not a number with its unit in brackets (`sleep (5
+            // hours)`): SQL never puts a word after a number there.
+            (T::Func(F::Strong), _)
+                if !(b == Some(T::LParen)
+                    && c == Some(T::Num)
+                    && t.get(i + 3) == Some(&T::Word)) =>
+            {
+                return Some("sqli-function")
+            }
             // A SQL function called with no arguments as another call's argument:
             // `concat(0x3a,user())`, `lower(user())`.
             (T::Func(F::Sql), Some(T::LParen))
@@ -812,8 +827,11 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             {
                 return Some("sqli-function")
             }
-            // WAITFOR DELAY / TIME
-            (T::Kw(K::Waitfor), Some(T::Kw(K::Delay) | T::Word | T::Str { .. })) => {
+            // WAITFOR DELAY / TIME '...' (`waitfor it...` is a sentence)
+            (T::Kw(K::Waitfor), Some(T::Kw(K::Delay) | T::Str { .. })) => {
+                return Some("sqli-time-delay")
+            }
+            (T::Kw(K::Waitfor), Some(T::Word)) if matches!(c, Some(T::Str { .. })) => {
                 return Some("sqli-time-delay")
             }
             // INTO OUTFILE / DUMPFILE
@@ -1056,12 +1074,16 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                     }
                     if matches!(x, T::Num | T::Str { .. } | T::Kw(K::Bool))
                         && (c.is_none() || matches!(c, Some(T::Comment | T::Semi)))
-                        && (breakout
+                        // After the closed string, not after words that follow it (`5'6" and
+                        // a size 10 or 12`).
+                        && (breakout && !t[1..i].contains(&T::Word)
                             || i == 0
-                            // `'a' or 'b'`, but not `size 'M' or 'L'`: a quoted word
-                            // in a sentence.
+                            // `'a' or 'b'--`, but not `size 'M' or 'L'` (a quoted word in
+                            // a sentence) nor `"large" or "x-large"` (a choice): the comment
+                            // or `;` shows a query is being cut.
                             || matches!(t[i - 1], T::Str { closed: true })
                                 && (i < 2 || t[i - 2] != T::Word)
+                                && c.is_some()
                             // `1 and true`: a number, then a boolean, and nothing else.
                             || (i == 1 && t[0] == T::Num && x == T::Kw(K::Bool)))
                     {
@@ -1275,19 +1297,25 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 return Some("sqli-breakout")
             }
             // `' select 1`, `" select * from`, `' select @@version`: a select list, not prose
+            // (A quoted word after `select` is a select list when the list or the statement
+            // goes on, not when words follow: `"select" vs "premium"`.)
             T::Kw(K::Select)
                 if matches!(
                     rest.first(),
                     Some(
-                        T::Num
-                            | T::Func(_)
-                            | T::Var
-                            | T::Op(O::Star)
-                            | T::Str { closed: true }
-                            | T::Kw(K::Null)
-                            | T::LParen
+                        T::Num | T::Func(_) | T::Var | T::Op(O::Star) | T::Kw(K::Null) | T::LParen
                     )
-                ) || rest.contains(&T::Kw(K::From)) =>
+                ) || rest.first() == Some(&T::Str { closed: true })
+                    && rest.get(1).is_none_or(|&x| {
+                        matches!(
+                            x,
+                            T::Comma
+                                | T::Comment
+                                | T::Semi
+                                | T::Kw(K::From | K::As | K::Into | K::Union)
+                        )
+                    })
+                    || rest.contains(&T::Kw(K::From)) =>
             {
                 return Some("sqli-breakout")
             }
@@ -2614,6 +2642,33 @@ mod tests {
             "1.79 kg",
         ] {
             assert_eq!(hit(b), None, "blocked: {b}");
+        }
+    }
+
+    #[test]
+    fn questions_units_and_quoted_words_in_sentences() {
+        for b in [
+            "\"large\" or \"x-large\"?",
+            "True or false?",
+            "I'm 5'6\" and a size 10 or 12",
+            "\"select\" vs \"premium\"",
+            "Sleep (5 hours) was great on this mattress",
+            "Waitfor it... amazing",
+        ] {
+            assert_eq!(hit(b), None, "blocked: {b}");
+        }
+        for a in [
+            "' or true?",
+            "'a' ? 'b'",
+            "x' or 1=1 or 1",
+            "\" select 'x' from users",
+            "\" select 'a'",
+            "sleep (5)",
+            "benchmark(5000000,md5(1))",
+            "1 waitfor time '12:00'",
+            "' waitfor delay '0:0:5'--",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
         }
     }
 }
