@@ -118,7 +118,7 @@ fn verdict(waf: &Waf, v: &str) -> Vec<&'static str> {
 }
 
 /// The rates reached: blocked attacks in thousandths, blocked look-alikes as a count.
-const MIN_BLOCKED_PERMILLE: usize = 965;
+const MIN_BLOCKED_PERMILLE: usize = 976;
 const MAX_LOOK_ALIKES_BLOCKED: usize = 8;
 
 #[test]

@@ -379,6 +379,21 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                     T::Str { closed }
                 });
                 i = j.saturating_add(1);
+                // `` `users`.`id` ``, `` `db`.users ``: a qualified name is one identifier.
+                if c == b'`' && closed && s.get(i) == Some(&b'.') {
+                    if s.get(i + 1) == Some(&b'`') {
+                        i += 1;
+                        out.pop();
+                        continue;
+                    }
+                    let mut k = i + 1;
+                    while k < n && (s[k].is_ascii_alphanumeric() || s[k] == b'_' || s[k] == b'$') {
+                        k += 1;
+                    }
+                    if k > i + 1 {
+                        i = k;
+                    }
+                }
             }
             b'0'..=b'9' | b'.' if c != b'.' || s.get(i + 1).is_some_and(u8::is_ascii_digit) => {
                 let mut j = i;
@@ -1143,6 +1158,22 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 Some(T::Num) if tail_ok(t.get(i + 4)) => return Some("sqli-tautology"),
                 x if tail_ok(x) => return Some("sqli-tautology"),
                 _ => {}
+            }
+        }
+        // `1 and 1^0`, `1 and 1&1`, `1 and !0`, `1 and not 0`: after the number the value
+        // replaced, a logic operator and a computed literal, whole, and nothing else (`2 or
+        // 3+` and `1 and 1/2 inch` are not whole or go on with words).
+        if i == 1 && !breakout && t[0] == T::Num && a == T::Logic {
+            let tail_ok = |x: Option<&T>| matches!(x, None | Some(T::Comment | T::Semi));
+            let computed = match (b, c) {
+                (Some(T::Num), Some(T::Op(O::Arith | O::Star))) => {
+                    t.get(i + 3) == Some(&T::Num) && tail_ok(t.get(i + 4))
+                }
+                (Some(T::Op(O::Bang) | T::Kw(K::Not)), Some(T::Num)) => tail_ok(t.get(i + 3)),
+                _ => false,
+            };
+            if computed {
+                return Some("sqli-tautology");
             }
         }
         // `1=1`, `'a'='a'`, `1 sounds like 1`, `'a' not like 'b'`: a literal compared with a
@@ -2670,5 +2701,26 @@ mod tests {
         ] {
             assert!(hit(a).is_some(), "missed: {a}");
         }
+    }
+
+    #[test]
+    fn computed_literals_after_a_number_and_qualified_backtick_names() {
+        for a in [
+            "1 and 1^0",
+            "1 and 1&1",
+            "1 or 2|1",
+            "1 and !0",
+            "1 and not 0-- -",
+            "1 and `users`.`id`>0",
+            "' union select `u`.`password` from `users` `u`-- -",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in ["2 or 3+", "1 and 1/2 inch", "1 or 2", "1 and not 2 days"] {
+            assert_eq!(hit(b), None, "blocked: {b}");
+        }
+        let mut t = Vec::new();
+        tokenize(b"`db`.`t`.x = 1", None, &mut t);
+        assert_eq!(t, [T::Ident, T::Op(O::Cmp), T::Num]);
     }
 }
