@@ -207,6 +207,32 @@ fn function_kind(w: &[u8]) -> F {
         b"sqlite_version",
         b"current_database",
         b"current_schema",
+        // The session and catalog functions of MySQL, MSSQL, PostgreSQL and Oracle that no
+        // other language names so.
+        b"find_in_set",
+        b"export_set",
+        b"last_insert_id",
+        b"found_rows",
+        b"row_count",
+        b"connection_id",
+        b"master_pos_wait",
+        b"inet_aton",
+        b"inet_ntoa",
+        b"uuid_short",
+        b"suser_name",
+        b"suser_sname",
+        b"is_member",
+        b"has_perms_by_name",
+        b"object_id",
+        b"object_name",
+        b"col_name",
+        b"col_length",
+        b"db_id",
+        b"quotename",
+        b"string_agg",
+        b"array_agg",
+        b"sys_context",
+        b"nvl2",
         b"load_extension",
         b"is_srvrolemember",
         b"has_dbaccess",
@@ -1709,6 +1735,30 @@ fn boundary_number(s: &[u8]) -> bool {
     LIMITS.contains(&t)
 }
 
+/// A SQL quote, comment or `=` written as a C/JavaScript escape (`\x27`, `\x22`, `\x60`,
+/// `\x23`, `\x3d`, `\u0027`): the way to slip a quote past a filter into an application that
+/// unescapes its input (PHP's `stripcslashes`, a JSON or JavaScript layer). Text does not
+/// write these escapes.
+fn escaped_quote(s: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(p) = memchr::memchr(b'\\', &s[from..]) {
+        let at = from + p;
+        from = at + 1;
+        let rest = &s[at + 1..];
+        let hex = if let Some(h) = rest.strip_prefix(b"x") {
+            h.get(..2)
+        } else if let Some(h) = rest.strip_prefix(b"u00") {
+            h.get(..2)
+        } else {
+            None
+        };
+        if matches!(hex, Some(b"27" | b"22" | b"60" | b"23" | b"3d")) {
+            return true;
+        }
+    }
+    false
+}
+
 /// A number, what ends its expression or statement (`)`, `;`) and a comment that cuts the rest
 /// of the query off, and nothing else (`1;--`, `1)-- -`, `7));#`): the probe for where a
 /// numeric value lands. Text that closes a parenthesis after a number goes on with words.
@@ -1959,6 +2009,9 @@ impl SqliDetector {
         if boundary_number(lower) {
             return Some("sqli-boundary-number");
         }
+        if memchr::memchr(b'\\', lower).is_some() && escaped_quote(lower) {
+            return Some("sqli-probe");
+        }
         None
     }
 
@@ -2011,6 +2064,7 @@ impl SqliDetector {
         if terminated_number(lower) {
             return Some("sqli-breakout");
         }
+
         if crate::lexicon::hint_bits(hits) & crate::lexicon::HINT_XOR != 0 && xor_condition(lower) {
             return Some("sqli-tautology");
         }
@@ -2722,5 +2776,29 @@ mod tests {
         let mut t = Vec::new();
         tokenize(b"`db`.`t`.x = 1", None, &mut t);
         assert_eq!(t, [T::Ident, T::Op(O::Cmp), T::Num]);
+    }
+
+    #[test]
+    fn escaped_quotes_and_engine_only_functions() {
+        for a in [
+            "\\x27 or 1=1",
+            "admin\\x27--",
+            "\\u0027 union select 1",
+            "x\\x3d\\x27",
+            "\\x27",
+            "find_in_set(",
+            "1 and find_in_set('a',user())",
+            "object_id('users')",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "C:\\xampp\\htdocs",
+            "\\x41 is A",
+            "path\\u00e9",
+            "last insert id",
+        ] {
+            assert_eq!(hit(b), None, "blocked: {b}");
+        }
     }
 }
