@@ -1535,6 +1535,19 @@ pub(crate) const SQL_ONLY_WORDS: &[&str] = &[
     "user_objects",
     "user_tab_columns",
     "sqlite_sequence",
+    "sysaux",
+    "sys.database_name",
+    "sql_variant",
+    "sql_longvarchar",
+    "autonomous_transaction",
+    // The naming conventions of the engines' own procedures and packages, as bare names
+    // (calls are read by `function_kind`): MSSQL's extended and system procedures, Oracle's
+    // packages. A prefix matches when letters follow it (`xp_regwrite`, `utl_file`).
+    "xp_",
+    "sp_",
+    "utl_",
+    "dbms_",
+    "owa_",
 ];
 
 /// A value of SQL punctuation only (`'-'`, `!@#$%^&*`, `((((()))))`, `~~~~~~~~`): what
@@ -1999,7 +2012,17 @@ impl SqliDetector {
             let ident = |c: Option<u8>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_');
             // `northwind..orders`: a qualifier ends in a dot and the name follows.
             let qualifier = m.pattern.ends_with('.') || m.pattern.ends_with(':');
-            if !ident(before) && (qualifier || !ident(after)) {
+            // A family prefix (`xp_`, `utl_`): the name goes on with letters only.
+            let prefix = m.pattern.ends_with('_');
+            let family = prefix && {
+                let rest = &lower[m.end..];
+                let k = rest
+                    .iter()
+                    .take_while(|c| c.is_ascii_lowercase() || **c == b'_')
+                    .count();
+                k >= 3 && !ident(rest.get(k).copied())
+            };
+            if !ident(before) && (family || !prefix && (qualifier || !ident(after))) {
                 return Some("sqli-system-object");
             }
         }
@@ -2797,6 +2820,30 @@ mod tests {
             "\\x41 is A",
             "path\\u00e9",
             "last insert id",
+        ] {
+            assert_eq!(hit(b), None, "blocked: {b}");
+        }
+    }
+
+    #[test]
+    fn procedure_and_package_names_by_their_family_prefix() {
+        for a in [
+            "xp_regwrite",
+            "exec xp_servicecontrol 'start','schedule'",
+            "sp_replwritetovarbin",
+            "utl_file",
+            "owa_util.cellsprint",
+            "sysaux",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "_sp_id.1fff",
+            "xp_",
+            "sp_1",
+            "mysp_values",
+            "wasp_nest",
+            "xp_2024",
         ] {
             assert_eq!(hit(b), None, "blocked: {b}");
         }
