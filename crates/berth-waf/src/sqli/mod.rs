@@ -1772,9 +1772,10 @@ fn escaped_quote(s: &[u8]) -> bool {
     false
 }
 
-/// A number, what ends its expression or statement (`)`, `;`) and a comment that cuts the rest
-/// of the query off, and nothing else (`1;--`, `1)-- -`, `7));#`): the probe for where a
-/// numeric value lands. Text that closes a parenthesis after a number goes on with words.
+/// A number, what ends its expression or statement (`)`, `;`, or nothing) and a comment that
+/// cuts the rest of the query off, and nothing else (`1--`, `1;--`, `1)-- -`, `7));#`): the
+/// probe for where a numeric value lands, as `admin'--` is for a string. Text goes on with
+/// words or numbers after a dash (`5 -- 10`, `1) -- unpack`).
 fn terminated_number(s: &[u8]) -> bool {
     let t = s.trim_ascii();
     let digits = t.iter().take_while(|c| c.is_ascii_digit()).count();
@@ -1786,9 +1787,6 @@ fn terminated_number(s: &[u8]) -> bool {
         .iter()
         .take_while(|&&c| matches!(c, b';' | b')' | b' ' | b'\t'))
         .count();
-    if !rest[..ends].iter().any(|&c| c == b';' || c == b')') {
-        return false;
-    }
     let tail = &rest[ends..];
     let Some(after) = tail
         .strip_prefix(b"--")
@@ -2845,6 +2843,16 @@ mod tests {
             "wasp_nest",
             "xp_2024",
         ] {
+            assert_eq!(hit(b), None, "blocked: {b}");
+        }
+    }
+
+    #[test]
+    fn a_number_cut_off_by_a_comment() {
+        for a in ["1--", "1 -- -", "1#", "10/*", "1;--", "2));#"] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in ["5 -- 10", "1 -- great", "#1", "1", "1 - 2", "12 --> 13"] {
             assert_eq!(hit(b), None, "blocked: {b}");
         }
     }
