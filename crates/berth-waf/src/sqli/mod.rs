@@ -1748,10 +1748,11 @@ fn boundary_number(s: &[u8]) -> bool {
     LIMITS.contains(&t)
 }
 
-/// A SQL quote, comment or `=` written as a C/JavaScript escape (`\x27`, `\x22`, `\x60`,
-/// `\x23`, `\x3d`, `\u0027`): the way to slip a quote past a filter into an application that
-/// unescapes its input (PHP's `stripcslashes`, a JSON or JavaScript layer). Text does not
-/// write these escapes.
+/// SQL's string or identifier quote, comment or `=` written as a C/JavaScript escape (`\x27`,
+/// `\x60`, `\x23`, `\x3d`, `\u0027`): the way to slip a quote past a filter into an application that unescapes
+/// its input (PHP's `stripcslashes`, a JSON or JavaScript layer). The double quote's escape
+/// (`\x22`) is left out: HTML copied out of JavaScript strings is full of it
+/// (`<a href=\x22https://...`).
 fn escaped_quote(s: &[u8]) -> bool {
     let mut from = 0;
     while let Some(p) = memchr::memchr(b'\\', &s[from..]) {
@@ -1765,7 +1766,7 @@ fn escaped_quote(s: &[u8]) -> bool {
         } else {
             None
         };
-        if matches!(hex, Some(b"27" | b"22" | b"60" | b"23" | b"3d")) {
+        if matches!(hex, Some(b"27" | b"60" | b"23" | b"3d")) {
             return true;
         }
     }
@@ -2138,8 +2139,50 @@ impl SqliDetector {
                 }
             }
         }
+        // `\x22 or 1=1`, `\u0027 union select`: punctuation written as C/JavaScript escapes,
+        // read as the application that unescapes its input reads it (once: the unescaped value
+        // is not unescaped again).
+        if memchr::memchr(b'\\', lower).is_some() {
+            let mut plain = Vec::new();
+            if unescape_c(lower, &mut plain) {
+                return self.detect(&plain, &[], toks);
+            }
+        }
         None
     }
+}
+
+/// Undoes `\xHH` and `\u00HH` escapes of ASCII punctuation into `out`; whether any was found.
+/// Letters and digits stay escaped (`\x41` is not a quote to anyone) and so does the backslash,
+/// so the result holds no escape to undo again.
+fn unescape_c(s: &[u8], out: &mut Vec<u8>) -> bool {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    out.clear();
+    let mut found = false;
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\' {
+            let (skip, h) = match s.get(i + 1) {
+                Some(b'x') => (4, s.get(i + 2..i + 4)),
+                Some(b'u') if s.get(i + 2..i + 4) == Some(b"00") => (6, s.get(i + 4..i + 6)),
+                _ => (0, None),
+            };
+            if let Some(&[a, b]) = h {
+                if let (Some(a), Some(b)) = (hex(a), hex(b)) {
+                    let c = a << 4 | b;
+                    if c.is_ascii_punctuation() && c != b'\\' || c == b' ' {
+                        out.push(c);
+                        i += skip;
+                        found = true;
+                        continue;
+                    }
+                }
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    found
 }
 
 #[cfg(test)]
@@ -2817,6 +2860,7 @@ mod tests {
             "C:\\xampp\\htdocs",
             "\\x41 is A",
             "path\\u00e9",
+            "<a href=\\x22https://example.com\\x22>video</a>",
             "last insert id",
         ] {
             assert_eq!(hit(b), None, "blocked: {b}");
@@ -2855,5 +2899,20 @@ mod tests {
         for b in ["5 -- 10", "1 -- great", "#1", "1", "1 - 2", "12 --> 13"] {
             assert_eq!(hit(b), None, "blocked: {b}");
         }
+    }
+
+    #[test]
+    fn punctuation_written_as_escapes_is_read_unescaped() {
+        for a in [
+            "\\x22 or 1=1-- -",
+            "x\\x22\\x20union\\x20select\\x201",
+            "\\u0022 or \\u00221\\u0022=\\u00221",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        let mut o = Vec::new();
+        assert!(unescape_c(b"a\\x27b\\x41\\x5c", &mut o));
+        assert_eq!(o, b"a'b\\x41\\x5c");
+        assert!(!unescape_c(b"c:\\xampp", &mut o));
     }
 }
