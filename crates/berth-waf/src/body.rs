@@ -98,30 +98,56 @@ fn json(run: &mut Run<'_>, v: &serde_json::Value, path: &mut String, depth: usiz
     }
 }
 
-/// The string literals of a JSON text that does not parse (cut, or not quite JSON).
+/// The string literals of a JSON text that does not parse (cut, or not quite JSON), and the
+/// unquoted text where a value goes (`{"id":1 or 1=1}`): what a lenient parser, or an
+/// application that splices the text into a query, takes as the value.
 fn json_strings(run: &mut Run<'_>, body: &[u8]) {
     let mut i = 0;
     let mut buf = Vec::new();
-    while let Some(p) = memchr::memchr(b'"', &body[i..]) {
-        let start = i + p + 1;
-        let mut j = start;
-        buf.clear();
-        while j < body.len() && body[j] != b'"' {
-            if body[j] == b'\\' && j + 1 < body.len() {
-                j += 1;
-                buf.push(match body[j] {
-                    b'n' => b'\n',
-                    b't' => b'\t',
-                    c => c,
-                });
-            } else {
-                buf.push(body[j]);
-            }
-            j += 1;
+    let mut bare_start = 0;
+    let bare = |run: &mut Run<'_>, b: &[u8]| {
+        let b = b.trim_ascii();
+        // Numbers and literals parse as JSON; only text that does not is a value to read.
+        if !b.is_empty()
+            && !matches!(b, b"true" | b"false" | b"null")
+            && !b.iter().all(|c| c.is_ascii_digit() || b"+-.eE".contains(c))
+        {
+            run.value(b, Loc::Json("$"), Kind::Value);
         }
-        run.value(&buf.clone(), Loc::Json("$"), Kind::Value);
-        i = (j + 1).min(body.len());
+    };
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                bare(run, &body[bare_start..i]);
+                let start = i + 1;
+                let mut j = start;
+                buf.clear();
+                while j < body.len() && body[j] != b'"' {
+                    if body[j] == b'\\' && j + 1 < body.len() {
+                        j += 1;
+                        buf.push(match body[j] {
+                            b'n' => b'\n',
+                            b't' => b'\t',
+                            c => c,
+                        });
+                    } else {
+                        buf.push(body[j]);
+                    }
+                    j += 1;
+                }
+                run.value(&buf, Loc::Json("$"), Kind::Value);
+                i = (j + 1).min(body.len());
+                bare_start = i;
+            }
+            b',' | b':' | b'{' | b'}' | b'[' | b']' => {
+                bare(run, &body[bare_start..i]);
+                i += 1;
+                bare_start = i;
+            }
+            _ => i += 1,
+        }
     }
+    bare(run, &body[bare_start.min(body.len())..]);
 }
 
 /// Text between tags and attribute values, with entities decoded as an XML parser hands them to
@@ -276,6 +302,34 @@ mod tests {
             param(b"multipart/form-data; boundary=\"abc\"", b"boundary"),
             Some(&b"abc"[..])
         );
+    }
+
+    fn json_blocked(body: &str) -> bool {
+        let waf = crate::Waf::new(crate::WafConfig::default()).unwrap();
+        waf.inspect(&crate::RequestParts {
+            method: b"POST",
+            path: b"/api",
+            query: None,
+            headers: &[],
+            body: Some(crate::Body {
+                content_type: b"application/json",
+                bytes: body.as_bytes(),
+            }),
+        })
+        .is_blocked()
+    }
+
+    #[test]
+    fn unquoted_values_of_json_that_does_not_parse_are_read() {
+        assert!(json_blocked(r#"{"id":1 or 1=1}"#));
+        assert!(json_blocked(r#"{"id":1 UNION SELECT 1}"#));
+        assert!(json_blocked(r#"[1, 2 union select password from users]"#));
+        assert!(json_blocked(r#"{"q":"x' or '1'='1", "n": 1"#), "cut body");
+        assert!(!json_blocked(
+            r#"{"id":1, "ok": true, "n": -1.5e3, "x": null,}"#
+        ));
+        assert!(!json_blocked(r#"{"note": "Buy 2 or more", "qty": 2 "#));
+        assert!(!json_blocked(r#"{size: M, colour: navy blue}"#));
     }
 
     #[test]

@@ -870,7 +870,9 @@ impl Run<'_> {
                 | STAR
                 | BANG
                 | TILDE
-                | SPACE,
+                | SPACE
+                // `1\nunion\nselect`: line breaks are blanks to SQL.
+                | NEWLINE,
         );
         if on(Group::Sqli, self.active) {
             let r = if sql_syntax {

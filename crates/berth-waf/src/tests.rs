@@ -500,3 +500,27 @@ fn sql_in_a_path_segment_is_read_where_the_segment_goes() {
         );
     }
 }
+
+#[test]
+fn line_breaks_and_latin1_blanks_separate_sql_words() {
+    let w = waf();
+    for q in [
+        "q=1%0aunion%0aselect%0a1",
+        "q=1%0dunion%0dselect%0d1",
+        "q=1%a0union%a0select%a01,2",
+        "q=1%a0and%a01=1",
+    ] {
+        let v = w.inspect(&req("/s", Some(q), &[], None));
+        assert_eq!(
+            v.findings().first().map(|f| f.group),
+            Some(Group::Sqli),
+            "{q}"
+        );
+    }
+    for q in ["q=caf%C3%A9%0Aau%20lait", "q=line%20one%0Aline%20two%0D%0A"] {
+        assert!(
+            !w.inspect(&req("/s", Some(q), &[], None)).is_blocked(),
+            "{q}"
+        );
+    }
+}

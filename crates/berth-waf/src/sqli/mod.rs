@@ -151,7 +151,7 @@ fn keyword(w: &[u8]) -> Option<T> {
         b"true" | b"false" => K::Bool,
         b"all" | b"distinct" => K::All,
         b"as" => K::As,
-        b"like" | b"rlike" | b"regexp" | b"glob" | b"similar" => K::Like,
+        b"like" | b"ilike" | b"rlike" | b"regexp" | b"glob" | b"similar" => K::Like,
         b"is" => K::Is,
         b"not" => K::Not,
         b"in" => K::In,
@@ -205,6 +205,34 @@ fn function_kind(w: &[u8]) -> F {
         b"string_to_array",
         b"randomblob",
         b"sqlite_version",
+        b"current_database",
+        b"current_schema",
+        // The session and catalog functions of MySQL, MSSQL, PostgreSQL and Oracle that no
+        // other language names so.
+        b"find_in_set",
+        b"export_set",
+        b"last_insert_id",
+        b"found_rows",
+        b"row_count",
+        b"connection_id",
+        b"master_pos_wait",
+        b"inet_aton",
+        b"inet_ntoa",
+        b"uuid_short",
+        b"suser_name",
+        b"suser_sname",
+        b"is_member",
+        b"has_perms_by_name",
+        b"object_id",
+        b"object_name",
+        b"col_name",
+        b"col_length",
+        b"db_id",
+        b"quotename",
+        b"string_agg",
+        b"array_agg",
+        b"sys_context",
+        b"nvl2",
         b"load_extension",
         b"is_srvrolemember",
         b"has_dbaccess",
@@ -377,6 +405,21 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                     T::Str { closed }
                 });
                 i = j.saturating_add(1);
+                // `` `users`.`id` ``, `` `db`.users ``: a qualified name is one identifier.
+                if c == b'`' && closed && s.get(i) == Some(&b'.') {
+                    if s.get(i + 1) == Some(&b'`') {
+                        i += 1;
+                        out.pop();
+                        continue;
+                    }
+                    let mut k = i + 1;
+                    while k < n && (s[k].is_ascii_alphanumeric() || s[k] == b'_' || s[k] == b'$') {
+                        k += 1;
+                    }
+                    if k > i + 1 {
+                        i = k;
+                    }
+                }
             }
             b'0'..=b'9' | b'.' if c != b'.' || s.get(i + 1).is_some_and(u8::is_ascii_digit) => {
                 let mut j = i;
@@ -483,11 +526,21 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                 // `exec(@sql)` is MSSQL's dynamic statement, not a function call: it stays the
                 // keyword so the statement patterns see it.
                 // `or(1)=1`, `union(select`: operators and clauses before a group stay keywords.
+                // `select(1)from(t)`, `or(1)like(1)`: with groups for blanks, `select` is never a
+                // call, and `like` is the operator when an operand comes before it (SQLite's
+                // `like(x,y)` call starts an operand).
+                let operator_like = w == b"like"
+                    && matches!(
+                        out.last(),
+                        Some(T::Num | T::Str { .. } | T::RParen | T::Word | T::Ident | T::Var)
+                    );
                 if k < n
                     && s[k] == b'('
+                    && !operator_like
                     && !matches!(
                         w,
                         b"values"
+                            | b"select"
                             | b"exec"
                             | b"execute"
                             | b"in"
@@ -633,6 +686,14 @@ pub(crate) fn tokenize(s: &[u8], quote: Option<u8>, out: &mut Vec<T>) {
                 out.push(T::Op(kind));
                 i = j;
             }
+            // A question mark that ends the value (blanks aside) asks a question: PostgreSQL's
+            // `?` operator needs its right side (`true or false?`).
+            b'?' if s[i + 1..]
+                .iter()
+                .all(|c| c.is_ascii_whitespace() || *c == b'?') =>
+            {
+                i = n;
+            }
             b'?' => {
                 out.push(T::Op(O::Json));
                 i += if i + 1 < n && matches!(s[i + 1], b'|' | b'&') {
@@ -774,8 +835,27 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             {
                 return Some("sqli-union")
             }
-            // Functions only SQL has.
-            (T::Func(F::Strong), _) => return Some("sqli-function"),
+            // MySQL 8's `TABLE t` statement as a union's second half: `1 union table users`
+            // (after a value, with the table's name and nothing else: not `union table lamp`
+            // in a sentence).
+            (T::Kw(K::Union), Some(T::Kw(K::Table)))
+                if i > 0
+                    && matches!(t[i - 1], T::Num | T::Str { closed: true } | T::RParen)
+                    && matches!(c, Some(T::Word | T::Ident))
+                    && t.get(i + 3)
+                        .is_none_or(|&x| matches!(x, T::Comment | T::Semi)) =>
+            {
+                return Some("sqli-union")
+            }
+            // Functions only SQL has; not a number with its unit in brackets (`sleep (5
+            // hours)`): SQL never puts a word after a number there.
+            (T::Func(F::Strong), _)
+                if !(b == Some(T::LParen)
+                    && c == Some(T::Num)
+                    && t.get(i + 3) == Some(&T::Word)) =>
+            {
+                return Some("sqli-function")
+            }
             // A SQL function called with no arguments as another call's argument:
             // `concat(0x3a,user())`, `lower(user())`.
             (T::Func(F::Sql), Some(T::LParen))
@@ -788,8 +868,11 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
             {
                 return Some("sqli-function")
             }
-            // WAITFOR DELAY / TIME
-            (T::Kw(K::Waitfor), Some(T::Kw(K::Delay) | T::Word | T::Str { .. })) => {
+            // WAITFOR DELAY / TIME '...' (`waitfor it...` is a sentence)
+            (T::Kw(K::Waitfor), Some(T::Kw(K::Delay) | T::Str { .. })) => {
+                return Some("sqli-time-delay")
+            }
+            (T::Kw(K::Waitfor), Some(T::Word)) if matches!(c, Some(T::Str { .. })) => {
                 return Some("sqli-time-delay")
             }
             // INTO OUTFILE / DUMPFILE
@@ -964,9 +1047,13 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 return Some("sqli-cast")
             }
             // JSON operators on strings: '{...}'::jsonb @> '...'
+            // (A name after the operator ends the operand: `'best' or 'worst'? you decide`
+            // goes on with words.)
             (T::Str { .. }, Some(T::Op(O::Json)))
-                if c.is_some_and(|x| {
-                    matches!(x, T::Str { .. } | T::Num | T::Kw(K::Other) | T::Word)
+                if c.is_some_and(|x| match x {
+                    T::Str { .. } | T::Num => true,
+                    T::Kw(K::Other) | T::Word => t.get(i + 3) != Some(&T::Word),
+                    _ => false,
                 }) =>
             {
                 return Some("sqli-json-operator")
@@ -1003,19 +1090,41 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                             )
                         )
                     {
-                        // `x or y = z`: prose rarely compares; SQL does.
-                        if !matches!(x, T::Word) || breakout || i == 0 || t[i - 1] != T::Word {
+                        // `x or y = z`: prose rarely compares; SQL does. But a name compared
+                        // outside a string must be a whole comparison: `buy 2 or more = 10%
+                        // off` goes on with words after its right side.
+                        let whole = || {
+                            let mut k = i + 3;
+                            if t.get(k) == Some(&T::Kw(K::Not)) {
+                                k += 1;
+                            }
+                            value(t.get(k).copied().unwrap_or(T::Comma))
+                                && t.get(k + 1).is_none_or(|&y| {
+                                    matches!(
+                                        y,
+                                        T::Comment | T::Semi | T::Logic | T::RParen | T::Op(O::Cmp)
+                                    )
+                                })
+                        };
+                        if !matches!(x, T::Word)
+                            || breakout
+                            || (i == 0 || t[i - 1] != T::Word) && whole()
+                        {
                             return Some("sqli-tautology");
                         }
                     }
                     if matches!(x, T::Num | T::Str { .. } | T::Kw(K::Bool))
                         && (c.is_none() || matches!(c, Some(T::Comment | T::Semi)))
-                        && (breakout
+                        // After the closed string, not after words that follow it (`5'6" and
+                        // a size 10 or 12`).
+                        && (breakout && !t[1..i].contains(&T::Word)
                             || i == 0
-                            // `'a' or 'b'`, but not `size 'M' or 'L'`: a quoted word
-                            // in a sentence.
+                            // `'a' or 'b'--`, but not `size 'M' or 'L'` (a quoted word in
+                            // a sentence) nor `"large" or "x-large"` (a choice): the comment
+                            // or `;` shows a query is being cut.
                             || matches!(t[i - 1], T::Str { closed: true })
                                 && (i < 2 || t[i - 2] != T::Word)
+                                && c.is_some()
                             // `1 and true`: a number, then a boolean, and nothing else.
                             || (i == 1 && t[0] == T::Num && x == T::Kw(K::Bool)))
                     {
@@ -1075,6 +1184,22 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 Some(T::Num) if tail_ok(t.get(i + 4)) => return Some("sqli-tautology"),
                 x if tail_ok(x) => return Some("sqli-tautology"),
                 _ => {}
+            }
+        }
+        // `1 and 1^0`, `1 and 1&1`, `1 and !0`, `1 and not 0`: after the number the value
+        // replaced, a logic operator and a computed literal, whole, and nothing else (`2 or
+        // 3+` and `1 and 1/2 inch` are not whole or go on with words).
+        if i == 1 && !breakout && t[0] == T::Num && a == T::Logic {
+            let tail_ok = |x: Option<&T>| matches!(x, None | Some(T::Comment | T::Semi));
+            let computed = match (b, c) {
+                (Some(T::Num), Some(T::Op(O::Arith | O::Star))) => {
+                    t.get(i + 3) == Some(&T::Num) && tail_ok(t.get(i + 4))
+                }
+                (Some(T::Op(O::Bang) | T::Kw(K::Not)), Some(T::Num)) => tail_ok(t.get(i + 3)),
+                _ => false,
+            };
+            if computed {
+                return Some("sqli-tautology");
             }
         }
         // `1=1`, `'a'='a'`, `1 sounds like 1`, `'a' not like 'b'`: a literal compared with a
@@ -1229,19 +1354,25 @@ fn patterns(t: &[T], breakout: bool) -> Option<&'static str> {
                 return Some("sqli-breakout")
             }
             // `' select 1`, `" select * from`, `' select @@version`: a select list, not prose
+            // (A quoted word after `select` is a select list when the list or the statement
+            // goes on, not when words follow: `"select" vs "premium"`.)
             T::Kw(K::Select)
                 if matches!(
                     rest.first(),
                     Some(
-                        T::Num
-                            | T::Func(_)
-                            | T::Var
-                            | T::Op(O::Star)
-                            | T::Str { closed: true }
-                            | T::Kw(K::Null)
-                            | T::LParen
+                        T::Num | T::Func(_) | T::Var | T::Op(O::Star) | T::Kw(K::Null) | T::LParen
                     )
-                ) || rest.contains(&T::Kw(K::From)) =>
+                ) || rest.first() == Some(&T::Str { closed: true })
+                    && rest.get(1).is_none_or(|&x| {
+                        matches!(
+                            x,
+                            T::Comma
+                                | T::Comment
+                                | T::Semi
+                                | T::Kw(K::From | K::As | K::Into | K::Union)
+                        )
+                    })
+                    || rest.contains(&T::Kw(K::From)) =>
             {
                 return Some("sqli-breakout")
             }
@@ -1374,6 +1505,49 @@ pub(crate) const SQL_ONLY_WORDS: &[&str] = &[
     "table_name",
     "column_name",
     "schema_name",
+    // The catalogs of the other engines and the rest of each engine's own: DB2's `sysibm.` and
+    // `syscat.`, Informix's `sysmaster:`, PostgreSQL's `pg_*` tables, MySQL's
+    // `performance_schema`, MSSQL's logins and processes, Oracle's `all_*`/`dba_*`/`user_*`
+    // views.
+    "sysibm.",
+    "syscat.",
+    "sysmaster:",
+    "pg_class",
+    "pg_proc",
+    "pg_attribute",
+    "pg_tables",
+    "pg_roles",
+    "pg_authid",
+    "pg_stat_activity",
+    "performance_schema",
+    "mysql.innodb_table_stats",
+    "sys.databases",
+    "sys.columns",
+    "sys.sql_logins",
+    "sys.server_principals",
+    "syslogins",
+    "sysprocesses",
+    "all_users",
+    "all_objects",
+    "all_tab_cols",
+    "dba_tables",
+    "dba_tab_columns",
+    "user_objects",
+    "user_tab_columns",
+    "sqlite_sequence",
+    "sysaux",
+    "sys.database_name",
+    "sql_variant",
+    "sql_longvarchar",
+    "autonomous_transaction",
+    // The naming conventions of the engines' own procedures and packages, as bare names
+    // (calls are read by `function_kind`): MSSQL's extended and system procedures, Oracle's
+    // packages. A prefix matches when letters follow it (`xp_regwrite`, `utl_file`).
+    "xp_",
+    "sp_",
+    "utl_",
+    "dbms_",
+    "owa_",
 ];
 
 /// A value of SQL punctuation only (`'-'`, `!@#$%^&*`, `((((()))))`, `~~~~~~~~`): what
@@ -1546,10 +1720,15 @@ fn boundary_number(s: &[u8]) -> bool {
     if t.len() < 5 || !t[0].is_ascii_digit() {
         return false;
     }
-    if t.starts_with(b"2.225073858507201") || t.starts_with(b"0.0000000000000000000") {
+    // The neighbourhoods of the smallest normal double (2.2250738585072014e-308, whose parsing
+    // hung PHP and Java) and of the largest (1.7976931348623157e308).
+    if t.starts_with(b"2.2250738585072")
+        || t.starts_with(b"1.797693134862315")
+        || t.starts_with(b"0.0000000000000000000")
+    {
         return t
             .iter()
-            .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'-'));
+            .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'-' | b'+'));
     }
     if let Some(exp) = t.strip_prefix(b"1e").or_else(|| t.strip_prefix(b"1.0e")) {
         return exp.len() == 3 && exp.iter().all(u8::is_ascii_digit) && exp > &b"308"[..];
@@ -1567,6 +1746,59 @@ fn boundary_number(s: &[u8]) -> bool {
         b"18446744073709551616",
     ];
     LIMITS.contains(&t)
+}
+
+/// SQL's string or identifier quote, comment or `=` written as a C/JavaScript escape (`\x27`,
+/// `\x60`, `\x23`, `\x3d`, `\u0027`): the way to slip a quote past a filter into an application that unescapes
+/// its input (PHP's `stripcslashes`, a JSON or JavaScript layer). The double quote's escape
+/// (`\x22`) is left out: HTML copied out of JavaScript strings is full of it
+/// (`<a href=\x22https://...`).
+fn escaped_quote(s: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(p) = memchr::memchr(b'\\', &s[from..]) {
+        let at = from + p;
+        from = at + 1;
+        let rest = &s[at + 1..];
+        let hex = if let Some(h) = rest.strip_prefix(b"x") {
+            h.get(..2)
+        } else if let Some(h) = rest.strip_prefix(b"u00") {
+            h.get(..2)
+        } else {
+            None
+        };
+        if matches!(hex, Some(b"27" | b"60" | b"23" | b"3d")) {
+            return true;
+        }
+    }
+    false
+}
+
+/// A number, what ends its expression or statement (`)`, `;`, or nothing) and a comment that
+/// cuts the rest of the query off, and nothing else (`1--`, `1;--`, `1)-- -`, `7));#`): the
+/// probe for where a numeric value lands, as `admin'--` is for a string. Text goes on with
+/// words or numbers after a dash (`5 -- 10`, `1) -- unpack`).
+fn terminated_number(s: &[u8]) -> bool {
+    let t = s.trim_ascii();
+    let digits = t.iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 || digits > 20 {
+        return false;
+    }
+    let rest = &t[digits..];
+    let ends = rest
+        .iter()
+        .take_while(|&&c| matches!(c, b';' | b')' | b' ' | b'\t'))
+        .count();
+    let tail = &rest[ends..];
+    let Some(after) = tail
+        .strip_prefix(b"--")
+        .or_else(|| tail.strip_prefix(b"#"))
+        .or_else(|| tail.strip_prefix(b"/*"))
+    else {
+        return false;
+    };
+    after
+        .iter()
+        .all(|&c| matches!(c, b' ' | b'\t' | b'-' | b'+' | b'*' | b'/' | b'#'))
 }
 
 /// MySQL's versioned comment, whose inside MySQL runs (`/*!50000union*/`, `/*!and*/`, `/*!*/`):
@@ -1778,8 +2010,18 @@ impl SqliDetector {
             let after = lower.get(m.end).copied();
             let ident = |c: Option<u8>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_');
             // `northwind..orders`: a qualifier ends in a dot and the name follows.
-            let qualifier = m.pattern.ends_with('.');
-            if !ident(before) && (qualifier || !ident(after)) {
+            let qualifier = m.pattern.ends_with('.') || m.pattern.ends_with(':');
+            // A family prefix (`xp_`, `utl_`): the name goes on with letters only.
+            let prefix = m.pattern.ends_with('_');
+            let family = prefix && {
+                let rest = &lower[m.end..];
+                let k = rest
+                    .iter()
+                    .take_while(|c| c.is_ascii_lowercase() || **c == b'_')
+                    .count();
+                k >= 3 && !ident(rest.get(k).copied())
+            };
+            if !ident(before) && (family || !prefix && (qualifier || !ident(after))) {
                 return Some("sqli-system-object");
             }
         }
@@ -1788,6 +2030,9 @@ impl SqliDetector {
         }
         if boundary_number(lower) {
             return Some("sqli-boundary-number");
+        }
+        if memchr::memchr(b'\\', lower).is_some() && escaped_quote(lower) {
+            return Some("sqli-probe");
         }
         None
     }
@@ -1838,6 +2083,10 @@ impl SqliDetector {
         if symbol_probe(lower) {
             return Some("sqli-probe");
         }
+        if terminated_number(lower) {
+            return Some("sqli-breakout");
+        }
+
         if crate::lexicon::hint_bits(hits) & crate::lexicon::HINT_XOR != 0 && xor_condition(lower) {
             return Some("sqli-tautology");
         }
@@ -1855,6 +2104,17 @@ impl SqliDetector {
             return Some("sqli-comment-obfuscation");
         }
         tokenize(lower, None, toks);
+        // `100 > 50`, `5 < 10`: two numbers ordered, and nothing else, is how people write
+        // prices and sizes. A probe tests equality (`1=1`) or joins its condition to the query
+        // with a logic operator, a quote or a comment, which all read as more tokens.
+        if toks.len() == 3
+            && toks[0] == T::Num
+            && toks[1] == T::Op(O::Cmp)
+            && toks[2] == T::Num
+            && memchr::memchr(b'=', lower).is_none()
+        {
+            return None;
+        }
         // `&&`/`||` are code's logic operators, never prose's.
         let symbolic_logic = memchr::memchr2(b'&', b'|', lower).is_some()
             && (crate::find(lower, b"&&").is_some() || crate::find(lower, b"||").is_some());
@@ -1879,8 +2139,50 @@ impl SqliDetector {
                 }
             }
         }
+        // `\x22 or 1=1`, `\u0027 union select`: punctuation written as C/JavaScript escapes,
+        // read as the application that unescapes its input reads it (once: the unescaped value
+        // is not unescaped again).
+        if memchr::memchr(b'\\', lower).is_some() {
+            let mut plain = Vec::new();
+            if unescape_c(lower, &mut plain) {
+                return self.detect(&plain, &[], toks);
+            }
+        }
         None
     }
+}
+
+/// Undoes `\xHH` and `\u00HH` escapes of ASCII punctuation into `out`; whether any was found.
+/// Letters and digits stay escaped (`\x41` is not a quote to anyone) and so does the backslash,
+/// so the result holds no escape to undo again.
+fn unescape_c(s: &[u8], out: &mut Vec<u8>) -> bool {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    out.clear();
+    let mut found = false;
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'\\' {
+            let (skip, h) = match s.get(i + 1) {
+                Some(b'x') => (4, s.get(i + 2..i + 4)),
+                Some(b'u') if s.get(i + 2..i + 4) == Some(b"00") => (6, s.get(i + 4..i + 6)),
+                _ => (0, None),
+            };
+            if let Some(&[a, b]) = h {
+                if let (Some(a), Some(b)) = (hex(a), hex(b)) {
+                    let c = a << 4 | b;
+                    if c.is_ascii_punctuation() && c != b'\\' || c == b' ' {
+                        out.push(c);
+                        i += skip;
+                        found = true;
+                        continue;
+                    }
+                }
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    found
 }
 
 #[cfg(test)]
@@ -2421,5 +2723,196 @@ mod tests {
         ] {
             assert_eq!(hit(b), None, "false positive: {b}");
         }
+    }
+
+    #[test]
+    fn groups_for_blanks_keep_select_and_like_operators() {
+        for a in [
+            "(select(1)from(users))",
+            "1 or(1)like(1)",
+            "'or(1)like(1)-- -",
+            "1 and 'a' ilike 'a'",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        // SQLite's `like(x,y)` call where an operand starts is still a call.
+        let mut t = Vec::new();
+        tokenize(b"and like(1,2)", None, &mut t);
+        assert_eq!(t[1], T::Func(F::Sql));
+    }
+
+    #[test]
+    fn shop_phrases_with_comparisons() {
+        for b in [
+            "Buy 2 or more = 10% off",
+            "buy 3 or more = 15% off",
+            "'Best' or 'worst'? You decide",
+            "100 > 50",
+            "5 < 10",
+        ] {
+            assert_eq!(hit(b), None, "blocked: {b}");
+        }
+        for a in [
+            "1 or x = 1",
+            "1 or id=id-- -",
+            "1=1",
+            "10 >= 5",
+            "'a' ? 'b'",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+    }
+
+    #[test]
+    fn numbers_terminated_and_cut_catalogs_and_float_limits() {
+        for a in [
+            "1;--",
+            "1)-- -",
+            "7));#",
+            "12 ; /*",
+            "1 union table users",
+            "1' union table `users`-- -",
+            "sysibm.systables",
+            "sysmaster:systables",
+            "select * from pg_class",
+            "performance_schema",
+            "current_database()",
+            "1.7976931348623157e+308",
+            "2.2250738585072007e-308",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "1) -- unpack the box",
+            "Step 1; -- done",
+            "union table lamps, 2 pack",
+            "Union table lamp",
+            "all users welcome",
+            "1.79 kg",
+        ] {
+            assert_eq!(hit(b), None, "blocked: {b}");
+        }
+    }
+
+    #[test]
+    fn questions_units_and_quoted_words_in_sentences() {
+        for b in [
+            "\"large\" or \"x-large\"?",
+            "True or false?",
+            "I'm 5'6\" and a size 10 or 12",
+            "\"select\" vs \"premium\"",
+            "Sleep (5 hours) was great on this mattress",
+            "Waitfor it... amazing",
+        ] {
+            assert_eq!(hit(b), None, "blocked: {b}");
+        }
+        for a in [
+            "' or true?",
+            "'a' ? 'b'",
+            "x' or 1=1 or 1",
+            "\" select 'x' from users",
+            "\" select 'a'",
+            "sleep (5)",
+            "benchmark(5000000,md5(1))",
+            "1 waitfor time '12:00'",
+            "' waitfor delay '0:0:5'--",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+    }
+
+    #[test]
+    fn computed_literals_after_a_number_and_qualified_backtick_names() {
+        for a in [
+            "1 and 1^0",
+            "1 and 1&1",
+            "1 or 2|1",
+            "1 and !0",
+            "1 and not 0-- -",
+            "1 and `users`.`id`>0",
+            "' union select `u`.`password` from `users` `u`-- -",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in ["2 or 3+", "1 and 1/2 inch", "1 or 2", "1 and not 2 days"] {
+            assert_eq!(hit(b), None, "blocked: {b}");
+        }
+        let mut t = Vec::new();
+        tokenize(b"`db`.`t`.x = 1", None, &mut t);
+        assert_eq!(t, [T::Ident, T::Op(O::Cmp), T::Num]);
+    }
+
+    #[test]
+    fn escaped_quotes_and_engine_only_functions() {
+        for a in [
+            "\\x27 or 1=1",
+            "admin\\x27--",
+            "\\u0027 union select 1",
+            "x\\x3d\\x27",
+            "\\x27",
+            "find_in_set(",
+            "1 and find_in_set('a',user())",
+            "object_id('users')",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "C:\\xampp\\htdocs",
+            "\\x41 is A",
+            "path\\u00e9",
+            "<a href=\\x22https://example.com\\x22>video</a>",
+            "last insert id",
+        ] {
+            assert_eq!(hit(b), None, "blocked: {b}");
+        }
+    }
+
+    #[test]
+    fn procedure_and_package_names_by_their_family_prefix() {
+        for a in [
+            "xp_regwrite",
+            "exec xp_servicecontrol 'start','schedule'",
+            "sp_replwritetovarbin",
+            "utl_file",
+            "owa_util.cellsprint",
+            "sysaux",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in [
+            "_sp_id.1fff",
+            "xp_",
+            "sp_1",
+            "mysp_values",
+            "wasp_nest",
+            "xp_2024",
+        ] {
+            assert_eq!(hit(b), None, "blocked: {b}");
+        }
+    }
+
+    #[test]
+    fn a_number_cut_off_by_a_comment() {
+        for a in ["1--", "1 -- -", "1#", "10/*", "1;--", "2));#"] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        for b in ["5 -- 10", "1 -- great", "#1", "1", "1 - 2", "12 --> 13"] {
+            assert_eq!(hit(b), None, "blocked: {b}");
+        }
+    }
+
+    #[test]
+    fn punctuation_written_as_escapes_is_read_unescaped() {
+        for a in [
+            "\\x22 or 1=1-- -",
+            "x\\x22\\x20union\\x20select\\x201",
+            "\\u0022 or \\u00221\\u0022=\\u00221",
+        ] {
+            assert!(hit(a).is_some(), "missed: {a}");
+        }
+        let mut o = Vec::new();
+        assert!(unescape_c(b"a\\x27b\\x41\\x5c", &mut o));
+        assert_eq!(o, b"a'b\\x41\\x5c");
+        assert!(!unescape_c(b"c:\\xampp", &mut o));
     }
 }
