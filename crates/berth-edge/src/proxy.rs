@@ -767,13 +767,13 @@ impl Edge {
         }
 
         // The response cache (`cache.rs`): answered from it, or through it to `forward`.
+        // Boxed: its state is the largest of a request's, and every request's future (boxed
+        // per request by the connection) would otherwise carry it and copy it.
         if let Some(plan) = self.cache_plan(&table, &req, client.secure, client.trusted, &service) {
-            return self
-                .clone()
-                .through_cache(
-                    plan, &table, req, framing, inspected, client, host, request_id, service,
-                )
-                .await;
+            return Box::pin(self.clone().through_cache(
+                plan, &table, req, framing, inspected, client, host, request_id, service,
+            ))
+            .await;
         }
         self.forward(
             &table, req, framing, inspected, client, host, request_id, service,
@@ -848,8 +848,8 @@ impl Edge {
                 ))
                 .of(&service));
             }
-            let response = self
-                .upgrade(req, lease, client, request_id, settings)
+            // Boxed: upgrades are rare and their state large (see `through_cache` above).
+            let response = Box::pin(self.upgrade(req, lease, client, request_id, settings))
                 .await
                 .map_err(|e| Failed::new(e).of(&service))?;
             return Ok((

@@ -66,14 +66,18 @@ pub fn parse_request(
     buf: &mut BytesMut,
     max_head: usize,
 ) -> Result<Option<RequestHead>, EdgeError> {
-    // Offsets into `buf` of each header's name and value, filled during the one parse.
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    // Offsets into `buf` of each header's name and value, filled during the one parse (as
+    // many as there are, not a zeroed array of MAX_HEADERS).
+    let mut spans: Vec<Span> = Vec::new();
     let too_large = || EdgeError::new(ErrorKind::HeadersTooLarge);
-    let (head_len, method, path, version, count) = {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
+    let (head_len, method, path, version) = {
+        // Not initialised: httparse writes the ones it fills (initialising all 100 was a
+        // visible share of a small request's instructions).
+        let mut headers =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut []);
         let base = buf.as_ptr() as usize;
-        let len = match request.parse(buf) {
+        let len = match request.parse_with_uninit_headers(buf, &mut headers) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => {
                 return if buf.len() > max_head {
@@ -100,16 +104,13 @@ pub fn parse_request(
         } else {
             Version::HTTP_11
         };
-        let count = request.headers.len();
-        for (span, h) in spans.iter_mut().zip(request.headers.iter()) {
-            *span = span_of(base, h);
-        }
-        (len, method, path, version, count)
+        spans.extend(request.headers.iter().map(|h| span_of(base, h)));
+        (len, method, path, version)
     };
     let head: Bytes = buf.split_to(head_len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(path.0..path.0 + path.1))
         .map_err(|_| bad("invalid request target"))?;
-    let mut headers = header_map(&head, &spans[..count]).map_err(bad)?;
+    let mut headers = header_map(&head, &spans).map_err(bad)?;
 
     let framing = request_framing(&headers, version)?;
     check_target(&method, &uri)?;
@@ -339,8 +340,8 @@ pub fn parse_response(
     buf: &mut BytesMut,
     method: &Method,
 ) -> Result<Option<ParsedResponse>, &'static str> {
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_RESPONSE_HEADERS];
-    let (len, code, version, count) = {
+    let mut spans: Vec<Span> = Vec::new();
+    let (len, code, version) = {
         let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
         let mut response = httparse::Response::new(&mut headers);
         let base = buf.as_ptr() as usize;
@@ -355,24 +356,17 @@ pub fn parse_response(
         if len > MAX_RESPONSE_HEAD {
             return Err("the replica's answer head is too large");
         }
-        for (span, h) in spans.iter_mut().zip(response.headers.iter()) {
-            *span = span_of(base, h);
-        }
+        spans.extend(response.headers.iter().map(|h| span_of(base, h)));
         let version = if response.version == Some(0) {
             Version::HTTP_10
         } else {
             Version::HTTP_11
         };
-        (
-            len,
-            response.code.unwrap_or(0),
-            version,
-            response.headers.len(),
-        )
+        (len, response.code.unwrap_or(0), version)
     };
     let head: Bytes = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| "invalid status code")?;
-    let mut headers = header_map(&head, &spans[..count])?;
+    let mut headers = header_map(&head, &spans)?;
     let connection = connection_tokens(&headers);
     let mut reusable = match version {
         Version::HTTP_10 => connection.keep_alive && !connection.close,
