@@ -66,11 +66,10 @@ pub fn parse_request(
     buf: &mut BytesMut,
     max_head: usize,
 ) -> Result<Option<RequestHead>, EdgeError> {
-    // Offsets into `buf` of each header's name and value, filled during the one parse (as
-    // many as there are, not a zeroed array of MAX_HEADERS).
-    let mut spans: Vec<Span> = Vec::new();
     let too_large = || EdgeError::new(ErrorKind::HeadersTooLarge);
-    let (head_len, method, path, version) = {
+    // Offsets into `buf` of each header's name and value, taken during the one parse (as many
+    // as there are, not a zeroed array of MAX_HEADERS).
+    let (head_len, method, path, version, spans) = {
         // Not initialised: httparse writes the ones it fills (initialising all 100 was a
         // visible share of a small request's instructions).
         let mut headers =
@@ -104,8 +103,8 @@ pub fn parse_request(
         } else {
             Version::HTTP_11
         };
-        spans.extend(request.headers.iter().map(|h| span_of(base, h)));
-        (len, method, path, version)
+        let spans: Vec<Span> = request.headers.iter().map(|h| span_of(base, h)).collect();
+        (len, method, path, version, spans)
     };
     let head: Bytes = buf.split_to(head_len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(path.0..path.0 + path.1))
@@ -340,8 +339,7 @@ pub fn parse_response(
     buf: &mut BytesMut,
     method: &Method,
 ) -> Result<Option<ParsedResponse>, &'static str> {
-    let mut spans: Vec<Span> = Vec::new();
-    let (len, code, version) = {
+    let (len, code, version, spans) = {
         let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
         let mut response = httparse::Response::new(&mut headers);
         let base = buf.as_ptr() as usize;
@@ -356,13 +354,13 @@ pub fn parse_response(
         if len > MAX_RESPONSE_HEAD {
             return Err("the replica's answer head is too large");
         }
-        spans.extend(response.headers.iter().map(|h| span_of(base, h)));
+        let spans: Vec<Span> = response.headers.iter().map(|h| span_of(base, h)).collect();
         let version = if response.version == Some(0) {
             Version::HTTP_10
         } else {
             Version::HTTP_11
         };
-        (len, response.code.unwrap_or(0), version)
+        (len, response.code.unwrap_or(0), version, spans)
     };
     let head: Bytes = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| "invalid status code")?;
