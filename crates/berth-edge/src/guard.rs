@@ -266,6 +266,36 @@ pub static REFUSED_CONNECTIONS: AtomicU32 = AtomicU32::new(0);
 /// lower case (so `/ADMIN` is `/admin` for case-insensitive applications). A path that
 /// decodes to something unreadable is `None`: the caller refuses it for protected prefixes.
 pub fn normalize_path(path: &str) -> Option<String> {
+    // Most paths are already as an application reads them: one copy, not six.
+    if is_normal(path) {
+        return Some(path.to_string());
+    }
+    normalize_path_slowly(path)
+}
+
+/// Whether `normalize_path` would give `path` back unchanged: `/`, or `/` and non-empty
+/// segments other than `.` and `..`, with nothing to decode, fold or cut (`%`, `\`, `;`,
+/// upper case).
+fn is_normal(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if bytes == b"/" {
+        return true;
+    }
+    if bytes.first() != Some(&b'/') || bytes.last() == Some(&b'/') {
+        return false;
+    }
+    if bytes
+        .iter()
+        .any(|&b| matches!(b, b'%' | b'\\' | b';') || b.is_ascii_uppercase() || !b.is_ascii())
+    {
+        return false;
+    }
+    path[1..]
+        .split('/')
+        .all(|segment| !segment.is_empty() && segment != "." && segment != "..")
+}
+
+fn normalize_path_slowly(path: &str) -> Option<String> {
     let mut decoded = path.as_bytes().to_vec();
     // Twice: `%252e` decodes to `%2e` and then to `.` in servers that decode again.
     for _ in 0..2 {
@@ -359,6 +389,37 @@ pub fn in_maintenance(maintenance: Option<&Maintenance>, service: &str, ip: IpAd
 mod tests {
     use super::*;
     use hyper::header::HeaderValue;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The fast path gives what the full normalisation gives, whenever it is taken.
+        #[test]
+        fn a_normal_path_normalises_to_itself(path in "(/[a-zA-Z0-9.;%\\\\_~-]{0,6}){0,5}|[/a-z.%;]{0,12}") {
+            if is_normal(&path) {
+                prop_assert_eq!(normalize_path_slowly(&path), Some(path.clone()));
+            }
+            prop_assert_eq!(normalize_path(&path), normalize_path_slowly(&path));
+        }
+    }
+
+    #[test]
+    fn which_paths_are_already_normal() {
+        for normal in [
+            "/",
+            "/a",
+            "/img/x.png",
+            "/a/b.c/d",
+            "/.well-known/acme-challenge/t",
+        ] {
+            assert!(is_normal(normal), "{normal}");
+        }
+        for not in [
+            "", "a", "/a/", "//a", "/a//b", "/./a", "/a/..", "/A", "/%61", "/a;b", "/a\\b",
+        ] {
+            assert!(!is_normal(not), "{not}");
+            assert_ne!(normalize_path_slowly(not).as_deref(), Some(not), "{not}");
+        }
+    }
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
