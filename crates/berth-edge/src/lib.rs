@@ -7,6 +7,7 @@
 //! `access.log` (JSON lines, rotated).
 
 pub mod access_line;
+mod access_log;
 pub mod cache;
 pub mod compress;
 pub mod control;
@@ -330,7 +331,7 @@ pub async fn run(options: EdgeOptions) -> anyhow::Result<()> {
     }
     control_task.abort();
     flusher.abort();
-    edge.flush_access_log();
+    edge.flush_access_log_and_wait(Duration::from_secs(5));
     // A successor may own these files now.
     let pid_file = options.dir.join("edge.pid");
     if std::fs::read_to_string(&pid_file).ok().as_deref() == Some(&std::process::id().to_string()) {

@@ -25,6 +25,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 
 use crate::access_line::AccessLine;
+use crate::access_log::AccessLog;
 use crate::compress::{self, CompressBody};
 use crate::errors::{EdgeError, ErrorKind, Side};
 use crate::guard::{self, ConnectionCounts, RateLimits};
@@ -1141,10 +1142,18 @@ impl Edge {
         }
     }
 
-    /// Writes out buffered access-log lines.
+    /// Hands buffered access-log lines to the log's writer.
     pub fn flush_access_log(&self) {
         if let Some(log) = &self.access_log {
             log.flush();
+        }
+    }
+
+    /// Writes out every access-log line so far and waits (at most `limit`) until they are in
+    /// the file: for a stopping edge.
+    pub fn flush_access_log_and_wait(&self, limit: std::time::Duration) {
+        if let Some(log) = &self.access_log {
+            log.flush_and_wait(limit);
         }
     }
 
@@ -1170,41 +1179,6 @@ impl Edge {
                     .get_or_create(&labels)
                     .set(upstream.stats.in_flight.load(Ordering::Relaxed) as i64);
             }
-        }
-    }
-}
-
-/// The access log: lines are gathered in memory and written in chunks (at 32 KiB, or by
-/// [`Edge::flush_access_log`] every 200 ms), not one write per request.
-struct AccessLog {
-    inner: Mutex<(LogFile, Vec<u8>)>,
-}
-
-impl AccessLog {
-    const CHUNK: usize = 32 * 1024;
-
-    fn new(file: LogFile) -> Self {
-        Self {
-            inner: Mutex::new((file, Vec::with_capacity(Self::CHUNK * 2))),
-        }
-    }
-
-    fn append_line(&self, line: &AccessLine<'_>) {
-        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let (file, buffer) = &mut *guard;
-        line.write(buffer);
-        if buffer.len() >= Self::CHUNK {
-            let _ = file.write_chunk(buffer);
-            buffer.clear();
-        }
-    }
-
-    fn flush(&self) {
-        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let (file, buffer) = &mut *guard;
-        if !buffer.is_empty() {
-            let _ = file.write_chunk(buffer);
-            buffer.clear();
         }
     }
 }
