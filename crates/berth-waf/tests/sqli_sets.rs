@@ -8,7 +8,10 @@
 //!
 //! `cargo test -p berth-waf --test sqli_sets -- --nocapture` prints the rates and the cases.
 
+#[path = "support/encode.rs"]
+mod encode;
 use berth_waf::{Body, RequestParts, Waf, WafConfig};
+use encode::escape;
 
 /// Values of a set file, with the escapes of its header undone.
 fn load(name: &str) -> Vec<String> {
@@ -57,17 +60,6 @@ fn unsafe_latin1(v: Vec<u8>) -> String {
         Ok(s) => s,
         Err(e) => e.into_bytes().into_iter().map(char::from).collect(),
     }
-}
-
-fn escape(s: &str) -> String {
-    let mut o = String::new();
-    for &b in s.as_bytes() {
-        match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => o.push(b as char),
-            _ => o.push_str(&format!("%{b:02X}")),
-        }
-    }
-    o
 }
 
 /// Whether the WAF blocks the value sent where its prefix says.

@@ -8,7 +8,10 @@
 //!
 //! `cargo test -p berth-waf --test sqli_textbook -- --nocapture` prints the rates.
 
+#[path = "support/encode.rs"]
+mod encode;
 use berth_waf::{RequestParts, Waf, WafConfig};
+use encode::escape;
 
 /// Payload bodies, written after a boundary's prefix (`1'`, `1)`, ...).
 const BODIES: &[&str] = &[
@@ -208,17 +211,6 @@ fn tampers() -> Vec<(&'static str, Tamper)> {
         }),
         ("ifnull2ifisnull", |s| s.replace("IFNULL(", "IF(ISNULL(")),
     ]
-}
-
-fn escape(s: &str) -> String {
-    let mut o = String::new();
-    for &b in s.as_bytes() {
-        match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => o.push(b as char),
-            _ => o.push_str(&format!("%{b:02X}")),
-        }
-    }
-    o
 }
 
 fn blocked(waf: &Waf, value: &str) -> bool {
