@@ -1,7 +1,8 @@
 //! The running stack: the effective spec, its accessories, releases and service plans, and the
 //! supervisor that keeps the replicas. The daemon's API calls into this.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -599,6 +600,32 @@ impl Stack {
             }
             self.with_store(|s| s.remove_replica(&env, &replica.key))?;
         }
+        // A daemon killed between starting a replica's shim and recording it left a process
+        // no record names (a replica of a release being rolled back, say): found by its shim's
+        // command line, stopped before any new replica can take its folder.
+        let recorded: HashSet<PathBuf> = self
+            .with_store(|s| s.replicas(&env))?
+            .into_iter()
+            .map(|r| r.record.instance_dir)
+            .collect();
+        let running = berth_supervisor::local::running_shims();
+        let strays =
+            berth_supervisor::local::stray_shims(&running, &self.paths.replicas(), &recorded);
+        for stray in &strays {
+            let message = format!(
+                "a replica process no record names (its daemon died while starting it) runs in {}; stopping it",
+                stray.instance_dir.display()
+            );
+            tracing::warn!("{message}");
+            self.record(EventLevel::Warn, "supervisor", message);
+        }
+        let mut stopping = tokio::task::JoinSet::new();
+        for stray in strays {
+            stopping.spawn(async move {
+                berth_supervisor::local::stop_shim(&stray, Duration::from_secs(10)).await
+            });
+        }
+        stopping.join_all().await;
         if let Some(containers) = &self.containers {
             // Containers of this stack no record names (a daemon killed between creating one
             // and recording it) would hold ports and memory unseen: found by label, removed.

@@ -250,3 +250,125 @@ pub fn process_matches(pid: u32, start: u64) -> bool {
 pub fn run_shim(dir: &Path) -> i32 {
     shim::run(dir)
 }
+
+/// A shim process found running, by its command line `PROGRAM shim DIR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningShim {
+    pub pid: u32,
+    /// Its start time in clock ticks since boot (guards the signals against pid reuse).
+    pub start: u64,
+    pub instance_dir: PathBuf,
+}
+
+/// The instance folder a command line names when it is `PROGRAM shim DIR`.
+fn shim_dir_of(cmdline: &[u8]) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let args: Vec<&[u8]> = cmdline
+        .strip_suffix(b"\0")
+        .unwrap_or(cmdline)
+        .split(|&b| b == 0)
+        .collect();
+    match args.as_slice() {
+        [_, sub, dir] if *sub == b"shim" => Some(PathBuf::from(std::ffi::OsStr::from_bytes(dir))),
+        _ => None,
+    }
+}
+
+/// Every live shim process of this user (found in `/proc` by its command line).
+pub fn running_shims() -> Vec<RunningShim> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let instance_dir = shim_dir_of(&cmdline)?;
+            let start = proc_start_ticks(pid)?;
+            Some(RunningShim {
+                pid,
+                start,
+                instance_dir,
+            })
+        })
+        .collect()
+}
+
+/// The shims of instance folders under `replicas_dir` that no record names: replicas a daemon
+/// started and died before recording (their processes hold ports, memory and, for a release
+/// being rolled back, serve nothing anyone asked for).
+pub fn stray_shims(
+    running: &[RunningShim],
+    replicas_dir: &Path,
+    recorded: &std::collections::HashSet<PathBuf>,
+) -> Vec<RunningShim> {
+    running
+        .iter()
+        .filter(|shim| {
+            shim.instance_dir.starts_with(replicas_dir) && !recorded.contains(&shim.instance_dir)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Stops a shim this daemon did not start and has no record of: SIGTERM (the shim forwards it
+/// to its application's group), then after `timeout` SIGKILL to the group and the shim.
+pub async fn stop_shim(shim: &RunningShim, timeout: Duration) {
+    let alive = || process_matches(shim.pid, shim.start);
+    if !alive() {
+        return;
+    }
+    let _ = kill(Pid::from_raw(shim.pid as i32), Signal::SIGTERM);
+    let deadline = Instant::now() + timeout;
+    while alive() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let app_pid = fs::read_to_string(shim.instance_dir.join(APP_PID_FILE))
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok());
+    if alive() {
+        if let Some(app_pid) = app_pid {
+            kill_group_if_alive(app_pid);
+        }
+        let _ = kill(Pid::from_raw(shim.pid as i32), Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn a_shim_is_known_by_its_command_line() {
+        assert_eq!(
+            shim_dir_of(b"/usr/bin/berth\0shim\0/s/.berth/default/replicas/web.1/run-2\0"),
+            Some(PathBuf::from("/s/.berth/default/replicas/web.1/run-2"))
+        );
+        assert_eq!(shim_dir_of(b"/usr/bin/berth\0up\0"), None);
+        assert_eq!(shim_dir_of(b"/usr/bin/berth\0shim\0a\0b\0"), None);
+        assert_eq!(shim_dir_of(b"python3\0app.py\0"), None);
+        assert_eq!(shim_dir_of(b""), None);
+    }
+
+    #[test]
+    fn strays_are_the_unrecorded_shims_of_this_stack_only() {
+        let shim = |pid, dir: &str| RunningShim {
+            pid,
+            start: 1,
+            instance_dir: PathBuf::from(dir),
+        };
+        let running = [
+            shim(10, "/a/.berth/default/replicas/web.3/run-1"),
+            shim(11, "/a/.berth/default/replicas/web.6/run-1"),
+            // Another environment or stack of the same user.
+            shim(12, "/a/.berth/staging/replicas/web.6/run-1"),
+            shim(13, "/b/.berth/default/replicas/web.6/run-1"),
+        ];
+        let recorded: HashSet<PathBuf> =
+            [PathBuf::from("/a/.berth/default/replicas/web.3/run-1")].into();
+        let strays = stray_shims(&running, Path::new("/a/.berth/default/replicas"), &recorded);
+        assert_eq!(strays, vec![running[1].clone()]);
+    }
+}

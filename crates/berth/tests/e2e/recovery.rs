@@ -231,3 +231,89 @@ fn a_replica_that_died_while_no_daemon_ran_is_replaced_on_up() {
         "{line}"
     );
 }
+
+#[test]
+fn a_replica_its_daemon_died_before_recording_is_stopped_on_the_next_up() {
+    let mut stack = Stack::new("unrecorded", &web(1, ""));
+    let first = stack.up_and_wait();
+    let before = stack.wait_healthy("web", 1);
+    stack.signal_daemon(first, libc::SIGKILL);
+    stack.wait_daemon_exit(first, Duration::from_secs(10));
+
+    // What a daemon killed between starting a replica's shim and recording it leaves behind: a
+    // shim and its application in a folder of the stack's replicas that no record names.
+    let replica_dir = stack.state().join("replicas").join("web.7");
+    let instance_dir = replica_dir.join("run-1");
+    std::fs::create_dir_all(&instance_dir).unwrap();
+    let marker = "sleep 617";
+    let launch = berth_model::LaunchSpec {
+        key: berth_model::ReplicaKey::new("web", 7),
+        release: berth_model::ReleaseId("r9-unrecorded".into()),
+        command: format!("exec {marker}"),
+        cwd: stack.path().to_path_buf(),
+        env: [("PATH".to_string(), "/usr/bin:/bin".to_string())].into(),
+        port: None,
+        instance_dir: instance_dir.clone(),
+        log_file: replica_dir.join("current.log"),
+        log_max_bytes: 1 << 20,
+        log_keep: 1,
+        memory: None,
+        cpu: None,
+        cgroup: "berth/e2e-unrecorded/web.7-1".into(),
+        redact: vec![],
+        container: None,
+    };
+    std::fs::write(
+        instance_dir.join("launch.json"),
+        serde_json::to_vec(&launch).unwrap(),
+    )
+    .unwrap();
+    let mut shim = StopOnDrop(
+        berth_command()
+            .arg("shim")
+            .arg(&instance_dir)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let app_pid: u32 = wait_for("the stray's app to start", Duration::from_secs(10), || {
+        std::fs::read_to_string(instance_dir.join("app.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    });
+    assert!(alive(app_pid));
+
+    let second = stack.up_and_wait();
+    let out = stack.daemon_stdout(second);
+    assert!(out.contains("adopted 1 running replica(s)"), "{out}");
+    let exit = wait_for("the stray shim to end", Duration::from_secs(20), || {
+        shim.0.try_wait().unwrap()
+    });
+    assert!(!alive(app_pid), "the stray's app {app_pid} still runs");
+    println!("[unrecorded] the stray shim ended: {exit}");
+    // The recorded replica was adopted, not touched.
+    let after = stack.wait_healthy("web", 1);
+    assert_eq!(after[0].pid, before[0].pid, "{after:#?}");
+    assert!(
+        stack
+            .events()
+            .iter()
+            .any(|(_, message)| message.contains("no record names") && message.contains("web.7")),
+        "no event for the stray: {:?}",
+        stack.events()
+    );
+}
+
+/// A shim a test started by hand: SIGTERMed (it stops its application) when the test ends.
+struct StopOnDrop(std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            signal(self.0.id(), libc::SIGTERM);
+            let _ = self.0.wait();
+        }
+    }
+}
