@@ -72,11 +72,6 @@ impl EdgeProcess {
         }
     }
 
-    fn alive(&self) -> bool {
-        berth_supervisor::local::proc_start_ticks(self.pid)
-            .is_some_and(|t| self.start_ticks.is_none_or(|s| s == t))
-    }
-
     /// Waits for it to end; returns how (`signal 9`, `exit 1`, or unknown for an edge this
     /// daemon did not start).
     async fn ended(&mut self) -> String {
@@ -87,9 +82,12 @@ impl EdgeProcess {
                 Err(_) => "ended (status unknown)".into(),
             };
         }
-        while self.alive() {
-            tokio::time::sleep(ADOPTED_POLL).await;
-        }
+        berth_supervisor::local::process_ended(
+            self.pid,
+            self.start_ticks.unwrap_or(0),
+            ADOPTED_POLL,
+        )
+        .await;
         "ended (status unknown: started by an earlier daemon)".into()
     }
 }

@@ -47,9 +47,7 @@ impl LocalProcessDriver {
         exits.insert(record.supervisor_pid, rx.clone());
         let record = record.clone();
         tokio::spawn(async move {
-            while process_matches(record.supervisor_pid, record.supervisor_start) {
-                tokio::time::sleep(ADOPTED_POLL).await;
-            }
+            process_ended(record.supervisor_pid, record.supervisor_start, ADOPTED_POLL).await;
             // The shim is gone; its application must not outlive it unwatched.
             kill_group_if_alive(record.app_pid);
             let _ = tx.send(Some(read_exit(&record.instance_dir)));
@@ -246,6 +244,52 @@ pub fn process_matches(pid: u32, start: u64) -> bool {
     proc_start_ticks(pid).is_some_and(|t| start == 0 || t == start)
 }
 
+/// Waits until the process `pid` that started at `start` (clock ticks; 0: any) has ended (a
+/// zombie has): told by the kernel through a pidfd, and checked in `/proc` every `poll` as
+/// well (for a kernel without pidfds, or a pidfd that never wakes).
+pub async fn process_ended(pid: u32, start: u64, poll: Duration) {
+    // Opened before the check: if `pid` names the process now, the pidfd names it for good
+    // (the pid may be reused later, the pidfd never is).
+    let pidfd = open_pidfd(pid);
+    if !process_matches(pid, start) {
+        return;
+    }
+    let exit = async {
+        // SAFETY: an OwnedFd names one open descriptor for as long as it lives, and the
+        // AsyncFd owns it.
+        let registered = pidfd.and_then(|fd| unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE).ok()
+        });
+        match registered {
+            Some(fd) => {
+                let _ = fd.readable().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let polled = async {
+        while process_matches(pid, start) {
+            tokio::time::sleep(poll).await;
+        }
+    };
+    tokio::select! {
+        () = exit => {}
+        () = polled => {}
+    }
+}
+
+/// A pidfd for `pid` (readable once the process has ended), if the kernel has them.
+fn open_pidfd(pid: u32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the descriptor was just returned by the kernel and is owned by nobody else.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
 /// Re-export for the binary: `berth shim DIR`.
 pub fn run_shim(dir: &Path) -> i32 {
     shim::run(dir)
@@ -339,6 +383,30 @@ pub async fn stop_shim(shim: &RunningShim, timeout: Duration) {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[tokio::test]
+    async fn the_end_of_a_process_is_told_by_the_kernel_without_waiting_for_a_poll() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let start = proc_start_ticks(pid).unwrap();
+        let ended = tokio::spawn(process_ended(pid, start, Duration::from_secs(3600)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!ended.is_finished());
+        let killed = Instant::now();
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        tokio::time::timeout(Duration::from_secs(10), ended)
+            .await
+            .expect("the end was not told")
+            .unwrap();
+        println!("told {:?} after the kill", killed.elapsed());
+        // A zombie (not reaped yet) counts as ended; so does a pid that names another process.
+        process_ended(pid, start, Duration::from_secs(3600)).await;
+        child.wait().unwrap();
+        process_ended(pid, start, Duration::from_secs(3600)).await;
+    }
 
     #[test]
     fn a_shim_is_known_by_its_command_line() {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::*;
-use crate::load::{now_ms, Load, LoadOptions, Report};
+use crate::load::{now_ms, Load, LoadOptions, Report, Sample};
 
 /// The hello app as `web` (`replicas`, with `extra` keys) behind the edge at `/`.
 fn routed_web(replicas: u32, extra: &str) -> String {
@@ -561,6 +561,70 @@ fn a_replica_that_exits_leaves_the_pool_before_its_next_health_check() {
     );
 }
 
+/// The first 200 sent after the edge `old` was killed; when none comes within 10 s, fails with
+/// what the processes were doing (a CI run once saw no restart at all).
+#[track_caller]
+fn wait_for_back(stack: &Stack, daemon: usize, load: &Load, old: u32, killed_ms: i64) -> Sample {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(back) = load
+            .snapshot()
+            .into_iter()
+            .find(|s| s.ok() && s.sent_ms > killed_ms)
+        {
+            return back;
+        }
+        if Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let threads = |pid: u32| -> String {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return format!("{pid}: gone");
+        };
+        tasks
+            .flatten()
+            .map(|task| {
+                let path = task.path();
+                let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+                let state = stat
+                    .rsplit_once(')')
+                    .map(|(_, rest)| rest.trim())
+                    .unwrap_or("");
+                let wchan = std::fs::read_to_string(path.join("wchan")).unwrap_or_default();
+                format!(
+                    "{} {} wchan={wchan}",
+                    task.file_name().to_string_lossy(),
+                    state.split(' ').next().unwrap_or("?")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let edge_log =
+        std::fs::read_to_string(stack.state().join("edge").join("edge.log")).unwrap_or_default();
+    let tail: Vec<&str> = edge_log.lines().rev().take(20).collect();
+    panic!(
+        "no 200 within 10s of killing the edge {old}\n\
+         killed edge: {}\n\
+         daemon {}: {}\n\
+         status: {}\n\
+         samples since the kill: {:?}\n\
+         edge.log (last lines, newest first):\n{}",
+        threads(old),
+        stack.daemon_pid(daemon),
+        threads(stack.daemon_pid(daemon)),
+        stack.berth(&["status", "--json"]).stdout,
+        load.snapshot()
+            .iter()
+            .filter(|s| s.sent_ms > killed_ms)
+            .take(10)
+            .collect::<Vec<_>>(),
+        tail.join("\n"),
+    );
+}
+
 #[test]
 fn an_adopted_edge_killed_is_restarted_too() {
     // The daemon dies hard; the next one adopts the edge (not its child: it polls it) and
@@ -582,9 +646,7 @@ fn an_adopted_edge_killed_is_restarted_too() {
     let load = start_load(&stack, 50);
     let killed_ms = now_ms();
     signal(old, libc::SIGKILL);
-    let back = load.wait_for("a 200 after the kill", Duration::from_secs(10), |s| {
-        s.ok() && s.sent_ms > killed_ms
-    });
+    let back = wait_for_back(&stack, second, &load, old, killed_ms);
     let report = load.stop();
     let recovery = back.done_ms() - killed_ms;
     let died = wait_event(
