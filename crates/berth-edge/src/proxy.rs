@@ -1041,43 +1041,8 @@ impl Edge {
         parts.headers.insert(X_REQUEST_ID, log.request_id.clone());
         if let (Some(lease), Some(service)) = (&lease, &service) {
             let table = self.table.load();
-            let sticky = table.pools.get(service).and_then(|p| p.sticky.clone());
-            if let Some(sticky) = sticky {
-                let sets_app_cookie = parts
-                    .headers
-                    .get_all(header::SET_COOKIE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .any(|v| v.trim_start().starts_with(&format!("{}=", sticky.cookie)));
-                if sets_app_cookie {
-                    let value = format!(
-                        "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
-                        sticky_cookie_name(service),
-                        lease.upstream.target.replica,
-                        sticky.duration_secs
-                    );
-                    if let Ok(v) = HeaderValue::from_str(&value) {
-                        parts.headers.append(header::SET_COOKIE, v);
-                    }
-                }
-            }
-        }
-        if let (Some(lease), Some(service)) = (&lease, &service) {
-            let split = self
-                .table
-                .load()
-                .pools
-                .get(service)
-                .is_some_and(Pool::is_split);
-            if split && parts.status.as_u16() < 500 {
-                let value = format!(
-                    "{}={}; Path=/; HttpOnly; SameSite=Lax",
-                    release_cookie_name(service),
-                    lease.upstream.target.release
-                );
-                if let Ok(v) = HeaderValue::from_str(&value) {
-                    parts.headers.append(header::SET_COOKIE, v);
-                }
+            if let Some(pool) = table.pools.get(service) {
+                add_affinity_cookies(&mut parts, pool, lease, service);
             }
         }
         let record = RequestRecord {
@@ -1276,6 +1241,49 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 static VIA_BERTH: HeaderValue = HeaderValue::from_static("1.1 berth");
+
+/// The cookies that keep a client on its replica (sticky sessions, when the app set its own
+/// session cookie) and on its release (while a canary splits traffic).
+fn add_affinity_cookies(
+    parts: &mut hyper::http::response::Parts,
+    pool: &Pool,
+    lease: &Lease,
+    service: &str,
+) {
+    if let Some(sticky) = &pool.sticky {
+        let sets_app_cookie = parts
+            .headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.trim_start()
+                    .strip_prefix(sticky.cookie.as_str())
+                    .is_some_and(|rest| rest.starts_with('='))
+            });
+        if sets_app_cookie {
+            let value = format!(
+                "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+                sticky_cookie_name(service),
+                lease.upstream.target.replica,
+                sticky.duration_secs
+            );
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                parts.headers.append(header::SET_COOKIE, v);
+            }
+        }
+    }
+    if pool.is_split() && parts.status.as_u16() < 500 {
+        let value = format!(
+            "{}={}; Path=/; HttpOnly; SameSite=Lax",
+            release_cookie_name(service),
+            lease.upstream.target.release
+        );
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            parts.headers.append(header::SET_COOKIE, v);
+        }
+    }
+}
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Headers named in `Connection` are hop-by-hop too (rare: only then is anything

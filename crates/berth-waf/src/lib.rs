@@ -977,7 +977,21 @@ impl Run<'_> {
 
 /// The path exclusions and overrides are matched against: percent-decoded (repeatedly, like
 /// values), `\` as `/`, and dot segments removed as RFC 3986 does.
-fn scope_path(raw: &[u8]) -> Vec<u8> {
+fn scope_path(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    // Most paths are their own scope: nothing to decode, no `\\`, no `;` parameters, no dot
+    // segment. Those are taken as they are (this ran for every request).
+    let plain = raw.first() == Some(&b'/')
+        && !raw.iter().any(|&c| matches!(c, b'%' | b'\\' | b';'))
+        && !raw.windows(2).any(|w| w == b"/.");
+    if plain {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    std::borrow::Cow::Owned(resolve_scope_path(raw))
+}
+
+/// The scope of any path: percent-decoded, `\\` read as `/`, `;` parameters and dot segments
+/// resolved.
+fn resolve_scope_path(raw: &[u8]) -> Vec<u8> {
     let (mut p, mut tmp) = (raw.to_vec(), Vec::new());
     decode::decode_repeated(&mut p, &mut tmp, decode::MAX_DECODE_ROUNDS);
     let mut out: Vec<&[u8]> = Vec::new();

@@ -340,10 +340,17 @@ pub fn parse_response(
     method: &Method,
 ) -> Result<Option<ParsedResponse>, &'static str> {
     let (len, code, version, spans) = {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-        let mut response = httparse::Response::new(&mut headers);
+        // Not initialised, as for requests: httparse writes the ones it fills.
+        let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() };
+            MAX_RESPONSE_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
         let base = buf.as_ptr() as usize;
-        let len = match response.parse(buf) {
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut headers,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() > MAX_RESPONSE_HEAD => {
                 return Err("the replica's answer head is too large")
@@ -420,9 +427,14 @@ pub fn span_of(base: usize, header: &httparse::Header<'_>) -> Span {
     )
 }
 
+/// Headers the proxy adds to a request or an answer on its way (`X-Forwarded-*`,
+/// `X-Request-Id`, `Via`, the security headers): room is made for them at once, since a full
+/// map that grows rehashes every entry.
+const ROOM_FOR_ADDED_HEADERS: usize = 10;
+
 /// The headers at `spans` of `head`; values share its allocation.
 pub fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, &'static str> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut headers = HeaderMap::with_capacity(spans.len() + ROOM_FOR_ADDED_HEADERS);
     for &(name_at, name_len, value_at, value_len) in spans {
         let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
             .map_err(|_| "invalid header name")?;
