@@ -69,6 +69,11 @@ impl Edge {
         _service: &str,
     ) -> Option<CachePlan> {
         let rules = table.cache_rules.as_ref()?;
+        // Rules match the path as the application reads it (`/%61dmin` is `/admin`); a path
+        // that does not decode is not cached. First: most requests of most stacks match no rule.
+        let normal = crate::guard::normalize_path(req.uri().path())?;
+        let rule = rules.select_index(&normal)?;
+        let spec = &rules.rules[rule];
         // A WebSocket handshake is a GET, but its answer is a tunnel: never a stored answer.
         if crate::proxy::is_upgrade(req.headers()) {
             return None;
@@ -79,11 +84,6 @@ impl Edge {
             return None;
         }
         let store = self.cache_store.load_full()?;
-        // Rules match the path as the application reads it (`/%61dmin` is `/admin`); a path
-        // that does not decode is not cached.
-        let normal = crate::guard::normalize_path(req.uri().path())?;
-        let rule = rules.select_index(&normal)?;
-        let spec = &rules.rules[rule];
         // The host exactly as the replica gets it (port included: `Host: site:1` makes
         // applications write `http://site:1/...` into redirects and pages), not the routed
         // host, which has no port.

@@ -106,35 +106,53 @@ pub fn decide(
     if !route.unwrap_or(spec.enabled) {
         return pass(Skip::Off);
     }
-    if status == StatusCode::SWITCHING_PROTOCOLS || answer.contains_key(header::UPGRADE) {
+    // What the answer's headers say, read in one pass (this runs for every answer).
+    let mut upgrade = false;
+    let mut range = false;
+    let mut encoded = false;
+    let mut no_transform = false;
+    let mut content_type = None;
+    let mut content_length = None;
+    for (name, value) in answer {
+        if *name == header::CONTENT_TYPE {
+            content_type.get_or_insert(value);
+        } else if *name == header::CONTENT_LENGTH {
+            content_length.get_or_insert(value);
+        } else if *name == header::CONTENT_ENCODING {
+            encoded |= !value
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"identity");
+        } else if *name == header::CACHE_CONTROL {
+            no_transform |= value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|directive| directive.trim_ascii().eq_ignore_ascii_case(b"no-transform"));
+        } else if *name == header::UPGRADE {
+            upgrade = true;
+        } else if *name == header::CONTENT_RANGE {
+            range = true;
+        }
+    }
+    if status == StatusCode::SWITCHING_PROTOCOLS || upgrade {
         return pass(Skip::Upgrade);
     }
     if crate::http1::head::has_no_body(status, method) {
         return pass(Skip::NoBody);
     }
-    if status == StatusCode::PARTIAL_CONTENT || answer.contains_key(header::CONTENT_RANGE) {
+    if status == StatusCode::PARTIAL_CONTENT || range {
         return pass(Skip::Range);
     }
-    let encoded = answer
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"));
     if encoded {
         return pass(Skip::Encoded);
     }
-    let no_transform = answer.get_all(header::CACHE_CONTROL).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|directive| directive.trim_ascii().eq_ignore_ascii_case(b"no-transform"))
-    });
     if no_transform {
         return pass(Skip::NoTransform);
     }
-    if !compressible_type(answer.get(header::CONTENT_TYPE), &spec.types) {
+    if !compressible_type(content_type, &spec.types) {
         return pass(Skip::Type);
     }
-    let length = answer
-        .get(header::CONTENT_LENGTH)
+    let length = content_length
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if length.is_some_and(|n| n < spec.min_size || n > CompressSpec::MAX_SIZE) {
