@@ -298,6 +298,12 @@ fn ready_to_open(
 }
 
 async fn bring_up(stack: &Arc<Stack>) -> anyhow::Result<()> {
+    // Before anything can start a task again: a migration or cron run an earlier daemon left
+    // running when it died must not run beside a new one.
+    let strays = tasks::stop_strays(stack).await;
+    if strays > 0 {
+        println!("berth: stopped {strays} task process(es) an earlier daemon left running");
+    }
     stack.ensure_volumes()?;
     stack.start_accessories().await?;
     keeper::spawn_all(stack);
