@@ -726,6 +726,17 @@ fn an_adopted_edge_killed_is_restarted_too() {
         stack.daemon_stdout(second)
     );
     let old = edge_pid(&stack);
+    // The link watches the very edge the status names (a CI run once saw its death unnoticed).
+    wait_for(
+        "the daemon to watch the adopted edge",
+        Duration::from_secs(10),
+        || {
+            stack
+                .daemon_stderr(second)
+                .contains(&format!("watching edge pid {old} "))
+                .then_some(())
+        },
+    );
     let load = start_load(&stack, 50);
     let killed_ms = now_ms();
     signal(old, libc::SIGKILL);
