@@ -206,8 +206,9 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         Ok(reason) => reason.to_string(),
         Err(e) => format!("start-up failed: {e:#}"),
     };
-    tracing::info!("stopping ({reason}): the edge, then replicas, then accessories");
+    tracing::info!("stopping ({reason}): tasks, then the edge, then replicas, then accessories");
     stack.record(EventLevel::Info, "stack", format!("stopping: {reason}"));
+    tasks::stop_all(&stack).await;
     if let Some(edge) = stack.edge.get() {
         edge.stop().await;
         supervisor.clear_traffic_control();

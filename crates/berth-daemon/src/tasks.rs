@@ -27,7 +27,8 @@
 //!
 //! `berth run --detach` and cron runs have no terminal: the daemon runs them with
 //! [`berth_rollout::migrate::run`] (output to a log file, secret values masked) and records
-//! their end as an event. They are children of the daemon: `berth down` ends them.
+//! their end as an event. They are children of the daemon: `berth down` ends them, with
+//! whatever they started ([`stop_all`]).
 //!
 //! A daemon that dies hard (SIGKILL, a crash) leaves its tasks running with nobody watching
 //! them: a migration the next `berth up` would run a second time beside the first, a cron run
@@ -238,7 +239,7 @@ pub async fn run_logged(
 /// log file. How the next daemon knows the tasks an earlier one left running.
 pub const TASK_LOG_VAR: &str = "BERTH_TASK_LOG";
 
-/// How long a leftover task gets to end after SIGTERM before its group is killed.
+/// How long a task being stopped gets to end after SIGTERM before its group is killed.
 const STRAY_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A live process found carrying [`TASK_LOG_VAR`].
@@ -282,9 +283,8 @@ pub fn running_tasks(env_dir: &Path) -> Vec<StrayTask> {
         .collect()
 }
 
-/// Stops the tasks an earlier daemon of this environment left running (see the module doc):
-/// SIGTERM to each and to its process group, SIGKILL after [`STRAY_STOP_TIMEOUT`]; each is an
-/// event. Returns how many there were.
+/// Stops the tasks an earlier daemon of this environment left running (see the module doc);
+/// each is an event. Returns how many processes there were.
 pub async fn stop_strays(stack: &Stack) -> usize {
     let strays = running_tasks(&stack.paths.env_dir);
     for stray in &strays {
@@ -296,10 +296,32 @@ pub async fn stop_strays(stack: &Stack) -> usize {
         tracing::warn!("{message}");
         stack.record(EventLevel::Warn, "tasks", message);
     }
+    stop_processes(&strays).await;
+    strays.len()
+}
+
+/// `berth down`: stops this daemon's running tasks and every process they started (killing a
+/// task's shell alone would leave its children running unwatched); each task's end is then
+/// recorded as usual.
+pub async fn stop_all(stack: &Stack) {
+    let running = running_tasks(&stack.paths.env_dir);
+    for task in &running {
+        tracing::info!(
+            "stopping task process {} (log {})",
+            task.pid,
+            task.log.display()
+        );
+    }
+    stop_processes(&running).await;
+}
+
+/// SIGTERM to each process and to its process group, SIGKILL to those left after
+/// [`STRAY_STOP_TIMEOUT`].
+async fn stop_processes(tasks: &[StrayTask]) {
     let alive = |s: &StrayTask| berth_supervisor::local::process_matches(s.pid, s.start);
     let send = |signal: nix::sys::signal::Signal| {
-        for stray in strays.iter().filter(|s| alive(s)) {
-            let pid = nix::unistd::Pid::from_raw(stray.pid as i32);
+        for task in tasks.iter().filter(|s| alive(s)) {
+            let pid = nix::unistd::Pid::from_raw(task.pid as i32);
             // Its group too when it leads one (a task's `sh` does): what it started goes with it.
             if nix::unistd::getpgid(Some(pid)).is_ok_and(|group| group == pid) {
                 let _ = nix::sys::signal::killpg(pid, signal);
@@ -309,11 +331,10 @@ pub async fn stop_strays(stack: &Stack) -> usize {
     };
     send(nix::sys::signal::Signal::SIGTERM);
     let deadline = Instant::now() + STRAY_STOP_TIMEOUT;
-    while strays.iter().any(alive) && Instant::now() < deadline {
+    while tasks.iter().any(alive) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     send(nix::sys::signal::Signal::SIGKILL);
-    strays.len()
 }
 
 /// The last line of a task's output, for an event.

@@ -373,6 +373,31 @@ fn a_task_its_daemon_died_under_is_stopped_on_the_next_up() {
     assert_eq!(out.ok().trim(), "still-runs");
 }
 
+#[test]
+fn berth_down_ends_a_detached_task_and_what_it_started() {
+    let mut stack = Stack::new("task-down", &web(1, ""));
+    let first = stack.up_and_wait();
+    stack.wait_healthy("web", 1);
+    let pid_file = stack.path().join("task.pid");
+    let command = format!("echo $$ > '{}'; sleep 618; true", pid_file.display());
+    stack
+        .berth(&["run", "web", "--detach", "--", &command])
+        .ok();
+    let shell: u32 = wait_for("the task to start", Duration::from_secs(10), || {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    });
+    wait_for("the task's child", Duration::from_secs(10), || {
+        Some(live_group(shell)).filter(|g| g.len() == 2)
+    });
+    stack.berth(&["down"]).ok();
+    stack.wait_daemon_exit(first, Duration::from_secs(30));
+    let left = live_group(shell);
+    assert!(
+        left.is_empty(),
+        "the task's processes {left:?} outlive `berth down`"
+    );
+}
+
 /// A shim a test started by hand: SIGTERMed (it stops its application) when the test ends.
 struct StopOnDrop(std::process::Child);
 
