@@ -122,6 +122,12 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     secrets::attach_passwords(&mut stack, accessory_passwords);
     stack.containers = containers;
     let stack = Arc::new(stack);
+    // Before anything (the API included) can start a task: a migration or cron run an earlier
+    // daemon left running when it died must not run beside a new one.
+    let strays = tasks::stop_strays(&stack).await;
+    if strays > 0 {
+        println!("berth: stopped {strays} task process(es) an earlier daemon left running");
+    }
     let _ = stack.notifier.set(alarms::start_notifier(
         notify_targets,
         stack.store.clone(),
@@ -299,12 +305,6 @@ fn ready_to_open(
 }
 
 async fn bring_up(stack: &Arc<Stack>) -> anyhow::Result<()> {
-    // Before anything can start a task again: a migration or cron run an earlier daemon left
-    // running when it died must not run beside a new one.
-    let strays = tasks::stop_strays(stack).await;
-    if strays > 0 {
-        println!("berth: stopped {strays} task process(es) an earlier daemon left running");
-    }
     stack.ensure_volumes()?;
     stack.start_accessories().await?;
     keeper::spawn_all(stack);
