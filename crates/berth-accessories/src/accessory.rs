@@ -17,8 +17,8 @@ use crate::layout::Layout;
 use crate::lock::FolderLock;
 use crate::port;
 use crate::process::{
-    self, file_len, is_running, is_server_process, kill_hard, log_tail, read_pid_file, signal,
-    spawn_detached, wait_for_exit,
+    self, file_len, is_running, is_server_process, kill_hard, log_tail, read_pid_file,
+    server_processes, signal, spawn_detached, wait_for_exit,
 };
 use crate::secret;
 use crate::server::{exe_names, own_pid_file, stop_signal, Probe, Server, Target};
@@ -231,6 +231,7 @@ impl Accessory {
             }
         }
 
+        self.stop_strays(&layout, &server).await?;
         let port = port::resolve(self.config.port, &layout.port_file)?;
         let target = self.target(&layout, &user, port, &password);
         if !server.is_initialized(&layout) {
@@ -342,6 +343,29 @@ impl Accessory {
             }
             sleep(PROBE_EVERY).await;
         }
+    }
+
+    /// Stops the processes of the engine's program still working in the data folder when no
+    /// server is adopted there: what a Berth process that died hard left running and no pid
+    /// file names (Redis loading a backup for a restore, a server started just before the
+    /// death). A new server must not start beside them on the same data.
+    async fn stop_strays(&self, layout: &Layout, server: &Server) -> Result<()> {
+        let mut names: Vec<String> = exe_names(self.config.engine)
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        if let Some(name) = server.program().file_name() {
+            names.push(name.to_string_lossy().into_owned());
+        }
+        for pid in server_processes(&layout.data, &names) {
+            // A group's members (PostgreSQL's backends) may go with their leader.
+            if !is_running(pid) {
+                continue;
+            }
+            warn!(accessory = %self.config.name, pid, "a server process no pid file names works in {}: stopping it before starting the server", layout.data.display());
+            self.stop_pid(pid, RESTART_STOP_TIMEOUT).await?;
+        }
+        Ok(())
     }
 
     /// Asks `pid` to shut down, then kills its process group after `timeout`.

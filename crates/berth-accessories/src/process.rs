@@ -195,6 +195,21 @@ pub(crate) fn is_server_process(pid: u32, data_dir: &Path, exe_names: &[String])
     cwd == data_dir
 }
 
+/// Every live process of one of `exe_names` working in `data_dir` (see [`is_server_process`]),
+/// lowest pid first.
+pub(crate) fn server_processes(data_dir: &Path, exe_names: &[String]) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return vec![];
+    };
+    let mut pids: Vec<u32> = entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != std::process::id() && is_server_process(pid, data_dir, exe_names))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
 /// Sends `signal` to `pid`; a process that is already gone is not an error.
 pub(crate) fn signal(pid: u32, signal: Signal) -> Result<()> {
     match kill(Pid::from_raw(pid as i32), signal) {

@@ -82,6 +82,12 @@ impl EdgeProcess {
                 Err(_) => "ended (status unknown)".into(),
             };
         }
+        // Said once per adopted edge: a daemon log that lacks it never watched the edge.
+        tracing::info!(
+            "watching edge pid {} (started by an earlier daemon: polled every {} ms, and told by a pidfd where the kernel has them)",
+            self.pid,
+            ADOPTED_POLL.as_millis()
+        );
         berth_supervisor::local::process_ended(
             self.pid,
             self.start_ticks.unwrap_or(0),

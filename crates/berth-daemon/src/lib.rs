@@ -122,6 +122,12 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     secrets::attach_passwords(&mut stack, accessory_passwords);
     stack.containers = containers;
     let stack = Arc::new(stack);
+    // Before anything (the API included) can start a task: a migration or cron run an earlier
+    // daemon left running when it died must not run beside a new one.
+    let strays = tasks::stop_strays(&stack).await;
+    if strays > 0 {
+        println!("berth: stopped {strays} task process(es) an earlier daemon left running");
+    }
     let _ = stack.notifier.set(alarms::start_notifier(
         notify_targets,
         stack.store.clone(),
@@ -206,8 +212,9 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         Ok(reason) => reason.to_string(),
         Err(e) => format!("start-up failed: {e:#}"),
     };
-    tracing::info!("stopping ({reason}): the edge, then replicas, then accessories");
+    tracing::info!("stopping ({reason}): tasks, then the edge, then replicas, then accessories");
     stack.record(EventLevel::Info, "stack", format!("stopping: {reason}"));
+    tasks::stop_all(&stack).await;
     if let Some(edge) = stack.edge.get() {
         edge.stop().await;
         supervisor.clear_traffic_control();

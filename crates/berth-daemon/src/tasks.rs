@@ -27,7 +27,16 @@
 //!
 //! `berth run --detach` and cron runs have no terminal: the daemon runs them with
 //! [`berth_rollout::migrate::run`] (output to a log file, secret values masked) and records
-//! their end as an event. They are children of the daemon: `berth down` ends them.
+//! their end as an event. They are children of the daemon: `berth down` ends them, with
+//! whatever they started ([`stop_all`]).
+//!
+//! A daemon that dies hard (SIGKILL, a crash) leaves its tasks running with nobody watching
+//! them: a migration the next `berth up` would run a second time beside the first, a cron run
+//! the next daemon would overlap. No record could name them (the daemon can die between
+//! starting one and writing it down), so every task the daemon starts carries
+//! [`TASK_LOG_VAR`] (its log file, under the environment's folder) in its environment, which its
+//! own children inherit; [`stop_strays`], the first thing `berth up` does, finds the processes
+//! of this environment that carry it (none can be this daemon's yet) and stops them.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -205,23 +214,127 @@ pub fn spawn_detached(
     Ok(answer)
 }
 
-/// Runs `command` (`sh -c`) from the plan's release folder with its environment, output to
-/// `log` with secret values masked.
+/// Runs `command` (`sh -c`) from the plan's release folder with its environment (and
+/// [`TASK_LOG_VAR`]), output to `log` with secret values masked.
 pub async fn run_logged(
     plan: &ServicePlan,
     command: &str,
     log: &Path,
     timeout: Duration,
 ) -> anyhow::Result<MigrationOutcome> {
+    let mut env = plan.env.clone();
+    env.insert(TASK_LOG_VAR.into(), log.display().to_string());
     berth_rollout::migrate::run(
         command,
         Path::new(&plan.release.dir),
-        &plan.env,
+        &env,
         &plan.redact,
         log,
         timeout,
     )
     .await
+}
+
+/// In the environment of every task the daemon runs (detached, cron, migrations): the task's
+/// log file. How the next daemon knows the tasks an earlier one left running.
+pub const TASK_LOG_VAR: &str = "BERTH_TASK_LOG";
+
+/// How long a task being stopped gets to end after SIGTERM before its group is killed.
+const STRAY_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A live process found carrying [`TASK_LOG_VAR`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StrayTask {
+    pub pid: u32,
+    /// Its start time in clock ticks (guards the signals against pid reuse).
+    pub start: u64,
+    pub log: PathBuf,
+}
+
+/// The value of [`TASK_LOG_VAR`] in an environment block (`/proc/PID/environ`: `K=V` entries,
+/// each ended by a NUL).
+fn task_log_of(environ: &[u8]) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let prefix = format!("{TASK_LOG_VAR}=");
+    environ
+        .split(|&b| b == 0)
+        .find_map(|entry| entry.strip_prefix(prefix.as_bytes()))
+        .filter(|value| !value.is_empty())
+        .map(|value| PathBuf::from(std::ffi::OsStr::from_bytes(value)))
+}
+
+/// The live processes (this user's: others' environments cannot be read) whose
+/// [`TASK_LOG_VAR`] names a file under `env_dir`, except this process.
+pub fn running_tasks(env_dir: &Path) -> Vec<StrayTask> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    let me = std::process::id();
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter_map(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let log = task_log_of(&environ).filter(|log| log.starts_with(env_dir))?;
+            let start = berth_supervisor::local::proc_start_ticks(pid)?;
+            Some(StrayTask { pid, start, log })
+        })
+        .collect()
+}
+
+/// Stops the tasks an earlier daemon of this environment left running (see the module doc);
+/// each is an event. Returns how many processes there were.
+pub async fn stop_strays(stack: &Stack) -> usize {
+    let strays = running_tasks(&stack.paths.env_dir);
+    for stray in &strays {
+        let message = format!(
+            "a task of an earlier daemon (which died without stopping it) still ran: pid {}, log {}; stopping it",
+            stray.pid,
+            stray.log.display()
+        );
+        tracing::warn!("{message}");
+        stack.record(EventLevel::Warn, "tasks", message);
+    }
+    stop_processes(&strays).await;
+    strays.len()
+}
+
+/// `berth down`: stops this daemon's running tasks and every process they started (killing a
+/// task's shell alone would leave its children running unwatched); each task's end is then
+/// recorded as usual.
+pub async fn stop_all(stack: &Stack) {
+    let running = running_tasks(&stack.paths.env_dir);
+    for task in &running {
+        tracing::info!(
+            "stopping task process {} (log {})",
+            task.pid,
+            task.log.display()
+        );
+    }
+    stop_processes(&running).await;
+}
+
+/// SIGTERM to each process and to its process group, SIGKILL to those left after
+/// [`STRAY_STOP_TIMEOUT`].
+async fn stop_processes(tasks: &[StrayTask]) {
+    let alive = |s: &StrayTask| berth_supervisor::local::process_matches(s.pid, s.start);
+    let send = |signal: nix::sys::signal::Signal| {
+        for task in tasks.iter().filter(|s| alive(s)) {
+            let pid = nix::unistd::Pid::from_raw(task.pid as i32);
+            // Its group too when it leads one (a task's `sh` does): what it started goes with it.
+            if nix::unistd::getpgid(Some(pid)).is_ok_and(|group| group == pid) {
+                let _ = nix::sys::signal::killpg(pid, signal);
+            }
+            let _ = nix::sys::signal::kill(pid, signal);
+        }
+    };
+    send(nix::sys::signal::Signal::SIGTERM);
+    let deadline = Instant::now() + STRAY_STOP_TIMEOUT;
+    while tasks.iter().any(alive) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    send(nix::sys::signal::Signal::SIGKILL);
 }
 
 /// The last line of a task's output, for an event.
@@ -343,4 +456,54 @@ fn hold(stack: &Stack, service: &str, reason: String) {
         format!("{reason}; no replica of it starts"),
     );
     stack.set_held(service, Some(reason));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_is_known_by_the_log_in_its_environment() {
+        assert_eq!(
+            task_log_of(b"PATH=/bin\0BERTH_TASK_LOG=/s/.berth/default/tasks/web-1-1.log\0X=1\0"),
+            Some(PathBuf::from("/s/.berth/default/tasks/web-1-1.log"))
+        );
+        // Last entry without its NUL; a name that only starts alike; none; empty.
+        assert_eq!(
+            task_log_of(b"BERTH_TASK_LOG=/a/b.log"),
+            Some(PathBuf::from("/a/b.log"))
+        );
+        assert_eq!(
+            task_log_of(b"BERTH_TASK_LOGX=/a\0XBERTH_TASK_LOG=/b\0"),
+            None
+        );
+        assert_eq!(task_log_of(b"PATH=/bin\0"), None);
+        assert_eq!(task_log_of(b"BERTH_TASK_LOG=\0"), None);
+        assert_eq!(task_log_of(b""), None);
+    }
+
+    #[test]
+    fn only_this_environments_live_tasks_are_found() {
+        let root = tempfile::tempdir().unwrap();
+        let env_dir = root.path().join(".berth").join("default");
+        let other = root.path().join(".berth").join("staging");
+        let spawn = |log: &Path| {
+            std::process::Command::new("sleep")
+                .arg("60")
+                .env(TASK_LOG_VAR, log)
+                .spawn()
+                .unwrap()
+        };
+        let mut ours = spawn(&env_dir.join("cron/web.0/1.log"));
+        let mut theirs = spawn(&other.join("tasks/t.log"));
+        let found = running_tasks(&env_dir);
+        let pids: Vec<u32> = found.iter().map(|t| t.pid).collect();
+        assert!(pids.contains(&ours.id()), "{found:?}");
+        assert!(!pids.contains(&theirs.id()), "{found:?}");
+        for child in [&mut ours, &mut theirs] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        assert!(running_tasks(&env_dir).iter().all(|t| t.pid != ours.id()));
+    }
 }

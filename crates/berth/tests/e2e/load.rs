@@ -194,11 +194,15 @@ impl Load {
             {
                 return s.clone();
             }
-            assert!(
-                Instant::now() < deadline,
-                "the load client saw no {what} within {}s",
-                timeout.as_secs()
-            );
+            if Instant::now() >= deadline {
+                let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+                let last: Vec<_> = samples.iter().rev().take(5).collect();
+                panic!(
+                    "the load client saw no {what} within {}s ({} answers; the last, newest first: {last:?})",
+                    timeout.as_secs(),
+                    samples.len()
+                );
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -1,4 +1,5 @@
-//! Replicas that die, crash-loop or fail their health check.
+//! Replicas that die, crash-loop or fail their health check; what a daemon that died hard left
+//! behind (unrecorded replicas, tasks).
 
 use std::time::{Duration, Instant};
 
@@ -303,6 +304,97 @@ fn a_replica_its_daemon_died_before_recording_is_stopped_on_the_next_up() {
             .any(|(_, message)| message.contains("no record names") && message.contains("web.7")),
         "no event for the stray: {:?}",
         stack.events()
+    );
+}
+
+/// The live processes of process group `group`.
+fn live_group(group: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // After the command name: state, ppid, pgrp.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map_or("", |(_, rest)| rest)
+                .split_whitespace()
+                .collect();
+            fields.get(2) == Some(&group.to_string().as_str()) && alive(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn a_task_its_daemon_died_under_is_stopped_on_the_next_up() {
+    let mut stack = Stack::new("task-orphan", &web(1, ""));
+    let first = stack.up_and_wait();
+    stack.wait_healthy("web", 1);
+    // A quiet task (a write to its log pipe, gone with the daemon, would end it) with a child.
+    let pid_file = stack.path().join("task.pid");
+    let command = format!("echo $$ > '{}'; sleep 617; true", pid_file.display());
+    stack
+        .berth(&["run", "web", "--detach", "--", &command])
+        .ok();
+    let shell: u32 = wait_for("the task to start", Duration::from_secs(10), || {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    });
+    let group = wait_for("the task's child", Duration::from_secs(10), || {
+        Some(live_group(shell)).filter(|g| g.len() == 2)
+    });
+    stack.signal_daemon(first, libc::SIGKILL);
+    stack.wait_daemon_exit(first, Duration::from_secs(10));
+    assert_eq!(live_group(shell), group, "the task outlives its daemon");
+
+    let second = stack.up_and_wait();
+    let out = stack.daemon_stdout(second);
+    assert!(
+        out.contains("stopped 2 task process(es) an earlier daemon left running"),
+        "{out}"
+    );
+    wait_for("the task to end", Duration::from_secs(15), || {
+        live_group(shell).is_empty().then_some(())
+    });
+    assert!(
+        stack.events().iter().any(|(_, message)| {
+            message.contains("a task of an earlier daemon")
+                && message.contains(&format!("pid {shell},"))
+        }),
+        "no event for the task: {:?}",
+        stack.events()
+    );
+    // The new daemon runs tasks as before.
+    let out = stack.berth(&["run", "web", "--", "echo still-runs"]);
+    assert_eq!(out.ok().trim(), "still-runs");
+}
+
+#[test]
+fn berth_down_ends_a_detached_task_and_what_it_started() {
+    let mut stack = Stack::new("task-down", &web(1, ""));
+    let first = stack.up_and_wait();
+    stack.wait_healthy("web", 1);
+    let pid_file = stack.path().join("task.pid");
+    let command = format!("echo $$ > '{}'; sleep 618; true", pid_file.display());
+    stack
+        .berth(&["run", "web", "--detach", "--", &command])
+        .ok();
+    let shell: u32 = wait_for("the task to start", Duration::from_secs(10), || {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse().ok()
+    });
+    wait_for("the task's child", Duration::from_secs(10), || {
+        Some(live_group(shell)).filter(|g| g.len() == 2)
+    });
+    stack.berth(&["down"]).ok();
+    stack.wait_daemon_exit(first, Duration::from_secs(30));
+    let left = live_group(shell);
+    assert!(
+        left.is_empty(),
+        "the task's processes {left:?} outlive `berth down`"
     );
 }
 

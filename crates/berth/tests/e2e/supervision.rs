@@ -447,6 +447,89 @@ fn a_killed_redis_is_restarted() {
 }
 
 #[test]
+fn a_redis_loading_a_backup_when_its_daemon_died_is_stopped_before_the_accessory_starts() {
+    if !require(
+        "a_redis_loading_a_backup_when_its_daemon_died_is_stopped_before_the_accessory_starts",
+        "redis-server",
+        "redis-server",
+    ) {
+        return;
+    }
+    let body = format!(
+        "{}\n[accessory.acc]\nengine = \"redis\"\n",
+        routed_web(1, "use = [\"acc\"]")
+    );
+    let mut stack = Stack::new("redis-restore-orphan", &body);
+    let first = stack.up_and_wait();
+    let server_pid = |stack: &Stack| {
+        status(stack)["accessories"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["name"] == "acc"))
+            .and_then(|a| a["pid"].as_u64())
+            .map(|p| p as u32)
+    };
+    let server = server_pid(&stack).expect("a server pid");
+    stack.signal_daemon(first, libc::SIGKILL);
+    stack.wait_daemon_exit(first, Duration::from_secs(10));
+
+    // What a daemon killed during `berth backup restore` of Redis leaves: the accessory stopped,
+    // and the one-off redis-server loading the backup in its data folder (started as the restore
+    // starts it), which no pid file names.
+    signal(server, libc::SIGTERM);
+    wait_for("the accessory to stop", Duration::from_secs(10), || {
+        (!alive(server)).then_some(())
+    });
+    let dir = stack.state().join("accessories").join("acc");
+    let socket = dir.join("run").join("restore.sock");
+    let one_off = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--unixsocketperm",
+            "700",
+            "--appendonly",
+            "no",
+        ])
+        .args([
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--dbfilename",
+            "dump.rdb",
+        ])
+        .args(["--logfile", ""])
+        .arg("--unixsocket")
+        .arg(&socket)
+        .arg("--dir")
+        .arg(dir.join("data"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let one_off_pid = one_off.id();
+    stack.extra.push(one_off);
+    wait_for("the one-off server", Duration::from_secs(10), || {
+        socket.exists().then_some(())
+    });
+
+    let second = stack.up_and_wait();
+    let exit = wait_for("the one-off server to end", Duration::from_secs(30), || {
+        stack.extra[0].try_wait().unwrap()
+    });
+    println!("[redis-restore-orphan] the one-off redis-server ended: {exit}");
+    let started = server_pid(&stack).expect("a server pid");
+    assert!(alive(started), "{}", status(&stack));
+    assert!(![server, one_off_pid].contains(&started), "{started}");
+    let err = stack.daemon_stderr(second);
+    assert!(
+        err.contains("no pid file names") && err.contains(&format!("pid={one_off_pid}")),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_edge_killed_during_a_canary_leaves_the_deploy_going_or_rolled_back_never_split() {
     let deploy = |version: &str| {
         format!(
@@ -643,6 +726,17 @@ fn an_adopted_edge_killed_is_restarted_too() {
         stack.daemon_stdout(second)
     );
     let old = edge_pid(&stack);
+    // The link watches the very edge the status names (a CI run once saw its death unnoticed).
+    wait_for(
+        "the daemon to watch the adopted edge",
+        Duration::from_secs(10),
+        || {
+            stack
+                .daemon_stderr(second)
+                .contains(&format!("watching edge pid {old} "))
+                .then_some(())
+        },
+    );
     let load = start_load(&stack, 50);
     let killed_ms = now_ms();
     signal(old, libc::SIGKILL);
