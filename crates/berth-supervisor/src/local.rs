@@ -227,6 +227,16 @@ fn kill_group_if_alive(pid: u32) {
     let _ = kill(Pid::from_raw(-(pid as i32)), Signal::SIGKILL);
 }
 
+/// The parent of a process (field 4 of `/proc/PID/stat`).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// Start time of a process in clock ticks since boot (field 22 of `/proc/PID/stat`).
 pub fn proc_start_ticks(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -372,7 +382,9 @@ pub async fn stop_shim(shim: &RunningShim, timeout: Duration) {
         .ok()
         .and_then(|text| text.trim().parse::<u32>().ok());
     if alive() {
-        if let Some(app_pid) = app_pid {
+        // Only the group of the shim's own child: a pid read from a file may name another
+        // process by now.
+        if let Some(app_pid) = app_pid.filter(|&pid| parent_of(pid) == Some(shim.pid)) {
             kill_group_if_alive(app_pid);
         }
         let _ = kill(Pid::from_raw(shim.pid as i32), Signal::SIGKILL);
@@ -402,6 +414,10 @@ mod tests {
             .expect("the end was not told")
             .unwrap();
         println!("told {:?} after the kill", killed.elapsed());
+        assert_eq!(
+            parent_of(std::process::id()),
+            Some(std::os::unix::process::parent_id())
+        );
         // A zombie (not reaped yet) counts as ended; so does a pid that names another process.
         process_ended(pid, start, Duration::from_secs(3600)).await;
         child.wait().unwrap();
