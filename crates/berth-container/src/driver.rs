@@ -273,6 +273,7 @@ impl Driver for ContainerDriver {
             supervisor_pid: pid,
             supervisor_start: proc_start_ticks(pid).unwrap_or(0),
             app_pid: pid,
+            app_start: 0,
             instance_dir: launch.instance_dir.clone(),
             started_at,
             limits: plan::limits_text(launch),

@@ -78,6 +78,11 @@ pub struct ProcessRecord {
     pub supervisor_start: u64,
     /// The application process.
     pub app_pid: u32,
+    /// Start time of the application process in clock ticks since boot (0: unknown, a record
+    /// of an older Berth): its process group is signalled only while `app_pid` is not another
+    /// process by then.
+    #[serde(default)]
+    pub app_start: u64,
     pub instance_dir: PathBuf,
     /// Unix seconds.
     pub started_at: i64,

@@ -99,6 +99,7 @@ mod tests {
             supervisor_pid: pid,
             supervisor_start: 123_456,
             app_pid: pid + 1,
+            app_start: 0,
             instance_dir: PathBuf::from(format!("/stack/.berth/run/web.1-{pid}")),
             started_at: 1_700_000_000,
             limits: Some("memory 256 MiB".into()),

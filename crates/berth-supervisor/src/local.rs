@@ -49,7 +49,7 @@ impl LocalProcessDriver {
         tokio::spawn(async move {
             process_ended(record.supervisor_pid, record.supervisor_start, ADOPTED_POLL).await;
             // The shim is gone; its application must not outlive it unwatched.
-            kill_group_if_alive(record.app_pid);
+            kill_group_if_alive(record.app_pid, record.app_start);
             let _ = tx.send(Some(read_exit(&record.instance_dir)));
         });
         rx
@@ -115,6 +115,7 @@ impl Driver for LocalProcessDriver {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
+        let app_start = proc_start_ticks(app_pid).unwrap_or(0);
         let limits = fs::read_to_string(dir.join(LIMITS_FILE))
             .ok()
             .map(|s| s.trim().to_string())
@@ -128,7 +129,7 @@ impl Driver for LocalProcessDriver {
         let instance_dir = dir.clone();
         tokio::spawn(async move {
             let _ = child.wait().await;
-            kill_group_if_alive(app_pid);
+            kill_group_if_alive(app_pid, app_start);
             let _ = tx.send(Some(read_exit(&instance_dir)));
         });
 
@@ -136,6 +137,7 @@ impl Driver for LocalProcessDriver {
             supervisor_pid: shim_pid,
             supervisor_start,
             app_pid,
+            app_start,
             instance_dir: dir.clone(),
             started_at: berth_model::now_unix(),
             limits,
@@ -165,14 +167,14 @@ impl Driver for LocalProcessDriver {
             let _ = kill(Pid::from_raw(record.supervisor_pid as i32), Signal::SIGTERM);
         } else {
             // No shim to forward the signal: ask the application directly.
-            let _ = kill(Pid::from_raw(-(record.app_pid as i32)), Signal::SIGTERM);
+            signal_group(record.app_pid, record.app_start, Signal::SIGTERM);
         }
         let ended = tokio::time::timeout(timeout, async {
             rx.wait_for(|s| s.is_some()).await.is_ok()
         })
         .await;
         if ended.is_err() {
-            kill_group_if_alive(record.app_pid);
+            kill_group_if_alive(record.app_pid, record.app_start);
             if process_matches(record.supervisor_pid, record.supervisor_start) {
                 let _ = kill(Pid::from_raw(record.supervisor_pid as i32), Signal::SIGKILL);
             }
@@ -222,9 +224,21 @@ fn read_exit(dir: &Path) -> ExitStatus {
         })
 }
 
-/// SIGKILLs the process group led by `pid`, if that group still has members.
-fn kill_group_if_alive(pid: u32) {
-    let _ = kill(Pid::from_raw(-(pid as i32)), Signal::SIGKILL);
+/// SIGKILLs the process group led by `pid` (started at `start` clock ticks; 0: unknown), if
+/// that group still has members.
+fn kill_group_if_alive(pid: u32, start: u64) -> bool {
+    signal_group(pid, start, Signal::SIGKILL)
+}
+
+/// Signals the process group led by `pid`, unless `pid` now names another process than the
+/// one that started at `start` (pids are reused; a dead leader whose group still has members
+/// keeps its pid from being reused, so a missing leader is no reason to hold back). Returns
+/// whether a signal was sent.
+fn signal_group(pid: u32, start: u64, signal: Signal) -> bool {
+    if start != 0 && proc_start_ticks(pid).is_some_and(|now| now != start) {
+        return false;
+    }
+    kill(Pid::from_raw(-(pid as i32)), signal).is_ok()
 }
 
 /// The parent of a process (field 4 of `/proc/PID/stat`).
@@ -385,7 +399,7 @@ pub async fn stop_shim(shim: &RunningShim, timeout: Duration) {
         // Only the group of the shim's own child: a pid read from a file may name another
         // process by now.
         if let Some(app_pid) = app_pid.filter(|&pid| parent_of(pid) == Some(shim.pid)) {
-            kill_group_if_alive(app_pid);
+            kill_group_if_alive(app_pid, 0);
         }
         let _ = kill(Pid::from_raw(shim.pid as i32), Signal::SIGKILL);
     }
@@ -422,6 +436,31 @@ mod tests {
         process_ended(pid, start, Duration::from_secs(3600)).await;
         child.wait().unwrap();
         process_ended(pid, start, Duration::from_secs(3600)).await;
+    }
+
+    #[test]
+    fn a_group_is_signalled_only_while_its_leader_is_the_recorded_process() {
+        use std::os::unix::process::CommandExt as _;
+        let mut leader = std::process::Command::new("sleep")
+            .arg("60")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = leader.id();
+        let start = proc_start_ticks(pid).unwrap();
+        // A record naming this pid with another start time: the pid was reused, hands off.
+        assert!(!kill_group_if_alive(pid, start + 1));
+        assert_eq!(
+            leader.try_wait().unwrap(),
+            None,
+            "another process's group was killed"
+        );
+        assert!(kill_group_if_alive(pid, start));
+        let status = leader.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL)
+        );
     }
 
     #[test]
