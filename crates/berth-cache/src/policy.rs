@@ -670,6 +670,101 @@ pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
         .is_some_and(|modified| modified <= since)
 }
 
+/// What a `Range` request gets from a stored whole answer (RFC 9110 14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeAnswer {
+    /// The whole answer: no `Range`, one this cache does not serve (several ranges, another
+    /// unit, invalid), or an `If-Range` that does not match the stored answer (14.2 lets a
+    /// server ignore a `Range`).
+    Whole,
+    /// `206 Partial Content` with these bytes (first, last, both included).
+    Part { first: u64, last: u64 },
+    /// `416 Range Not Satisfiable` (`Content-Range: bytes */LENGTH`).
+    Unsatisfiable,
+}
+
+/// The answer to a GET's `Range` from a stored `200` answer of `length` bytes with the headers
+/// `stored`: one byte range (`bytes=A-B`, `bytes=A-`, `bytes=-N`), honoured when `If-Range`
+/// (if any) names the stored answer by a strong `ETag` or its exact `Last-Modified` date.
+pub fn range_answer(request: &HeaderMap, stored: &HeaderMap, length: u64) -> RangeAnswer {
+    let Some(range) = request.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return RangeAnswer::Whole;
+    };
+    if request.get_all(header::RANGE).iter().count() > 1 {
+        return RangeAnswer::Whole;
+    }
+    if let Some(if_range) = request.get(header::IF_RANGE) {
+        let Ok(if_range) = if_range.to_str().map(str::trim) else {
+            return RangeAnswer::Whole;
+        };
+        let matches = if if_range.starts_with('"') || if_range.starts_with("W/") {
+            // Strong comparison (13.1.3): a weak tag on either side never matches.
+            stored
+                .get(header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|etag| !if_range.starts_with("W/") && etag.trim() == if_range)
+        } else {
+            stored
+                .get(header::LAST_MODIFIED)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|modified| modified.trim() == if_range)
+        };
+        if !matches {
+            return RangeAnswer::Whole;
+        }
+    }
+    let Some((unit, spec)) = range.split_once('=') else {
+        return RangeAnswer::Whole;
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") || spec.contains(',') {
+        return RangeAnswer::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeAnswer::Whole;
+    };
+    let number = |text: &str| -> Option<u64> {
+        let text = text.trim();
+        (!text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| text.parse().ok())
+            .flatten()
+    };
+    match (first.trim().is_empty(), number(first), number(last)) {
+        // bytes=-N: the last N bytes.
+        (true, _, Some(suffix)) => {
+            if suffix == 0 || length == 0 {
+                RangeAnswer::Unsatisfiable
+            } else {
+                RangeAnswer::Part {
+                    first: length.saturating_sub(suffix),
+                    last: length - 1,
+                }
+            }
+        }
+        (false, Some(first), None) if last.trim().is_empty() => {
+            if first >= length {
+                RangeAnswer::Unsatisfiable
+            } else {
+                RangeAnswer::Part {
+                    first,
+                    last: length - 1,
+                }
+            }
+        }
+        (false, Some(first), Some(last)) if first <= last => {
+            if first >= length {
+                RangeAnswer::Unsatisfiable
+            } else {
+                RangeAnswer::Part {
+                    first,
+                    last: last.min(length - 1),
+                }
+            }
+        }
+        // Not a valid range: ignored (14.2).
+        _ => RangeAnswer::Whole,
+    }
+}
+
 /// The headers of a stored answer after a `304` to the cache's own conditional request
 /// (RFC 9111 4.3.4): the `304`'s headers replace the stored ones, except those that describe
 /// the stored body or whom it may go to, which the cache keeps as they are (4.3.4 lets a cache

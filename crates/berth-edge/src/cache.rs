@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use berth_cache::policy::{self, NOT_MODIFIED_HEADERS, UNKEYED_REQUEST_HEADERS};
+use berth_cache::policy::{self, RangeAnswer, Rule, NOT_MODIFIED_HEADERS, UNKEYED_REQUEST_HEADERS};
 use berth_cache::{FillPermit, Flight, Object, Rules, State, Store};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
@@ -54,6 +54,14 @@ pub(crate) enum CachePlan {
     },
     /// An unsafe method on a URL under a cache rule: its entries go on a non-error answer.
     Invalidate { store: Arc<Store>, primary: String },
+    /// A GET with `Range` under a cache rule: answered from a fresh stored whole answer, else
+    /// forwarded as it is (the replica answers the range; nothing is stored).
+    Range {
+        store: Arc<Store>,
+        rules: Arc<Rules>,
+        rule: usize,
+        primary: String,
+    },
 }
 
 type Answer = (Response<AnswerBody>, Option<Lease>, Option<String>);
@@ -108,6 +116,14 @@ impl Edge {
                 false => Ok(()),
             }
         });
+        if allowed == Err(policy::Skip::Range) && req.method() == Method::GET {
+            return Some(CachePlan::Range {
+                store,
+                rules: rules.clone(),
+                rule,
+                primary,
+            });
+        }
         if allowed.is_err() {
             self.cache_count("bypass");
             return None;
@@ -217,6 +233,29 @@ impl Edge {
                 }
                 return Ok(answer);
             }
+            CachePlan::Range {
+                store,
+                rules,
+                rule,
+                primary,
+            } => {
+                let mut headers = req.headers().clone();
+                as_the_replica_gets_it(&rules.rules[rule], &mut headers);
+                let now = Instant::now();
+                if let (_, Some(object)) = store.lookup(&primary, &headers, now) {
+                    if object.state(now) == State::Fresh {
+                        self.cache_count("hit");
+                        let method = req.method().clone();
+                        return Ok(served(&object, "HIT", &method, req.headers(), service));
+                    }
+                }
+                self.cache_count("bypass");
+                return self
+                    .forward(
+                        table, req, framing, inspected, client, host, request_id, service,
+                    )
+                    .await;
+            }
             CachePlan::Use {
                 store,
                 rules,
@@ -226,29 +265,12 @@ impl Edge {
         };
         let spec = &rules.rules[rule];
         let method = req.method().clone();
-        // The request as the replica gets it: the key's query only, no Cookie unless the rule
-        // lets it through, none of the unkeyed headers that change answers, no client
-        // conditionals (the cache asks with its own).
         let (mut parts, _body) = req.into_parts();
         let client_headers = parts.headers.clone();
         if let Some(uri) = cache_uri(&parts.uri, policy::cache_query(spec, parts.uri.query())) {
             parts.uri = uri;
         }
-        if !spec.spec.cookies {
-            parts.headers.remove(header::COOKIE);
-        }
-        for name in UNKEYED_REQUEST_HEADERS {
-            parts.headers.remove(name);
-        }
-        for name in [
-            header::IF_NONE_MATCH,
-            header::IF_MODIFIED_SINCE,
-            header::IF_MATCH,
-            header::IF_UNMODIFIED_SINCE,
-            header::IF_RANGE,
-        ] {
-            parts.headers.remove(name);
-        }
+        as_the_replica_gets_it(spec, &mut parts.headers);
         let now = Instant::now();
         let (key, found) = store.lookup(&primary, &parts.headers, now);
         let mut stale = None;
@@ -795,6 +817,28 @@ fn cache_uri(uri: &Uri, query: Option<String>) -> Option<Uri> {
     Uri::from_parts(parts).ok()
 }
 
+/// The request's headers as the replica gets them from the cache: no Cookie unless the rule
+/// lets it through, none of the unkeyed headers that change answers, no client conditionals
+/// or range (the cache asks with its own, for whole answers).
+fn as_the_replica_gets_it(rule: &Rule, headers: &mut HeaderMap) {
+    if !rule.spec.cookies {
+        headers.remove(header::COOKIE);
+    }
+    for name in UNKEYED_REQUEST_HEADERS {
+        headers.remove(name);
+    }
+    for name in [
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_MATCH,
+        header::IF_UNMODIFIED_SINCE,
+        header::IF_RANGE,
+        header::RANGE,
+    ] {
+        headers.remove(name);
+    }
+}
+
 /// Headers never kept in a stored answer: framing and hop-by-hop ones (the edge writes its
 /// own) and `Age` (worked out anew on each answer).
 fn strip_stored(headers: &mut HeaderMap) {
@@ -838,11 +882,42 @@ fn served(
         headers.clone_from(&object.headers);
         StatusCode::from_u16(object.status).unwrap_or(StatusCode::OK)
     };
+    let length = object.body.len() as u64;
+    let range = if status == StatusCode::OK && *method == Method::GET {
+        policy::range_answer(client, &object.headers, length)
+    } else {
+        RangeAnswer::Whole
+    };
     headers.insert(header::AGE, HeaderValue::from(object.age(now).as_secs()));
     headers.insert(X_CACHE.clone(), HeaderValue::from_static(label));
     // HEAD: the stored length, no body (HTTP/1 would drop it, but an HTTP/2 server sends
     // whatever body it is given as DATA frames on the HEAD's stream).
-    let body = if not_modified {
+    let (status, body) = match range {
+        RangeAnswer::Whole => (status, None),
+        RangeAnswer::Part { first, last } => {
+            let content_range = format!("bytes {first}-{last}/{length}");
+            if let Ok(value) = HeaderValue::from_str(&content_range) {
+                headers.insert(header::CONTENT_RANGE, value);
+            }
+            let part = object.body.slice(first as usize..=last as usize);
+            (StatusCode::PARTIAL_CONTENT, Some(part))
+        }
+        RangeAnswer::Unsatisfiable => {
+            // Nothing of the stored representation but where it ends (RFC 9110 15.5.17).
+            let kept = headers.get(header::DATE).cloned();
+            headers.clear();
+            if let Some(date) = kept {
+                headers.insert(header::DATE, date);
+            }
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}")) {
+                headers.insert(header::CONTENT_RANGE, value);
+            }
+            (StatusCode::RANGE_NOT_SATISFIABLE, Some(Bytes::new()))
+        }
+    };
+    let body = if let Some(part) = body {
+        part
+    } else if not_modified {
         Bytes::new()
     } else if *method == Method::HEAD {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(object.body.len()));

@@ -752,3 +752,85 @@ fn a_stored_coding_is_served_only_to_clients_that_take_it() {
         &headers(&[("content-encoding", "identity")])
     ));
 }
+
+#[test]
+fn one_byte_range_is_served_from_a_whole_stored_answer() {
+    let stored = headers(&[
+        ("etag", "\"v1\""),
+        ("last-modified", "Mon, 30 Nov 2026 10:00:00 GMT"),
+    ]);
+    let ask = |pairs: &[(&str, &str)]| range_answer(&headers(pairs), &stored, 1000);
+    let part = |first, last| RangeAnswer::Part { first, last };
+    assert_eq!(ask(&[]), RangeAnswer::Whole);
+    assert_eq!(ask(&[("range", "bytes=0-99")]), part(0, 99));
+    assert_eq!(ask(&[("range", "bytes=900-")]), part(900, 999));
+    assert_eq!(ask(&[("range", "bytes=-100")]), part(900, 999));
+    assert_eq!(ask(&[("range", "bytes=-5000")]), part(0, 999));
+    assert_eq!(ask(&[("range", "bytes=990-5000")]), part(990, 999));
+    assert_eq!(ask(&[("range", "Bytes = 5-5")]), part(5, 5));
+    // Past the end, or an empty suffix: 416.
+    assert_eq!(ask(&[("range", "bytes=1000-")]), RangeAnswer::Unsatisfiable);
+    assert_eq!(
+        ask(&[("range", "bytes=1000-1001")]),
+        RangeAnswer::Unsatisfiable
+    );
+    assert_eq!(ask(&[("range", "bytes=-0")]), RangeAnswer::Unsatisfiable);
+    // Not served from the cache (the whole answer instead, as 14.2 allows): several ranges,
+    // another unit, nonsense, a reversed range, two Range headers.
+    for range in [
+        "bytes=0-1,5-6",
+        "items=0-1",
+        "bytes=a-b",
+        "bytes=5-1",
+        "bytes=-",
+        "bytes=+1-2",
+        "bytes 0-1",
+        "bytes=0-18446744073709551616",
+    ] {
+        assert_eq!(ask(&[("range", range)]), RangeAnswer::Whole, "{range}");
+    }
+    assert_eq!(
+        ask(&[("range", "bytes=0-1"), ("range", "bytes=2-3")]),
+        RangeAnswer::Whole
+    );
+}
+
+#[test]
+fn if_range_must_name_the_stored_answer_exactly() {
+    let stored = headers(&[
+        ("etag", "\"v1\""),
+        ("last-modified", "Mon, 30 Nov 2026 10:00:00 GMT"),
+    ]);
+    let ask = |if_range: &str| {
+        range_answer(
+            &headers(&[("range", "bytes=0-9"), ("if-range", if_range)]),
+            &stored,
+            100,
+        )
+    };
+    let part = RangeAnswer::Part { first: 0, last: 9 };
+    assert_eq!(ask("\"v1\""), part);
+    assert_eq!(ask("Mon, 30 Nov 2026 10:00:00 GMT"), part);
+    assert_eq!(ask("\"v2\""), RangeAnswer::Whole);
+    assert_eq!(ask("W/\"v1\""), RangeAnswer::Whole);
+    assert_eq!(ask("Mon, 30 Nov 2026 10:00:01 GMT"), RangeAnswer::Whole);
+    // A weak stored tag never matches strongly.
+    let weak = headers(&[("etag", "W/\"v1\"")]);
+    assert_eq!(
+        range_answer(
+            &headers(&[("range", "bytes=0-9"), ("if-range", "W/\"v1\"")]),
+            &weak,
+            100
+        ),
+        RangeAnswer::Whole
+    );
+    // Nothing stored to compare with.
+    assert_eq!(
+        range_answer(
+            &headers(&[("range", "bytes=0-9"), ("if-range", "\"v1\"")]),
+            &HeaderMap::new(),
+            100
+        ),
+        RangeAnswer::Whole
+    );
+}

@@ -691,6 +691,68 @@ async fn conditional_requests_are_answered_304_from_the_cache() {
 }
 
 #[tokio::test]
+async fn a_range_is_answered_from_a_stored_answer_and_passed_on_when_none_is() {
+    let (edge, backend) = cached_edge().await;
+    // Nothing stored yet: the range goes to the replica as it is (this one answers whole),
+    // and what comes back is not stored.
+    let passed = get(&edge, "/tagged/r", &[("range", "bytes=0-3")]).await;
+    assert_eq!(passed.status, StatusCode::OK);
+    assert_ne!(x_cache(&passed), "HIT");
+    assert_eq!(passed.text(), "/tagged/r #1");
+    let whole = get(&edge, "/tagged/r", &[]).await;
+    assert_eq!(
+        (x_cache(&whole), whole.text().as_str()),
+        ("MISS", "/tagged/r #2")
+    );
+    // Stored: ranges are cut from it.
+    let part = get(&edge, "/tagged/r", &[("range", "bytes=1-4")]).await;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(x_cache(&part), "HIT");
+    assert_eq!(part.text(), "tagg");
+    assert_eq!(part.header("content-range"), Some("bytes 1-4/12"));
+    assert_eq!(part.header("content-length"), Some("4"));
+    let suffix = get(&edge, "/tagged/r", &[("range", "bytes=-2")]).await;
+    assert_eq!(
+        (suffix.status, suffix.text().as_str()),
+        (StatusCode::PARTIAL_CONTENT, "#2")
+    );
+    let past = get(&edge, "/tagged/r", &[("range", "bytes=12-")]).await;
+    assert_eq!(past.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(past.header("content-range"), Some("bytes */12"));
+    assert!(past.body.is_empty());
+    assert_eq!(
+        past.header("etag"),
+        None,
+        "a 416 describes no representation"
+    );
+    // If-Range: the range only for the stored version, else the whole answer.
+    let same = get(
+        &edge,
+        "/tagged/r",
+        &[("range", "bytes=0-0"), ("if-range", "\"v1\"")],
+    )
+    .await;
+    assert_eq!(
+        (same.status, same.text().as_str()),
+        (StatusCode::PARTIAL_CONTENT, "/")
+    );
+    let other = get(
+        &edge,
+        "/tagged/r",
+        &[("range", "bytes=0-0"), ("if-range", "\"v0\"")],
+    )
+    .await;
+    assert_eq!(
+        (other.status, other.text().as_str()),
+        (StatusCode::OK, "/tagged/r #2")
+    );
+    // Several ranges: the whole stored answer (RFC 9110 14.2 lets a server ignore them).
+    let several = get(&edge, "/tagged/r", &[("range", "bytes=0-1,4-5")]).await;
+    assert_eq!((several.status, x_cache(&several)), (StatusCode::OK, "HIT"));
+    assert_eq!(backend.count("/tagged/r"), 2);
+}
+
+#[tokio::test]
 async fn unsafe_methods_invalidate_and_purges_drop_entries() {
     let (edge, backend) = cached_edge().await;
     get(&edge, "/thing", &[]).await;
